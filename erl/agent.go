@@ -1,0 +1,165 @@
+package erl
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/erlang/agent"
+)
+
+// EnsureAgent makes migctl's agent modules available on node. A module that
+// is already loaded with the same md5 (another migctl, or a daemon, put it
+// there) is used as it is and left in place at Close. Otherwise the old code
+// is soft-purged first; if some process still runs it, loading stops with an
+// error rather than let the code server kill that process.
+func (c *Client) EnsureAgent(ctx context.Context, nodeName string) error {
+	c.mu.Lock()
+	ready := c.agents[nodeName]
+	c.mu.Unlock()
+	if ready {
+		return nil
+	}
+	for _, m := range agent.Modules() {
+		loaded, err := c.loadModule(ctx, nodeName, m)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if loaded || !c.agents[nodeName] {
+			c.agents[nodeName] = true
+		}
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+func (c *Client) loadModule(ctx context.Context, nodeName string, m agent.Module) (bool, error) {
+	op := "load agent module " + m.Name
+	want, err := c.Call(ctx, nodeName, "beam_lib", "md5", m.Beam)
+	if err != nil {
+		return false, err
+	}
+	wt, ok := want.(etf.Tuple)
+	if !ok || len(wt) != 2 || wt[0] != etf.Atom("ok") {
+		return false, &Error{Op: op, Node: nodeName, Err: fmt.Errorf("%w: beam_lib:md5: %v", ErrBadRPC, want)}
+	}
+	wantMD5, _ := wt[1].(etf.Tuple)[1].([]byte)
+	isLoaded, err := c.Call(ctx, nodeName, "code", "is_loaded", etf.Atom(m.Name))
+	if err != nil {
+		return false, err
+	}
+	if isLoaded != false {
+		have, err := c.Call(ctx, nodeName, m.Name, "module_info", etf.Atom("md5"))
+		if err != nil {
+			return false, err
+		}
+		if hb, ok := have.([]byte); ok && bytes.Equal(hb, wantMD5) {
+			return false, nil
+		}
+	}
+	purged, err := c.Call(ctx, nodeName, "code", "soft_purge", etf.Atom(m.Name))
+	if err != nil {
+		return false, err
+	}
+	if purged != true {
+		return false, &Error{Op: op, Node: nodeName, Err: errors.New("old code of the module is still running"),
+			Hint: "another migctl is using an older agent on this node; wait for it to finish"}
+	}
+	res, err := c.Call(ctx, nodeName, "code", "load_binary", etf.Atom(m.Name), m.Name+".beam", m.Beam)
+	if err != nil {
+		return false, err
+	}
+	if rt, ok := res.(etf.Tuple); !ok || len(rt) != 2 || rt[0] != etf.Atom("module") {
+		return false, &Error{Op: op, Node: nodeName, Err: fmt.Errorf("%w: %v", ErrBadRPC, res)}
+	}
+	c.log.Debug("agent loaded", "node", nodeName, "module", m.Name)
+	return true, nil
+}
+
+// UnloadAgent removes the agent modules from node if this Client loaded
+// them. A module still running in some process (a forwarder the operator
+// asked for) is left loaded and reported.
+func (c *Client) UnloadAgent(ctx context.Context, nodeName string) error {
+	c.mu.Lock()
+	mine := c.agents[nodeName]
+	delete(c.agents, nodeName)
+	c.mu.Unlock()
+	if !mine {
+		return nil
+	}
+	var errs []error
+	for _, m := range agent.Modules() {
+		mod := etf.Atom(m.Name)
+		// Release DETS tables our owners hold before the code goes.
+		if m.Name == "migctl_agent" {
+			_, _ = c.Call(ctx, nodeName, "migctl_agent", "release_all")
+		}
+		if _, err := c.Call(ctx, nodeName, "code", "soft_purge", mod); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, err := c.Call(ctx, nodeName, "code", "delete", mod); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ok, err := c.Call(ctx, nodeName, "code", "soft_purge", mod)
+		if err != nil {
+			errs = append(errs, err)
+		} else if ok != true {
+			errs = append(errs, fmt.Errorf("unload %s on %s: still in use by a process; left loaded", m.Name, nodeName))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Agent calls migctl_agent:Fun(Args...) (or another agent module given as
+// "mod:fun") on node, loading the agent first if needed. The agent returns
+// {ok, ...} or {error, Reason}; the latter becomes an *RPCError. If the
+// module has vanished (another migctl unloaded it), it is loaded again once.
+func (c *Client) Agent(ctx context.Context, nodeName, fun string, args ...Term) (etf.Tuple, error) {
+	mod := "migctl_agent"
+	if i := strings.IndexByte(fun, ':'); i > 0 {
+		mod, fun = fun[:i], fun[i+1:]
+	}
+	for attempt := 0; ; attempt++ {
+		if err := c.EnsureAgent(ctx, nodeName); err != nil {
+			return nil, err
+		}
+		t, err := c.Call(ctx, nodeName, mod, fun, args...)
+		if err != nil {
+			var re *RPCError
+			if attempt == 0 && errors.As(err, &re) && strings.Contains(re.Reason, "undef") {
+				c.mu.Lock()
+				delete(c.agents, nodeName)
+				c.mu.Unlock()
+				continue
+			}
+			return nil, err
+		}
+		tup, ok := t.(etf.Tuple)
+		if !ok || len(tup) == 0 {
+			return nil, &Error{Op: mod + ":" + fun, Node: nodeName, Err: fmt.Errorf("%w: unexpected reply %v", ErrBadRPC, t)}
+		}
+		if tup[0] == etf.Atom("error") && len(tup) == 2 {
+			return nil, &Error{Op: mod + ":" + fun, Node: nodeName, Err: &RPCError{Class: "error", Reason: reasonText(tup[1])}}
+		}
+		return tup, nil
+	}
+}
+
+func reasonText(t Term) string {
+	switch v := t.(type) {
+	case etf.Atom:
+		return string(v)
+	case []byte:
+		return string(v)
+	case string:
+		return v
+	}
+	return fmt.Sprint(t)
+}

@@ -1,0 +1,149 @@
+package erl_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+	"github.com/stretchr/testify/require"
+
+	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/testkit"
+)
+
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestCallEvalAndHidden(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	n := cl.Nodes[0].Name
+
+	rel, err := c.Call(ctx(t), n, "erlang", "system_info", etf.Atom("otp_release"))
+	require.NoError(t, err)
+	require.NotEmpty(t, rel)
+
+	// migctl joins hidden: the node lists it in nodes(hidden), not nodes().
+	vis, err := c.Call(ctx(t), n, "erlang", "nodes")
+	require.NoError(t, err)
+	require.NotContains(t, vis, etf.Atom(c.Name()))
+	hid, err := c.Call(ctx(t), n, "erlang", "nodes", etf.Atom("hidden"))
+	require.NoError(t, err)
+	require.Contains(t, hid, etf.Atom(c.Name()))
+
+	// Eval with bindings; the same source twice uses the cached form.
+	for i := 0; i < 2; i++ {
+		v, err := c.Eval(ctx(t), n, "lists:sum([X || X <- L]) * M", map[string]erl.Term{"L": etf.List{1, 2, 3}, "M": i + 1})
+		require.NoError(t, err)
+		require.EqualValues(t, 6*(i+1), v)
+	}
+
+	// A remote exception is an RPCError, and the connection survives it.
+	_, err = c.Call(ctx(t), n, "erlang", "error", etf.Atom("boom"))
+	require.ErrorIs(t, err, erl.ErrBadRPC)
+	_, err = c.Call(ctx(t), n, "erlang", "node")
+	require.NoError(t, err)
+}
+
+func TestConcurrentCallsKeepOrderAndAtoms(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	n := cl.Nodes[0].Name
+	var wg sync.WaitGroup
+	errs := make(chan error, 640)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				want := etf.Atom("atom_" + string(rune('a'+g%26)) + "_" + string(rune('a'+i)))
+				got, err := c.Call(context.Background(), n, "erlang", "binary_to_atom", []byte(want))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if got != want {
+					errs <- errors.New("wrong atom back: " + string(want) + " got " + string(got.(etf.Atom)))
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestConnectErrorsAreTold(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	_, host, _ := erl.SplitNode(cl.Nodes[0].Name)
+
+	err := c.Connect(ctx(t), "nobody_here@"+host)
+	require.ErrorIs(t, err, erl.ErrNotRegistered)
+	require.Contains(t, err.Error(), cl.Nodes[0].Name[:len("migt_")], "hint lists the known names")
+
+	err = c.Connect(ctx(t), "x@no-such-host.invalid")
+	require.ErrorIs(t, err, erl.ErrHostNotFound)
+
+	err = c.Connect(ctx(t), "not-a-node-name")
+	require.ErrorIs(t, err, erl.ErrBadNodeName)
+
+	wrong := testkit.Start(t, testkit.Options{Nodes: 1, Cookie: "WRONGCOOKIE"})
+	start := time.Now()
+	err = c.Connect(ctx(t), wrong.Nodes[0].Name)
+	require.ErrorIs(t, err, erl.ErrBadCookie)
+	require.NotContains(t, err.Error(), testkit.Cookie(t), "the cookie never appears in an error")
+	require.NotContains(t, err.Error(), "WRONGCOOKIE")
+	require.Less(t, time.Since(start), 20*time.Second)
+}
+
+func TestPendingCallsFailWhenNodeDies(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	n := cl.Nodes[0].Name
+	done := make(chan error, 10)
+	for i := 0; i < 10; i++ {
+		go func() {
+			_, err := c.Call(context.Background(), n, "timer", "sleep", 60000)
+			done <- err
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	cl.Nodes[0].Kill()
+	deadline := time.After(10 * time.Second)
+	for i := 0; i < 10; i++ {
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, erl.ErrNodeDown)
+		case <-deadline:
+			t.Fatal("pending calls were not failed when the node died")
+		}
+	}
+}
+
+func TestAgentLoadsAndUnloads(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	n := cl.Nodes[0].Name
+	r, err := c.Agent(ctx(t), n, "version")
+	require.NoError(t, err)
+	require.Equal(t, etf.Atom("ok"), r[0])
+	loaded, err := c.Call(ctx(t), n, "code", "is_loaded", etf.Atom("migctl_agent"))
+	require.NoError(t, err)
+	require.NotEqual(t, false, loaded)
+	require.NoError(t, c.UnloadAgent(ctx(t), n))
+	loaded, err = c.Call(ctx(t), n, "code", "is_loaded", etf.Atom("migctl_agent"))
+	require.NoError(t, err)
+	require.Equal(t, false, loaded, "nothing of migctl is left loaded on the node")
+}

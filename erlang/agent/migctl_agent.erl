@@ -1,0 +1,433 @@
+%% migctl_agent: the node-side half of migctl's session-store access.
+%%
+%% migctl pushes this module with code:load_binary/3 when it needs a hot path
+%% (streaming, batch writes, checksums) and unloads it when it is done. It
+%% keeps no state of its own except, for DETS files that the application does
+%% not have open, one owner process per table that closes the table when the
+%% migctl node that asked for it goes away.
+%%
+%% Contract with the Go side (package backends):
+%%   * Store specs: {ets, Tab} | {dets, Tab, File, Create} | {mnesia, Tab}.
+%%   * Sessions leave and enter this module as term_to_binary blobs inside a
+%%     framed binary, <<IdLen:32, Id/binary, BlobLen:32, Blob/binary>>*, so no
+%%     session map is ever decoded by the Go node.
+%%   * Every exported function catches everything and returns {ok, ...} or
+%%     {error, Reason} where Reason is an atom or a binary: an exception can
+%%     never carry a session map (and its binary keys) over the wire.
+-module(migctl_agent).
+
+-export([version/0, describe/2, count/1, stream/3, get/2, put/3, delete/2,
+         checksum/5, dets_release/1, release_all/0]).
+
+-define(VSN, 1).
+
+version() -> {ok, ?VSN}.
+
+%% ---------------------------------------------------------------- helpers
+
+safe(F) ->
+    try F()
+    catch
+        throw:{migctl, R} -> {error, R};
+        C:R:St -> {error, iolist_to_binary(io_lib:format("~p:~0P at ~0P", [C, R, 30, St, 8]))}
+    end.
+
+fail(R) -> throw({migctl, R}).
+
+now_ms() -> erlang:system_time(millisecond).
+
+%% ------------------------------------------------------------- describing
+
+%% describe(Spec, Owner) -> {ok, [{exists, Bool}, {size, N}, {kind, K}, ...]}
+describe(Spec, Owner) ->
+    safe(fun() ->
+        case exists(Spec) of
+            false -> {ok, [{exists, false}]};
+            true ->
+                ok = open(Spec, read, Owner),
+                Size = table_size(Spec),
+                Check = case first_row(Spec) of
+                            none -> ok;
+                            Row -> check_row(Spec, Row)
+                        end,
+                {ok, [{exists, true}, {size, Size}, {layout, Check} | extra(Spec)]}
+        end
+    end).
+
+extra({mnesia, Tab}) ->
+    [{storage, mnesia:table_info(Tab, storage_type)},
+     {copies, [atom_to_binary(N) || N <- mnesia:table_info(Tab, disc_copies) ++
+                                        mnesia:table_info(Tab, ram_copies)]}];
+extra({dets, Tab, _, _}) -> [{file, unicode:characters_to_binary(dets:info(Tab, filename))}];
+extra(_) -> [].
+
+exists({ets, Tab}) -> ets:info(Tab, size) =/= undefined;
+exists({dets, Tab, File, Create}) ->
+    dets:info(Tab, size) =/= undefined orelse Create orelse filelib:is_regular(File);
+exists({mnesia, Tab}) ->
+    mnesia:system_info(is_running) =:= yes andalso
+        lists:member(Tab, mnesia:system_info(tables)).
+
+count(Spec) ->
+    safe(fun() -> must_exist(Spec), {ok, table_size(Spec)} end).
+
+table_size({ets, Tab}) -> ets:info(Tab, size);
+table_size({dets, Tab, _, _}) -> dets:info(Tab, size);
+table_size({mnesia, Tab}) -> mnesia:table_info(Tab, size).
+
+must_exist(Spec) ->
+    case exists(Spec) of
+        true -> ok;
+        false -> fail(no_such_table)
+    end.
+
+first_row({ets, Tab}) ->
+    case ets:first(Tab) of '$end_of_table' -> none; K -> hd(ets:lookup(Tab, K)) end;
+first_row({dets, Tab, _, _}) ->
+    case dets:first(Tab) of '$end_of_table' -> none; K -> hd(dets:lookup(Tab, K)) end;
+first_row({mnesia, Tab}) ->
+    case mnesia:dirty_first(Tab) of '$end_of_table' -> none; K -> hd(mnesia:dirty_read(Tab, K)) end.
+
+%% check_row: is this a row of erlmcp's layout? Returns ok or a reason.
+check_row({mnesia, Tab}, Row) ->
+    case mnesia:table_info(Tab, attributes) of
+        [session_id, session_data, last_accessed] ->
+            case Row of
+                {Tab, Id, S, _} when is_binary(Id), is_map(S) -> ok;
+                _ -> not_session_rows
+            end;
+        _ -> not_session_attributes
+    end;
+check_row(_, {Id, S}) when is_binary(Id), is_map(S) ->
+    case maps:is_key(id, S) andalso maps:is_key(last_accessed, S) of
+        true -> ok;
+        false -> not_session_values
+    end;
+check_row(_, _) -> not_session_rows.
+
+%% ------------------------------------------------------------ DETS owners
+
+%% A DETS table is closed when the process that opened it exits, and every
+%% rpc call runs in a fresh process. If the application has the table open we
+%% simply use it by name; otherwise one owner process per table opens it and
+%% keeps it open until the migctl node that asked (Owner) goes away or calls
+%% dets_release/1.
+open({dets, Tab, File, Create}, Access, Owner) ->
+    case dets:info(Tab, access) of
+        undefined -> start_owner(Tab, File, Create, Access, Owner);
+        read when Access =:= read_write -> reopen_rw(Tab, File, Owner);
+        _ -> ok
+    end;
+open({ets, Tab}, _, _) ->
+    case ets:info(Tab, size) of
+        undefined -> fail(no_such_table);
+        _ -> ok
+    end;
+open({mnesia, Tab}, _, _) ->
+    case mnesia:system_info(is_running) of
+        yes -> ok;
+        _ -> fail(mnesia_not_running)
+    end,
+    case lists:member(Tab, mnesia:system_info(tables)) of
+        true -> ok;
+        false -> fail(no_such_table)
+    end,
+    case mnesia:wait_for_tables([Tab], 5000) of
+        ok -> ok;
+        _ -> fail(table_not_loaded)
+    end.
+
+owner_name(Tab) -> list_to_atom("migctl_dets_owner_" ++ atom_to_list(Tab)).
+
+start_owner(Tab, File, Create, Access, Owner) ->
+    case {filelib:is_regular(File), Create} of
+        {false, false} -> fail(no_such_file);
+        _ -> ok
+    end,
+    Parent = self(),
+    Ref = make_ref(),
+    {Pid, MRef} = spawn_monitor(fun() -> owner_init(Parent, Ref, Tab, File, Access, Owner) end),
+    receive
+        {Ref, ok} -> erlang:demonitor(MRef, [flush]), ok;
+        {Ref, {error, R}} -> erlang:demonitor(MRef, [flush]), fail(dets_error(R));
+        {'DOWN', MRef, process, Pid, R} -> fail(dets_error(R))
+    after 60000 ->
+        exit(Pid, kill), fail(dets_open_timeout)
+    end.
+
+reopen_rw(Tab, File, Owner) ->
+    case whereis(owner_name(Tab)) of
+        undefined -> fail(dets_opened_read_only_by_application);
+        Pid ->
+            MRef = erlang:monitor(process, Pid),
+            Pid ! stop,
+            receive {'DOWN', MRef, _, _, _} -> ok after 10000 -> fail(dets_owner_stuck) end,
+            start_owner(Tab, File, false, read_write, Owner)
+    end.
+
+owner_init(Parent, Ref, Tab, File, Access, Owner) ->
+    case catch register(owner_name(Tab), self()) of
+        true -> ok;
+        _ -> Parent ! {Ref, {error, owner_exists}}, exit(normal)
+    end,
+    %% repair false: a file that was not closed properly must not be repaired
+    %% (rewritten) behind the operator's back; report it instead.
+    Opts = [{file, File}, {type, set}, {access, Access}, {repair, false}],
+    case dets:open_file(Tab, Opts) of
+        {ok, Tab} ->
+            M = case is_pid(Owner) of true -> erlang:monitor(process, Owner); false -> none end,
+            Parent ! {Ref, ok},
+            owner_loop(Tab, M);
+        {error, R} ->
+            Parent ! {Ref, {error, R}}
+    end.
+
+owner_loop(Tab, M) ->
+    receive
+        stop -> dets:close(Tab);
+        {'DOWN', M, process, _, _} -> dets:close(Tab);
+        _ -> owner_loop(Tab, M)
+    end.
+
+dets_release(Tab) ->
+    safe(fun() ->
+        case whereis(owner_name(Tab)) of
+            undefined -> {ok, not_owned};
+            Pid ->
+                MRef = erlang:monitor(process, Pid),
+                Pid ! stop,
+                receive {'DOWN', MRef, _, _, _} -> {ok, closed} after 10000 -> {error, owner_stuck} end
+        end
+    end).
+
+dets_error({needs_repair, _}) -> needs_repair;
+dets_error({not_a_dets_file, _}) -> not_a_dets_file;
+dets_error({file_error, _, enoent}) -> no_such_file;
+dets_error({file_error, _, R}) -> iolist_to_binary(io_lib:format("file error ~p", [R]));
+dets_error(R) -> iolist_to_binary(io_lib:format("~0P", [R, 20])).
+
+%% -------------------------------------------------------------- streaming
+
+%% stream(Spec, Cursor, Limit) -> {ok, Frames, NextCursor | done, N}
+%% Cursor is <<>> to start, or what the previous call returned (opaque to Go).
+stream(Spec, Cursor, Limit) ->
+    safe(fun() ->
+        ok = open(Spec, read, none),
+        {Rows, Next} = next_rows(Spec, Cursor, Limit),
+        Frames = [frame(Spec, R) || R <- Rows],
+        {ok, iolist_to_binary(Frames), Next, length(Rows)}
+    end).
+
+frame(Spec, Row) ->
+    case Row of
+        {_, Id, S, _} when element(1, Spec) =:= mnesia, is_binary(Id), is_map(S) -> enc(Id, S);
+        {Id, S} when element(1, Spec) =/= mnesia, is_binary(Id), is_map(S) -> enc(Id, S);
+        _ -> fail(not_session_rows)
+    end.
+
+enc(Id, S) ->
+    B = term_to_binary(S),
+    [<<(byte_size(Id)):32>>, Id, <<(byte_size(B)):32>>, B].
+
+next_rows({ets, Tab}, Cursor, Limit) ->
+    K0 = case Cursor of
+             <<>> -> ets:first(Tab);
+             _ -> ets:next(Tab, binary_to_term(Cursor))
+         end,
+    ets_walk(Tab, K0, Limit, []);
+next_rows({dets, Tab, _, _}, Cursor, Limit) ->
+    R = case Cursor of
+            <<>> -> dets:select(Tab, [{'_', [], ['$_']}], Limit);
+            _ -> dets:select(binary_to_term(Cursor))
+        end,
+    case R of
+        '$end_of_table' -> {[], done};
+        {error, E} -> fail(dets_error(E));
+        {Rows, C} -> {Rows, term_to_binary(C)}
+    end;
+next_rows({mnesia, Tab}, Cursor, Limit) ->
+    case mnesia:table_info(Tab, storage_type) of
+        T when T =:= disc_copies; T =:= ram_copies -> ok;
+        _ -> fail(no_local_copy)
+    end,
+    %% A disc_copies/ram_copies table is an ETS table of the same name;
+    %% reading it directly is what mnesia:dirty_select does, without
+    %% building the whole result.
+    MS = [{'_', [], ['$_']}],
+    R = case Cursor of
+            <<>> -> ets:select(Tab, MS, Limit);
+            _ -> ets:select(ets:repair_continuation(binary_to_term(Cursor), MS))
+        end,
+    case R of
+        '$end_of_table' -> {[], done};
+        {Rows, '$end_of_table'} -> {Rows, done};
+        {Rows, C} -> {Rows, term_to_binary(C)}
+    end.
+
+ets_walk(_Tab, '$end_of_table', _N, Acc) -> {lists:reverse(Acc), done};
+ets_walk(_Tab, K, 0, Acc) -> {lists:reverse(Acc), term_to_binary(prev_key(Acc, K))};
+ets_walk(Tab, K, N, Acc) ->
+    case ets:lookup(Tab, K) of
+        [Row] -> ets_walk(Tab, ets:next(Tab, K), N - 1, [Row | Acc]);
+        [] -> ets_walk(Tab, ets:next(Tab, K), N, Acc)
+    end.
+
+%% The cursor is the last key returned; the next call continues after it.
+prev_key([{K, _} | _], _) -> K;
+prev_key([], K) -> K.
+
+%% ------------------------------------------------------ single-key access
+
+get(Spec, Id) ->
+    safe(fun() ->
+        ok = open(Spec, read, none),
+        case lookup(Spec, Id) of
+            none -> {ok, not_found};
+            S -> {ok, term_to_binary(S)}
+        end
+    end).
+
+lookup({ets, Tab}, Id) -> one(ets:lookup(Tab, Id));
+lookup({dets, Tab, _, _}, Id) -> one(dets:lookup(Tab, Id));
+lookup({mnesia, Tab}, Id) ->
+    case mnesia:dirty_read(Tab, Id) of
+        [{_, _, S, _}] -> S;
+        [] -> none
+    end.
+
+one([{_, S}]) -> S;
+one([]) -> none.
+
+%% ----------------------------------------------------------------- writes
+
+%% put(Spec, Frames, Mode) -> {ok, Written, Skipped}
+%% Mode: overwrite | if_absent | if_newer (by last_accessed; ties skip).
+put(Spec, Frames, Mode) ->
+    safe(fun() ->
+        ok = open(Spec, read_write, none),
+        Rows = unframe(Frames, []),
+        write(Spec, Rows, Mode)
+    end).
+
+unframe(<<>>, Acc) -> lists:reverse(Acc);
+unframe(<<L:32, Id:L/binary, BL:32, B:BL/binary, Rest/binary>>, Acc) ->
+    S = binary_to_term(B),
+    is_map(S) orelse fail(not_a_session),
+    unframe(Rest, [{Id, S} | Acc]);
+unframe(_, _) -> fail(bad_frame).
+
+write({ets, Tab}, Rows, overwrite) ->
+    true = ets:insert(Tab, Rows), {ok, length(Rows), 0};
+write({ets, Tab}, Rows, Mode) ->
+    {W, S} = lists:foldl(
+               fun({Id, New} = Row, {W, S}) ->
+                       case keep(one(ets:lookup(Tab, Id)), New, Mode) of
+                           true -> ets:insert(Tab, Row), {W + 1, S};
+                           false -> {W, S + 1}
+                       end
+               end, {0, 0}, Rows),
+    {ok, W, S};
+write({dets, Tab, _, _}, Rows, overwrite) ->
+    ok = dets:insert(Tab, Rows), {ok, length(Rows), 0};
+write({dets, Tab, _, _}, Rows, Mode) ->
+    Keep = [R || {Id, New} = R <- Rows, keep(one(dets:lookup(Tab, Id)), New, Mode)],
+    ok = dets:insert(Tab, Keep),
+    {ok, length(Keep), length(Rows) - length(Keep)};
+write({mnesia, Tab}, Rows, Mode) ->
+    %% One transaction per batch: replicated commits are shipped once per
+    %% batch, which is what makes disc_copies on several nodes fast.
+    F = fun() ->
+            lists:foldl(
+              fun({Id, New}, {W, S}) ->
+                      Old = case Mode of
+                                overwrite -> none;
+                                _ -> case mnesia:read(Tab, Id, write) of
+                                         [{_, _, O, _}] -> O;
+                                         [] -> none
+                                     end
+                            end,
+                      case keep(Old, New, Mode) of
+                          true ->
+                              mnesia:write(Tab, {Tab, Id, New, maps:get(last_accessed, New, now_ms())}, write),
+                              {W + 1, S};
+                          false -> {W, S + 1}
+                      end
+              end, {0, 0}, Rows)
+        end,
+    case mnesia:transaction(F) of
+        {atomic, {W, S}} -> {ok, W, S};
+        {aborted, R} -> fail(iolist_to_binary(io_lib:format("mnesia aborted: ~0P", [R, 12])))
+    end.
+
+keep(_, _, overwrite) -> true;
+keep(none, _, _) -> true;
+keep(_, _, if_absent) -> false;
+keep(Old, New, if_newer) ->
+    maps:get(last_accessed, New, 0) > maps:get(last_accessed, Old, 0).
+
+delete(Spec, Ids) ->
+    safe(fun() ->
+        ok = open(Spec, read_write, none),
+        L = unframe_ids(Ids, []),
+        case Spec of
+            {ets, Tab} -> [ets:delete(Tab, I) || I <- L];
+            {dets, Tab, _, _} -> [ok = dets:delete(Tab, I) || I <- L];
+            {mnesia, Tab} ->
+                {atomic, _} = mnesia:transaction(fun() -> [mnesia:delete({Tab, I}) || I <- L] end)
+        end,
+        {ok, length(L)}
+    end).
+
+unframe_ids(<<>>, Acc) -> lists:reverse(Acc);
+unframe_ids(<<L:32, Id:L/binary, Rest/binary>>, Acc) -> unframe_ids(Rest, [Id | Acc]);
+unframe_ids(_, _) -> fail(bad_frame).
+
+%% -------------------------------------------------------------- checksums
+
+%% checksum(Spec, Lo, Hi, Buckets, Opts) -> {ok, <<Count:64, Sum:64>>*Buckets}
+%%
+%% Keys are placed in hash space by H = erlang:phash2(Id, 2^32); the range
+%% [Lo, Hi) is split into Buckets equal buckets. Each bucket holds the count
+%% of its rows and the sum (mod 2^64) of a 32-bit digest of each row. The
+%% digest covers the id and the whole session except last_accessed, which
+%% every fetch rewrites (so it differs between stores without anything being
+%% wrong); Opts may contain with_last_accessed to include it. Only these
+%% sums cross the network, never rows.
+checksum(Spec, Lo, Hi, Buckets, Opts) ->
+    safe(fun() ->
+        ok = open(Spec, read, none),
+        Hi > Lo orelse fail(bad_range),
+        Buckets > 0 orelse fail(bad_range),
+        WithLA = lists:member(with_last_accessed, Opts),
+        C = counters:new(2 * Buckets, [write_concurrency]),
+        Width = Hi - Lo,
+        F = fun(Id, S) ->
+                H = erlang:phash2(Id, 4294967296),
+                case H >= Lo andalso H < Hi of
+                    true ->
+                        B = ((H - Lo) * Buckets) div Width,
+                        D = digest(Id, S, WithLA),
+                        counters:add(C, 2 * B + 1, 1),
+                        counters:add(C, 2 * B + 2, D);
+                    false -> ok
+                end
+            end,
+        fold(Spec, F),
+        {ok, << <<(counters:get(C, 2 * I + 1)):64, (counters:get(C, 2 * I + 2)):64>>
+                || I <- lists:seq(0, Buckets - 1) >>}
+    end).
+
+digest(Id, S, true) -> erlang:phash2({Id, S}, 4294967296);
+digest(Id, S, false) -> erlang:phash2({Id, maps:remove(last_accessed, S)}, 4294967296).
+
+fold({ets, Tab}, F) ->
+    ets:foldl(fun({Id, S}, A) -> F(Id, S), A end, ok, Tab);
+fold({dets, Tab, _, _}, F) ->
+    dets:foldl(fun({Id, S}, A) -> F(Id, S), A end, ok, Tab);
+fold({mnesia, Tab}, F) ->
+    ets:foldl(fun({_, Id, S, _}, A) -> F(Id, S), A end, ok, Tab).
+
+%% release_all(): close every DETS table an owner of ours holds (at unload).
+release_all() ->
+    [dets_release(T) || T <- dets:all(), whereis(owner_name(T)) =/= undefined],
+    {ok, released}.
