@@ -123,7 +123,9 @@ func (r *registrar) ResolveProxy(string) (node.ProxyRoute, error) {
 func (r *registrar) Config() (node.RegistrarConfig, error) {
 	return node.RegistrarConfig{}, errors.New("no registrar config")
 }
-func (r *registrar) ConfigItem(string) (etf.Term, error) { return nil, errors.New("no registrar config") }
+func (r *registrar) ConfigItem(string) (etf.Term, error) {
+	return nil, errors.New("no registrar config")
+}
 func (r *registrar) SetConfigUpdateCallback(func(string, etf.Term) error) error {
 	return nil
 }

@@ -28,10 +28,10 @@ type hiddenHandshake struct {
 type hsStage int
 
 const (
-	hsNone        hsStage = iota
-	hsNameSent            // we sent our name
-	hsReplySent           // we answered the challenge with our digest
-	hsHandshaked          // done
+	hsNone       hsStage = iota
+	hsNameSent           // we sent our name
+	hsReplySent          // we answered the challenge with our digest
+	hsHandshaked         // done
 )
 
 func (h *hiddenHandshake) Start(remote net.Addr, conn lib.NetReadWriter, tls bool, cookie string) (node.HandshakeDetails, error) {

@@ -1,0 +1,480 @@
+package backends
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/erl"
+)
+
+// Kind names a storage layout.
+type Kind string
+
+// The three layouts of erlmcp.
+const (
+	KindETS    Kind = "ets"
+	KindDETS   Kind = "dets"
+	KindMnesia Kind = "mnesia"
+)
+
+// ParseKind validates a --store value.
+func ParseKind(s string) (Kind, error) {
+	switch k := Kind(strings.ToLower(s)); k {
+	case KindETS, KindDETS, KindMnesia:
+		return k, nil
+	}
+	return "", fmt.Errorf("%w: %q (want ets, dets or mnesia)", ErrUnknownStore, s)
+}
+
+// Spec names a store on a node.
+type Spec struct {
+	Kind  Kind   `json:"kind"`
+	Table string `json:"table"`
+	// File is the DETS file. Empty means: use the table the application
+	// has open (migctl asks the node for its file name).
+	File string `json:"file,omitempty"`
+	// Create allows a missing DETS file to be created (a migration target).
+	Create bool `json:"-"`
+}
+
+// Default table names, as in erlmcp's modules.
+const (
+	DefaultETSTable    = "erlmcp_sessions_ets"
+	DefaultDETSTable   = "erlmcp_sessions_dets"
+	DefaultDETSFile    = "erlmcp_sessions.dets"
+	DefaultMnesiaTable = "erlmcp_session"
+)
+
+// DefaultSpec is erlmcp's default store of a kind.
+func DefaultSpec(k Kind) Spec {
+	switch k {
+	case KindETS:
+		return Spec{Kind: k, Table: DefaultETSTable}
+	case KindDETS:
+		return Spec{Kind: k, Table: DefaultDETSTable}
+	default:
+		return Spec{Kind: KindMnesia, Table: DefaultMnesiaTable}
+	}
+}
+
+func (s Spec) String() string {
+	if s.File != "" {
+		return fmt.Sprintf("%s:%s(%s)", s.Kind, s.Table, s.File)
+	}
+	return fmt.Sprintf("%s:%s", s.Kind, s.Table)
+}
+
+// Row is one session: its id and its term_to_binary blob.
+type Row struct {
+	ID   []byte
+	Blob []byte
+}
+
+// Cursor is an opaque position in a stream; nil starts at the beginning.
+type Cursor []byte
+
+// Batch is one step of a stream.
+type Batch struct {
+	Rows []Row
+	// Next continues the stream; nil when Done.
+	Next Cursor
+	Done bool
+	// WireBytes is the size of the payload that crossed the network.
+	WireBytes int
+}
+
+// PutMode says what a Put does when the key exists.
+type PutMode string
+
+// Put modes.
+const (
+	// Overwrite writes every row.
+	Overwrite PutMode = "overwrite"
+	// IfAbsent writes only rows whose key is missing.
+	IfAbsent PutMode = "if_absent"
+	// IfNewer writes rows that are missing or whose last_accessed is later
+	// than the stored one; decided on the node, per row, inside one
+	// transaction for Mnesia.
+	IfNewer PutMode = "if_newer"
+)
+
+// PutResult counts what a Put did.
+type PutResult struct {
+	Written int `json:"written"`
+	Skipped int `json:"skipped"`
+}
+
+// HashRange is a half-open range [Lo, Hi) of erlang:phash2(Id, 2^32).
+type HashRange struct {
+	Lo, Hi uint64
+}
+
+// FullRange covers every key.
+var FullRange = HashRange{Lo: 0, Hi: 1 << 32}
+
+// BucketSum is the checksum of one bucket of a HashRange.
+type BucketSum struct {
+	Count uint64
+	Sum   uint64
+}
+
+// ChecksumOptions tune Checksum.
+type ChecksumOptions struct {
+	// WithLastAccessed includes last_accessed in each row's digest.
+	WithLastAccessed bool
+}
+
+// Info describes a store on a node.
+type Info struct {
+	Spec   Spec   `json:"spec"`
+	Node   string `json:"node"`
+	Exists bool   `json:"exists"`
+	Size   int64  `json:"size"`
+	// Layout is "ok" when the table holds erlmcp sessions (or is empty),
+	// else the reason it does not.
+	Layout  string   `json:"layout,omitempty"`
+	Storage string   `json:"storage,omitempty"` // Mnesia storage type here
+	Copies  []string `json:"copies,omitempty"`  // Mnesia replicas
+	File    string   `json:"file,omitempty"`    // DETS file
+}
+
+// Store is one session store on one node. Implementations: *ETS, *DETS,
+// *Mnesia. Every method is one round trip to the node (plus, the first
+// time, loading the agent).
+type Store interface {
+	// Spec and Node identify the store.
+	Spec() Spec
+	Node() string
+	// Describe says whether the store exists there, its size and whether it
+	// holds erlmcp sessions.
+	Describe(ctx context.Context) (Info, error)
+	// Count is the number of rows.
+	Count(ctx context.Context) (int64, error)
+	// Stream returns up to limit rows after cursor.
+	Stream(ctx context.Context, cursor Cursor, limit int) (Batch, error)
+	// Get reads one session without touching it (unlike erlmcp's fetch,
+	// it does not rewrite last_accessed). ok is false when absent.
+	Get(ctx context.Context, id []byte) (blob []byte, ok bool, err error)
+	// Put writes a batch of rows.
+	Put(ctx context.Context, rows []Row, mode PutMode) (PutResult, error)
+	// Delete removes ids; missing ids are not an error.
+	Delete(ctx context.Context, ids [][]byte) (int, error)
+	// Checksum sums the rows in r, in buckets equal parts of r.
+	Checksum(ctx context.Context, r HashRange, buckets int, opts ChecksumOptions) ([]BucketSum, error)
+	// Release lets go of anything held on the node for this store (a DETS
+	// table opened by migctl).
+	Release(ctx context.Context) error
+}
+
+// Sentinel errors, mapped from the agent's reasons.
+var (
+	ErrUnknownStore  = errors.New("unknown store kind")
+	ErrNoSuchTable   = errors.New("no such table")
+	ErrNoSuchFile    = errors.New("no such DETS file")
+	ErrNotSessions   = errors.New("not a session table")
+	ErrNeedsRepair   = errors.New("DETS file needs repair")
+	ErrNotDETS       = errors.New("not a DETS file")
+	ErrMnesiaDown    = errors.New("mnesia is not running")
+	ErrNoLocalCopy   = errors.New("no local copy of the table on this node")
+	ErrCursorExpired = errors.New("stream cursor no longer valid")
+)
+
+// Open returns the Store for spec on node.
+func Open(c *erl.Client, node string, spec Spec) (Store, error) {
+	if spec.Table == "" {
+		spec.Table = DefaultSpec(spec.Kind).Table
+	}
+	base := agentStore{c: c, node: node, spec: spec}
+	switch spec.Kind {
+	case KindETS:
+		base.term = etf.Tuple{etf.Atom("ets"), etf.Atom(spec.Table)}
+		return &ETS{base}, nil
+	case KindDETS:
+		base.term = etf.Tuple{etf.Atom("dets"), etf.Atom(spec.Table), spec.File, spec.Create, c.Self()}
+		return &DETS{base}, nil
+	case KindMnesia:
+		base.term = etf.Tuple{etf.Atom("mnesia"), etf.Atom(spec.Table)}
+		return &Mnesia{base}, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownStore, spec.Kind)
+}
+
+// ETS is erlmcp_session_ets's layout: an ordered_set of {Id, Session}.
+type ETS struct{ agentStore }
+
+// DETS is erlmcp_session_dets's layout: a set file of {Id, Session}.
+type DETS struct{ agentStore }
+
+// Mnesia is erlmcp_session_mnesia's layout: {Tab, Id, Session, LastAccessed}.
+type Mnesia struct{ agentStore }
+
+var (
+	_ Store = (*ETS)(nil)
+	_ Store = (*DETS)(nil)
+	_ Store = (*Mnesia)(nil)
+)
+
+// agentStore carries out Store through migctl_agent; the three layouts
+// differ only in the spec term the agent dispatches on.
+type agentStore struct {
+	c    *erl.Client
+	node string
+	spec Spec
+	term etf.Tuple
+}
+
+func (s *agentStore) Spec() Spec   { return s.spec }
+func (s *agentStore) Node() string { return s.node }
+
+func (s *agentStore) call(ctx context.Context, fun string, args ...erl.Term) (etf.Tuple, error) {
+	t, err := s.c.Agent(ctx, s.node, fun, args...)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	return t, nil
+}
+
+// mapErr turns the agent's reason atoms into this package's sentinels with
+// a hint for the operator.
+func (s *agentStore) mapErr(err error) error {
+	var re *erl.RPCError
+	if !errors.As(err, &re) {
+		return err
+	}
+	var sent error
+	hint := ""
+	switch re.Reason {
+	case "no_such_table":
+		sent, hint = ErrNoSuchTable, "check --table and --store; is the application's backend running on this node?"
+	case "no_such_file":
+		sent, hint = ErrNoSuchFile, "check --dets-file (a path on the node)"
+	case "not_session_rows", "not_session_values", "not_session_attributes", "not_a_session":
+		sent, hint = ErrNotSessions, "the table's rows are not erlmcp sessions ({Id, #{id, last_accessed, ...}}); check --table"
+	case "needs_repair":
+		sent, hint = ErrNeedsRepair, "the file was not closed properly; migctl will not repair it behind your back: back it up, then let the application reopen it (it repairs) or run dets:open_file with {repair, force}"
+	case "not_a_dets_file":
+		sent, hint = ErrNotDETS, "the file is not a DETS table or is corrupted"
+	case "mnesia_not_running":
+		sent, hint = ErrMnesiaDown, "start mnesia on the node, or use another --node"
+	case "no_local_copy":
+		sent, hint = ErrNoLocalCopy, "use --node of a node that holds a disc_copies or ram_copies replica"
+	default:
+		if strings.Contains(re.Reason, "badarg") && strings.Contains(re.Reason, "select") {
+			sent = ErrCursorExpired
+		} else {
+			return fmt.Errorf("%s on %s: %w", s.spec, s.node, err)
+		}
+	}
+	return &erl.Error{Op: s.spec.String(), Node: s.node, Err: fmt.Errorf("%w: %w", sent, err), Hint: hint}
+}
+
+func (s *agentStore) Describe(ctx context.Context) (Info, error) {
+	info := Info{Spec: s.spec, Node: s.node}
+	t, err := s.call(ctx, "describe", s.term, s.c.Self())
+	if err != nil {
+		return info, err
+	}
+	props, _ := t[1].(etf.List)
+	for _, p := range props {
+		pt, ok := p.(etf.Tuple)
+		if !ok || len(pt) != 2 {
+			continue
+		}
+		switch pt[0] {
+		case etf.Atom("exists"):
+			info.Exists, _ = pt[1].(bool)
+		case etf.Atom("size"):
+			info.Size = toInt64(pt[1])
+		case etf.Atom("layout"):
+			info.Layout = fmt.Sprint(pt[1])
+		case etf.Atom("storage"):
+			info.Storage = fmt.Sprint(pt[1])
+		case etf.Atom("file"):
+			info.File = string(toBytes(pt[1]))
+		case etf.Atom("copies"):
+			if l, ok := pt[1].(etf.List); ok {
+				for _, x := range l {
+					info.Copies = append(info.Copies, string(toBytes(x)))
+				}
+			}
+		}
+	}
+	return info, nil
+}
+
+func (s *agentStore) Count(ctx context.Context) (int64, error) {
+	t, err := s.call(ctx, "count", s.term)
+	if err != nil {
+		return 0, err
+	}
+	return toInt64(t[1]), nil
+}
+
+func (s *agentStore) Stream(ctx context.Context, cursor Cursor, limit int) (Batch, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	if cursor == nil {
+		cursor = Cursor{}
+	}
+	t, err := s.call(ctx, "stream", s.term, []byte(cursor), limit)
+	if err != nil {
+		return Batch{}, err
+	}
+	if len(t) != 4 {
+		return Batch{}, fmt.Errorf("stream %s on %s: unexpected reply", s.spec, s.node)
+	}
+	frames := toBytes(t[1])
+	rows, err := ParseFrames(frames, int(toInt64(t[3])))
+	if err != nil {
+		return Batch{}, err
+	}
+	b := Batch{Rows: rows, WireBytes: len(frames)}
+	switch n := t[2].(type) {
+	case []byte:
+		b.Next = Cursor(n)
+	default:
+		b.Done = true
+	}
+	return b, nil
+}
+
+func (s *agentStore) Get(ctx context.Context, id []byte) ([]byte, bool, error) {
+	t, err := s.call(ctx, "get", s.term, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if b, ok := t[1].([]byte); ok {
+		return b, true, nil
+	}
+	return nil, false, nil
+}
+
+func (s *agentStore) Put(ctx context.Context, rows []Row, mode PutMode) (PutResult, error) {
+	if len(rows) == 0 {
+		return PutResult{}, nil
+	}
+	t, err := s.call(ctx, "put", s.term, AppendFrames(nil, rows), etf.Atom(mode))
+	if err != nil {
+		return PutResult{}, err
+	}
+	return PutResult{Written: int(toInt64(t[1])), Skipped: int(toInt64(t[2]))}, nil
+}
+
+func (s *agentStore) Delete(ctx context.Context, ids [][]byte) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	var buf []byte
+	for _, id := range ids {
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
+		buf = append(buf, id...)
+	}
+	t, err := s.call(ctx, "delete", s.term, buf)
+	if err != nil {
+		return 0, err
+	}
+	return int(toInt64(t[1])), nil
+}
+
+func (s *agentStore) Checksum(ctx context.Context, r HashRange, buckets int, opts ChecksumOptions) ([]BucketSum, error) {
+	if buckets <= 0 || r.Hi <= r.Lo || r.Hi > 1<<32 {
+		return nil, fmt.Errorf("checksum: bad range %v/%d", r, buckets)
+	}
+	o := etf.List{}
+	if opts.WithLastAccessed {
+		o = append(o, etf.Atom("with_last_accessed"))
+	}
+	t, err := s.call(ctx, "checksum", s.term, int64(r.Lo), int64(r.Hi), buckets, o)
+	if err != nil {
+		return nil, err
+	}
+	b := toBytes(t[1])
+	if len(b) != 16*buckets {
+		return nil, fmt.Errorf("checksum %s on %s: %d bytes for %d buckets", s.spec, s.node, len(b), buckets)
+	}
+	out := make([]BucketSum, buckets)
+	for i := range out {
+		out[i].Count = binary.BigEndian.Uint64(b[16*i:])
+		out[i].Sum = binary.BigEndian.Uint64(b[16*i+8:])
+	}
+	return out, nil
+}
+
+func (s *agentStore) Release(ctx context.Context) error {
+	if s.spec.Kind != KindDETS {
+		return nil
+	}
+	_, err := s.call(ctx, "dets_release", etf.Atom(s.spec.Table))
+	return err
+}
+
+// ParseFrames splits the agent's framing, <<IdLen:32, Id, BlobLen:32, Blob>>*.
+// The rows alias frames (no copy).
+func ParseFrames(frames []byte, hint int) ([]Row, error) {
+	rows := make([]Row, 0, hint)
+	for len(frames) > 0 {
+		if len(frames) < 4 {
+			return nil, errors.New("truncated frame")
+		}
+		n := int(binary.BigEndian.Uint32(frames))
+		if len(frames) < 8+n {
+			return nil, errors.New("truncated frame")
+		}
+		id := frames[4 : 4+n]
+		frames = frames[4+n:]
+		m := int(binary.BigEndian.Uint32(frames))
+		if len(frames) < 4+m {
+			return nil, errors.New("truncated frame")
+		}
+		rows = append(rows, Row{ID: id, Blob: frames[4 : 4+m]})
+		frames = frames[4+m:]
+	}
+	return rows, nil
+}
+
+// AppendFrames is the inverse of ParseFrames.
+func AppendFrames(buf []byte, rows []Row) []byte {
+	for _, r := range rows {
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(r.ID)))
+		buf = append(buf, r.ID...)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(r.Blob)))
+		buf = append(buf, r.Blob...)
+	}
+	return buf
+}
+
+func toInt64(t erl.Term) int64 {
+	switch v := t.(type) {
+	case int:
+		return int64(v)
+	case int64:
+		return v
+	case int32:
+		return int64(v)
+	case uint64:
+		return int64(v)
+	case uint32:
+		return int64(v)
+	case uint8:
+		return int64(v)
+	}
+	return 0
+}
+
+func toBytes(t erl.Term) []byte {
+	switch v := t.(type) {
+	case []byte:
+		return v
+	case string:
+		return []byte(v)
+	case etf.Atom:
+		return []byte(v)
+	}
+	return nil
+}

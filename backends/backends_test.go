@@ -1,0 +1,212 @@
+package backends_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+	"github.com/stretchr/testify/require"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/testkit"
+)
+
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
+
+func tctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// seed fills a store on node i through the fixture and returns the count.
+func seed(t *testing.T, cl *testkit.Cluster, i int, store string, n int) {
+	t.Helper()
+	r := cl.Call(i, "erlmcp_fixture_seed", "seed", etf.Atom(store), etf.Map{}, n, 42)
+	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+}
+
+func streamAll(t *testing.T, s backends.Store, batch int) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	var cur backends.Cursor
+	for {
+		b, err := s.Stream(tctx(t), cur, batch)
+		require.NoError(t, err)
+		for _, r := range b.Rows {
+			_, dup := out[string(r.ID)]
+			require.False(t, dup, "row streamed twice: %q", r.ID)
+			out[string(r.ID)] = append([]byte(nil), r.Blob...)
+		}
+		if b.Done {
+			return out
+		}
+		cur = b.Next
+	}
+}
+
+// exerciseStore runs the whole Store contract against one real store.
+func exerciseStore(t *testing.T, cl *testkit.Cluster, s backends.Store, n int) {
+	ctx := tctx(t)
+	info, err := s.Describe(ctx)
+	require.NoError(t, err)
+	require.True(t, info.Exists)
+	require.Equal(t, "ok", info.Layout)
+	require.EqualValues(t, n, info.Size)
+
+	cnt, err := s.Count(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, n, cnt)
+
+	all := streamAll(t, s, 333)
+	require.Len(t, all, n)
+
+	// Every blob is exactly what term_to_binary of the stored session
+	// gives on the node, and its id matches.
+	var ids []string
+	for id := range all {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	probe := ids[len(ids)/2]
+	blob, ok, err := s.Get(ctx, []byte(probe))
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, all[probe], blob)
+	_, ok, err = s.Get(ctx, []byte("no-such-session"))
+	require.NoError(t, err)
+	require.False(t, ok)
+
+	// Checksums: full range in 16 buckets sums to the count.
+	sums, err := s.Checksum(ctx, backends.FullRange, 16, backends.ChecksumOptions{})
+	require.NoError(t, err)
+	var total uint64
+	for _, b := range sums {
+		total += b.Count
+	}
+	require.EqualValues(t, n, total)
+
+	// Put (overwrite, if_absent, if_newer) and delete.
+	rows := []backends.Row{{ID: []byte(probe), Blob: all[probe]}}
+	res, err := s.Put(ctx, rows, backends.IfAbsent)
+	require.NoError(t, err)
+	require.Equal(t, backends.PutResult{Written: 0, Skipped: 1}, res)
+	res, err = s.Put(ctx, rows, backends.IfNewer)
+	require.NoError(t, err)
+	require.Equal(t, backends.PutResult{Written: 0, Skipped: 1}, res, "same last_accessed is not newer")
+	del, err := s.Delete(ctx, [][]byte{[]byte(probe)})
+	require.NoError(t, err)
+	require.Equal(t, 1, del)
+	_, ok, err = s.Get(ctx, []byte(probe))
+	require.NoError(t, err)
+	require.False(t, ok)
+	res, err = s.Put(ctx, rows, backends.IfNewer)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Written)
+	blob, ok, err = s.Get(ctx, []byte(probe))
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.True(t, bytes.Equal(all[probe], blob), "a put carries the blob byte-identically")
+
+	// Checksums agree again after restoring the row.
+	sums2, err := s.Checksum(ctx, backends.FullRange, 16, backends.ChecksumOptions{})
+	require.NoError(t, err)
+	require.Equal(t, sums, sums2)
+}
+
+func TestETS(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_ets"})
+	seed(t, cl, 0, "ets", 2500)
+	s, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.DefaultSpec(backends.KindETS))
+	require.NoError(t, err)
+	exerciseStore(t, cl, s, 2500)
+}
+
+func TestDETSOpenedByApplication(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_dets"})
+	seed(t, cl, 0, "dets", 2500)
+	s, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.DefaultSpec(backends.KindDETS))
+	require.NoError(t, err)
+	exerciseStore(t, cl, s, 2500)
+}
+
+func TestDETSFileNotOpen(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	file := filepath.Join(cl.Nodes[0].Dir, "closed.dets")
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"),
+		etf.Map{etf.Atom("file_path"): file, etf.Atom("table_name"): etf.Atom("closed_tab")}, 1200, 7)
+	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(1200)}, r)
+	s, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.Spec{Kind: backends.KindDETS, Table: "closed_tab", File: file})
+	require.NoError(t, err)
+	exerciseStore(t, cl, s, 1200)
+	// The owner process closes the table when released.
+	require.NoError(t, s.Release(tctx(t)))
+	require.Equal(t, etf.Atom("undefined"), cl.Call(0, "dets", "info", etf.Atom("closed_tab")))
+}
+
+func TestMnesiaCluster(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_mnesia"})
+	seed(t, cl, 0, "mnesia", 3000)
+	for _, n := range cl.Names() {
+		s, err := backends.Open(cl.Client(), n, backends.DefaultSpec(backends.KindMnesia))
+		require.NoError(t, err)
+		info, err := s.Describe(tctx(t))
+		require.NoError(t, err)
+		require.Equal(t, "disc_copies", info.Storage)
+		require.Len(t, info.Copies, 3)
+	}
+	s, err := backends.Open(cl.Client(), cl.Nodes[1].Name, backends.DefaultSpec(backends.KindMnesia))
+	require.NoError(t, err)
+	exerciseStore(t, cl, s, 3000)
+}
+
+func TestRefusals(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_ets"})
+	c := cl.Client()
+	node := cl.Nodes[0].Name
+	ctx := tctx(t)
+
+	// A table that is not a session table.
+	cl.Eval(0, `spawn(fun() -> ets:new(not_sessions, [named_table, public]), ets:insert(not_sessions, {a, 1}), receive stop -> ok end end), ok`, nil)
+	s, _ := backends.Open(c, node, backends.Spec{Kind: backends.KindETS, Table: "not_sessions"})
+	_, err := s.Stream(ctx, nil, 10)
+	require.ErrorIs(t, err, backends.ErrNotSessions)
+	info, err := s.Describe(ctx)
+	require.NoError(t, err)
+	require.NotEqual(t, "ok", info.Layout)
+
+	// A table that does not exist.
+	s, _ = backends.Open(c, node, backends.Spec{Kind: backends.KindETS, Table: "nope"})
+	_, err = s.Count(ctx)
+	require.ErrorIs(t, err, backends.ErrNoSuchTable)
+
+	// Mnesia not running.
+	s, _ = backends.Open(c, node, backends.DefaultSpec(backends.KindMnesia))
+	_, err = s.Count(ctx)
+	require.Error(t, err)
+
+	// A corrupted DETS file is reported, and left as it was.
+	bad := filepath.Join(cl.Nodes[0].Dir, "corrupt.dets")
+	require.NoError(t, os.WriteFile(bad, bytes.Repeat([]byte("garbage!"), 1000), 0o644))
+	before, _ := os.ReadFile(bad)
+	s, _ = backends.Open(c, node, backends.Spec{Kind: backends.KindDETS, Table: "corrupt", File: bad})
+	_, err = s.Count(ctx)
+	require.ErrorIs(t, err, backends.ErrNotDETS)
+	after, _ := os.ReadFile(bad)
+	require.Equal(t, before, after)
+
+	// A missing DETS file is not created by a read.
+	missing := filepath.Join(cl.Nodes[0].Dir, "missing.dets")
+	s, _ = backends.Open(c, node, backends.Spec{Kind: backends.KindDETS, Table: "missing", File: missing})
+	_, err = s.Count(ctx)
+	require.Error(t, err)
+	_, statErr := os.Stat(missing)
+	require.True(t, os.IsNotExist(statErr))
+	_ = erl.ErrBadRPC
+}

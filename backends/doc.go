@@ -1,0 +1,34 @@
+// Package backends reads and writes erlmcp's session stores on running
+// Erlang nodes: one documented interface, Store, and one type per layout
+// erlmcp has (ETS, DETS, Mnesia), each faithful to the module erlmcp uses:
+//
+//	ETS     ordered_set erlmcp_sessions_ets           rows {Id, Session}
+//	DETS    set erlmcp_sessions_dets, erlmcp_sessions.dets   rows {Id, Session}
+//	Mnesia  set erlmcp_session, disc_copies           rows {Tab, Id, Session, LastAccessed}
+//
+// Names are configuration (Spec); the defaults are erlmcp's.
+//
+// All work runs on the node through migctl's agent (erlang/agent), so a
+// batch costs one round trip and sessions cross the wire only as
+// term_to_binary blobs. Those blobs are carried unchanged: a session copied
+// from one store to another is byte-identical under term_to_binary, and is
+// never decoded by ergo (whose decoder cannot take binary-keyed maps).
+//
+// Streaming is by batches with an opaque, resumable Cursor and holds neither
+// the table nor the whole result in memory on either side. Cursor meaning
+// per layout: ETS, the last key returned (exact and durable, the table is
+// ordered); DETS and Mnesia, the table's own select continuation, valid
+// while the table stays open on the node (ErrCursorExpired otherwise; start
+// again). Concurrent writes during a stream may or may not be seen, as with
+// any select traversal; migration code relies on dual-writes for those.
+//
+// Checksums are computed on the node over a range of hash space (keys are
+// placed by erlang:phash2(Id, 2^32)), in buckets, so that two stores can be
+// compared by moving only the sums. The digest leaves out last_accessed,
+// which every fetch rewrites.
+//
+// DETS tables that the application does not have open are opened by a
+// long-lived owner process of the agent, read-only unless written to, and
+// never repaired: a file that needs repair is reported (ErrNeedsRepair)
+// rather than rewritten. The owner closes the table when migctl leaves.
+package backends

@@ -1,0 +1,67 @@
+package backends
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/erl"
+)
+
+// PingResult is what `migctl ping` reports for one node.
+type PingResult struct {
+	Node          string  `json:"node"`
+	Reachable     bool    `json:"reachable"`
+	Error         string  `json:"error,omitempty"`
+	Hint          string  `json:"hint,omitempty"`
+	OTPRelease    string  `json:"otp_release,omitempty"`
+	MnesiaRunning bool    `json:"mnesia_running"`
+	RoundTripMs   float64 `json:"round_trip_ms"`
+	Stores        []Info  `json:"stores,omitempty"`
+}
+
+// Ping connects to node, measures a round trip, and describes the given
+// stores there. It never fails as a whole: an unreachable node is a result.
+func Ping(ctx context.Context, c *erl.Client, node string, specs []Spec) PingResult {
+	r := PingResult{Node: node}
+	fail := func(err error) PingResult {
+		r.Error = err.Error()
+		if e, ok := err.(*erl.Error); ok {
+			r.Error = fmt.Sprintf("%s: %v", e.Op, e.Err)
+			r.Hint = e.Hint
+		}
+		return r
+	}
+	if err := c.Connect(ctx, node); err != nil {
+		return fail(err)
+	}
+	r.Reachable = true
+	start := time.Now()
+	rel, err := c.Call(ctx, node, "erlang", "system_info", etf.Atom("otp_release"))
+	if err != nil {
+		return fail(err)
+	}
+	r.RoundTripMs = float64(time.Since(start).Microseconds()) / 1000
+	r.OTPRelease = fmt.Sprint(rel)
+	if run, err := c.Call(ctx, node, "mnesia", "system_info", etf.Atom("is_running")); err == nil {
+		r.MnesiaRunning = run == etf.Atom("yes")
+	}
+	for _, sp := range specs {
+		if sp.Kind == KindMnesia && !r.MnesiaRunning {
+			r.Stores = append(r.Stores, Info{Spec: sp, Node: node})
+			continue
+		}
+		s, err := Open(c, node, sp)
+		if err != nil {
+			continue
+		}
+		info, err := s.Describe(ctx)
+		if err != nil {
+			info.Layout = err.Error()
+		}
+		r.Stores = append(r.Stores, info)
+	}
+	return r
+}

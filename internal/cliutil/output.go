@@ -1,0 +1,51 @@
+package cliutil
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// Format is the -o value.
+type Format string
+
+// Output formats.
+const (
+	Table Format = "table"
+	JSON  Format = "json"
+)
+
+// ParseFormat validates -o.
+func ParseFormat(s string) (Format, error) {
+	switch Format(s) {
+	case Table, JSON:
+		return Format(s), nil
+	}
+	return "", Usage("unknown output format %q (want table or json)", s)
+}
+
+// Print writes v as indented JSON, or calls table with a tabwriter.
+// JSON output is the library's own types, so scripts and tests decode it
+// into them.
+func Print(w io.Writer, f Format, v any, table func(tw *tabwriter.Writer)) error {
+	if f == JSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+// Row writes tab-separated cells and a newline.
+func Row(tw io.Writer, cells ...any) {
+	for i, c := range cells {
+		if i > 0 {
+			fmt.Fprint(tw, "\t")
+		}
+		fmt.Fprint(tw, c)
+	}
+	fmt.Fprintln(tw)
+}
