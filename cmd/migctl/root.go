@@ -15,6 +15,7 @@ import (
 
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
+	"github.com/erlmcp/migctl/journal"
 )
 
 // app holds the global flags and what commands share. It is created per
@@ -29,6 +30,7 @@ type app struct {
 	logLevel   string
 	cookieFile string
 	epmdPort   int
+	journalAt  string
 
 	format cliutil.Format
 	log    *slog.Logger
@@ -70,8 +72,9 @@ unreachable, 4 check found problems, 5 refused (no --yes, or a gate),
 	f.StringVar(&a.logLevel, "log-level", envOr("MIGCTL_LOG_LEVEL", "warn"), "log level: debug, info, warn, error (env MIGCTL_LOG_LEVEL)")
 	f.StringVar(&a.cookieFile, "cookie-file", os.Getenv("MIGCTL_COOKIE_FILE"), "file holding the Erlang cookie (env MIGCTL_COOKIE_FILE)")
 	f.IntVar(&a.epmdPort, "epmd-port", envInt("ERL_EPMD_PORT", erl.DefaultEPMDPort), "EPMD port on the nodes' hosts (env ERL_EPMD_PORT)")
+	f.StringVar(&a.journalAt, "journal", journal.DefaultPath(), "migctl's journal file (env MIGCTL_JOURNAL)")
 
-	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a))
+	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a))
 	return root
 }
 
@@ -171,7 +174,10 @@ func localHostFor(nodes []string) string {
 	return "127.0.0.1"
 }
 
-func (a *app) ctx(cmd *cobra.Command) context.Context { return cmd.Context() }
+// journal opens migctl's journal (--journal).
+func (a *app) journal() (*journal.Journal, error) {
+	return journal.Open(a.journalAt, journal.Options{})
+}
 
 type slogWriter struct{ l *slog.Logger }
 

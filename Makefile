@@ -1,0 +1,61 @@
+# migctl: `make demo` and `make test` do all set-up on a fresh Debian machine.
+SHELL := /bin/bash
+GO    ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+PKGS  := ./...
+# OS packages the tests and the demo need (Debian names).
+DEBS  := erlang-base erlang-mnesia erlang-crypto erlang-runtime-tools
+AGENT_SRC  := $(wildcard erlang/agent/*.erl)
+AGENT_BEAM := $(AGENT_SRC:.erl=.beam)
+
+.PHONY: all build deps erlang agent test test-go test-erlang bench demo lint clean
+
+all: build
+
+## deps: install what is missing (Erlang/OTP from Debian's packages)
+deps:
+	@missing=""; \
+	for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+## erlang: the erlmcp-like fixture application (tests, demo)
+erlang: deps
+	@$(MAKE) -s -C erlang
+
+## agent: migctl's node-side modules, embedded in the binary (committed)
+agent: $(AGENT_BEAM)
+erlang/agent/%.beam: erlang/agent/%.erl
+	erlc +deterministic -Wall -o erlang/agent $<
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/migctl ./cmd/migctl
+
+test: deps erlang build test-erlang test-go
+
+test-erlang:
+	@$(MAKE) -s -C erlang test
+
+test-go:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 14m $(PKGS)
+
+## bench: migctl vs native Erlang, side by side, medians of several runs
+bench: deps erlang build
+	$(GO) run ./bench $(BENCH_ARGS)
+
+## demo: a 3-node dev cluster, 100k sessions, ping, counts, an export; stops all it started
+demo: deps erlang build
+	./scripts/demo.sh
+
+lint:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf bin
+	$(MAKE) -s -C erlang clean
