@@ -45,8 +45,9 @@ test-go:
 	$(GO) test -count=1 -timeout 14m $(PKGS)
 
 ## bench: migctl vs native Erlang, side by side, medians of several runs
+# BENCH_ONLY=export,rss,... selects; BENCH_N and BENCH_RUNS size the runs.
 bench: deps erlang build
-	$(GO) run ./bench $(BENCH_ARGS)
+	$(GO) test -tags bench -count=1 -timeout 120m -v ./bench/ 2>&1 | tee .bench.log | grep -E '^(BENCH|--- |FAIL|ok)'
 
 ## demo: a 3-node dev cluster, 100k sessions, ping, counts, an export; stops all it started
 demo: deps erlang build

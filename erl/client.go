@@ -149,8 +149,36 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 	}
 	<-started
 	c.proc = p
+	go c.heartbeat()
 	c.log.Debug("local node started", "name", name)
 	return c, nil
+}
+
+// heartbeat keeps connections alive from our side. ergo sends its own
+// keepalive only after 15 s of silence, but an Erlang node drops a peer it
+// has heard nothing from for net_ticktime (often set to 10-20 s, 8 in our
+// tests): during one long call (a big seed, a full checksum) the connection
+// is otherwise silent and would be dropped. A message to a name that is
+// not registered is discarded by the node, so this costs a few bytes.
+func (c *Client) heartbeat() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+			c.mu.Lock()
+			nodes := make([]string, 0, len(c.monitored))
+			for n := range c.monitored {
+				nodes = append(nodes, n)
+			}
+			c.mu.Unlock()
+			for _, n := range nodes {
+				_ = c.proc.Send(gen.ProcessID{Name: "migctl_heartbeat", Node: n}, etf.Atom("tick"))
+			}
+		}
+	}
 }
 
 // Name is migctl's own node name.

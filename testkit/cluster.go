@@ -32,6 +32,9 @@ type Options struct {
 	// Mnesia builds a disc_copies Mnesia cluster over all nodes (schema,
 	// and the session table) before the application starts.
 	Mnesia bool
+	// MnesiaNodes limits the Mnesia cluster to the first MnesiaNodes nodes
+	// (0: all), leaving the others as plain nodes (a reader, a node to add).
+	MnesiaNodes int
 	// SessionTable is the Mnesia session table; default erlmcp_session.
 	SessionTable string
 	// PreventOverlappingPartitions sets the kernel parameter (OTP 25's
@@ -359,11 +362,15 @@ func (c *Cluster) index(n *Node) int {
 // BuildMnesia creates a schema on all nodes and the session table with
 // disc_copies everywhere, the way an operator following the runbook would.
 func (c *Cluster) BuildMnesia(ctx context.Context) error {
-	names := make(etf.List, len(c.Nodes))
-	for i, n := range c.Nodes {
+	members := c.Nodes
+	if m := c.opts.MnesiaNodes; m > 0 && m < len(members) {
+		members = members[:m]
+	}
+	names := make(etf.List, len(members))
+	for i, n := range members {
 		names[i] = etf.Atom(n.Name)
 	}
-	for _, n := range c.Nodes {
+	for _, n := range members {
 		if _, err := c.e.client.Call(ctx, n.Name, "mnesia", "stop"); err != nil {
 			return err
 		}
@@ -375,7 +382,7 @@ func (c *Cluster) BuildMnesia(ctx context.Context) error {
 	if r != etf.Atom("ok") {
 		return fmt.Errorf("create_schema: %v", r)
 	}
-	for _, n := range c.Nodes {
+	for _, n := range members {
 		if r, err := c.e.client.Call(ctx, n.Name, "mnesia", "start"); err != nil || r != etf.Atom("ok") {
 			return fmt.Errorf("mnesia:start on %s: %v %v", n.Name, r, err)
 		}
@@ -390,7 +397,7 @@ func (c *Cluster) BuildMnesia(ctx context.Context) error {
 	if t, ok := r.(etf.Tuple); !ok || t[0] != etf.Atom("atomic") {
 		return fmt.Errorf("create_table: %v", r)
 	}
-	for _, n := range c.Nodes {
+	for _, n := range members {
 		r, err := c.e.client.Call(ctx, n.Name, "mnesia", "wait_for_tables", etf.List{etf.Atom(tab)}, 30000)
 		if err != nil || r != etf.Atom("ok") {
 			return fmt.Errorf("wait_for_tables on %s: %v %v", n.Name, r, err)
