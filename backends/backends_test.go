@@ -3,6 +3,7 @@ package backends_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
@@ -66,6 +67,25 @@ func exerciseStore(t *testing.T, cl *testkit.Cluster, s backends.Store, n int) {
 
 	all := streamAll(t, s, 333)
 	require.Len(t, all, n)
+
+	// Scan (the node pushes batches ahead) yields exactly the same rows.
+	scanned := map[string][]byte{}
+	require.NoError(t, backends.Scan(ctx, s, 400, func(b backends.Batch) error {
+		for _, r := range b.Rows {
+			scanned[string(r.ID)] = append([]byte(nil), r.Blob...)
+		}
+		return nil
+	}))
+	require.Equal(t, all, scanned)
+
+	// A scan abandoned half way leaves no streaming process on the node.
+	stopErr := errors.New("enough")
+	err = backends.Scan(ctx, s, 100, func(b backends.Batch) error { return stopErr })
+	require.ErrorIs(t, err, stopErr)
+	require.Eventually(t, func() bool {
+		r := cl.Eval(0, `length([P || P <- processes(), {current_function, {migctl_agent, push_loop, _}} <- [process_info(P, current_function)]])`, nil)
+		return r == 0
+	}, 10*time.Second, 50*time.Millisecond)
 
 	// Every blob is exactly what term_to_binary of the stored session
 	// gives on the node, and its id matches.

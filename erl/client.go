@@ -61,6 +61,8 @@ type Client struct {
 	pending   map[etf.Ref]*pendingCall
 	monitored map[string]etf.Ref // node -> node monitor ref
 	subs      map[etf.Atom][]chan Term
+	keyed     map[keyedSub]chan Term
+	watchers  map[string][]chan struct{}
 	forms     map[string]Term // cached erl_eval forms by source
 	agents    map[string]bool // nodes where we loaded the agent
 	closed    bool
@@ -109,6 +111,8 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		pending:   map[etf.Ref]*pendingCall{},
 		monitored: map[string]etf.Ref{},
 		subs:      map[etf.Atom][]chan Term{},
+		keyed:     map[keyedSub]chan Term{},
+		watchers:  map[string][]chan struct{}{},
 		forms:     map[string]Term{},
 		agents:    map[string]bool{},
 		done:      make(chan struct{}),
@@ -400,6 +404,57 @@ func (c *Client) Subscribe(tag string, buf int) (<-chan Term, func()) {
 	}
 }
 
+type keyedSub struct {
+	tag etf.Atom
+	key string
+}
+
+// SubscribeKey delivers messages {Tag, Key, ...} whose Key is the binary
+// key to the returned channel: one conversation (a stream, a forwarder)
+// among many of the same tag. The sender must bound what it sends (credit)
+// to buf; beyond that, messages are dropped and logged.
+func (c *Client) SubscribeKey(tag string, key []byte, buf int) (<-chan Term, func()) {
+	ch := make(chan Term, buf)
+	k := keyedSub{etf.Atom(tag), string(key)}
+	c.mu.Lock()
+	c.keyed[k] = ch
+	c.mu.Unlock()
+	return ch, func() {
+		c.mu.Lock()
+		delete(c.keyed, k)
+		c.mu.Unlock()
+	}
+}
+
+// WatchNode returns a channel that is closed when the connection to node
+// goes down (at once if there is none).
+func (c *Client) WatchNode(nodeName string) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.monitored[nodeName]; !ok {
+		close(ch)
+		return ch, func() {}
+	}
+	c.watchers[nodeName] = append(c.watchers[nodeName], ch)
+	return ch, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		l := c.watchers[nodeName]
+		for i := range l {
+			if l[i] == ch {
+				c.watchers[nodeName] = append(l[:i], l[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+// Send sends msg to a process on a node (no reply expected).
+func (c *Client) Send(to etf.Pid, msg Term) error {
+	return c.proc.Send(to, msg)
+}
+
 // deliver routes one mailbox message; it runs on the loop goroutine only.
 func (c *Client) deliver(msg Term) {
 	switch m := msg.(type) {
@@ -423,6 +478,23 @@ func (c *Client) deliver(msg Term) {
 				_ = c.proc.Send(from, etf.Tuple{etf.Atom("io_reply"), m[2], etf.Atom("ok")})
 			}
 			return
+		}
+		if len(m) > 1 {
+			if tag, ok := m[0].(etf.Atom); ok {
+				if key, ok := m[1].([]byte); ok {
+					c.mu.Lock()
+					ch, found := c.keyed[keyedSub{tag, string(key)}]
+					c.mu.Unlock()
+					if found {
+						select {
+						case ch <- m:
+						default:
+							c.log.Warn("keyed subscriber full, message dropped", "tag", string(tag))
+						}
+						return
+					}
+				}
+			}
 		}
 		if len(m) > 0 {
 			if tag, ok := m[0].(etf.Atom); ok {
@@ -460,6 +532,10 @@ func (c *Client) nodeDown(nodeName string) {
 		}
 	}
 	subs := append([]chan Term(nil), c.subs["nodedown"]...)
+	for _, w := range c.watchers[nodeName] {
+		close(w)
+	}
+	delete(c.watchers, nodeName)
 	c.mu.Unlock()
 	for _, s := range subs {
 		select {

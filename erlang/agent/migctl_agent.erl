@@ -7,7 +7,8 @@
 %% migctl node that asked for it goes away.
 %%
 %% Contract with the Go side (package backends):
-%%   * Store specs: {ets, Tab} | {dets, Tab, File, Create} | {mnesia, Tab}.
+%%   * Store specs: {ets, Tab} | {dets, Tab, File, Create, Owner} | {mnesia, Tab};
+%%     Owner is the migctl pid: a DETS table migctl opens is closed when it goes.
 %%   * Sessions leave and enter this module as term_to_binary blobs inside a
 %%     framed binary, <<IdLen:32, Id/binary, BlobLen:32, Blob/binary>>*, so no
 %%     session map is ever decoded by the Go node.
@@ -17,7 +18,8 @@
 -module(migctl_agent).
 
 -export([version/0, describe/2, count/1, stream/3, get/2, put/3, delete/2,
-         checksum/5, dets_release/1, release_all/0]).
+         checksum/5, dets_release/1, release_all/0,
+         stream_push/6]).
 
 -define(VSN, 1).
 
@@ -38,13 +40,13 @@ now_ms() -> erlang:system_time(millisecond).
 
 %% ------------------------------------------------------------- describing
 
-%% describe(Spec, Owner) -> {ok, [{exists, Bool}, {size, N}, {kind, K}, ...]}
-describe(Spec, Owner) ->
+%% describe(Spec, _) -> {ok, [{exists, Bool}, {size, N}, {kind, K}, ...]}
+describe(Spec, _) ->
     safe(fun() ->
         case exists(Spec) of
             false -> {ok, [{exists, false}]};
             true ->
-                ok = open(Spec, read, Owner),
+                ok = open(Spec, read, none),
                 Size = table_size(Spec),
                 Check = case first_row(Spec) of
                             none -> ok;
@@ -58,21 +60,21 @@ extra({mnesia, Tab}) ->
     [{storage, mnesia:table_info(Tab, storage_type)},
      {copies, [atom_to_binary(N) || N <- mnesia:table_info(Tab, disc_copies) ++
                                         mnesia:table_info(Tab, ram_copies)]}];
-extra({dets, Tab, _, _}) -> [{file, unicode:characters_to_binary(dets:info(Tab, filename))}];
+extra({dets, Tab, _, _, _}) -> [{file, unicode:characters_to_binary(dets:info(Tab, filename))}];
 extra(_) -> [].
 
 exists({ets, Tab}) -> ets:info(Tab, size) =/= undefined;
-exists({dets, Tab, File, Create}) ->
+exists({dets, Tab, File, Create, _}) ->
     dets:info(Tab, size) =/= undefined orelse Create orelse filelib:is_regular(File);
 exists({mnesia, Tab}) ->
     mnesia:system_info(is_running) =:= yes andalso
         lists:member(Tab, mnesia:system_info(tables)).
 
 count(Spec) ->
-    safe(fun() -> must_exist(Spec), {ok, table_size(Spec)} end).
+    safe(fun() -> must_exist(Spec), ok = open(Spec, read, none), {ok, table_size(Spec)} end).
 
 table_size({ets, Tab}) -> ets:info(Tab, size);
-table_size({dets, Tab, _, _}) -> dets:info(Tab, size);
+table_size({dets, Tab, _, _, _}) -> dets:info(Tab, size);
 table_size({mnesia, Tab}) -> mnesia:table_info(Tab, size).
 
 must_exist(Spec) ->
@@ -83,7 +85,7 @@ must_exist(Spec) ->
 
 first_row({ets, Tab}) ->
     case ets:first(Tab) of '$end_of_table' -> none; K -> hd(ets:lookup(Tab, K)) end;
-first_row({dets, Tab, _, _}) ->
+first_row({dets, Tab, _, _, _}) ->
     case dets:first(Tab) of '$end_of_table' -> none; K -> hd(dets:lookup(Tab, K)) end;
 first_row({mnesia, Tab}) ->
     case mnesia:dirty_first(Tab) of '$end_of_table' -> none; K -> hd(mnesia:dirty_read(Tab, K)) end.
@@ -112,7 +114,7 @@ check_row(_, _) -> not_session_rows.
 %% simply use it by name; otherwise one owner process per table opens it and
 %% keeps it open until the migctl node that asked (Owner) goes away or calls
 %% dets_release/1.
-open({dets, Tab, File, Create}, Access, Owner) ->
+open({dets, Tab, File, Create, Owner}, Access, _) ->
     case dets:info(Tab, access) of
         undefined -> start_owner(Tab, File, Create, Access, Owner);
         read when Access =:= read_write -> reopen_rw(Tab, File, Owner);
@@ -235,7 +237,7 @@ next_rows({ets, Tab}, Cursor, Limit) ->
              _ -> ets:next(Tab, binary_to_term(Cursor))
          end,
     ets_walk(Tab, K0, Limit, []);
-next_rows({dets, Tab, _, _}, Cursor, Limit) ->
+next_rows({dets, Tab, _, _, _}, Cursor, Limit) ->
     R = case Cursor of
             <<>> -> dets:select(Tab, [{'_', [], ['$_']}], Limit);
             _ -> dets:select(binary_to_term(Cursor))
@@ -276,6 +278,51 @@ ets_walk(Tab, K, N, Acc) ->
 prev_key([{K, _} | _], _) -> K;
 prev_key([], K) -> K.
 
+%% stream_push(Spec, Cursor, Limit, Credit, To, Tag) -> {ok, Pid}
+%%
+%% The same batches as stream/3, pushed: a process reads batch K+1 while
+%% batch K is on the wire and being written out by migctl, which a
+%% request/reply loop cannot do (each select continuation depends on the
+%% previous call). At most Credit batches are unacknowledged; migctl sends
+%% {migctl_ack, Tag} for each batch it has taken. Each message is
+%% {migctl_stream, Tag, {ok, Frames, Next | done, N} | {error, Reason}}.
+%% The process ends when the stream is done, on error, on {migctl_stop, Tag},
+%% when migctl (To) goes away, or after a minute without an ack.
+stream_push(Spec, Cursor, Limit, Credit, To, Tag) ->
+    safe(fun() ->
+        ok = open(Spec, read, none),
+        Pid = spawn(fun() ->
+                        M = erlang:monitor(process, To),
+                        push_loop(Spec, Cursor, Limit, Credit, To, Tag, M)
+                    end),
+        {ok, Pid}
+    end).
+
+push_loop(Spec, Cursor, Limit, Credit, To, Tag, M) ->
+    receive
+        {migctl_ack, Tag} -> push_loop(Spec, Cursor, Limit, Credit + 1, To, Tag, M);
+        {migctl_stop, Tag} -> ok;
+        {'DOWN', M, _, _, _} -> ok
+    after wait(Credit) ->
+        case Credit of
+            0 -> ok; % no ack for a minute: migctl is gone or stuck
+            _ ->
+                Msg = safe(fun() ->
+                               {Rows, Next} = next_rows(Spec, Cursor, Limit),
+                               {ok, iolist_to_binary([frame(Spec, R) || R <- Rows]), Next, length(Rows)}
+                           end),
+                To ! {migctl_stream, Tag, Msg},
+                case Msg of
+                    {ok, _, done, _} -> ok;
+                    {ok, _, Next, _} -> push_loop(Spec, Next, Limit, Credit - 1, To, Tag, M);
+                    _ -> ok
+                end
+        end
+    end.
+
+wait(0) -> 60000;
+wait(_) -> 0.
+
 %% ------------------------------------------------------ single-key access
 
 get(Spec, Id) ->
@@ -288,7 +335,7 @@ get(Spec, Id) ->
     end).
 
 lookup({ets, Tab}, Id) -> one(ets:lookup(Tab, Id));
-lookup({dets, Tab, _, _}, Id) -> one(dets:lookup(Tab, Id));
+lookup({dets, Tab, _, _, _}, Id) -> one(dets:lookup(Tab, Id));
 lookup({mnesia, Tab}, Id) ->
     case mnesia:dirty_read(Tab, Id) of
         [{_, _, S, _}] -> S;
@@ -327,9 +374,9 @@ write({ets, Tab}, Rows, Mode) ->
                        end
                end, {0, 0}, Rows),
     {ok, W, S};
-write({dets, Tab, _, _}, Rows, overwrite) ->
+write({dets, Tab, _, _, _}, Rows, overwrite) ->
     ok = dets:insert(Tab, Rows), {ok, length(Rows), 0};
-write({dets, Tab, _, _}, Rows, Mode) ->
+write({dets, Tab, _, _, _}, Rows, Mode) ->
     Keep = [R || {Id, New} = R <- Rows, keep(one(dets:lookup(Tab, Id)), New, Mode)],
     ok = dets:insert(Tab, Keep),
     {ok, length(Keep), length(Rows) - length(Keep)};
@@ -371,7 +418,7 @@ delete(Spec, Ids) ->
         L = unframe_ids(Ids, []),
         case Spec of
             {ets, Tab} -> [ets:delete(Tab, I) || I <- L];
-            {dets, Tab, _, _} -> [ok = dets:delete(Tab, I) || I <- L];
+            {dets, Tab, _, _, _} -> [ok = dets:delete(Tab, I) || I <- L];
             {mnesia, Tab} ->
                 {atomic, _} = mnesia:transaction(fun() -> [mnesia:delete({Tab, I}) || I <- L] end)
         end,
@@ -422,7 +469,7 @@ digest(Id, S, false) -> erlang:phash2({Id, maps:remove(last_accessed, S)}, 42949
 
 fold({ets, Tab}, F) ->
     ets:foldl(fun({Id, S}, A) -> F(Id, S), A end, ok, Tab);
-fold({dets, Tab, _, _}, F) ->
+fold({dets, Tab, _, _, _}, F) ->
     dets:foldl(fun({Id, S}, A) -> F(Id, S), A end, ok, Tab);
 fold({mnesia, Tab}, F) ->
     ets:foldl(fun({_, Id, S, _}, A) -> F(Id, S), A end, ok, Tab).

@@ -1,0 +1,307 @@
+%% migctl_check: the node-side half of `migctl consistency'.
+%%
+%% A consistency check must move checksums, not rows. The functions here
+%% compute, in ONE pass over a store, the checksums of many hash ranges at
+%% once (so a bisecting check costs one table scan per round, not one per
+%% range), list {Id, Digest, LastAccessed} for the few ranges that differ,
+%% read a batch of sessions by id without touching them, and run the native
+%% reference comparison that `make bench' measures migctl against.
+%%
+%% Keys are placed in hash space by H = erlang:phash2(Id, 2^32), exactly as
+%% migctl_agent:checksum/5 does. A row's digest is
+%%   phash2({Id, Session without last_accessed}, 2^32)            (Q = 0)
+%%   phash2({Id, Session without last_accessed, LA div Q}, 2^32)  (Q > 0)
+%% where LA is last_accessed and Q the tolerance in ms: two copies whose
+%% last_accessed differ by Q or more always land in different quanta, so a
+%% stale copy always changes its bucket's sum; copies closer than Q may
+%% differ too (a quantum boundary between them), which only sends that
+%% bucket to the next round where the exact rule is applied in Go.
+%%
+%% Contract (as migctl_agent): store specs {ets, Tab} | {dets, Tab, File,
+%% Create, Owner} | {mnesia, Tab}; every exported function catches
+%% everything and returns {ok, ...} | {error, Atom | Binary}; sessions only
+%% ever leave as term_to_binary blobs inside binaries.
+%%
+%% Ranges are a binary of <<Lo:64, Hi:64, Buckets:32>>* sorted by Lo and
+%% not overlapping; buckets split each range [Lo, Hi) into equal parts.
+-module(migctl_check).
+
+-export([version/0, sums/3, digests/3, get_many/2, native_compare/3,
+         slot_sample/3]).
+
+-define(VSN, 1).
+-define(M32, 4294967296).
+
+version() -> {ok, ?VSN}.
+
+safe(F) ->
+    try F()
+    catch
+        throw:{migctl, R} -> {error, R};
+        C:R:St -> {error, iolist_to_binary(io_lib:format("~p:~0P at ~0P", [C, R, 30, St, 8]))}
+    end.
+
+fail(R) -> throw({migctl, R}).
+
+%% ready(Spec): the store exists and is open (migctl_agent opens a DETS file
+%% the application does not hold, with an owner process). Returns its size.
+ready(Spec) ->
+    case migctl_agent:count(Spec) of
+        {ok, N} -> N;
+        {error, R} -> fail(R)
+    end.
+
+quantum(Opts) ->
+    case lists:keyfind(la_quantum, 1, Opts) of
+        {la_quantum, Q} when is_integer(Q), Q > 0 -> Q;
+        _ -> 0
+    end.
+
+digest(Id, S, 0) ->
+    erlang:phash2({Id, maps:remove(last_accessed, S)}, ?M32);
+digest(Id, S, Q) ->
+    erlang:phash2({Id, maps:remove(last_accessed, S), la(S) div Q}, ?M32).
+
+la(S) ->
+    case maps:get(last_accessed, S, 0) of
+        L when is_integer(L) -> L;
+        _ -> 0
+    end.
+
+%% ------------------------------------------------------------------ ranges
+
+%% parse_ranges(Bin) -> {Tuple of {Lo, Hi, Buckets, Base}, TotalBuckets}
+parse_ranges(Bin) -> parse_ranges(Bin, 0, -1, []).
+
+parse_ranges(<<>>, Total, _, Acc) -> {list_to_tuple(lists:reverse(Acc)), Total};
+parse_ranges(<<Lo:64, Hi:64, B:32, Rest/binary>>, Total, PrevHi, Acc)
+  when Hi > Lo, Hi =< ?M32, B > 0, Lo >= PrevHi ->
+    parse_ranges(Rest, Total + B, Hi, [{Lo, Hi, B, Total} | Acc]);
+parse_ranges(_, _, _, _) -> fail(bad_ranges).
+
+%% locate(H, Ranges) -> none | {Lo, Hi, Buckets, Base}, by binary search.
+locate(H, R) -> locate(H, R, 1, tuple_size(R)).
+
+locate(_, _, I, J) when I > J -> none;
+locate(H, R, I, J) ->
+    M = (I + J) div 2,
+    {Lo, Hi, _, _} = E = element(M, R),
+    if
+        H < Lo -> locate(H, R, I, M - 1);
+        H >= Hi -> locate(H, R, M + 1, J);
+        true -> E
+    end.
+
+%% ------------------------------------------------------------------- sums
+
+%% sums(Spec, Ranges, Opts) -> {ok, <<Count:32, Sum:64>>*TotalBuckets, Size}
+%% Opts: [{la_quantum, Q}]. One pass over the store for all ranges.
+sums(Spec, RangesBin, Opts) ->
+    safe(fun() ->
+        Size = ready(Spec),
+        {Bin, _} = sums_local(Spec, RangesBin, quantum(Opts)),
+        {ok, Bin, Size}
+    end).
+
+sums_local(Spec, RangesBin, Q) ->
+    {R, Total} = parse_ranges(RangesBin),
+    C = counters:new(2 * max(Total, 1), []),
+    F = case R of
+            {{Lo, Hi, B, 0}} ->
+                %% One range (the first round of every full check): no search.
+                W = Hi - Lo,
+                fun(Id, S) ->
+                        H = erlang:phash2(Id, ?M32),
+                        if
+                            H >= Lo, H < Hi ->
+                                I = 2 * (((H - Lo) * B) div W),
+                                counters:add(C, I + 1, 1),
+                                counters:add(C, I + 2, digest(Id, S, Q));
+                            true -> ok
+                        end
+                end;
+            _ ->
+                fun(Id, S) ->
+                        H = erlang:phash2(Id, ?M32),
+                        case locate(H, R) of
+                            none -> ok;
+                            {Lo, Hi, B, Base} ->
+                                I = 2 * (Base + ((H - Lo) * B) div (Hi - Lo)),
+                                counters:add(C, I + 1, 1),
+                                counters:add(C, I + 2, digest(Id, S, Q))
+                        end
+                end
+        end,
+    fold(Spec, F),
+    Bin = << <<(counters:get(C, 2 * I + 1)):32, (counters:get(C, 2 * I + 2)):64>>
+             || I <- lists:seq(0, Total - 1) >>,
+    {Bin, Total}.
+
+fold({ets, Tab}, F) ->
+    ets:foldl(fun({Id, S}, A) when is_map(S) -> F(Id, S), A; (_, A) -> A end, ok, Tab);
+fold({dets, Tab, _, _, _}, F) ->
+    case dets:foldl(fun({Id, S}, A) when is_map(S) -> F(Id, S), A; (_, A) -> A end, ok, Tab) of
+        {error, E} -> fail(iolist_to_binary(io_lib:format("dets: ~0P", [E, 10])));
+        _ -> ok
+    end;
+fold({mnesia, Tab}, F) ->
+    %% A disc_copies/ram_copies table is an ETS table of the same name.
+    case mnesia:table_info(Tab, storage_type) of
+        T when T =:= disc_copies; T =:= ram_copies -> ok;
+        _ -> fail(no_local_copy)
+    end,
+    ets:foldl(fun({_, Id, S, _}, A) when is_map(S) -> F(Id, S), A; (_, A) -> A end, ok, Tab).
+
+%% ---------------------------------------------------------------- digests
+
+%% digests(Spec, Ranges, Opts) ->
+%%   {ok, <<IdLen:32, Id/binary, Digest:32, LastAccessed:64/signed>>*, N}
+%% Every row whose hash is in one of the ranges (bucket counts are ignored).
+%% Digest is the content digest (Q = 0): last_accessed travels apart so the
+%% caller can apply its tolerance exactly. Opts: [{limit, N}] fails with
+%% too_many_rows beyond N, so a mistaken call cannot ship a whole table.
+digests(Spec, RangesBin, Opts) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        {R, _} = parse_ranges(RangesBin),
+        Limit = case lists:keyfind(limit, 1, Opts) of
+                    {limit, L} when is_integer(L) -> L;
+                    _ -> infinity
+                end,
+        Key = make_ref(),
+        put(Key, {0, []}),
+        F = fun(Id, S) ->
+                    H = erlang:phash2(Id, ?M32),
+                    case locate(H, R) of
+                        none -> ok;
+                        _ ->
+                            {N, Acc} = get(Key),
+                            N < Limit orelse fail(too_many_rows),
+                            D = digest(Id, S, 0),
+                            put(Key, {N + 1, [[<<(byte_size(Id)):32>>, Id,
+                                               <<D:32, (la(S)):64/signed>>] | Acc]})
+                    end
+            end,
+        fold(Spec, F),
+        {N, Acc} = erase(Key),
+        {ok, iolist_to_binary(Acc), N}
+    end).
+
+%% --------------------------------------------------------------- get_many
+
+%% get_many(Spec, <<IdLen:32, Id/binary>>*) -> {ok, Frames, N}
+%% Frames as migctl_agent:stream/3, for the ids present; absent ids are
+%% left out. Reads do not touch the sessions (no last_accessed rewrite).
+get_many(Spec, IdsBin) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        Ids = ids(IdsBin, []),
+        Rows = lists:flatmap(fun(Id) -> lookup(Spec, Id) end, Ids),
+        {ok, iolist_to_binary([enc(Id, S) || {Id, S} <- Rows]), length(Rows)}
+    end).
+
+ids(<<>>, Acc) -> lists:reverse(Acc);
+ids(<<L:32, Id:L/binary, Rest/binary>>, Acc) -> ids(Rest, [Id | Acc]);
+ids(_, _) -> fail(bad_frame).
+
+lookup({ets, Tab}, Id) -> [R || {_, S} = R <- ets:lookup(Tab, Id), is_map(S)];
+lookup({dets, Tab, _, _, _}, Id) ->
+    case dets:lookup(Tab, Id) of
+        {error, E} -> fail(iolist_to_binary(io_lib:format("dets: ~0P", [E, 10])));
+        L -> [R || {_, S} = R <- L, is_map(S)]
+    end;
+lookup({mnesia, Tab}, Id) -> [{I, S} || {_, I, S, _} <- mnesia:dirty_read(Tab, Id), is_map(S)].
+
+enc(Id, S) ->
+    B = term_to_binary(S),
+    [<<(byte_size(Id)):32>>, Id, <<(byte_size(B)):32>>, B].
+
+%% ------------------------------------------------------------ slot sample
+
+%% slot_sample(Spec, N, Seed) -> {ok, <<IdLen:32, Id/binary>>*, Count}
+%% About N ids drawn at random from the store without scanning it: random
+%% hash slots of the table (ets:slot/2, dets:slot/2), every row of a drawn
+%% slot. ETS set tables (Mnesia's local copies) and DETS files hash keys
+%% into slots, so each key is drawn with (nearly) the same probability; an
+%% ordered_set (erlmcp's ETS backend) has one key per slot position.
+slot_sample(Spec, N, Seed) ->
+    safe(fun() ->
+        Size = ready(Spec),
+        _ = rand:seed(exsss, Seed),
+        {SlotFun, Slots} = slots(Spec, Size),
+        Want = min(N, Size),
+        Ids = draw(SlotFun, Slots, Want, 0, 10 * Want + 100, #{}),
+        {ok, iolist_to_binary([[<<(byte_size(I)):32>>, I] || I <- maps:keys(Ids)]), map_size(Ids)}
+    end).
+
+slots({ets, Tab}, _) ->
+    {fun(I) -> ets:slot(Tab, I) end, slot_count_ets(Tab)};
+slots({dets, Tab, _, _, _}, _) ->
+    {fun(I) -> dets:slot(Tab, I) end, dets:info(Tab, no_slots)};
+slots({mnesia, Tab}, _) ->
+    case mnesia:table_info(Tab, storage_type) of
+        T when T =:= disc_copies; T =:= ram_copies -> ok;
+        _ -> fail(no_local_copy)
+    end,
+    {fun(I) -> [{Id, S} || {_, Id, S, _} <- ets:slot(Tab, I)] end, slot_count_ets(Tab)}.
+
+%% ETS does not say how many slots a set has; ets:slot/2 fails with badarg
+%% past the last one and returns '$end_of_table' at it. For an ordered_set
+%% the slots are the positions 0..size-1.
+slot_count_ets(Tab) ->
+    case ets:info(Tab, type) of
+        ordered_set -> ets:info(Tab, size);
+        _ -> find_slots(Tab, 256)
+    end.
+
+find_slots(Tab, N) ->
+    case catch ets:slot(Tab, N) of
+        '$end_of_table' -> N;
+        L when is_list(L) -> find_slots(Tab, 2 * N);
+        _ -> bisect_slots(Tab, N div 2, N)
+    end.
+
+%% Lo is a valid slot, Hi is not (or end): find the first '$end_of_table'.
+bisect_slots(_Tab, Lo, Hi) when Hi - Lo =< 1 -> Hi;
+bisect_slots(Tab, Lo, Hi) ->
+    M = (Lo + Hi) div 2,
+    case catch ets:slot(Tab, M) of
+        L when is_list(L) -> bisect_slots(Tab, M, Hi);
+        _ -> bisect_slots(Tab, Lo, M)
+    end.
+
+draw(_, _, Want, _, _, Acc) when map_size(Acc) >= Want -> Acc;
+draw(_, _, _, Tries, Max, Acc) when Tries >= Max -> Acc;
+draw(_, Slots, _, _, _, Acc) when not is_integer(Slots); Slots =< 0 -> Acc;
+draw(SlotFun, Slots, Want, Tries, Max, Acc) ->
+    I = rand:uniform(Slots) - 1,
+    Rows = case catch SlotFun(I) of
+               L when is_list(L) -> L;
+               _ -> []
+           end,
+    Acc2 = lists:foldl(fun({Id, _}, A) when is_binary(Id) -> A#{Id => true};
+                          (_, A) -> A
+                       end, Acc, Rows),
+    draw(SlotFun, Slots, Want, Tries + 1, Max, Acc2).
+
+%% --------------------------------------------------------- native compare
+
+%% native_compare(SpecA, SpecB, Buckets) -> {ok, DifferingBuckets, Micros}
+%% The reference that `make bench' measures migctl against: a loop on this
+%% node that checksums both stores (one after the other, as a script on the
+%% node would) in Buckets hash buckets and compares the sums. Both stores
+%% must be readable here (Mnesia needs a local copy).
+native_compare(SpecA, SpecB, Buckets) ->
+    safe(fun() ->
+        T0 = erlang:monotonic_time(microsecond),
+        R = <<0:64, ?M32:64, Buckets:32>>,
+        _ = ready(SpecA),
+        _ = ready(SpecB),
+        {A, _} = sums_local(SpecA, R, 0),
+        {B, _} = sums_local(SpecB, R, 0),
+        Diff = length([x || {<<X:96>>, <<Y:96>>} <- lists:zip(chunks(A), chunks(B)), X =/= Y]),
+        {ok, Diff, erlang:monotonic_time(microsecond) - T0}
+    end).
+
+chunks(<<>>) -> [];
+chunks(<<C:12/binary, Rest/binary>>) -> [C | chunks(Rest)].

@@ -1,0 +1,439 @@
+%% migctl_cluster: the node-side half of `migctl cluster' (package cluster).
+%%
+%% What it does on a node: describe the node's own view of the Mnesia
+%% cluster, checksum the node's LOCAL copy of a table in hash buckets, list
+%% the keys of some buckets with their times and digests, hand out rows as
+%% term_to_binary blobs, run the master-nodes reload that makes a losing node
+%% take the winner's data, apply merge decisions conditionally, and run
+%% event forwarders that pass Mnesia system events and node up/down to the
+%% migctl process that asked for them.
+%%
+%% Contract with Go (same as migctl_agent): every exported function catches
+%% everything and returns {ok, ...} or {error, Atom | Binary}; sessions only
+%% leave as term_to_binary blobs inside framed binaries, never as maps.
+%%
+%% Hash placement is the one migctl_agent:checksum/5 uses:
+%% H = erlang:phash2(Id, 2^32); bucket B of N holds H*N div 2^32.
+-module(migctl_cluster).
+
+-export([version/0, view/1, bucket_sums/2, bucket_keys/3, get_rows/2,
+         prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
+         join/3, leave/2, stop_mnesia/0]).
+
+-define(VSN, 1).
+-define(SPACE, 4294967296).
+
+version() -> {ok, ?VSN}.
+
+safe(F) ->
+    try F()
+    catch
+        throw:{migctl, R} -> {error, R};
+        C:R:St -> {error, iolist_to_binary(io_lib:format("~p:~0P at ~0P", [C, R, 30, St, 8]))}
+    end.
+
+fail(R) -> throw({migctl, R}).
+
+%% ------------------------------------------------------------------ view
+
+%% view(Tabs) -> {ok, Props}: this node's own view of the cluster. Tabs are
+%% the tables to describe in detail (the others are listed by name only).
+view(Tabs) ->
+    safe(fun() ->
+        Running = mnesia:system_info(is_running),
+        Base = [{node, node()}, {connected, nodes()}, {hidden, nodes(hidden)},
+                {is_running, Running}],
+        case Running of
+            yes ->
+                Tables = [table_view(T) || T <- Tabs,
+                                           lists:member(T, mnesia:system_info(tables))],
+                {ok, Base ++
+                     [{db_nodes, mnesia:system_info(db_nodes)},
+                      {running_db_nodes, mnesia:system_info(running_db_nodes)},
+                      {schema_location, mnesia:system_info(schema_location)},
+                      {use_dir, mnesia:system_info(use_dir)},
+                      {tables, Tables},
+                      {all_tables, mnesia:system_info(tables)},
+                      {master_nodes, [{T, mnesia:table_info(T, master_nodes)} ||
+                                         T <- mnesia:system_info(tables)]}]};
+            _ ->
+                %% db_nodes can be read from the schema on disc even when
+                %% Mnesia is stopped; it says which cluster the node belongs to.
+                Db = try mnesia:system_info(db_nodes) catch _:_ -> [] end,
+                {ok, Base ++ [{db_nodes, Db}, {running_db_nodes, []}, {tables, []}]}
+        end
+    end).
+
+table_view(T) ->
+    Storage = mnesia:table_info(T, storage_type),
+    Size = case Storage of
+               unknown -> -1;
+               _ -> mnesia:table_info(T, size)
+           end,
+    Loaded = try mnesia:table_info(T, where_to_read) of
+                 nowhere -> nowhere;
+                 N -> N
+             catch _:_ -> nowhere
+             end,
+    {T, Storage, Size, Loaded,
+     mnesia:table_info(T, active_replicas),
+     mnesia:table_info(T, disc_copies),
+     mnesia:table_info(T, ram_copies),
+     mnesia:table_info(T, master_nodes)}.
+
+%% -------------------------------------------------------------- checksums
+
+%% bucket_sums(Tab, N) -> {ok, <<Count:64, Sum:64, MaxWritten:64>> * N}
+%% over the LOCAL copy (the ETS table of a disc_copies/ram_copies table).
+%% The digest covers the whole record, last_accessed included: replicas are
+%% copies of each other, so any difference is a difference. MaxWritten is
+%% the largest record write time (the 4th field) in the bucket; the plan
+%% uses it to date the split when the operator does not.
+bucket_sums(Tab, N) ->
+    safe(fun() ->
+        local(Tab),
+        C = counters:new(2 * N, [write_concurrency]),
+        M = atomics:new(N, [{signed, true}]),
+        ets:foldl(fun({_, Id, S, W}, A) ->
+                          B = bucket(Id, N),
+                          counters:add(C, 2 * B + 1, 1),
+                          counters:add(C, 2 * B + 2, erlang:phash2({Id, S, W}, ?SPACE)),
+                          Wi = wtime(W),
+                          case Wi > atomics:get(M, B + 1) of
+                              true -> atomics:put(M, B + 1, Wi);
+                              false -> ok
+                          end,
+                          A;
+                     (_, A) -> A
+                  end, ok, Tab),
+        {ok, << <<(counters:get(C, 2 * I + 1)):64, (counters:get(C, 2 * I + 2)):64,
+                  (atomics:get(M, I + 1)):64/signed>> || I <- lists:seq(0, N - 1) >>}
+    end).
+
+bucket(Id, N) -> (erlang:phash2(Id, ?SPACE) * N) div ?SPACE.
+
+wtime(W) when is_integer(W) -> W;
+wtime(_) -> 0.
+
+local(Tab) ->
+    mnesia:system_info(is_running) =:= yes orelse fail(mnesia_not_running),
+    lists:member(Tab, mnesia:system_info(tables)) orelse fail(no_such_table),
+    case mnesia:table_info(Tab, storage_type) of
+        T when T =:= disc_copies; T =:= ram_copies -> ok;
+        _ -> fail(no_local_copy)
+    end,
+    case ets:info(Tab, size) of
+        undefined -> fail(table_not_loaded);
+        _ -> ok
+    end.
+
+%% bucket_keys(Tab, N, Buckets) -> {ok, Frames}: every key of the local copy
+%% that falls in one of Buckets (of N), as
+%% <<IdLen:32, Id, Written:64/signed, Created:64/signed, LastAccessed:64/signed, Digest:32>>.
+%% Created/LastAccessed are -1 when the session map lacks them.
+bucket_keys(Tab, N, Buckets) ->
+    safe(fun() ->
+        local(Tab),
+        Want = maps:from_list([{B, true} || B <- Buckets]),
+        Out = ets:foldl(
+                fun({_, Id, S, W}, Acc) when is_binary(Id) ->
+                        case maps:is_key(bucket(Id, N), Want) of
+                            true ->
+                                [<<(byte_size(Id)):32, Id/binary, (wtime(W)):64/signed,
+                                   (mint(created_at, S)):64/signed,
+                                   (mint(last_accessed, S)):64/signed,
+                                   (erlang:phash2({Id, S, W}, ?SPACE)):32>> | Acc];
+                            false -> Acc
+                        end;
+                   (_, Acc) -> Acc
+                end, [], Tab),
+        {ok, iolist_to_binary(Out)}
+    end).
+
+mint(K, S) when is_map(S) ->
+    case maps:get(K, S, undefined) of
+        V when is_integer(V) -> V;
+        _ -> -1
+    end;
+mint(_, _) -> -1.
+
+%% get_rows(Tab, Ids) -> {ok, Frames}: the local copy's rows for the framed
+%% ids (<<Len:32, Id>>*), as <<IdLen:32, Id, BlobLen:32, Blob>> with Blob the
+%% term_to_binary of the session; absent ids are left out.
+get_rows(Tab, Ids) ->
+    safe(fun() ->
+        local(Tab),
+        {ok, iolist_to_binary(
+               [begin B = term_to_binary(S),
+                      [<<(byte_size(Id)):32>>, Id, <<(byte_size(B)):32>>, B] end
+                || Id <- ids(Ids, []), {_, _, S, _} <- ets:lookup(Tab, Id)])}
+    end).
+
+ids(<<>>, Acc) -> lists:reverse(Acc);
+ids(<<L:32, Id:L/binary, Rest/binary>>, Acc) -> ids(Rest, [Id | Acc]);
+ids(_, _) -> fail(bad_frame).
+
+%% ------------------------------------------------------------------ heal
+
+%% connect(Nodes) -> {ok, [{Node, true|false}]}: connect this node to each
+%% of Nodes explicitly (dist_auto_connect once, and
+%% prevent_overlapping_partitions, leave pairs unconnected after a split).
+connect(Nodes) ->
+    safe(fun() -> {ok, [{N, net_kernel:connect_node(N)} || N <- Nodes, N =/= node()]} end).
+
+%% stop_mnesia() -> {ok, stopped}
+stop_mnesia() ->
+    safe(fun() ->
+        case mnesia:stop() of
+            stopped -> {ok, stopped};
+            {error, R} -> fail(iolist_to_binary(io_lib:format("mnesia:stop: ~0P", [R, 10])))
+        end
+    end).
+
+%% prepare_reload(Masters) -> {ok, stopped}: first half of making this node
+%% take the masters' copy of every table: set the master nodes (they are
+%% kept locally across the Mnesia restart) and stop Mnesia. The Erlang node
+%% keeps running, and with it the application.
+prepare_reload(Masters) ->
+    safe(fun() ->
+        case mnesia:system_info(is_running) of
+            yes -> ok;
+            _ -> ok = start_mnesia()
+        end,
+        ok = mnesia:set_master_nodes(Masters),
+        stopped = mnesia:stop(),
+        {ok, stopped}
+    end).
+
+%% finish_reload(Tabs, Timeout) -> {ok, Millis}: second half: start Mnesia
+%% (tables load from the masters), wait for Tabs, clear the master nodes.
+%% The node must be connected to the masters.
+finish_reload(Tabs, Timeout) ->
+    safe(fun() ->
+        T0 = erlang:monotonic_time(millisecond),
+        case mnesia:system_info(is_running) of
+            yes -> ok;
+            _ -> ok = start_mnesia()
+        end,
+        R = mnesia:wait_for_tables(Tabs, Timeout),
+        %% Clear the masters whatever happened: leaving them set would make
+        %% every later restart of this node ignore its own copy.
+        ok = mnesia:set_master_nodes([]),
+        case R of
+            ok -> {ok, erlang:monotonic_time(millisecond) - T0};
+            {timeout, Bad} -> fail(iolist_to_binary(io_lib:format("tables not loaded: ~p", [Bad])));
+            {error, E} -> fail(iolist_to_binary(io_lib:format("wait_for_tables: ~0P", [E, 10])))
+        end
+    end).
+
+start_mnesia() ->
+    case mnesia:start() of
+        ok -> ok;
+        {error, R} -> fail(iolist_to_binary(io_lib:format("mnesia:start: ~0P", [R, 10])))
+    end.
+
+%% merge(Tab, Writes, Deletes) -> {ok, Written, Skipped, Deleted, Kept}
+%% in one transaction on the healed cluster:
+%%  Writes: <<IdLen:32, Id, BlobLen:32, Blob>>* rows from the losing side;
+%%    each is written when the key is absent or the stored session's
+%%    last_accessed is older (newer last_accessed wins).
+%%  Deletes: <<IdLen:32, Id, Before:64/signed>>*: the losing side deleted
+%%    the key; it is deleted unless the stored record was written at or
+%%    after Before (the split): a deletion wins over an older write only.
+merge(Tab, Writes, Deletes) ->
+    safe(fun() ->
+        Ws = rows(Writes, []),
+        Ds = dels(Deletes, []),
+        F = fun() ->
+                {W, S} = lists:foldl(
+                           fun({Id, New}, {W, S}) ->
+                                   case mnesia:read(Tab, Id, write) of
+                                       [{_, _, Old, _}] when is_map(Old) ->
+                                           case la(New) > la(Old) of
+                                               true -> put_row(Tab, Id, New), {W + 1, S};
+                                               false -> {W, S + 1}
+                                           end;
+                                       _ -> put_row(Tab, Id, New), {W + 1, S}
+                                   end
+                           end, {0, 0}, Ws),
+                {D, K} = lists:foldl(
+                           fun({Id, Before}, {D, K}) ->
+                                   case mnesia:read(Tab, Id, write) of
+                                       [{_, _, _, Wt}] ->
+                                           case wtime(Wt) < Before of
+                                               true -> mnesia:delete(Tab, Id, write), {D + 1, K};
+                                               false -> {D, K + 1}
+                                           end;
+                                       [] -> {D, K}
+                                   end
+                           end, {0, 0}, Ds),
+                {W, S, D, K}
+            end,
+        case mnesia:transaction(F) of
+            {atomic, {W, S, D, K}} -> {ok, W, S, D, K};
+            {aborted, R} -> fail(iolist_to_binary(io_lib:format("mnesia aborted: ~0P", [R, 12])))
+        end
+    end).
+
+put_row(Tab, Id, S) ->
+    mnesia:write(Tab, {Tab, Id, S, la(S)}, write).
+
+la(S) ->
+    case maps:get(last_accessed, S, 0) of
+        V when is_integer(V) -> V;
+        _ -> 0
+    end.
+
+rows(<<>>, Acc) -> lists:reverse(Acc);
+rows(<<L:32, Id:L/binary, BL:32, B:BL/binary, Rest/binary>>, Acc) ->
+    S = binary_to_term(B),
+    is_map(S) orelse fail(not_a_session),
+    rows(Rest, [{Id, S} | Acc]);
+rows(_, _) -> fail(bad_frame).
+
+dels(<<>>, Acc) -> lists:reverse(Acc);
+dels(<<L:32, Id:L/binary, Before:64/signed, Rest/binary>>, Acc) -> dels(Rest, [{Id, Before} | Acc]);
+dels(_, _) -> fail(bad_frame).
+
+%% ------------------------------------------------------- add / remove node
+
+%% join(Seeds, Tabs, Timeout) -> {ok, Steps}: run on the joining node. Starts
+%% Mnesia (a node without a disc schema starts with a RAM one), joins the
+%% cluster through Seeds, makes the schema and Tabs disc_copies here and
+%% waits until they are loaded. Steps already done are skipped, so a join
+%% can be run again after a failure.
+join(Seeds, Tabs, Timeout) ->
+    safe(fun() ->
+        case mnesia:system_info(is_running) of
+            yes -> ok;
+            _ -> ok = start_mnesia()
+        end,
+        S1 = case lists:any(fun(N) -> lists:member(N, mnesia:system_info(running_db_nodes)) end, Seeds) of
+                 true -> [{extra_db_nodes, already}];
+                 false ->
+                     case mnesia:change_config(extra_db_nodes, Seeds) of
+                         {ok, []} -> fail(seeds_unreachable);
+                         {ok, Ns} -> [{extra_db_nodes, Ns}];
+                         {error, E} -> fail(iolist_to_binary(io_lib:format("extra_db_nodes: ~0P", [E, 10])))
+                     end
+             end,
+        S2 = case mnesia:table_info(schema, storage_type) of
+                 disc_copies -> [{schema, already}];
+                 _ -> atomic(mnesia:change_table_copy_type(schema, node(), disc_copies), schema)
+             end,
+        S3 = [case lists:member(node(), mnesia:table_info(T, disc_copies)) of
+                  true -> {T, already};
+                  false ->
+                      case mnesia:table_info(T, storage_type) of
+                          ram_copies -> hd(atomic(mnesia:change_table_copy_type(T, node(), disc_copies), T));
+                          _ -> hd(atomic(mnesia:add_table_copy(T, node(), disc_copies), T))
+                      end
+              end || T <- Tabs],
+        case mnesia:wait_for_tables(Tabs, Timeout) of
+            ok -> ok;
+            Other -> fail(iolist_to_binary(io_lib:format("wait_for_tables: ~0P", [Other, 10])))
+        end,
+        {ok, S1 ++ S2 ++ S3}
+    end).
+
+atomic({atomic, ok}, What) -> [{What, done}];
+atomic({aborted, {already_exists, _, _}}, What) -> [{What, already}];
+atomic({aborted, R}, What) ->
+    fail(iolist_to_binary(io_lib:format("~p: ~0P", [What, R, 10]))).
+
+%% leave(Node, Tabs) -> {ok, Steps}: run on a node that stays. Node must have
+%% Mnesia stopped. Drops its table copies, then its schema copy (which
+%% removes it from the cluster).
+leave(Node, Tabs) ->
+    safe(fun() ->
+        lists:member(Node, mnesia:system_info(running_db_nodes)) andalso fail(node_still_running_mnesia),
+        S = [case lists:member(Node, mnesia:table_info(T, all_nodes)) of
+                 true -> hd(atomic(mnesia:del_table_copy(T, Node), T));
+                 false -> {T, already}
+             end || T <- Tabs],
+        Sc = case lists:member(Node, mnesia:system_info(db_nodes)) of
+                 true -> atomic(mnesia:del_table_copy(schema, Node), schema);
+                 false -> [{schema, already}]
+             end,
+        {ok, S ++ Sc}
+    end).
+
+%% ------------------------------------------------------------- forwarder
+
+%% forwarder(To, Tag) -> {ok, Pid}: a process on this node that sends To
+%% every Mnesia system event and node up/down as
+%%   {Tag, node(), Kind :: atom(), Peer :: atom(), Text :: binary()}
+%% (Peer is none when the event names no node). It monitors To and exits
+%% when To goes away, so nothing outlives the migctl that started it; when
+%% Mnesia stops (which drops the subscription) it resubscribes as soon as
+%% Mnesia is back and says so (Kind subscribed).
+forwarder(To, Tag) ->
+    safe(fun() ->
+        Parent = self(),
+        Ref = make_ref(),
+        Pid = spawn(fun() -> fwd_init(Parent, Ref, To, Tag) end),
+        receive {Ref, ready} -> {ok, Pid}
+        after 5000 -> exit(Pid, kill), fail(forwarder_timeout)
+        end
+    end).
+
+forwarder_stop(Pid) ->
+    safe(fun() -> Pid ! {migctl_stop, self()}, {ok, stopped} end).
+
+fwd_init(Parent, Ref, To, Tag) ->
+    process_flag(trap_exit, true),
+    M = erlang:monitor(process, To),
+    ok = net_kernel:monitor_nodes(true, [{node_type, visible}]),
+    St = #{to => To, tag => Tag, mon => M, sub => none},
+    St1 = subscribe(St),
+    Parent ! {Ref, ready},
+    fwd_loop(St1).
+
+subscribe(St = #{sub := none}) ->
+    case catch mnesia:subscribe(system) of
+        {ok, _} ->
+            Sub = whereis(mnesia_subscr),
+            SRef = erlang:monitor(process, Sub),
+            send(St, subscribed, none, <<>>),
+            St#{sub := SRef};
+        _ ->
+            erlang:send_after(200, self(), resubscribe),
+            St
+    end;
+subscribe(St) -> St.
+
+fwd_loop(St = #{mon := M, sub := Sub}) ->
+    receive
+        {'DOWN', M, process, _, _} -> exit(normal);
+        {migctl_stop, _} -> exit(normal);
+        {'DOWN', Sub, process, _, _} ->
+            send(St, unsubscribed, none, <<"mnesia stopped; resubscribing when it is back">>),
+            erlang:send_after(200, self(), resubscribe),
+            fwd_loop(St#{sub := none});
+        resubscribe -> fwd_loop(subscribe(St));
+        {mnesia_system_event, E} ->
+            {Kind, Peer} = classify(E),
+            send(St, Kind, Peer, text(E)),
+            fwd_loop(St);
+        {nodeup, N, _} -> send(St, nodeup, N, <<>>), fwd_loop(St);
+        {nodedown, N, _} -> send(St, nodedown, N, <<>>), fwd_loop(St);
+        {'EXIT', _, _} -> fwd_loop(St);
+        _ -> fwd_loop(St)
+    end.
+
+send(#{to := To, tag := Tag}, Kind, Peer, Text) ->
+    To ! {Tag, node(), Kind, Peer, Text}.
+
+classify({inconsistent_database, Ctx, N}) when is_atom(Ctx), is_atom(N) -> {inconsistent_database, N};
+classify({mnesia_down, N}) when is_atom(N) -> {mnesia_down, N};
+classify({mnesia_up, N}) when is_atom(N) -> {mnesia_up, N};
+classify({mnesia_overload, _}) -> {mnesia_overload, none};
+classify({mnesia_fatal, _, _, _}) -> {mnesia_fatal, none};
+classify({mnesia_error, _, _}) -> {mnesia_error, none};
+classify({mnesia_checkpoint_activated, _}) -> {checkpoint, none};
+classify({mnesia_checkpoint_deactivated, _}) -> {checkpoint, none};
+classify(T) when is_tuple(T), is_atom(element(1, T)) -> {element(1, T), none};
+classify(_) -> {other, none}.
+
+%% Events are formatted here, bounded, so no user term crosses the wire.
+text(E) -> iolist_to_binary(io_lib:format("~0P", [E, 12])).
