@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ergo-services/ergo/etf"
+	"github.com/stretchr/testify/require"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/internal/cliutil"
+	"github.com/erlmcp/migctl/testkit"
+)
+
+// These tests run the real binary against real nodes, decode its -o json
+// output into the library's own types, and check its exit codes.
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "migctl-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	binPath = filepath.Join(dir, "migctl")
+	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := testkit.Main(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run executes migctl with a clean environment: the cookie only through
+// --cookie-file or the environment given, never argv.
+func run(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append([]string{
+		"HOME=" + t.TempDir(),
+		"PATH=" + os.Getenv("PATH"),
+		"MIGCTL_JOURNAL=" + filepath.Join(t.TempDir(), "journal.db"),
+		"ERL_EPMD_PORT=" + strconv.Itoa(testkit.EPMDPort(t)),
+	}, env...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	cmd.Stdin = nil // not a terminal
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{so.String(), se.String(), code}
+}
+
+func nodeEnv(t *testing.T, cl *testkit.Cluster) []string {
+	return []string{
+		"MIGCTL_NODES=" + strings.Join(cl.Names(), ","),
+		"MIGCTL_COOKIE_FILE=" + testkit.CookieFile(t),
+	}
+}
+
+func TestPingAndCount(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_dets"})
+	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 1500, 3)
+	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, 700, 4)
+
+	r := run(t, nodeEnv(t, cl), "ping", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var pings []backends.PingResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &pings))
+	require.Len(t, pings, 3)
+	for i, p := range pings {
+		require.Equal(t, cl.Nodes[i].Name, p.Node)
+		require.True(t, p.Reachable, p.Error)
+		require.True(t, p.MnesiaRunning)
+		require.Equal(t, "25", p.OTPRelease)
+		byKind := map[backends.Kind]backends.Info{}
+		for _, s := range p.Stores {
+			byKind[s.Spec.Kind] = s
+		}
+		require.True(t, byKind[backends.KindDETS].Exists)
+		if i == 0 { // only the first node's DETS store was seeded
+			require.EqualValues(t, 1500, byKind[backends.KindDETS].Size)
+		} else {
+			require.EqualValues(t, 0, byKind[backends.KindDETS].Size)
+		}
+		require.True(t, byKind[backends.KindMnesia].Exists)
+		require.EqualValues(t, 700, byKind[backends.KindMnesia].Size)
+	}
+
+	r = run(t, nodeEnv(t, cl), "sessions", "count", "--store", "mnesia", "--node", cl.Nodes[2].Name, "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var c CountResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &c))
+	require.Equal(t, CountResult{Store: "mnesia", Table: "erlmcp_session", Node: cl.Nodes[2].Name, Count: 700}, c)
+
+	// The agent is gone from every node afterwards.
+	for i := range cl.Nodes {
+		require.Equal(t, false, cl.Call(i, "code", "is_loaded", etf.Atom("migctl_agent")))
+	}
+}
+
+func TestExportImportByteIdentical(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_dets"})
+	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 3000, 5)
+	env := nodeEnv(t, cl)
+	file := filepath.Join(t.TempDir(), "s.mexp")
+
+	r := run(t, env, "sessions", "export", "--store", "dets", "--out", file, "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var ex ExportResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ex))
+	require.EqualValues(t, 3000, ex.Count)
+
+	// Without a terminal and without --yes, import refuses and changes nothing.
+	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", file)
+	require.Equal(t, cliutil.ExitRefused, r.code, r.stderr)
+	require.Contains(t, r.stderr, "--yes")
+	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", etf.Atom("erlmcp_session"), etf.Atom("size")))
+
+	// Dry run: the plan, nothing written.
+	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", file, "--dry-run", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", etf.Atom("erlmcp_session"), etf.Atom("size")))
+
+	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", file, "--yes", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var im ImportResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &im))
+	require.EqualValues(t, 3000, im.Written)
+
+	// Every session in Mnesia is byte-identical (term_to_binary) to DETS.
+	same := cl.Eval(0, `dets:foldl(fun({Id, S}, Acc) ->
+	        case mnesia:dirty_read(erlmcp_session, Id) of
+	            [{erlmcp_session, Id, S2, _}] when S2 =:= S -> Acc + 1;
+	            _ -> Acc
+	        end end, 0, erlmcp_sessions_dets)`, nil)
+	require.EqualValues(t, 3000, same)
+
+	// A damaged file is refused before anything is written.
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	b[len(b)/2] ^= 0xff
+	bad := filepath.Join(t.TempDir(), "bad.mexp")
+	require.NoError(t, os.WriteFile(bad, b, 0o600))
+	cl.Call(0, "mnesia", "clear_table", etf.Atom("erlmcp_session"))
+	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", bad, "--yes")
+	require.Equal(t, cliutil.ExitUsage, r.code)
+	require.Contains(t, r.stderr, "corrupt")
+	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", etf.Atom("erlmcp_session"), etf.Atom("size")))
+}
+
+func TestBadInputAndUnreachable(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_ets"})
+	env := nodeEnv(t, cl)
+
+	r := run(t, env, "sessions", "count", "--store", "nosuch")
+	require.Equal(t, cliutil.ExitUsage, r.code)
+	require.Contains(t, r.stderr, "ets, dets or mnesia")
+
+	r = run(t, env, "sessions", "count", "--store", "ets", "--node", "no_such_node@127.0.0.1")
+	require.Equal(t, cliutil.ExitUnreachable, r.code)
+	require.Contains(t, r.stderr, "hint")
+
+	r = run(t, env, "sessions", "count", "--store", "ets", "--table", "erlmcp_no_table")
+	require.Equal(t, cliutil.ExitFailure, r.code)
+	require.Contains(t, r.stderr, "no such table")
+
+	// Wrong cookie: told as such, and the cookie is not printed.
+	wrong := filepath.Join(t.TempDir(), "cookie")
+	require.NoError(t, os.WriteFile(wrong, []byte("NOT-THE-COOKIE"), 0o600))
+	r = run(t, []string{"MIGCTL_NODES=" + cl.Nodes[0].Name, "MIGCTL_COOKIE_FILE=" + wrong}, "ping")
+	require.Equal(t, cliutil.ExitUnreachable, r.code)
+	require.Contains(t, r.stdout+r.stderr, "cookie")
+	require.NotContains(t, r.stdout+r.stderr, "NOT-THE-COOKIE")
+	require.NotContains(t, r.stdout+r.stderr, testkit.Cookie(t))
+
+	// No cookie anywhere.
+	r = run(t, []string{"MIGCTL_NODES=" + cl.Nodes[0].Name}, "ping")
+	require.Equal(t, cliutil.ExitUsage, r.code)
+	require.Contains(t, r.stderr, "cookie")
+
+	// No nodes.
+	r = run(t, nil, "ping")
+	require.Equal(t, cliutil.ExitUsage, r.code)
+}

@@ -1,0 +1,387 @@
+%% @doc A small load generator that drives erlmcp_session_store and records
+%% every acknowledged operation, so a migration can later be checked for
+%% lost, wrong or resurrected sessions.
+%%
+%% start(#{rate => OpsPerSec, mix => #{store => 40, fetch => 40, delete => 20},
+%%         keyspace => N, name => Atom}) starts a coordinator (not linked to
+%% the caller) that every 10 ms hands out the operations due by then, so the
+%% rate holds on average. Each operation picks an id from the keyspace:
+%% `<<"lg-", Node, "-", Name, "-", K>>' (option `prefix' replaces everything
+%% before K; give several nodes the same prefix only to make them collide on
+%% purpose, their records will then disagree). Ids are split among `workers'
+%% (default 8) processes, each doing its ids' operations one after the other,
+%% so for every id the record is in the order the store saw. A worker holds
+%% at most `max_pending' (default 16) queued operations; when the store is
+%% slower than the rate, further operations are not issued but counted as
+%% `skipped' (so queueing never pushes calls into their 5 s timeout), and
+%% `rate' in the stats is what was achieved.
+%%
+%% The record is a public ETS table `<Name>_acked' owned by the coordinator,
+%% one row per id: `{Id, {stored, Session minus last_accessed}}' after a
+%% store returned ok, `{Id, deleted}' after a delete returned ok, and
+%% `{Id, uncertain}' after a store or delete failed or timed out (it may or
+%% may not have happened; a later acknowledged store or delete settles it).
+%% The record lives as long as the coordinator: it is lost if the node stops.
+%%
+%% stop/1 stops issuing operations, drops queued ones, waits for those in
+%% flight and returns the final stats; the coordinator and its record stay
+%% until close/1, so acked/1 and verify/2 still work. Fetches also check what
+%% they read against the record (read_lost: an acked session not found;
+%% read_wrong: a different value; read_resurrected: an acked-deleted
+%% session found); those are counted apart from `errors' but appear in
+%% `last_errors'. Sessions live 24 h (option `session_timeout_ms') so none
+%% expires during a test.
+-module(erlmcp_loadgen).
+-behaviour(gen_server).
+
+-export([start/1, stop/1, close/1, stats/1, set_rate/2,
+         acked/1, acked_binary/1, verify/2]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-define(TICK, 10).
+-define(MAX_PENDING, 16).
+-define(MAX_ERRORS, 100).
+-define(MAX_SAMPLES, 20).
+%% counter indexes
+-define(C_OPS, 1).
+-define(C_ERRORS, 2).
+-define(C_STORES, 3).
+-define(C_FETCHES, 4).
+-define(C_DELETES, 5).
+-define(C_SKIPPED, 6).
+-define(C_READ_LOST, 7).
+-define(C_READ_WRONG, 8).
+-define(C_READ_RES, 9).
+-define(C_UNCERTAIN, 10).
+-define(NCOUNTERS, 10).
+
+%%% API
+
+-spec start(map()) -> {ok, pid()} | {error, term()}.
+start(Opts) when is_map(Opts) ->
+    Name = maps:get(name, Opts, erlmcp_loadgen),
+    gen_server:start({local, Name}, ?MODULE, Opts#{name => Name}, []).
+
+%% @doc Stops the load and returns the final stats; the record is kept.
+stop(Name) -> gen_server:call(Name, stop, infinity).
+
+%% @doc Ends the coordinator and drops its record.
+close(Name) -> gen_server:stop(Name).
+
+-spec stats(atom()) -> map().
+stats(Name) -> gen_server:call(Name, stats).
+
+set_rate(Name, Rate) when is_number(Rate), Rate >= 0 ->
+    gen_server:call(Name, {set_rate, Rate}).
+
+%% @doc Every acknowledged operation's outcome, one per id (uncertain ids
+%% left out).
+-spec acked(atom()) -> [{binary(), {stored, map()} | deleted}].
+acked(Name) ->
+    ets:select(table(Name), [{{'_', '$1'}, [{'=/=', '$1', uncertain}], ['$_']}]).
+
+-spec acked_binary(atom()) -> binary().
+acked_binary(Name) -> term_to_binary(acked(Name)).
+
+%% @doc Checks every acknowledged operation against a store read directly
+%% (no store server, last_accessed not touched). Values are compared without
+%% last_accessed. Run it after stop/1: during load an operation can be in the
+%% store before it is in the record.
+-spec verify(atom(), {ets | dets | mnesia, atom()}) -> map() | {error, term()}.
+verify(Name, Spec) ->
+    case reader(Spec) of
+        {ok, Read} ->
+            Init = #{checked => 0, lost => 0, wrong_value => 0, resurrected => 0,
+                     uncertain => 0, read_errors => 0, samples => []},
+            R = ets:foldl(fun(Row, Acc) -> check(Row, Read, Acc) end, Init, table(Name)),
+            R#{samples := lists:reverse(maps:get(samples, R)),
+               running => is_running(Name)};
+        {error, _} = E ->
+            E
+    end.
+
+%%% verification
+
+reader({ets, T}) ->
+    case ets:whereis(T) of
+        undefined -> {error, {no_ets_table, T}};
+        _ -> {ok, fun(Id) -> case ets:lookup(T, Id) of
+                                 [{_, S}] -> {ok, S};
+                                 [] -> none
+                             end end}
+    end;
+reader({dets, T}) ->
+    case dets:info(T, filename) of
+        undefined -> {error, {dets_not_open, T}};
+        _ -> {ok, fun(Id) -> case dets:lookup(T, Id) of
+                                 [{_, S}] -> {ok, S};
+                                 [] -> none;
+                                 {error, R} -> {error, R}
+                             end end}
+    end;
+reader({mnesia, T}) ->
+    {ok, fun(Id) -> try mnesia:dirty_read(T, Id) of
+                        [{_, _, S, _}] -> {ok, S};
+                        [] -> none
+                    catch exit:R -> {error, R}
+                    end end};
+reader(Other) ->
+    {error, {bad_store_spec, Other}}.
+
+check({_Id, uncertain}, _Read, Acc) ->
+    bump(uncertain, Acc);
+check({Id, Expected}, Read, Acc0) ->
+    Acc = bump(checked, Acc0),
+    case {Expected, Read(Id)} of
+        {{stored, E}, {ok, S}} ->
+            case strip(S) of
+                E -> Acc;
+                Got -> sample(wrong_value, #{id => Id, expected => E, actual => Got}, Acc)
+            end;
+        {{stored, E}, none} -> sample(lost, #{id => Id, expected => E}, Acc);
+        {deleted, {ok, S}} -> sample(resurrected, #{id => Id, actual => S}, Acc);
+        {deleted, none} -> Acc;
+        {_, {error, R}} -> sample(read_errors, #{id => Id, reason => R}, Acc)
+    end.
+
+sample(Kind, Info, Acc = #{samples := Samples}) ->
+    Acc1 = bump(Kind, Acc),
+    case length(Samples) < ?MAX_SAMPLES of
+        true -> Acc1#{samples := [Info#{kind => Kind} | Samples]};
+        false -> Acc1
+    end.
+
+bump(K, M) -> maps:update_with(K, fun(V) -> V + 1 end, M).
+
+strip(S) when is_map(S) -> maps:remove(last_accessed, S);
+strip(S) -> S.
+
+table(Name) -> list_to_atom(atom_to_list(Name) ++ "_acked").
+
+is_running(Name) ->
+    try gen_server:call(Name, running) catch exit:_ -> false end.
+
+%%% coordinator
+
+init(Opts = #{name := Name}) ->
+    process_flag(trap_exit, true),
+    Rate = maps:get(rate, Opts, 1000),
+    Keyspace = maps:get(keyspace, Opts, 10000),
+    NWorkers = maps:get(workers, Opts, 8),
+    Mix = mix(maps:get(mix, Opts, #{store => 40, fetch => 40, delete => 20})),
+    Prefix = maps:get(prefix, Opts,
+                      iolist_to_binary(["lg-", atom_to_list(node()), "-",
+                                        atom_to_list(Name), "-"])),
+    Tab = ets:new(table(Name), [set, public, named_table, {write_concurrency, true}]),
+    Counters = counters:new(?NCOUNTERS, [write_concurrency]),
+    %% one pending counter per worker, then the "stopping" flag
+    Pending = atomics:new(NWorkers + 1, []),
+    Ctx = #{table => Tab, counters => Counters, pending => Pending,
+            stop_ix => NWorkers + 1, coordinator => self(),
+            timeout_ms => maps:get(session_timeout_ms, Opts, 86400000),
+            origin => atom_to_binary(node()), name => atom_to_binary(Name)},
+    Workers = list_to_tuple([spawn_link(fun() -> worker(Ix, Ctx) end)
+                             || Ix <- lists:seq(1, NWorkers)]),
+    erlang:send_after(?TICK, self(), tick),
+    Now = erlang:monotonic_time(millisecond),
+    {ok, Ctx#{rate => Rate, keyspace => Keyspace, mix => Mix, prefix => Prefix,
+              max_pending => maps:get(max_pending, Opts, ?MAX_PENDING),
+              workers => Workers, running => true, since => Now, issued => 0,
+              started => Now, stopped => undefined, errors => queue:new(),
+              nerrors => 0, seq => 0}}.
+
+handle_call(stop, _From, S = #{running := false}) ->
+    {reply, stats_of(S), S};
+handle_call(stop, _From, S = #{workers := Workers, pending := P, stop_ix := Ix}) ->
+    atomics:put(P, Ix, 1),
+    Ref = make_ref(),
+    [W ! {sync, self(), Ref} || W <- tuple_to_list(Workers)],
+    [receive {Ref, done} -> ok end || _ <- tuple_to_list(Workers)],
+    S1 = drain_errors(S#{running := false,
+                         stopped := erlang:monotonic_time(millisecond)}),
+    {reply, stats_of(S1), S1};
+handle_call(stats, _From, S) ->
+    S1 = drain_errors(S),
+    {reply, stats_of(S1), S1};
+handle_call(running, _From, S = #{running := R}) ->
+    {reply, R, S};
+handle_call({set_rate, Rate}, _From, S) ->
+    {reply, ok, S#{rate := Rate, since := erlang:monotonic_time(millisecond), issued := 0}};
+handle_call(_, _From, S) ->
+    {reply, {error, unknown_request}, S}.
+
+handle_cast(_, S) ->
+    {noreply, S}.
+
+handle_info(tick, S = #{running := false}) ->
+    {noreply, S};
+handle_info(tick, S = #{rate := Rate, since := Since, issued := Issued}) ->
+    erlang:send_after(?TICK, self(), tick),
+    Now = erlang:monotonic_time(millisecond),
+    Due0 = trunc(Rate * (Now - Since) / 1000) - Issued,
+    %% After a stall do not burst more than 100 ms worth; the rest is
+    %% counted as skipped.
+    Cap = max(1, trunc(Rate / 10)),
+    Due = case Due0 > Cap of
+              true -> counters:add(maps:get(counters, S), ?C_SKIPPED, Due0 - Cap), Cap;
+              false -> Due0
+          end,
+    Issued1 = Issued + max(Due0, 0),
+    S1 = dispatch(max(Due, 0), S),
+    {noreply, S1#{issued := Issued1}};
+handle_info({op_error, E}, S) ->
+    {noreply, add_error(E, S)};
+handle_info({'EXIT', _, normal}, S) ->
+    {noreply, S};
+handle_info({'EXIT', Pid, Reason}, S) ->
+    {stop, {worker_died, Pid, Reason}, S};
+handle_info(_, S) ->
+    {noreply, S}.
+
+terminate(_, #{workers := Workers}) ->
+    [exit(W, kill) || W <- tuple_to_list(Workers)],
+    ok.
+
+dispatch(0, S) ->
+    S;
+dispatch(N, S = #{keyspace := KS, workers := Ws, pending := P, counters := C,
+                  prefix := Prefix, mix := Mix, seq := Seq, max_pending := MaxPending}) ->
+    K = rand:uniform(KS),
+    Ix = (K rem tuple_size(Ws)) + 1,
+    case atomics:get(P, Ix) >= MaxPending of
+        true ->
+            counters:add(C, ?C_SKIPPED, 1);
+        false ->
+            atomics:add(P, Ix, 1),
+            Id = <<Prefix/binary, (integer_to_binary(K))/binary>>,
+            element(Ix, Ws) ! {op, pick(rand:uniform(100), Mix), Id, Seq}
+    end,
+    dispatch(N - 1, S#{seq := Seq + 1}).
+
+%% Mix weights become cumulative percentages.
+mix(M) ->
+    Total = lists:sum(maps:values(M)),
+    {L, _} = lists:mapfoldl(fun(K, Acc) ->
+                                    Acc1 = Acc + maps:get(K, M, 0) * 100 / Total,
+                                    {{Acc1, K}, Acc1}
+                            end, 0, [K || K <- [store, fetch, delete], maps:is_key(K, M)]),
+    L.
+
+pick(_R, [{_, K}]) -> K;
+pick(R, [{Limit, K} | _]) when R =< Limit -> K;
+pick(R, [_ | T]) -> pick(R, T).
+
+drain_errors(S) ->
+    receive {op_error, E} -> drain_errors(add_error(E, S))
+    after 0 -> S
+    end.
+
+add_error(E, S = #{errors := Q, nerrors := N}) when N >= ?MAX_ERRORS ->
+    {_, Q1} = queue:out(Q),
+    S#{errors := queue:in(E, Q1)};
+add_error(E, S = #{errors := Q, nerrors := N}) ->
+    S#{errors := queue:in(E, Q), nerrors := N + 1}.
+
+stats_of(#{counters := C, started := Started, stopped := Stopped, rate := Target,
+           errors := Q, running := Running}) ->
+    End = case Stopped of
+              undefined -> erlang:monotonic_time(millisecond);
+              T -> T
+          end,
+    Ops = counters:get(C, ?C_OPS),
+    #{ops => Ops,
+      errors => counters:get(C, ?C_ERRORS),
+      stores => counters:get(C, ?C_STORES),
+      fetches => counters:get(C, ?C_FETCHES),
+      deletes => counters:get(C, ?C_DELETES),
+      skipped => counters:get(C, ?C_SKIPPED),
+      read_lost => counters:get(C, ?C_READ_LOST),
+      read_wrong => counters:get(C, ?C_READ_WRONG),
+      read_resurrected => counters:get(C, ?C_READ_RES),
+      uncertain => counters:get(C, ?C_UNCERTAIN),
+      rate => Ops * 1000 / max(1, End - Started),
+      target_rate => Target,
+      running => Running,
+      last_errors => queue:to_list(Q)}.
+
+%%% workers
+
+worker(Ix, Ctx = #{pending := P, stop_ix := StopIx}) ->
+    receive
+        {op, Kind, Id, Seq} ->
+            case atomics:get(P, StopIx) of
+                0 -> run(Kind, Id, Seq, Ctx);
+                _ -> counters:add(maps:get(counters, Ctx), ?C_SKIPPED, 1)
+            end,
+            atomics:sub(P, Ix, 1),
+            worker(Ix, Ctx);
+        {sync, From, Ref} ->
+            From ! {Ref, done},
+            worker(Ix, Ctx)
+    end.
+
+run(store, Id, Seq, Ctx = #{counters := C, table := T}) ->
+    counters:add(C, ?C_STORES, 1),
+    S = session(Id, Seq, Ctx),
+    case safe(fun() -> erlmcp_session_store:store(Id, S) end) of
+        ok -> ets:insert(T, {Id, {stored, strip(S)}}), done(C);
+        Err -> ets:insert(T, {Id, uncertain}), counters:add(C, ?C_UNCERTAIN, 1),
+               failed(store, Id, Err, Ctx)
+    end;
+run(delete, Id, _Seq, Ctx = #{counters := C, table := T}) ->
+    counters:add(C, ?C_DELETES, 1),
+    case safe(fun() -> erlmcp_session_store:delete(Id) end) of
+        ok -> ets:insert(T, {Id, deleted}), done(C);
+        Err -> ets:insert(T, {Id, uncertain}), counters:add(C, ?C_UNCERTAIN, 1),
+               failed(delete, Id, Err, Ctx)
+    end;
+run(fetch, Id, _Seq, Ctx = #{counters := C, table := T}) ->
+    counters:add(C, ?C_FETCHES, 1),
+    Known = case ets:lookup(T, Id) of
+                [{_, V}] -> V;
+                [] -> unknown
+            end,
+    case {safe(fun() -> erlmcp_session_store:fetch(Id) end), Known} of
+        {{ok, S}, {stored, E}} ->
+            case strip(S) of
+                E -> done(C);
+                _ -> anomaly(?C_READ_WRONG, read_wrong, Id, Ctx)
+            end;
+        {{ok, _}, deleted} -> anomaly(?C_READ_RES, read_resurrected, Id, Ctx);
+        {{ok, _}, _} -> done(C);
+        {{error, not_found}, {stored, _}} -> anomaly(?C_READ_LOST, read_lost, Id, Ctx);
+        {{error, not_found}, _} -> done(C);
+        {Err, _} -> failed(fetch, Id, Err, Ctx)
+    end.
+
+done(C) -> counters:add(C, ?C_OPS, 1).
+
+failed(Op, Id, Err, #{counters := C, coordinator := Co}) ->
+    counters:add(C, ?C_OPS, 1),
+    counters:add(C, ?C_ERRORS, 1),
+    Co ! {op_error, #{op => Op, id => Id, reason => Err,
+                      at => erlang:system_time(millisecond)}}.
+
+anomaly(Ix, Kind, Id, #{counters := C, coordinator := Co}) ->
+    counters:add(C, ?C_OPS, 1),
+    counters:add(C, Ix, 1),
+    Co ! {op_error, #{op => fetch, id => Id, reason => Kind,
+                      at => erlang:system_time(millisecond)}}.
+
+safe(F) ->
+    try F()
+    catch Class:Reason -> {Class, Reason}
+    end.
+
+session(Id, Seq, #{timeout_ms := Timeout, origin := Origin, name := Name}) ->
+    Now = erlang:system_time(millisecond),
+    #{id => Id,
+      created_at => Now,
+      last_accessed => Now,
+      timeout_ms => Timeout,
+      metadata => #{<<"client">> => #{<<"name">> => <<"erlmcp-loadgen">>,
+                                      <<"version">> => <<"1.0.0">>},
+                    <<"protocol_version">> => <<"2025-06-18">>,
+                    <<"origin">> => Origin,
+                    <<"loadgen">> => Name,
+                    <<"seq">> => Seq}}.
