@@ -85,7 +85,7 @@ func newSessionsGetCmd(a *app) *cobra.Command {
 				return err
 			}
 			return cliutil.Print(cmd.OutOrStdout(), a.format, sess, func(tw *tabwriter.Writer) {
-				cliutil.Row(tw, "id", string(sess.ID))
+				cliutil.Row(tw, "id", sess.IDString())
 				cliutil.Row(tw, "created_at", msTime(sess.CreatedAt))
 				cliutil.Row(tw, "last_accessed", msTime(sess.LastAccessed))
 				cliutil.Row(tw, "timeout_ms", timeoutText(sess))
