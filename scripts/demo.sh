@@ -24,6 +24,9 @@ scripts/devcluster.sh up --nodes 3 --backend mnesia
 source .devcluster/env
 export MIGCTL_NODES MIGCTL_COOKIE_FILE ERL_EPMD_PORT
 export MIGCTL_JOURNAL=$OUT/journal.db
+# The DETS file the seeder writes on the first node (the application there
+# runs the Mnesia backend, so migctl opens the file itself, read-only).
+export MIGCTL_DETS_FILE=$ROOT/.devcluster/data/node1/dets/erlmcp_sessions.dets
 
 step "seeding $COUNT sessions into DETS on the first node and into Mnesia"
 scripts/devcluster.sh seed --store dets --count "$COUNT"
