@@ -1,0 +1,281 @@
+// Package config is migctl's configuration file: one YAML document that
+// holds what an operator would otherwise repeat on every command line.
+//
+// Precedence, highest first: a flag given on the command line, its
+// MIGCTL_* environment variable, the configuration file, the built-in
+// default. Every scalar field corresponds to a long flag of the same name
+// with dashes (stores.dets_file ↔ --dets-file ↔ MIGCTL_DETS_FILE); the
+// ssh section has no flags (it is structured: hosts and command
+// templates). The file is validated in full before any node is contacted,
+// and errors name the field.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/erlmcp/migctl/cluster/sshrun"
+	"github.com/erlmcp/migctl/erl"
+)
+
+// ErrInvalid wraps every validation error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Config is the whole file.
+type Config struct {
+	// Nodes of the erlmcp cluster (name@host).
+	Nodes []string `json:"nodes,omitempty"`
+	// CookieFile holds the Erlang cookie (the cookie itself never goes in
+	// this file).
+	CookieFile string `json:"cookie_file,omitempty"`
+	// EPMDPort on the nodes' hosts (default 4369).
+	EPMDPort int `json:"epmd_port,omitempty"`
+	// Timeout of each call to a node, a Go duration ("30s").
+	Timeout string `json:"timeout,omitempty"`
+	// Journal is migctl's bbolt journal file.
+	Journal string `json:"journal,omitempty"`
+	// LogLevel: debug, info, warn, error.
+	LogLevel string `json:"log_level,omitempty"`
+	// Stores names erlmcp's tables (the defaults are erlmcp's).
+	Stores Stores `json:"stores"`
+	// Migration settings (gates and throttling).
+	Migration Migration `json:"migration"`
+	// Monitor settings of `migctl consistency monitor`.
+	Monitor Monitor `json:"monitor"`
+	// SSH is the out-of-band path used by `migctl cluster heal` when
+	// Erlang distribution is broken.
+	SSH *sshrun.Config `json:"ssh,omitempty"`
+}
+
+// Stores names the session tables.
+type Stores struct {
+	ETSTable    string `json:"ets_table,omitempty"`
+	DETSTable   string `json:"dets_table,omitempty"`
+	DETSFile    string `json:"dets_file,omitempty"`
+	MnesiaTable string `json:"mnesia_table,omitempty"`
+}
+
+// Migration holds the migration's gates.
+type Migration struct {
+	// Prometheus is the base URL of the Prometheus that phase gates query.
+	Prometheus string `json:"prometheus,omitempty"`
+	// MaxReadErrorRate is the phase3 gate, as a fraction (0.0001 = 0.01 %).
+	MaxReadErrorRate float64 `json:"max_read_error_rate,omitempty"`
+}
+
+// Monitor holds the consistency monitor's settings.
+type Monitor struct {
+	Listen       string `json:"listen,omitempty"`
+	AlertWebhook string `json:"alert_webhook,omitempty"`
+	Interval     string `json:"interval,omitempty"`
+	Sample       int    `json:"sample,omitempty"`
+}
+
+// Load reads and validates a file. YAML is turned into JSON and decoded
+// strictly, so an unknown or misspelt field is an error that names it.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(b, path)
+}
+
+// Parse decodes and validates YAML (name is for messages).
+func Parse(b []byte, name string) (*Config, error) {
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	}
+	c := &Config{}
+	if doc == nil {
+		return c, nil
+	}
+	j, err := json.Marshal(normalize(doc))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// normalize turns yaml.v3's generic values into ones encoding/json takes.
+func normalize(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalize(e)
+		}
+		return x
+	case map[any]any:
+		m := map[string]any{}
+		for k, e := range x {
+			m[fmt.Sprint(k)] = normalize(e)
+		}
+		return m
+	case []any:
+		for i := range x {
+			x[i] = normalize(x[i])
+		}
+	}
+	return v
+}
+
+// Validate checks every field; the error names the field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, a...)))
+	}
+	for i, n := range c.Nodes {
+		if _, _, err := erl.SplitNode(n); err != nil {
+			bad(fmt.Sprintf("nodes[%d]", i), "%q is not name@host", n)
+		}
+	}
+	if c.CookieFile != "" {
+		if _, err := os.Stat(c.CookieFile); err != nil {
+			bad("cookie_file", "%v", err)
+		}
+	}
+	if c.EPMDPort < 0 || c.EPMDPort > 65535 {
+		bad("epmd_port", "%d is not a port", c.EPMDPort)
+	}
+	for field, d := range map[string]string{"timeout": c.Timeout, "monitor.interval": c.Monitor.Interval} {
+		if d == "" {
+			continue
+		}
+		if v, err := time.ParseDuration(d); err != nil || v <= 0 {
+			bad(field, "%q is not a positive duration like 30s", d)
+		}
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q: want debug, info, warn or error", c.LogLevel)
+	}
+	for field, u := range map[string]string{"migration.prometheus": c.Migration.Prometheus, "monitor.alert_webhook": c.Monitor.AlertWebhook} {
+		if u == "" {
+			continue
+		}
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad(field, "%q is not an http(s) URL", u)
+		}
+	}
+	if r := c.Migration.MaxReadErrorRate; r < 0 || r > 1 {
+		bad("migration.max_read_error_rate", "%v: want a fraction between 0 and 1 (0.0001 = 0.01 %%)", r)
+	}
+	if c.Monitor.Sample < 0 {
+		bad("monitor.sample", "must not be negative")
+	}
+	if c.SSH != nil {
+		for i, h := range c.SSH.Hosts {
+			f := fmt.Sprintf("ssh.hosts[%d]", i)
+			if _, _, err := erl.SplitNode(h.Node); err != nil {
+				bad(f+".node", "%q is not name@host", h.Node)
+			}
+			if h.User == "" {
+				bad(f+".user", "required")
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// FlagValues maps long flag names to the values this file gives them.
+func (c *Config) FlagValues() map[string]string {
+	m := map[string]string{}
+	set := func(flag, v string) {
+		if v != "" {
+			m[flag] = v
+		}
+	}
+	set("nodes", strings.Join(c.Nodes, ","))
+	set("cookie-file", c.CookieFile)
+	if c.EPMDPort > 0 {
+		set("epmd-port", strconv.Itoa(c.EPMDPort))
+	}
+	set("timeout", c.Timeout)
+	set("journal", c.Journal)
+	set("log-level", c.LogLevel)
+	set("ets-table", c.Stores.ETSTable)
+	set("dets-table", c.Stores.DETSTable)
+	set("dets-file", c.Stores.DETSFile)
+	set("mnesia-table", c.Stores.MnesiaTable)
+	set("prometheus", c.Migration.Prometheus)
+	if c.Migration.MaxReadErrorRate > 0 {
+		set("max-read-error-rate", strconv.FormatFloat(c.Migration.MaxReadErrorRate, 'g', -1, 64))
+	}
+	set("listen", c.Monitor.Listen)
+	set("alert-webhook", c.Monitor.AlertWebhook)
+	set("interval", c.Monitor.Interval)
+	if c.Monitor.Sample > 0 {
+		set("sample", strconv.Itoa(c.Monitor.Sample))
+	}
+	return m
+}
+
+// EnvName is the environment variable of a flag: MIGCTL_ and the name in
+// upper case with underscores (--dets-file ↔ MIGCTL_DETS_FILE).
+func EnvName(flag string) string {
+	if flag == "epmd-port" {
+		return "ERL_EPMD_PORT" // Erlang's own variable
+	}
+	return "MIGCTL_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// Example is a commented configuration file (`migctl config example`).
+const Example = `# migctl configuration. Every field is optional; flags and MIGCTL_*
+# environment variables override it (--dets-file ↔ MIGCTL_DETS_FILE ↔
+# stores.dets_file). Check a file with: migctl --config FILE config check
+nodes:                      # --nodes, MIGCTL_NODES
+  - erlmcp1@prod
+  - erlmcp2@prod
+  - erlmcp3@prod
+cookie_file: /etc/erlmcp/cookie   # --cookie-file; the cookie itself never goes here
+epmd_port: 4369             # --epmd-port, ERL_EPMD_PORT
+timeout: 30s                # --timeout: each call to a node
+journal: /var/lib/migctl/journal.db   # --journal
+log_level: info             # --log-level
+stores:
+  ets_table: erlmcp_sessions_ets      # --ets-table
+  dets_table: erlmcp_sessions_dets    # --dets-table
+  dets_file: /var/lib/erlmcp/dets/erlmcp_sessions.dets   # --dets-file (only when the app does not have it open)
+  mnesia_table: erlmcp_session        # --mnesia-table
+migration:
+  prometheus: http://127.0.0.1:9090   # --prometheus: phase gates read error rates there
+  max_read_error_rate: 0.0001         # --max-read-error-rate: phase3 gate (0.01 %)
+monitor:
+  listen: 127.0.0.1:9464              # --listen
+  alert_webhook: http://127.0.0.1:9093/api/v2/alerts   # --alert-webhook (Alertmanager)
+  interval: 5m                        # --interval
+  sample: 10000                       # --sample
+ssh:                        # out-of-band path of 'cluster heal' (no flags)
+  known_hosts: /etc/migctl/known_hosts   # host keys are always verified
+  timeout: 60s
+  commands:                 # text/template; .Node .Host .MnesiaDir .Stamp, quote
+    stop: /opt/erlmcp/current/bin/erlmcp stop
+    move_aside: mv {{quote .MnesiaDir}} {{quote (printf "%s.migctl-%s" .MnesiaDir .Stamp)}}
+    start: /opt/erlmcp/current/bin/erlmcp start
+  hosts:
+    - node: erlmcp2@prod
+      addr: erlmcp2.prod:22
+      user: erlmcp
+      key_file: /etc/migctl/id_ed25519   # empty: use the SSH agent
+      mnesia_dir: /var/lib/erlmcp/mnesia
+`

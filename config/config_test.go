@@ -1,0 +1,42 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestExampleIsValid(t *testing.T) {
+	ex := strings.Replace(Example, "cookie_file: /etc/erlmcp/cookie", "cookie_file: "+t.TempDir(), 1)
+	c, err := Parse([]byte(ex), "example")
+	require.NoError(t, err)
+	require.Len(t, c.Nodes, 3)
+	require.Equal(t, "erlmcp_session", c.Stores.MnesiaTable)
+	require.Equal(t, 0.0001, c.Migration.MaxReadErrorRate)
+	require.Len(t, c.SSH.Hosts, 1)
+	fv := c.FlagValues()
+	require.Equal(t, "erlmcp1@prod,erlmcp2@prod,erlmcp3@prod", fv["nodes"])
+	require.Equal(t, "/var/lib/erlmcp/dets/erlmcp_sessions.dets", fv["dets-file"])
+	require.Equal(t, "MIGCTL_DETS_FILE", EnvName("dets-file"))
+}
+
+func TestErrorsNameTheField(t *testing.T) {
+	for doc, field := range map[string]string{
+		"nodez: [a@b]":                            "nodez",
+		"nodes: [not-a-node]":                     "nodes[0]",
+		"timeout: soon":                           "timeout",
+		"log_level: loud":                         "log_level",
+		"migration: {max_read_error_rate: 5}":     "migration.max_read_error_rate",
+		"migration: {prometheus: 'ftp://x'}":      "migration.prometheus",
+		"stores: {dets_fil: x}":                   "dets_fil",
+		"ssh: {hosts: [{node: a@b}]}":             "ssh.hosts[0].user",
+		"cookie_file: /nonexistent/migctl/cookie": "cookie_file",
+		"epmd_port: 70000":                        "epmd_port",
+		"monitor: {interval: -5m}":                "monitor.interval",
+	} {
+		_, err := Parse([]byte(doc), "t.yaml")
+		require.ErrorIs(t, err, ErrInvalid, doc)
+		require.Contains(t, err.Error(), field, doc)
+	}
+}
