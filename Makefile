@@ -43,6 +43,9 @@ test-erlang:
 test-go:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 14m $(PKGS)
+	# the connection layer once more under the race detector (ergo's
+	# atom cache and mailbox are where races would hide)
+	$(GO) test -race -count=1 -timeout 5m ./erl/
 
 ## bench: migctl vs native Erlang, side by side, medians of several runs
 # BENCH_ONLY=export,rss,... selects; BENCH_N and BENCH_RUNS size the runs.

@@ -147,3 +147,30 @@ func TestAgentLoadsAndUnloads(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, false, loaded, "nothing of migctl is left loaded on the node")
 }
+
+// A migctl_agent whose old code is still running in some process must not
+// be replaced: the code server would kill that process. EnsureAgent
+// refuses instead, and the process lives on.
+func TestAgentRefusesToPurgeCodeInUse(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	n := cl.Nodes[0].Name
+	// Two versions of a fake migctl_agent, compiled on the node.
+	compileAndLoad := func(v string) {
+		r := cl.Eval(0, `Lines = ["-module(migctl_agent).", "-export([loop/0, v/0]).",
+		                  "loop() -> receive stop -> ok end.", "v() -> " ++ V ++ "."],
+		  Forms = [begin {ok, T, _} = erl_scan:string(L), {ok, F} = erl_parse:parse_form(T), F end || L <- Lines],
+		  {ok, M, Bin} = compile:forms(Forms, []),
+		  code:load_binary(M, "fake.beam", Bin)`, map[string]erl.Term{"V": v})
+		require.Equal(t, etf.Atom("module"), r.(etf.Tuple)[0])
+	}
+	compileAndLoad("1")
+	pid := cl.Eval(0, `spawn(fun migctl_agent:loop/0)`, nil)
+	compileAndLoad("2") // v1 is now old code, still running in pid
+	err := c.EnsureAgent(ctx(t), n)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "still running")
+	alive := cl.Call(0, "erlang", "is_process_alive", pid)
+	require.Equal(t, true, alive, "the process running old code was not killed")
+	_ = c.Send(pid.(etf.Pid), etf.Atom("stop"))
+}
