@@ -9,7 +9,7 @@ DEBS  := erlang-base erlang-mnesia erlang-crypto erlang-runtime-tools
 AGENT_SRC  := $(wildcard erlang/agent/*.erl)
 AGENT_BEAM := $(AGENT_SRC:.erl=.beam)
 
-.PHONY: all build deps erlang agent test test-go test-erlang bench demo lint clean
+.PHONY: all build deps erlang agent test test-go test-erlang bench demo lint clean release
 
 all: build
 
@@ -55,6 +55,14 @@ bench: deps erlang build
 ## demo: a 3-node dev cluster, 100k sessions, ping, counts, an export; stops all it started
 demo: deps erlang build
 	./scripts/demo.sh
+
+## release: static binaries for linux/amd64 and linux/arm64, version stamped, with checksums
+release:
+	@mkdir -p dist
+	@for arch in amd64 arm64; do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/migctl-$(VERSION)-linux-$$arch ./cmd/migctl || exit 1; \
+	done
+	@cd dist && sha256sum migctl-$(VERSION)-linux-* > SHA256SUMS && cat SHA256SUMS
 
 lint:
 	$(GO) vet $(PKGS)
