@@ -3,7 +3,9 @@ package erl_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -173,4 +175,47 @@ func TestAgentRefusesToPurgeCodeInUse(t *testing.T) {
 	alive := cl.Call(0, "erlang", "is_process_alive", pid)
 	require.Equal(t, true, alive, "the process running old code was not killed")
 	_ = c.Send(pid.(etf.Pid), etf.Atom("stop"))
+}
+
+// migctl registers nothing with EPMD: it is not a node anyone can find.
+func TestRegistersNothing(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	names, err := c.Call(ctx(t), cl.Nodes[0].Name, "net_adm", "names")
+	require.NoError(t, err)
+	require.NotContains(t, fmt.Sprint(names), strings.Split(c.Name(), "@")[0])
+}
+
+// A burst of messages to migctl is not lost (ergo's default mailbox of 100
+// dropped a third of a 100k burst).
+func TestMessageBurstIsNotLost(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	const n = 50000
+	ch, cancel := c.SubscribeKey("burst", []byte("k1"), n)
+	defer cancel()
+	cl.Eval(0, `[Pid ! {burst, <<"k1">>, I} || I <- lists:seq(1, N)], ok`, map[string]erl.Term{"Pid": c.Self(), "N": n})
+	got := 0
+	timeout := time.After(60 * time.Second)
+	for got < n {
+		select {
+		case m := <-ch:
+			got++
+			require.EqualValues(t, got, m.(etf.Tuple)[2], "messages arrive in order")
+		case <-timeout:
+			t.Fatalf("only %d of %d messages arrived", got, n)
+		}
+	}
+}
+
+// A call that outlives its context's deadline returns at the deadline.
+func TestDeadlineFromContext(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	cx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Call(cx, cl.Nodes[0].Name, "timer", "sleep", 5000)
+	require.ErrorIs(t, err, erl.ErrTimeout)
+	require.Less(t, time.Since(start), 3*time.Second)
 }

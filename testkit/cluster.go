@@ -85,7 +85,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	c := &Cluster{t: t, e: e, opts: opts, id: hex.EncodeToString(b[:]), Dir: t.TempDir()}
 	t.Cleanup(c.Stop)
 	for i := 1; i <= opts.Nodes; i++ {
-		name := fmt.Sprintf("migt_%s_%d@127.0.0.1", c.id, i)
+		name := fmt.Sprintf("%s_%s_%d@127.0.0.1", e.prefix, c.id, i)
 		dir := filepath.Join(c.Dir, fmt.Sprintf("n%d", i))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)

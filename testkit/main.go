@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,6 +25,7 @@ type env struct {
 	dir        string // HOME of every node: holds .erlang.cookie
 	cookie     string
 	cookieFile string
+	prefix     string // every node name of this test binary starts with it
 	epmdPort   int
 	epmd       *exec.Cmd
 	client     *erl.Client
@@ -60,7 +62,8 @@ func setup() (*env, error) {
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	e := &env{dir: dir, cookie: "T" + hex.EncodeToString(b[:]), procs: map[int]*exec.Cmd{}}
+	e := &env{dir: dir, cookie: "T" + hex.EncodeToString(b[:]), procs: map[int]*exec.Cmd{},
+		prefix: "migt" + hex.EncodeToString(b[:3])}
 	e.cookieFile = filepath.Join(dir, ".erlang.cookie")
 	if err := os.WriteFile(e.cookieFile, []byte(e.cookie), 0o400); err != nil {
 		return nil, err
@@ -131,10 +134,33 @@ func (e *env) teardown() error {
 	_ = e.epmd.Process.Kill()
 	_ = e.epmd.Wait()
 	_ = os.RemoveAll(e.dir)
-	if len(left) > 0 {
-		return fmt.Errorf("processes left running by tests (killed now): %v", left)
+	// Ask the OS, not our bookkeeping: any beam whose command line carries
+	// this binary's node-name prefix (or our EPMD port) is a leak.
+	strays := findProcs(e.prefix)
+	for _, pid := range strays {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if len(left) > 0 || len(strays) > 0 {
+		return fmt.Errorf("processes left running by tests (killed now): tracked %v, found %v", left, strays)
 	}
 	return nil
+}
+
+// findProcs lists pids whose command line contains s.
+func findProcs(s string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), s) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func (e *env) track(cmd *exec.Cmd) {
