@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/erlmcp/migctl/config"
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
 	"github.com/erlmcp/migctl/journal"
@@ -31,6 +34,10 @@ type app struct {
 	cookieFile string
 	epmdPort   int
 	journalAt  string
+	configPath string
+
+	cfg        *config.Config  // the --config file, when given
+	fromConfig map[string]bool // flags whose value came from it
 
 	format cliutil.Format
 	log    *slog.Logger
@@ -73,12 +80,16 @@ unreachable, 4 check found problems, 5 refused (no --yes, or a gate),
 	f.StringVar(&a.cookieFile, "cookie-file", os.Getenv("MIGCTL_COOKIE_FILE"), "file holding the Erlang cookie (env MIGCTL_COOKIE_FILE)")
 	f.IntVar(&a.epmdPort, "epmd-port", envInt("ERL_EPMD_PORT", erl.DefaultEPMDPort), "EPMD port on the nodes' hosts (env ERL_EPMD_PORT)")
 	f.StringVar(&a.journalAt, "journal", journal.DefaultPath(), "migctl's journal file (env MIGCTL_JOURNAL)")
+	f.StringVar(&a.configPath, "config", os.Getenv("MIGCTL_CONFIG"), "YAML configuration file; flags and MIGCTL_* variables override it (env MIGCTL_CONFIG)")
 
-	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a))
+	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a), newConfigCmd(a), newClusterCmd(a))
 	return root
 }
 
 func (a *app) setup(cmd *cobra.Command) error {
+	if err := a.applyConfig(cmd); err != nil {
+		return err
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
 		return cliutil.Usage("--log-level %q: want debug, info, warn or error", a.logLevel)
@@ -116,6 +127,40 @@ func (a *app) close() error {
 	a.client = nil
 	if err != nil {
 		a.log.Warn("closing connections", "err", err)
+	}
+	return nil
+}
+
+// applyConfig loads --config and gives its values to every flag that was
+// neither given on the command line nor set through its environment
+// variable (precedence: flag, environment, file, default).
+func (a *app) applyConfig(cmd *cobra.Command) error {
+	if a.configPath == "" {
+		return nil
+	}
+	c, err := config.Load(a.configPath)
+	if err != nil {
+		return cliutil.WithCode(cliutil.ExitUsage, err)
+	}
+	a.cfg = c
+	vals := c.FlagValues()
+	var errs []error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		v, ok := vals[f.Name]
+		if !ok || f.Changed || os.Getenv(config.EnvName(f.Name)) != "" {
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("config %s: %s: %w", a.configPath, f.Name, err))
+			return
+		}
+		if a.fromConfig == nil {
+			a.fromConfig = map[string]bool{}
+		}
+		a.fromConfig[f.Name] = true
+	})
+	if len(errs) > 0 {
+		return cliutil.WithCode(cliutil.ExitUsage, errors.Join(errs...))
 	}
 	return nil
 }
@@ -214,5 +259,3 @@ func envInt(k string, def int) int {
 	}
 	return def
 }
-
-var _ = fmt.Sprint

@@ -18,7 +18,7 @@
 
 -export([version/0, view/1, bucket_sums/2, bucket_keys/3, get_rows/2,
          prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
-         join/3, leave/2, stop_mnesia/0]).
+         join/3, del_copies/2, del_schema/1, stop_mnesia/0]).
 
 -define(VSN, 1).
 -define(SPACE, 4294967296).
@@ -48,7 +48,8 @@ view(Tabs) ->
                 Tables = [table_view(T) || T <- Tabs,
                                            lists:member(T, mnesia:system_info(tables))],
                 {ok, Base ++
-                     [{db_nodes, mnesia:system_info(db_nodes)},
+                     [{cookie, iolist_to_binary(io_lib:format("~0p", [mnesia:table_info(schema, cookie)]))},
+                      {db_nodes, mnesia:system_info(db_nodes)},
                       {running_db_nodes, mnesia:system_info(running_db_nodes)},
                       {schema_location, mnesia:system_info(schema_location)},
                       {use_dir, mnesia:system_info(use_dir)},
@@ -333,7 +334,14 @@ join(Seeds, Tabs, Timeout) ->
             ok -> ok;
             Other -> fail(iolist_to_binary(io_lib:format("wait_for_tables: ~0P", [Other, 10])))
         end,
-        {ok, S1 ++ S2 ++ S3}
+        %% A node that rejoins with an empty directory can come back with
+        %% master nodes set for tables it loaded from the cluster; they would
+        %% make its next restart ignore its own copy.
+        S4 = case [T || T <- mnesia:system_info(tables), mnesia:table_info(T, master_nodes) =/= []] of
+                 [] -> [];
+                 Ms -> ok = mnesia:set_master_nodes([]), [{master_nodes_cleared, Ms}]
+             end,
+        {ok, S1 ++ S2 ++ S3 ++ S4}
     end).
 
 atomic({atomic, ok}, What) -> [{What, done}];
@@ -341,21 +349,26 @@ atomic({aborted, {already_exists, _, _}}, What) -> [{What, already}];
 atomic({aborted, R}, What) ->
     fail(iolist_to_binary(io_lib:format("~p: ~0P", [What, R, 10]))).
 
-%% leave(Node, Tabs) -> {ok, Steps}: run on a node that stays. Node must have
-%% Mnesia stopped. Drops its table copies, then its schema copy (which
-%% removes it from the cluster).
-leave(Node, Tabs) ->
+%% del_copies(Node, Tabs) -> {ok, Steps}: run on a node that stays, while
+%% Node still runs Mnesia (Mnesia refuses to drop a disc copy on a node it
+%% cannot reach): drops Node's copies of Tabs.
+del_copies(Node, Tabs) ->
+    safe(fun() ->
+        {ok, [case lists:member(Node, mnesia:table_info(T, all_nodes)) of
+                  true -> hd(atomic(mnesia:del_table_copy(T, Node), T));
+                  false -> {T, already}
+              end || T <- Tabs]}
+    end).
+
+%% del_schema(Node) -> {ok, Steps}: run on a node that stays, once Node has
+%% Mnesia stopped: drops its schema copy, which removes it from db_nodes.
+del_schema(Node) ->
     safe(fun() ->
         lists:member(Node, mnesia:system_info(running_db_nodes)) andalso fail(node_still_running_mnesia),
-        S = [case lists:member(Node, mnesia:table_info(T, all_nodes)) of
-                 true -> hd(atomic(mnesia:del_table_copy(T, Node), T));
-                 false -> {T, already}
-             end || T <- Tabs],
-        Sc = case lists:member(Node, mnesia:system_info(db_nodes)) of
-                 true -> atomic(mnesia:del_table_copy(schema, Node), schema);
-                 false -> [{schema, already}]
-             end,
-        {ok, S ++ Sc}
+        case lists:member(Node, mnesia:system_info(db_nodes)) of
+            true -> {ok, atomic(mnesia:del_table_copy(schema, Node), schema)};
+            false -> {ok, [{schema, already}]}
+        end
     end).
 
 %% ------------------------------------------------------------- forwarder

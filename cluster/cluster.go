@@ -1,0 +1,205 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
+)
+
+// agentMod is the node-side module of this package (erlang/agent).
+const agentMod = "migctl_cluster:"
+
+// Sentinel errors.
+var (
+	// ErrNotPartitioned: a heal was asked for a cluster that is not split.
+	ErrNotPartitioned = errors.New("cluster is not partitioned")
+	// ErrUnknownNode: a node named by the operator is not part of the cluster.
+	ErrUnknownNode = errors.New("node is not part of the cluster")
+	// ErrUnhealed: the heal ran but verification found the cluster still
+	// split or its replicas different.
+	ErrUnhealed = errors.New("cluster not healed")
+	// ErrPlanStale: the cluster changed between the plan and its execution.
+	ErrPlanStale = errors.New("plan no longer matches the cluster")
+)
+
+// Options configure a Cluster.
+type Options struct {
+	// Nodes are the cluster's nodes as the operator knows them. Nodes that
+	// the reachable ones list in db_nodes are added automatically.
+	Nodes []string
+	// Tables are the session tables to look after; default
+	// backends.DefaultMnesiaTable.
+	Tables []string
+	// Buckets is the number of hash buckets for checksums; 0 picks it from
+	// the table's size (about 8 rows a bucket, 1024 to 65536).
+	Buckets int
+	// ViewTimeout bounds reading one node's view in Status (default 5s):
+	// a frozen node or a cut network shows as unreachable instead of
+	// holding up the verdict.
+	ViewTimeout time.Duration
+	// Logger receives progress lines; default discards.
+	Logger *slog.Logger
+}
+
+// Cluster is a handle on one Mnesia cluster through an erl.Client. It holds
+// no connection state of its own; every call reads the nodes afresh.
+type Cluster struct {
+	c           *erl.Client
+	nodes       []string
+	tables      []string
+	buckets     int
+	viewTimeout time.Duration
+	log         *slog.Logger
+}
+
+// New returns a Cluster over the given client.
+func New(c *erl.Client, opts Options) (*Cluster, error) {
+	if len(opts.Nodes) == 0 {
+		return nil, errors.New("cluster: no nodes given")
+	}
+	for _, n := range opts.Nodes {
+		if _, _, err := erl.SplitNode(n); err != nil {
+			return nil, err
+		}
+	}
+	if len(opts.Tables) == 0 {
+		opts.Tables = []string{backends.DefaultMnesiaTable}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ViewTimeout <= 0 {
+		opts.ViewTimeout = 5 * time.Second
+	}
+	return &Cluster{c: c, nodes: dedupe(opts.Nodes), tables: opts.Tables, buckets: opts.Buckets,
+		viewTimeout: opts.ViewTimeout, log: opts.Logger.With("component", "cluster")}, nil
+}
+
+// Nodes are the nodes this handle knows of.
+func (cl *Cluster) Nodes() []string { return append([]string(nil), cl.nodes...) }
+
+// Tables are the session tables this handle looks after.
+func (cl *Cluster) Tables() []string { return append([]string(nil), cl.tables...) }
+
+// Client is the underlying Erlang client.
+func (cl *Cluster) Client() *erl.Client { return cl.c }
+
+func (cl *Cluster) tableAtoms() etf.List {
+	l := make(etf.List, len(cl.tables))
+	for i, t := range cl.tables {
+		l[i] = etf.Atom(t)
+	}
+	return l
+}
+
+// agent calls migctl_cluster:fun on node.
+func (cl *Cluster) agent(ctx context.Context, node, fun string, args ...erl.Term) (etf.Tuple, error) {
+	return cl.c.Agent(ctx, node, agentMod+fun, args...)
+}
+
+// forEach runs fn for every node concurrently and waits.
+func forEach(nodes []string, fn func(i int, n string)) {
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i, n)
+		}()
+	}
+	wg.Wait()
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range in {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func atoms(t erl.Term) []string {
+	l, _ := t.(etf.List)
+	out := make([]string, 0, len(l))
+	for _, x := range l {
+		out = append(out, str(x))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func atomList(ns []string) etf.List {
+	l := make(etf.List, len(ns))
+	for i, n := range ns {
+		l[i] = etf.Atom(n)
+	}
+	return l
+}
+
+func str(t erl.Term) string {
+	switch v := t.(type) {
+	case etf.Atom:
+		return string(v)
+	case []byte:
+		return string(v)
+	case string:
+		return v
+	case bool:
+		if v {
+			return "true"
+		}
+		return "false"
+	}
+	return fmt.Sprint(t)
+}
+
+func toInt64(t erl.Term) int64 {
+	switch v := t.(type) {
+	case int:
+		return int64(v)
+	case int64:
+		return v
+	case int32:
+		return int64(v)
+	case uint64:
+		return int64(v)
+	case uint32:
+		return int64(v)
+	case uint8:
+		return int64(v)
+	}
+	return 0
+}
+
+func props(t erl.Term) map[string]erl.Term {
+	out := map[string]erl.Term{}
+	l, _ := t.(etf.List)
+	for _, p := range l {
+		if pt, ok := p.(etf.Tuple); ok && len(pt) == 2 {
+			out[str(pt[0])] = pt[1]
+		}
+	}
+	return out
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

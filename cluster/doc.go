@@ -1,0 +1,93 @@
+// Package cluster looks after the Mnesia cluster that holds erlmcp's
+// sessions: its health, whether its replicas really agree, growing and
+// shrinking it, noticing a split brain, and healing one without throwing
+// away either side's writes.
+//
+// # Model
+//
+// Every answer starts from each node's OWN view, read on that node
+// (migctl_cluster:view/1): whether Mnesia runs there, db_nodes (the schema:
+// who belongs), running_db_nodes (who it currently replicates with), the
+// session tables with storage type, size, where they are read from and
+// their master nodes. Status combines the views into a verdict:
+//
+//   - healthy: every node reachable, Mnesia running, and every node lists
+//     every other in running_db_nodes;
+//   - degraded: a node is unreachable or has Mnesia stopped, and the
+//     reachable ones agree;
+//   - partitioned: two reachable nodes that share a schema (each is in the
+//     other's db_nodes) are missing from each other's running_db_nodes.
+//     Mnesia does not merge by itself after such a split; both sides keep
+//     taking writes, and reconnecting the network only produces
+//     inconsistent_database events.
+//
+// Islands are the groups of nodes that do replicate with each other
+// (connected components of "A and B list each other as running").
+//
+// # Data, not membership
+//
+// Agreeing running_db_nodes do not mean agreeing data, so VerifyReplication
+// checksums each node's local copy of a table, in hash buckets
+// (erlang:phash2(Id, 2^32), the same placement as package backends), and
+// drills into differing buckets key by key. Only the sums, then the keys of
+// the differing buckets with their times and digests, cross the network.
+//
+// # Heal
+//
+// Plan compares each losing island's local copy with the winner's the same
+// way and classifies every differing key. The split time T comes from the
+// operator (PlanOptions.SplitAt), or else from the data: the latest write
+// time among the buckets on which both sides agree (the last write both
+// sides saw, a lower bound of the split). For a key K:
+//
+//   - on both sides with different values: the newer last_accessed wins;
+//   - only on side X, written on X before T: it existed on both sides at
+//     the split, so the other side deleted it during the split, and that
+//     deletion wins (a deletion wins over an older write);
+//   - only on side X, written on X after T: a write of the split (new
+//     session, or a write that races a deletion whose time Mnesia does not
+//     record); the write is kept and reported as such.
+//
+// The winner is the largest island, then the one with the most recent
+// writes, or the operator's choice; the reason is part of the plan.
+//
+// Execute backs up the losing nodes' tables to export files first (package
+// backends/exportfile: `migctl cluster restore-backup` and `migctl sessions
+// import` read them), reads the losing side's changes out of its own copy,
+// makes the losers take the winner's data without restarting their Erlang
+// nodes (master nodes, Mnesia stop/start, wait_for_tables, master nodes
+// cleared), reconnecting every pair of nodes explicitly first, merges the
+// losing side's changes into the healed cluster in one transaction that
+// re-checks every decision against the current row, and verifies that
+// running_db_nodes agree and the replicas are identical. Every step is
+// journaled, with the plan and the backups in a state record: Resume
+// continues an interrupted heal from its first unfinished step (the
+// losers' changes are read back from the changes file the heal wrote),
+// ListHeals shows heals and their backups, and RestoreBackup writes a
+// backup back (if_newer by default). The journal is bound to the schema
+// cookie, the same identity package migrate uses.
+//
+// When a loser's Mnesia is wedged, ExecuteOptions.OutOfBand (package
+// cluster/sshrun: the operator's commands over SSH, host keys checked
+// against known_hosts) stops the node, moves its Mnesia directory aside and
+// starts it; it then rejoins from the winners (extra_db_nodes, schema and
+// table copies) before the merge. A loser migctl cannot read at all
+// (distribution broken, VM frozen) can still be healed this way when it is
+// named in PlanOptions.OutOfBand: the plan lists it as an unreachable
+// losing island without evidence, and its writes since the split are not
+// merged but stay in its moved-aside Mnesia directory, as the plan says.
+//
+// Known limits: writes the losers take between read-changes and their
+// Mnesia restart (milliseconds) are not carried over; a key written on one
+// side and deleted on the other during the split is kept (Mnesia keeps no
+// deletion time), and the plan says so for each such key.
+//
+// # Watch
+//
+// Watch starts a forwarder process on every node (migctl_cluster:forwarder/2)
+// that passes Mnesia system events and nodeup/nodedown to migctl's own pid,
+// monitors migctl so it exits when migctl goes away, and resubscribes after
+// Mnesia restarts. Any event triggers an immediate comparison of all
+// views; a timer does the same regardless, since events are lost while
+// migctl is not connected.
+package cluster

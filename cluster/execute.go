@@ -1,0 +1,783 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/backends/exportfile"
+	"github.com/erlmcp/migctl/journal"
+)
+
+// Journal kinds written by this package.
+const (
+	KindHeal        = "cluster.heal"
+	KindHealStep    = "cluster.heal.step"
+	KindAddNode     = "cluster.add_node"
+	KindRemoveNode  = "cluster.remove_node"
+	KindRestore     = "cluster.restore_backup"
+	stateHealBucket = "cluster.heal"
+)
+
+// ExecuteOptions tune Execute.
+type ExecuteOptions struct {
+	// Journal records every step (required unless DryRun).
+	Journal *journal.Journal
+	// Reason is the operator's reason, journaled.
+	Reason string
+	// BackupDir receives the losers' tables before anything changes; the
+	// files stay until the operator removes them.
+	BackupDir string
+	// DryRun returns the steps without doing anything.
+	DryRun bool
+	// WaitTimeout bounds waiting for tables to load and the cluster to
+	// converge (default 60s).
+	WaitTimeout time.Duration
+	// OutOfBand restarts these losing nodes another way (package
+	// cluster/sshrun: over SSH, stop, move the Mnesia directory aside,
+	// start) instead of restarting Mnesia in band; for nodes whose Mnesia
+	// is wedged. They then rejoin from the winners.
+	OutOfBand OutOfBand
+	// OutOfBandNodes selects the losers OutOfBand applies to.
+	OutOfBandNodes []string
+	// StopAfter stops the heal after the named step (ErrStopped), for an
+	// operator who wants to look before going on; Resume continues.
+	StopAfter string
+}
+
+// Backup is one backed-up table copy.
+type Backup struct {
+	Node   string `json:"node"`
+	Table  string `json:"table"`
+	File   string `json:"file"`
+	Count  int64  `json:"count"`
+	SHA256 string `json:"sha256"`
+}
+
+// StepResult is one journaled step of a heal.
+type StepResult struct {
+	Step     string        `json:"step"`
+	Detail   string        `json:"detail"`
+	Duration time.Duration `json:"duration_ns"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// HealReport is what Execute did.
+type HealReport struct {
+	ID       string              `json:"id"`
+	DryRun   bool                `json:"dry_run"`
+	Winner   []string            `json:"winner"`
+	Losers   []string            `json:"losers"`
+	Steps    []StepResult        `json:"steps"`
+	Backups  []Backup            `json:"backups"`
+	Merged   []MergeResult       `json:"merged"`
+	Verify   []ReplicationReport `json:"verify"`
+	Final    *Status             `json:"final,omitempty"`
+	Duration time.Duration       `json:"duration_ns"`
+	Healed   bool                `json:"healed"`
+	changes  map[string][]backends.Row
+}
+
+// healState is the journal's record of a heal in progress.
+type healState struct {
+	ID        string   `json:"id"`
+	Done      []string `json:"done"`
+	Backups   []Backup `json:"backups"`
+	Plan      *Plan    `json:"plan"`
+	BackupDir string   `json:"backup_dir"`
+}
+
+// healSteps are the steps of a heal, in order.
+var healSteps = []string{"check", "backup", "read-changes", "reconnect", "reload-losers", "converge", "merge", "verify"}
+
+// ErrStopped: the heal stopped after ExecuteOptions.StopAfter; Resume
+// continues it.
+var ErrStopped = errors.New("heal stopped on request")
+
+// Execute carries out a plan (see the package documentation). The
+// cluster must still be split the way the plan saw it.
+func (cl *Cluster) Execute(ctx context.Context, p *Plan, opts ExecuteOptions) (*HealReport, error) {
+	id := "heal-" + time.Now().UTC().Format("20060102T150405.000Z")
+	if opts.DryRun {
+		rep := &HealReport{ID: id, DryRun: true, Winner: p.WinnerNodes(), Losers: p.LoserNodes()}
+		for _, s := range healSteps {
+			rep.Steps = append(rep.Steps, StepResult{Step: s, Detail: cl.describeStep(s, p, opts)})
+		}
+		return rep, nil
+	}
+	if opts.Journal == nil {
+		return nil, errors.New("heal: a journal is required")
+	}
+	if opts.BackupDir == "" {
+		return nil, errors.New("heal: a backup directory is required")
+	}
+	for _, is := range p.Islands {
+		if is.Unreachable && (opts.OutOfBand == nil || !contains(opts.OutOfBandNodes, is.Nodes[0])) {
+			return nil, fmt.Errorf("heal: %s cannot be read and is not restarted out of band; give it an SSH configuration", is.Nodes[0])
+		}
+	}
+	if err := bind(opts.Journal, p.Status); err != nil {
+		return nil, err
+	}
+	if _, err := opts.Journal.Append(KindHeal, opts.Reason, map[string]any{"id": id, "event": "start", "plan": p}); err != nil {
+		return nil, err
+	}
+	// The heal works on a copy: read-changes refreshes its decisions.
+	cp, err := clonePlan(p)
+	if err != nil {
+		return nil, err
+	}
+	return cl.run(ctx, healState{ID: id, Plan: cp, BackupDir: opts.BackupDir}, opts)
+}
+
+// Resume continues a heal that stopped (a failed step, a crash of migctl,
+// or StopAfter) from the first step it had not completed, with the plan and
+// backups the journal kept. The losers' changes are read back from the
+// changes file the heal wrote, so nothing depends on migctl's memory.
+func (cl *Cluster) Resume(ctx context.Context, id string, opts ExecuteOptions) (*HealReport, error) {
+	if opts.Journal == nil {
+		return nil, errors.New("resume: a journal is required")
+	}
+	var st healState
+	ok, err := opts.Journal.GetState(stateHealBucket, id, &st)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("resume: no heal %q in %s", id, opts.Journal.Path())
+	}
+	if len(st.Done) == len(healSteps) {
+		return nil, fmt.Errorf("resume: heal %s already completed", id)
+	}
+	if _, err := opts.Journal.Append(KindHeal, opts.Reason, map[string]any{"id": id, "event": "resume", "done": st.Done}); err != nil {
+		return nil, err
+	}
+	return cl.run(ctx, st, opts)
+}
+
+func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions) (*HealReport, error) {
+	t0 := time.Now()
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = 60 * time.Second
+	}
+	opts.BackupDir = state.BackupDir
+	p := state.Plan
+	rep := &HealReport{ID: state.ID, Winner: p.WinnerNodes(), Losers: p.LoserNodes(),
+		Backups: state.Backups, changes: map[string][]backends.Row{}}
+	save := func() error { return opts.Journal.PutState(stateHealBucket, rep.ID, state) }
+	if err := save(); err != nil {
+		return nil, err
+	}
+	for _, s := range healSteps {
+		if slices.Contains(state.Done, s) {
+			if s == "read-changes" {
+				if err := cl.loadChanges(p, opts.BackupDir, rep); err != nil {
+					return rep, fmt.Errorf("resume %s: %w", rep.ID, err)
+				}
+			}
+			rep.Steps = append(rep.Steps, StepResult{Step: s, Detail: "done before"})
+			continue
+		}
+		st := time.Now()
+		detail, err := cl.runStep(ctx, s, p, opts, rep)
+		r := StepResult{Step: s, Detail: detail, Duration: time.Since(st)}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		rep.Steps = append(rep.Steps, r)
+		cl.log.Info("heal step", "id", rep.ID, "step", s, "detail", detail, "took", r.Duration, "err", err)
+		if _, jerr := opts.Journal.Append(KindHealStep, opts.Reason, map[string]any{"id": rep.ID, "result": r}); jerr != nil && err == nil {
+			err = jerr
+		}
+		if err != nil {
+			rep.Duration = time.Since(t0)
+			return rep, fmt.Errorf("heal %s: step %s: %w (backups: %s; `migctl cluster heal --resume %s` continues, `migctl cluster restore-backup` restores)",
+				rep.ID, s, err, backupFiles(rep.Backups), rep.ID)
+		}
+		state.Done = append(state.Done, s)
+		state.Backups = rep.Backups
+		if err := save(); err != nil {
+			return rep, err
+		}
+		if s == opts.StopAfter && s != healSteps[len(healSteps)-1] {
+			rep.Duration = time.Since(t0)
+			return rep, fmt.Errorf("heal %s: %w after %s", rep.ID, ErrStopped, s)
+		}
+	}
+	rep.Duration = time.Since(t0)
+	rep.Healed = true
+	_, err := opts.Journal.Append(KindHeal, opts.Reason, map[string]any{"id": rep.ID, "event": "done", "report": rep})
+	return rep, err
+}
+
+func clonePlan(p *Plan) (*Plan, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	var cp Plan
+	return &cp, json.Unmarshal(b, &cp)
+}
+
+// refresh recomputes every loser's decisions against the winner with the
+// plan's split time and buckets, in place, and says what changed.
+func (cl *Cluster) refresh(ctx context.Context, p *Plan) (string, error) {
+	w := p.Islands[p.Winner].Rep
+	var parts []string
+	for ti := range p.Tables {
+		tp := &p.Tables[ti]
+		for li := range tp.Losers {
+			old := tp.Losers[li]
+			l := p.Islands[old.Island].Rep
+			var ws, ls []bucketSum
+			var werr, lerr error
+			forEach([]string{w, l}, func(i int, n string) {
+				if i == 0 {
+					ws, werr = cl.bucketSums(ctx, n, tp.Table, tp.Buckets)
+				} else {
+					ls, lerr = cl.bucketSums(ctx, n, tp.Table, tp.Buckets)
+				}
+			})
+			if err := errors.Join(werr, lerr); err != nil {
+				return "", err
+			}
+			lp, err := cl.compare(ctx, tp.Table, w, l, ws, ls, time.UnixMilli(old.SplitAt))
+			if err != nil {
+				return "", err
+			}
+			lp.Island, lp.SplitAt, lp.SplitAtSource = old.Island, old.SplitAt, old.SplitAtSource
+			tp.Losers[li] = lp
+			before := map[string]string{}
+			for _, d := range old.Decisions {
+				before[d.ID] = d.Action
+			}
+			added, changed := 0, 0
+			for _, d := range lp.Decisions {
+				a, ok := before[d.ID]
+				switch {
+				case !ok:
+					added++
+				case a != d.Action:
+					changed++
+				}
+			}
+			parts = append(parts, fmt.Sprintf("%s island %d: %d decisions, %d new since the plan, %d changed",
+				tp.Table, old.Island, len(lp.Decisions), added, changed))
+		}
+	}
+	return strings.Join(parts, "; "), nil
+}
+
+// changesFile is where read-changes keeps the rows a loser island wrote.
+func changesFile(dir, id, tab string, island int) string {
+	return filepath.Join(dir, id, fmt.Sprintf("changes-%s-island%d.migx", tab, island))
+}
+
+// loadChanges reads the changes files back (on resume).
+func (cl *Cluster) loadChanges(p *Plan, dir string, rep *HealReport) error {
+	for _, tp := range p.Tables {
+		for _, lp := range tp.Losers {
+			f := changesFile(dir, rep.ID, tp.Table, lp.Island)
+			rows, err := readRows(f)
+			if err != nil {
+				return fmt.Errorf("changes file %s: %w", f, err)
+			}
+			rep.changes[fmt.Sprintf("%s/%d", tp.Table, lp.Island)] = rows
+		}
+	}
+	return nil
+}
+
+func readRows(file string) ([]backends.Row, error) {
+	fh, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	if _, _, err := exportfile.Verify(fh); err != nil {
+		return nil, err
+	}
+	if _, err := fh.Seek(0, 0); err != nil {
+		return nil, err
+	}
+	r, err := exportfile.NewReader(fh)
+	if err != nil {
+		return nil, err
+	}
+	var out []backends.Row
+	for {
+		rows, err := r.Next(1000)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range rows {
+			out = append(out, backends.Row{ID: slices.Clone(x.ID), Blob: slices.Clone(x.Blob)})
+		}
+	}
+}
+
+func backupFiles(bs []Backup) string {
+	if len(bs) == 0 {
+		return "none made"
+	}
+	var f []string
+	for _, b := range bs {
+		f = append(f, b.File)
+	}
+	return strings.Join(f, ", ")
+}
+
+func (cl *Cluster) describeStep(s string, p *Plan, opts ExecuteOptions) string {
+	switch s {
+	case "check":
+		return fmt.Sprintf("check the cluster is still split into %v", islandNodes(p.Islands))
+	case "backup":
+		return fmt.Sprintf("export %v of %v to %s", cl.tables, p.LoserNodes(), opts.BackupDir)
+	case "read-changes":
+		n := 0
+		for _, t := range p.Tables {
+			for _, l := range t.Losers {
+				w, _, _ := l.Counts()
+				n += w
+			}
+		}
+		return fmt.Sprintf("read %d rows the losers wrote out of their local copies", n)
+	case "reconnect":
+		return "connect every pair of nodes explicitly"
+	case "reload-losers":
+		return fmt.Sprintf("on %v: set master nodes %v, restart Mnesia (Erlang keeps running), wait for tables, clear master nodes", p.LoserNodes(), p.WinnerNodes())
+	case "converge":
+		return "wait until every node lists every other in running_db_nodes"
+	case "merge":
+		var parts []string
+		for _, t := range p.Tables {
+			for _, l := range t.Losers {
+				w, d, x := l.Counts()
+				parts = append(parts, fmt.Sprintf("%s: write %d, delete %d, drop %d", t.Table, w, d, x))
+			}
+		}
+		return "merge the losers' changes into the healed cluster: " + strings.Join(parts, "; ")
+	case "verify":
+		return "verify running_db_nodes agree and every replica is identical"
+	}
+	return s
+}
+
+func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
+	switch s {
+	case "check":
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return "", err
+		}
+		if st.Verdict != Partitioned && !(st.Verdict == Degraded && len(reachableNodes(p.Islands)) < len(islandNodes(p.Islands))) {
+			return "", fmt.Errorf("%w: the cluster is %s now", ErrPlanStale, st.Verdict)
+		}
+		if fmt.Sprint(st.Islands) != fmt.Sprint(p.Status.Islands) {
+			return "", fmt.Errorf("%w: islands are %v, the plan saw %v", ErrPlanStale, st.Islands, p.Status.Islands)
+		}
+		return fmt.Sprintf("islands %v", st.Islands), nil
+
+	case "backup":
+		dir := filepath.Join(opts.BackupDir, rep.ID)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", err
+		}
+		skipped := ""
+		for _, is := range p.Islands {
+			if is.Unreachable {
+				skipped += fmt.Sprintf("; %s unreachable: its copy is kept by the out-of-band move-aside", is.Nodes[0])
+			}
+		}
+		for _, n := range p.LoserNodes() {
+			if !contains(reachableNodes(p.Islands), n) {
+				continue
+			}
+			for _, tab := range cl.tables {
+				b, err := cl.backup(ctx, n, tab, dir)
+				if err != nil {
+					return "", fmt.Errorf("backup %s of %s: %w", tab, n, err)
+				}
+				rep.Backups = append(rep.Backups, b)
+				if _, err := opts.Journal.Append(KindHealStep, opts.Reason, map[string]any{"id": rep.ID, "backup": b}); err != nil {
+					return "", err
+				}
+			}
+		}
+		return fmt.Sprintf("%d files in %s%s", len(rep.Backups), dir, skipped), nil
+
+	case "read-changes":
+		// Compare again, with the plan's winner and split time: the losers
+		// kept taking writes while the operator read the plan and while the
+		// backup ran, and those must be carried over too. The refreshed
+		// decisions replace the plan's in the journaled state.
+		refreshed, err := cl.refresh(ctx, p)
+		if err != nil {
+			return "", err
+		}
+		n := 0
+		for _, tp := range p.Tables {
+			for _, lp := range tp.Losers {
+				var ids []string
+				for _, d := range lp.Decisions {
+					if d.Action == ActWrite {
+						ids = append(ids, d.ID)
+					}
+				}
+				rows, err := cl.getRows(ctx, p.Islands[lp.Island].Rep, tp.Table, ids)
+				if err != nil {
+					return "", err
+				}
+				if len(rows) != len(ids) {
+					return "", fmt.Errorf("%w: %d of %d rows the plan wants to keep are gone from %s", ErrPlanStale, len(ids)-len(rows), len(ids), p.Islands[lp.Island].Rep)
+				}
+				key := fmt.Sprintf("%s/%d", tp.Table, lp.Island)
+				rep.changes[key] = rows
+				n += len(rows)
+				// Keep the changes on disc as well: the backups hold them
+				// too, but this file is exactly what the merge applies.
+				f := changesFile(opts.BackupDir, rep.ID, tp.Table, lp.Island)
+				if err := writeRows(f, p.Islands[lp.Island].Rep, tp.Table, rows); err != nil {
+					return "", err
+				}
+			}
+		}
+		return fmt.Sprintf("%d rows (%s)", n, refreshed), nil
+
+	case "reconnect":
+		return cl.reconnect(ctx, reachableNodes(p.Islands))
+
+	case "reload-losers":
+		return cl.reloadLosers(ctx, p, opts)
+
+	case "converge":
+		st, err := cl.waitHealthy(ctx, opts.WaitTimeout)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("islands %v", st.Islands), nil
+
+	case "merge":
+		target := p.Islands[p.Winner].Rep
+		var parts []string
+		for _, tp := range p.Tables {
+			for _, lp := range tp.Losers {
+				var dels []string
+				for _, d := range lp.Decisions {
+					if d.Action == ActDelete {
+						dels = append(dels, d.ID)
+					}
+				}
+				rows := rep.changes[fmt.Sprintf("%s/%d", tp.Table, lp.Island)]
+				res, err := cl.merge(ctx, target, tp.Table, rows, dels, lp.SplitAt)
+				if err != nil {
+					return "", err
+				}
+				rep.Merged = append(rep.Merged, res)
+				parts = append(parts, fmt.Sprintf("%s: %d written, %d skipped (newer in cluster), %d deleted, %d kept (rewritten after split)",
+					tp.Table, res.Written, res.Skipped, res.Deleted, res.Kept))
+			}
+		}
+		return strings.Join(parts, "; "), nil
+
+	case "verify":
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return "", err
+		}
+		rep.Final = st
+		if st.Verdict != Healthy {
+			return "", fmt.Errorf("%w: verdict %s: %v", ErrUnhealed, st.Verdict, st.Problems)
+		}
+		vr, err := cl.VerifyReplication(ctx, VerifyOptions{})
+		if err != nil {
+			return "", err
+		}
+		rep.Verify = vr
+		for _, r := range vr {
+			if !r.Consistent {
+				return "", fmt.Errorf("%w: %s", ErrUnhealed, strings.TrimSpace(r.Text()))
+			}
+		}
+		return "healthy, all replicas consistent", nil
+	}
+	return "", fmt.Errorf("unknown step %q", s)
+}
+
+// backup exports node's local copy of tab into dir.
+func (cl *Cluster) backup(ctx context.Context, node, tab, dir string) (Backup, error) {
+	s, err := backends.Open(cl.c, node, backends.Spec{Kind: backends.KindMnesia, Table: tab})
+	if err != nil {
+		return Backup{}, err
+	}
+	f := filepath.Join(dir, fmt.Sprintf("%s-%s.migx", safeName(node), tab))
+	fh, err := os.OpenFile(f, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return Backup{}, err
+	}
+	tr, err := exportfile.Export(ctx, s, fh, 2000, nil)
+	if err == nil {
+		err = fh.Sync()
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return Backup{}, err
+	}
+	return Backup{Node: node, Table: tab, File: f, Count: tr.Count, SHA256: tr.SHA256}, nil
+}
+
+func writeRows(file, node, tab string, rows []backends.Row) error {
+	fh, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w, err := exportfile.NewWriter(fh, exportfile.Header{Tool: "migctl cluster heal", Node: node,
+		Store: backends.Spec{Kind: backends.KindMnesia, Table: tab}})
+	if err == nil {
+		err = w.Write(rows)
+	}
+	if err == nil {
+		_, err = w.Close()
+	}
+	if err == nil {
+		err = fh.Sync()
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func safeName(n string) string {
+	return strings.NewReplacer("@", "_at_", "/", "_", ":", "_").Replace(n)
+}
+
+// reconnect connects every pair of nodes explicitly and waits until each
+// sees all the others: after a split with prevent_overlapping_partitions,
+// global may cut a connection again while others come up, so it retries.
+func (cl *Cluster) reconnect(ctx context.Context, nodes []string) (string, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	for attempt := 1; ; attempt++ {
+		forEach(nodes, func(i int, n string) {
+			_, _ = cl.agent(ctx, n, "connect", atomList(nodes))
+		})
+		missing := cl.unconnected(ctx, nodes)
+		if len(missing) == 0 {
+			return fmt.Sprintf("%d nodes fully connected after %d round(s)", len(nodes), attempt), nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", fmt.Errorf("nodes still not connected: %v", missing)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (cl *Cluster) unconnected(ctx context.Context, nodes []string) []string {
+	missing := make([][]string, len(nodes))
+	forEach(nodes, func(i int, n string) {
+		t, err := cl.c.Call(ctx, n, "erlang", "nodes")
+		if err != nil {
+			missing[i] = []string{n + ": " + err.Error()}
+			return
+		}
+		seen := atoms(t)
+		for _, m := range nodes {
+			if m != n && !contains(seen, m) {
+				missing[i] = append(missing[i], n+"-"+m)
+			}
+		}
+	})
+	var out []string
+	for _, m := range missing {
+		out = append(out, m...)
+	}
+	return out
+}
+
+func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOptions) (string, error) {
+	winners := atomList(p.WinnerNodes())
+	losers := p.LoserNodes()
+	var inBand, oob []string
+	for _, n := range losers {
+		if opts.OutOfBand != nil && contains(opts.OutOfBandNodes, n) {
+			oob = append(oob, n)
+		} else {
+			inBand = append(inBand, n)
+		}
+	}
+	// Stop Mnesia on every in-band loser before any starts again, so a
+	// restarted loser cannot meet another loser still running the old data.
+	// (An unreachable loser is out of band by construction: Execute checks.)
+	errs := make([]error, len(inBand))
+	forEach(inBand, func(i int, n string) {
+		_, errs[i] = cl.agent(ctx, n, "prepare_reload", winners)
+	})
+	if err := errors.Join(errs...); err != nil {
+		return "", err
+	}
+	var detail []string
+	for _, n := range oob {
+		d, err := cl.restartOutOfBand(ctx, n, opts, p.WinnerNodes())
+		if err != nil {
+			return "", err
+		}
+		detail = append(detail, d)
+	}
+	// Stopping Mnesia can make prevent_overlapping_partitions cut links
+	// again; make sure every pair is connected before the loaders start.
+	if _, err := cl.reconnect(ctx, islandNodes(p.Islands)); err != nil {
+		return "", err
+	}
+	ms := make([]int64, len(inBand))
+	forEach(inBand, func(i int, n string) {
+		var t etf.Tuple
+		t, errs[i] = cl.agent(ctx, n, "finish_reload", cl.tableAtoms(), int(opts.WaitTimeout/time.Millisecond))
+		if errs[i] == nil {
+			ms[i] = toInt64(t[1])
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return "", err
+	}
+	for i, n := range inBand {
+		detail = append(detail, fmt.Sprintf("%s reloaded from %v in %d ms", n, p.WinnerNodes(), ms[i]))
+	}
+	return strings.Join(detail, "; "), nil
+}
+
+// waitHealthy polls Status until the verdict is healthy.
+func (cl *Cluster) waitHealthy(ctx context.Context, timeout time.Duration) (*Status, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := cl.Status(ctx)
+		if err == nil && st.Verdict == Healthy {
+			return st, nil
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return nil, err
+			}
+			return st, fmt.Errorf("%w: still %s after %s: %v", ErrUnhealed, st.Verdict, timeout, st.Problems)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// RestoreOptions tune RestoreBackup.
+type RestoreOptions struct {
+	// Mode decides what happens to sessions present in the table:
+	// backends.IfNewer (default: a restored row replaces only an older
+	// one), IfAbsent or Overwrite.
+	Mode backends.PutMode
+	// Table overrides the table recorded in the file.
+	Table   string
+	Journal *journal.Journal
+	Reason  string
+	DryRun  bool
+}
+
+// RestoreResult is what RestoreBackup did.
+type RestoreResult struct {
+	File   string             `json:"file"`
+	Node   string             `json:"node"`
+	Table  string             `json:"table"`
+	Count  int64              `json:"count"`
+	Result backends.PutResult `json:"result"`
+	DryRun bool               `json:"dry_run"`
+	SHA256 string             `json:"sha256"`
+}
+
+// RestoreBackup writes the sessions of a backup file made by a heal (or any
+// export file) into the table through node. The file is verified whole
+// before anything is written.
+func (cl *Cluster) RestoreBackup(ctx context.Context, file, node string, opts RestoreOptions) (*RestoreResult, error) {
+	if opts.Mode == "" {
+		opts.Mode = backends.IfNewer
+	}
+	fh, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	h, tr, err := exportfile.Verify(fh)
+	if err != nil {
+		return nil, err
+	}
+	tab := opts.Table
+	if tab == "" {
+		tab = h.Store.Table
+	}
+	res := &RestoreResult{File: file, Node: node, Table: tab, Count: tr.Count, DryRun: opts.DryRun, SHA256: tr.SHA256}
+	if opts.DryRun {
+		return res, nil
+	}
+	if opts.Journal == nil {
+		return nil, errors.New("restore: a journal is required")
+	}
+	if _, err := fh.Seek(0, 0); err != nil {
+		return nil, err
+	}
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := bind(opts.Journal, st); err != nil {
+		return nil, err
+	}
+	s, err := backends.Open(cl.c, node, backends.Spec{Kind: backends.KindMnesia, Table: tab})
+	if err != nil {
+		return nil, err
+	}
+	seq, err := opts.Journal.Append(KindRestore, opts.Reason, map[string]any{"event": "start", "file": file, "node": node, "table": tab, "mode": opts.Mode})
+	if err != nil {
+		return nil, err
+	}
+	res.Result, err = exportfile.Import(ctx, s, fh, 1000, opts.Mode, nil)
+	if uerr := opts.Journal.Update(seq, map[string]any{"event": "done", "result": res, "error": fmt.Sprint(err)}); err == nil {
+		err = uerr
+	}
+	return res, err
+}
+
+// ListHeals lists the heals the journal has state for, finished or not (an
+// interrupted heal shows its completed steps and its backups).
+func ListHeals(j *journal.Journal) ([]HealRecord, error) {
+	var out []HealRecord
+	err := j.ForEachRaw(stateHealBucket, func(k string, v []byte) error {
+		var s healState
+		if err := json.Unmarshal(v, &s); err != nil {
+			return err
+		}
+		out = append(out, HealRecord{ID: s.ID, Done: s.Done, Backups: s.Backups, Completed: len(s.Done) == len(healSteps)})
+		return nil
+	})
+	return out, err
+}
+
+// HealRecord is a heal as the journal keeps it: its completed steps and the
+// backups it made.
+type HealRecord struct {
+	ID        string   `json:"id"`
+	Done      []string `json:"done"`
+	Backups   []Backup `json:"backups"`
+	Completed bool     `json:"completed"`
+}

@@ -1,0 +1,438 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/backends"
+)
+
+// KeyChange is evidence: one key changed on one side since the split.
+type KeyChange struct {
+	ID           string `json:"id"`
+	LastAccessed int64  `json:"last_accessed"` // ms; of the surviving row
+	Written      int64  `json:"written"`       // record write time, ms
+	// New is true for a session created after the split.
+	New bool `json:"new,omitempty"`
+}
+
+// Decision is what the heal does with one key the losing side changed.
+type Decision struct {
+	ID string `json:"id"`
+	// Action: "write" (the loser's row goes into the healed cluster),
+	// "delete" (the loser's deletion is applied) or "drop" (the loser's
+	// change loses; nothing is done).
+	Action   string `json:"action"`
+	Why      string `json:"why"`
+	LoserLA  int64  `json:"loser_last_accessed,omitempty"`
+	WinnerLA int64  `json:"winner_last_accessed,omitempty"`
+}
+
+// Action values of a Decision.
+const (
+	ActWrite  = "write"
+	ActDelete = "delete"
+	ActDrop   = "drop"
+)
+
+// IslandPlan is one island as the plan sees it.
+type IslandPlan struct {
+	Nodes []string `json:"nodes"`
+	// Rep is the node whose local copy stands for the island.
+	Rep string `json:"rep"`
+	// LastWrite is the latest record write time in the island's copies (ms).
+	LastWrite int64            `json:"last_write"`
+	Sizes     map[string]int64 `json:"sizes"` // table -> rows
+	// Unreachable marks a node migctl cannot read (PlanOptions.OutOfBand):
+	// it loses, is restarted out of band, and its writes since the split
+	// stay in its moved-aside Mnesia directory instead of being merged.
+	Unreachable bool `json:"unreachable,omitempty"`
+}
+
+// LoserPlan compares one losing island with the winner for one table.
+type LoserPlan struct {
+	Island int `json:"island"`
+	// SplitAt is the split time used to tell deletions from new writes (ms).
+	SplitAt       int64  `json:"split_at"`
+	SplitAtSource string `json:"split_at_source"` // "operator" or "data"
+	// Evidence: what each side wrote or deleted since the split.
+	WrittenOnLoser  []KeyChange `json:"written_on_loser"`
+	DeletedOnLoser  []KeyChange `json:"deleted_on_loser"`
+	WrittenOnWinner []KeyChange `json:"written_on_winner"`
+	DeletedOnWinner []KeyChange `json:"deleted_on_winner"`
+	// Decisions for every key the loser changed.
+	Decisions []Decision `json:"decisions"`
+}
+
+// Counts of decisions by action.
+func (lp *LoserPlan) Counts() (write, del, drop int) {
+	for _, d := range lp.Decisions {
+		switch d.Action {
+		case ActWrite:
+			write++
+		case ActDelete:
+			del++
+		default:
+			drop++
+		}
+	}
+	return
+}
+
+// TablePlan is the plan for one table.
+type TablePlan struct {
+	Table string `json:"table"`
+	// Buckets is the number of hash buckets the comparison used.
+	Buckets int         `json:"buckets"`
+	Losers  []LoserPlan `json:"losers"`
+}
+
+// Plan is what a heal will do, and why.
+type Plan struct {
+	Time         time.Time    `json:"time"`
+	Islands      []IslandPlan `json:"islands"`
+	Winner       int          `json:"winner"`
+	WinnerReason string       `json:"winner_reason"`
+	Tables       []TablePlan  `json:"tables"`
+	// Status is the status the plan was made from.
+	Status *Status `json:"status"`
+}
+
+// WinnerNodes are the nodes of the winning island.
+func (p *Plan) WinnerNodes() []string { return p.Islands[p.Winner].Nodes }
+
+// LoserNodes are the nodes of every losing island.
+func (p *Plan) LoserNodes() []string {
+	var out []string
+	for i, is := range p.Islands {
+		if i != p.Winner {
+			out = append(out, is.Nodes...)
+		}
+	}
+	return out
+}
+
+// PlanOptions tune Plan.
+type PlanOptions struct {
+	// Winner is a node of the island the operator wants to win; empty
+	// picks the largest island, then the one with the latest write.
+	Winner string
+	// SplitAt is the time of the split when the operator knows it (from
+	// logs or a Watch); zero estimates it from the data.
+	SplitAt time.Time
+	// OutOfBand are nodes the heal will restart out of band. Those migctl
+	// cannot read (unreachable, wedged) are planned as losing islands of
+	// their own, without evidence; the heal then runs even when the
+	// reachable nodes agree (a degraded cluster).
+	OutOfBand []string
+}
+
+// Plan works out a heal: the islands, each island's changes since the split
+// (the evidence), the winner and why, and the decision for every key the
+// losers changed. It changes nothing.
+func (cl *Cluster) Plan(ctx context.Context, opts PlanOptions) (*Plan, error) {
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var lost []string
+	for _, v := range st.Nodes {
+		if contains(opts.OutOfBand, v.Node) && !(v.MnesiaRunning() && v.Error == "") {
+			lost = append(lost, v.Node)
+		}
+	}
+	if (st.Verdict != Partitioned || len(st.Islands) < 2) && len(lost) == 0 {
+		return nil, fmt.Errorf("%w: verdict %s, islands %v", ErrNotPartitioned, st.Verdict, st.Islands)
+	}
+	if len(st.Islands) == 0 {
+		return nil, fmt.Errorf("%w: no node runs Mnesia", ErrNotPartitioned)
+	}
+	p := &Plan{Time: time.Now().UTC(), Status: st}
+	t0 := time.Now()
+	// Per island, per table: the representative's bucket sums, all read
+	// at once (each is a fold over the node's local copy).
+	nb := map[string]int{}
+	for _, tab := range cl.tables {
+		nb[tab] = cl.bucketsFor(tableSize(st, tab))
+	}
+	sums := make([]map[string][]bucketSum, len(st.Islands))
+	p.Islands = make([]IslandPlan, len(st.Islands))
+	errs := make([]error, len(st.Islands))
+	reps := make([]string, len(st.Islands))
+	for i, nodes := range st.Islands {
+		reps[i] = nodes[0]
+	}
+	forEach(reps, func(i int, rep string) {
+		ip := IslandPlan{Nodes: st.Islands[i], Rep: rep, Sizes: map[string]int64{}}
+		sums[i] = map[string][]bucketSum{}
+		for _, tab := range cl.tables {
+			s, err := cl.bucketSums(ctx, rep, tab, nb[tab])
+			if err != nil {
+				errs[i] = fmt.Errorf("plan: read island %v: %w", st.Islands[i], err)
+				return
+			}
+			sums[i][tab] = s
+			for _, b := range s {
+				ip.Sizes[tab] += int64(b.Count)
+				ip.LastWrite = max(ip.LastWrite, b.MaxWritten)
+			}
+		}
+		p.Islands[i] = ip
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, n := range lost {
+		p.Islands = append(p.Islands, IslandPlan{Nodes: []string{n}, Unreachable: true, Sizes: map[string]int64{}})
+	}
+	cl.log.Debug("plan: bucket sums read", "took", time.Since(t0))
+	p.Winner, p.WinnerReason, err = pickWinner(p.Islands, opts.Winner)
+	if err != nil {
+		return nil, err
+	}
+	w := p.Winner
+	for _, tab := range cl.tables {
+		tp := TablePlan{Table: tab, Buckets: nb[tab]}
+		for l := range p.Islands {
+			if l == w || p.Islands[l].Unreachable {
+				continue
+			}
+			lp, err := cl.compare(ctx, tab, p.Islands[w].Rep, p.Islands[l].Rep, sums[w][tab], sums[l][tab], opts.SplitAt)
+			if err != nil {
+				return nil, err
+			}
+			lp.Island = l
+			tp.Losers = append(tp.Losers, lp)
+		}
+		p.Tables = append(p.Tables, tp)
+	}
+	return p, nil
+}
+
+func pickWinner(is []IslandPlan, want string) (int, string, error) {
+	if want != "" {
+		for i, x := range is {
+			if contains(x.Nodes, want) && !x.Unreachable {
+				return i, fmt.Sprintf("operator's choice (--winner %s)", want), nil
+			}
+		}
+		return 0, "", fmt.Errorf("%w: --winner %s is in no island with Mnesia running (islands: %v)", ErrUnknownNode, want, islandNodes(is))
+	}
+	best := 0 // Status puts the reachable islands first
+	for i := range is {
+		a, b := is[i], is[best]
+		if a.Unreachable {
+			continue
+		}
+		if len(a.Nodes) > len(b.Nodes) || (len(a.Nodes) == len(b.Nodes) && a.LastWrite > b.LastWrite) {
+			best = i
+		}
+	}
+	tie := 0
+	for _, x := range is {
+		if len(x.Nodes) == len(is[best].Nodes) && !x.Unreachable {
+			tie++
+		}
+	}
+	if tie == 1 {
+		return best, fmt.Sprintf("largest island (%d of %d nodes)", len(is[best].Nodes), len(islandNodes(is))), nil
+	}
+	return best, fmt.Sprintf("islands of equal size (%d nodes); this one has the most recent write (%s)",
+		len(is[best].Nodes), time.UnixMilli(is[best].LastWrite).UTC().Format(time.RFC3339Nano)), nil
+}
+
+// reachableNodes are the nodes of the islands migctl can read.
+func reachableNodes(is []IslandPlan) []string {
+	var out []string
+	for _, x := range is {
+		if !x.Unreachable {
+			out = append(out, x.Nodes...)
+		}
+	}
+	return out
+}
+
+func islandNodes(is []IslandPlan) []string {
+	var out []string
+	for _, x := range is {
+		out = append(out, x.Nodes...)
+	}
+	return out
+}
+
+// compare classifies every key that differs between the winner's and a
+// loser's copy (see the package documentation for the rules).
+func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls []bucketSum, splitAt time.Time) (LoserPlan, error) {
+	var lp LoserPlan
+	idx := diffBuckets(ws, ls)
+	if !splitAt.IsZero() {
+		lp.SplitAt, lp.SplitAtSource = splitAt.UnixMilli(), "operator"
+	} else {
+		// The latest write both sides hold identically is the last write
+		// before the split (or close to it).
+		for i := range ws {
+			if ws[i].Count == ls[i].Count && ws[i].Sum == ls[i].Sum && ws[i].Count > 0 {
+				lp.SplitAt = max(lp.SplitAt, ws[i].MaxWritten)
+			}
+		}
+		// Writes at exactly that millisecond were seen by both.
+		lp.SplitAt++
+		lp.SplitAtSource = "data"
+	}
+	t0 := time.Now()
+	var wk, lk map[string]keyInfo
+	var werr, lerr error
+	forEach([]string{wRep, lRep}, func(i int, n string) {
+		if i == 0 {
+			wk, werr = cl.bucketKeys(ctx, n, tab, len(ws), idx)
+		} else {
+			lk, lerr = cl.bucketKeys(ctx, n, tab, len(ws), idx)
+		}
+	})
+	if err := errors.Join(werr, lerr); err != nil {
+		return lp, err
+	}
+	cl.log.Debug("plan: keys of differing buckets read", "table", tab, "buckets", len(idx), "keys", len(wk)+len(lk), "took", time.Since(t0))
+	T := lp.SplitAt
+	change := func(id string, k keyInfo) KeyChange {
+		return KeyChange{ID: id, LastAccessed: k.LastAccessed, Written: k.Written, New: k.Created >= T}
+	}
+	for id, l := range lk {
+		w, inW := wk[id]
+		switch {
+		case inW && w.Digest == l.Digest:
+			continue
+		case inW:
+			if l.Written >= T {
+				lp.WrittenOnLoser = append(lp.WrittenOnLoser, change(id, l))
+			}
+			if w.Written >= T {
+				lp.WrittenOnWinner = append(lp.WrittenOnWinner, change(id, w))
+			}
+			if l.Written < T {
+				continue // only the winner changed it: nothing of the loser's to keep
+			}
+			d := Decision{ID: id, LoserLA: l.LastAccessed, WinnerLA: w.LastAccessed}
+			if l.LastAccessed > w.LastAccessed {
+				d.Action, d.Why = ActWrite, "both sides wrote it; the loser's last_accessed is newer"
+			} else {
+				d.Action, d.Why = ActDrop, "both sides wrote it; the winner's last_accessed is newer or equal"
+			}
+			lp.Decisions = append(lp.Decisions, d)
+		case l.Written < T:
+			// On the loser from before the split, gone on the winner: the
+			// winner deleted it; that deletion wins over the older row.
+			lp.DeletedOnWinner = append(lp.DeletedOnWinner, change(id, l))
+		default:
+			c := change(id, l)
+			lp.WrittenOnLoser = append(lp.WrittenOnLoser, c)
+			d := Decision{ID: id, Action: ActWrite, LoserLA: l.LastAccessed}
+			if c.New {
+				d.Why = "created on the loser during the split"
+			} else {
+				d.Why = "written on the loser during the split and absent on the winner (the winner may have deleted it; Mnesia keeps no deletion time, so the write is kept)"
+			}
+			lp.Decisions = append(lp.Decisions, d)
+		}
+	}
+	for id, w := range wk {
+		if _, inL := lk[id]; inL {
+			continue
+		}
+		if w.Written < T {
+			// On the winner from before the split, gone on the loser: the
+			// loser deleted it during the split.
+			lp.DeletedOnLoser = append(lp.DeletedOnLoser, change(id, w))
+			lp.Decisions = append(lp.Decisions, Decision{ID: id, Action: ActDelete, WinnerLA: w.LastAccessed,
+				Why: "deleted on the loser during the split; the winner's row is older than the split"})
+		} else {
+			lp.WrittenOnWinner = append(lp.WrittenOnWinner, change(id, w))
+		}
+	}
+	for _, l := range [][]KeyChange{lp.WrittenOnLoser, lp.DeletedOnLoser, lp.WrittenOnWinner, lp.DeletedOnWinner} {
+		sort.Slice(l, func(i, j int) bool { return l[i].ID < l[j].ID })
+	}
+	sort.Slice(lp.Decisions, func(i, j int) bool { return lp.Decisions[i].ID < lp.Decisions[j].ID })
+	return lp, nil
+}
+
+// getRows reads rows of the given ids from node's local copy.
+func (cl *Cluster) getRows(ctx context.Context, node, tab string, ids []string) ([]backends.Row, error) {
+	var rows []backends.Row
+	const chunk = 1000
+	for start := 0; start < len(ids); start += chunk {
+		var buf []byte
+		for _, id := range ids[start:min(start+chunk, len(ids))] {
+			buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
+			buf = append(buf, id...)
+		}
+		t, err := cl.agent(ctx, node, "get_rows", etf.Atom(tab), buf)
+		if err != nil {
+			return nil, err
+		}
+		b, _ := t[1].([]byte)
+		r, err := backends.ParseFrames(b, chunk)
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range r {
+			rows = append(rows, backends.Row{ID: slices.Clone(x.ID), Blob: slices.Clone(x.Blob)})
+		}
+	}
+	return rows, nil
+}
+
+// MergeResult counts what the merge did for one table.
+type MergeResult struct {
+	Table   string `json:"table"`
+	Written int    `json:"written"`
+	// Skipped: loser rows not written because the healed cluster had a
+	// newer one by the time of the merge.
+	Skipped int `json:"skipped"`
+	Deleted int `json:"deleted"`
+	// Kept: deletions not applied because the row was rewritten after the
+	// split.
+	Kept int `json:"kept"`
+}
+
+// merge applies the loser's changes on node in batches, each one
+// transaction that re-checks every decision against the current row.
+func (cl *Cluster) merge(ctx context.Context, node, tab string, writes []backends.Row, deletes []string, before int64) (MergeResult, error) {
+	res := MergeResult{Table: tab}
+	const batch = 500
+	for start := 0; start < max(len(writes), len(deletes)); start += batch {
+		var wb, db []byte
+		if start < len(writes) {
+			wb = backends.AppendFrames(nil, writes[start:min(start+batch, len(writes))])
+		}
+		if start < len(deletes) {
+			for _, id := range deletes[start:min(start+batch, len(deletes))] {
+				db = binary.BigEndian.AppendUint32(db, uint32(len(id)))
+				db = append(db, id...)
+				db = binary.BigEndian.AppendUint64(db, uint64(before))
+			}
+		}
+		if wb == nil {
+			wb = []byte{}
+		}
+		if db == nil {
+			db = []byte{}
+		}
+		t, err := cl.agent(ctx, node, "merge", etf.Atom(tab), wb, db)
+		if err != nil {
+			return res, err
+		}
+		res.Written += int(toInt64(t[1]))
+		res.Skipped += int(toInt64(t[2]))
+		res.Deleted += int(toInt64(t[3]))
+		res.Kept += int(toInt64(t[4]))
+	}
+	return res, nil
+}

@@ -1,0 +1,330 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/ergo-services/ergo/etf"
+)
+
+// bucketSum is one hash bucket of a node's local copy.
+type bucketSum struct {
+	Count      uint64
+	Sum        uint64
+	MaxWritten int64 // latest record write time in the bucket (ms)
+}
+
+// bucketsFor is the number of buckets for a table of about size rows:
+// the fixed Options.Buckets, or about 8 rows a bucket (at least 1024, at
+// most 65536), so that a thousand changed keys touch a small share of the
+// buckets and the drill-down lists few keys.
+func (cl *Cluster) bucketsFor(size int64) int {
+	if cl.buckets > 0 {
+		return cl.buckets
+	}
+	return int(min(max(size/8, 1024), 1<<16))
+}
+
+// tableSize is the largest size of tab any node of st reports.
+func tableSize(st *Status, tab string) int64 {
+	var n int64
+	if st == nil {
+		return 0
+	}
+	for _, v := range st.Nodes {
+		for _, t := range v.Tables {
+			if t.Name == tab {
+				n = max(n, t.Size)
+			}
+		}
+	}
+	return n
+}
+
+func (cl *Cluster) bucketSums(ctx context.Context, node, table string, n int) ([]bucketSum, error) {
+	t, err := cl.agent(ctx, node, "bucket_sums", etf.Atom(table), n)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := t[1].([]byte)
+	if len(b) != 24*n {
+		return nil, fmt.Errorf("bucket sums of %s on %s: %d bytes for %d buckets", table, node, len(b), n)
+	}
+	out := make([]bucketSum, n)
+	for i := range out {
+		out[i] = bucketSum{
+			Count:      binary.BigEndian.Uint64(b[24*i:]),
+			Sum:        binary.BigEndian.Uint64(b[24*i+8:]),
+			MaxWritten: int64(binary.BigEndian.Uint64(b[24*i+16:])),
+		}
+	}
+	return out, nil
+}
+
+// keyInfo is what a node says about one key of its local copy.
+type keyInfo struct {
+	Written      int64  // the record's write time (its 4th field), ms
+	Created      int64  // the session's created_at, -1 if absent
+	LastAccessed int64  // the session's last_accessed, -1 if absent
+	Digest       uint32 // hash of the whole record
+}
+
+// bucketKeys lists the keys of the given buckets on node.
+func (cl *Cluster) bucketKeys(ctx context.Context, node, table string, n int, idx []int) (map[string]keyInfo, error) {
+	out := map[string]keyInfo{}
+	// Each call folds the whole local copy once; the chunk bounds the
+	// reply (about 8 keys of ~70 bytes a bucket).
+	const chunk = 8192
+	for start := 0; start < len(idx); start += chunk {
+		part := idx[start:min(start+chunk, len(idx))]
+		l := make(etf.List, len(part))
+		for i, b := range part {
+			l[i] = b
+		}
+		t, err := cl.agent(ctx, node, "bucket_keys", etf.Atom(table), n, l)
+		if err != nil {
+			return nil, err
+		}
+		b, _ := t[1].([]byte)
+		for len(b) > 0 {
+			if len(b) < 4 {
+				return nil, fmt.Errorf("bucket keys from %s: truncated", node)
+			}
+			n := int(binary.BigEndian.Uint32(b))
+			if len(b) < 4+n+28 {
+				return nil, fmt.Errorf("bucket keys from %s: truncated", node)
+			}
+			id := string(b[4 : 4+n])
+			r := b[4+n:]
+			out[id] = keyInfo{
+				Written:      int64(binary.BigEndian.Uint64(r)),
+				Created:      int64(binary.BigEndian.Uint64(r[8:])),
+				LastAccessed: int64(binary.BigEndian.Uint64(r[16:])),
+				Digest:       binary.BigEndian.Uint32(r[24:]),
+			}
+			b = r[28:]
+		}
+	}
+	return out, nil
+}
+
+// diffBuckets returns the indexes where a and b differ.
+func diffBuckets(a, b []bucketSum) []int {
+	var out []int
+	for i := range a {
+		if a[i].Count != b[i].Count || a[i].Sum != b[i].Sum {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// NodeReplica is one node's copy of a table.
+type NodeReplica struct {
+	Node     string `json:"node"`
+	Size     int64  `json:"size"`
+	Checksum string `json:"checksum,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// ReplicaDiff says how one node's copy differs from the reference copy.
+type ReplicaDiff struct {
+	Node      string `json:"node"`
+	Reference string `json:"reference"`
+	// Missing: keys the reference has and this node lacks; Extra: the
+	// reverse; Different: keys on both with different records.
+	Missing   int      `json:"missing"`
+	Extra     int      `json:"extra"`
+	Different int      `json:"different"`
+	Sample    []string `json:"sample,omitempty"` // a few differing keys
+}
+
+// Keys is the number of keys that differ.
+func (d ReplicaDiff) Keys() int { return d.Missing + d.Extra + d.Different }
+
+// ReplicationReport is the result of VerifyReplication for one table.
+type ReplicationReport struct {
+	Table      string        `json:"table"`
+	Nodes      []NodeReplica `json:"nodes"`
+	Consistent bool          `json:"consistent"`
+	Reference  string        `json:"reference,omitempty"`
+	Diffs      []ReplicaDiff `json:"diffs,omitempty"`
+}
+
+// Text renders the report in the runbook's shape.
+func (r *ReplicationReport) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Table: %s\n", r.Table)
+	for _, n := range r.Nodes {
+		if n.Error != "" {
+			fmt.Fprintf(&b, "Node: %s, error: %s\n", n.Node, n.Error)
+			continue
+		}
+		fmt.Fprintf(&b, "Node: %s, Table size: %d, Checksum: %s\n", n.Node, n.Size, n.Checksum)
+	}
+	if r.Consistent {
+		b.WriteString("All nodes consistent\n")
+		return b.String()
+	}
+	for _, d := range r.Diffs {
+		fmt.Fprintf(&b, "INCONSISTENT: %s differs from %s by %d keys (%d missing, %d extra, %d different)",
+			d.Node, d.Reference, d.Keys(), d.Missing, d.Extra, d.Different)
+		if len(d.Sample) > 0 {
+			fmt.Fprintf(&b, "; e.g. %s", strings.Join(d.Sample, ", "))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// VerifyOptions tune VerifyReplication.
+type VerifyOptions struct {
+	// Tables to check; default the Cluster's tables.
+	Tables []string
+	// Nodes to check; default every node of Status holding a copy.
+	Nodes []string
+}
+
+// VerifyReplication checksums every node's local copy of each table and,
+// where copies differ, finds by how many keys (drilling into the differing
+// buckets only). The reference copy is the one most nodes agree on.
+func (cl *Cluster) VerifyReplication(ctx context.Context, opts VerifyOptions) ([]ReplicationReport, error) {
+	tables := opts.Tables
+	if len(tables) == 0 {
+		tables = cl.tables
+	}
+	var st *Status
+	if len(opts.Nodes) == 0 {
+		var err error
+		if st, err = cl.Status(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var out []ReplicationReport
+	for _, tab := range tables {
+		nodes := opts.Nodes
+		if st != nil {
+			nodes = nil
+			for _, v := range st.Nodes {
+				if !v.Reachable {
+					nodes = append(nodes, v.Node)
+					continue
+				}
+				for _, t := range v.Tables {
+					if t.Name == tab && (t.Storage == "disc_copies" || t.Storage == "ram_copies") {
+						nodes = append(nodes, v.Node)
+					}
+				}
+			}
+		}
+		r, err := cl.verifyTable(ctx, tab, nodes, cl.bucketsFor(tableSize(st, tab)))
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (cl *Cluster) verifyTable(ctx context.Context, tab string, nodes []string, n int) (ReplicationReport, error) {
+	r := ReplicationReport{Table: tab, Nodes: make([]NodeReplica, len(nodes))}
+	sums := make([][]bucketSum, len(nodes))
+	forEach(nodes, func(i int, node string) {
+		r.Nodes[i].Node = node
+		s, err := cl.bucketSums(ctx, node, tab, n)
+		if err != nil {
+			r.Nodes[i].Error = err.Error()
+			return
+		}
+		sums[i] = s
+		h := sha256.New()
+		var buf [16]byte
+		for _, b := range s {
+			r.Nodes[i].Size += int64(b.Count)
+			binary.BigEndian.PutUint64(buf[:], b.Count)
+			binary.BigEndian.PutUint64(buf[8:], b.Sum)
+			h.Write(buf[:])
+		}
+		r.Nodes[i].Checksum = hex.EncodeToString(h.Sum(nil)[:8])
+	})
+	if err := ctx.Err(); err != nil {
+		return r, err
+	}
+	// Reference: the checksum most nodes share (ties: the first node).
+	votes := map[string]int{}
+	for _, n := range r.Nodes {
+		if n.Error == "" {
+			votes[n.Checksum]++
+		}
+	}
+	ref := -1
+	for i, n := range r.Nodes {
+		if n.Error == "" && (ref < 0 || votes[n.Checksum] > votes[r.Nodes[ref].Checksum]) {
+			ref = i
+		}
+	}
+	if ref < 0 {
+		return r, nil // nothing readable; Consistent stays false
+	}
+	r.Reference = r.Nodes[ref].Node
+	r.Consistent = true
+	for i, n := range r.Nodes {
+		if n.Error != "" {
+			r.Consistent = false
+			continue
+		}
+		if n.Checksum == r.Nodes[ref].Checksum {
+			continue
+		}
+		r.Consistent = false
+		d, err := cl.diffNodes(ctx, tab, r.Nodes[ref].Node, n.Node, sums[ref], sums[i], len(sums[ref]))
+		if err != nil {
+			return r, err
+		}
+		r.Diffs = append(r.Diffs, d)
+	}
+	return r, nil
+}
+
+// diffNodes compares two nodes' copies key by key within differing buckets.
+func (cl *Cluster) diffNodes(ctx context.Context, tab, ref, node string, a, b []bucketSum, n int) (ReplicaDiff, error) {
+	d := ReplicaDiff{Node: node, Reference: ref}
+	idx := diffBuckets(a, b)
+	ka, err := cl.bucketKeys(ctx, ref, tab, n, idx)
+	if err != nil {
+		return d, err
+	}
+	kb, err := cl.bucketKeys(ctx, node, tab, n, idx)
+	if err != nil {
+		return d, err
+	}
+	var sample []string
+	for id, x := range ka {
+		y, ok := kb[id]
+		switch {
+		case !ok:
+			d.Missing++
+			sample = append(sample, id)
+		case x.Digest != y.Digest:
+			d.Different++
+			sample = append(sample, id)
+		}
+	}
+	for id := range kb {
+		if _, ok := ka[id]; !ok {
+			d.Extra++
+			sample = append(sample, id)
+		}
+	}
+	sort.Strings(sample)
+	if len(sample) > 5 {
+		sample = sample[:5]
+	}
+	d.Sample = sample
+	return d, nil
+}

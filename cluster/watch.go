@@ -1,0 +1,249 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+)
+
+// eventTag is the first element of every message the forwarders send.
+const eventTag = "migctl_cluster_event"
+
+// Event is one Mnesia system event or node up/down seen on a node.
+type Event struct {
+	Time time.Time `json:"time"`
+	Node string    `json:"node"` // where it was seen
+	// Kind: inconsistent_database, mnesia_down, mnesia_up, mnesia_overload,
+	// nodeup, nodedown, subscribed, unsubscribed, ...
+	Kind string `json:"kind"`
+	Peer string `json:"peer,omitempty"`
+	Text string `json:"text,omitempty"`
+}
+
+// WatchReport is one evaluation of the cluster by Watch.
+type WatchReport struct {
+	Time    time.Time `json:"time"`
+	Trigger string    `json:"trigger"` // "start", "event", "timer"
+	Status  *Status   `json:"status"`
+	// Changed is true when the verdict or the islands differ from the
+	// previous report.
+	Changed bool `json:"changed"`
+	// Events seen since the previous report.
+	Events []Event `json:"events,omitempty"`
+}
+
+// WatchOptions tune Watch.
+type WatchOptions struct {
+	// Interval between comparisons of the nodes' views when no event
+	// arrives (default 1s).
+	Interval time.Duration
+	// OnReport receives every evaluation (from Watch's goroutine).
+	OnReport func(WatchReport)
+	// OnEvent receives every event as it arrives (optional).
+	OnEvent func(Event)
+}
+
+// Watch runs until ctx ends: it starts an event forwarder on every node,
+// re-evaluates the cluster at once on every event and on a timer anyway,
+// and restarts forwarders on nodes that come back. It stops the
+// forwarders when it returns (they also exit by themselves if migctl
+// disappears).
+func (cl *Cluster) Watch(ctx context.Context, opts WatchOptions) error {
+	if opts.Interval <= 0 {
+		opts.Interval = time.Second
+	}
+	events, unsub := cl.c.Subscribe(eventTag, 4096)
+	defer unsub()
+	downs, unsubDown := cl.c.Subscribe("nodedown", 64)
+	defer unsubDown()
+
+	w := &watcher{cl: cl, fwd: map[string]etf.Pid{}, overload: map[string]int{}}
+	defer w.stopAll()
+
+	var pending []Event
+	var last *Status
+	evaluate := func(trigger string) {
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return // ctx ended
+		}
+		// Forwarders go where they are missing, on nodes that answered
+		// (a node that is down costs no time here).
+		var reachable []string
+		for _, v := range st.Nodes {
+			if v.Reachable {
+				reachable = append(reachable, v.Node)
+			}
+		}
+		w.ensureForwarders(ctx, reachable)
+		for i := range st.Nodes {
+			st.Nodes[i].OverloadEvents = w.overload[st.Nodes[i].Node]
+		}
+		r := WatchReport{Time: time.Now().UTC(), Trigger: trigger, Status: st, Events: pending,
+			Changed: last == nil || last.Verdict != st.Verdict || fmt.Sprint(last.Islands) != fmt.Sprint(st.Islands)}
+		pending = nil
+		last = st
+		if opts.OnReport != nil {
+			opts.OnReport(r)
+		}
+	}
+	evaluate("start")
+	tick := time.NewTicker(opts.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-events:
+			e, ok := parseEvent(m)
+			if !ok {
+				continue
+			}
+			pending = append(pending, w.note(e, opts.OnEvent))
+			// Let a burst of events (every node reports the same split)
+			// arrive, then look once.
+			drain := time.After(20 * time.Millisecond)
+		collect:
+			for {
+				select {
+				case m := <-events:
+					if e, ok := parseEvent(m); ok {
+						pending = append(pending, w.note(e, opts.OnEvent))
+					}
+				case <-drain:
+					break collect
+				}
+			}
+			evaluate("event")
+		case m := <-downs:
+			if t, ok := m.(etf.Tuple); ok && len(t) == 2 {
+				n := str(t[1])
+				w.mu.Lock()
+				delete(w.fwd, n)
+				w.mu.Unlock()
+				pending = append(pending, w.note(Event{Time: time.Now().UTC(), Node: n, Kind: "migctl_lost_node"}, opts.OnEvent))
+			}
+			evaluate("event")
+		case <-tick.C:
+			evaluate("timer")
+		}
+	}
+}
+
+type watcher struct {
+	cl       *Cluster
+	mu       sync.Mutex
+	fwd      map[string]etf.Pid
+	overload map[string]int
+}
+
+func (w *watcher) note(e Event, fn func(Event)) Event {
+	if e.Kind == "mnesia_overload" {
+		w.overload[e.Node]++
+	}
+	w.cl.log.Debug("mnesia event", "node", e.Node, "kind", e.Kind, "peer", e.Peer)
+	if fn != nil {
+		fn(e)
+	}
+	return e
+}
+
+// ensureForwarders starts a forwarder on every known node that lacks one.
+func (w *watcher) ensureForwarders(ctx context.Context, nodes []string) {
+	forEach(nodes, func(_ int, n string) {
+		w.mu.Lock()
+		_, ok := w.fwd[n]
+		w.mu.Unlock()
+		if ok {
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		t, err := w.cl.agent(cctx, n, "forwarder", w.cl.c.Self(), etf.Atom(eventTag))
+		if err != nil {
+			return
+		}
+		if pid, ok := t[1].(etf.Pid); ok {
+			w.mu.Lock()
+			w.fwd[n] = pid
+			w.mu.Unlock()
+		}
+	})
+}
+
+func (w *watcher) stopAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w.mu.Lock()
+	fwd := w.fwd
+	w.fwd = map[string]etf.Pid{}
+	w.mu.Unlock()
+	for n, pid := range fwd {
+		_, _ = w.cl.agent(ctx, n, "forwarder_stop", pid)
+	}
+}
+
+func parseEvent(m etf.Term) (Event, bool) {
+	t, ok := m.(etf.Tuple)
+	if !ok || len(t) != 5 {
+		return Event{}, false
+	}
+	e := Event{Time: time.Now().UTC(), Node: str(t[1]), Kind: str(t[2]), Text: str(t[4])}
+	if p := str(t[3]); p != "none" {
+		e.Peer = p
+	}
+	return e, true
+}
+
+// WriteMetrics writes st in the Prometheus text format:
+// migctl_mnesia_partitioned (1 when split), migctl_mnesia_degraded,
+// migctl_mnesia_islands, migctl_mnesia_island{node,island} (the island
+// index of each node, largest island 0), migctl_mnesia_node_reachable,
+// migctl_mnesia_running, migctl_mnesia_overload_events.
+func WriteMetrics(w io.Writer, st *Status) error {
+	var b strings.Builder
+	g := func(name, help string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
+	}
+	bit := func(v bool) int {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	g("migctl_mnesia_partitioned", "1 when two reachable nodes sharing a schema do not replicate with each other")
+	fmt.Fprintf(&b, "migctl_mnesia_partitioned %d\n", bit(st.Verdict == Partitioned))
+	g("migctl_mnesia_degraded", "1 when a node is unreachable or has Mnesia stopped")
+	fmt.Fprintf(&b, "migctl_mnesia_degraded %d\n", bit(st.Verdict == Degraded))
+	g("migctl_mnesia_islands", "number of groups of nodes replicating with each other")
+	fmt.Fprintf(&b, "migctl_mnesia_islands %d\n", len(st.Islands))
+	g("migctl_mnesia_island", "island index of each node (0 is the largest)")
+	var lines []string
+	for i, is := range st.Islands {
+		for _, n := range is {
+			lines = append(lines, fmt.Sprintf("migctl_mnesia_island{node=%q,island=\"%d\"} %d\n", n, i, i))
+		}
+	}
+	sort.Strings(lines)
+	b.WriteString(strings.Join(lines, ""))
+	g("migctl_mnesia_node_reachable", "1 when migctl reaches the node")
+	for _, v := range st.Nodes {
+		fmt.Fprintf(&b, "migctl_mnesia_node_reachable{node=%q} %d\n", v.Node, bit(v.Reachable))
+	}
+	g("migctl_mnesia_running", "1 when Mnesia runs on the node")
+	for _, v := range st.Nodes {
+		fmt.Fprintf(&b, "migctl_mnesia_running{node=%q} %d\n", v.Node, bit(v.MnesiaRunning()))
+	}
+	g("migctl_mnesia_overload_events", "mnesia_overload events seen by this watch")
+	for _, v := range st.Nodes {
+		fmt.Fprintf(&b, "migctl_mnesia_overload_events{node=%q} %d\n", v.Node, v.OverloadEvents)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
