@@ -11,9 +11,10 @@
 %% ever crosses the wire as a decoded term.
 -module(migctl_migrate).
 
--export([status/0, set_phase/4, reset_counters/0, backfill_step/5, load/1,
-         stop_watch/0, cluster_id/0, create_schema/2, create_tables/2,
-         dets_files/0, read_chunk/3, store_counts/0]).
+-export([status/0, set_phase/4, reset_counters/0, backfill_step/5, backfill_steps/7, load/1,
+         stop_watch/0, cluster_id/0, schema_state/1, create_schema/2, create_tables/2,
+         dets_files/0, read_chunk/3, store_counts/0,
+         native_copy/3, bench_latency/1]).
 
 -define(HYBRID, erlmcp_session_backend_hybrid).
 -define(STORE, erlmcp_session_store).
@@ -83,6 +84,14 @@ must_hybrid() ->
 %%   returned by the previous step.
 %% -> {ok, Scanned, Written, Skipped, Expired, Deleted, NextCursor, Done}
 backfill_step(Op, Cursor, Limit, DryRun, TimeoutMs) ->
+    backfill_steps(Op, Cursor, Limit, DryRun, TimeoutMs, Limit, 0).
+
+%% backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs):
+%% as backfill_step/5, but runs batches one after the other (each its own
+%% turn of the store server, so the application's requests go in between)
+%% until the pass is done, MaxRows were scanned or BudgetMs have passed.
+%% Saves a round trip to migctl per batch; the reply sums the batches.
+backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs) ->
     safe(fun() ->
         must_hybrid(),
         C = case Cursor of
@@ -90,38 +99,57 @@ backfill_step(Op, Cursor, Limit, DryRun, TimeoutMs) ->
                 [] -> start;
                 B when is_binary(B) -> binary_to_term(B)
             end,
-        Req = case Op of
-                  forward -> {copy, forward, C, Limit, DryRun};
-                  reverse -> {copy, reverse, C, Limit, DryRun};
-                  prune -> {prune, C, Limit, DryRun}
-              end,
-        Pid = whereis(?STORE),
-        Ref = erlang:monitor(process, Pid),
-        Pid ! {migctl_backfill, self(), Ref, Req},
-        receive
-            {Ref, {ok, #{scanned := Sc, written := W, skipped := Sk, expired := Ex,
-                         deleted := D, next := Next, done := Done}}} ->
-                erlang:demonitor(Ref, [flush]),
-                NextBin = case Next of done -> <<>>; _ -> term_to_binary(Next) end,
-                {ok, Sc, W, Sk, Ex, D, NextBin, Done};
-            {Ref, {error, {cursor, _}}} ->
-                erlang:demonitor(Ref, [flush]),
-                {error, cursor_expired};
-            {Ref, {error, R}} ->
-                erlang:demonitor(Ref, [flush]),
-                {error, if is_atom(R); is_binary(R) -> R;
-                           true -> iolist_to_binary(io_lib:format("~0P", [R, 20])) end};
-            {'DOWN', Ref, process, _, _} ->
-                {error, store_server_died}
-        after TimeoutMs ->
-                erlang:demonitor(Ref, [flush]),
-                {error, timeout}
-        end
+        Until = erlang:monotonic_time(millisecond) + BudgetMs,
+        steps(Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {0, 0, 0, 0, 0})
     end).
 
+steps(Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {Sc0, W0, Sk0, Ex0, D0}) ->
+    case step(Op, C, Batch, DryRun, TimeoutMs) of
+        {ok, #{scanned := Sc, written := W, skipped := Sk, expired := Ex, deleted := D,
+               next := Next, done := Done}} ->
+            Acc = {Sc0 + Sc, W0 + W, Sk0 + Sk, Ex0 + Ex, D0 + D},
+            case Done orelse element(1, Acc) >= MaxRows
+                orelse erlang:monotonic_time(millisecond) >= Until of
+                true ->
+                    NextBin = case Next of done -> <<>>; _ -> term_to_binary(Next) end,
+                    {A, B, Cc, Dd, E} = Acc,
+                    {ok, A, B, Cc, Dd, E, NextBin, Done};
+                false ->
+                    steps(Op, Next, Batch, DryRun, TimeoutMs, MaxRows, Until, Acc)
+            end;
+        {error, _} = Err ->
+            Err
+    end.
+
+step(Op, C, Limit, DryRun, TimeoutMs) ->
+    Req = case Op of
+              forward -> {copy, forward, C, Limit, DryRun};
+              reverse -> {copy, reverse, C, Limit, DryRun};
+              prune -> {prune, C, Limit, DryRun}
+          end,
+    Pid = whereis(?STORE),
+    Ref = erlang:monitor(process, Pid),
+    Pid ! {migctl_backfill, self(), Ref, Req},
+    receive
+        {Ref, {ok, #{} = R}} ->
+            erlang:demonitor(Ref, [flush]),
+            {ok, R};
+        {Ref, {error, {cursor, _}}} ->
+            erlang:demonitor(Ref, [flush]),
+            {error, cursor_expired};
+        {Ref, {error, R}} ->
+            erlang:demonitor(Ref, [flush]),
+            {error, if is_atom(R); is_binary(R) -> R;
+                       true -> iolist_to_binary(io_lib:format("~0P", [R, 20])) end};
+        {'DOWN', Ref, process, _, _} ->
+            {error, store_server_died}
+    after TimeoutMs ->
+            erlang:demonitor(Ref, [flush]),
+            {error, timeout}
+    end.
+
 %% load(Owner) -> {ok, [{Key, Number}]}: what the backfill throttle looks
-%% at. Scheduler utilisation over one second (runtime_tools' scheduler
-%% module; the run queue length when it is missing), the longest message
+%% at. Scheduler utilisation over 250 ms (runtime_tools' scheduler module), the longest message
 %% queues that matter (the store server, mnesia's transaction manager) and
 %% the number of mnesia_overload events seen since the watcher started. The
 %% watcher (one per node) lives until Owner (migctl's pid) goes away or
@@ -129,20 +157,31 @@ backfill_step(Op, Cursor, Limit, DryRun, TimeoutMs) ->
 load(Owner) ->
     safe(fun() ->
         ensure_watch(Owner),
-        Util = try scheduler:utilization(1) of
-                   L when is_list(L) ->
-                       case lists:keyfind(total, 1, L) of
-                           {total, U, _} -> U;
-                           _ -> -1.0
-                       end
-               catch _:_ -> -1.0
-               end,
+        Util = sched_util(250),
         {ok, [{sched_util, float(Util)},
               {run_queue, erlang:statistics(run_queue)},
               {store_queue, qlen(whereis(?STORE))},
               {mnesia_tm_queue, qlen(whereis(mnesia_tm))},
               {overloads, overloads()}]}
     end).
+
+%% Scheduler utilisation over Ms milliseconds (scheduler_wall_time is
+%% switched on for the measurement only: it is counted per process), or
+%% -1.0 when it cannot be measured. Kept short so that no call runs this
+%% module's code for long (it could not be unloaded meanwhile).
+sched_util(Ms) ->
+    try
+        _ = erlang:system_flag(scheduler_wall_time, true),
+        S1 = scheduler:sample(),
+        timer:sleep(Ms),
+        S2 = scheduler:sample(),
+        _ = erlang:system_flag(scheduler_wall_time, false),
+        case lists:keyfind(total, 1, scheduler:utilization(S1, S2)) of
+            {total, U, _} -> float(U);
+            _ -> -1.0
+        end
+    catch _:_ -> -1.0
+    end.
 
 qlen(undefined) -> 0;
 qlen(Pid) ->
@@ -199,7 +238,10 @@ stop_watch() ->
     safe(fun() ->
         case whereis(?WATCH) of
             undefined -> ok;
-            Pid -> Pid ! stop
+            Pid ->
+                Ref = erlang:monitor(process, Pid),
+                Pid ! stop,
+                receive {'DOWN', Ref, _, _, _} -> ok after 2000 -> ok end
         end,
         {ok, done}
     end).
@@ -240,6 +282,13 @@ create_schema(Nodes, Force) ->
         end,
         [ok = rpc_ok(N, mnesia, start, []) || N <- Nodes],
         {ok, length(Nodes)}
+    end).
+
+%% schema_state(Nodes) -> {ok, [{Node, HasDiscSchema, MnesiaRunning}]}
+schema_state(Nodes) ->
+    safe(fun() ->
+        {ok, [{N, has_schema(N), rpc:call(N, mnesia, system_info, [is_running], 10000) =:= yes}
+              || N <- Nodes]}
     end).
 
 has_schema(N) ->
@@ -320,3 +369,87 @@ store_counts() ->
         {ok, Ids} = ?STORE:list(),
         {ok, length(Ids), lists:foldl(fun(Id, A) -> (A + erlang:phash2(Id, 1 bsl 32)) band 16#ffffffffffff end, 0, Ids)}
     end).
+
+%% ------------------------------------------------------------- benchmarks
+
+%% native_copy(DetsTab, MnesiaTab, Batch) -> {ok, Rows, Micros}: the
+%% reference for the backfill benchmark: a plain loop on the node, no tool,
+%% the same write method as the backfill (dets:select chunks, one Mnesia
+%% transaction per chunk under a table write lock, written when absent or
+%% newer by last_accessed).
+native_copy(Dets, Tab, Batch) ->
+    safe(fun() ->
+        T0 = erlang:monotonic_time(microsecond),
+        %% Fixed, as migctl's scan is: an unfixed traversal returned ~2.5 %
+        %% of the rows twice here.
+        dets:safe_fixtable(Dets, true),
+        N = native_loop(dets:select(Dets, [{'_', [], ['$_']}], Batch), Tab, 0),
+        dets:safe_fixtable(Dets, false),
+        {ok, N, erlang:monotonic_time(microsecond) - T0}
+    end).
+
+native_loop('$end_of_table', _Tab, N) -> N;
+native_loop({error, R}, _Tab, _N) -> fail(iolist_to_binary(io_lib:format("~0p", [R])));
+native_loop({Rows, Cont}, Tab, N) ->
+    F = fun() ->
+                ok = mnesia:write_lock_table(Tab),
+                lists:foreach(
+                  fun({Id, S}) ->
+                          LA = maps:get(last_accessed, S, 0),
+                          case mnesia:read(Tab, Id, write) of
+                              [{_, _, Old, _}] when is_map(Old) ->
+                                  case maps:get(last_accessed, Old, 0) < LA of
+                                      true -> mnesia:write(Tab, {Tab, Id, S, LA}, write);
+                                      false -> ok
+                                  end;
+                              _ -> mnesia:write(Tab, {Tab, Id, S, LA}, write)
+                          end
+                  end, Rows)
+        end,
+    {atomic, ok} = mnesia:transaction(F),
+    native_loop(dets:select(Cont), Tab, N + length(Rows)).
+
+%% bench_latency(N) -> {ok, [{Name, P50us, P99us}]}: store and fetch
+%% latencies of the hybrid backend in its current phase (called directly,
+%% as the store server calls it), of the primary backend alone, and of
+%% both writes done by hand with the same methods (DETS insert; Mnesia
+%% sync_dirty). Uses the application's configuration; writes N sessions
+%% with ids <<"bench-", I>> and deletes them afterwards.
+bench_latency(N) ->
+    safe(fun() ->
+        {_, Opts, _} = ?STORE:config(),
+        {ok, HS} = ?HYBRID:init(Opts),
+        PMod = maps:get(primary_backend, Opts),
+        Base = maps:without([primary_backend, secondary_backend, migration_phase], Opts),
+        {ok, PS} = PMod:init(Base),
+        #{primary := {_, _, PT}, secondary := {_, _, ST}} = ?HYBRID:info(),
+        Ids = [<<"bench-", (integer_to_binary(I))/binary>> || I <- lists:seq(1, N)],
+        Sess = fun(Id) -> (?STORE:new_session(#{<<"bench">> => true}))#{id => Id} end,
+        Both = fun(Id, S) ->
+                       ok = dets:insert(PT, {Id, S}),
+                       mnesia:sync_dirty(fun() -> mnesia:write(ST, {ST, Id, S, 0}, write) end)
+               end,
+        BothFetch = fun(Id) ->
+                            [{_, S}] = dets:lookup(PT, Id),
+                            U = S#{last_accessed => erlang:system_time(millisecond)},
+                            ok = dets:insert(PT, {Id, U}),
+                            mnesia:sync_dirty(fun() -> mnesia:write(ST, {ST, Id, U, 0}, write) end)
+                    end,
+        R = [{hybrid_store, time_each(Ids, fun(Id) -> {ok, _} = ?HYBRID:store(Id, Sess(Id), HS) end)},
+             {hybrid_fetch, time_each(Ids, fun(Id) -> {ok, _, _} = ?HYBRID:fetch(Id, HS) end)},
+             {primary_store, time_each(Ids, fun(Id) -> {ok, _} = PMod:store(Id, Sess(Id), PS) end)},
+             {primary_fetch, time_each(Ids, fun(Id) -> {ok, _, _} = PMod:fetch(Id, PS) end)},
+             {both_store, time_each(Ids, fun(Id) -> Both(Id, Sess(Id)) end)},
+             {both_fetch, time_each(Ids, BothFetch)}],
+        [begin ?HYBRID:delete(Id, HS), dets:delete(PT, Id) end || Id <- Ids],
+        {ok, [{K, P50, P99} || {K, {P50, P99}} <- R]}
+    end).
+
+time_each(Ids, F) ->
+    Ts = lists:sort([begin
+                         T0 = erlang:monotonic_time(nanosecond),
+                         F(Id),
+                         erlang:monotonic_time(nanosecond) - T0
+                     end || Id <- Ids]),
+    L = length(Ts),
+    {lists:nth(max(1, L div 2), Ts) / 1000, lists:nth(max(1, (L * 99) div 100), Ts) / 1000}.

@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/erlmcp/migctl/internal/cliutil"
+	"github.com/erlmcp/migctl/journal"
+	"github.com/erlmcp/migctl/migrate"
+)
+
+// migChange are --dry-run, --yes, --reason, --force of the migration
+// commands.
+type migChange struct {
+	dryRun bool
+	yes    bool
+	force  bool
+	reason string
+}
+
+func (c *migChange) add(cmd *cobra.Command, withForce bool) {
+	cmd.Flags().BoolVar(&c.dryRun, "dry-run", false, "print the plan and the checks, change nothing")
+	cmd.Flags().BoolVar(&c.yes, "yes", false, "do not ask for confirmation (required without a terminal)")
+	cmd.Flags().StringVar(&c.reason, "reason", "", "why (journaled)")
+	if withForce {
+		cmd.Flags().BoolVar(&c.force, "force", false, "override a failed gate, a skipped phase or a mixed cluster (journaled)")
+	}
+}
+
+// migrator builds the migration engine over --nodes and --journal.
+func (a *app) migrator(ctx context.Context) (*migrate.Migrator, error) {
+	nodes, err := a.needNodes()
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.erlClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	j, err := a.journal()
+	if err != nil {
+		return nil, err
+	}
+	return migrate.New(migrate.Config{Client: c, Nodes: nodes, Journal: j, Logger: a.log})
+}
+
+// migErr gives migrate's errors their exit codes.
+func migErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *cliutil.CodeError
+	if errors.As(err, &ce) {
+		return err
+	}
+	switch {
+	case errors.Is(err, migrate.ErrUnknownPhase), errors.Is(err, migrate.ErrNotSessions),
+		errors.Is(err, journal.ErrOtherCluster):
+		return cliutil.WithCode(cliutil.ExitUsage, err)
+	case errors.Is(err, migrate.ErrNodeDown):
+		return cliutil.WithCode(cliutil.ExitDegraded, err)
+	case errors.Is(err, migrate.ErrSkipPhase), errors.Is(err, migrate.ErrGate), errors.Is(err, migrate.ErrMixed),
+		errors.Is(err, migrate.ErrNotInstalled), errors.Is(err, migrate.ErrWrongPhase),
+		errors.Is(err, migrate.ErrConflict), errors.Is(err, migrate.ErrExists):
+		return cliutil.WithCode(cliutil.ExitRefused, err)
+	case errors.Is(err, migrate.ErrVerify):
+		return cliutil.WithCode(cliutil.ExitDifferences, err)
+	}
+	return err
+}
+
+func newPhaseCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "phase",
+		Short: "Show, change or roll back the migration phase of the hybrid session backend",
+		Long: `The hybrid backend (erlmcp_session_backend_hybrid) runs in one of four phases:
+
+  phase0  old store only
+  phase1  dual-write, read the old store
+  phase2  dual-write, read the new store for --percent of the sessions (10, 25, 50, 100)
+  phase3  new store only
+
+A change is planned, its gates are checked (phase2 needs a complete
+backfill; phase3 needs phase2 at 100 % and a read-error rate under
+--max-read-error-rate), then it is committed on every node or on none.`,
+	}
+	cmd.AddCommand(newPhaseShowCmd(a), newPhaseSetCmd(a), newPhaseRollbackCmd(a))
+	return cmd
+}
+
+func newPhaseShowCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show",
+		Short: "Each node's phase, percentage and counters; a mixed cluster is flagged",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			m, err := a.migrator(ctx)
+			if err != nil {
+				return err
+			}
+			st, err := m.ShowPhase(ctx)
+			if err != nil {
+				return migErr(err)
+			}
+			if err := cliutil.Print(cmd.OutOrStdout(), a.format, st, func(tw *tabwriter.Writer) {
+				cliutil.Row(tw, "NODE", "PHASE", "PERCENT", "EPOCH", "MODE", "PRIMARY", "SECONDARY", "COUNTERS")
+				for _, n := range st.Nodes {
+					switch {
+					case !n.Reachable:
+						cliutil.Row(tw, n.Node, "DOWN", "-", "-", "-", "-", "-", n.Error)
+					case !n.Installed:
+						cliutil.Row(tw, n.Node, "no hybrid", "-", "-", "-", n.Backend, "-", n.Error)
+					default:
+						pct := fmt.Sprint(n.Percent)
+						if n.Phase == migrate.Phase2 && !n.Fallback {
+							pct += " (no fallback)"
+						}
+						cliutil.Row(tw, n.Node, n.Phase, pct, n.Epoch, n.Mode, fmt.Sprintf("%s:%s", n.Primary.Kind, n.Primary.Table),
+							fmt.Sprintf("%s:%s", n.Secondary.Kind, n.Secondary.Table), migrate.CountersTable(n.Counters))
+					}
+				}
+				if st.Mixed {
+					fmt.Fprintln(tw, "MIXED: the nodes disagree on the phase")
+				}
+				if st.Pending != nil {
+					fmt.Fprintf(tw, "UNFINISHED change in the journal (#%d): %s; the next change settles it\n", st.Pending.Seq, st.Pending.Summary())
+				}
+			}); err != nil {
+				return err
+			}
+			if err := st.Ready(); err != nil {
+				return migErr(err)
+			}
+			return nil
+		},
+	}
+}
+
+// printChange prints a change record.
+func (a *app) printChange(cmd *cobra.Command, rec *migrate.ChangeRecord) error {
+	if rec == nil {
+		return nil
+	}
+	return cliutil.Print(cmd.OutOrStdout(), a.format, rec, func(tw *tabwriter.Writer) {
+		cliutil.Row(tw, "change", fmt.Sprintf("%s/%d%% -> %s/%d%%", rec.From, rec.FromPercent, rec.To, rec.ToPercent))
+		cliutil.Row(tw, "nodes", fmt.Sprint(rec.Nodes))
+		cliutil.Row(tw, "mode", rec.Mode)
+		for _, g := range rec.Gates {
+			v := "ok"
+			if !g.OK {
+				v = "NOT MET"
+				if g.Forced {
+					v = "NOT MET (forced)"
+				}
+			}
+			cliutil.Row(tw, "gate "+g.Name, v+": "+g.Value)
+		}
+		cliutil.Row(tw, "result", rec.State)
+		if len(rec.Switched) > 0 {
+			cliutil.Row(tw, "switched", fmt.Sprint(rec.Switched))
+		}
+		if len(rec.Reverted) > 0 {
+			cliutil.Row(tw, "reverted", fmt.Sprint(rec.Reverted))
+		}
+		if rec.CommitMs > 0 {
+			cliutil.Row(tw, "commit", fmt.Sprintf("%.1f ms", rec.CommitMs))
+		}
+		if rec.Seq > 0 {
+			cliutil.Row(tw, "journal", fmt.Sprintf("#%d", rec.Seq))
+		}
+		if rec.Note != "" {
+			cliutil.Row(tw, "note", rec.Note)
+		}
+		if rec.Error != "" {
+			cliutil.Row(tw, "error", rec.Error)
+		}
+	})
+}
+
+func newPhaseSetCmd(a *app) *cobra.Command {
+	var ch migChange
+	var o migrate.ChangeOptions
+	cmd := &cobra.Command{
+		Use:   "set phase0|phase1|phase2|phase3",
+		Short: "Change the phase on every node, or on none",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			to, err := migrate.ParsePhase(args[0])
+			if err != nil {
+				return cliutil.WithCode(cliutil.ExitUsage, err)
+			}
+			if o.Percent > 100 || (o.Percent >= 0 && o.Percent != 100 && to != migrate.Phase2 && cmd.Flags().Changed("percent")) {
+				return cliutil.Usage("--percent applies to phase2 only and must be 0..100")
+			}
+			ctx := cmd.Context()
+			m, err := a.migrator(ctx)
+			if err != nil {
+				return err
+			}
+			o.Force, o.Reason = ch.force, ch.reason
+			// Plan and check first: the operator confirms what will happen.
+			plan := o
+			plan.DryRun = true
+			rec, err := m.SetPhase(ctx, to, plan)
+			if err != nil || ch.dryRun || rec.State == "unchanged" {
+				if perr := a.printChange(cmd, rec); perr != nil {
+					return perr
+				}
+				return migErr(err)
+			}
+			if a.format != cliutil.JSON {
+				// The operator sees the plan and the gates before agreeing.
+				if perr := a.printChange(cmd, rec); perr != nil {
+					return perr
+				}
+			}
+			if err := cliutil.Confirm(a.in, a.err, ch.yes, fmt.Sprintf("switch %d node(s) from %s/%d%% to %s/%d%%?", len(rec.Nodes), rec.From, rec.FromPercent, rec.To, rec.ToPercent)); err != nil {
+				return err
+			}
+			rec, err = m.SetPhase(ctx, to, o)
+			if perr := a.printChange(cmd, rec); perr != nil {
+				return perr
+			}
+			return migErr(err)
+		},
+	}
+	ch.add(cmd, true)
+	cmd.Flags().IntVar(&o.Percent, "percent", -1, "phase2: percentage of sessions read from the new store (stable per session id; default 100)")
+	cmd.Flags().Float64Var(&o.MaxReadErrorRate, "max-read-error-rate", migrate.DefaultMaxReadErrorRate, "phase3 gate: highest read-error rate accepted (0.0001 = 0.01 %)")
+	cmd.Flags().StringVar(&o.Prometheus, "prometheus", "", "read the phase3 read-error rate from this Prometheus (base URL) instead of the nodes' counters")
+	cmd.Flags().StringVar(&o.PromQuery, "prom-query", migrate.DefaultPromQuery, "the Prometheus query for the read-error rate")
+	return cmd
+}
+
+// RollbackResult is `migctl phase rollback -o json`.
+type RollbackResult struct {
+	Change          *migrate.ChangeRecord   `json:"change"`
+	ReverseBackfill *migrate.BackfillReport `json:"reverse_backfill,omitempty"`
+}
+
+func newPhaseRollbackCmd(a *app) *cobra.Command {
+	var ch migChange
+	var bf backfillFlags
+	cmd := &cobra.Command{
+		Use:   "rollback",
+		Short: "Go back one phase; from phase3 the old store is first brought up to date from the new one",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			m, err := a.migrator(ctx)
+			if err != nil {
+				return err
+			}
+			st, err := m.ShowPhase(ctx)
+			if err != nil {
+				return migErr(err)
+			}
+			if err := st.Ready(); err != nil && !ch.force {
+				return migErr(err)
+			}
+			if st.Phase == migrate.Phase0 {
+				return migErr(fmt.Errorf("%w: the cluster is at phase0, nothing to roll back", migrate.ErrWrongPhase))
+			}
+			plan := fmt.Sprintf("roll back %d node(s) from %s to %s", len(st.Nodes), st.Phase, st.Phase-1)
+			if st.Phase == migrate.Phase3 {
+				plan += " (reads stay on the new store at 100 %, then a reverse backfill new -> old)"
+			}
+			fmt.Fprintln(a.err, "plan:", plan)
+			if ch.dryRun {
+				rec, _, err := m.Rollback(ctx, migrate.ChangeOptions{DryRun: true, Force: ch.force, Reason: ch.reason}, migrate.BackfillOptions{})
+				if perr := a.printChange(cmd, rec); perr != nil {
+					return perr
+				}
+				return migErr(err)
+			}
+			if err := cliutil.Confirm(a.in, a.err, ch.yes, plan+"?"); err != nil {
+				return err
+			}
+			bo, prog := bf.options(a)
+			rec, rep, err := m.Rollback(ctx, migrate.ChangeOptions{Force: ch.force, Reason: ch.reason}, bo)
+			prog.done()
+			if a.format == cliutil.JSON {
+				if perr := cliutil.Print(cmd.OutOrStdout(), a.format, RollbackResult{Change: rec, ReverseBackfill: rep}, nil); perr != nil {
+					return perr
+				}
+				return migErr(err)
+			}
+			if perr := a.printChange(cmd, rec); perr != nil {
+				return perr
+			}
+			if rep != nil {
+				if perr := a.printBackfill(cmd, rep); perr != nil {
+					return perr
+				}
+			}
+			return migErr(err)
+		},
+	}
+	ch.add(cmd, true)
+	bf.add(cmd)
+	return cmd
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+	"github.com/stretchr/testify/require"
+
+	"github.com/erlmcp/migctl/journal"
+	"github.com/erlmcp/migctl/migrate"
+	"github.com/erlmcp/migctl/testkit"
+)
+
+// TestPhaseCLI drives an ETS → DETS migration through the real binary:
+// refusals and their exit codes, a backfill killed with SIGKILL and rerun
+// (it resumes from the journal's checkpoint), phase changes, JSON output.
+func TestPhaseCLI(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_backend_hybrid",
+		AppEnv: []string{"{primary_backend, erlmcp_session_ets}", "{secondary_backend, erlmcp_session_dets}",
+			"{migration_phase, phase0}", "{session_cleanup_interval, infinity}"}})
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("ets"), etf.Map{}, 20000, 7)
+	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(20000)}, r)
+	jpath := filepath.Join(t.TempDir(), "journal.db")
+	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+jpath)
+
+	res := run(t, env, "phase", "show", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var st migrate.ClusterStatus
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &st))
+	require.Equal(t, migrate.Phase0, st.Phase)
+
+	// Refusals: unknown phase (2), skip (5), no --yes without a terminal (5).
+	res = run(t, env, "phase", "set", "phase7")
+	require.Equal(t, 2, res.code, res.stderr)
+	require.Contains(t, res.stderr, "unknown phase")
+	res = run(t, env, "phase", "set", "phase2", "--yes")
+	require.Equal(t, 5, res.code, res.stderr)
+	require.Contains(t, res.stderr, "skips a phase")
+	res = run(t, env, "phase", "set", "phase1")
+	require.Equal(t, 5, res.code, res.stderr)
+	require.Contains(t, res.stderr, "--yes")
+	res = run(t, env, "phase", "set", "phase1", "--dry-run")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "dry-run")
+	res = run(t, env, "phase", "show", "-o", "json")
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &st))
+	require.Equal(t, migrate.Phase0, st.Phase, "nothing changed")
+
+	res = run(t, env, "phase", "set", "phase1", "--yes", "--reason", "e2e")
+	require.Equal(t, 0, res.code, res.stderr)
+	res = run(t, env, "backfill", "--from", "mnesia", "--to", "dets", "--yes")
+	require.Equal(t, 2, res.code, "wrong direction: %s", res.stderr)
+
+	// A backfill at 4,000 sessions/s takes ~5 s: SIGKILL it after 2 s.
+	cmd := exec.Command(binPath, "backfill", "--from", "ets", "--to", "dets", "--yes", "--rate", "4000", "--batch", "200", "--no-throttle")
+	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH"),
+		"ERL_EPMD_PORT=" + strconv.Itoa(testkit.EPMDPort(t))}, env...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	require.NoError(t, cmd.Start())
+	time.Sleep(2 * time.Second)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+
+	res = run(t, env, "backfill", "status", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var cps map[string]migrate.Stats
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &cps))
+	require.Len(t, cps, 1, "a checkpoint survived the SIGKILL: %s", res.stdout)
+	for _, s := range cps {
+		require.Positive(t, s.Scanned)
+		require.Less(t, s.Scanned, int64(20000))
+	}
+
+	res = run(t, env, "phase", "set", "phase2", "--percent", "10", "--yes")
+	require.Equal(t, 5, res.code, "gate: backfill not complete: %s", res.stderr)
+	require.Contains(t, res.stdout+res.stderr, "backfill_complete")
+
+	res = run(t, env, "backfill", "--from", "ets", "--to", "dets", "--yes", "-o", "json", "--no-throttle")
+	require.Equal(t, 0, res.code, res.stderr)
+	var rep migrate.BackfillReport
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &rep))
+	require.True(t, rep.Record.Complete)
+	require.True(t, rep.Record.Resumed, "resumed from the checkpoint")
+	require.Positive(t, rep.Record.ResumedAt, "did not start over")
+	require.Less(t, rep.Record.ResumedAt, int64(20000))
+	t.Logf("killed after %d of 20000 sessions; the rerun resumed there", rep.Record.ResumedAt)
+	n := cl.Call(0, "dets", "info", etf.Atom("erlmcp_sessions_dets"), etf.Atom("size"))
+	require.EqualValues(t, 20000, n, "every session copied")
+
+	for _, p := range []string{"10", "50", "100"} {
+		res = run(t, env, "phase", "set", "phase2", "--percent", p, "--yes", "-o", "json")
+		require.Equal(t, 0, res.code, res.stderr)
+		var rec migrate.ChangeRecord
+		require.NoError(t, json.Unmarshal([]byte(res.stdout), &rec))
+		require.Equal(t, "committed", rec.State)
+	}
+	// No reads yet in phase2: the phase3 gate has nothing to judge by.
+	res = run(t, env, "phase", "set", "phase3", "--yes")
+	require.Equal(t, 5, res.code, res.stderr)
+	require.Contains(t, res.stdout, "read_error_rate")
+	// --force overrides it, journaled as forced.
+	res = run(t, env, "phase", "set", "phase3", "--yes", "--force", "--reason", "no traffic in the test")
+	require.Equal(t, 0, res.code, res.stderr)
+	res = run(t, env, "phase", "rollback", "--yes", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var rb RollbackResult
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &rb))
+	require.Equal(t, migrate.Phase2, rb.Change.To, res.stdout)
+	require.True(t, rb.ReverseBackfill.Record.Complete)
+	res = run(t, env, "phase", "show", "-o", "json")
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &st))
+	require.Equal(t, migrate.Phase2, st.Phase, res.stdout+res.stderr)
+
+	res = run(t, env, "phase", "show")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "phase2")
+	require.Contains(t, res.stdout, "ets:erlmcp_sessions_ets")
+	t.Logf("phase show:\n%s", res.stdout)
+
+	out := filepath.Join(t.TempDir(), "dets.tar.gz")
+	res = run(t, env, "archive", "dets", "--out", out)
+	require.Equal(t, 5, res.code, "no --yes without a terminal: %s", res.stderr)
+	res = run(t, env, "archive", "dets", "--out", out, "--yes", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var arep migrate.ArchiveReport
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &arep))
+	require.True(t, arep.Verified)
+	require.NoError(t, migrate.VerifyArchive(out, nil))
+	res = run(t, env, "archive", "dets", "--out", out, "--yes")
+	require.Equal(t, 5, res.code, "an existing archive is not overwritten: %s", res.stderr)
+
+	res = run(t, env, "journal", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var es []journal.Entry
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &es))
+	kinds := map[string]int{}
+	for _, e := range es {
+		kinds[e.Kind]++
+	}
+	require.GreaterOrEqual(t, kinds[migrate.KindPhaseChange], 6)
+	require.GreaterOrEqual(t, kinds[migrate.KindBackfill], 2) // the killed run left none: complete, reverse
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/internal/cliutil"
+	"github.com/erlmcp/migctl/migrate"
+)
+
+func (a *app) printSchema(cmd *cobra.Command, rep *migrate.SchemaReport) error {
+	if rep == nil {
+		return nil
+	}
+	return cliutil.Print(cmd.OutOrStdout(), a.format, rep, func(tw *tabwriter.Writer) {
+		cliutil.Row(tw, "NODE", "DISC SCHEMA", "MNESIA RUNNING")
+		for _, n := range rep.Nodes {
+			cliutil.Row(tw, n.Node, n.HasSchema, n.MnesiaRunning)
+		}
+		for _, t := range rep.Tables {
+			cliutil.Row(tw, "table "+t.Table, t.State, "")
+		}
+		fmt.Fprintf(tw, "%s %s\n", rep.Action, rep.Comment)
+	})
+}
+
+func newSchemaCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "schema",
+		Short: "Create the Mnesia schema on the nodes (refuses to touch an existing one)",
+	}
+	var ch migChange
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "A disc schema on every node of --nodes; mnesia is restarted on each",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			m, err := a.migrator(ctx)
+			if err != nil {
+				return err
+			}
+			plan := migrate.SchemaOptions{Force: ch.force, DryRun: true}
+			rep, err := m.CreateSchema(ctx, plan)
+			if err != nil || ch.dryRun {
+				if perr := a.printSchema(cmd, rep); perr != nil {
+					return perr
+				}
+				return migErr(err)
+			}
+			prompt := fmt.Sprintf("create a Mnesia schema on %d node(s)?", len(m.Nodes()))
+			if ch.force {
+				prompt = fmt.Sprintf("DELETE the existing Mnesia schema and every table in it, and create a new one on %d node(s)?", len(m.Nodes()))
+			}
+			if err := cliutil.Confirm(a.in, a.err, ch.yes, prompt); err != nil {
+				return err
+			}
+			rep, err = m.CreateSchema(ctx, migrate.SchemaOptions{Force: ch.force, Reason: ch.reason})
+			if perr := a.printSchema(cmd, rep); perr != nil {
+				return perr
+			}
+			return migErr(err)
+		},
+	}
+	ch.add(create, false)
+	create.Flags().BoolVar(&ch.force, "force", false, "delete an existing schema (and all its tables) first")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func newTablesCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tables",
+		Short: "Create the Mnesia session table and the migration phase table",
+	}
+	var ch migChange
+	var table string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "disc_copies on every node; an existing table must have erlmcp's layout",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			m, err := a.migrator(ctx)
+			if err != nil {
+				return err
+			}
+			o := migrate.TablesOptions{SessionTable: table, DryRun: ch.dryRun, Reason: ch.reason}
+			if !ch.dryRun {
+				if err := cliutil.Confirm(a.in, a.err, ch.yes, fmt.Sprintf("create tables %s and migctl_migration on %d node(s)?", table, len(m.Nodes()))); err != nil {
+					return err
+				}
+			}
+			rep, err := m.CreateTables(ctx, o)
+			if perr := a.printSchema(cmd, rep); perr != nil {
+				return perr
+			}
+			return migErr(err)
+		},
+	}
+	ch.add(create, false)
+	create.Flags().StringVar(&table, "table", envOr("MIGCTL_MNESIA_TABLE", backends.DefaultMnesiaTable), "the Mnesia session table (env MIGCTL_MNESIA_TABLE)")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func newArchiveCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "archive",
+		Short: "Archive the old store after the cut-over",
+	}
+	var ch migChange
+	var out string
+	var remote bool
+	dets := &cobra.Command{
+		Use:   "dets",
+		Short: "tar.gz of every DETS file the nodes have open, with a sha256 manifest, verified after writing",
+		Long: `Reads each DETS file directly when its node runs on this machine (no load on
+the node), otherwise streams it through the node; the node syncs the table
+first. Run it when nothing writes the DETS files any more (phase3).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			m, err := a.migrator(ctx)
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = fmt.Sprintf("dets_archive_%s.tar.gz", time.Now().UTC().Format("20060102T150405Z"))
+			}
+			o := migrate.ArchiveOptions{Out: out, Remote: remote, DryRun: ch.dryRun, Reason: ch.reason}
+			if !ch.dryRun {
+				if err := cliutil.Confirm(a.in, a.err, ch.yes, "archive the DETS files to "+out+"?"); err != nil {
+					return err
+				}
+			}
+			rep, err := m.ArchiveDETS(ctx, o)
+			if rep != nil {
+				if perr := cliutil.Print(cmd.OutOrStdout(), a.format, rep, func(tw *tabwriter.Writer) {
+					cliutil.Row(tw, "NODE", "FILE", "BYTES", "SHA256", "VIA")
+					for _, f := range rep.Files {
+						cliutil.Row(tw, f.Node, f.Source, f.Bytes, f.SHA256, f.Via)
+					}
+					abs, _ := filepath.Abs(rep.Path)
+					fmt.Fprintf(tw, "archive %s sha256 %s verified=%v\n", abs, rep.SHA256, rep.Verified)
+				}); perr != nil {
+					return perr
+				}
+			}
+			return migErr(err)
+		},
+	}
+	ch.add(dets, false)
+	dets.Flags().StringVar(&out, "out", "", "the archive to write (default dets_archive_TIME.tar.gz here)")
+	dets.Flags().BoolVar(&remote, "remote", false, "stream through the nodes even when the files are readable here")
+	cmd.AddCommand(dets)
+	return cmd
+}
+
+func newVerifyCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Checks of a migration step",
+	}
+	var ch migChange
+	var node, restartCmd, table, file string
+	var wait time.Duration
+	pers := &cobra.Command{
+		Use:   "persistence",
+		Short: "ETS -> DETS: restart the node through --restart-cmd and compare counts and checksums before and after",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if restartCmd == "" {
+				return cliutil.Usage("--restart-cmd is required (for example: '/opt/erlmcp/current/bin/erlmcp restart')")
+			}
+			ctx := cmd.Context()
+			m, err := a.migrator(ctx)
+			if err != nil {
+				return err
+			}
+			if node == "" {
+				node = m.Nodes()[0]
+			}
+			if ch.dryRun {
+				fmt.Fprintf(cmd.OutOrStdout(), "would snapshot dets:%s on %s, run %q, wait up to %s, compare\n", table, node, restartCmd, wait)
+				return nil
+			}
+			if err := cliutil.Confirm(a.in, a.err, ch.yes, fmt.Sprintf("restart %s with %q?", node, restartCmd)); err != nil {
+				return err
+			}
+			o := migrate.PersistOptions{Node: node, Wait: wait, Reason: ch.reason,
+				Store: backends.Spec{Kind: backends.KindDETS, Table: table, File: file},
+				Restart: func(ctx context.Context) error {
+					c := exec.CommandContext(ctx, "sh", "-c", restartCmd)
+					c.Stdout, c.Stderr = a.err, a.err
+					c.Env = os.Environ()
+					return c.Run()
+				}}
+			rep, err := m.VerifyPersistence(ctx, o)
+			if rep != nil {
+				if perr := cliutil.Print(cmd.OutOrStdout(), a.format, rep, func(tw *tabwriter.Writer) {
+					cliutil.Row(tw, "", "SESSIONS", "CHECKSUM")
+					cliutil.Row(tw, "before", rep.Before.Count, fmt.Sprintf("%016x", rep.Before.Sum))
+					cliutil.Row(tw, "after", rep.After.Count, fmt.Sprintf("%016x", rep.After.Sum))
+					fmt.Fprintf(tw, "%s on %s: restored=%v (restart took %.1fs)\n", rep.Store, rep.Node, rep.Restored, rep.Seconds)
+				}); perr != nil {
+					return perr
+				}
+			}
+			return migErr(err)
+		},
+	}
+	ch.add(pers, false)
+	pers.Flags().StringVar(&node, "node", "", "node to restart (default: the first of --nodes)")
+	pers.Flags().StringVar(&restartCmd, "restart-cmd", os.Getenv("MIGCTL_RESTART_CMD"), "shell command that restarts the node (env MIGCTL_RESTART_CMD)")
+	pers.Flags().StringVar(&table, "dets-table", envOr("MIGCTL_DETS_TABLE", backends.DefaultDETSTable), "DETS session table")
+	pers.Flags().StringVar(&file, "dets-file", envOr("MIGCTL_DETS_FILE", ""), "DETS file, when the application does not have the table open")
+	pers.Flags().DurationVar(&wait, "wait", 60*time.Second, "how long to wait for the node and its store after the restart")
+	cmd.AddCommand(pers)
+	return cmd
+}

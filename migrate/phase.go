@@ -1,0 +1,347 @@
+package migrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/journal"
+)
+
+// Phase is a phase of the hybrid backend.
+type Phase int
+
+// The four phases.
+const (
+	Phase0 Phase = iota // primary only
+	Phase1              // dual-write, read primary
+	Phase2              // dual-write, read secondary (percentage)
+	Phase3              // secondary only
+)
+
+// ParsePhase accepts phase0..phase3 (or 0..3).
+func ParsePhase(s string) (Phase, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "phase0", "0":
+		return Phase0, nil
+	case "phase1", "1":
+		return Phase1, nil
+	case "phase2", "2":
+		return Phase2, nil
+	case "phase3", "3":
+		return Phase3, nil
+	}
+	return 0, fmt.Errorf("%w: %q (want phase0, phase1, phase2 or phase3)", ErrUnknownPhase, s)
+}
+
+// String is "phase0".."phase3".
+func (p Phase) String() string { return fmt.Sprintf("phase%d", int(p)) }
+
+// Valid tells whether p is one of the four phases.
+func (p Phase) Valid() bool { return p >= Phase0 && p <= Phase3 }
+
+// MarshalJSON writes the phase as "phaseN".
+func (p Phase) MarshalJSON() ([]byte, error) { return json.Marshal(p.String()) }
+
+// UnmarshalJSON reads "phaseN".
+func (p *Phase) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := ParsePhase(s)
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// StoreRef names one side of the hybrid on a node.
+type StoreRef struct {
+	Kind  backends.Kind `json:"kind"`
+	Table string        `json:"table"`
+}
+
+// Spec is the backends.Spec of the side (DETS: the table the application
+// has open).
+func (s StoreRef) Spec() backends.Spec { return backends.Spec{Kind: s.Kind, Table: s.Table} }
+
+// NodeStatus is what one node reports.
+type NodeStatus struct {
+	Node      string `json:"node"`
+	Reachable bool   `json:"reachable"`
+	Installed bool   `json:"installed"`
+	Backend   string `json:"backend,omitempty"`
+	Phase     Phase  `json:"phase"`
+	Percent   int    `json:"percent"`
+	Epoch     int64  `json:"epoch"`
+	// Fallback: phase2 falls back to the primary after a secondary miss
+	// (off after a rollback from phase3, see Rollback).
+	Fallback  bool             `json:"fallback"`
+	Mode      string           `json:"mode,omitempty"` // mnesia or file
+	Primary   StoreRef         `json:"primary"`
+	Secondary StoreRef         `json:"secondary"`
+	Counters  map[string]int64 `json:"counters,omitempty"`
+	Error     string           `json:"error,omitempty"`
+}
+
+// ClusterStatus is ShowPhase's answer.
+type ClusterStatus struct {
+	Nodes        []NodeStatus `json:"nodes"`
+	Phase        Phase        `json:"phase"`
+	Percent      int          `json:"percent"`
+	Epoch        int64        `json:"epoch"`
+	Fallback     bool         `json:"fallback"`
+	Mode         string       `json:"mode"`
+	Mixed        bool         `json:"mixed"`
+	Down         []string     `json:"down,omitempty"`
+	NotInstalled []string     `json:"not_installed,omitempty"`
+	// Pending is a phase change found unfinished in the journal.
+	Pending *ChangeRecord `json:"pending,omitempty"`
+}
+
+// Ready tells whether every node answers, runs the hybrid and agrees.
+func (s ClusterStatus) Ready() error {
+	if len(s.Down) > 0 {
+		return fmt.Errorf("%w: %s (a phase change needs every node: bring it back or remove it from --nodes)", ErrNodeDown, strings.Join(s.Down, ", "))
+	}
+	if len(s.NotInstalled) > 0 {
+		return fmt.Errorf("%w on %s: configure {session_backend, erlmcp_session_backend_hybrid} with primary_backend and secondary_backend, and restart the application", ErrNotInstalled, strings.Join(s.NotInstalled, ", "))
+	}
+	if s.Mixed {
+		var parts []string
+		for _, n := range s.Nodes {
+			parts = append(parts, fmt.Sprintf("%s=%s/%d%%", n.Node, n.Phase, n.Percent))
+		}
+		return fmt.Errorf("%w: %s (fix it with --force to the intended phase)", ErrMixed, strings.Join(parts, " "))
+	}
+	return nil
+}
+
+// Config configures a Migrator.
+type Config struct {
+	Client  *erl.Client
+	Nodes   []string
+	Journal *journal.Journal
+	Logger  *slog.Logger
+}
+
+// Migrator runs migrations on one cluster. It keeps no state between calls
+// besides its configuration: everything durable is in the journal and on
+// the nodes, so a new Migrator (a new migctl process) picks up where an
+// old one stopped.
+type Migrator struct {
+	c     *erl.Client
+	nodes []string
+	j     *journal.Journal
+	log   *slog.Logger
+	// hook, when set (tests), is called at named steps; an error stops the
+	// operation there as a crash would.
+	hook func(step string) error
+}
+
+// New checks the configuration. It does not contact the nodes.
+func New(cfg Config) (*Migrator, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("migrate: no erl client")
+	}
+	if len(cfg.Nodes) == 0 {
+		return nil, errors.New("migrate: no nodes")
+	}
+	if cfg.Journal == nil {
+		return nil, errors.New("migrate: no journal")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	nodes := append([]string(nil), cfg.Nodes...)
+	return &Migrator{c: cfg.Client, nodes: nodes, j: cfg.Journal, log: cfg.Logger}, nil
+}
+
+// Nodes are the configured nodes.
+func (m *Migrator) Nodes() []string { return append([]string(nil), m.nodes...) }
+
+func (m *Migrator) step(name string) error {
+	if m.hook == nil {
+		return nil
+	}
+	return m.hook(name)
+}
+
+// ShowPhase asks every node for its phase, percentage and counters.
+func (m *Migrator) ShowPhase(ctx context.Context) (ClusterStatus, error) {
+	st := m.status(ctx)
+	var pend ChangeRecord
+	if seq, ok := m.pendingSeq(); ok {
+		if e, err := m.j.Get(seq); err == nil && e.Decode(&pend) == nil {
+			pend.Seq = seq
+			st.Pending = &pend
+		}
+	}
+	return st, nil
+}
+
+func (m *Migrator) status(ctx context.Context) ClusterStatus {
+	out := make([]NodeStatus, len(m.nodes))
+	var wg sync.WaitGroup
+	for i, n := range m.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = m.nodeStatus(ctx, n)
+		}()
+	}
+	wg.Wait()
+	st := ClusterStatus{Nodes: out}
+	first := true
+	for _, n := range out {
+		switch {
+		case !n.Reachable:
+			st.Down = append(st.Down, n.Node)
+		case !n.Installed:
+			st.NotInstalled = append(st.NotInstalled, n.Node)
+		case first:
+			st.Phase, st.Percent, st.Epoch, st.Mode, st.Fallback = n.Phase, n.Percent, n.Epoch, n.Mode, n.Fallback
+			first = false
+		case n.Phase != st.Phase || n.Percent != st.Percent:
+			st.Mixed = true
+		}
+	}
+	return st
+}
+
+func (m *Migrator) nodeStatus(ctx context.Context, node string) NodeStatus {
+	ns := NodeStatus{Node: node}
+	t, err := m.c.Agent(ctx, node, "migctl_migrate:status")
+	if err != nil {
+		var re *erl.RPCError
+		if errors.As(err, &re) {
+			// The node answers, but its store server does not.
+			ns.Reachable = true
+		}
+		ns.Error = err.Error()
+		return ns
+	}
+	ns.Reachable = true
+	for _, p := range listOf(t[1]) {
+		pt, ok := p.(etf.Tuple)
+		if !ok || len(pt) != 2 {
+			continue
+		}
+		switch pt[0] {
+		case etf.Atom("installed"):
+			ns.Installed, _ = pt[1].(bool)
+		case etf.Atom("backend"):
+			ns.Backend = fmt.Sprint(pt[1])
+		case etf.Atom("phase"):
+			ns.Phase, _ = ParsePhase(fmt.Sprint(pt[1]))
+		case etf.Atom("percent"):
+			ns.Percent = int(toInt64(pt[1]))
+		case etf.Atom("epoch"):
+			ns.Epoch = toInt64(pt[1])
+		case etf.Atom("fallback"):
+			ns.Fallback, _ = pt[1].(bool)
+		case etf.Atom("mode"):
+			ns.Mode = fmt.Sprint(pt[1])
+		case etf.Atom("primary"):
+			ns.Primary = storeRef(pt[1])
+		case etf.Atom("secondary"):
+			ns.Secondary = storeRef(pt[1])
+		case etf.Atom("counters"):
+			ns.Counters = map[string]int64{}
+			for _, c := range listOf(pt[1]) {
+				if ct, ok := c.(etf.Tuple); ok && len(ct) == 2 {
+					ns.Counters[fmt.Sprint(ct[0])] = toInt64(ct[1])
+				}
+			}
+		}
+	}
+	return ns
+}
+
+func storeRef(t etf.Term) StoreRef {
+	tt, ok := t.(etf.Tuple)
+	if !ok || len(tt) != 2 {
+		return StoreRef{}
+	}
+	return StoreRef{Kind: backends.Kind(fmt.Sprint(tt[0])), Table: fmt.Sprint(tt[1])}
+}
+
+func listOf(t etf.Term) etf.List {
+	l, _ := t.(etf.List)
+	return l
+}
+
+func toInt64(t etf.Term) int64 {
+	switch v := t.(type) {
+	case int:
+		return int64(v)
+	case int64:
+		return v
+	case int32:
+		return int64(v)
+	case uint8:
+		return int64(v)
+	case float64:
+		return int64(v)
+	}
+	return 0
+}
+
+func toFloat(t etf.Term) float64 {
+	switch v := t.(type) {
+	case float64:
+		return v
+	case float32:
+		return float64(v)
+	}
+	return float64(toInt64(t))
+}
+
+// clusterID identifies the cluster for the journal: the Mnesia schema's
+// cookie when the nodes run Mnesia (the same names rebuilt are another
+// cluster), else the sorted node names.
+func (m *Migrator) clusterID(ctx context.Context) (string, error) {
+	var id string
+	for _, n := range m.nodes {
+		t, err := m.c.Agent(ctx, n, "migctl_migrate:cluster_id")
+		if err != nil {
+			return "", fmt.Errorf("%w: %s: %w", ErrNodeDown, n, err)
+		}
+		b, ok := t[1].([]byte)
+		if !ok {
+			continue // no mnesia there
+		}
+		if id == "" {
+			id = string(b)
+		} else if id != string(b) {
+			return "", fmt.Errorf("%w: nodes belong to different Mnesia clusters", ErrMixed)
+		}
+	}
+	if id != "" {
+		return "mnesia:" + id, nil
+	}
+	names := append([]string(nil), m.nodes...)
+	sort.Strings(names)
+	return "nodes:" + strings.Join(names, ","), nil
+}
+
+// bind ties the journal to this cluster; a journal of another cluster is
+// refused before anything is changed.
+func (m *Migrator) bind(ctx context.Context) error {
+	id, err := m.clusterID(ctx)
+	if err != nil {
+		return err
+	}
+	return m.j.Bind(id)
+}
