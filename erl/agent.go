@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ergo-services/ergo/etf"
 
@@ -62,9 +63,23 @@ func (c *Client) loadModule(ctx context.Context, nodeName string, m agent.Module
 			return false, nil
 		}
 	}
-	purged, err := c.Call(ctx, nodeName, "code", "soft_purge", etf.Atom(m.Name))
-	if err != nil {
-		return false, err
+	// An abandoned call (its caller timed out) may still be running the
+	// old code for a moment: retry briefly before refusing.
+	var purged Term
+	for attempt := 0; attempt < 5; attempt++ {
+		var err error
+		purged, err = c.Call(ctx, nodeName, "code", "soft_purge", etf.Atom(m.Name))
+		if err != nil {
+			return false, err
+		}
+		if purged == true {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	if purged != true {
 		return false, &Error{Op: op, Node: nodeName, Err: errors.New("old code of the module is still running"),
