@@ -48,9 +48,16 @@ test-go:
 	$(GO) test -race -count=1 -timeout 5m ./erl/
 
 ## bench: migctl vs native Erlang, side by side, medians of several runs
-# BENCH_ONLY=export,rss,... selects; BENCH_N and BENCH_RUNS size the runs.
+# Every bench measures migctl and the native Erlang reference in the same run
+# and prints both and the ratio (medians). BENCH_ONLY=export,rss selects the
+# export benches; BENCH_N and BENCH_RUNS size them; MIGCTL_BENCH_SESSIONS,
+# MIGCTL_BENCH_N size the migration and consistency benches. Full log: .bench.log
 bench: deps erlang build
-	$(GO) test -tags bench -count=1 -timeout 120m -v ./bench/ 2>&1 | tee .bench.log | grep -E '^(BENCH|--- |FAIL|ok)'
+	@echo "== issue 2: export vs rpc:call, RSS" ; \
+	$(GO) test -tags bench -count=1 -timeout 120m -v ./bench/ 2>&1 | tee .bench.log | grep -E '^(BENCH|--- FAIL|FAIL)'
+	@echo "== issues 3, 4, 5: backfill, hybrid latency, phase set; consistency check; split detection and heal" ; \
+	MIGCTL_BENCH=1 $(GO) test -count=1 -timeout 120m -run 'TestBench' -v ./migrate/ ./consistency/ 2>&1 | tee -a .bench.log | grep -E '(_test\.go:[0-9]+:|^--- FAIL|^FAIL|^ok)'
+	@MIGCTL_BENCH=1 $(GO) test -count=1 -timeout 60m -v ./cluster/clusterbench/ 2>&1 | tee -a .bench.log | grep -E '(_test\.go:[0-9]+:|^--- FAIL|^FAIL|^ok)'
 
 ## demo: a 3-node dev cluster, 100k sessions, ping, counts, an export; stops all it started
 demo: deps erlang build
