@@ -289,17 +289,17 @@ func (s *agentStore) Describe(ctx context.Context) (Info, error) {
 		case etf.Atom("exists"):
 			info.Exists, _ = pt[1].(bool)
 		case etf.Atom("size"):
-			info.Size = toInt64(pt[1])
+			info.Size = erl.Int64(pt[1])
 		case etf.Atom("layout"):
 			info.Layout = fmt.Sprint(pt[1])
 		case etf.Atom("storage"):
 			info.Storage = fmt.Sprint(pt[1])
 		case etf.Atom("file"):
-			info.File = string(toBytes(pt[1]))
+			info.File = string(erl.Bytes(pt[1]))
 		case etf.Atom("copies"):
 			if l, ok := pt[1].(etf.List); ok {
 				for _, x := range l {
-					info.Copies = append(info.Copies, string(toBytes(x)))
+					info.Copies = append(info.Copies, string(erl.Bytes(x)))
 				}
 			}
 		}
@@ -312,7 +312,7 @@ func (s *agentStore) Count(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return toInt64(t[1]), nil
+	return erl.Int64(t[1]), nil
 }
 
 func (s *agentStore) Stream(ctx context.Context, cursor Cursor, limit int) (Batch, error) {
@@ -329,8 +329,8 @@ func (s *agentStore) Stream(ctx context.Context, cursor Cursor, limit int) (Batc
 	if len(t) != 4 {
 		return Batch{}, fmt.Errorf("stream %s on %s: unexpected reply", s.spec, s.node)
 	}
-	frames := toBytes(t[1])
-	rows, err := ParseFrames(frames, int(toInt64(t[3])))
+	frames := erl.Bytes(t[1])
+	rows, err := ParseFrames(frames, int(erl.Int64(t[3])))
 	if err != nil {
 		return Batch{}, err
 	}
@@ -363,7 +363,7 @@ func (s *agentStore) Put(ctx context.Context, rows []Row, mode PutMode) (PutResu
 	if err != nil {
 		return PutResult{}, err
 	}
-	return PutResult{Written: int(toInt64(t[1])), Skipped: int(toInt64(t[2]))}, nil
+	return PutResult{Written: int(erl.Int64(t[1])), Skipped: int(erl.Int64(t[2]))}, nil
 }
 
 func (s *agentStore) Delete(ctx context.Context, ids [][]byte) (int, error) {
@@ -379,7 +379,7 @@ func (s *agentStore) Delete(ctx context.Context, ids [][]byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return int(toInt64(t[1])), nil
+	return int(erl.Int64(t[1])), nil
 }
 
 func (s *agentStore) Checksum(ctx context.Context, r HashRange, buckets int, opts ChecksumOptions) ([]BucketSum, error) {
@@ -394,7 +394,7 @@ func (s *agentStore) Checksum(ctx context.Context, r HashRange, buckets int, opt
 	if err != nil {
 		return nil, err
 	}
-	b := toBytes(t[1])
+	b := erl.Bytes(t[1])
 	if len(b) != 16*buckets {
 		return nil, fmt.Errorf("checksum %s on %s: %d bytes for %d buckets", s.spec, s.node, len(b), buckets)
 	}
@@ -447,34 +447,4 @@ func AppendFrames(buf []byte, rows []Row) []byte {
 		buf = append(buf, r.Blob...)
 	}
 	return buf
-}
-
-func toInt64(t erl.Term) int64 {
-	switch v := t.(type) {
-	case int:
-		return int64(v)
-	case int64:
-		return v
-	case int32:
-		return int64(v)
-	case uint64:
-		return int64(v)
-	case uint32:
-		return int64(v)
-	case uint8:
-		return int64(v)
-	}
-	return 0
-}
-
-func toBytes(t erl.Term) []byte {
-	switch v := t.(type) {
-	case []byte:
-		return v
-	case string:
-		return []byte(v)
-	case etf.Atom:
-		return []byte(v)
-	}
-	return nil
 }

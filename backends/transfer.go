@@ -123,8 +123,8 @@ func (s *agentStore) push(ctx context.Context, cursor Cursor, batch int, fn func
 			stop()
 			return fmt.Errorf("stream %s on %s: unexpected message", s.spec, s.node)
 		}
-		frames := toBytes(res[1])
-		rows, err := ParseFrames(frames, int(toInt64(res[3])))
+		frames := erl.Bytes(res[1])
+		rows, err := ParseFrames(frames, int(erl.Int64(res[3])))
 		if err != nil {
 			stop()
 			return err

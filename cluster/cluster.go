@@ -166,24 +166,6 @@ func str(t erl.Term) string {
 	return fmt.Sprint(t)
 }
 
-func toInt64(t erl.Term) int64 {
-	switch v := t.(type) {
-	case int:
-		return int64(v)
-	case int64:
-		return v
-	case int32:
-		return int64(v)
-	case uint64:
-		return int64(v)
-	case uint32:
-		return int64(v)
-	case uint8:
-		return int64(v)
-	}
-	return 0
-}
-
 func props(t erl.Term) map[string]erl.Term {
 	out := map[string]erl.Term{}
 	l, _ := t.(etf.List)

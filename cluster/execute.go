@@ -16,6 +16,7 @@ import (
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/backends/exportfile"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/journal"
 )
 
@@ -648,7 +649,7 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 		var t etf.Tuple
 		t, errs[i] = cl.agent(ctx, n, "finish_reload", cl.tableAtoms(), int(opts.WaitTimeout/time.Millisecond))
 		if errs[i] == nil {
-			ms[i] = toInt64(t[1])
+			ms[i] = erl.Int64(t[1])
 		}
 	})
 	if err := errors.Join(errs...); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/ergo-services/ergo/etf"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
 )
 
 // KeyChange is evidence: one key changed on one side since the split.
@@ -429,10 +430,10 @@ func (cl *Cluster) merge(ctx context.Context, node, tab string, writes []backend
 		if err != nil {
 			return res, err
 		}
-		res.Written += int(toInt64(t[1]))
-		res.Skipped += int(toInt64(t[2]))
-		res.Deleted += int(toInt64(t[3]))
-		res.Kept += int(toInt64(t[4]))
+		res.Written += int(erl.Int64(t[1]))
+		res.Skipped += int(erl.Int64(t[2]))
+		res.Deleted += int(erl.Int64(t[3]))
+		res.Kept += int(erl.Int64(t[4]))
 	}
 	return res, nil
 }

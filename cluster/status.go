@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/erl"
 )
 
 // Verdict is the cluster's overall state.
@@ -172,7 +174,7 @@ func (cl *Cluster) view(ctx context.Context, n string) NodeView {
 				continue
 			}
 			v.Tables = append(v.Tables, TableView{
-				Name: str(tt[0]), Storage: str(tt[1]), Size: toInt64(tt[2]), LoadedFrom: str(tt[3]),
+				Name: str(tt[0]), Storage: str(tt[1]), Size: erl.Int64(tt[2]), LoadedFrom: str(tt[3]),
 				ActiveReplicas: atoms(tt[4]), DiscCopies: atoms(tt[5]), RAMCopies: atoms(tt[6]),
 				MasterNodes: atoms(tt[7]),
 			})

@@ -93,7 +93,7 @@ func (m *Migrator) ArchiveDETS(ctx context.Context, o ArchiveOptions) (*ArchiveR
 				continue
 			}
 			file := string(bytesOf(xt[1]))
-			f := ArchivedFile{Node: n, Table: fmt.Sprint(xt[0]), Source: file, Bytes: toInt64(xt[2]),
+			f := ArchivedFile{Node: n, Table: fmt.Sprint(xt[0]), Source: file, Bytes: erl.Int64(xt[2]),
 				Name: path.Join(safeName(n), filepath.Base(file))}
 			local := !o.Remote && isLocalNode(n) && readable(file)
 			f.Via = "node"

@@ -391,8 +391,8 @@ func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int
 			return cp.Stats, resumed, lastReason, err
 		}
 		// {ok, Scanned, Written, Skipped, Expired, Deleted, Next, Done}
-		b := Stats{Scanned: toInt64(t[1]), Written: toInt64(t[2]), Skipped: toInt64(t[3]),
-			Expired: toInt64(t[4]), Deleted: toInt64(t[5]), Batches: 1, CallSeconds: time.Since(callStart).Seconds()}
+		b := Stats{Scanned: erl.Int64(t[1]), Written: erl.Int64(t[2]), Skipped: erl.Int64(t[3]),
+			Expired: erl.Int64(t[4]), Deleted: erl.Int64(t[5]), Batches: 1, CallSeconds: time.Since(callStart).Seconds()}
 		cp.Stats.add(b)
 		paced += b.Scanned
 		if o.Progress != nil && op != "prune" {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/erl"
 )
 
 // Benchmarks for issue 3's "Speed" section. Each returns measured numbers
@@ -72,8 +74,8 @@ func (m *Migrator) BenchBackfill(ctx context.Context, node string, batch, rounds
 		if err != nil {
 			return r, err
 		}
-		r.Sessions = toInt64(t[1])
-		native = append(native, float64(toInt64(t[2]))/1e6)
+		r.Sessions = erl.Int64(t[1])
+		native = append(native, float64(erl.Int64(t[2]))/1e6)
 		if err := clear(); err != nil {
 			return r, err
 		}

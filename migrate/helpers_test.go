@@ -65,7 +65,7 @@ func mapInt(m etf.Term, k string) int64 {
 	if !ok {
 		return -1
 	}
-	return toInt64(mm[etf.Atom(k)])
+	return erl.Int64(mm[etf.Atom(k)])
 }
 
 func startLoad(t *testing.T, cl *testkit.Cluster, rate, keyspace int) {

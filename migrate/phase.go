@@ -246,9 +246,9 @@ func (m *Migrator) nodeStatus(ctx context.Context, node string) NodeStatus {
 		case etf.Atom("phase"):
 			ns.Phase, _ = ParsePhase(fmt.Sprint(pt[1]))
 		case etf.Atom("percent"):
-			ns.Percent = int(toInt64(pt[1]))
+			ns.Percent = int(erl.Int64(pt[1]))
 		case etf.Atom("epoch"):
-			ns.Epoch = toInt64(pt[1])
+			ns.Epoch = erl.Int64(pt[1])
 		case etf.Atom("fallback"):
 			ns.Fallback, _ = pt[1].(bool)
 		case etf.Atom("mode"):
@@ -261,7 +261,7 @@ func (m *Migrator) nodeStatus(ctx context.Context, node string) NodeStatus {
 			ns.Counters = map[string]int64{}
 			for _, c := range listOf(pt[1]) {
 				if ct, ok := c.(etf.Tuple); ok && len(ct) == 2 {
-					ns.Counters[fmt.Sprint(ct[0])] = toInt64(ct[1])
+					ns.Counters[fmt.Sprint(ct[0])] = erl.Int64(ct[1])
 				}
 			}
 		}
@@ -282,22 +282,6 @@ func listOf(t etf.Term) etf.List {
 	return l
 }
 
-func toInt64(t etf.Term) int64 {
-	switch v := t.(type) {
-	case int:
-		return int64(v)
-	case int64:
-		return v
-	case int32:
-		return int64(v)
-	case uint8:
-		return int64(v)
-	case float64:
-		return int64(v)
-	}
-	return 0
-}
-
 func toFloat(t etf.Term) float64 {
 	switch v := t.(type) {
 	case float64:
@@ -305,7 +289,7 @@ func toFloat(t etf.Term) float64 {
 	case float32:
 		return float64(v)
 	}
-	return float64(toInt64(t))
+	return float64(erl.Int64(t))
 }
 
 // clusterID identifies the cluster for the journal: the Mnesia schema's

@@ -277,7 +277,7 @@ func (m *Migrator) setOn(ctx context.Context, node string, p Phase, pct int, epo
 		}
 		return 0, err
 	}
-	return toInt64(t[1]), nil
+	return erl.Int64(t[1]), nil
 }
 
 func (m *Migrator) awaitEpoch(ctx context.Context, e int64) error {

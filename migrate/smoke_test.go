@@ -9,6 +9,7 @@ import (
 	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/testkit"
 )
 
@@ -38,7 +39,7 @@ func TestETSToDETS(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, dry.Record.Stats.Written, "dry-run counts what it would copy")
 	n := cl.Call(0, "dets", "info", etf.Atom("erlmcp_sessions_dets"), etf.Atom("size"))
-	require.Less(t, toInt64(n), dry.Record.Stats.Scanned, "and copies nothing")
+	require.Less(t, erl.Int64(n), dry.Record.Stats.Scanned, "and copies nothing")
 	rep, err := m.Backfill(ctx, BackfillOptions{BatchSize: 200})
 	require.NoError(t, err)
 	t.Logf("backfill: %+v", rep.Record.Stats)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/erl"
 )
 
 // LoadSample is one reading of a node's load.
@@ -151,13 +153,13 @@ func (m *Migrator) sampleLoad(ctx context.Context, node string) (LoadSample, int
 		case etf.Atom("sched_util"):
 			s.SchedUtil = toFloat(pt[1])
 		case etf.Atom("run_queue"):
-			s.RunQueue = toInt64(pt[1])
+			s.RunQueue = erl.Int64(pt[1])
 		case etf.Atom("store_queue"):
-			s.StoreQueue = toInt64(pt[1])
+			s.StoreQueue = erl.Int64(pt[1])
 		case etf.Atom("mnesia_tm_queue"):
-			s.MnesiaQueue = toInt64(pt[1])
+			s.MnesiaQueue = erl.Int64(pt[1])
 		case etf.Atom("overloads"):
-			over = toInt64(pt[1])
+			over = erl.Int64(pt[1])
 		}
 	}
 	return s, over, nil
