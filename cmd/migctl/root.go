@@ -82,7 +82,7 @@ unreachable, 4 check found problems, 5 refused (no --yes, or a gate),
 	f.StringVar(&a.journalAt, "journal", journal.DefaultPath(), "migctl's journal file (env MIGCTL_JOURNAL)")
 	f.StringVar(&a.configPath, "config", os.Getenv("MIGCTL_CONFIG"), "YAML configuration file; flags and MIGCTL_* variables override it (env MIGCTL_CONFIG)")
 
-	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a), newConfigCmd(a), newClusterCmd(a), newPhaseCmd(a), newBackfillCmd(a), newSchemaCmd(a), newTablesCmd(a), newArchiveCmd(a), newVerifyCmd(a))
+	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a), newConfigCmd(a), newClusterCmd(a), newPhaseCmd(a), newBackfillCmd(a), newSchemaCmd(a), newTablesCmd(a), newArchiveCmd(a), newVerifyCmd(a), newConsistencyCmd(a))
 	return root
 }
 

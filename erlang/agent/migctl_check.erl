@@ -27,7 +27,7 @@
 -module(migctl_check).
 
 -export([version/0, sums/3, digests/3, get_many/2, native_compare/3,
-         slot_sample/3]).
+         slot_sample/3, data_size/1, digests_of/2]).
 
 -define(VSN, 1).
 -define(M32, 4294967296).
@@ -187,6 +187,17 @@ digests(Spec, RangesBin, Opts) ->
         {ok, iolist_to_binary(Acc), N}
     end).
 
+%% digests_of(Spec, <<IdLen:32, Id/binary>>*) -> {ok, Rows, N}
+%% As digests/3, for the given ids that are present (a sample drawn by
+%% slot_sample/3 is compared this way, without a scan).
+digests_of(Spec, IdsBin) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        Rows = lists:flatmap(fun(Id) -> lookup(Spec, Id) end, ids(IdsBin, [])),
+        {ok, iolist_to_binary([[<<(byte_size(Id)):32>>, Id, <<(digest(Id, S, 0)):32, (la(S)):64/signed>>]
+                               || {Id, S} <- Rows]), length(Rows)}
+    end).
+
 %% --------------------------------------------------------------- get_many
 
 %% get_many(Spec, <<IdLen:32, Id/binary>>*) -> {ok, Frames, N}
@@ -218,26 +229,34 @@ enc(Id, S) ->
 
 %% ------------------------------------------------------------ slot sample
 
-%% slot_sample(Spec, N, Seed) -> {ok, <<IdLen:32, Id/binary>>*, Count}
-%% About N ids drawn at random from the store without scanning it: random
+%% slot_sample(Spec, N, Seed) ->
+%%   {ok, <<IdLen:32, Id/binary, Digest:32, LastAccessed:64/signed>>*, Count}
+%% About N rows drawn at random from the store without scanning it: random
 %% hash slots of the table (ets:slot/2, dets:slot/2), every row of a drawn
-%% slot. ETS set tables (Mnesia's local copies) and DETS files hash keys
-%% into slots, so each key is drawn with (nearly) the same probability; an
-%% ordered_set (erlmcp's ETS backend) has one key per slot position.
+%% slot, listed as digests/3 lists them. ETS set tables (Mnesia's local
+%% copies) and DETS files hash keys into slots, so each key is drawn with
+%% (nearly) the same probability; an ordered_set (erlmcp's ETS backend) has
+%% one key per slot position.
 slot_sample(Spec, N, Seed) ->
     safe(fun() ->
         Size = ready(Spec),
         _ = rand:seed(exsss, Seed),
         {SlotFun, Slots} = slots(Spec, Size),
         Want = min(N, Size),
-        Ids = draw(SlotFun, Slots, Want, 0, 10 * Want + 100, #{}),
-        {ok, iolist_to_binary([[<<(byte_size(I)):32>>, I] || I <- maps:keys(Ids)]), map_size(Ids)}
+        Rows = draw(SlotFun, Slots, Want, 0, 10 * Want + 100, #{}),
+        {ok, iolist_to_binary([[<<(byte_size(I)):32>>, I, <<(digest(I, S, 0)):32, (la(S)):64/signed>>]
+                               || {I, S} <- maps:to_list(Rows)]), map_size(Rows)}
     end).
 
 slots({ets, Tab}, _) ->
     {fun(I) -> ets:slot(Tab, I) end, slot_count_ets(Tab)};
 slots({dets, Tab, _, _, _}, _) ->
-    {fun(I) -> dets:slot(Tab, I) end, dets:info(Tab, no_slots)};
+    %% no_slots is {Min, Used, Max}; Used slots hold the rows.
+    Used = case dets:info(Tab, no_slots) of
+               {_, U, _} -> U;
+               U -> U
+           end,
+    {fun(I) -> dets:slot(Tab, I) end, Used};
 slots({mnesia, Tab}, _) ->
     case mnesia:table_info(Tab, storage_type) of
         T when T =:= disc_copies; T =:= ram_copies -> ok;
@@ -279,7 +298,7 @@ draw(SlotFun, Slots, Want, Tries, Max, Acc) ->
                L when is_list(L) -> L;
                _ -> []
            end,
-    Acc2 = lists:foldl(fun({Id, _}, A) when is_binary(Id) -> A#{Id => true};
+    Acc2 = lists:foldl(fun({Id, S}, A) when is_binary(Id), is_map(S) -> A#{Id => S};
                           (_, A) -> A
                        end, Acc, Rows),
     draw(SlotFun, Slots, Want, Tries + 1, Max, Acc2).
@@ -305,3 +324,19 @@ native_compare(SpecA, SpecB, Buckets) ->
 
 chunks(<<>>) -> [];
 chunks(<<C:12/binary, Rest/binary>>) -> [C | chunks(Rest)].
+
+%% data_size(Spec) -> {ok, Bytes, Rows}: what shipping every row would cost
+%% (ids plus the sessions' external size), the yardstick for the bytes a
+%% check moves.
+data_size(Spec) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        Key = make_ref(),
+        put(Key, {0, 0}),
+        fold(Spec, fun(Id, S) ->
+                           {B, N} = get(Key),
+                           put(Key, {B + byte_size(Id) + erlang:external_size(S), N + 1})
+                   end),
+        {B, N} = erase(Key),
+        {ok, B, N}
+    end).

@@ -1,0 +1,491 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/consistency"
+	"github.com/erlmcp/migctl/internal/cliutil"
+	"github.com/erlmcp/migctl/migrate"
+)
+
+func newConsistencyCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "consistency",
+		Short: "Check that two session stores agree, repair them, watch them (monitor), and list past runs",
+		Long: `consistency compares two session stores (any pair of ets, dets, mnesia) with
+checksums computed on the nodes: only sums travel, and only ranges that
+differ are narrowed down to sessions.
+
+The comparison rule: every field of a session is compared exactly except
+last_accessed, which may differ by --last-accessed-tolerance (every fetch
+rewrites it); expired sessions are skipped; a difference is read again after
+--recheck-delay and reported only if it persists (in-flight writes settle).
+
+Exit codes of check: 0 the stores agree, 4 differences found, 1 or 3 the
+check could not be completed (3: a node unreachable).`,
+	}
+	cmd.AddCommand(newConsistencyCheckCmd(a), newConsistencyRepairCmd(a), newConsistencyUndoCmd(a),
+		newConsistencyMonitorCmd(a), newConsistencyHistoryCmd(a))
+	return cmd
+}
+
+// pairFlags select the two stores and the comparison rule.
+type pairFlags struct {
+	sf         storeFlags
+	source     string
+	target     string
+	sourceNode string
+	targetNode string
+	sample     int
+	full       bool
+	tolerance  time.Duration
+	ignoreLA   bool
+	recheck    time.Duration
+	seed       uint64
+	method     string
+}
+
+func (p *pairFlags) addFlags(cmd *cobra.Command, sampleDefault int) {
+	f := cmd.Flags()
+	f.StringVar(&p.source, "source", envOr("MIGCTL_SOURCE", ""), "source store: ets, dets or mnesia (env MIGCTL_SOURCE)")
+	f.StringVar(&p.target, "target", envOr("MIGCTL_TARGET", ""), "target store: ets, dets or mnesia (env MIGCTL_TARGET)")
+	f.StringVar(&p.sourceNode, "source-node", "", "node holding the source store (default: the first of --nodes)")
+	f.StringVar(&p.targetNode, "target-node", "", "node to read the target store on (default: the first of --nodes)")
+	f.IntVar(&p.sample, "sample", sampleDefault, "check about N sessions drawn at random over the key space (0: all, like --full)")
+	f.BoolVar(&p.full, "full", false, "check every session (checksums first, only differing ranges narrowed down)")
+	f.DurationVar(&p.tolerance, "last-accessed-tolerance", consistency.DefaultLastAccessedTolerance, "last_accessed may differ by this much between the stores")
+	f.BoolVar(&p.ignoreLA, "ignore-last-accessed", false, "do not compare last_accessed at all (phase1 when reads touch the old store only)")
+	f.DurationVar(&p.recheck, "recheck-delay", 2*time.Second, "wait before reading a difference again")
+	f.Uint64Var(&p.seed, "seed", 0, "seed of the sample (0: random), to repeat a sample")
+	f.StringVar(&p.method, "sample-method", "auto", "how a sample is drawn: auto, slots (fast, no scan) or hash-ranges (exactly uniform, one scan per side)")
+	p.sf.addFlags(cmd, false)
+}
+
+// options validates the flags (no I/O) and returns the check options
+// without the client.
+func (p *pairFlags) options(cmd *cobra.Command) (consistency.Options, backends.Kind, backends.Kind, error) {
+	var o consistency.Options
+	if p.source == "" || p.target == "" {
+		return o, "", "", cliutil.Usage("--source and --target are required (ets, dets or mnesia)")
+	}
+	sk, err := backends.ParseKind(p.source)
+	if err != nil {
+		return o, "", "", cliutil.WithCode(cliutil.ExitUsage, fmt.Errorf("--source: %w", err))
+	}
+	tk, err := backends.ParseKind(p.target)
+	if err != nil {
+		return o, "", "", cliutil.WithCode(cliutil.ExitUsage, fmt.Errorf("--target: %w", err))
+	}
+	if p.full && cmd.Flags().Changed("sample") {
+		return o, "", "", cliutil.Usage("--sample and --full exclude each other")
+	}
+	if p.sample < 0 {
+		return o, "", "", cliutil.Usage("--sample must not be negative")
+	}
+	if !p.full {
+		o.Sample = p.sample
+	}
+	if p.tolerance <= 0 && !p.ignoreLA {
+		return o, "", "", cliutil.Usage("--last-accessed-tolerance must be positive (or use --ignore-last-accessed)")
+	}
+	o.Rule.LastAccessedTolerance = p.tolerance
+	if p.ignoreLA {
+		o.Rule.LastAccessedTolerance = -1
+	}
+	if p.recheck <= 0 {
+		return o, "", "", cliutil.Usage("--recheck-delay must be positive")
+	}
+	o.RecheckDelay, o.Seed = p.recheck, p.seed
+	switch p.method {
+	case "auto", "":
+	case string(consistency.SampleSlots), string(consistency.SampleHashRanges):
+		o.SampleMethod = consistency.SampleMethod(p.method)
+	default:
+		return o, "", "", cliutil.Usage("--sample-method %q: want auto, slots or hash-ranges", p.method)
+	}
+	return o, sk, tk, nil
+}
+
+// open connects and opens both stores.
+func (p *pairFlags) open(ctx context.Context, a *app, sk, tk backends.Kind) (backends.Store, backends.Store, error) {
+	sn, tn := p.sourceNode, p.targetNode
+	if sn == "" || tn == "" {
+		nodes, err := a.needNodes()
+		if err != nil {
+			return nil, nil, err
+		}
+		if sn == "" {
+			sn = nodes[0]
+		}
+		if tn == "" {
+			tn = nodes[0]
+		}
+	}
+	if len(a.nodes) == 0 {
+		a.nodes = []string{sn}
+	}
+	c, err := a.erlClient(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	src, err := backends.Open(c, sn, p.sf.specOf(sk))
+	if err != nil {
+		return nil, nil, err
+	}
+	tgt, err := backends.Open(c, tn, p.sf.specOf(tk))
+	if err != nil {
+		return nil, nil, err
+	}
+	return src, tgt, nil
+}
+
+func newConsistencyCheckCmd(a *app) *cobra.Command {
+	var pf pairFlags
+	cmd := &cobra.Command{
+		Use:   "check --source dets --target mnesia [--sample N | --full]",
+		Short: "Compare two stores; exit 0 when they agree, 4 when they differ",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, sk, tk, err := pf.options(cmd)
+			if err != nil {
+				return err
+			}
+			src, tgt, err := pf.open(cmd.Context(), a, sk, tk)
+			if err != nil {
+				return err
+			}
+			o.Client, o.Log = a.client, a.log
+			rep, err := consistency.Check(cmd.Context(), src, tgt, o)
+			if err != nil {
+				return err
+			}
+			if j, jerr := a.journal(); jerr == nil {
+				if _, jerr := consistency.RecordCheck(j, rep, "cli"); jerr != nil {
+					a.log.Warn("recording the check in the journal", "err", jerr)
+				}
+			} else {
+				a.log.Warn("opening the journal", "err", jerr)
+			}
+			if err := cliutil.Print(cmd.OutOrStdout(), a.format, rep, func(tw *tabwriter.Writer) { printReport(tw, rep) }); err != nil {
+				return err
+			}
+			if !rep.Clean() {
+				return cliutil.WithCode(cliutil.ExitDifferences, cliutil.ErrSilent)
+			}
+			return nil
+		},
+	}
+	pf.addFlags(cmd, 0)
+	return cmd
+}
+
+func printReport(tw *tabwriter.Writer, rep *consistency.Report) {
+	cliutil.Row(tw, "source", rep.Source)
+	cliutil.Row(tw, "target", rep.Target)
+	mode := rep.Mode
+	if rep.Mode == "sample" {
+		mode += " (seed " + strconv.FormatUint(rep.Seed, 10) + ")"
+	}
+	cliutil.Row(tw, "mode", mode)
+	cliutil.Row(tw, "rows", fmt.Sprintf("source %d, target %d", rep.SourceRows, rep.TargetRows))
+	cliutil.Row(tw, "processed", rep.Processed)
+	cliutil.Row(tw, "matching", rep.Matching)
+	cliutil.Row(tw, "mismatched", rep.Mismatched)
+	cliutil.Row(tw, "missing in target", rep.MissingInTarget)
+	cliutil.Row(tw, "extra in target", rep.ExtraInTarget)
+	cliutil.Row(tw, "expired (skipped)", rep.Expired)
+	cliutil.Row(tw, "rechecked", rep.Rechecked)
+	cliutil.Row(tw, "bytes moved", fmt.Sprintf("%d in %d round trips, %d checksum round(s)", rep.BytesMoved, rep.RoundTrips, rep.Rounds))
+	cliutil.Row(tw, "duration", rep.Duration.Round(time.Millisecond))
+	for _, k := range consistency.Kinds {
+		for _, d := range rep.Samples[k] {
+			cliutil.Row(tw, string(k), fmt.Sprintf("%q", d.ID), d.Diff)
+		}
+	}
+	if rep.Clean() {
+		cliutil.Row(tw, "result", "the stores agree")
+	} else {
+		cliutil.Row(tw, "result", fmt.Sprintf("%d difference(s)", rep.Mismatched+rep.MissingInTarget+rep.ExtraInTarget))
+	}
+}
+
+func newConsistencyRepairCmd(a *app) *cobra.Command {
+	var pf pairFlags
+	var dryRun, yes, deleteExtra bool
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "repair --source dets --target mnesia [--dry-run] [--yes] [--delete-extra] [--reason TEXT]",
+		Short: "Copy the newer copy of each differing session to the side that lacks it or holds an older one",
+		Long: `repair runs a full check (or --sample N) and makes the stores agree: the newer
+copy of a session goes to the side that lacks it or holds an older copy;
+sessions only the target holds are copied to the source, or deleted from the
+target with --delete-extra. Nothing else is deleted. Every value it overwrites
+is saved in the journal first: 'migctl consistency undo-repair RUN' restores
+them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, sk, tk, err := pf.options(cmd)
+			if err != nil {
+				return err
+			}
+			j, err := a.journal()
+			if err != nil {
+				return err
+			}
+			src, tgt, err := pf.open(cmd.Context(), a, sk, tk)
+			if err != nil {
+				return err
+			}
+			o.Client, o.Log = a.client, a.log
+			ro := consistency.RepairOptions{Check: o, DeleteExtra: deleteExtra, Reason: reason, Journal: j, DryRun: true}
+			plan, err := consistency.Repair(cmd.Context(), src, tgt, ro)
+			if err != nil {
+				return err
+			}
+			if dryRun || len(plan.Actions) == 0 {
+				return cliutil.Print(cmd.OutOrStdout(), a.format, plan, func(tw *tabwriter.Writer) { printRepair(tw, plan) })
+			}
+			if a.format == cliutil.Table {
+				tw := tabwriter.NewWriter(a.err, 2, 4, 2, ' ', 0)
+				printRepair(tw, plan)
+				tw.Flush()
+			}
+			if err := cliutil.Confirm(a.in, a.err, yes, fmt.Sprintf("apply %d change(s) to %s and %s?", len(plan.Actions), plan.Check.Source, plan.Check.Target)); err != nil {
+				return err
+			}
+			ro.DryRun = false
+			res, err := consistency.Repair(cmd.Context(), src, tgt, ro)
+			if err != nil {
+				return err
+			}
+			return cliutil.Print(cmd.OutOrStdout(), a.format, res, func(tw *tabwriter.Writer) { printRepair(tw, res) })
+		},
+	}
+	pf.addFlags(cmd, 0)
+	f := cmd.Flags()
+	f.BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
+	f.BoolVar(&yes, "yes", false, "do not ask for confirmation (required without a terminal)")
+	f.BoolVar(&deleteExtra, "delete-extra", false, "delete sessions only the target holds (default: copy them to the source)")
+	f.StringVar(&reason, "reason", "", "why (journaled)")
+	return cmd
+}
+
+func printRepair(tw *tabwriter.Writer, r *consistency.RepairResult) {
+	if r.DryRun {
+		cliutil.Row(tw, "DRY RUN: nothing changed")
+	} else if r.Run != 0 {
+		cliutil.Row(tw, "run", r.Run, "(undo: migctl consistency undo-repair "+strconv.FormatUint(r.Run, 10)+")")
+	}
+	cliutil.Row(tw, "checked", fmt.Sprintf("%d sessions, %d difference(s)", r.Check.Processed, len(r.Actions)))
+	cliutil.Row(tw, "OP", "MODE", "KIND", "ID", "WHY")
+	for _, x := range r.Actions {
+		cliutil.Row(tw, string(x.Op), string(x.Mode), string(x.Kind), fmt.Sprintf("%q", x.ID), x.Why)
+	}
+	if !r.DryRun {
+		cliutil.Row(tw, "written", r.Written, "deleted", r.Deleted, "skipped", r.Skipped, "saved", r.Saved)
+	}
+}
+
+func newConsistencyUndoCmd(a *app) *cobra.Command {
+	var yes, force bool
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "undo-repair RUN",
+		Short: "Restore every value a repair run overwrote (from the journal)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			run, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || run == 0 {
+				return cliutil.Usage("RUN must be a repair's journal sequence number (see migctl consistency history)")
+			}
+			j, err := a.journal()
+			if err != nil {
+				return err
+			}
+			e, err := j.Get(run)
+			if err != nil {
+				return cliutil.WithCode(cliutil.ExitUsage, err)
+			}
+			var rec consistency.RepairRecord
+			if e.Kind != consistency.EntryRepair || e.Decode(&rec) != nil {
+				return cliutil.Usage("journal entry %d is a %s, not a repair", run, e.Kind)
+			}
+			if err := cliutil.Confirm(a.in, a.err, yes, fmt.Sprintf("restore %d saved value(s) of repair %d (%s → %s)?", rec.Saved, run, rec.Source, rec.Target)); err != nil {
+				return err
+			}
+			if len(a.nodes) == 0 {
+				a.nodes = []string{rec.SourceNode}
+			}
+			c, err := a.erlClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			src, err := backends.Open(c, rec.SourceNode, rec.SourceSpec)
+			if err != nil {
+				return err
+			}
+			tgt, err := backends.Open(c, rec.TargetNode, rec.TargetSpec)
+			if err != nil {
+				return err
+			}
+			res, err := consistency.UndoRepair(cmd.Context(), run, src, tgt, consistency.UndoOptions{
+				Options: consistency.Options{Client: c, Log: a.log}, Journal: j, Force: force, Reason: reason})
+			if errors.Is(err, consistency.ErrAlreadyUndone) {
+				return cliutil.WithCode(cliutil.ExitRefused, err)
+			}
+			if err != nil {
+				return err
+			}
+			return cliutil.Print(cmd.OutOrStdout(), a.format, res, func(tw *tabwriter.Writer) {
+				cliutil.Row(tw, "run", res.Run)
+				cliutil.Row(tw, "restored", res.Restored)
+				cliutil.Row(tw, "deleted", res.Deleted)
+				for _, id := range res.Conflicts {
+					cliutil.Row(tw, "conflict (changed since the repair, left alone; --force restores)", fmt.Sprintf("%q", id))
+				}
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&yes, "yes", false, "do not ask for confirmation (required without a terminal)")
+	f.BoolVar(&force, "force", false, "restore even sessions the service changed after the repair")
+	f.StringVar(&reason, "reason", "", "why (journaled)")
+	return cmd
+}
+
+func newConsistencyMonitorCmd(a *app) *cobra.Command {
+	var pf pairFlags
+	var duration, interval time.Duration
+	var alert bool
+	var listen, webhook, name string
+	var rate float64
+	cmd := &cobra.Command{
+		Use:   "monitor --source dets --target mnesia --duration 14d --interval 5m --sample 10000 --alert-on-mismatch",
+		Short: "Check the stores periodically, serve /metrics and /healthz, alert on new mismatches",
+		Long: `monitor is the runbook's phase1 watch: a sample check every --interval until
+--duration has passed since the monitor FIRST started (it continues after a
+restart, from the journal). It serves Prometheus metrics and /healthz on
+--listen, alerts on every new mismatch once (a log line, and Alertmanager's
+POST /api/v2/alerts on --alert-webhook), keeps its history in the journal,
+paces its calls and backs off when the nodes are busy. SIGTERM stops it
+within seconds. deploy/ has the alert rules, a Grafana dashboard and a
+systemd unit.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, sk, tk, err := pf.options(cmd)
+			if err != nil {
+				return err
+			}
+			if interval <= 0 {
+				return cliutil.Usage("--interval must be positive")
+			}
+			if duration < 0 {
+				return cliutil.Usage("--duration must not be negative")
+			}
+			j, err := a.journal()
+			if err != nil {
+				return err
+			}
+			src, tgt, err := pf.open(cmd.Context(), a, sk, tk)
+			if err != nil {
+				return err
+			}
+			o.Client, o.Log = a.client, a.log
+			cfg := consistency.MonitorConfig{Source: src, Target: tgt, Journal: j, Name: name,
+				Duration: duration, Interval: interval, Sample: o.Sample, Full: pf.full,
+				AlertOnMismatch: alert, AlertWebhook: webhook, Listen: listen,
+				Check: o, CallsPerSecond: rate, Log: a.log}
+			if mg, err := migrate.New(migrate.Config{Client: a.client, Nodes: a.nodes, Journal: j, Logger: a.log}); err == nil {
+				cfg.Phases = func(ctx context.Context) (map[string]string, error) {
+					st, err := mg.ShowPhase(ctx)
+					if err != nil {
+						return nil, err
+					}
+					out := map[string]string{}
+					for _, n := range st.Nodes {
+						if n.Reachable && n.Installed {
+							out[n.Node] = n.Phase.String()
+						}
+					}
+					return out, nil
+				}
+			}
+			mon, err := consistency.NewMonitor(cfg)
+			if err != nil {
+				return cliutil.WithCode(cliutil.ExitUsage, err)
+			}
+			if err := mon.Open(cmd.Context()); err != nil {
+				return err
+			}
+			runErr := mon.Run(cmd.Context())
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := mon.Close(ctx); err != nil {
+				a.log.Warn("closing the monitor", "err", err)
+			}
+			st := mon.State()
+			a.log.Info("monitor stopped", "checks", st.Checks, "mismatches", st.Mismatches, "first_start", st.FirstStart)
+			return runErr
+		},
+	}
+	pf.addFlags(cmd, 10000)
+	f := cmd.Flags()
+	f.Var(dayDuration{&duration}, "duration", "stop this long after the monitor first started, e.g. 14d; 0: run until stopped")
+	f.DurationVar(&interval, "interval", 5*time.Minute, "time between checks")
+	f.BoolVar(&alert, "alert-on-mismatch", false, "alert (log line, and --alert-webhook) once per new mismatch")
+	f.StringVar(&listen, "listen", envOr("MIGCTL_MONITOR_LISTEN", "127.0.0.1:9464"), "address of /metrics and /healthz (\"\": none)")
+	f.StringVar(&webhook, "alert-webhook", envOr("MIGCTL_ALERT_WEBHOOK", ""), "Alertmanager URL (alerts are POSTed to URL/api/v2/alerts)")
+	f.StringVar(&name, "name", "", "monitor name in the journal (default: SOURCE→TARGET)")
+	f.Float64Var(&rate, "calls-per-second", 20, "most calls per second to the nodes")
+	return cmd
+}
+
+func newConsistencyHistoryCmd(a *app) *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "history",
+		Short: "Past checks, repairs and undos with their counts (from the journal)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			j, err := a.journal()
+			if err != nil {
+				return err
+			}
+			h, err := consistency.History(j, limit)
+			if err != nil {
+				return err
+			}
+			if h == nil {
+				h = []consistency.HistoryEntry{}
+			}
+			return cliutil.Print(cmd.OutOrStdout(), a.format, h, func(tw *tabwriter.Writer) {
+				cliutil.Row(tw, "SEQ", "TIME", "KIND", "BY", "PROCESSED", "MISMATCHED", "MISSING", "EXTRA", "EXPIRED", "BYTES", "DURATION", "NOTE")
+				for _, e := range h {
+					ts := e.Time.Format("2006-01-02T15:04:05Z")
+					switch {
+					case e.Check != nil:
+						r := e.Check
+						cliutil.Row(tw, e.Seq, ts, r.Mode+" check", e.Origin, r.Processed, r.Mismatched, r.MissingInTarget, r.ExtraInTarget,
+							r.Expired, r.BytesMoved, r.Duration.Round(time.Millisecond), r.Source+" → "+r.Target)
+					case e.Repair != nil:
+						r := e.Repair
+						cliutil.Row(tw, e.Seq, ts, "repair", e.User, len(r.Actions), "", "", "", "", "", "",
+							fmt.Sprintf("%s: written %d deleted %d saved %d %s", r.State, r.Written, r.Deleted, r.Saved, e.Reason))
+					default:
+						cliutil.Row(tw, e.Seq, ts, "undo-repair", e.User, "", "", "", "", "", "", "", fmt.Sprint(e.Undo["run"]))
+					}
+				}
+			})
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 50, "newest runs to show (0: all)")
+	return cmd
+}

@@ -1,0 +1,252 @@
+package consistency
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
+)
+
+// ErrNoClient is returned when Options.Client is missing: the node-side
+// check functions are called through it.
+var ErrNoClient = errors.New("consistency: Options.Client is required")
+
+// side is one store as the check sees it: its node, the spec term that the
+// agent modules dispatch on, and counters of what crossed the wire.
+type side struct {
+	c     *erl.Client
+	store backends.Store
+	node  string
+	term  etf.Tuple
+	wire  *atomic.Int64 // bytes both ways, shared by both sides of a check
+	trips *atomic.Int64
+	pace  func(context.Context) error
+}
+
+func newSide(c *erl.Client, s backends.Store, wire, trips *atomic.Int64, pace func(context.Context) error) *side {
+	sp := s.Spec()
+	var t etf.Tuple
+	// The same spec terms backends.Open builds (the agent contract).
+	switch sp.Kind {
+	case backends.KindETS:
+		t = etf.Tuple{etf.Atom("ets"), etf.Atom(sp.Table)}
+	case backends.KindDETS:
+		t = etf.Tuple{etf.Atom("dets"), etf.Atom(sp.Table), sp.File, sp.Create, c.Self()}
+	default:
+		t = etf.Tuple{etf.Atom("mnesia"), etf.Atom(sp.Table)}
+	}
+	return &side{c: c, store: s, node: s.Node(), term: t, wire: wire, trips: trips, pace: pace}
+}
+
+func (s *side) name() string { return s.store.Spec().String() + "@" + s.node }
+
+func (s *side) call(ctx context.Context, fun string, sent int, args ...erl.Term) (etf.Tuple, error) {
+	if s.pace != nil {
+		if err := s.pace(ctx); err != nil {
+			return nil, err
+		}
+	}
+	s.trips.Add(1)
+	s.wire.Add(int64(sent))
+	t, err := s.c.Agent(ctx, s.node, "migctl_check:"+fun, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s on %s: %w", fun, s.name(), err)
+	}
+	for _, x := range t[1:] {
+		if b, ok := x.([]byte); ok {
+			s.wire.Add(int64(len(b)))
+		}
+	}
+	return t, nil
+}
+
+// bucketRange is one range and how many equal buckets it is cut into.
+type bucketRange struct {
+	backends.HashRange
+	Buckets int
+}
+
+// bucket returns the i-th bucket of r as a range.
+func (r bucketRange) bucket(i int) backends.HashRange {
+	w := r.Hi - r.Lo
+	lo := r.Lo + ceilDiv(uint64(i)*w, uint64(r.Buckets))
+	hi := r.Lo + ceilDiv(uint64(i+1)*w, uint64(r.Buckets))
+	return backends.HashRange{Lo: lo, Hi: hi}
+}
+
+// ceilDiv matches the node's placement: H is in bucket (H-Lo)*B div W, so
+// bucket i starts at the least H with (H-Lo)*B >= i*W.
+func ceilDiv(a, b uint64) uint64 { return (a + b - 1) / b }
+
+func encodeRanges(rs []bucketRange) []byte {
+	buf := make([]byte, 0, 20*len(rs))
+	for _, r := range rs {
+		buf = binary.BigEndian.AppendUint64(buf, r.Lo)
+		buf = binary.BigEndian.AppendUint64(buf, r.Hi)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(r.Buckets))
+	}
+	return buf
+}
+
+// sums is migctl_check:sums/3: one pass, every bucket of every range.
+func (s *side) sums(ctx context.Context, rs []bucketRange, quantum int64) ([]backends.BucketSum, int64, error) {
+	enc := encodeRanges(rs)
+	opts := etf.List{}
+	if quantum > 0 {
+		opts = append(opts, etf.Tuple{etf.Atom("la_quantum"), quantum})
+	}
+	t, err := s.call(ctx, "sums", len(enc), s.term, enc, opts)
+	if err != nil {
+		return nil, 0, err
+	}
+	b, _ := t[1].([]byte)
+	total := 0
+	for _, r := range rs {
+		total += r.Buckets
+	}
+	if len(b) != 12*total {
+		return nil, 0, fmt.Errorf("sums on %s: %d bytes for %d buckets", s.name(), len(b), total)
+	}
+	out := make([]backends.BucketSum, total)
+	for i := range out {
+		out[i].Count = uint64(binary.BigEndian.Uint32(b[12*i:]))
+		out[i].Sum = binary.BigEndian.Uint64(b[12*i+4:])
+	}
+	return out, toInt64(t[2]), nil
+}
+
+// digestRow is one row as migctl_check:digests/3 lists it.
+type digestRow struct {
+	Digest       uint32
+	LastAccessed int64
+}
+
+func (s *side) digests(ctx context.Context, rs []bucketRange, limit int) (map[string]digestRow, error) {
+	enc := encodeRanges(rs)
+	t, err := s.call(ctx, "digests", len(enc), s.term, enc, etf.List{etf.Tuple{etf.Atom("limit"), limit}})
+	if err != nil {
+		return nil, err
+	}
+	return parseDigests(t)
+}
+
+// digestsOf lists the given ids' digests (those present), by lookup.
+func (s *side) digestsOf(ctx context.Context, ids []string) (map[string]digestRow, error) {
+	out := map[string]digestRow{}
+	const batch = 5000
+	for i := 0; i < len(ids); i += batch {
+		buf := encodeIDs(ids[i:min(i+batch, len(ids))])
+		t, err := s.call(ctx, "digests_of", len(buf), s.term, buf)
+		if err != nil {
+			return nil, err
+		}
+		m, err := parseDigests(t)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func encodeIDs(ids []string) []byte {
+	var buf []byte
+	for _, id := range ids {
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
+		buf = append(buf, id...)
+	}
+	return buf
+}
+
+func parseDigests(t etf.Tuple) (map[string]digestRow, error) {
+	b, _ := t[1].([]byte)
+	out := make(map[string]digestRow, toInt64(t[2]))
+	for len(b) > 0 {
+		if len(b) < 4 {
+			return nil, errors.New("digests: truncated reply")
+		}
+		n := int(binary.BigEndian.Uint32(b))
+		if len(b) < 4+n+12 {
+			return nil, errors.New("digests: truncated reply")
+		}
+		id := string(b[4 : 4+n])
+		out[id] = digestRow{Digest: binary.BigEndian.Uint32(b[4+n:]), LastAccessed: int64(binary.BigEndian.Uint64(b[8+n:]))}
+		b = b[16+n:]
+	}
+	return out, nil
+}
+
+// getMany reads sessions by id without touching them, in batches.
+func (s *side) getMany(ctx context.Context, ids []string) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(ids))
+	const batch = 500
+	for i := 0; i < len(ids); i += batch {
+		buf := encodeIDs(ids[i:min(i+batch, len(ids))])
+		t, err := s.call(ctx, "get_many", len(buf), s.term, buf)
+		if err != nil {
+			return nil, err
+		}
+		b, _ := t[1].([]byte)
+		rows, err := backends.ParseFrames(b, int(toInt64(t[2])))
+		if err != nil {
+			return nil, fmt.Errorf("get_many on %s: %w", s.name(), err)
+		}
+		for _, r := range rows {
+			out[string(r.ID)] = r.Blob
+		}
+	}
+	return out, nil
+}
+
+// slotSample draws about n rows at random from the store without a scan,
+// with their digests.
+func (s *side) slotSample(ctx context.Context, n int, seed int64) (map[string]digestRow, error) {
+	t, err := s.call(ctx, "slot_sample", 0, s.term, n, seed)
+	if err != nil {
+		return nil, err
+	}
+	return parseDigests(t)
+}
+
+// NativeCompare runs the native reference on node: migctl_check's loop
+// that checksums both stores there, one after the other, in buckets hash
+// buckets and compares the sums (no Go in the loop). Both stores must be
+// readable on that node. It returns the number of differing buckets and
+// the time the node measured.
+func NativeCompare(ctx context.Context, c *erl.Client, node string, a, b backends.Store, buckets int) (int, time.Duration, error) {
+	var wire, trips atomic.Int64
+	sa := newSide(c, a, &wire, &trips, nil)
+	sb := newSide(c, b, &wire, &trips, nil)
+	t, err := c.Agent(ctx, node, "migctl_check:native_compare", sa.term, sb.term, buckets)
+	if err != nil {
+		return 0, 0, fmt.Errorf("native compare on %s: %w", node, err)
+	}
+	return int(toInt64(t[1])), time.Duration(toInt64(t[2])) * time.Microsecond, nil
+}
+
+func toInt64(t erl.Term) int64 {
+	switch v := t.(type) {
+	case int:
+		return int64(v)
+	case int64:
+		return v
+	case int32:
+		return int64(v)
+	case uint64:
+		return int64(v)
+	case uint32:
+		return int64(v)
+	case uint8:
+		return int64(v)
+	}
+	return 0
+}

@@ -1,0 +1,596 @@
+package consistency
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	mrand "math/rand/v2"
+	"slices"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
+)
+
+// Kind is the kind of a difference.
+type Kind string
+
+// The kinds of difference a check reports.
+const (
+	KindMismatched      Kind = "mismatched"
+	KindMissingInTarget Kind = "missing_in_target"
+	KindExtraInTarget   Kind = "extra_in_target"
+)
+
+// SampleMethod is how a sample is drawn.
+type SampleMethod string
+
+// Sample methods.
+const (
+	// SampleAuto uses SampleSlots when the stores hold more than
+	// 16 × Sample sessions, else SampleHashRanges: a scan costs about 1-8 µs
+	// a row (ETS to DETS), a random slot read or lookup 10-90 µs.
+	SampleAuto SampleMethod = ""
+	// SampleHashRanges: random subranges of the hash space covering
+	// Sample/rows of it; both sides list the rows in them (one pass each).
+	// Exactly uniform over the union of both stores' keys.
+	SampleHashRanges SampleMethod = "hash-ranges"
+	// SampleSlots: random hash slots of each table (ets:slot, dets:slot),
+	// about Sample sessions in all, drawn from each side in proportion to
+	// its size, then looked up on both sides. No scan: fast on large
+	// tables; uniform as far as the tables' own hashing is.
+	SampleSlots SampleMethod = "slots"
+)
+
+// Kinds lists every Kind in report order.
+var Kinds = []Kind{KindMismatched, KindMissingInTarget, KindExtraInTarget}
+
+// Options tune a check. The zero value (plus Client) is a full check with
+// the default rule.
+type Options struct {
+	// Client reaches the nodes (required).
+	Client *erl.Client
+	// Sample > 0 checks about that many sessions drawn uniformly at random
+	// over the key space instead of all of them.
+	Sample int
+	// Seed makes a sample reproducible; 0 draws a random seed.
+	Seed uint64
+	// SampleMethod chooses how a sample is drawn (see the package
+	// documentation); default SampleAuto.
+	SampleMethod SampleMethod
+	// Rule is the comparison rule.
+	Rule Rule
+	// RecheckDelay is the wait before a difference is read again; only
+	// differences that survive every recheck are reported. Default 2 s.
+	RecheckDelay time.Duration
+	// Rechecks is how many times a difference is read again. Default 2;
+	// negative disables rechecking (tests of the first pass only).
+	Rechecks int
+	// BucketRows is the number of rows per bucket aimed at in the first
+	// round of a full check. Default 64: the sums are then ~0.2 bytes per
+	// row, far below 1 % of the ~500-byte sessions.
+	BucketRows int
+	// ListRows bounds the rows listed (id, digest, last_accessed) in one
+	// round; differing buckets holding more are split again instead.
+	// Default 20000.
+	ListRows int
+	// SplitFactor is how many sub-buckets a differing bucket is cut into.
+	// Default 64.
+	SplitFactor int
+	// MaxSamples caps the sample rows per kind in the report. Default 10.
+	MaxSamples int
+	// Pace, when set, is called before every call to a node (the monitor
+	// passes its rate limiter).
+	Pace func(context.Context) error
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+	// Log receives progress at debug level; default slog.Default().
+	Log *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	o.Rule = o.Rule.withDefaults()
+	if o.RecheckDelay == 0 {
+		o.RecheckDelay = 2 * time.Second
+	}
+	if o.Rechecks == 0 {
+		o.Rechecks = 2
+	}
+	if o.BucketRows <= 0 {
+		o.BucketRows = 64
+	}
+	if o.ListRows <= 0 {
+		o.ListRows = 20000
+	}
+	if o.SplitFactor < 2 {
+		o.SplitFactor = 64
+	}
+	if o.MaxSamples <= 0 {
+		o.MaxSamples = 10
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Seed == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		o.Seed = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	return o
+}
+
+// Difference is one session that differs between the stores.
+type Difference struct {
+	Kind Kind   `json:"kind"`
+	ID   string `json:"id"`
+	// Diff is a short readable description ("metadata[<<"seq">>]: 1 vs 2").
+	Diff string `json:"diff"`
+	// Newer is the side holding the newer copy: "source", "target" or ""
+	// (same last_accessed, or unknown).
+	Newer string `json:"newer,omitempty"`
+}
+
+// Phases are the times spent in each phase of a check.
+type Phases struct {
+	Checksums time.Duration `json:"checksums_ns"`
+	Listing   time.Duration `json:"listing_ns"`
+	Compare   time.Duration `json:"compare_ns"`
+	Recheck   time.Duration `json:"recheck_ns"`
+}
+
+// Report is the result of a check, after vitess vdiff's report: counts,
+// capped samples per kind, and the cost (bytes on the wire, round trips,
+// time per phase).
+type Report struct {
+	Source    string    `json:"source"`
+	Target    string    `json:"target"`
+	Mode      string    `json:"mode"` // "full" or "sample"
+	Seed      uint64    `json:"seed,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+	// SourceRows and TargetRows are the stores' sizes when the check began.
+	SourceRows int64 `json:"source_rows"`
+	TargetRows int64 `json:"target_rows"`
+	// Processed is the number of distinct sessions compared, Matching of
+	// them agreed under the rule; Expired were skipped as expired (on the
+	// newest copy); Rechecked differed at first and were read again.
+	Processed       int64 `json:"processed"`
+	Matching        int64 `json:"matching"`
+	Mismatched      int64 `json:"mismatched"`
+	MissingInTarget int64 `json:"missing_in_target"`
+	ExtraInTarget   int64 `json:"extra_in_target"`
+	Expired         int64 `json:"expired"`
+	Rechecked       int64 `json:"rechecked"`
+	// BytesMoved counts payload bytes that crossed the network, both ways.
+	BytesMoved int64 `json:"bytes_moved"`
+	RoundTrips int64 `json:"round_trips"`
+	// Rounds is the number of checksum rounds (table passes) per side.
+	Rounds   int           `json:"rounds"`
+	Duration time.Duration `json:"duration_ns"`
+	Phases   Phases        `json:"phases"`
+	// Samples holds at most MaxSamples differences per kind.
+	Samples map[Kind][]Difference `json:"samples,omitempty"`
+	// Differences is every difference found (used by Repair; not printed).
+	Differences []Difference `json:"-"`
+}
+
+// Clean reports whether the check found no difference.
+func (r *Report) Clean() bool { return r.Mismatched+r.MissingInTarget+r.ExtraInTarget == 0 }
+
+// Count returns the number of differences of a kind.
+func (r *Report) Count(k Kind) int64 {
+	switch k {
+	case KindMismatched:
+		return r.Mismatched
+	case KindMissingInTarget:
+		return r.MissingInTarget
+	case KindExtraInTarget:
+		return r.ExtraInTarget
+	}
+	return 0
+}
+
+// Check compares two stores (see the package documentation for the model
+// and the comparison rule) and returns the report. An error means the
+// check could not be completed; differences are not errors.
+func Check(ctx context.Context, source, target backends.Store, opts Options) (*Report, error) {
+	if opts.Client == nil {
+		return nil, ErrNoClient
+	}
+	o := opts.withDefaults()
+	start := time.Now()
+	// Connect one node at a time before the two sides work in parallel:
+	// two first calls racing to connect to the same node make the
+	// distribution handshake fail.
+	for _, n := range []string{source.Node(), target.Node()} {
+		if err := o.Client.Connect(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	var wire, trips atomic.Int64
+	src := newSide(o.Client, source, &wire, &trips, o.Pace)
+	tgt := newSide(o.Client, target, &wire, &trips, o.Pace)
+	rep := &Report{Source: src.name(), Target: tgt.name(), Mode: "full", StartedAt: o.Now().UTC(), Samples: map[Kind][]Difference{}}
+	log := o.Log.With("source", rep.Source, "target", rep.Target)
+
+	var err error
+	var listed listing
+	if o.Sample > 0 {
+		rep.Mode, rep.Seed = "sample", o.Seed
+		listed, err = sampleList(ctx, src, tgt, o, rep)
+	} else {
+		listed, err = fullList(ctx, src, tgt, o, rep, log)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	// Compare the listed rows: equal content digests and last_accessed
+	// within the tolerance agree without moving the sessions.
+	t0 := time.Now()
+	tol := o.Rule.toleranceMs()
+	var suspects []string
+	for id := range union(listed.src, listed.tgt) {
+		rep.Processed++
+		a, okA := listed.src[id]
+		b, okB := listed.tgt[id]
+		if okA && okB && a.Digest == b.Digest && (tol == 0 || absDiff(a.LastAccessed, b.LastAccessed) <= tol) {
+			rep.Matching++
+			continue
+		}
+		suspects = append(suspects, id)
+	}
+	sort.Strings(suspects)
+	log.Debug("listed rows compared", "suspects", len(suspects))
+
+	// Suspects: read both copies and apply the rule; then read what still
+	// differs again after a delay, so in-flight writes settle.
+	diffs, err := judgeAll(ctx, src, tgt, suspects, o, rep)
+	rep.Phases.Compare = time.Since(t0)
+	if err != nil {
+		return nil, err
+	}
+	t1 := time.Now()
+	for round := 0; round < o.Rechecks && len(diffs) > 0; round++ {
+		if round == 0 {
+			rep.Rechecked = int64(len(diffs))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(o.RecheckDelay):
+		}
+		ids := make([]string, 0, len(diffs))
+		for _, d := range diffs {
+			ids = append(ids, d.ID)
+		}
+		if diffs, err = judgeAll(ctx, src, tgt, ids, o, rep); err != nil {
+			return nil, err
+		}
+	}
+	rep.Phases.Recheck = time.Since(t1)
+	for _, d := range diffs {
+		switch d.Kind {
+		case KindMismatched:
+			rep.Mismatched++
+		case KindMissingInTarget:
+			rep.MissingInTarget++
+		case KindExtraInTarget:
+			rep.ExtraInTarget++
+		}
+		if len(rep.Samples[d.Kind]) < o.MaxSamples {
+			rep.Samples[d.Kind] = append(rep.Samples[d.Kind], d)
+		}
+	}
+	rep.Differences = diffs
+	// Suspects that matched or expired on a recheck moved out of the
+	// difference counts; what is not a difference or expired matched.
+	rep.Matching = rep.Processed - rep.Mismatched - rep.MissingInTarget - rep.ExtraInTarget - rep.Expired
+	rep.BytesMoved, rep.RoundTrips = wire.Load(), trips.Load()
+	rep.Duration = time.Since(start)
+	log.Debug("check done", "processed", rep.Processed, "differences", len(diffs), "bytes", rep.BytesMoved, "duration", rep.Duration)
+	return rep, nil
+}
+
+// judgeAll reads the copies of ids on both sides and returns the ids that
+// differ under the rule. Expired ones are counted (once) and dropped.
+func judgeAll(ctx context.Context, src, tgt *side, ids []string, o Options, rep *Report) ([]Difference, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	a, b, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (map[string][]byte, error) {
+		return s.getMany(ctx, ids)
+	})
+	if err != nil {
+		return nil, err
+	}
+	now := o.Now()
+	var out []Difference
+	for _, id := range ids {
+		v, diff, newer := o.Rule.judge(a[id], b[id], now)
+		switch v {
+		case vExpired:
+			rep.Expired++
+		case vMismatch:
+			out = append(out, Difference{Kind: KindMismatched, ID: id, Diff: diff, Newer: newer})
+		case vMissing:
+			out = append(out, Difference{Kind: KindMissingInTarget, ID: id, Diff: diff, Newer: newer})
+		case vExtra:
+			out = append(out, Difference{Kind: KindExtraInTarget, ID: id, Diff: diff, Newer: newer})
+		}
+	}
+	return out, nil
+}
+
+// listing is what each side listed: id -> digest and last_accessed.
+type listing struct {
+	src, tgt map[string]digestRow
+}
+
+func union(a, b map[string]digestRow) map[string]struct{} {
+	u := make(map[string]struct{}, len(a)+len(b))
+	for k := range a {
+		u[k] = struct{}{}
+	}
+	for k := range b {
+		u[k] = struct{}{}
+	}
+	return u
+}
+
+func absDiff(a, b int64) int64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+// both runs f on the two sides at once: each side's pass runs where its
+// data lives, so a round costs the slower side's time, not the sum.
+func both[T any](ctx context.Context, src, tgt *side, f func(context.Context, *side) (T, error)) (T, T, error) {
+	var a, b T
+	var errA, errB error
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if a, errA = f(ctx, src); errA != nil {
+			cancel()
+		}
+	}()
+	if b, errB = f(ctx, tgt); errB != nil {
+		cancel()
+	}
+	<-done
+	return a, b, errors.Join(errA, errB)
+}
+
+// fullList bisects: checksums of hash buckets on both nodes, one pass per
+// round for all ranges; buckets that agree are done (their rows counted as
+// processed and matching), buckets that differ are split further, or, once
+// they hold few enough rows, listed row by row.
+func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *slog.Logger) (listing, error) {
+	t0 := time.Now()
+	counts, countt, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (int64, error) { return s.store.Count(ctx) })
+	if err != nil {
+		return listing{}, err
+	}
+	rep.SourceRows, rep.TargetRows = counts, countt
+	n := max(counts, countt)
+	b := int(min(max(n/int64(o.BucketRows), 16), 1<<20))
+	ranges := []bucketRange{{HashRange: backends.FullRange, Buckets: b}}
+	quantum := o.Rule.toleranceMs()
+	var matched int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return listing{}, err
+		}
+		rep.Rounds++
+		sctx, cancel := scanContext(ctx, n)
+		sa, sb, err := both(sctx, src, tgt, func(ctx context.Context, s *side) ([]backends.BucketSum, error) {
+			sums, _, err := s.sums(ctx, ranges, quantum)
+			return sums, err
+		})
+		cancel()
+		if err != nil {
+			return listing{}, err
+		}
+		var differ []backends.HashRange
+		var rows int64
+		i := 0
+		for _, r := range ranges {
+			for k := 0; k < r.Buckets; k, i = k+1, i+1 {
+				if sa[i] == sb[i] {
+					matched += int64(sa[i].Count)
+					continue
+				}
+				differ = append(differ, r.bucket(k))
+				rows += int64(max(sa[i].Count, sb[i].Count))
+			}
+		}
+		log.Debug("checksum round", "round", rep.Rounds, "ranges", len(ranges), "differing", len(differ), "rows", rows)
+		if len(differ) == 0 {
+			rep.Phases.Checksums = time.Since(t0)
+			rep.Processed += matched
+			return listing{src: map[string]digestRow{}, tgt: map[string]digestRow{}}, nil
+		}
+		splittable := false
+		for _, d := range differ {
+			if d.Hi-d.Lo > 1 {
+				splittable = true
+				break
+			}
+		}
+		if rows <= int64(o.ListRows) || !splittable {
+			rep.Phases.Checksums = time.Since(t0)
+			t1 := time.Now()
+			lr := mergeRanges(differ)
+			limit := int(rows) + o.ListRows // rows may grow under live load
+			lctx, cancel := scanContext(ctx, n)
+			a, bb, err := both(lctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
+				return s.digests(ctx, lr, limit)
+			})
+			cancel()
+			rep.Phases.Listing = time.Since(t1)
+			if err != nil {
+				return listing{}, err
+			}
+			rep.Processed += matched
+			return listing{src: a, tgt: bb}, nil
+		}
+		ranges = ranges[:0:0]
+		for _, d := range differ {
+			ranges = append(ranges, bucketRange{HashRange: d, Buckets: int(min(uint64(o.SplitFactor), d.Hi-d.Lo))})
+		}
+	}
+}
+
+// scanContext bounds a call that scans a whole table: the client's default
+// call timeout is meant for short calls, and a pass over millions of DETS
+// rows takes longer (about 8 µs a row on a quiet node; 50 µs allowed).
+// A shorter deadline of the caller's is kept.
+func scanContext(ctx context.Context, rows int64) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, time.Minute+time.Duration(rows)*50*time.Microsecond)
+}
+
+// mergeRanges joins adjacent ranges (sorted input) into one-bucket ranges.
+func mergeRanges(rs []backends.HashRange) []bucketRange {
+	var out []bucketRange
+	for _, r := range rs {
+		if n := len(out); n > 0 && out[n-1].Hi == r.Lo {
+			out[n-1].Hi = r.Hi
+			continue
+		}
+		out = append(out, bucketRange{HashRange: r, Buckets: 1})
+	}
+	return out
+}
+
+// sampleList draws the sample: the hash space is cut into equal strata and
+// in each a subrange at a random offset is taken, with the subranges
+// together covering Sample/rows of the space. Every session's key hash is
+// uniform, so every session is in the sample with the same probability,
+// wherever it sits in either store (not the first N), and a session that
+// exists on one side only is as likely to be drawn as any other.
+func sampleList(ctx context.Context, src, tgt *side, o Options, rep *Report) (listing, error) {
+	t0 := time.Now()
+	counts, countt, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (int64, error) { return s.store.Count(ctx) })
+	if err != nil {
+		return listing{}, err
+	}
+	rep.SourceRows, rep.TargetRows = counts, countt
+	method := o.SampleMethod
+	if method == SampleAuto {
+		method = SampleHashRanges
+		if max(counts, countt) > 16*int64(o.Sample) {
+			method = SampleSlots
+		}
+	}
+	if method == SampleSlots {
+		l, err := slotList(ctx, src, tgt, o, counts, countt)
+		rep.Rounds = 1
+		rep.Phases.Listing = time.Since(t0)
+		return l, err
+	}
+	ranges := sampleRanges(max(counts, countt), o.Sample, o.Seed)
+	limit := 4*o.Sample + 1000
+	sctx, cancel := scanContext(ctx, max(counts, countt))
+	defer cancel()
+	a, b, err := both(sctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
+		return s.digests(ctx, ranges, limit)
+	})
+	rep.Rounds = 1
+	rep.Phases.Listing = time.Since(t0)
+	if err != nil {
+		return listing{}, err
+	}
+	return listing{src: a, tgt: b}, nil
+}
+
+// slotList draws rows from each side's hash slots at the same rate (with
+// their digests), then looks up on the other side the ids it did not draw
+// there. A session on both sides counts only when drawn from the source,
+// one on the target only when drawn from the target: so every session of
+// the union has the same chance, whichever side(s) hold it.
+func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int64) (listing, error) {
+	most := max(counts, countt)
+	if most == 0 {
+		return listing{src: map[string]digestRow{}, tgt: map[string]digestRow{}}, nil
+	}
+	ns := int((int64(o.Sample)*counts + most - 1) / most)
+	nt := int((int64(o.Sample)*countt + most - 1) / most)
+	seed := int64(o.Seed & (1<<62 - 1))
+	a, b, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
+		n := ns
+		if s == tgt {
+			n = nt
+		}
+		if n <= 0 {
+			return map[string]digestRow{}, nil
+		}
+		return s.slotSample(ctx, n, seed)
+	})
+	if err != nil {
+		return listing{}, err
+	}
+	missing := func(from, in map[string]digestRow) []string {
+		var ids []string
+		for id := range from {
+			if _, ok := in[id]; !ok {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	forSrc, forTgt := missing(b, a), missing(a, b)
+	ls, lt, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
+		if s == src {
+			return s.digestsOf(ctx, forSrc)
+		}
+		return s.digestsOf(ctx, forTgt)
+	})
+	if err != nil {
+		return listing{}, err
+	}
+	for _, id := range forSrc {
+		if _, ok := ls[id]; ok {
+			delete(b, id) // on both sides but drawn from the target: not in the sample
+		}
+	}
+	for k, v := range lt {
+		b[k] = v
+	}
+	return listing{src: a, tgt: b}, nil
+}
+
+// sampleRanges covers fraction sample/rows of the hash space with
+// stratified random subranges.
+func sampleRanges(rows int64, sample int, seed uint64) []bucketRange {
+	const space = uint64(1) << 32
+	if rows <= int64(sample) || rows == 0 {
+		return []bucketRange{{HashRange: backends.FullRange, Buckets: 1}}
+	}
+	frac := float64(sample) / float64(rows)
+	// About 8 sessions per subrange: small enough to spread the sample
+	// over the whole key space, large enough to keep the request short.
+	strata := uint64(max(1, min(sample/8, 1<<16)))
+	stratum := space / strata
+	width := uint64(frac * float64(stratum))
+	if width == 0 {
+		width = 1
+	}
+	rng := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	out := make([]bucketRange, 0, strata)
+	for i := uint64(0); i < strata; i++ {
+		lo := i*stratum + rng.Uint64N(stratum-width+1)
+		out = append(out, bucketRange{HashRange: backends.HashRange{Lo: lo, Hi: lo + width}, Buckets: 1})
+	}
+	return slices.Clip(out)
+}

@@ -1,0 +1,116 @@
+// Package consistency proves that two session stores agree, repairs them
+// when they do not, and watches them for weeks (the runbook's phase1
+// monitor). It is the library behind `migctl consistency check | repair |
+// undo-repair | monitor | history`.
+//
+// # Model
+//
+// A check compares a source and a target backends.Store (any pair of ETS,
+// DETS and Mnesia, on any nodes) and returns a Report after vitess vdiff's:
+// processed, matching, mismatched, missing in target, extra in target,
+// expired (skipped), rechecked, bytes moved over the network, round trips,
+// duration per phase, and at most Options.MaxSamples sample rows per kind
+// with a short readable diff (session.Diff).
+//
+// Checksums, not rows. Keys are placed in hash space by
+// H = erlang:phash2(Id, 2^32). A full check asks each node, in parallel,
+// for the checksums (row count and the sum of a 32-bit digest per row) of
+// equal buckets of that space (about Options.BucketRows rows a bucket),
+// computed where the data lives by the agent module migctl_check in ONE
+// pass over the table for all buckets. Only the sums (12 bytes a bucket)
+// cross the network. Buckets whose sums agree are done. Buckets that differ
+// are split again (Options.SplitFactor sub-buckets each, all of a round in
+// one pass) until they hold at most Options.ListRows rows, and then both
+// sides list {Id, digest, last_accessed} for those ranges only; only ids
+// whose entries differ are read as sessions (term_to_binary blobs) and
+// compared field by field. When the stores agree a full check is one pass
+// per side and moves about 0.2 bytes per session (~0.04 % of the data).
+//
+// Sampling (Options.Sample = N) draws about N sessions uniformly at random,
+// never the first N, in one of two ways (Options.SampleMethod):
+//
+//   - hash-ranges: the hash space is cut into strata and in each a subrange
+//     at a random offset is taken, the subranges together covering N/rows
+//     of the space; both sides list {Id, digest, last_accessed} in them.
+//     Key hashes are uniform, so every session of either store has the
+//     same chance. Costs one pass over each table.
+//   - slots: each side draws rows from random hash slots of its table
+//     (ets:slot/2, dets:slot/2) at the same rate N/rows, and the other side
+//     looks the drawn ids up. A session on both sides counts only when
+//     drawn from the source and one on the target only when drawn from the
+//     target, so every session of the union has the same chance. No scan:
+//     the cost grows with N, not with the table (a DETS slot read or
+//     lookup costs 50-90 µs, an ETS one a few µs).
+//
+// The default (auto) takes hash-ranges up to 16 × N rows and slots above.
+//
+// # THE COMPARISON RULE
+//
+// Two copies of a session (same id, one per store) agree when:
+//
+//   - exactly equal: id, created_at, timeout_ms (including `infinity`),
+//     metadata (every key and value, nested maps included) and any other
+//     key of the session map. Terms are compared, not bytes (session.Equal):
+//     a compressed encoding or another node's key order is no difference.
+//   - equal within a tolerance: last_accessed, which every fetch rewrites,
+//     so during dual-write it drifts between the stores. Copies agree when
+//     |Δ last_accessed| ≤ Rule.LastAccessedTolerance (default: twice
+//     erlmcp's cleanup interval, 2 minutes). A bigger gap is a lost touch
+//     and is reported as mismatched, because the lagging store would
+//     expire the session early. On the nodes, the digest includes
+//     last_accessed div tolerance, so any gap of a tolerance or more always
+//     changes a bucket's sum; smaller gaps may change it too (a quantum
+//     boundary between them) and are then cleared row by row.
+//     A negative tolerance ignores last_accessed altogether (for phase1 when
+//     reads touch the old store only and nothing mirrors the touch).
+//   - ignored: the Mnesia record's own last_accessed field (the fourth
+//     element of {Tab, Id, Session, LastAccessed}) and the record tag; only
+//     the session map counts.
+//
+// Expired sessions are skipped (counted in Expired): a session is expired
+// when its NEWEST copy is (erlmcp's rule, Now − last_accessed > timeout_ms,
+// widened by Rule.ExpiryGrace, 5 s), because each store deletes expired
+// sessions on its own timer, so for up to a minute one may still hold what
+// the other has dropped. An older copy that expired while the newer did not
+// is not skipped: that is a lost touch.
+//
+// In-flight writes: the two sides are read at slightly different moments
+// while the service keeps writing. Every difference is therefore read
+// again after Options.RecheckDelay (default 2 s, Options.Rechecks times,
+// default 2) and reported only if it still differs then; a write that
+// reached one store and is on its way to the other settles in between.
+// Rechecked counts the sessions read again. A lost or different write does
+// not settle and is always reported.
+//
+// Limits: a row's digest is 32 bits and a bucket's sum is their sum mod
+// 2^64 plus the count, so two different bucket contents collide with a
+// probability of about 2^-32 per differing bucket. Each round is one full
+// pass over each table (DETS and ETS have no index by hash); a sample check
+// is one pass too.
+//
+// # Repair
+//
+// Repair runs a check and turns every difference into an action: the newer
+// copy goes to the side that lacks the session or holds an older copy
+// (put modes if_absent / if_newer, decided on the node at write time, so a
+// write the service makes meanwhile wins); equal last_accessed with
+// different content: the source wins. Sessions only in the target are
+// copied to the source, or deleted from the target with DeleteExtra;
+// nothing else is ever deleted. Before writing, every value about to be
+// overwritten or deleted (and every absence about to be filled) is saved in
+// the journal, so UndoRepair(run) restores it; undo leaves alone a session
+// the service changed after the repair (a conflict) unless Force.
+//
+// # Monitor
+//
+// Monitor is the daemon: Open / Run / Close, a check every interval
+// (sampled by default), metrics on its own Prometheus registry
+// (migctl_consistency_*), /healthz, an alert in Alertmanager's format (POST
+// /api/v2/alerts) and a log line for every NEW mismatch (never twice: the
+// mismatches already alerted on are kept in the journal), its history and
+// state in the journal (a restart continues; the duration counts from the
+// first start). It bounds its load: calls to the nodes are paced
+// (CallsPerSecond), a check is postponed with exponential back-off when a
+// node's run queue is long or a check failed. deploy/ holds the alert
+// rules, a Grafana dashboard and a systemd unit.
+package consistency

@@ -1,0 +1,561 @@
+package consistency
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/journal"
+)
+
+// MonitorConfig configures a Monitor.
+type MonitorConfig struct {
+	// Source and Target are the stores to compare (required).
+	Source, Target backends.Store
+	// Journal keeps the monitor's history and state (required): a
+	// restarted monitor with the same Name continues where it stopped.
+	Journal *journal.Journal
+	// Name identifies the monitor in the journal; default "SOURCE→TARGET".
+	Name string
+	// Duration bounds the monitor's life, counted from its FIRST start
+	// (kept in the journal); 0 runs until cancelled.
+	Duration time.Duration
+	// Interval between checks; default 5 minutes.
+	Interval time.Duration
+	// Sample is the sample size of each check (default 10000); Full checks
+	// everything instead.
+	Sample int
+	Full   bool
+	// AlertOnMismatch sends an alert (log line, and AlertWebhook when set)
+	// for every new mismatch, once.
+	AlertOnMismatch bool
+	// AlertWebhook is an Alertmanager base URL (alerts are POSTed to
+	// URL/api/v2/alerts) or a full URL ending in /api/v2/alerts.
+	AlertWebhook string
+	// Listen is the address of /metrics and /healthz ("" serves nothing).
+	Listen string
+	// Check tunes each check (Client is required there).
+	Check Options
+	// CallsPerSecond bounds the calls the monitor makes to the nodes.
+	// Default 20.
+	CallsPerSecond float64
+	// BusyRunQueue: a node whose run queue (processes waiting for a
+	// scheduler) exceeds this many per online scheduler is busy, and the
+	// check is postponed with back-off. Default 4.
+	BusyRunQueue float64
+	// Phases, when set, reads the migration phase of each node (node ->
+	// "phase1") for the migctl_node_migration_phase metric.
+	Phases func(ctx context.Context) (map[string]string, error)
+	// HTTPClient posts alerts; default a client with a 10 s timeout.
+	HTTPClient *http.Client
+	// Log receives the monitor's log lines; default slog.Default().
+	Log *slog.Logger
+}
+
+// MonitorState is what the journal keeps for a monitor between restarts.
+type MonitorState struct {
+	Name       string    `json:"name"`
+	Source     string    `json:"source"`
+	Target     string    `json:"target"`
+	FirstStart time.Time `json:"first_start"`
+	Starts     int       `json:"starts"`
+	Checks     int64     `json:"checks"`
+	Mismatches int64     `json:"mismatches"`
+	LastCheck  time.Time `json:"last_check,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
+	// Alerted holds the mismatches already alerted on ("kind id"), so an
+	// alert is never sent twice, across restarts too.
+	Alerted map[string]time.Time `json:"alerted,omitempty"`
+}
+
+const monitorBucket = "consistency.monitor"
+
+// maxAlerted bounds the remembered alerts; the oldest are forgotten first.
+const maxAlerted = 100000
+
+// Monitor is the consistency monitor daemon: it checks the stores every
+// Interval, exports metrics, alerts on new mismatches and records its
+// history in the journal. Lifecycle: NewMonitor, Open, Run (until the
+// context is cancelled or the duration runs out), Close.
+type Monitor struct {
+	cfg MonitorConfig
+	log *slog.Logger
+	m   *metrics
+
+	mu      sync.Mutex
+	state   MonitorState
+	backoff time.Duration
+	lastErr error
+
+	srv     *http.Server
+	ln      net.Listener
+	done    chan struct{}
+	started atomic.Bool
+
+	pace *pacer
+}
+
+// NewMonitor validates the configuration; nothing is opened yet.
+func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
+	if cfg.Source == nil || cfg.Target == nil || cfg.Journal == nil || cfg.Check.Client == nil {
+		return nil, errors.New("monitor: Source, Target, Journal and Check.Client are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 5 * time.Minute
+	}
+	if cfg.Sample <= 0 {
+		cfg.Sample = 10000
+	}
+	if cfg.CallsPerSecond <= 0 {
+		cfg.CallsPerSecond = 20
+	}
+	if cfg.BusyRunQueue <= 0 {
+		cfg.BusyRunQueue = 4
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	src := cfg.Source.Spec().String() + "@" + cfg.Source.Node()
+	tgt := cfg.Target.Spec().String() + "@" + cfg.Target.Node()
+	if cfg.Name == "" {
+		cfg.Name = src + "→" + tgt
+	}
+	mon := &Monitor{cfg: cfg, m: newMetrics(src, tgt), done: make(chan struct{}),
+		log:  cfg.Log.With("monitor", cfg.Name),
+		pace: newPacer(cfg.CallsPerSecond)}
+	mon.state = MonitorState{Name: cfg.Name, Source: src, Target: tgt}
+	return mon, nil
+}
+
+// Registry is the monitor's own Prometheus registry.
+func (m *Monitor) Registry() *prometheus.Registry { return m.m.reg }
+
+// State returns a copy of the monitor's state.
+func (m *Monitor) State() MonitorState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.state
+	s.Alerted = nil
+	return s
+}
+
+// Addr is the address /metrics is served on (after Open), "" if none.
+func (m *Monitor) Addr() string {
+	if m.ln == nil {
+		return ""
+	}
+	return m.ln.Addr().String()
+}
+
+// Open loads (or creates) the monitor's state from the journal and starts
+// serving /metrics and /healthz.
+func (m *Monitor) Open(ctx context.Context) error {
+	var st MonitorState
+	ok, err := m.cfg.Journal.GetState(monitorBucket, m.cfg.Name, &st)
+	if err != nil {
+		return fmt.Errorf("monitor: load state: %w", err)
+	}
+	m.mu.Lock()
+	if ok {
+		m.state = st
+	} else {
+		m.state.FirstStart = time.Now().UTC()
+	}
+	m.state.Starts++
+	if m.state.Alerted == nil {
+		m.state.Alerted = map[string]time.Time{}
+	}
+	st = m.state
+	m.mu.Unlock()
+	if err := m.cfg.Journal.PutState(monitorBucket, m.cfg.Name, st); err != nil {
+		return fmt.Errorf("monitor: save state: %w", err)
+	}
+	m.m.started.Set(float64(st.FirstStart.UnixMilli()) / 1000)
+	if m.cfg.Duration > 0 {
+		m.m.ends.Set(float64(st.FirstStart.Add(m.cfg.Duration).UnixMilli()) / 1000)
+	}
+	m.log.Info("monitor open", "first_start", st.FirstStart, "starts", st.Starts, "checks_so_far", st.Checks)
+	if m.cfg.Listen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", m.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("monitor: listen %s: %w", m.cfg.Listen, err)
+	}
+	m.ln = ln
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.m.reg, promhttp.HandlerOpts{Registry: m.m.reg}))
+	mux.HandleFunc("/healthz", m.healthz)
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.log.Error("metrics server", "err", err)
+		}
+	}()
+	m.log.Info("serving metrics", "addr", ln.Addr().String())
+	return nil
+}
+
+func (m *Monitor) healthz(w http.ResponseWriter, _ *http.Request) {
+	m.mu.Lock()
+	body := map[string]any{"name": m.state.Name, "checks": m.state.Checks, "first_start": m.state.FirstStart,
+		"last_check": m.state.LastCheck, "backoff_seconds": m.backoff.Seconds()}
+	err := m.lastErr
+	m.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		body["status"], body["error"] = "failing", err.Error()
+		w.WriteHeader(http.StatusServiceUnavailable)
+	} else {
+		body["status"] = "ok"
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// Close stops serving /metrics and /healthz. If Run was started it first
+// waits for it to return (cancel Run's context to stop it) or for ctx to
+// end.
+func (m *Monitor) Close(ctx context.Context) error {
+	if m.started.Load() {
+		select {
+		case <-m.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var err error
+	if m.srv != nil {
+		err = m.srv.Shutdown(ctx)
+	}
+	return err
+}
+
+// Run checks every Interval until ctx is cancelled (nil is returned: a
+// stop is not a failure) or the duration, counted from the first start,
+// runs out. Failed checks and busy nodes postpone the next check with
+// exponential back-off.
+func (m *Monitor) Run(ctx context.Context) error {
+	if !m.started.CompareAndSwap(false, true) {
+		return errors.New("monitor: Run called twice")
+	}
+	defer close(m.done)
+	for {
+		wait := m.cfg.Interval
+		if end := m.end(); !end.IsZero() {
+			left := time.Until(end)
+			if left <= 0 {
+				m.log.Info("monitor duration reached", "since", m.State().FirstStart, "duration", m.cfg.Duration)
+				return nil
+			}
+			wait = min(wait, left)
+		}
+		if busy, why := m.busy(ctx); busy {
+			m.m.throttled.WithLabelValues("busy").Inc()
+			m.grow("nodes busy: " + why)
+		} else if _, err := m.CheckNow(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			m.m.throttled.WithLabelValues("error").Inc()
+			m.grow("check failed: " + err.Error())
+		} else {
+			m.mu.Lock()
+			m.backoff = 0
+			m.mu.Unlock()
+		}
+		m.mu.Lock()
+		wait += m.backoff
+		m.mu.Unlock()
+		m.m.backoff.Set(wait.Seconds() - m.cfg.Interval.Seconds())
+		select {
+		case <-ctx.Done():
+			m.log.Info("monitor stopping")
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (m *Monitor) end() time.Time {
+	if m.cfg.Duration <= 0 {
+		return time.Time{}
+	}
+	return m.State().FirstStart.Add(m.cfg.Duration)
+}
+
+// grow doubles the back-off (from a quarter interval, up to 4 intervals).
+func (m *Monitor) grow(why string) {
+	m.mu.Lock()
+	m.backoff = min(max(2*m.backoff, m.cfg.Interval/4), 4*m.cfg.Interval)
+	b := m.backoff
+	m.mu.Unlock()
+	m.log.Warn("postponing the next check", "reason", why, "backoff", b)
+}
+
+// nodeLoad is what busy() reads from each node.
+type nodeLoad struct {
+	Node       string
+	RunQueue   int64
+	Schedulers int64
+}
+
+// throttle is the pure decision: busy when any node's run queue exceeds
+// limit per online scheduler. The reason is for humans.
+func throttle(loads []nodeLoad, limit float64) (bool, string) {
+	for _, l := range loads {
+		if l.Schedulers > 0 && float64(l.RunQueue) > limit*float64(l.Schedulers) {
+			return true, fmt.Sprintf("%s has %d processes waiting for %d schedulers (limit %.0f per scheduler)",
+				l.Node, l.RunQueue, l.Schedulers, limit)
+		}
+	}
+	return false, ""
+}
+
+func (m *Monitor) nodes() []string {
+	ns := []string{m.cfg.Source.Node()}
+	if t := m.cfg.Target.Node(); t != ns[0] {
+		ns = append(ns, t)
+	}
+	return ns
+}
+
+func (m *Monitor) busy(ctx context.Context) (bool, string) {
+	c := m.cfg.Check.Client
+	var loads []nodeLoad
+	for _, n := range m.nodes() {
+		rq, err1 := c.Call(ctx, n, "erlang", "statistics", etf.Atom("total_run_queue_lengths"))
+		sc, err2 := c.Call(ctx, n, "erlang", "system_info", etf.Atom("schedulers_online"))
+		if err1 != nil || err2 != nil {
+			continue // the check itself will report an unreachable node
+		}
+		loads = append(loads, nodeLoad{Node: n, RunQueue: toInt64(rq), Schedulers: toInt64(sc)})
+	}
+	if m.cfg.Phases != nil {
+		if ps, err := m.cfg.Phases(ctx); err == nil {
+			m.m.phase.Reset()
+			for n, ph := range ps {
+				m.m.phase.WithLabelValues(n, ph).Set(1)
+			}
+		} else {
+			m.log.Debug("reading phases", "err", err)
+		}
+	}
+	return throttle(loads, m.cfg.BusyRunQueue)
+}
+
+// CheckNow runs one check now: metrics, journal history, alerts.
+func (m *Monitor) CheckNow(ctx context.Context) (*Report, error) {
+	o := m.cfg.Check
+	if !m.cfg.Full {
+		o.Sample = m.cfg.Sample
+	}
+	o.Pace = m.pace.wait
+	if o.Log == nil {
+		o.Log = m.log
+	}
+	rep, err := Check(ctx, m.cfg.Source, m.cfg.Target, o)
+	m.mu.Lock()
+	m.lastErr = err
+	m.mu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil {
+			m.m.checks.WithLabelValues("error").Inc()
+			m.log.Error("check failed", "err", err)
+			m.save(func(s *MonitorState) { s.LastError = err.Error() })
+		}
+		return nil, err
+	}
+	m.m.observe(rep)
+	seq, jerr := RecordCheck(m.cfg.Journal, rep, "monitor:"+m.cfg.Name)
+	if jerr != nil {
+		m.log.Error("recording the check", "err", jerr)
+	}
+	var fresh []Difference
+	m.save(func(s *MonitorState) {
+		s.Checks++
+		s.Mismatches += int64(len(rep.Differences))
+		s.LastCheck, s.LastError = time.Now().UTC(), ""
+		if !m.cfg.AlertOnMismatch {
+			return
+		}
+		for _, d := range rep.Differences {
+			k := string(d.Kind) + " " + d.ID
+			if _, seen := s.Alerted[k]; !seen {
+				fresh = append(fresh, d)
+				s.Alerted[k] = time.Now().UTC()
+			}
+		}
+		trimAlerted(s.Alerted)
+	})
+	if rep.Clean() {
+		m.log.Info("check clean", "mode", rep.Mode, "compared", rep.Processed, "duration", rep.Duration, "bytes", rep.BytesMoved)
+	} else {
+		m.log.Warn("check found differences", "mode", rep.Mode, "compared", rep.Processed,
+			"mismatched", rep.Mismatched, "missing_in_target", rep.MissingInTarget, "extra_in_target", rep.ExtraInTarget, "new", len(fresh))
+	}
+	if len(fresh) > 0 {
+		m.alert(ctx, rep, fresh, seq)
+	}
+	return rep, nil
+}
+
+func (m *Monitor) save(f func(*MonitorState)) {
+	m.mu.Lock()
+	f(&m.state)
+	st := m.state
+	st.Alerted = make(map[string]time.Time, len(m.state.Alerted))
+	for k, v := range m.state.Alerted {
+		st.Alerted[k] = v
+	}
+	m.mu.Unlock()
+	if err := m.cfg.Journal.PutState(monitorBucket, m.cfg.Name, st); err != nil {
+		m.log.Error("saving monitor state", "err", err)
+	}
+}
+
+func trimAlerted(a map[string]time.Time) {
+	if len(a) <= maxAlerted {
+		return
+	}
+	type kv struct {
+		k string
+		t time.Time
+	}
+	all := make([]kv, 0, len(a))
+	for k, t := range a {
+		all = append(all, kv{k, t})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].t.Before(all[j].t) })
+	for _, x := range all[:len(all)-maxAlerted] {
+		delete(a, x.k)
+	}
+}
+
+// AlertmanagerAlert is one alert of Alertmanager's API v2
+// (POST /api/v2/alerts takes a JSON array of them).
+type AlertmanagerAlert struct {
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	StartsAt     time.Time         `json:"startsAt"`
+	EndsAt       time.Time         `json:"endsAt,omitzero"`
+	GeneratorURL string            `json:"generatorURL,omitempty"`
+}
+
+// AlertName is the alertname of the monitor's own alerts.
+const AlertName = "MigctlConsistencyMismatch"
+
+func (m *Monitor) alert(ctx context.Context, rep *Report, fresh []Difference, seq uint64) {
+	counts := map[Kind]int{}
+	var ids []string
+	for _, d := range fresh {
+		counts[d.Kind]++
+		if len(ids) < 10 {
+			ids = append(ids, fmt.Sprintf("%s %q (%s)", d.Kind, d.ID, d.Diff))
+		}
+	}
+	summary := fmt.Sprintf("%d new session mismatch(es) between %s and %s", len(fresh), rep.Source, rep.Target)
+	m.log.Warn("ALERT "+summary, "mismatched", counts[KindMismatched], "missing_in_target", counts[KindMissingInTarget],
+		"extra_in_target", counts[KindExtraInTarget], "check", seq, "first", strings.Join(ids, "; "))
+	m.m.alerts.Inc()
+	if m.cfg.AlertWebhook == "" {
+		return
+	}
+	gen := ""
+	if a := m.Addr(); a != "" {
+		gen = "http://" + a + "/metrics"
+	}
+	al := []AlertmanagerAlert{{
+		Labels: map[string]string{"alertname": AlertName, "severity": "critical", "sender": "migctl-monitor",
+			"monitor": m.cfg.Name, "source_store": rep.Source, "target_store": rep.Target, "check": fmt.Sprint(seq)},
+		Annotations: map[string]string{"summary": summary,
+			"description": fmt.Sprintf("mismatched %d, missing in target %d, extra in target %d; %s. `migctl consistency history` has the check, `migctl consistency repair --dry-run` shows a fix.",
+				counts[KindMismatched], counts[KindMissingInTarget], counts[KindExtraInTarget], strings.Join(ids, "; "))},
+		StartsAt:     time.Now().UTC(),
+		GeneratorURL: gen,
+	}}
+	if err := m.post(ctx, al); err != nil {
+		m.log.Error("alert webhook", "url", m.cfg.AlertWebhook, "err", err)
+	}
+}
+
+func (m *Monitor) post(ctx context.Context, al []AlertmanagerAlert) error {
+	url := strings.TrimRight(m.cfg.AlertWebhook, "/")
+	if !strings.HasSuffix(url, "/api/v2/alerts") {
+		url += "/api/v2/alerts"
+	}
+	body, err := json.Marshal(al)
+	if err != nil {
+		return err
+	}
+	var last error
+	for attempt := 0; attempt < 3; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := m.cfg.HTTPClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return nil
+			}
+			err = fmt.Errorf("%s", resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * time.Second):
+		}
+	}
+	return last
+}
+
+// pacer spaces calls to the nodes at most rate per second.
+type pacer struct {
+	mu    sync.Mutex
+	every time.Duration
+	next  time.Time
+}
+
+func newPacer(rate float64) *pacer {
+	return &pacer{every: time.Duration(float64(time.Second) / rate)}
+}
+
+func (p *pacer) wait(ctx context.Context) error {
+	p.mu.Lock()
+	now := time.Now()
+	at := p.next
+	if at.Before(now) {
+		at = now
+	}
+	p.next = at.Add(p.every)
+	p.mu.Unlock()
+	if d := time.Until(at); d > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+	}
+	return nil
+}

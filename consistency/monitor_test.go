@@ -1,0 +1,403 @@
+package consistency_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/erlmcp/migctl/consistency"
+	"github.com/erlmcp/migctl/journal"
+	"github.com/erlmcp/migctl/testkit"
+)
+
+// receiver is a stand-in Alertmanager: it records every alert POSTed to
+// /api/v2/alerts, by Prometheus and by the monitor.
+type receiver struct {
+	mu     sync.Mutex
+	alerts []consistency.AlertmanagerAlert
+	srv    *httptest.Server
+}
+
+func newReceiver(t *testing.T) *receiver {
+	r := &receiver{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method != http.MethodPost || req.URL.Path != "/api/v2/alerts" {
+			http.NotFound(w, req)
+			return
+		}
+		var as []consistency.AlertmanagerAlert
+		if err := json.NewDecoder(req.Body).Decode(&as); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		r.alerts = append(r.alerts, as...)
+		r.mu.Unlock()
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// named returns the alerts with that alertname, from the monitor itself
+// (sender label) or from Prometheus.
+func (r *receiver) named(name string, fromMonitor bool) []consistency.AlertmanagerAlert {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []consistency.AlertmanagerAlert
+	for _, a := range r.alerts {
+		if a.Labels["alertname"] == name && (a.Labels["sender"] == "migctl-monitor") == fromMonitor {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startPrometheus runs Debian's prometheus on loopback, scraping target
+// every second with the project's alerting rules, and sending alerts to
+// alertmanager. It is stopped by pid at cleanup.
+func startPrometheus(t *testing.T, target, alertmanager string) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Skip("prometheus not installed (Debian package prometheus; `make deps` installs it)")
+	}
+	rules, err := filepath.Abs("../deploy/prometheus/migctl-consistency-rules.yml")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [%q]
+alerting:
+  alertmanagers:
+    - api_version: v2
+      static_configs: [{targets: [%q]}]
+scrape_configs:
+  - job_name: migctl-consistency
+    static_configs: [{targets: [%q]}]
+`, rules, alertmanager, target)
+	cfgFile := filepath.Join(dir, "prometheus.yml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(cfg), 0o644))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	log, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	require.NoError(t, err)
+	cmd := exec.Command(bin, "--config.file="+cfgFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, cmd.Start())
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			<-done
+		}
+		log.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			t.Logf("prometheus log:\n%s", tail(string(b), 3000))
+		}
+	})
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}, 30*time.Second, 200*time.Millisecond, "prometheus did not become ready")
+	return addr
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// query runs an instant PromQL query and returns the result's values.
+func query(t *testing.T, prom, q string) []string {
+	resp, err := http.Get("http://" + prom + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data struct {
+			Result []struct {
+				Value []any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&r) != nil {
+		return nil
+	}
+	var out []string
+	for _, x := range r.Data.Result {
+		if len(x.Value) == 2 {
+			out = append(out, fmt.Sprint(x.Value[1]))
+		}
+	}
+	return out
+}
+
+func TestMonitorUnderPrometheus(t *testing.T) {
+	p := newPair(t, 1, 2000)
+	jpath := filepath.Join(t.TempDir(), "journal.db")
+	j, err := journal.Open(jpath, journal.Options{})
+	require.NoError(t, err)
+	recv := newReceiver(t)
+	amAddr := strings.TrimPrefix(recv.srv.URL, "http://")
+
+	cfg := consistency.MonitorConfig{
+		Source: p.src, Target: p.tgt, Journal: j,
+		Interval: time.Second, Full: true, AlertOnMismatch: true,
+		AlertWebhook: recv.srv.URL, Listen: "127.0.0.1:0",
+		Duration: time.Hour,
+		Check:    p.opts(),
+	}
+	mon, err := consistency.NewMonitor(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(tctx(t))
+	defer cancel()
+	require.NoError(t, mon.Open(ctx))
+	runDone := make(chan error, 1)
+	go func() { runDone <- mon.Run(ctx) }()
+
+	prom := startPrometheus(t, mon.Addr(), amAddr)
+	require.Eventually(t, func() bool {
+		v := query(t, prom, `migctl_consistency_checks_total{job="migctl-consistency",result="clean"}`)
+		return len(v) == 1 && v[0] != "0"
+	}, 30*time.Second, 250*time.Millisecond, "prometheus never scraped a clean check")
+	require.Empty(t, recv.named(consistency.AlertName, true))
+	require.Empty(t, recv.named("MigctlConsistencyMismatches", false))
+
+	// promtool accepts the exposition (names, _total, _seconds, help).
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		resp, err := http.Get("http://" + mon.Addr() + "/metrics")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(string(body))
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "promtool check metrics:\n%s", out)
+		out, err = exec.Command(promtool, "check", "rules", "../deploy/prometheus/migctl-consistency-rules.yml").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		checkDeployFiles(t, prom, string(body))
+	}
+	resp, err := http.Get("http://" + mon.Addr() + "/healthz")
+	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode)
+	resp.Body.Close()
+
+	// Inject a mismatch: the monitor alerts once, Prometheus fires its rule.
+	p.eval(t, p.ids[5], corruptTarget+", ok")
+	require.Eventually(t, func() bool {
+		return len(recv.named(consistency.AlertName, true)) > 0 && len(recv.named("MigctlConsistencyMismatches", false)) > 0
+	}, 45*time.Second, 250*time.Millisecond, "no alert: monitor %d, prometheus %d",
+		len(recv.named(consistency.AlertName, true)), len(recv.named("MigctlConsistencyMismatches", false)))
+	pa := recv.named("MigctlConsistencyMismatches", false)[0]
+	require.Equal(t, "critical", pa.Labels["severity"])
+	require.Contains(t, pa.Annotations["summary"], "1 difference")
+	ma := recv.named(consistency.AlertName, true)[0]
+	require.Contains(t, ma.Annotations["description"], p.ids[5])
+
+	// Later checks see the same mismatch and do not alert again.
+	checks := mon.State().Checks
+	require.Eventually(t, func() bool { return mon.State().Checks >= checks+3 }, 30*time.Second, 100*time.Millisecond)
+	require.Len(t, recv.named(consistency.AlertName, true), 1)
+
+	// SIGTERM (the context) stops it within seconds.
+	t0 := time.Now()
+	cancel()
+	select {
+	case err := <-runDone:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("monitor did not stop within 5 s")
+	}
+	require.NoError(t, mon.Close(context.Background()))
+	t.Logf("stopped in %s", time.Since(t0))
+	first := mon.State()
+
+	// Restarted, it continues: same first start, the count goes on, and
+	// the known mismatch is still not alerted again.
+	mon2, err := consistency.NewMonitor(cfg)
+	require.NoError(t, err)
+	ctx2, cancel2 := context.WithCancel(tctx(t))
+	defer cancel2()
+	require.NoError(t, mon2.Open(ctx2))
+	defer mon2.Close(context.Background())
+	_, err = mon2.CheckNow(ctx2)
+	require.NoError(t, err)
+	st := mon2.State()
+	require.Equal(t, first.FirstStart, st.FirstStart)
+	require.Equal(t, 2, st.Starts)
+	require.Equal(t, first.Checks+1, st.Checks)
+	require.Len(t, recv.named(consistency.AlertName, true), 1)
+
+	h, err := consistency.History(j, 0)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(h), int(st.Checks))
+	require.False(t, h[len(h)-1].Check.Clean())
+}
+
+func TestMonitorDurationCountsFromFirstStart(t *testing.T) {
+	p := newPair(t, 1, 500)
+	j, err := journal.Open(filepath.Join(t.TempDir(), "journal.db"), journal.Options{})
+	require.NoError(t, err)
+	cfg := consistency.MonitorConfig{Source: p.src, Target: p.tgt, Journal: j, Interval: 200 * time.Millisecond,
+		Full: true, Duration: 1500 * time.Millisecond, Check: p.opts()}
+	run := func() time.Duration {
+		mon, err := consistency.NewMonitor(cfg)
+		require.NoError(t, err)
+		require.NoError(t, mon.Open(tctx(t)))
+		t0 := time.Now()
+		require.NoError(t, mon.Run(tctx(t)))
+		return time.Since(t0)
+	}
+	ctx, cancel := context.WithTimeout(tctx(t), 700*time.Millisecond)
+	mon, err := consistency.NewMonitor(cfg)
+	require.NoError(t, err)
+	require.NoError(t, mon.Open(ctx))
+	require.NoError(t, mon.Run(ctx)) // stopped early
+	cancel()
+	// The second start only has what is left of the 1.5 s.
+	require.Less(t, run(), 1300*time.Millisecond)
+	_ = testkit.Main
+}
+
+// checkDeployFiles: every metric the rules and the dashboard use is one the
+// monitor exports, and every dashboard query is valid PromQL for the real
+// Prometheus.
+func checkDeployFiles(t *testing.T, prom, exposition string) {
+	t.Helper()
+	name := regexp.MustCompile(`migctl_[a-z_]+`)
+	rules, err := os.ReadFile("../deploy/prometheus/migctl-consistency-rules.yml")
+	require.NoError(t, err)
+	dash, err := os.ReadFile("../deploy/grafana/migctl-dashboard.json")
+	require.NoError(t, err)
+	for _, src := range [][]byte{rules, dash} {
+		for _, m := range name.FindAllString(string(src), -1) {
+			if m == "migctl_consistency" || strings.HasPrefix(m, "migctl_node_migration_phase") {
+				continue // the dashboard's uid; the phase series exists only with a migration
+			}
+			require.Contains(t, exposition, "\n"+m, "deploy files use %s, the monitor does not export it", m)
+		}
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	require.NoError(t, json.Unmarshal(dash, &d))
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			q := strings.NewReplacer("$source", ".*", "$target", ".*").Replace(tg.Expr)
+			resp, err := http.Get("http://" + prom + "/api/v1/query?query=" + url.QueryEscape(q))
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, 200, resp.StatusCode, "panel %q: %s", p.Title, q)
+		}
+	}
+}
+
+// TestMonitorAlertsRealAlertmanager: the monitor's webhook is accepted by
+// Debian's prometheus-alertmanager, which then lists the alert.
+func TestMonitorAlertsRealAlertmanager(t *testing.T) {
+	bin, err := exec.LookPath("prometheus-alertmanager")
+	if err != nil {
+		t.Skip("prometheus-alertmanager not installed (Debian package prometheus-alertmanager)")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "alertmanager.yml")
+	require.NoError(t, os.WriteFile(cfg, []byte("route:\n  receiver: none\nreceivers:\n  - name: none\n"), 0o644))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	log, err := os.Create(filepath.Join(dir, "alertmanager.log"))
+	require.NoError(t, err)
+	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--cluster.listen-address=")
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, cmd.Start())
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			<-done
+		}
+		log.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			t.Logf("alertmanager log:\n%s", tail(string(b), 3000))
+		}
+	})
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}, 30*time.Second, 200*time.Millisecond, "alertmanager did not become ready")
+
+	p := newPair(t, 1, 300)
+	j, err := journal.Open(filepath.Join(t.TempDir(), "journal.db"), journal.Options{})
+	require.NoError(t, err)
+	mon, err := consistency.NewMonitor(consistency.MonitorConfig{Source: p.src, Target: p.tgt, Journal: j,
+		Full: true, AlertOnMismatch: true, AlertWebhook: "http://" + addr, Check: p.opts()})
+	require.NoError(t, err)
+	require.NoError(t, mon.Open(tctx(t)))
+	defer mon.Close(context.Background())
+	p.eval(t, p.ids[3], deleteTarget+", ok")
+	rep, err := mon.CheckNow(tctx(t))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rep.MissingInTarget)
+
+	resp, err := http.Get("http://" + addr + "/api/v2/alerts")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var got []consistency.AlertmanagerAlert
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+	require.Len(t, got, 1)
+	require.Equal(t, consistency.AlertName, got[0].Labels["alertname"])
+	require.Contains(t, got[0].Annotations["description"], p.ids[3])
+}
