@@ -19,8 +19,12 @@
 // per layout: ETS, the last key returned (exact and durable, the table is
 // ordered); DETS and Mnesia, the table's own select continuation, valid
 // while the table stays open on the node (ErrCursorExpired otherwise; start
-// again). Concurrent writes during a stream may or may not be seen, as with
-// any select traversal; migration code relies on dual-writes for those.
+// again). Scan is the way to read a whole live table: the node's streaming
+// process fixes the table (safe_fixtable) for the whole traversal, so every
+// row present throughout comes exactly once, and rows written during the
+// scan may or may not come (migration code relies on dual-writes for
+// those). Step-by-step Stream calls cannot hold a fixation between calls:
+// under concurrent writes a DETS or Mnesia stream may repeat or miss rows.
 //
 // Checksums are computed on the node over a range of hash space (keys are
 // placed by erlang:phash2(Id, 2^32)), in buckets, so that two stores can be

@@ -65,6 +65,7 @@ type Client struct {
 	watchers  map[string][]chan struct{}
 	forms     map[string]Term // cached erl_eval forms by source
 	agents    map[string]bool // nodes where we loaded the agent
+	dialing   map[string]*sync.Mutex
 	closed    bool
 	done      chan struct{}
 }
@@ -115,6 +116,7 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		watchers:  map[string][]chan struct{}{},
 		forms:     map[string]Term{},
 		agents:    map[string]bool{},
+		dialing:   map[string]*sync.Mutex{},
 		done:      make(chan struct{}),
 	}
 	c.hs = &hiddenHandshake{HandshakeInterface: dist.CreateHandshake(dist.HandshakeOptions{
@@ -235,7 +237,23 @@ func (c *Client) Connect(ctx context.Context, nodeName string) error {
 		c.mu.Unlock()
 		return nil
 	}
+	// One handshake per node at a time: two simultaneous ones make the
+	// node refuse the second ("handshake negotiation failed"), which would
+	// look like a wrong cookie.
+	dl := c.dialing[nodeName]
+	if dl == nil {
+		dl = &sync.Mutex{}
+		c.dialing[nodeName] = dl
+	}
 	c.mu.Unlock()
+	dl.Lock()
+	defer dl.Unlock()
+	c.mu.Lock()
+	_, ok := c.monitored[nodeName]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
 
 	name, host, err := SplitNode(nodeName)
 	if err != nil {

@@ -219,3 +219,30 @@ func TestDeadlineFromContext(t *testing.T) {
 	require.ErrorIs(t, err, erl.ErrTimeout)
 	require.Less(t, time.Since(start), 3*time.Second)
 }
+
+// Many goroutines making their first call to a node at once all succeed
+// (simultaneous handshakes were refused by the node and looked like a bad
+// cookie).
+func TestConcurrentFirstCalls(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 2})
+	c := cl.Client()
+	for _, n := range cl.Names() {
+		c.Disconnect(n)
+	}
+	time.Sleep(200 * time.Millisecond)
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, err := c.Call(ctx(t), cl.Nodes[i%2].Name, "erlang", "node")
+			errs <- err
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+}

@@ -293,6 +293,7 @@ stream_push(Spec, Cursor, Limit, Credit, To, Tag) ->
         ok = open(Spec, read, none),
         Pid = spawn(fun() ->
                         M = erlang:monitor(process, To),
+                        fix(Spec),
                         push_loop(Spec, Cursor, Limit, Credit, To, Tag, M)
                     end),
         {ok, Pid}
@@ -319,6 +320,16 @@ push_loop(Spec, Cursor, Limit, Credit, To, Tag, M) ->
                 end
         end
     end.
+
+%% fix(Spec): while the application writes, a hash-table traversal that is
+%% not fixed can return a row twice and miss another (seen: 3,004 rows, of
+%% which 2,983 distinct, out of 3,000). Fixing the table for the life of
+%% this process makes every row present throughout the scan come exactly
+%% once; rows written during it may or may not come. The fixation ends
+%% with the process. An ordered_set walked by key needs none.
+fix({dets, Tab, _, _, _}) -> dets:safe_fixtable(Tab, true);
+fix({mnesia, Tab}) -> ets:safe_fixtable(Tab, true);
+fix(_) -> ok.
 
 wait(0) -> 60000;
 wait(_) -> 0.
