@@ -30,12 +30,15 @@ func (c *Client) EnsureAgent(ctx context.Context, nodeName string) error {
 		if err != nil {
 			return err
 		}
-		c.mu.Lock()
-		if loaded || !c.agents[nodeName] {
-			c.agents[nodeName] = true
+		if loaded {
+			c.mu.Lock()
+			c.mine[nodeName] = append(c.mine[nodeName], m.Name)
+			c.mu.Unlock()
 		}
-		c.mu.Unlock()
 	}
+	c.mu.Lock()
+	c.agents[nodeName] = true
+	c.mu.Unlock()
 	return nil
 }
 
@@ -96,24 +99,44 @@ func (c *Client) loadModule(ctx context.Context, nodeName string, m agent.Module
 	return true, nil
 }
 
-// UnloadAgent removes the agent modules from node if this Client loaded
-// them. A module still running in some process (a forwarder the operator
-// asked for) is left loaded and reported.
+// UnloadAgent removes from node the agent modules this Client loaded there,
+// unless someone still needs them: another migctl connected to the node (a
+// monitor daemon, a watch: they are hidden nodes named migctl_*), or a
+// process still running the code (a forwarder). Deleting code under them
+// would leave them without a current version and make the next load fail.
+// The last migctl to leave removes it.
 func (c *Client) UnloadAgent(ctx context.Context, nodeName string) error {
 	c.mu.Lock()
-	mine := c.agents[nodeName]
+	mods := c.mine[nodeName]
+	delete(c.mine, nodeName)
 	delete(c.agents, nodeName)
 	c.mu.Unlock()
-	if !mine {
+	if len(mods) == 0 {
+		return nil
+	}
+	// Release DETS tables our owners hold before deciding anything.
+	_, _ = c.Call(ctx, nodeName, "migctl_agent", "release_all")
+	names := make(etf.List, len(mods))
+	for i, m := range mods {
+		names[i] = etf.Atom(m)
+	}
+	busy, err := c.Eval(ctx, nodeName, `Me = node(Self),
+	    Others = [N || N <- nodes(hidden), N =/= Me,
+	                   lists:prefix("migctl_", atom_to_list(N))],
+	    Running = [P || P <- processes(),
+	                    {current_function, {M, _, _}} <- [process_info(P, current_function)],
+	                    lists:member(M, Mods)],
+	    {length(Others), length(Running)}`, map[string]Term{"Self": c.Self(), "Mods": names})
+	if err != nil {
+		return err
+	}
+	if bt, ok := busy.(etf.Tuple); ok && len(bt) == 2 && (Int64(bt[0]) > 0 || Int64(bt[1]) > 0) {
+		c.log.Debug("agent left loaded: still in use", "node", nodeName, "other_migctls", bt[0], "processes", bt[1])
 		return nil
 	}
 	var errs []error
-	for _, m := range agent.Modules() {
-		mod := etf.Atom(m.Name)
-		// Release DETS tables our owners hold before the code goes.
-		if m.Name == "migctl_agent" {
-			_, _ = c.Call(ctx, nodeName, "migctl_agent", "release_all")
-		}
+	for _, m := range mods {
+		mod := etf.Atom(m)
 		if _, err := c.Call(ctx, nodeName, "code", "soft_purge", mod); err != nil {
 			errs = append(errs, err)
 			continue
@@ -126,7 +149,7 @@ func (c *Client) UnloadAgent(ctx context.Context, nodeName string) error {
 		if err != nil {
 			errs = append(errs, err)
 		} else if ok != true {
-			errs = append(errs, fmt.Errorf("unload %s on %s: still in use by a process; left loaded", m.Name, nodeName))
+			errs = append(errs, fmt.Errorf("unload %s on %s: still in use by a process; left loaded", m, nodeName))
 		}
 	}
 	return errors.Join(errs...)

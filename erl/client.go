@@ -63,8 +63,9 @@ type Client struct {
 	subs      map[etf.Atom][]chan Term
 	keyed     map[keyedSub]chan Term
 	watchers  map[string][]chan struct{}
-	forms     map[string]Term // cached erl_eval forms by source
-	agents    map[string]bool // nodes where we loaded the agent
+	forms     map[string]Term     // cached erl_eval forms by source
+	agents    map[string]bool     // nodes where the agent is known to be loaded
+	mine      map[string][]string // agent modules this Client loaded, by node
 	dialing   map[string]*sync.Mutex
 	closed    bool
 	done      chan struct{}
@@ -116,6 +117,7 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		watchers:  map[string][]chan struct{}{},
 		forms:     map[string]Term{},
 		agents:    map[string]bool{},
+		mine:      map[string][]string{},
 		dialing:   map[string]*sync.Mutex{},
 		done:      make(chan struct{}),
 	}
@@ -202,7 +204,7 @@ func (c *Client) Close(ctx context.Context) error {
 		return nil
 	}
 	var nodes []string
-	for n := range c.agents {
+	for n := range c.mine {
 		nodes = append(nodes, n)
 	}
 	c.mu.Unlock()
@@ -541,6 +543,7 @@ func (c *Client) nodeDown(nodeName string) {
 	c.mu.Lock()
 	delete(c.monitored, nodeName)
 	delete(c.agents, nodeName) // a restarted node has lost pushed code anyway
+	delete(c.mine, nodeName)
 	n := 0
 	for ref, p := range c.pending {
 		if p.node == nodeName {

@@ -246,3 +246,18 @@ func TestConcurrentFirstCalls(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// The agent is not unloaded under a process still running it (another
+// migctl's stream or forwarder): deleting it would leave that process on
+// old code and break the next load.
+func TestAgentStaysWhileInUse(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_ets"})
+	c := cl.Client()
+	n := cl.Nodes[0].Name
+	// A stream that never gets its ack: its process waits in agent code.
+	r, err := c.Agent(ctx(t), n, "stream_push", etf.Tuple{etf.Atom("ets"), etf.Atom("erlmcp_sessions_ets")}, []byte{}, 10, 1, c.Self(), []byte("t"))
+	require.NoError(t, err)
+	require.NoError(t, c.UnloadAgent(ctx(t), n))
+	require.NotEqual(t, false, cl.Call(0, "code", "is_loaded", etf.Atom("migctl_agent")), "left loaded while in use")
+	_ = c.Send(r[1].(etf.Pid), etf.Tuple{etf.Atom("migctl_stop"), []byte("t")})
+}
