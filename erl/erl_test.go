@@ -254,6 +254,7 @@ func TestAgentStaysWhileInUse(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_ets"})
 	c := cl.Client()
 	n := cl.Nodes[0].Name
+	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("ets"), etf.Map{}, 50, 1)
 	// A stream that never gets its ack: its process waits in agent code.
 	r, err := c.Agent(ctx(t), n, "stream_push", etf.Tuple{etf.Atom("ets"), etf.Atom("erlmcp_sessions_ets")}, []byte{}, 10, 1, c.Self(), []byte("t"))
 	require.NoError(t, err)
