@@ -58,7 +58,11 @@ func TestBenchExport(t *testing.T) {
 				fn, tab = "ets_pull", etf.Atom(backends.DefaultMnesiaTable)
 			}
 			res := cl.Call(1, "bench_ref", fn, etf.Atom(node), tab, batch).(etf.Tuple)
-			require.EqualValues(t, n, res[0])
+			// The reference's select continuations run in a new rex
+			// process each time, so the table is not fixed and DETS's
+			// incremental rehash can return a few rows twice; migctl's
+			// scan fixes the table and returns each row once.
+			require.GreaterOrEqual(t, toInt(res[0]), int64(n))
 			us := float64(toInt(res[1]))
 			native = append(native, float64(n)/(us/1e6))
 		}
