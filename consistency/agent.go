@@ -19,18 +19,29 @@ import (
 var ErrNoClient = errors.New("consistency: Options.Client is required")
 
 // side is one store as the check sees it: its node, the spec term that the
-// agent modules dispatch on, and counters of what crossed the wire.
+// agent modules dispatch on, and counters of what crossed the wire. A side
+// made from a backends.Union has parts, one per member node: every agent
+// call goes to each part and the replies are merged (see call).
 type side struct {
 	c     *erl.Client
 	store backends.Store
 	node  string
 	term  etf.Tuple
+	parts []*side
 	wire  *atomic.Int64 // bytes both ways, shared by both sides of a check
 	trips *atomic.Int64
 	pace  func(context.Context) error
 }
 
 func newSide(c *erl.Client, s backends.Store, wire, trips *atomic.Int64, pace func(context.Context) error) *side {
+	if u, ok := s.(*backends.Union); ok {
+		sd := &side{c: c, store: s, node: s.Node(), wire: wire, trips: trips, pace: pace}
+		for _, m := range u.Members {
+			sd.parts = append(sd.parts, newSide(c, m, wire, trips, pace))
+		}
+		sd.term = sd.parts[0].term
+		return sd
+	}
 	sp := s.Spec()
 	var t etf.Tuple
 	// The same spec terms backends.Open builds (the agent contract).
@@ -47,7 +58,47 @@ func newSide(c *erl.Client, s backends.Store, wire, trips *atomic.Int64, pace fu
 
 func (s *side) name() string { return s.store.Spec().String() + "@" + s.node }
 
+// call runs migctl_check:fun(Args) where args[0] is the side's spec term.
+// On a union side it runs on every part (each with its own spec term) and
+// merges the replies, which all have the shape {ok, Binary, Count}:
+// bucket sums (sums/3: <<Count:32, Sum:64>> per bucket) are added bucket
+// by bucket; listings (digests, digests_of, get_many, slot_sample) are
+// concatenated. A session lives on one member, so both merges are exact.
 func (s *side) call(ctx context.Context, fun string, sent int, args ...erl.Term) (etf.Tuple, error) {
+	if len(s.parts) == 0 {
+		return s.call1(ctx, fun, sent, args...)
+	}
+	var merged etf.Tuple
+	for _, p := range s.parts {
+		a := append([]erl.Term{p.term}, args[1:]...)
+		t, err := p.call1(ctx, fun, sent, a...)
+		if err != nil {
+			return nil, err
+		}
+		if merged == nil {
+			merged = etf.Tuple{t[0], append([]byte(nil), erl.Bytes(t[1])...), erl.Int64(t[2])}
+			continue
+		}
+		b := erl.Bytes(t[1])
+		acc := merged[1].([]byte)
+		if fun == "sums" {
+			if len(b) != len(acc) {
+				return nil, fmt.Errorf("sums on %s: members disagree on the bucket count", s.name())
+			}
+			for i := 0; i+12 <= len(acc); i += 12 {
+				binary.BigEndian.PutUint32(acc[i:], binary.BigEndian.Uint32(acc[i:])+binary.BigEndian.Uint32(b[i:]))
+				binary.BigEndian.PutUint64(acc[i+4:], binary.BigEndian.Uint64(acc[i+4:])+binary.BigEndian.Uint64(b[i+4:]))
+			}
+		} else {
+			acc = append(acc, b...)
+		}
+		merged[1] = acc
+		merged[2] = merged[2].(int64) + erl.Int64(t[2])
+	}
+	return merged, nil
+}
+
+func (s *side) call1(ctx context.Context, fun string, sent int, args ...erl.Term) (etf.Tuple, error) {
 	if s.pace != nil {
 		if err := s.pace(ctx); err != nil {
 			return nil, err
@@ -119,7 +170,7 @@ func (s *side) sums(ctx context.Context, rs []bucketRange, quantum int64) ([]bac
 		out[i].Count = uint64(binary.BigEndian.Uint32(b[12*i:]))
 		out[i].Sum = binary.BigEndian.Uint64(b[12*i+4:])
 	}
-	return out, toInt64(t[2]), nil
+	return out, erl.Int64(t[2]), nil
 }
 
 // digestRow is one row as migctl_check:digests/3 lists it.
@@ -169,7 +220,7 @@ func encodeIDs(ids []string) []byte {
 
 func parseDigests(t etf.Tuple) (map[string]digestRow, error) {
 	b, _ := t[1].([]byte)
-	out := make(map[string]digestRow, toInt64(t[2]))
+	out := make(map[string]digestRow, erl.Int64(t[2]))
 	for len(b) > 0 {
 		if len(b) < 4 {
 			return nil, errors.New("digests: truncated reply")
@@ -196,7 +247,7 @@ func (s *side) getMany(ctx context.Context, ids []string) (map[string][]byte, er
 			return nil, err
 		}
 		b, _ := t[1].([]byte)
-		rows, err := backends.ParseFrames(b, int(toInt64(t[2])))
+		rows, err := backends.ParseFrames(b, int(erl.Int64(t[2])))
 		if err != nil {
 			return nil, fmt.Errorf("get_many on %s: %w", s.name(), err)
 		}
@@ -230,23 +281,5 @@ func NativeCompare(ctx context.Context, c *erl.Client, node string, a, b backend
 	if err != nil {
 		return 0, 0, fmt.Errorf("native compare on %s: %w", node, err)
 	}
-	return int(toInt64(t[1])), time.Duration(toInt64(t[2])) * time.Microsecond, nil
-}
-
-func toInt64(t erl.Term) int64 {
-	switch v := t.(type) {
-	case int:
-		return int64(v)
-	case int64:
-		return v
-	case int32:
-		return int64(v)
-	case uint64:
-		return int64(v)
-	case uint32:
-		return int64(v)
-	case uint8:
-		return int64(v)
-	}
-	return 0
+	return int(erl.Int64(t[1])), time.Duration(erl.Int64(t[2])) * time.Microsecond, nil
 }

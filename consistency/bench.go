@@ -70,7 +70,7 @@ func DataSize(ctx context.Context, c *erl.Client, s backends.Store) (bytes, rows
 	if err != nil {
 		return 0, 0, err
 	}
-	return toInt64(t[1]), toInt64(t[2]), nil
+	return erl.Int64(t[1]), erl.Int64(t[2]), nil
 }
 
 // BenchFull measures a full check of source against target next to the

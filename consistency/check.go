@@ -208,7 +208,7 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 	// Connect one node at a time before the two sides work in parallel:
 	// two first calls racing to connect to the same node make the
 	// distribution handshake fail.
-	for _, n := range []string{source.Node(), target.Node()} {
+	for _, n := range append(backends.NodesOf(source), backends.NodesOf(target)...) {
 		if err := o.Client.Connect(ctx, n); err != nil {
 			return nil, err
 		}

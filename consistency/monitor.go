@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/journal"
 )
 
@@ -330,9 +331,13 @@ func throttle(loads []nodeLoad, limit float64) (bool, string) {
 }
 
 func (m *Monitor) nodes() []string {
-	ns := []string{m.cfg.Source.Node()}
-	if t := m.cfg.Target.Node(); t != ns[0] {
-		ns = append(ns, t)
+	seen := map[string]bool{}
+	var ns []string
+	for _, n := range append(backends.NodesOf(m.cfg.Source), backends.NodesOf(m.cfg.Target)...) {
+		if !seen[n] {
+			seen[n] = true
+			ns = append(ns, n)
+		}
 	}
 	return ns
 }
@@ -346,7 +351,7 @@ func (m *Monitor) busy(ctx context.Context) (bool, string) {
 		if err1 != nil || err2 != nil {
 			continue // the check itself will report an unreachable node
 		}
-		loads = append(loads, nodeLoad{Node: n, RunQueue: toInt64(rq), Schedulers: toInt64(sc)})
+		loads = append(loads, nodeLoad{Node: n, RunQueue: erl.Int64(rq), Schedulers: erl.Int64(sc)})
 	}
 	if m.cfg.Phases != nil {
 		if ps, err := m.cfg.Phases(ctx); err == nil {

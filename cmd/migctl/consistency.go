@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/consistency"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
 	"github.com/erlmcp/migctl/migrate"
 )
@@ -57,8 +59,8 @@ func (p *pairFlags) addFlags(cmd *cobra.Command, sampleDefault int) {
 	f := cmd.Flags()
 	f.StringVar(&p.source, "source", envOr("MIGCTL_SOURCE", ""), "source store: ets, dets or mnesia (env MIGCTL_SOURCE)")
 	f.StringVar(&p.target, "target", envOr("MIGCTL_TARGET", ""), "target store: ets, dets or mnesia (env MIGCTL_TARGET)")
-	f.StringVar(&p.sourceNode, "source-node", "", "node holding the source store (default: the first of --nodes)")
-	f.StringVar(&p.targetNode, "target-node", "", "node to read the target store on (default: the first of --nodes)")
+	f.StringVar(&p.sourceNode, "source-node", "", "node holding the source store (default: ETS/DETS on every node of --nodes, as one store; Mnesia on the first)")
+	f.StringVar(&p.targetNode, "target-node", "", "node to read the target store on (default: as for --source-node)")
 	f.IntVar(&p.sample, "sample", sampleDefault, "check about N sessions drawn at random over the key space (0: all, like --full)")
 	f.BoolVar(&p.full, "full", false, "check every session (checksums first, only differing ranges narrowed down)")
 	f.DurationVar(&p.tolerance, "last-accessed-tolerance", consistency.DefaultLastAccessedTolerance, "last_accessed may differ by this much between the stores")
@@ -114,33 +116,49 @@ func (p *pairFlags) options(cmd *cobra.Command) (consistency.Options, backends.K
 	return o, sk, tk, nil
 }
 
-// open connects and opens both stores.
+// open connects and opens both stores. A node-local store (ETS, DETS)
+// named without --source-node/--target-node is the union of that store on
+// every node of --nodes: erlmcp keeps one DETS file per node, and the
+// Mnesia table they migrate to holds the sessions of all of them. Mnesia
+// is read on one node (the first of --nodes unless given).
 func (p *pairFlags) open(ctx context.Context, a *app, sk, tk backends.Kind) (backends.Store, backends.Store, error) {
-	sn, tn := p.sourceNode, p.targetNode
-	if sn == "" || tn == "" {
-		nodes, err := a.needNodes()
-		if err != nil {
+	var nodes []string
+	if p.sourceNode == "" || p.targetNode == "" {
+		var err error
+		if nodes, err = a.needNodes(); err != nil {
 			return nil, nil, err
-		}
-		if sn == "" {
-			sn = nodes[0]
-		}
-		if tn == "" {
-			tn = nodes[0]
 		}
 	}
 	if len(a.nodes) == 0 {
-		a.nodes = []string{sn}
+		a.nodes = []string{p.sourceNode}
 	}
 	c, err := a.erlClient(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	src, err := backends.Open(c, sn, p.sf.specOf(sk))
+	side := func(k backends.Kind, node string) (backends.Store, error) {
+		spec := p.sf.specOf(k)
+		if node != "" {
+			return backends.Open(c, node, spec)
+		}
+		if k == backends.KindMnesia || len(nodes) == 1 {
+			return backends.Open(c, nodes[0], spec)
+		}
+		var members []backends.Store
+		for _, n := range nodes {
+			s, err := backends.Open(c, n, spec)
+			if err != nil {
+				return nil, err
+			}
+			members = append(members, s)
+		}
+		return backends.NewUnion(members...)
+	}
+	src, err := side(sk, p.sourceNode)
 	if err != nil {
 		return nil, nil, err
 	}
-	tgt, err := backends.Open(c, tn, p.sf.specOf(tk))
+	tgt, err := side(tk, p.targetNode)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -322,17 +340,17 @@ func newConsistencyUndoCmd(a *app) *cobra.Command {
 				return err
 			}
 			if len(a.nodes) == 0 {
-				a.nodes = []string{rec.SourceNode}
+				a.nodes = strings.Split(rec.SourceNode, ",")
 			}
 			c, err := a.erlClient(cmd.Context())
 			if err != nil {
 				return err
 			}
-			src, err := backends.Open(c, rec.SourceNode, rec.SourceSpec)
+			src, err := openRecorded(c, rec.SourceNode, rec.SourceSpec)
 			if err != nil {
 				return err
 			}
-			tgt, err := backends.Open(c, rec.TargetNode, rec.TargetSpec)
+			tgt, err := openRecorded(c, rec.TargetNode, rec.TargetSpec)
 			if err != nil {
 				return err
 			}
@@ -369,7 +387,7 @@ func newConsistencyMonitorCmd(a *app) *cobra.Command {
 	var rate float64
 	cmd := &cobra.Command{
 		Use:   "monitor --source dets --target mnesia --duration 14d --interval 5m --sample 10000 --alert-on-mismatch",
-		Short: "Check the stores periodically, serve /metrics and /healthz, alert on new mismatches",
+		Short: "Check the stores periodically, serve /metrics and /healthz, alert on new mismatches; exit 4 at the end if any were seen",
 		Long: `monitor is the runbook's phase1 watch: a sample check every --interval until
 --duration has passed since the monitor FIRST started (it continues after a
 restart, from the journal). It serves Prometheus metrics and /healthz on
@@ -433,6 +451,12 @@ systemd unit.`,
 			}
 			st := mon.State()
 			a.log.Info("monitor stopped", "checks", st.Checks, "mismatches", st.Mismatches, "first_start", st.FirstStart)
+			if runErr == nil && st.Mismatches > 0 {
+				// The runbook's wrapper runs the monitor for its duration
+				// and then tests the exit status: mismatches seen during
+				// the run make it fail, like a check that finds them.
+				return cliutil.WithCode(cliutil.ExitDifferences, fmt.Errorf("%d mismatches seen during the monitor's run (see migctl consistency history)", st.Mismatches))
+			}
 			return runErr
 		},
 	}
@@ -488,4 +512,21 @@ func newConsistencyHistoryCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().IntVar(&limit, "limit", 50, "newest runs to show (0: all)")
 	return cmd
+}
+
+// openRecorded reopens a store as a journal recorded it: "n1,n2" is the
+// union of the store on those nodes.
+func openRecorded(c *erl.Client, nodes string, spec backends.Spec) (backends.Store, error) {
+	var members []backends.Store
+	for _, n := range strings.Split(nodes, ",") {
+		s, err := backends.Open(c, n, spec)
+		if err != nil {
+			return nil, err
+		}
+		members = append(members, s)
+	}
+	if len(members) == 1 {
+		return members[0], nil
+	}
+	return backends.NewUnion(members...)
 }
