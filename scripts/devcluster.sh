@@ -2,10 +2,34 @@
 # devcluster.sh: a local cluster of Erlang nodes running the erlmcp_fixture
 # application (erlang/app), for migctl's demos and manual tests.
 #
-#   scripts/devcluster.sh up [--nodes N] [--backend ets|dets|mnesia] [--keep-data]
-#   scripts/devcluster.sh seed --store ets|dets|mnesia --count N [--node NODE] [--seed S]
+#   scripts/devcluster.sh up [--nodes N] [--backend ets|dets|mnesia|hybrid] [--phase P] [--keep-data]
+#   scripts/devcluster.sh seed --store ets|dets|mnesia --count N [--node NODE|--all-nodes] [--seed S]
 #   scripts/devcluster.sh status
+#   scripts/devcluster.sh load start [--rate R] [--keyspace K] | rate --rate R | stats | stop | verify [--store S] | close
+#   scripts/devcluster.sh split [--isolate NODE|K]
+#   scripts/devcluster.sh reconnect
 #   scripts/devcluster.sh down
+#
+# --backend hybrid runs erlmcp_session_backend_hybrid as the runbook's
+# DETS -> Mnesia migration deploys it: primary_backend erlmcp_session_dets,
+# secondary_backend erlmcp_session_mnesia, migration_phase P (default
+# phase0), on a disc Mnesia schema over all nodes (made by `up`, like
+# --backend mnesia; the application creates erlmcp_session and the phase
+# table migctl_migration when it starts).
+#
+# seed --all-nodes splits COUNT over the nodes (each its own DETS file,
+# seeds S, S+1, ... so the ids differ), in parallel.
+#
+# load: erlmcp_loadgen (erlang/app) on every node, each with its own ids;
+# start takes --rate (ops/s per node, default 500) and --keyspace (ids per
+# node, default 3000); rate changes it (0 pauses); stats/stop print one line per node and a total;
+# verify checks every acknowledged write against --store (default mnesia:
+# erlmcp_session; dets: erlmcp_sessions_dets; ets: erlmcp_sessions_ets) and
+# exits 1 if one is lost, wrong or resurrected; close drops the records.
+# split cuts one node (default the last) from the others; the cut stays
+# until `reconnect` (or migctl cluster heal) since nodes run with
+# dist_auto_connect once. Mnesia stays split after a reconnect: that is
+# the split brain `migctl cluster heal` repairs.
 #
 # Everything lives in .devcluster/ at the repository root:
 #   cookie           random cookie, mode 0400 (also home/.erlang.cookie; nodes
@@ -34,7 +58,7 @@ die() { echo "devcluster: $*" >&2; exit 1; }
 log() { echo "devcluster: $*"; }
 
 usage() {
-    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
@@ -65,6 +89,21 @@ ctl() {
         -name "devcluster_probe_$$_${RANDOM}@$HOST" \
         -kernel inet_dist_use_interface '{127,0,0,1}' \
         -pa "$EBIN" -eval 'erlmcp_fixture_ctl:main()' -extra "$@"
+}
+
+# Runs scripts/devcluster_ctl.erl (load generator, partitions) the same
+# way; it is compiled into $STATE/ebin when missing or older than its source.
+ctl2() {
+    local port src=$ROOT/scripts/devcluster_ctl.erl
+    port=$(epmd_port) || die "no cluster recorded in $PIDS (run up first)"
+    if [ ! -f "$STATE/ebin/devcluster_ctl.beam" ] || [ "$src" -nt "$STATE/ebin/devcluster_ctl.beam" ]; then
+        mkdir -p "$STATE/ebin"
+        erlc -o "$STATE/ebin" "$src" || die "cannot compile $src"
+    fi
+    HOME=$STATE/home ERL_EPMD_PORT=$port erl -noshell -noinput -hidden \
+        -name "devcluster_probe_$$_${RANDOM}@$HOST" \
+        -kernel inet_dist_use_interface '{127,0,0,1}' \
+        -pa "$EBIN" -pa "$STATE/ebin" -eval 'devcluster_ctl:main()' -extra "$@"
 }
 
 port_in_use() {
@@ -108,36 +147,51 @@ erl_str() {
 }
 
 write_config() {
-    local k=$1 backend=$2 nodes_term=$3
+    local k=$1 backend=$2 nodes_term=$3 phase=${4:-phase0}
     local data=$STATE/data/node$k
-    local opts="#{}"
+    local opts="#{}" module=erlmcp_session_$backend hybrid=""
     if [ "$backend" = dets ] && [ "$DETS_SLOTS" -gt 0 ]; then
         opts="#{min_no_slots => $DETS_SLOTS}"
     fi
+    if [ "$backend" = hybrid ]; then
+        module=erlmcp_session_backend_hybrid
+        [ "$DETS_SLOTS" -gt 0 ] && opts="#{primary_opts => #{min_no_slots => $DETS_SLOTS}}"
+        hybrid="{migration_phase, $phase},
+                   {primary_backend, erlmcp_session_dets},
+                   {secondary_backend, erlmcp_session_mnesia},
+                   "
+    fi
+    # dist_auto_connect once: a partition (split) stays one until the
+    # nodes are connected again on purpose, as in the tests' clusters.
     cat >"$STATE/node$k.config" <<EOF
 %% Written by scripts/devcluster.sh up.
-[{kernel, [{inet_dist_use_interface, {127,0,0,1}}]},
+[{kernel, [{inet_dist_use_interface, {127,0,0,1}},
+           {dist_auto_connect, once}]},
  {mnesia, [{dir, $(erl_str "$data/mnesia")}]},
- {erlmcp_fixture, [{session_backend, erlmcp_session_$backend},
-                   {backend_opts, $opts},
+ {erlmcp_fixture, [{session_backend, $module},
+                   ${hybrid}{backend_opts, $opts},
                    {dets_dir, $(erl_str "$data/dets")},
                    {mnesia_nodes, $nodes_term},
                    {session_cleanup_interval, 60000}]}].
 EOF
 }
 
+uses_mnesia() { [ "$1" = mnesia ] || [ "$1" = hybrid ]; }
+
 cmd_up() {
-    local n=3 backend=dets keep=0
+    local n=3 backend=dets keep=0 phase=phase0
     while [ $# -gt 0 ]; do
         case $1 in
             --nodes) n=${2:?--nodes needs a number}; shift 2 ;;
-            --backend) backend=${2:?--backend needs ets, dets or mnesia}; shift 2 ;;
+            --backend) backend=${2:?--backend needs ets, dets, mnesia or hybrid}; shift 2 ;;
+            --phase) phase=${2:?--phase needs phase0..phase3}; shift 2 ;;
             --keep-data) keep=1; shift ;;
             *) die "up: unknown argument $1" ;;
         esac
     done
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive number"
-    case $backend in ets|dets|mnesia) ;; *) die "--backend must be ets, dets or mnesia" ;; esac
+    case $backend in ets|dets|mnesia|hybrid) ;; *) die "--backend must be ets, dets, mnesia or hybrid" ;; esac
+    case $phase in phase0|phase1|phase2|phase3) ;; *) die "--phase must be phase0, phase1, phase2 or phase3" ;; esac
 
     if [ -f "$PIDS" ]; then
         while read -r kind a b; do
@@ -172,11 +226,11 @@ cmd_up() {
     for k in $(seq 1 "$n"); do
         local name=${names[$((k - 1))]}
         mkdir -p "$STATE/data/node$k/dets" "$STATE/data/node$k/mnesia"
-        write_config "$k" "$backend" "$nodes_term"
+        write_config "$k" "$backend" "$nodes_term" "$phase"
         local start=()
         # With Mnesia the schema must exist first: nodes start bare and
         # erlmcp_fixture_ctl mnesia_init creates it, then starts the app.
-        [ "$backend" = mnesia ] || start=(-eval "$eval_app")
+        uses_mnesia "$backend" || start=(-eval "$eval_app")
         HOME=$STATE/home ERL_EPMD_PORT=$port nohup erl -noshell -noinput \
             -name "$name" -pa "$EBIN" -config "$STATE/node$k" "${start[@]}" \
             >>"$STATE/logs/node$k.log" 2>&1 </dev/null &
@@ -192,12 +246,12 @@ EOF
     echo "$backend" >"$STATE/backend"
 
     local what=app
-    [ "$backend" = mnesia ] && what=ping
+    uses_mnesia "$backend" && what=ping
     if ! ctl wait 60000 "$what" "${names[@]}"; then
         tail -n 20 "$STATE"/logs/node*.log >&2 || true
         die "nodes did not come up; see $STATE/logs (run down to clean up)"
     fi
-    if [ "$backend" = mnesia ]; then
+    if uses_mnesia "$backend"; then
         ctl mnesia_init "${names[@]}" || die "mnesia set-up failed; see $STATE/logs"
     fi
     log "up: $n node(s), backend $backend"
@@ -212,6 +266,7 @@ cmd_seed() {
             --store) store=${2:?}; shift 2 ;;
             --count) count=${2:?}; shift 2 ;;
             --node) node=${2:?}; shift 2 ;;
+            --all-nodes) node=all; shift ;;
             --seed) seed=${2:?}; shift 2 ;;
             *) die "seed: unknown argument $1" ;;
         esac
@@ -219,6 +274,22 @@ cmd_seed() {
     case $store in ets|dets|mnesia) ;; *) die "--store must be ets, dets or mnesia" ;; esac
     [[ $count =~ ^[0-9]+$ ]] || die "--count must be a number"
     [[ $seed =~ ^[0-9]+$ ]] || die "--seed must be a number"
+    if [ "$node" = all ]; then
+        local all=() i=0 per rest pids=() p rc=0 c
+        mapfile -t all < <(recorded_nodes)
+        [ ${#all[@]} -gt 0 ] || die "no cluster recorded (run up first)"
+        per=$((count / ${#all[@]})); rest=$((count % ${#all[@]}))
+        for node in "${all[@]}"; do
+            c=$per
+            [ "$i" -lt "$rest" ] && c=$((c + 1))
+            ctl seed "$node" "$store" "$c" "$((seed + i))" &
+            pids+=($!)
+            i=$((i + 1))
+        done
+        for p in "${pids[@]}"; do wait "$p" || rc=1; done
+        [ $rc = 0 ] || die "seeding failed"
+        return 0
+    fi
     if [ -z "$node" ]; then
         node=$(recorded_nodes | head -n 1)
         [ -n "$node" ] || die "no cluster recorded (run up first)"
@@ -242,6 +313,88 @@ cmd_status() {
     if [ ${#up[@]} -gt 0 ] && is_ours "$(awk '$1 == "epmd" { print $3; exit }' "$PIDS")" epmd; then
         ctl status "${up[@]}" || true
     fi
+}
+
+# The recorded nodes that are running, one a line.
+running_nodes() {
+    local kind a b
+    [ -f "$PIDS" ] || die "no cluster recorded (run up first)"
+    while read -r kind a b; do
+        if [ "$kind" = node ] && is_ours "$b" "$a"; then echo "$a"; fi
+    done <"$PIDS"
+    return 0
+}
+
+cmd_load() {
+    local sub=${1:-}
+    [ $# -gt 0 ] && shift
+    local rate=500 keyspace=3000 name=${DEVCLUSTER_LOAD_NAME:-devload} store=mnesia table=""
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --rate) rate=${2:?}; shift 2 ;;
+            --keyspace) keyspace=${2:?}; shift 2 ;;
+            --name) name=${2:?}; shift 2 ;;
+            --store) store=${2:?}; shift 2 ;;
+            --table) table=${2:?}; shift 2 ;;
+            *) die "load: unknown argument $1" ;;
+        esac
+    done
+    local nodes=()
+    mapfile -t nodes < <(running_nodes)
+    [ ${#nodes[@]} -gt 0 ] || die "no node running"
+    case $sub in
+        start)
+            [[ $rate =~ ^[0-9]+$ ]] || die "--rate must be a number"
+            [[ $keyspace =~ ^[1-9][0-9]*$ ]] || die "--keyspace must be a positive number"
+            ctl2 load_start "$name" "$rate" "$keyspace" "${nodes[@]}" ;;
+        rate)
+            [[ $rate =~ ^[0-9]+$ ]] || die "--rate must be a number"
+            ctl2 load_rate "$name" "$rate" "${nodes[@]}" ;;
+        stats) ctl2 load_stats "$name" "${nodes[@]}" ;;
+        stop) ctl2 load_stop "$name" "${nodes[@]}" ;;
+        verify)
+            if [ -z "$table" ]; then
+                case $store in
+                    mnesia) table=erlmcp_session ;;
+                    dets) table=erlmcp_sessions_dets ;;
+                    ets) table=erlmcp_sessions_ets ;;
+                    *) die "--store must be ets, dets or mnesia" ;;
+                esac
+            fi
+            ctl2 load_verify "$name" "$store" "$table" "${nodes[@]}" ;;
+        close) ctl2 load_close "$name" "${nodes[@]}" ;;
+        *) die "load: start, rate, stats, stop, verify or close" ;;
+    esac
+}
+
+cmd_split() {
+    local iso=""
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --isolate) iso=${2:?}; shift 2 ;;
+            *) die "split: unknown argument $1" ;;
+        esac
+    done
+    local all=() a=() b=() n
+    mapfile -t all < <(recorded_nodes)
+    [ ${#all[@]} -ge 2 ] || die "split needs at least 2 nodes"
+    [ -n "$iso" ] || iso=${#all[@]}
+    if [[ $iso =~ ^[0-9]+$ ]]; then
+        { [ "$iso" -ge 1 ] && [ "$iso" -le ${#all[@]} ]; } || die "--isolate: no node $iso"
+        iso=${all[$((iso - 1))]}
+    fi
+    [[ $iso == *@* ]] || iso="$iso@$HOST"
+    for n in "${all[@]}"; do
+        if [ "$n" = "$iso" ]; then b+=("$n"); else a+=("$n"); fi
+    done
+    [ ${#b[@]} = 1 ] || die "--isolate: $iso is not a node of the cluster"
+    ctl2 split "$(IFS=,; echo "${a[*]}")" "${b[0]}"
+}
+
+cmd_reconnect() {
+    local nodes=()
+    mapfile -t nodes < <(running_nodes)
+    ctl2 reconnect "${nodes[@]}"
 }
 
 # Waits up to $2 seconds for every pid in $1 (space separated) to exit.
@@ -312,6 +465,9 @@ main() {
         up) cmd_up "$@" ;;
         seed) cmd_seed "$@" ;;
         status) cmd_status "$@" ;;
+        load) cmd_load "$@" ;;
+        split) cmd_split "$@" ;;
+        reconnect) cmd_reconnect "$@" ;;
         down) cmd_down "$@" ;;
         help|-h|--help) usage ;;
         *) usage >&2; exit 2 ;;
