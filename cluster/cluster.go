@@ -59,6 +59,9 @@ type Cluster struct {
 	buckets     int
 	viewTimeout time.Duration
 	log         *slog.Logger
+	// beforeReadRows, when set (tests), runs in a heal's read-changes
+	// between the comparison and the reading of the loser's rows.
+	beforeReadRows func()
 }
 
 // New returns a Cluster over the given client.

@@ -354,6 +354,11 @@ func runHeal(t *testing.T, sc splitCase) {
 	t.Logf("plan: split at %d (%s), loser wrote %d, deleted %d; winner wrote %d, deleted %d; decisions write %d delete %d drop %d",
 		lp.SplitAt, lp.SplitAtSource, len(lp.WrittenOnLoser), len(lp.DeletedOnLoser), len(lp.WrittenOnWinner), len(lp.DeletedOnWinner), nw, nd, nx)
 	require.Greater(t, len(lp.WrittenOnLoser), 50, "load generator writes on the loser")
+	// The watch ran across the split: its forwarders kept the exact time
+	// each node saw the other side's Mnesia go down.
+	t.Logf("split time: %s", lp.SplitAtDetail)
+	require.Equal(t, "mnesia_down", lp.SplitAtSource)
+	require.Contains(t, lp.SplitAtDetail, "watch's event forwarder")
 
 	// The loser keeps taking writes after the plan (while the operator
 	// reads it): the heal must carry them over too.

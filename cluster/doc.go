@@ -31,14 +31,30 @@
 // (erlang:phash2(Id, 2^32), the same placement as package backends), and
 // drills into differing buckets key by key. Only the sums, then the keys of
 // the differing buckets with their times and digests, cross the network.
+// Each node is read at a slightly different instant, so under live writes
+// copies differ for a moment: the keys found different are read again on
+// both nodes (VerifyOptions.Rechecks times, RecheckDelay apart; default
+// 2 × 300 ms, a few keys each, so both reads are nearly simultaneous) and
+// only keys that differ every time are reported. A row changed in one
+// node's local copy differs every time and is reported.
 //
 // # Heal
 //
 // Plan compares each losing island's local copy with the winner's the same
 // way and classifies every differing key. The split time T comes from the
-// operator (PlanOptions.SplitAt), or else from the data: the latest write
-// time among the buckets on which both sides agree (the last write both
-// sides saw, a lower bound of the split). For a key K:
+// operator (PlanOptions.SplitAt), or else from when the nodes saw each
+// other's Mnesia go down (migctl_cluster:downs/1): exactly, to the
+// millisecond, when a watch's forwarder saw the mnesia_down event (it keeps
+// the time on the node in a persistent_term), else from Mnesia's own record
+// (mnesia_decision, local time to the second: the start of that second).
+// The data gives a lower bound (just after the latest write both sides hold
+// identically, in agreeing buckets or as identical keys in differing ones);
+// T is the mnesia_down time when it is later than that bound, else the
+// bound. A node notices a split at or after it happens, so an exact
+// mnesia_down time errs on the side of a deletion standing: a key deleted
+// on one side during the split and unchanged on the other stays deleted.
+// The plan says where T came from (LoserPlan.SplitAtSource/SplitAtDetail).
+// For a key K:
 //
 //   - on both sides with different values: the newer last_accessed wins;
 //   - only on side X, written on X before T: it existed on both sides at
@@ -53,7 +69,13 @@
 //
 // Execute backs up the losing nodes' tables to export files first (package
 // backends/exportfile: `migctl cluster restore-backup` and `migctl sessions
-// import` read them), reads the losing side's changes out of its own copy,
+// import` read them), reads the losing side's changes out of its own copy
+// as they are then (traffic keeps flowing on both sides: the comparison is
+// made again with the plan's winner and split time, rows written or
+// deleted since the plan included, and a row the loser deletes between
+// that comparison and the reading of its rows is decided again as a
+// deletion; the step's detail says what changed relative to the plan;
+// only different islands refuse the plan),
 // makes the losers take the winner's data without restarting their Erlang
 // nodes (master nodes, Mnesia stop/start, wait_for_tables, master nodes
 // cleared), reconnecting every pair of nodes explicitly first, merges the
@@ -78,9 +100,22 @@
 // merged but stay in its moved-aside Mnesia directory, as the plan says.
 //
 // Known limits: writes the losers take between read-changes and their
-// Mnesia restart (milliseconds) are not carried over; a key written on one
+// Mnesia restart (tens of milliseconds) are not carried over, and a
+// deletion made in the healed cluster between the losers' restart and the
+// merge, of a key whose loser row the merge carries over, is undone (the
+// merge sees no row, and Mnesia keeps no deletion); with traffic on the
+// losers during the heal both happen to a few keys (2 to 9 of ~200
+// acknowledged operations in TestHealWhileLoserKeepsChanging). Merging
+// into the winners before the losers restart, with the losers' writers
+// held (a table write lock) from their last read until their Mnesia stops,
+// should close both; not done yet. A key written on one
 // side and deleted on the other during the split is kept (Mnesia keeps no
-// deletion time), and the plan says so for each such key.
+// deletion time), and the plan says so for each such key. Without a watch
+// running across the split, T is only known to the second: a key rewritten
+// in that second before the split and deleted on the other side during it
+// can still come back (the plan's detail says the time is to the second);
+// with a slow failure detection (net_ticktime), writes made on one side
+// between the split and the exact mnesia_down time count as pre-split.
 //
 // # Watch
 //

@@ -252,18 +252,20 @@ func (cl *Cluster) refresh(ctx context.Context, p *Plan) (string, error) {
 			if err := errors.Join(werr, lerr); err != nil {
 				return "", err
 			}
-			lp, err := cl.compare(ctx, tp.Table, w, l, ws, ls, time.UnixMilli(old.SplitAt))
+			lp, err := cl.compare(ctx, tp.Table, w, l, ws, ls, time.UnixMilli(old.SplitAt), nil)
 			if err != nil {
 				return "", err
 			}
-			lp.Island, lp.SplitAt, lp.SplitAtSource = old.Island, old.SplitAt, old.SplitAtSource
+			lp.Island, lp.SplitAt, lp.SplitAtSource, lp.SplitAtDetail, lp.SplitAtData = old.Island, old.SplitAt, old.SplitAtSource, old.SplitAtDetail, old.SplitAtData
 			tp.Losers[li] = lp
 			before := map[string]string{}
 			for _, d := range old.Decisions {
 				before[d.ID] = d.Action
 			}
 			added, changed := 0, 0
+			now := map[string]bool{}
 			for _, d := range lp.Decisions {
+				now[d.ID] = true
 				a, ok := before[d.ID]
 				switch {
 				case !ok:
@@ -272,11 +274,77 @@ func (cl *Cluster) refresh(ctx context.Context, p *Plan) (string, error) {
 					changed++
 				}
 			}
-			parts = append(parts, fmt.Sprintf("%s island %d: %d decisions, %d new since the plan, %d changed",
-				tp.Table, old.Island, len(lp.Decisions), added, changed))
+			removed := 0
+			for id := range before {
+				if !now[id] {
+					removed++
+				}
+			}
+			parts = append(parts, fmt.Sprintf("%s island %d: %d decisions, %d new since the plan, %d changed, %d no longer needed",
+				tp.Table, old.Island, len(lp.Decisions), added, changed, removed))
 		}
 	}
 	return strings.Join(parts, "; "), nil
+}
+
+// settleGone re-decides the keys the loser no longer holds although the
+// comparison wanted its rows (it deleted them in the meantime, as live
+// traffic does): the loser's deletion now stands against the winner's row,
+// under the same rule as any deletion of the split (it wins over a row the
+// winner has not rewritten since the split; the merge re-checks that).
+func (cl *Cluster) settleGone(ctx context.Context, p *Plan, lp *LoserPlan, ids []string, rows []backends.Row) (string, error) {
+	have := map[string]bool{}
+	for _, r := range rows {
+		have[string(r.ID)] = true
+	}
+	var missing []string
+	for _, id := range ids {
+		if !have[id] {
+			missing = append(missing, id)
+		}
+	}
+	tab := ""
+	for _, tp := range p.Tables {
+		for i := range tp.Losers {
+			if &tp.Losers[i] == lp {
+				tab = tp.Table
+			}
+		}
+	}
+	wk, err := cl.keyInfos(ctx, p.Islands[p.Winner].Rep, tab, missing)
+	if err != nil {
+		return "", err
+	}
+	gone := map[string]bool{}
+	for _, id := range missing {
+		gone[id] = true
+	}
+	dels, nothing := 0, 0
+	var out []Decision
+	for _, d := range lp.Decisions {
+		if !gone[d.ID] {
+			out = append(out, d)
+			continue
+		}
+		w, ok := wk[d.ID]
+		switch {
+		case ok && w.Written < lp.SplitAt:
+			dels++
+			out = append(out, Decision{ID: d.ID, Action: ActDelete, WinnerLA: w.LastAccessed,
+				Why: "deleted on the loser after the plan; the winner's row is older than the split"})
+		case ok:
+			nothing++
+			out = append(out, Decision{ID: d.ID, Action: ActDrop, WinnerLA: w.LastAccessed,
+				Why: "deleted on the loser after the plan; the winner rewrote it during the split, its write is kept"})
+		default:
+			nothing++
+			out = append(out, Decision{ID: d.ID, Action: ActDrop,
+				Why: "written then deleted on the loser during the split; absent on the winner too"})
+		}
+	}
+	lp.Decisions = out
+	return fmt.Sprintf("%s island %d: %d rows deleted on the loser since the comparison (%d now deletions, %d need nothing)",
+		tab, lp.Island, len(missing), dels, nothing), nil
 }
 
 // changesFile is where read-changes keeps the rows a loser island wrote.
@@ -430,20 +498,31 @@ func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteO
 			return "", err
 		}
 		n := 0
-		for _, tp := range p.Tables {
-			for _, lp := range tp.Losers {
+		var gone []string
+		for ti, tp := range p.Tables {
+			for li, lp := range tp.Losers {
 				var ids []string
 				for _, d := range lp.Decisions {
 					if d.Action == ActWrite {
 						ids = append(ids, d.ID)
 					}
 				}
+				if cl.beforeReadRows != nil {
+					cl.beforeReadRows()
+				}
 				rows, err := cl.getRows(ctx, p.Islands[lp.Island].Rep, tp.Table, ids)
 				if err != nil {
 					return "", err
 				}
 				if len(rows) != len(ids) {
-					return "", fmt.Errorf("%w: %d of %d rows the plan wants to keep are gone from %s", ErrPlanStale, len(ids)-len(rows), len(ids), p.Islands[lp.Island].Rep)
+					// The losing side keeps taking traffic: it deleted rows
+					// since the comparison. Decide those keys again from
+					// what each side holds now instead of giving up.
+					note, err := cl.settleGone(ctx, p, &p.Tables[ti].Losers[li], ids, rows)
+					if err != nil {
+						return "", err
+					}
+					gone = append(gone, note)
 				}
 				key := fmt.Sprintf("%s/%d", tp.Table, lp.Island)
 				rep.changes[key] = rows
@@ -456,7 +535,11 @@ func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteO
 				}
 			}
 		}
-		return fmt.Sprintf("%d rows (%s)", n, refreshed), nil
+		detail := fmt.Sprintf("%d rows (%s)", n, refreshed)
+		if len(gone) > 0 {
+			detail += "; " + strings.Join(gone, "; ")
+		}
+		return detail, nil
 
 	case "reconnect":
 		return cl.reconnect(ctx, reachableNodes(p.Islands))

@@ -61,8 +61,15 @@ type IslandPlan struct {
 type LoserPlan struct {
 	Island int `json:"island"`
 	// SplitAt is the split time used to tell deletions from new writes (ms).
-	SplitAt       int64  `json:"split_at"`
-	SplitAtSource string `json:"split_at_source"` // "operator" or "data"
+	SplitAt int64 `json:"split_at"`
+	// SplitAtSource: "operator", "mnesia_down" (when the nodes' Mnesia
+	// saw each other go down, later than the data's bound) or "data".
+	SplitAtSource string `json:"split_at_source"`
+	// SplitAtDetail says where the split time came from, in words.
+	SplitAtDetail string `json:"split_at_detail,omitempty"`
+	// SplitAtData is the data's lower bound of the split: just after the
+	// latest write both sides hold identically (ms).
+	SplitAtData int64 `json:"split_at_data,omitempty"`
 	// Evidence: what each side wrote or deleted since the split.
 	WrittenOnLoser  []KeyChange `json:"written_on_loser"`
 	DeletedOnLoser  []KeyChange `json:"deleted_on_loser"`
@@ -199,13 +206,23 @@ func (cl *Cluster) Plan(ctx context.Context, opts PlanOptions) (*Plan, error) {
 		return nil, err
 	}
 	w := p.Winner
+	// When each side saw the other's Mnesia go down: an upper bound of
+	// the split, usually much closer to it than the data's lower bound.
+	downs := make([][]downRecord, len(p.Islands))
+	if opts.SplitAt.IsZero() {
+		forEach(make([]string, len(p.Islands)), func(l int, _ string) {
+			if l != w && !p.Islands[l].Unreachable {
+				downs[l] = cl.downs(ctx, p.Islands[w].Nodes, p.Islands[l].Nodes)
+			}
+		})
+	}
 	for _, tab := range cl.tables {
 		tp := TablePlan{Table: tab, Buckets: nb[tab]}
 		for l := range p.Islands {
 			if l == w || p.Islands[l].Unreachable {
 				continue
 			}
-			lp, err := cl.compare(ctx, tab, p.Islands[w].Rep, p.Islands[l].Rep, sums[w][tab], sums[l][tab], opts.SplitAt)
+			lp, err := cl.compare(ctx, tab, p.Islands[w].Rep, p.Islands[l].Rep, sums[w][tab], sums[l][tab], opts.SplitAt, downs[l])
 			if err != nil {
 				return nil, err
 			}
@@ -270,23 +287,9 @@ func islandNodes(is []IslandPlan) []string {
 
 // compare classifies every key that differs between the winner's and a
 // loser's copy (see the package documentation for the rules).
-func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls []bucketSum, splitAt time.Time) (LoserPlan, error) {
+func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls []bucketSum, splitAt time.Time, downs []downRecord) (LoserPlan, error) {
 	var lp LoserPlan
 	idx := diffBuckets(ws, ls)
-	if !splitAt.IsZero() {
-		lp.SplitAt, lp.SplitAtSource = splitAt.UnixMilli(), "operator"
-	} else {
-		// The latest write both sides hold identically is the last write
-		// before the split (or close to it).
-		for i := range ws {
-			if ws[i].Count == ls[i].Count && ws[i].Sum == ls[i].Sum && ws[i].Count > 0 {
-				lp.SplitAt = max(lp.SplitAt, ws[i].MaxWritten)
-			}
-		}
-		// Writes at exactly that millisecond were seen by both.
-		lp.SplitAt++
-		lp.SplitAtSource = "data"
-	}
 	t0 := time.Now()
 	var wk, lk map[string]keyInfo
 	var werr, lerr error
@@ -301,6 +304,35 @@ func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls [
 		return lp, err
 	}
 	cl.log.Debug("plan: keys of differing buckets read", "table", tab, "buckets", len(idx), "keys", len(wk)+len(lk), "took", time.Since(t0))
+	// The data's lower bound: the latest write both sides hold
+	// identically, in the agreeing buckets and among the identical keys
+	// of the differing ones; writes at exactly that millisecond were seen
+	// by both.
+	var seen int64
+	for i := range ws {
+		if ws[i].Count == ls[i].Count && ws[i].Sum == ls[i].Sum && ws[i].Count > 0 {
+			seen = max(seen, ws[i].MaxWritten)
+		}
+	}
+	for id, l := range lk {
+		if w, ok := wk[id]; ok && w.Digest == l.Digest {
+			seen = max(seen, l.Written)
+		}
+	}
+	lp.SplitAtData = seen + 1
+	switch {
+	case !splitAt.IsZero():
+		lp.SplitAt, lp.SplitAtSource = splitAt.UnixMilli(), "operator"
+		lp.SplitAtDetail = "given by the operator"
+	default:
+		lp.SplitAt, lp.SplitAtSource = lp.SplitAtData, "data"
+		lp.SplitAtDetail = fmt.Sprintf("just after the latest write both sides hold identically (%s); no mnesia_down record later than that",
+			msTime(seen))
+		if d, ok := splitFromDowns(downs, lp.SplitAtData); ok && d.Millis > lp.SplitAt {
+			lp.SplitAt, lp.SplitAtSource = d.Millis, "mnesia_down"
+			lp.SplitAtDetail = d.describe() + fmt.Sprintf("; later than the data's bound %s, so a row the other side deleted after the split is not taken for a new write", msTime(seen))
+		}
+	}
 	T := lp.SplitAt
 	change := func(id string, k keyInfo) KeyChange {
 		return KeyChange{ID: id, LastAccessed: k.LastAccessed, Written: k.Written, New: k.Created >= T}
@@ -436,4 +468,75 @@ func (cl *Cluster) merge(ctx context.Context, node, tab string, writes []backend
 		res.Kept += int(erl.Int64(t[4]))
 	}
 	return res, nil
+}
+
+// downRecord is one node's record of when Mnesia on a peer went down.
+type downRecord struct {
+	Node, Peer string
+	Millis     int64 // ms since the epoch (start of the second when Resolution is 1000)
+	Resolution int64 // ms: 1 (seen by a watch forwarder) or 1000 (Mnesia's own record)
+}
+
+func (d downRecord) describe() string {
+	if d.Resolution <= 1 {
+		return fmt.Sprintf("mnesia_down of %s seen on %s at %s by the watch's event forwarder", d.Peer, d.Node, msTime(d.Millis))
+	}
+	return fmt.Sprintf("mnesia_down of %s recorded by Mnesia on %s at %s (to the second; start of that second)", d.Peer, d.Node, msTime(d.Millis))
+}
+
+func msTime(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }
+
+// downs reads, on every node of both islands, when it last saw Mnesia on
+// a node of the other island go down (migctl_cluster:downs/1). Nodes that
+// cannot be read contribute nothing.
+func (cl *Cluster) downs(ctx context.Context, a, b []string) []downRecord {
+	nodes := append(slices.Clone(a), b...)
+	res := make([][]downRecord, len(nodes))
+	forEach(nodes, func(i int, n string) {
+		peers := b
+		if i >= len(a) {
+			peers = a
+		}
+		t, err := cl.agent(ctx, n, "downs", atomList(peers))
+		if err != nil {
+			cl.log.Debug("plan: no mnesia_down records", "node", n, "err", err)
+			return
+		}
+		l, _ := t[1].(etf.List)
+		for _, x := range l {
+			r, ok := x.(etf.Tuple)
+			if !ok || len(r) != 3 {
+				continue
+			}
+			res[i] = append(res[i], downRecord{Node: n, Peer: fmt.Sprint(r[0]), Millis: erl.Int64(r[1]), Resolution: erl.Int64(r[2])})
+		}
+	})
+	var out []downRecord
+	for _, r := range res {
+		out = append(out, r...)
+	}
+	return out
+}
+
+// splitFromDowns picks the split time from the mnesia_down records: the
+// earliest record of this split (records that end before the data's
+// bound are from an earlier outage), exact ones (a watch saw the event)
+// before Mnesia's own, which are to the second. Every node notices the
+// split at or after it happened, so an exact record is an upper bound of
+// the split: taking it errs on the side of a deletion standing.
+func splitFromDowns(ds []downRecord, lower int64) (downRecord, bool) {
+	var best downRecord
+	found := false
+	for _, d := range ds {
+		if d.Millis+max(d.Resolution, 1) <= lower {
+			continue
+		}
+		better := !found ||
+			(d.Resolution < best.Resolution) ||
+			(d.Resolution == best.Resolution && d.Millis < best.Millis)
+		if better {
+			best, found = d, true
+		}
+	}
+	return best, found
 }

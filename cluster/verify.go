@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ergo-services/ergo/etf"
 )
@@ -91,23 +93,56 @@ func (cl *Cluster) bucketKeys(ctx context.Context, node, table string, n int, id
 			return nil, err
 		}
 		b, _ := t[1].([]byte)
-		for len(b) > 0 {
-			if len(b) < 4 {
-				return nil, fmt.Errorf("bucket keys from %s: truncated", node)
-			}
-			n := int(binary.BigEndian.Uint32(b))
-			if len(b) < 4+n+28 {
-				return nil, fmt.Errorf("bucket keys from %s: truncated", node)
-			}
-			id := string(b[4 : 4+n])
-			r := b[4+n:]
-			out[id] = keyInfo{
-				Written:      int64(binary.BigEndian.Uint64(r)),
-				Created:      int64(binary.BigEndian.Uint64(r[8:])),
-				LastAccessed: int64(binary.BigEndian.Uint64(r[16:])),
-				Digest:       binary.BigEndian.Uint32(r[24:]),
-			}
-			b = r[28:]
+		if err := parseKeyInfos(b, node, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func parseKeyInfos(b []byte, node string, out map[string]keyInfo) error {
+	for len(b) > 0 {
+		if len(b) < 4 {
+			return fmt.Errorf("keys from %s: truncated", node)
+		}
+		n := int(binary.BigEndian.Uint32(b))
+		if len(b) < 4+n+28 {
+			return fmt.Errorf("keys from %s: truncated", node)
+		}
+		id := string(b[4 : 4+n])
+		r := b[4+n:]
+		out[id] = keyInfo{
+			Written:      int64(binary.BigEndian.Uint64(r)),
+			Created:      int64(binary.BigEndian.Uint64(r[8:])),
+			LastAccessed: int64(binary.BigEndian.Uint64(r[16:])),
+			Digest:       binary.BigEndian.Uint32(r[24:]),
+		}
+		b = r[28:]
+	}
+	return nil
+}
+
+// keyInfos says what node's local copy holds for the given ids (absent ids
+// are not in the map).
+func (cl *Cluster) keyInfos(ctx context.Context, node, table string, ids []string) (map[string]keyInfo, error) {
+	out := map[string]keyInfo{}
+	const chunk = 5000
+	for start := 0; start < len(ids); start += chunk {
+		var buf []byte
+		for _, id := range ids[start:min(start+chunk, len(ids))] {
+			buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
+			buf = append(buf, id...)
+		}
+		if buf == nil {
+			buf = []byte{}
+		}
+		t, err := cl.agent(ctx, node, "key_infos", etf.Atom(table), buf)
+		if err != nil {
+			return nil, err
+		}
+		b, _ := t[1].([]byte)
+		if err := parseKeyInfos(b, node, out); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
@@ -142,6 +177,9 @@ type ReplicaDiff struct {
 	Extra     int      `json:"extra"`
 	Different int      `json:"different"`
 	Sample    []string `json:"sample,omitempty"` // a few differing keys
+	// Transient: keys that differed at first and agreed on a recheck
+	// (writes in flight); not counted above.
+	Transient int `json:"transient,omitempty"`
 }
 
 // Keys is the number of keys that differ.
@@ -154,6 +192,9 @@ type ReplicationReport struct {
 	Consistent bool          `json:"consistent"`
 	Reference  string        `json:"reference,omitempty"`
 	Diffs      []ReplicaDiff `json:"diffs,omitempty"`
+	// Transient counts keys that differed between copies at first and
+	// agreed when read again (writes in flight during the checksums).
+	Transient int `json:"transient,omitempty"`
 }
 
 // Text renders the report in the runbook's shape.
@@ -168,6 +209,9 @@ func (r *ReplicationReport) Text() string {
 		fmt.Fprintf(&b, "Node: %s, Table size: %d, Checksum: %s\n", n.Node, n.Size, n.Checksum)
 	}
 	if r.Consistent {
+		if r.Transient > 0 {
+			fmt.Fprintf(&b, "(%d keys differed while writes were in flight and agreed on a recheck)\n", r.Transient)
+		}
 		b.WriteString("All nodes consistent\n")
 		return b.String()
 	}
@@ -188,12 +232,36 @@ type VerifyOptions struct {
 	Tables []string
 	// Nodes to check; default every node of Status holding a copy.
 	Nodes []string
+	// Rechecks is how many times keys found different are read again on
+	// both nodes, RecheckDelay apart, before they count: each node's copy
+	// is checksummed at a different instant, so writes in flight make
+	// copies look different for a moment. Only keys that differ in the
+	// first comparison and in every recheck are reported. 0 means the
+	// default (2); a negative value reports the first comparison as is.
+	Rechecks int
+	// RecheckDelay is the pause before each recheck (default 300ms).
+	RecheckDelay time.Duration
 }
+
+// Defaults of VerifyOptions.
+const (
+	DefaultRechecks     = 2
+	DefaultRecheckDelay = 300 * time.Millisecond
+)
 
 // VerifyReplication checksums every node's local copy of each table and,
 // where copies differ, finds by how many keys (drilling into the differing
 // buckets only). The reference copy is the one most nodes agree on.
 func (cl *Cluster) VerifyReplication(ctx context.Context, opts VerifyOptions) ([]ReplicationReport, error) {
+	if opts.Rechecks == 0 {
+		opts.Rechecks = DefaultRechecks
+	}
+	if opts.Rechecks < 0 {
+		opts.Rechecks = 0
+	}
+	if opts.RecheckDelay <= 0 {
+		opts.RecheckDelay = DefaultRecheckDelay
+	}
 	tables := opts.Tables
 	if len(tables) == 0 {
 		tables = cl.tables
@@ -222,7 +290,7 @@ func (cl *Cluster) VerifyReplication(ctx context.Context, opts VerifyOptions) ([
 				}
 			}
 		}
-		r, err := cl.verifyTable(ctx, tab, nodes, cl.bucketsFor(tableSize(st, tab)))
+		r, err := cl.verifyTable(ctx, tab, nodes, cl.bucketsFor(tableSize(st, tab)), opts)
 		if err != nil {
 			return out, err
 		}
@@ -231,7 +299,7 @@ func (cl *Cluster) VerifyReplication(ctx context.Context, opts VerifyOptions) ([
 	return out, nil
 }
 
-func (cl *Cluster) verifyTable(ctx context.Context, tab string, nodes []string, n int) (ReplicationReport, error) {
+func (cl *Cluster) verifyTable(ctx context.Context, tab string, nodes []string, n int, opts VerifyOptions) (ReplicationReport, error) {
 	r := ReplicationReport{Table: tab, Nodes: make([]NodeReplica, len(nodes))}
 	sums := make([][]bucketSum, len(nodes))
 	forEach(nodes, func(i int, node string) {
@@ -281,27 +349,76 @@ func (cl *Cluster) verifyTable(ctx context.Context, tab string, nodes []string, 
 		if n.Checksum == r.Nodes[ref].Checksum {
 			continue
 		}
-		r.Consistent = false
-		d, err := cl.diffNodes(ctx, tab, r.Nodes[ref].Node, n.Node, sums[ref], sums[i], len(sums[ref]))
+		d, err := cl.diffNodes(ctx, tab, r.Nodes[ref].Node, n.Node, sums[ref], sums[i], len(sums[ref]), opts)
 		if err != nil {
 			return r, err
 		}
+		if d.Keys() == 0 {
+			// The copies differed only while writes were in flight.
+			r.Transient += d.Transient
+			continue
+		}
+		r.Consistent = false
+		r.Transient += d.Transient
 		r.Diffs = append(r.Diffs, d)
 	}
 	return r, nil
 }
 
-// diffNodes compares two nodes' copies key by key within differing buckets.
-func (cl *Cluster) diffNodes(ctx context.Context, tab, ref, node string, a, b []bucketSum, n int) (ReplicaDiff, error) {
+// diffNodes compares two nodes' copies key by key within differing
+// buckets, then reads the differing keys again on both nodes
+// (opts.Rechecks times, opts.RecheckDelay apart) and keeps only the keys
+// that differ every time.
+func (cl *Cluster) diffNodes(ctx context.Context, tab, ref, node string, a, b []bucketSum, n int, opts VerifyOptions) (ReplicaDiff, error) {
 	d := ReplicaDiff{Node: node, Reference: ref}
 	idx := diffBuckets(a, b)
-	ka, err := cl.bucketKeys(ctx, ref, tab, n, idx)
-	if err != nil {
+	var ka, kb map[string]keyInfo
+	var aerr, berr error
+	forEach([]string{ref, node}, func(i int, nd string) {
+		if i == 0 {
+			ka, aerr = cl.bucketKeys(ctx, nd, tab, n, idx)
+		} else {
+			kb, berr = cl.bucketKeys(ctx, nd, tab, n, idx)
+		}
+	})
+	if err := errors.Join(aerr, berr); err != nil {
 		return d, err
 	}
-	kb, err := cl.bucketKeys(ctx, node, tab, n, idx)
-	if err != nil {
-		return d, err
+	differing := func(ka, kb map[string]keyInfo) []string {
+		var out []string
+		for id, x := range ka {
+			if y, ok := kb[id]; !ok || x.Digest != y.Digest {
+				out = append(out, id)
+			}
+		}
+		for id := range kb {
+			if _, ok := ka[id]; !ok {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	first := len(differing(ka, kb))
+	for round := 0; round < opts.Rechecks; round++ {
+		ids := differing(ka, kb)
+		if len(ids) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return d, ctx.Err()
+		case <-time.After(opts.RecheckDelay):
+		}
+		forEach([]string{ref, node}, func(i int, nd string) {
+			if i == 0 {
+				ka, aerr = cl.keyInfos(ctx, nd, tab, ids)
+			} else {
+				kb, berr = cl.keyInfos(ctx, nd, tab, ids)
+			}
+		})
+		if err := errors.Join(aerr, berr); err != nil {
+			return d, err
+		}
 	}
 	var sample []string
 	for id, x := range ka {
@@ -321,6 +438,7 @@ func (cl *Cluster) diffNodes(ctx context.Context, tab, ref, node string, a, b []
 			sample = append(sample, id)
 		}
 	}
+	d.Transient = first - d.Keys()
 	sort.Strings(sample)
 	if len(sample) > 5 {
 		sample = sample[:5]

@@ -184,9 +184,15 @@ func (w *watcher) stopAll() {
 	fwd := w.fwd
 	w.fwd = map[string]etf.Pid{}
 	w.mu.Unlock()
-	for n, pid := range fwd {
-		_, _ = w.cl.agent(ctx, n, "forwarder_stop", pid)
+	// forwarder_stop waits until the forwarder is gone, so that unloading
+	// the agent right after finds no process running its code.
+	var nodes []string
+	for n := range fwd {
+		nodes = append(nodes, n)
 	}
+	forEach(nodes, func(_ int, n string) {
+		_, _ = w.cl.agent(ctx, n, "forwarder_stop", fwd[n])
+	})
 }
 
 func parseEvent(m etf.Term) (Event, bool) {

@@ -58,7 +58,11 @@ func (cf *clusterFlags) open(ctx context.Context, a *app, extra ...string) (*clu
 	if err != nil {
 		return nil, err
 	}
-	c, err := a.erlClient(ctx)
+	// The hidden node must outlive an interrupt: a cancelled command (a
+	// watch stopped with Ctrl-C) still stops its forwarders and unloads
+	// the agent on its way out, and those calls need the node. The calls
+	// themselves still end with ctx.
+	c, err := a.erlClient(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +130,8 @@ func printStatus(w io.Writer, f cliutil.Format, st *cluster.Status) error {
 
 func newClusterVerifyCmd(a *app, cf *clusterFlags) *cobra.Command {
 	var table string
+	var rechecks int
+	var recheckDelay time.Duration
 	cmd := &cobra.Command{
 		Use:   "verify-replication",
 		Short: "Size and checksum of every node's local copy; which nodes differ and by how many keys (exit 4)",
@@ -135,7 +141,10 @@ func newClusterVerifyCmd(a *app, cf *clusterFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts := cluster.VerifyOptions{}
+			opts := cluster.VerifyOptions{Rechecks: rechecks, RecheckDelay: recheckDelay}
+			if rechecks == 0 {
+				opts.Rechecks = -1 // none
+			}
 			if table != "" {
 				opts.Tables = []string{table}
 			}
@@ -164,6 +173,9 @@ func newClusterVerifyCmd(a *app, cf *clusterFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&table, "table", "", "check only this table")
+	cmd.Flags().IntVar(&rechecks, "rechecks", cluster.DefaultRechecks,
+		"read keys found different again this many times before reporting them (writes in flight make copies differ for a moment); 0 reports the first comparison")
+	cmd.Flags().DurationVar(&recheckDelay, "recheck-delay", cluster.DefaultRecheckDelay, "pause before each recheck")
 	return cmd
 }
 
@@ -499,6 +511,9 @@ func printPlan(w io.Writer, f cliutil.Format, p *cluster.Plan) error {
 		for _, t := range p.Tables {
 			for _, l := range t.Losers {
 				cliutil.Row(tw, fmt.Sprintf("%s, island %d vs winner", t.Table, l.Island), fmt.Sprintf("split at %s (%s)", msText(l.SplitAt), l.SplitAtSource))
+				if l.SplitAtDetail != "" {
+					cliutil.Row(tw, "  split time from", l.SplitAtDetail)
+				}
 				cliutil.Row(tw, "  loser wrote", len(l.WrittenOnLoser), sample(l.WrittenOnLoser))
 				cliutil.Row(tw, "  loser deleted", len(l.DeletedOnLoser), sample(l.DeletedOnLoser))
 				cliutil.Row(tw, "  winner wrote", len(l.WrittenOnWinner), sample(l.WrittenOnWinner))

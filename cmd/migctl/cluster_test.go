@@ -37,6 +37,11 @@ func TestClusterCommands(t *testing.T) {
 	require.Equal(t, cliutil.ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "Table size: 1500")
 	require.Contains(t, r.stdout, "All nodes consistent")
+	for _, rc := range []string{"0", "3"} {
+		r = run(t, env, "cluster", "verify-replication", "--rechecks", rc, "--recheck-delay", "100ms")
+		require.Equal(t, cliutil.ExitOK, r.code, r.stderr)
+		require.Contains(t, r.stdout, "All nodes consistent")
+	}
 
 	// Split 2|1 and write on the lone node.
 	cl.Partition([]int{0, 1}, []int{2})
@@ -168,6 +173,9 @@ func TestClusterWatchCLI(t *testing.T) {
 	// Interrupted, it stops its forwarders and exits 0.
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	require.NoError(t, cmd.Wait(), stderr.String())
+	// ... quietly: the agent is unloaded, nothing fails on the way out.
+	require.NotContains(t, stderr.String(), "closing connections", stderr.String())
+	require.NotContains(t, stderr.String(), "level=WARN", stderr.String())
 	for i := range cl.Nodes {
 		n := cl.Eval(i, `length([P || P <- processes(), {current_function, {migctl_cluster, _, _}} <- [erlang:process_info(P, current_function)]])`, nil)
 		require.EqualValues(t, 0, n)

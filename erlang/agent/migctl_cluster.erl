@@ -16,11 +16,11 @@
 %% H = erlang:phash2(Id, 2^32); bucket B of N holds H*N div 2^32.
 -module(migctl_cluster).
 
--export([version/0, view/1, bucket_sums/2, bucket_keys/3, get_rows/2,
+-export([version/0, view/1, bucket_sums/2, bucket_keys/3, key_infos/2, get_rows/2, downs/1,
          prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
          join/3, del_copies/2, del_schema/1, stop_mnesia/0]).
 
--define(VSN, 1).
+-define(VSN, 2).
 -define(SPACE, 4294967296).
 
 version() -> {ok, ?VSN}.
@@ -151,6 +151,21 @@ bucket_keys(Tab, N, Buckets) ->
         {ok, iolist_to_binary(Out)}
     end).
 
+%% key_infos(Tab, Ids) -> {ok, Frames}: the same frames as bucket_keys/3
+%% for the framed ids (<<Len:32, Id>>*) of the local copy; absent ids are
+%% left out. Reading a few keys is quick, so two nodes can be asked at
+%% nearly the same instant (verify-replication's rechecks).
+key_infos(Tab, Ids) ->
+    safe(fun() ->
+        local(Tab),
+        {ok, iolist_to_binary(
+               [<<(byte_size(Id)):32, Id/binary, (wtime(W)):64/signed,
+                  (mint(created_at, S)):64/signed,
+                  (mint(last_accessed, S)):64/signed,
+                  (erlang:phash2({Id, S, W}, ?SPACE)):32>>
+                || Id <- ids(Ids, []), {_, _, S, W} <- ets:lookup(Tab, Id)])}
+    end).
+
 mint(K, S) when is_map(S) ->
     case maps:get(K, S, undefined) of
         V when is_integer(V) -> V;
@@ -175,6 +190,40 @@ ids(<<L:32, Id:L/binary, Rest/binary>>, Acc) -> ids(Rest, [Id | Acc]);
 ids(_, _) -> fail(bad_frame).
 
 %% ------------------------------------------------------------------ heal
+
+%% downs(Peers) -> {ok, [{Peer, Millis, ResolutionMillis}]}: when this node
+%% last saw Mnesia on each of Peers go down (the split, as this node lived
+%% it). Mnesia keeps the time of the last mnesia_down per node in
+%% mnesia_decision, in local time to the second (Millis is then the start of
+%% that second, ResolutionMillis 1000); a forwarder (migctl cluster watch)
+%% that saw the event keeps the exact time in a persistent_term, used when it
+%% belongs to the same event (ResolutionMillis 1). Peers without a record
+%% are left out.
+downs(Peers) ->
+    safe(fun() ->
+        {ok, lists:append([down(P) || P <- Peers, P =/= node()])}
+    end).
+
+down(P) ->
+    Rec = try ets:lookup(mnesia_decision, P) catch _:_ -> [] end,
+    Exact = persistent_term:get({?MODULE, mnesia_down, P}, undefined),
+    case [{D, T} || {mnesia_down, _, D, T} <- Rec] of
+        [{D, T}] ->
+            Ms = local_ms({D, T}),
+            case Exact of
+                E when is_integer(E), E >= Ms, E < Ms + 1000 -> [{P, E, 1}];
+                _ -> [{P, Ms, 1000}]
+            end;
+        _ when is_integer(Exact) -> [{P, Exact, 1}];
+        _ -> []
+    end.
+
+local_ms(Local) ->
+    [U | _] = case calendar:local_time_to_universal_time_dst(Local) of
+                  [] -> [Local];
+                  L -> L
+              end,
+    (calendar:datetime_to_gregorian_seconds(U) - 62167219200) * 1000.
 
 %% connect(Nodes) -> {ok, [{Node, true|false}]}: connect this node to each
 %% of Nodes explicitly (dist_auto_connect once, and
@@ -390,8 +439,17 @@ forwarder(To, Tag) ->
         end
     end).
 
+%% forwarder_stop(Pid) -> {ok, stopped}: stops the forwarder and waits for it
+%% to be gone, so that no process runs this module's code when migctl
+%% unloads it right after (a purge would otherwise have to kill it).
 forwarder_stop(Pid) ->
-    safe(fun() -> Pid ! {migctl_stop, self()}, {ok, stopped} end).
+    safe(fun() ->
+        M = erlang:monitor(process, Pid),
+        Pid ! {migctl_stop, self()},
+        receive {'DOWN', M, process, _, _} -> {ok, stopped}
+        after 2000 -> erlang:demonitor(M, [flush]), exit(Pid, kill), {ok, stopped}
+        end
+    end).
 
 fwd_init(Parent, Ref, To, Tag) ->
     process_flag(trap_exit, true),
@@ -426,6 +484,8 @@ fwd_loop(St = #{mon := M, sub := Sub}) ->
         resubscribe -> fwd_loop(subscribe(St));
         {mnesia_system_event, E} ->
             {Kind, Peer} = classify(E),
+            Kind =:= mnesia_down andalso
+                persistent_term:put({?MODULE, mnesia_down, Peer}, erlang:system_time(millisecond)),
             send(St, Kind, Peer, text(E)),
             fwd_loop(St);
         {nodeup, N, _} -> send(St, nodeup, N, <<>>), fwd_loop(St);
