@@ -86,8 +86,11 @@ func TestBenchExportRSS(t *testing.T) {
 	prev := 0
 	for _, n := range []int{100000, big} {
 		file := filepath.Join(cl.Nodes[0].Dir, "rss.dets")
-		r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"),
+		// Seeding a million rows into DETS takes minutes here: call
+		// with the bench's own deadline, not testkit's.
+		r, err := cl.Client().Call(bctx(t), cl.Nodes[0].Name, "erlmcp_fixture_seed", "seed", etf.Atom("dets"),
 			etf.Map{etf.Atom("file_path"): file, etf.Atom("table_name"): etf.Atom("rss_tab")}, n-prev, n)
+		require.NoError(t, err)
 		require.Equal(t, etf.Atom("ok"), r.(etf.Tuple)[0])
 		prev = n
 		out := filepath.Join(t.TempDir(), "rss.mexp")
