@@ -9,7 +9,7 @@ DEBS  := erlang-base erlang-mnesia erlang-crypto erlang-runtime-tools openssh-se
 AGENT_SRC  := $(wildcard erlang/agent/*.erl)
 AGENT_BEAM := $(AGENT_SRC:.erl=.beam)
 
-.PHONY: all build deps erlang agent test test-go test-erlang bench demo lint clean release
+.PHONY: all build deps erlang agent test test-go test-erlang bench demo lint clean release man
 
 all: build
 
@@ -71,6 +71,11 @@ release:
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/migctl-$(VERSION)-linux-$$arch ./cmd/migctl || exit 1; \
 	done
 	@cd dist && sha256sum migctl-$(VERSION)-linux-* > SHA256SUMS && cat SHA256SUMS
+
+## man: man pages from the cobra commands (completions: migctl completion bash|zsh|fish)
+man:
+	@rm -rf docs/man
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(GO) run -ldflags '-X main.version=$(VERSION)' ./cmd/migctl docs man --dir docs/man
 
 lint:
 	$(GO) vet $(PKGS)

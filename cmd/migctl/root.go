@@ -82,7 +82,7 @@ unreachable, 4 check found problems, 5 refused (no --yes, or a gate),
 	f.StringVar(&a.journalAt, "journal", journal.DefaultPath(), "migctl's journal file (env MIGCTL_JOURNAL)")
 	f.StringVar(&a.configPath, "config", os.Getenv("MIGCTL_CONFIG"), "YAML configuration file; flags and MIGCTL_* variables override it (env MIGCTL_CONFIG)")
 
-	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a), newConfigCmd(a), newClusterCmd(a), newPhaseCmd(a), newBackfillCmd(a), newSchemaCmd(a), newTablesCmd(a), newArchiveCmd(a), newVerifyCmd(a), newConsistencyCmd(a))
+	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a), newConfigCmd(a), newClusterCmd(a), newPhaseCmd(a), newBackfillCmd(a), newSchemaCmd(a), newTablesCmd(a), newArchiveCmd(a), newVerifyCmd(a), newConsistencyCmd(a), newDocsCmd(a))
 	return root
 }
 
@@ -183,7 +183,9 @@ func (a *app) erlClient(ctx context.Context) (*erl.Client, error) {
 		return nil, cliutil.WithCode(cliutil.ExitUsage, err)
 	}
 	a.log.Debug("cookie", "source", string(src))
-	c, err := erl.Start(ctx, erl.Options{
+	// The node lives until close(), not until Ctrl-C: cleanup (stopping
+	// forwarders, unloading the agent) still needs it after a cancel.
+	c, err := erl.Start(context.WithoutCancel(ctx), erl.Options{
 		Cookie:   cookie,
 		Host:     localHostFor(a.nodes),
 		EPMDPort: a.epmdPort,
