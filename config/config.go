@@ -1,12 +1,13 @@
 // Package config is migctl's configuration file: one YAML document that
 // holds what an operator would otherwise repeat on every command line.
 //
-// Precedence, highest first: a flag given on the command line, its
-// MIGCTL_* environment variable, the configuration file, the built-in
-// default. Every scalar field corresponds to a long flag of the same name
-// with dashes (stores.dets_file ↔ --dets-file ↔ MIGCTL_DETS_FILE); the
-// ssh section has no flags (it is structured: hosts and command
-// templates). The file is validated in full before any node is contacted,
+// Precedence, highest first: a flag given on the command line, the
+// environment variable that flag reads, the configuration file, the
+// built-in default. Every scalar field sets one flag on the commands it
+// concerns (Bindings: stores.dets_file ↔ --dets-file ↔ MIGCTL_DETS_FILE;
+// monitor.interval ↔ --interval of consistency monitor only); the ssh
+// section has no flags (hosts and command templates): cluster heal uses it
+// when --ssh-config is not given. The file is validated in full before any node is contacted,
 // and errors name the field.
 package config
 
@@ -197,50 +198,67 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// FlagValues maps long flag names to the values this file gives them.
-func (c *Config) FlagValues() map[string]string {
-	m := map[string]string{}
-	set := func(flag, v string) {
+// Binding says which flag a field of the file sets: on which commands
+// (Command is a prefix of the command path, "" for every command), and
+// which environment variable overrides it (the one the flag itself reads;
+// "" when it reads none).
+type Binding struct {
+	Command string
+	Flag    string
+	Env     string
+	Value   string
+}
+
+// Bindings lists the flag values this file gives, per command. Settings
+// of one command do not leak into another's flag of the same name (the
+// monitor's interval is not cluster watch's).
+func (c *Config) Bindings() []Binding {
+	var out []Binding
+	add := func(cmd, flag, env, v string) {
 		if v != "" {
-			m[flag] = v
+			out = append(out, Binding{Command: cmd, Flag: flag, Env: env, Value: v})
 		}
 	}
-	set("nodes", strings.Join(c.Nodes, ","))
-	set("cookie-file", c.CookieFile)
+	add("", "nodes", "MIGCTL_NODES", strings.Join(c.Nodes, ","))
+	add("", "cookie-file", "MIGCTL_COOKIE_FILE", c.CookieFile)
 	if c.EPMDPort > 0 {
-		set("epmd-port", strconv.Itoa(c.EPMDPort))
+		add("", "epmd-port", "ERL_EPMD_PORT", strconv.Itoa(c.EPMDPort))
 	}
-	set("timeout", c.Timeout)
-	set("journal", c.Journal)
-	set("log-level", c.LogLevel)
-	set("ets-table", c.Stores.ETSTable)
-	set("dets-table", c.Stores.DETSTable)
-	set("dets-file", c.Stores.DETSFile)
-	set("mnesia-table", c.Stores.MnesiaTable)
-	set("prometheus", c.Migration.Prometheus)
+	add("", "timeout", "MIGCTL_TIMEOUT", c.Timeout)
+	add("", "journal", "MIGCTL_JOURNAL", c.Journal)
+	add("", "log-level", "MIGCTL_LOG_LEVEL", c.LogLevel)
+	add("", "ets-table", "MIGCTL_ETS_TABLE", c.Stores.ETSTable)
+	add("", "dets-table", "MIGCTL_DETS_TABLE", c.Stores.DETSTable)
+	add("", "dets-file", "MIGCTL_DETS_FILE", c.Stores.DETSFile)
+	add("", "mnesia-table", "MIGCTL_MNESIA_TABLE", c.Stores.MnesiaTable)
+	add("migctl cluster", "tables", "MIGCTL_MNESIA_TABLE", c.Stores.MnesiaTable)
+	add("migctl tables create", "table", "MIGCTL_MNESIA_TABLE", c.Stores.MnesiaTable)
+	add("migctl phase", "prometheus", "", c.Migration.Prometheus)
 	if c.Migration.MaxReadErrorRate > 0 {
-		set("max-read-error-rate", strconv.FormatFloat(c.Migration.MaxReadErrorRate, 'g', -1, 64))
+		add("migctl phase", "max-read-error-rate", "", strconv.FormatFloat(c.Migration.MaxReadErrorRate, 'g', -1, 64))
 	}
-	set("listen", c.Monitor.Listen)
-	set("alert-webhook", c.Monitor.AlertWebhook)
-	set("interval", c.Monitor.Interval)
+	add("migctl consistency monitor", "listen", "MIGCTL_MONITOR_LISTEN", c.Monitor.Listen)
+	add("migctl consistency monitor", "alert-webhook", "MIGCTL_ALERT_WEBHOOK", c.Monitor.AlertWebhook)
+	add("migctl consistency monitor", "interval", "", c.Monitor.Interval)
 	if c.Monitor.Sample > 0 {
-		set("sample", strconv.Itoa(c.Monitor.Sample))
+		add("migctl consistency monitor", "sample", "", strconv.Itoa(c.Monitor.Sample))
+	}
+	return out
+}
+
+// For returns the bindings that apply to a command path, by flag name.
+func (c *Config) For(commandPath string) map[string]Binding {
+	m := map[string]Binding{}
+	for _, b := range c.Bindings() {
+		if b.Command == "" || commandPath == b.Command || strings.HasPrefix(commandPath, b.Command+" ") {
+			m[b.Flag] = b
+		}
 	}
 	return m
 }
 
-// EnvName is the environment variable of a flag: MIGCTL_ and the name in
-// upper case with underscores (--dets-file ↔ MIGCTL_DETS_FILE).
-func EnvName(flag string) string {
-	if flag == "epmd-port" {
-		return "ERL_EPMD_PORT" // Erlang's own variable
-	}
-	return "MIGCTL_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
 // Example is a commented configuration file (`migctl config example`).
-const Example = `# migctl configuration. Every field is optional; flags and MIGCTL_*
+const Example = `# migctl configuration. Every field is optional; flags and their MIGCTL_*
 # environment variables override it (--dets-file ↔ MIGCTL_DETS_FILE ↔
 # stores.dets_file). Check a file with: migctl --config FILE config check
 nodes:                      # --nodes, MIGCTL_NODES
@@ -258,14 +276,14 @@ stores:
   dets_file: /var/lib/erlmcp/dets/erlmcp_sessions.dets   # --dets-file (only when the app does not have it open)
   mnesia_table: erlmcp_session        # --mnesia-table
 migration:
-  prometheus: http://127.0.0.1:9090   # --prometheus: phase gates read error rates there
-  max_read_error_rate: 0.0001         # --max-read-error-rate: phase3 gate (0.01 %)
-monitor:
-  listen: 127.0.0.1:9464              # --listen
-  alert_webhook: http://127.0.0.1:9093/api/v2/alerts   # --alert-webhook (Alertmanager)
+  prometheus: http://127.0.0.1:9090   # phase --prometheus: the phase3 gate reads error rates there
+  max_read_error_rate: 0.0001         # phase --max-read-error-rate: phase3 gate (0.01 %)
+monitor:                              # consistency monitor only
+  listen: 127.0.0.1:9464              # --listen, MIGCTL_MONITOR_LISTEN
+  alert_webhook: http://127.0.0.1:9093/api/v2/alerts   # --alert-webhook, MIGCTL_ALERT_WEBHOOK (Alertmanager)
   interval: 5m                        # --interval
   sample: 10000                       # --sample
-ssh:                        # out-of-band path of 'cluster heal' (no flags)
+ssh:                        # out-of-band path of 'cluster heal' (used unless --ssh-config is given)
   known_hosts: /etc/migctl/known_hosts   # host keys are always verified
   timeout: 60s
   commands:                 # text/template; .Node .Host .MnesiaDir .Stamp, quote

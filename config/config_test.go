@@ -15,10 +15,16 @@ func TestExampleIsValid(t *testing.T) {
 	require.Equal(t, "erlmcp_session", c.Stores.MnesiaTable)
 	require.Equal(t, 0.0001, c.Migration.MaxReadErrorRate)
 	require.Len(t, c.SSH.Hosts, 1)
-	fv := c.FlagValues()
-	require.Equal(t, "erlmcp1@prod,erlmcp2@prod,erlmcp3@prod", fv["nodes"])
-	require.Equal(t, "/var/lib/erlmcp/dets/erlmcp_sessions.dets", fv["dets-file"])
-	require.Equal(t, "MIGCTL_DETS_FILE", EnvName("dets-file"))
+	fv := c.For("migctl sessions count")
+	require.Equal(t, "erlmcp1@prod,erlmcp2@prod,erlmcp3@prod", fv["nodes"].Value)
+	require.Equal(t, "/var/lib/erlmcp/dets/erlmcp_sessions.dets", fv["dets-file"].Value)
+	require.Equal(t, "MIGCTL_DETS_FILE", fv["dets-file"].Env)
+	// The monitor's settings stay with the monitor.
+	require.NotContains(t, fv, "interval")
+	require.NotContains(t, c.For("migctl cluster watch"), "interval")
+	require.Equal(t, "5m", c.For("migctl consistency monitor")["interval"].Value)
+	require.Equal(t, "MIGCTL_MONITOR_LISTEN", c.For("migctl consistency monitor")["listen"].Env)
+	require.Equal(t, "erlmcp_session", c.For("migctl cluster status")["tables"].Value)
 }
 
 func TestErrorsNameTheField(t *testing.T) {

@@ -387,10 +387,15 @@ instead, with the commands of --ssh-config.`,
 				sa = t
 			}
 			var oob cluster.OutOfBand
-			if sshConfig != "" {
-				c, err := sshrun.LoadConfig(sshConfig)
-				if err != nil {
-					return cliutil.WithCode(cliutil.ExitUsage, err)
+			if sshConfig != "" || (a.cfg != nil && a.cfg.SSH != nil) {
+				var c sshrun.Config
+				if sshConfig != "" {
+					var err error
+					if c, err = sshrun.LoadConfig(sshConfig); err != nil {
+						return cliutil.WithCode(cliutil.ExitUsage, err)
+					}
+				} else {
+					c = *a.cfg.SSH // the ssh section of --config
 				}
 				r, err := sshrun.New(c, a.log)
 				if err != nil {
@@ -398,7 +403,7 @@ instead, with the commands of --ssh-config.`,
 				}
 				oob = r
 			} else if len(sshNodes) > 0 {
-				return cliutil.Usage("--ssh-nodes needs --ssh-config")
+				return cliutil.Usage("--ssh-nodes needs --ssh-config or an ssh section in --config")
 			}
 			ctx := cmd.Context()
 			cl, err := cf.open(ctx, a)

@@ -44,11 +44,14 @@ func newConfigCmd(a *app) *cobra.Command {
 				if f.Name == "help" {
 					return
 				}
-				s := EffectiveSetting{Flag: f.Name, Env: config.EnvName(f.Name), Value: f.Value.String(), Source: "default"}
+				s := EffectiveSetting{Flag: f.Name, Value: f.Value.String(), Source: "default"}
+				if a.cfg != nil {
+					s.Env = a.cfg.For(cmd.CommandPath())[f.Name].Env
+				}
 				switch {
 				case f.Changed:
 					s.Source = "flag"
-				case os.Getenv(s.Env) != "":
+				case s.Env != "" && os.Getenv(s.Env) != "":
 					s.Source = "env"
 				case a.fromConfig[f.Name]:
 					s.Source = "config"

@@ -202,3 +202,50 @@ func TestBadInputAndUnreachable(t *testing.T) {
 	r = run(t, nil, "ping")
 	require.Equal(t, cliutil.ExitUsage, r.code)
 }
+
+// The configuration file gives nodes and names; a flag or the flag's own
+// environment variable overrides it; a bad file is refused before any node
+// is contacted, naming the field.
+func TestConfigFile(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_ets"})
+	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("ets"), etf.Map{}, 321, 9)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "migctl.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(strings.Join([]string{
+		"nodes: [" + cl.Nodes[0].Name + "]",
+		"cookie_file: " + testkit.CookieFile(t),
+		"epmd_port: " + strconv.Itoa(testkit.EPMDPort(t)),
+		"stores: {ets_table: erlmcp_sessions_ets}",
+		"monitor: {interval: 7m}",
+	}, "\n")), 0o600))
+	env := []string{"MIGCTL_CONFIG=" + cfg}
+
+	r := run(t, env, "sessions", "count", "--store", "ets", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var c CountResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &c))
+	require.EqualValues(t, 321, c.Count)
+
+	r = run(t, env, "config", "check", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var eff []EffectiveSetting
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &eff))
+	src := map[string]string{}
+	for _, e := range eff {
+		src[e.Flag] = e.Source
+	}
+	require.Equal(t, "config", src["nodes"])
+	require.Equal(t, "config", src["cookie-file"])
+
+	// The flag's environment variable beats the file.
+	r = run(t, append(env, "MIGCTL_ETS_TABLE=no_such_table"), "sessions", "count", "--store", "ets")
+	require.Equal(t, cliutil.ExitFailure, r.code)
+	require.Contains(t, r.stderr, "no such table")
+
+	// A bad file: refused, the field named, no node contacted.
+	require.NoError(t, os.WriteFile(cfg, []byte("nodes: [not-a-node]\ntimeout: soon\n"), 0o600))
+	r = run(t, env, "sessions", "count", "--store", "ets")
+	require.Equal(t, cliutil.ExitUsage, r.code)
+	require.Contains(t, r.stderr, "nodes[0]")
+	require.Contains(t, r.stderr, "timeout")
+}

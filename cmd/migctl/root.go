@@ -143,14 +143,14 @@ func (a *app) applyConfig(cmd *cobra.Command) error {
 		return cliutil.WithCode(cliutil.ExitUsage, err)
 	}
 	a.cfg = c
-	vals := c.FlagValues()
+	vals := c.For(cmd.CommandPath())
 	var errs []error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		v, ok := vals[f.Name]
-		if !ok || f.Changed || os.Getenv(config.EnvName(f.Name)) != "" {
+		b, ok := vals[f.Name]
+		if !ok || f.Changed || (b.Env != "" && os.Getenv(b.Env) != "") {
 			return
 		}
-		if err := f.Value.Set(v); err != nil {
+		if err := f.Value.Set(b.Value); err != nil {
 			errs = append(errs, fmt.Errorf("config %s: %s: %w", a.configPath, f.Name, err))
 			return
 		}
