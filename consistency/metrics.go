@@ -22,6 +22,7 @@ type metrics struct {
 	started       prometheus.Gauge
 	ends          prometheus.Gauge
 	phase         *prometheus.GaugeVec
+	hybrid        *prometheus.GaugeVec
 	processedLast prometheus.Gauge
 }
 
@@ -57,8 +58,12 @@ func newMetrics(source, target string) *metrics {
 		Help: "When the monitor's --duration runs out (Unix time; 0: never).", ConstLabels: labels})
 	m.phase = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "node_migration_phase",
 		Help: "Migration phase each node reports (1 for the current phase)."}, []string{"node", "phase"})
+	// The hybrid backend's own counters, as the node reports them: they
+	// only grow (until the node restarts), so use rate() on them.
+	m.hybrid = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "hybrid_events",
+		Help: "Events the hybrid session backend counted on each node (read_errors, fallbacks, secondary_write_failures, ...); monotonic until the node restarts, use rate()."}, []string{"node", "event"})
 	m.reg.MustRegister(m.checks, m.compared, m.mismatches, m.lastMismatch, m.lastTime, m.lastDuration,
-		m.processedLast, m.bytes, m.alerts, m.throttled, m.backoff, m.started, m.ends, m.phase,
+		m.processedLast, m.bytes, m.alerts, m.throttled, m.backoff, m.started, m.ends, m.phase, m.hybrid,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every labelled series exists from the start, at zero: an alert rule
 	// on rate() or > 0 then sees a series before the first mismatch.

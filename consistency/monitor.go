@@ -59,9 +59,11 @@ type MonitorConfig struct {
 	// scheduler) exceeds this many per online scheduler is busy, and the
 	// check is postponed with back-off. Default 4.
 	BusyRunQueue float64
-	// Phases, when set, reads the migration phase of each node (node ->
-	// "phase1") for the migctl_node_migration_phase metric.
-	Phases func(ctx context.Context) (map[string]string, error)
+	// Phases, when set, reads the migration state of each node (its phase,
+	// and the hybrid backend's counters: read_errors, fallbacks,
+	// secondary_write_failures, ...) for the migctl_node_migration_phase
+	// and migctl_hybrid_events metrics.
+	Phases func(ctx context.Context) (map[string]NodeMigration, error)
 	// HTTPClient posts alerts; default a client with a 10 s timeout.
 	HTTPClient *http.Client
 	// Log receives the monitor's log lines; default slog.Default().
@@ -353,17 +355,33 @@ func (m *Monitor) busy(ctx context.Context) (bool, string) {
 		}
 		loads = append(loads, nodeLoad{Node: n, RunQueue: erl.Int64(rq), Schedulers: erl.Int64(sc)})
 	}
-	if m.cfg.Phases != nil {
-		if ps, err := m.cfg.Phases(ctx); err == nil {
-			m.m.phase.Reset()
-			for n, ph := range ps {
-				m.m.phase.WithLabelValues(n, ph).Set(1)
-			}
-		} else {
-			m.log.Debug("reading phases", "err", err)
+	return throttle(loads, m.cfg.BusyRunQueue)
+}
+
+// refreshMigration reads each node's phase and hybrid counters (with every
+// check, so the dashboard follows the migration).
+func (m *Monitor) refreshMigration(ctx context.Context) {
+	if m.cfg.Phases == nil {
+		return
+	}
+	ps, err := m.cfg.Phases(ctx)
+	if err != nil {
+		m.log.Debug("reading phases", "err", err)
+		return
+	}
+	m.m.phase.Reset()
+	for n, nm := range ps {
+		m.m.phase.WithLabelValues(n, nm.Phase).Set(1)
+		for ev, v := range nm.Counters {
+			m.m.hybrid.WithLabelValues(n, ev).Set(float64(v))
 		}
 	}
-	return throttle(loads, m.cfg.BusyRunQueue)
+}
+
+// NodeMigration is one node's migration state as the monitor exports it.
+type NodeMigration struct {
+	Phase    string
+	Counters map[string]int64
 }
 
 // CheckNow runs one check now: metrics, journal history, alerts.
@@ -377,6 +395,7 @@ func (m *Monitor) CheckNow(ctx context.Context) (*Report, error) {
 		o.Log = m.log
 	}
 	rep, err := Check(ctx, m.cfg.Source, m.cfg.Target, o)
+	m.refreshMigration(ctx)
 	m.mu.Lock()
 	m.lastErr = err
 	m.mu.Unlock()

@@ -422,15 +422,15 @@ systemd unit.`,
 				AlertOnMismatch: alert, AlertWebhook: webhook, Listen: listen,
 				Check: o, CallsPerSecond: rate, Log: a.log}
 			if mg, err := migrate.New(migrate.Config{Client: a.client, Nodes: a.nodes, Journal: j, Logger: a.log}); err == nil {
-				cfg.Phases = func(ctx context.Context) (map[string]string, error) {
+				cfg.Phases = func(ctx context.Context) (map[string]consistency.NodeMigration, error) {
 					st, err := mg.ShowPhase(ctx)
 					if err != nil {
 						return nil, err
 					}
-					out := map[string]string{}
+					out := map[string]consistency.NodeMigration{}
 					for _, n := range st.Nodes {
 						if n.Reachable && n.Installed {
-							out[n.Node] = n.Phase.String()
+							out[n.Node] = consistency.NodeMigration{Phase: n.Phase.String(), Counters: n.Counters}
 						}
 					}
 					return out, nil
