@@ -45,6 +45,11 @@ type Options struct {
 	MaxInFlight int
 	// Logger receives debug and warning lines; never the cookie.
 	Logger *slog.Logger
+	// NamePrefix starts migctl's own node name (default "migctl"). Other
+	// migctl processes see a connected hidden node named migctl_* as a
+	// user of the agent and leave it loaded; test harnesses use another
+	// prefix so that they do not count.
+	NamePrefix string
 }
 
 // Client is migctl's hidden Erlang node. Create one per process with Start.
@@ -135,7 +140,10 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
-	name := fmt.Sprintf("migctl_%d_%s@%s", os.Getpid(), hex.EncodeToString(suffix[:]), opts.Host)
+	if opts.NamePrefix == "" {
+		opts.NamePrefix = "migctl"
+	}
+	name := fmt.Sprintf("%s_%d_%s@%s", opts.NamePrefix, os.Getpid(), hex.EncodeToString(suffix[:]), opts.Host)
 	nopts := node.Options{
 		Listeners: []node.Listener{{Hostname: "127.0.0.1", ListenBegin: 15000, ListenEnd: 65000}},
 		Flags:     flags,

@@ -105,10 +105,11 @@ func setup() (*env, error) {
 		lvl = slog.LevelDebug
 	}
 	c, err := erl.Start(context.Background(), erl.Options{
-		Cookie:   e.cookie,
-		EPMDPort: port,
-		Timeout:  30 * time.Second,
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
+		Cookie:     e.cookie,
+		EPMDPort:   port,
+		NamePrefix: "migtest", // not a migctl that holds the agent (see erl.UnloadAgent)
+		Timeout:    30 * time.Second,
+		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
 	})
 	if err != nil {
 		_ = cmd.Process.Kill()
