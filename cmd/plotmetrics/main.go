@@ -4,12 +4,12 @@
 //
 // Input is either a live Prometheus (it runs the queries itself):
 //
-//	go run ./tools/plotmetrics -prometheus http://127.0.0.1:9090 -since 2h -out dashboard.png
-//	go run ./tools/plotmetrics -prometheus URL -since 2h -save data.json -out dashboard.png
+//	go run ./cmd/plotmetrics -prometheus http://127.0.0.1:9090 -since 2h -out dashboard.png
+//	go run ./cmd/plotmetrics -prometheus URL -since 2h -save data.json -out dashboard.png
 //
 // or a recorded file (what -save writes; docs/img/dashboard-data.json):
 //
-//	go run ./tools/plotmetrics -in docs/img/dashboard-data.json -out docs/img/dashboard.png
+//	go run ./cmd/plotmetrics -in docs/img/dashboard-data.json -out docs/img/dashboard.png
 //
 // The file holds, per panel key, the query and the untouched JSON answer of
 // Prometheus's /api/v1/query_range. Panels: migration phase per node
