@@ -251,6 +251,9 @@ func (s *agentStore) mapErr(err error) error {
 	switch re.Reason {
 	case "no_such_table":
 		sent, hint = ErrNoSuchTable, "check --table and --store; is the application's backend running on this node?"
+		if s.spec.Kind == KindDETS && s.spec.File == "" {
+			hint += " A DETS table the application does not have open needs --dets-file (its path on the node)"
+		}
 	case "no_such_file":
 		sent, hint = ErrNoSuchFile, "check --dets-file (a path on the node)"
 	case "not_session_rows", "not_session_values", "not_session_attributes", "not_a_session":
