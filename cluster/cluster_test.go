@@ -615,8 +615,7 @@ func runOutOfBand(t *testing.T, frozen bool) {
 	})
 
 	if frozen {
-		require.NoError(t, syscall.Kill(loser.Pid(), syscall.SIGSTOP))
-		t.Cleanup(func() { _ = syscall.Kill(loser.Pid(), syscall.SIGCONT) })
+		loser.Freeze(t)
 		_, err := cl.Plan(ctx, cluster.PlanOptions{})
 		require.ErrorIs(t, err, cluster.ErrNotPartitioned, "without out-of-band nodes there is nothing to heal in band")
 	}

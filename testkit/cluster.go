@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -198,6 +199,47 @@ func (n *Node) Pid() int {
 		return 0
 	}
 	return n.cmd.Process.Pid
+}
+
+// Freeze stops the node's VM with SIGSTOP, as a hung host would, and
+// returns only once the kernel reports the process stopped: kill(2) only
+// queues the signal, and a call sent in that window can still be answered.
+// The node is continued when the test ends (a later Kill works either way).
+func (n *Node) Freeze(t testing.TB) {
+	t.Helper()
+	pid := n.Pid()
+	if pid == 0 {
+		t.Fatalf("freeze %s: not running", n.Name)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("freeze %s: %v", n.Name, err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if procState(pid) == 'T' {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("freeze %s: pid %d not stopped after 10 s (state %q)", n.Name, pid, procState(pid))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// procState is the one-letter state in /proc/PID/stat ('T' when stopped),
+// or 0 when it cannot be read. The command name may hold spaces or
+// parentheses, so the state is read after the last ')'.
+func procState(pid int) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
 }
 
 // Running tells whether the node's OS process is alive.
