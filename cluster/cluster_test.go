@@ -376,7 +376,7 @@ func runHeal(t *testing.T, sc splitCase) {
 	healAt := time.Now()
 	opts := cluster.ExecuteOptions{Journal: j, BackupDir: backupDir, Reason: "test"}
 	if sc.interrupt {
-		opts.StopAfter = "reload-losers"
+		opts.StopAfter = "fence"
 	}
 	rep, err := cl.Execute(ctx, plan, opts)
 	if sc.interrupt {
@@ -385,7 +385,18 @@ func runHeal(t *testing.T, sc splitCase) {
 		require.NoError(t, lerr)
 		require.Len(t, hs, 1)
 		require.False(t, hs[0].Completed)
-		require.Equal(t, []string{"check", "backup", "read-changes", "reconnect", "reload-losers"}, hs[0].Done)
+		require.Equal(t, []string{"check", "backup", "read-changes", "reconnect", "fence"}, hs[0].Done)
+		// Stopped to look, the heal does not hold the loser's writers: a
+		// write there commits at once, and the resumed heal (which fences
+		// and reads again) carries it over.
+		wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+		r, werr := tk.Client().Eval(wctx, tk.Nodes[l].Name, `Now = erlang:system_time(millisecond),
+		    mnesia:transaction(fun() -> mnesia:write({erlmcp_session, <<"after-stop">>,
+		        #{id => <<"after-stop">>, created_at => Now, last_accessed => Now, timeout_ms => infinity,
+		          metadata => #{<<"mark">> => <<"stop">>}}, Now}) end)`, nil)
+		wcancel()
+		require.NoError(t, werr, "a write on the loser while the heal is stopped")
+		require.Equal(t, etf.Tuple{etf.Atom("atomic"), etf.Atom("ok")}, r)
 		// A fresh handle, as a new migctl process would have.
 		cl2 := newCluster(t, tk)
 		rep, err = cl2.Resume(ctx, rep.ID, cluster.ExecuteOptions{Journal: j, Reason: "resume"})
@@ -449,6 +460,11 @@ func runHeal(t *testing.T, sc splitCase) {
 		ok, m = present(t, tk, i, "after-plan")
 		require.True(t, ok, "a loser write made after the plan")
 		require.Equal(t, "late", m)
+		if sc.interrupt {
+			ok, m = present(t, tk, i, "after-stop")
+			require.True(t, ok, "a loser write made while the heal was stopped")
+			require.Equal(t, "stop", m)
+		}
 	}
 
 	// The journal has every step, and the backup restores.

@@ -87,6 +87,8 @@ type HealReport struct {
 	Duration time.Duration       `json:"duration_ns"`
 	Healed   bool                `json:"healed"`
 	changes  map[string][]backends.Row
+	// fenced are the loser nodes whose writers this run holds (fence).
+	fenced []string
 }
 
 // healState is the journal's record of a heal in progress.
@@ -99,7 +101,13 @@ type healState struct {
 }
 
 // healSteps are the steps of a heal, in order.
-var healSteps = []string{"check", "backup", "read-changes", "reconnect", "reload-losers", "converge", "merge", "verify"}
+//
+// The merge comes before the losers reload, and the fence before the merge:
+// from their last read until their Mnesia stops, the losers' writers wait
+// on a table lock, so every write a loser acknowledged is in the changes
+// merged into the winners, and no deletion made in the healed cluster can
+// be undone by a merge that comes after it.
+var healSteps = []string{"check", "backup", "read-changes", "reconnect", "fence", "merge", "reload-losers", "converge", "verify"}
 
 // ErrStopped: the heal stopped after ExecuteOptions.StopAfter; Resume
 // continues it.
@@ -163,6 +171,14 @@ func (cl *Cluster) Resume(ctx context.Context, id string, opts ExecuteOptions) (
 	if _, err := opts.Journal.Append(KindHeal, opts.Reason, map[string]any{"id": id, "event": "resume", "done": st.Done}); err != nil {
 		return nil, err
 	}
+	// A fence does not outlive the run that took it (it ends when migctl's
+	// node goes away). Until the losers have reloaded, fence and merge
+	// again: the losers may have taken writes since, and the merge is
+	// idempotent. A loser whose reload had begun is skipped by the fence
+	// and keeps the changes read before.
+	if !slices.Contains(st.Done, "reload-losers") {
+		st.Done = slices.DeleteFunc(st.Done, func(s string) bool { return s == "fence" || s == "merge" })
+	}
 	return cl.run(ctx, st, opts)
 }
 
@@ -200,7 +216,11 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 		if _, jerr := opts.Journal.Append(KindHealStep, opts.Reason, map[string]any{"id": rep.ID, "result": r}); jerr != nil && err == nil {
 			err = jerr
 		}
+		if s == "reload-losers" && err == nil {
+			rep.fenced = nil // Mnesia stopped there: the fences are gone
+		}
 		if err != nil {
+			cl.unfence(rep)
 			rep.Duration = time.Since(t0)
 			return rep, fmt.Errorf("heal %s: step %s: %w (backups: %s; `migctl cluster heal --resume %s` continues, `migctl cluster restore-backup` restores)",
 				rep.ID, s, err, backupFiles(rep.Backups), rep.ID)
@@ -211,6 +231,9 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 			return rep, err
 		}
 		if s == opts.StopAfter && s != healSteps[len(healSteps)-1] {
+			// The operator looks before going on: do not keep the
+			// losers' writers waiting meanwhile (Resume fences again).
+			cl.unfence(rep)
 			rep.Duration = time.Since(t0)
 			return rep, fmt.Errorf("heal %s: %w after %s", rep.ID, ErrStopped, s)
 		}
@@ -232,13 +255,16 @@ func clonePlan(p *Plan) (*Plan, error) {
 
 // refresh recomputes every loser's decisions against the winner with the
 // plan's split time and buckets, in place, and says what changed.
-func (cl *Cluster) refresh(ctx context.Context, p *Plan) (string, error) {
+func (cl *Cluster) refresh(ctx context.Context, p *Plan, skip map[int]bool) (string, error) {
 	w := p.Islands[p.Winner].Rep
 	var parts []string
 	for ti := range p.Tables {
 		tp := &p.Tables[ti]
 		for li := range tp.Losers {
 			old := tp.Losers[li]
+			if skip[old.Island] {
+				continue
+			}
 			l := p.Islands[old.Island].Rep
 			var ws, ls []bucketSum
 			var werr, lerr error
@@ -426,6 +452,8 @@ func (cl *Cluster) describeStep(s string, p *Plan, opts ExecuteOptions) string {
 		return fmt.Sprintf("read %d rows the losers wrote out of their local copies", n)
 	case "reconnect":
 		return "connect every pair of nodes explicitly"
+	case "fence":
+		return fmt.Sprintf("on %v: hold writers (a write lock on %v until Mnesia stops there), then read the losers' changes a last time", p.LoserNodes(), cl.tables)
 	case "reload-losers":
 		return fmt.Sprintf("on %v: set master nodes %v, restart Mnesia (Erlang keeps running), wait for tables, clear master nodes", p.LoserNodes(), p.WinnerNodes())
 	case "converge":
@@ -438,7 +466,7 @@ func (cl *Cluster) describeStep(s string, p *Plan, opts ExecuteOptions) string {
 				parts = append(parts, fmt.Sprintf("%s: write %d, delete %d, drop %d", t.Table, w, d, x))
 			}
 		}
-		return "merge the losers' changes into the healed cluster: " + strings.Join(parts, "; ")
+		return fmt.Sprintf("merge the losers' changes into the winners %v: ", p.WinnerNodes()) + strings.Join(parts, "; ")
 	case "verify":
 		return "verify running_db_nodes agree and every replica is identical"
 	}
@@ -493,53 +521,10 @@ func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteO
 		// kept taking writes while the operator read the plan and while the
 		// backup ran, and those must be carried over too. The refreshed
 		// decisions replace the plan's in the journaled state.
-		refreshed, err := cl.refresh(ctx, p)
-		if err != nil {
-			return "", err
-		}
-		n := 0
-		var gone []string
-		for ti, tp := range p.Tables {
-			for li, lp := range tp.Losers {
-				var ids []string
-				for _, d := range lp.Decisions {
-					if d.Action == ActWrite {
-						ids = append(ids, d.ID)
-					}
-				}
-				if cl.beforeReadRows != nil {
-					cl.beforeReadRows()
-				}
-				rows, err := cl.getRows(ctx, p.Islands[lp.Island].Rep, tp.Table, ids)
-				if err != nil {
-					return "", err
-				}
-				if len(rows) != len(ids) {
-					// The losing side keeps taking traffic: it deleted rows
-					// since the comparison. Decide those keys again from
-					// what each side holds now instead of giving up.
-					note, err := cl.settleGone(ctx, p, &p.Tables[ti].Losers[li], ids, rows)
-					if err != nil {
-						return "", err
-					}
-					gone = append(gone, note)
-				}
-				key := fmt.Sprintf("%s/%d", tp.Table, lp.Island)
-				rep.changes[key] = rows
-				n += len(rows)
-				// Keep the changes on disc as well: the backups hold them
-				// too, but this file is exactly what the merge applies.
-				f := changesFile(opts.BackupDir, rep.ID, tp.Table, lp.Island)
-				if err := writeRows(f, p.Islands[lp.Island].Rep, tp.Table, rows); err != nil {
-					return "", err
-				}
-			}
-		}
-		detail := fmt.Sprintf("%d rows (%s)", n, refreshed)
-		if len(gone) > 0 {
-			detail += "; " + strings.Join(gone, "; ")
-		}
-		return detail, nil
+		return cl.readChanges(ctx, p, opts, rep, nil)
+
+	case "fence":
+		return cl.fence(ctx, p, opts, rep)
 
 	case "reconnect":
 		return cl.reconnect(ctx, reachableNodes(p.Islands))
@@ -601,6 +586,118 @@ func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteO
 	return "", fmt.Errorf("unknown step %q", s)
 }
 
+// readChanges compares every loser with the winner again and reads the
+// rows the losers wrote out of their own copies, into rep and the changes
+// files. Islands in skip keep the changes read before.
+func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport, skip map[int]bool) (string, error) {
+	refreshed, err := cl.refresh(ctx, p, skip)
+	if err != nil {
+		return "", err
+	}
+	n := 0
+	var gone []string
+	for ti, tp := range p.Tables {
+		for li, lp := range tp.Losers {
+			if skip[lp.Island] {
+				continue
+			}
+			var ids []string
+			for _, d := range lp.Decisions {
+				if d.Action == ActWrite {
+					ids = append(ids, d.ID)
+				}
+			}
+			if cl.beforeReadRows != nil {
+				cl.beforeReadRows()
+			}
+			rows, err := cl.getRows(ctx, p.Islands[lp.Island].Rep, tp.Table, ids)
+			if err != nil {
+				return "", err
+			}
+			if len(rows) != len(ids) {
+				// The losing side keeps taking traffic: it deleted rows
+				// since the comparison. Decide those keys again from
+				// what each side holds now instead of giving up.
+				note, err := cl.settleGone(ctx, p, &p.Tables[ti].Losers[li], ids, rows)
+				if err != nil {
+					return "", err
+				}
+				gone = append(gone, note)
+			}
+			key := fmt.Sprintf("%s/%d", tp.Table, lp.Island)
+			rep.changes[key] = rows
+			n += len(rows)
+			// Keep the changes on disc as well: the backups hold them
+			// too, but this file is exactly what the merge applies.
+			f := changesFile(opts.BackupDir, rep.ID, tp.Table, lp.Island)
+			if err := writeRows(f, p.Islands[lp.Island].Rep, tp.Table, rows); err != nil {
+				return "", err
+			}
+		}
+	}
+	detail := fmt.Sprintf("%d rows (%s)", n, refreshed)
+	if len(gone) > 0 {
+		detail += "; " + strings.Join(gone, "; ")
+	}
+	return detail, nil
+}
+
+// fence holds the writers of every reachable losing island (a write lock
+// on the session tables, migctl_cluster:fence/3, taken on the island's
+// representative: Mnesia locks the table on every replica in the island)
+// and then reads the losers' changes a last time. The locks last until the
+// losers' Mnesia stops (reload-losers), unfence, migctl's node going away,
+// or WaitTimeout, whichever is first; erlmcp's transactions wait meanwhile
+// and, when Mnesia stops under them, abort unacknowledged.
+func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
+	skip := map[int]bool{}
+	var held, stopped []string
+	for i, is := range p.Islands {
+		if i == p.Winner || is.Unreachable {
+			continue
+		}
+		t, err := cl.agent(ctx, is.Rep, "fence", cl.tableAtoms(), etf.Atom(cl.c.Name()), int(opts.WaitTimeout/time.Millisecond))
+		if err != nil {
+			return "", fmt.Errorf("fence %s: %w", is.Rep, err)
+		}
+		if t[1] == etf.Atom("not_running") {
+			skip[i] = true
+			stopped = append(stopped, is.Rep)
+			continue
+		}
+		rep.fenced = append(rep.fenced, is.Rep)
+		held = append(held, is.Rep)
+	}
+	if len(held) == 0 {
+		if len(stopped) == 0 {
+			return "no reachable loser", nil
+		}
+		return fmt.Sprintf("Mnesia already stopped on %v (reload begun): changes read before are kept", stopped), nil
+	}
+	detail, err := cl.readChanges(ctx, p, opts, rep, skip)
+	if err != nil {
+		return "", err
+	}
+	out := fmt.Sprintf("writers held on %v; read again: %s", held, detail)
+	if len(stopped) > 0 {
+		out += fmt.Sprintf("; Mnesia already stopped on %v: changes read before are kept", stopped)
+	}
+	return out, nil
+}
+
+// unfence releases the fences this run holds (a step failed, or the
+// operator stops the heal to look).
+func (cl *Cluster) unfence(rep *HealReport) {
+	for _, n := range rep.fenced {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, err := cl.agent(ctx, n, "unfence"); err != nil {
+			cl.log.Warn("heal: could not release the fence; it ends by itself when migctl exits or after the wait timeout", "node", n, "err", err)
+		}
+		cancel()
+	}
+	rep.fenced = nil
+}
+
 // backup exports node's local copy of tab into dir.
 func (cl *Cluster) backup(ctx context.Context, node, tab, dir string) (Backup, error) {
 	s, err := backends.Open(cl.c, node, backends.Spec{Kind: backends.KindMnesia, Table: tab})
@@ -626,7 +723,11 @@ func (cl *Cluster) backup(ctx context.Context, node, tab, dir string) (Backup, e
 }
 
 func writeRows(file, node, tab string, rows []backends.Row) error {
-	fh, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	// Written aside and renamed: the fence reads the changes again and
+	// replaces the file, and a crash must leave the old one or the new
+	// one, never a torn file.
+	tmp := file + ".tmp"
+	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -644,7 +745,18 @@ func writeRows(file, node, tab string, rows []backends.Row) error {
 	if cerr := fh.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	if err == nil {
+		err = os.Rename(tmp, file)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(file)); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
 }
 
 func safeName(n string) string {

@@ -176,6 +176,13 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	t0 := time.Now()
 
 	wctx, stopWatch := context.WithCancel(ctx)
+	var pw *progressWriter
+	if !o.DryRun {
+		pw = newProgressWriter(m.j, m.log, dir, total, false)
+		pw.save(BackfillRunning, "")
+		go pw.run()
+	}
+	defer pw.stop()
 	var watch *loadWatch
 	if !o.NoThrottle {
 		watch = m.watchLoad(wctx, m.nodes)
@@ -191,7 +198,7 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, resumed, reason, err := m.backfillNode(ctx, node, dir, st.Epoch, o, perNodeRate, watch, &rec.ResumedAt, &mu)
+			s, resumed, reason, err := m.backfillNode(ctx, node, dir, st.Epoch, o, perNodeRate, watch, pw, &rec.ResumedAt, &mu)
 			mu.Lock()
 			defer mu.Unlock()
 			rep.PerNode[node] = s
@@ -229,6 +236,17 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	if err != nil {
 		rec.Error = err.Error()
 	}
+	if pw != nil {
+		pw.stop() // no periodic save may land after the final one
+		switch {
+		case rec.Complete:
+			pw.save(BackfillDone, "")
+		case errors.Is(err, errInterrupted) || ctx.Err() != nil:
+			pw.save(BackfillInterrupted, "interrupted; rerun to resume from the checkpoint")
+		default:
+			pw.save(BackfillFailed, rec.Error)
+		}
+	}
 	if rec.Complete || !o.DryRun {
 		if errors.Is(err, errInterrupted) || ctx.Err() != nil {
 			// A crash or Ctrl-C: the checkpoints say where to resume;
@@ -251,7 +269,7 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 }
 
 // backfillNode runs the batches of one node from its checkpoint on.
-func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int64, o BackfillOptions, rate float64, watch *loadWatch, resumedAt *int64, mu *sync.Mutex) (Stats, bool, string, error) {
+func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int64, o BackfillOptions, rate float64, watch *loadWatch, pw *progressWriter, resumedAt *int64, mu *sync.Mutex) (Stats, bool, string, error) {
 	var cp checkpoint
 	resumed := false
 	if !o.Restart && !o.DryRun {
@@ -263,6 +281,7 @@ func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int
 			mu.Lock()
 			*resumedAt += cp.Stats.Scanned
 			mu.Unlock()
+			pw.node(node, cp.Stats)
 			return cp.Stats, true, "", nil
 		} else if ok && !cp.Done {
 			resumed = true
@@ -394,6 +413,7 @@ func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int
 		b := Stats{Scanned: erl.Int64(t[1]), Written: erl.Int64(t[2]), Skipped: erl.Int64(t[3]),
 			Expired: erl.Int64(t[4]), Deleted: erl.Int64(t[5]), Batches: 1, CallSeconds: time.Since(callStart).Seconds()}
 		cp.Stats.add(b)
+		pw.node(node, cp.Stats)
 		paced += b.Scanned
 		if o.Progress != nil && op != "prune" {
 			o.Progress.Add(b.Scanned)

@@ -1,15 +1,24 @@
 package migrate
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ergo-services/ergo/etf"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/journal"
 	"github.com/erlmcp/migctl/testkit"
 )
 
@@ -43,6 +52,7 @@ func TestETSToDETS(t *testing.T) {
 	rep, err := m.Backfill(ctx, BackfillOptions{BatchSize: 200})
 	require.NoError(t, err)
 	t.Logf("backfill: %+v", rep.Record.Stats)
+	checkProgressMetrics(t, j, rep)
 	// A secondary write failure after the backfill started: phase2 waits
 	// for another backfill (the failure is simulated on the counter).
 	cl.Eval(0, `counters:add(persistent_term:get({erlmcp_session_backend_hybrid, counters}), 6, 1)`, nil)
@@ -98,4 +108,56 @@ func TestETSToDETS(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Phase3, st.Phase, "the phase survived the restart")
 	_ = etf.Atom("")
+}
+
+// checkProgressMetrics: the journal holds the finished backfill's progress
+// and the collector the monitor registers exports it, in a form promtool
+// accepts.
+func checkProgressMetrics(t *testing.T, j *journal.Journal, rep *BackfillReport) {
+	t.Helper()
+	ps, err := ReadBackfillProgress(j)
+	require.NoError(t, err)
+	require.Len(t, ps, 1)
+	p := ps[0]
+	require.Equal(t, "forward", p.Direction)
+	require.Equal(t, BackfillDone, p.Effective(time.Now().Add(time.Hour)), "a finished backfill never turns stalled")
+	require.Equal(t, rep.Record.Stats.Scanned, p.Scanned())
+	require.Positive(t, p.Total)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewBackfillCollector(j, testLogger()))
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	for _, mf := range mfs {
+		_, err := expfmt.MetricFamilyToText(&buf, mf)
+		require.NoError(t, err)
+	}
+	text := buf.String()
+	require.Contains(t, text, `migctl_backfill_progress_ratio{direction="forward"} 1`)
+	require.Contains(t, text, `migctl_backfill_state{direction="forward",state="done"} 1`)
+	require.Contains(t, text, `migctl_backfill_state{direction="forward",state="running"} 0`)
+	require.Contains(t, text, fmt.Sprintf(`migctl_backfill_scanned_sessions_total{direction="forward",node=%q} %d`, m0(rep), rep.Record.Stats.Scanned))
+	// Every backfill series the dashboard reads is one the collector exports.
+	dash, err := os.ReadFile("../deploy/grafana/migctl-dashboard.json")
+	require.NoError(t, err)
+	used := regexp.MustCompile(`migctl_backfill_[a-z_]+`).FindAllString(string(dash), -1)
+	require.NotEmpty(t, used, "the dashboard has backfill panels")
+	for _, m := range used {
+		require.Contains(t, text, "\n"+m+"{", "the dashboard reads %s, the collector does not export it", m)
+	}
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(text)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "promtool check metrics:\n%s\n%s", out, text)
+	}
+}
+
+// m0 is the one node of a single-node backfill.
+func m0(rep *BackfillReport) string {
+	for n := range rep.PerNode {
+		return n
+	}
+	return ""
 }

@@ -209,7 +209,7 @@ step "heal --plan" "plan: migctl cluster heal --plan (changes nothing)"
 mig cluster heal --plan --split-at "$SPLIT_AT"
 
 step "heal --execute" "heal: migctl cluster heal --execute --yes (keeps both sides' writes)"
-say "traffic held during the heal: it reads the loser's changes, then restarts the loser's Mnesia"
+say "traffic held during the heal, as the playbook advises: writes on the loser while its Mnesia restarts can leave the replicas differing"
 hold
 sleep 1
 mig cluster heal --execute --yes --reason demo --split-at "$SPLIT_AT"

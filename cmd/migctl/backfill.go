@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -187,8 +188,13 @@ Needs phase1 or phase2 (phase2 for --reverse).`,
 func newBackfillStatusCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Checkpoints of unfinished backfills",
-		Args:  cobra.NoArgs,
+		Short: "Where the last backfills stand, and the checkpoints of unfinished ones",
+		Long: `Prints the progress each direction's last backfill recorded in the journal
+(state running, done, interrupted, failed, or stalled when a running backfill
+stopped updating it: the process died; rerun it to resume) and the
+checkpoints an unfinished backfill resumes from. The consistency monitor
+exports the same progress as migctl_backfill_* metrics.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := a.migrator(cmd.Context())
 			if err != nil {
@@ -198,8 +204,39 @@ func newBackfillStatusCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return cliutil.Print(cmd.OutOrStdout(), a.format, cps, func(tw *tabwriter.Writer) {
-				cliutil.Row(tw, "DIRECTION:NODE", "SCANNED", "WRITTEN", "SKIPPED")
+			ps, err := migrate.ReadBackfillProgress(m.Journal())
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			type progress struct {
+				migrate.BackfillProgress
+				EffectiveState string  `json:"effective_state"`
+				Scanned        int64   `json:"scanned"`
+				Ratio          float64 `json:"ratio"`
+			}
+			out := struct {
+				Progress    []progress               `json:"progress"`
+				Checkpoints map[string]migrate.Stats `json:"checkpoints"`
+			}{Progress: []progress{}, Checkpoints: cps}
+			for _, p := range ps {
+				r := 0.0
+				if p.Total > 0 {
+					r = min(1, float64(p.Scanned())/float64(p.Total))
+				}
+				out.Progress = append(out.Progress, progress{BackfillProgress: p, EffectiveState: p.Effective(now), Scanned: p.Scanned(), Ratio: r})
+			}
+			return cliutil.Print(cmd.OutOrStdout(), a.format, out, func(tw *tabwriter.Writer) {
+				cliutil.Row(tw, "DIRECTION", "STATE", "SCANNED", "OF", "STARTED", "UPDATED")
+				for _, p := range out.Progress {
+					cliutil.Row(tw, p.Direction, p.EffectiveState, p.Scanned, p.Total,
+						p.Started.Format(time.RFC3339), p.Updated.Format(time.RFC3339))
+				}
+				if len(cps) == 0 {
+					return
+				}
+				cliutil.Row(tw, "")
+				cliutil.Row(tw, "CHECKPOINT", "SCANNED", "WRITTEN", "SKIPPED")
 				keys := make([]string, 0, len(cps))
 				for k := range cps {
 					keys = append(keys, k)

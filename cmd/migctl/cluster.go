@@ -468,7 +468,7 @@ instead, with the commands of --ssh-config.`,
 	f.StringVar(&sshConfig, "ssh-config", "", "SSH configuration (JSON) for out-of-band restarts")
 	f.StringSliceVar(&sshNodes, "ssh-nodes", nil, "losing nodes to restart over SSH instead of in band")
 	f.StringVar(&resume, "resume", "", "continue an interrupted heal by its id (see restore-backup --list)")
-	f.StringVar(&stopAfter, "stop-after", "", "stop after this step (check, backup, read-changes, reconnect, reload-losers, converge, merge); --resume goes on")
+	f.StringVar(&stopAfter, "stop-after", "", "stop after this step (check, backup, read-changes, reconnect, fence, merge, reload-losers, converge); --resume goes on")
 	return cmd
 }
 

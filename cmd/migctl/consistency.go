@@ -440,6 +440,9 @@ systemd unit.`,
 			if err != nil {
 				return cliutil.WithCode(cliutil.ExitUsage, err)
 			}
+			// The backfill runs in the CLI, which Prometheus does not
+			// scrape; its progress is in the journal this monitor shares.
+			mon.Registry().MustRegister(migrate.NewBackfillCollector(j, a.log))
 			if err := mon.Open(cmd.Context()); err != nil {
 				return err
 			}

@@ -59,26 +59,61 @@ func TestPhaseCLI(t *testing.T) {
 	res = run(t, env, "backfill", "--from", "mnesia", "--to", "dets", "--yes")
 	require.Equal(t, 2, res.code, "wrong direction: %s", res.stderr)
 
-	// A backfill at 4,000 sessions/s takes ~5 s: SIGKILL it after 2 s.
+	// A backfill at 4,000 sessions/s takes ~5 s: SIGKILL it part-way.
 	cmd := exec.Command(binPath, "backfill", "--from", "ets", "--to", "dets", "--yes", "--rate", "4000", "--batch", "200", "--no-throttle")
 	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH"),
 		"ERL_EPMD_PORT=" + strconv.Itoa(testkit.EPMDPort(t))}, env...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	require.NoError(t, cmd.Start())
-	time.Sleep(2 * time.Second)
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	type status struct {
+		Progress []struct {
+			migrate.BackfillProgress
+			EffectiveState string  `json:"effective_state"`
+			Scanned        int64   `json:"scanned"`
+			Ratio          float64 `json:"ratio"`
+		} `json:"progress"`
+		Checkpoints map[string]migrate.Stats `json:"checkpoints"`
+	}
+	// Kill it once it has recorded a checkpoint and some progress (read
+	// by `backfill status` while it runs: the journal is shared).
+	require.Eventually(t, func() bool {
+		res := run(t, env, "backfill", "status", "-o", "json")
+		var bs status
+		if res.code != 0 || json.Unmarshal([]byte(res.stdout), &bs) != nil {
+			return false
+		}
+		return len(bs.Checkpoints) == 1 && len(bs.Progress) == 1 && bs.Progress[0].Scanned > 0
+	}, 20*time.Second, 100*time.Millisecond, "no checkpoint and progress while the backfill runs: %s", se.String())
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	killed = true
 	_ = cmd.Wait()
 
 	res = run(t, env, "backfill", "status", "-o", "json")
 	require.Equal(t, 0, res.code, res.stderr)
-	var cps map[string]migrate.Stats
-	require.NoError(t, json.Unmarshal([]byte(res.stdout), &cps))
-	require.Len(t, cps, 1, "a checkpoint survived the SIGKILL: %s", res.stdout)
-	for _, s := range cps {
+	var bs status
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &bs))
+	require.Len(t, bs.Checkpoints, 1, "a checkpoint survived the SIGKILL: %s", res.stdout)
+	for _, s := range bs.Checkpoints {
 		require.Positive(t, s.Scanned)
 		require.Less(t, s.Scanned, int64(20000))
 	}
+	// The killed run never said it ended: its progress still reads
+	// "running" (stalled once 30 s pass without an update), part-way.
+	require.Len(t, bs.Progress, 1, res.stdout)
+	require.Equal(t, "forward", bs.Progress[0].Direction)
+	require.Equal(t, migrate.BackfillRunning, bs.Progress[0].State)
+	require.EqualValues(t, 20000, bs.Progress[0].Total)
+	require.Positive(t, bs.Progress[0].Scanned)
+	require.Less(t, bs.Progress[0].Ratio, 1.0)
+	require.Equal(t, migrate.BackfillStalled, bs.Progress[0].Effective(bs.Progress[0].Updated.Add(migrate.StallAfter+time.Second)))
 
 	res = run(t, env, "phase", "set", "phase2", "--percent", "10", "--yes")
 	require.Equal(t, 5, res.code, "gate: backfill not complete: %s", res.stderr)
@@ -95,6 +130,14 @@ func TestPhaseCLI(t *testing.T) {
 	t.Logf("killed after %d of 20000 sessions; the rerun resumed there", rep.Record.ResumedAt)
 	n := cl.Call(0, "dets", "info", etf.Atom("erlmcp_sessions_dets"), etf.Atom("size"))
 	require.EqualValues(t, 20000, n, "every session copied")
+	res = run(t, env, "backfill", "status", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	bs = status{}
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &bs))
+	require.Empty(t, bs.Checkpoints, "a complete backfill leaves no checkpoint")
+	require.Len(t, bs.Progress, 1)
+	require.Equal(t, migrate.BackfillDone, bs.Progress[0].EffectiveState)
+	require.GreaterOrEqual(t, bs.Progress[0].Scanned, int64(20000), "the resumed run counts on from the checkpoint")
 
 	for _, p := range []string{"10", "50", "100"} {
 		res = run(t, env, "phase", "set", "phase2", "--percent", p, "--yes", "-o", "json")

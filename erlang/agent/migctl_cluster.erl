@@ -18,9 +18,10 @@
 
 -export([version/0, view/1, bucket_sums/2, bucket_keys/3, key_infos/2, get_rows/2, downs/1,
          prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
-         join/3, del_copies/2, del_schema/1, stop_mnesia/0]).
+         join/3, del_copies/2, del_schema/1, stop_mnesia/0, fence/3, unfence/0]).
 
--define(VSN, 2).
+-define(VSN, 3).
+-define(FENCE, migctl_fence).
 -define(SPACE, 4294967296).
 
 version() -> {ok, ?VSN}.
@@ -240,6 +241,68 @@ stop_mnesia() ->
         end
     end).
 
+%% fence(Tabs, Owner, Timeout) -> {ok, fenced} | {ok, not_running}:
+%% hold a write lock on every table of Tabs in this node's island, so that
+%% erlmcp's transactions on it wait instead of committing, until Mnesia
+%% stops here (prepare_reload: the waiting transactions then abort and
+%% their callers never see an acknowledgement), unfence/0 is called, the
+%% migctl node Owner goes down, or Timeout ms pass. The heal reads the
+%% losing side's changes a last time under this lock, so no write
+%% acknowledged on the loser is left behind. Dirty writes ignore locks;
+%% erlmcp writes in transactions. {ok, not_running}: Mnesia is stopped
+%% here (a heal resumed after its reload began), there is nothing to fence.
+fence(Tabs, Owner, Timeout) ->
+    safe(fun() ->
+        case mnesia:system_info(is_running) of
+            yes ->
+                is_pid(whereis(?FENCE)) andalso fail(already_fenced),
+                [lists:member(T, mnesia:system_info(tables)) orelse fail(no_such_table) || T <- Tabs],
+                Caller = self(),
+                Ref = make_ref(),
+                {Pid, M} = spawn_monitor(fun() -> fence_init(Caller, Ref, Tabs, Owner, Timeout) end),
+                receive
+                    {Ref, locked} -> erlang:demonitor(M, [flush]), {ok, fenced};
+                    {'DOWN', M, process, Pid, R} ->
+                        fail(iolist_to_binary(io_lib:format("fence: ~0P", [R, 10])))
+                after 15000 ->
+                    exit(Pid, kill),
+                    fail(fence_timeout)
+                end;
+            _ ->
+                {ok, not_running}
+        end
+    end).
+
+fence_init(Caller, Ref, Tabs, Owner, Timeout) ->
+    true = register(?FENCE, self()),
+    Owner =:= node() orelse erlang:monitor_node(Owner, true),
+    mnesia:transaction(
+      fun() ->
+              [mnesia:lock({table, T}, write) || T <- Tabs],
+              %% Only now: a transaction restarted while it waited for a
+              %% lock has not said so yet.
+              Caller ! {Ref, locked},
+              receive
+                  release -> ok;
+                  {nodedown, Owner} -> ok
+              after Timeout -> ok
+              end
+      end).
+
+%% unfence() -> {ok, released | none}: end this node's fence, if any.
+unfence() ->
+    safe(fun() ->
+        case whereis(?FENCE) of
+            undefined -> {ok, none};
+            Pid ->
+                M = monitor(process, Pid),
+                Pid ! release,
+                receive {'DOWN', M, process, Pid, _} -> {ok, released}
+                after 5000 -> exit(Pid, kill), {ok, released}
+                end
+        end
+    end).
+
 %% prepare_reload(Masters) -> {ok, stopped}: first half of making this node
 %% take the masters' copy of every table: set the master nodes (they are
 %% kept locally across the Mnesia restart) and stop Mnesia. The Erlang node
@@ -263,7 +326,7 @@ finish_reload(Tabs, Timeout) ->
         T0 = erlang:monotonic_time(millisecond),
         case mnesia:system_info(is_running) of
             yes -> ok;
-            _ -> ok = start_mnesia()
+            _ -> ok = start_mnesia_retry(3)
         end,
         R = mnesia:wait_for_tables(Tabs, Timeout),
         %% Clear the masters whatever happened: leaving them set would make
@@ -275,6 +338,22 @@ finish_reload(Tabs, Timeout) ->
             {error, E} -> fail(iolist_to_binary(io_lib:format("wait_for_tables: ~0P", [E, 10])))
         end
     end).
+
+%% Mnesia's start right after a stop, with the application's transactions
+%% retrying against it (writers that waited on the fence), was seen to fail
+%% once: mnesia_tm crashed in add_coord_store on the id of a transaction
+%% begun before the stop (function_clause in gb_trees:get), and the start
+%% returned {normal, {mnesia_app, start, ...}}. Started again it comes up;
+%% a start is what a resumed heal would do anyway.
+start_mnesia_retry(1) -> start_mnesia();
+start_mnesia_retry(N) ->
+    case mnesia:start() of
+        ok -> ok;
+        {error, R} ->
+            error_logger:warning_msg("migctl: mnesia:start failed (~0P), retrying~n", [R, 10]),
+            timer:sleep(1000),
+            start_mnesia_retry(N - 1)
+    end.
 
 start_mnesia() ->
     case mnesia:start() of
