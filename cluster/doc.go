@@ -115,8 +115,9 @@
 //
 // Known limits: writes that bypass locks (dirty writes) are not held by
 // the fence. Writes a loser takes while its Mnesia restarts can reach some
-// replicas and not others (seen once in four demo runs with traffic left
-// on: 4 keys on which one winner node differed from the two others); the
+// replicas and not others (seen once in eight demo runs with traffic left
+// on, on a loaded host: 4 keys on which one winner node differed from the
+// two others; not reproduced in the tests); the
 // verify step catches it and the heal fails, so the playbook says to drain
 // the losers for the heal. A key written on one
 // side and deleted on the other during the split is kept (Mnesia keeps no
