@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ergo-services/ergo/etf"
@@ -17,6 +18,27 @@ import (
 // works, so the node's work, the transfer and ours overlap.
 func Scan(ctx context.Context, s Store, batch int, fn func(Batch) error) error {
 	return ScanFrom(ctx, s, nil, batch, fn)
+}
+
+// ScanParallel streams the whole store as parts streams at once where the
+// node can cut the table into parts of its hash slots (Mnesia with a local
+// disc_copies/ram_copies copy, an ETS table of type set; see migctl_agent:
+// stream_push_parts/6), so that the node encodes on several schedulers;
+// elsewhere (DETS, erlmcp's ETS table, an ordered_set; parts < 2) it is
+// Scan. fn is called for one batch at a
+// time, in arrival order; Batch.Next is nil and Batch.Done false: a
+// parallel scan does not resume (use Scan for checkpoints). Every row
+// present throughout comes exactly once.
+func ScanParallel(ctx context.Context, s Store, batch, parts int, fn func(Batch) error) error {
+	if p, ok := s.(interface {
+		pushParts(context.Context, int, int, func(Batch) error) error
+	}); ok && parts > 1 {
+		err := p.pushParts(ctx, batch, parts, fn)
+		if !errors.Is(err, errNotPartitionable) {
+			return err
+		}
+	}
+	return Scan(ctx, s, batch, fn)
 }
 
 // ScanFrom is Scan starting after cursor.
@@ -76,16 +98,15 @@ func (s *agentStore) push(ctx context.Context, cursor Cursor, batch int, fn func
 	if cursor == nil {
 		cursor = Cursor{}
 	}
-	var tag [16]byte
-	_, _ = rand.Read(tag[:])
-	msgs, unsub := s.c.SubscribeKey("migctl_stream", tag[:], pushCredit+1)
+	tag := newTag()
+	msgs, unsub := s.c.SubscribeKey("migctl_stream", tag, pushCredit+1)
 	defer unsub()
 	if err := s.c.Connect(ctx, s.node); err != nil {
 		return err
 	}
 	down, unwatch := s.c.WatchNode(s.node)
 	defer unwatch()
-	t, err := s.call(ctx, "stream_push", s.term, []byte(cursor), batch, pushCredit, s.c.Self(), tag[:])
+	t, err := s.call(ctx, "stream_push", s.term, []byte(cursor), batch, pushCredit, s.c.Self(), tag)
 	if err != nil {
 		return err
 	}
@@ -93,7 +114,95 @@ func (s *agentStore) push(ctx context.Context, cursor Cursor, batch int, fn func
 	if !ok {
 		return fmt.Errorf("stream %s on %s: unexpected reply %v", s.spec, s.node, t)
 	}
-	stop := func() { _ = s.c.Send(pid, etf.Tuple{etf.Atom("migctl_stop"), tag[:]}) }
+	return s.drain(ctx, pid, tag, msgs, down, fn)
+}
+
+// errNotPartitionable: the node cannot cut this table into parts (not an
+// ETS-backed hash table); scan it as one stream.
+var errNotPartitionable = errors.New("not partitionable")
+
+// pushParts runs parts streams of the whole table at once
+// (migctl_agent:stream_push_parts/6) and calls fn for one batch at a time,
+// in arrival order.
+func (s *agentStore) pushParts(ctx context.Context, batch, parts int, fn func(Batch) error) error {
+	if batch <= 0 {
+		batch = 1000
+	}
+	tags := make([][]byte, parts)
+	chans := make([]<-chan erl.Term, parts)
+	list := make(etf.List, parts)
+	for i := range tags {
+		tags[i] = newTag()
+		var unsub func()
+		chans[i], unsub = s.c.SubscribeKey("migctl_stream", tags[i], pushCredit+1)
+		defer unsub()
+		list[i] = tags[i]
+	}
+	if err := s.c.Connect(ctx, s.node); err != nil {
+		return err
+	}
+	down, unwatch := s.c.WatchNode(s.node)
+	defer unwatch()
+	t, err := s.call(ctx, "stream_push_parts", s.term, parts, batch, pushCredit, s.c.Self(), list)
+	if err != nil {
+		var re *erl.RPCError
+		if errors.As(err, &re) && re.Reason == "not_partitionable" {
+			return errNotPartitionable
+		}
+		return err
+	}
+	pids, _ := t[1].(etf.List)
+	if len(pids) != parts {
+		return fmt.Errorf("stream %s on %s: unexpected reply %v", s.spec, s.node, t)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for i := range parts {
+		pid, ok := pids[i].(etf.Pid)
+		if !ok {
+			return fmt.Errorf("stream %s on %s: unexpected reply %v", s.spec, s.node, t)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.drain(ctx, pid, tags[i], chans[i], down, func(b Batch) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				b.Next, b.Done = nil, false
+				return fn(b)
+			})
+			if errs[i] != nil {
+				cancel() // the other parts stop too
+			}
+		}()
+	}
+	wg.Wait()
+	// The first failure, not the cancellations it caused.
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func newTag() []byte {
+	var tag [16]byte
+	_, _ = rand.Read(tag[:])
+	return tag[:]
+}
+
+// drain receives one pushed stream's batches, acknowledges each it takes
+// and calls fn, until the stream is done, fn fails, or ctx ends (the node
+// process is told to stop).
+func (s *agentStore) drain(ctx context.Context, pid etf.Pid, tag []byte, msgs <-chan erl.Term, down <-chan struct{}, fn func(Batch) error) error {
+	stop := func() { _ = s.c.Send(pid, etf.Tuple{etf.Atom("migctl_stop"), tag}) }
 	idle := time.NewTimer(time.Minute)
 	defer idle.Stop()
 	for {
@@ -133,7 +242,7 @@ func (s *agentStore) push(ctx context.Context, cursor Cursor, batch int, fn func
 		if n, ok := res[2].([]byte); ok {
 			b.Next = Cursor(n)
 			// Take the batch: the node may read one more ahead.
-			_ = s.c.Send(pid, etf.Tuple{etf.Atom("migctl_ack"), tag[:]})
+			_ = s.c.Send(pid, etf.Tuple{etf.Atom("migctl_ack"), tag})
 		} else {
 			b.Done = true
 		}
@@ -148,5 +257,3 @@ func (s *agentStore) push(ctx context.Context, cursor Cursor, batch int, fn func
 		}
 	}
 }
-
-var _ = errors.New

@@ -8,6 +8,12 @@ import (
 	"github.com/erlmcp/migctl/backends"
 )
 
+// ExportParts is how many streams an export reads at once from a table the
+// node can cut into parts (Mnesia; see backends.ScanParallel): two schedulers of the node
+// encode, the rest stay with the application. Rows are written in
+// arrival order; the file's order never mattered to Import.
+const ExportParts = 2
+
 // Export streams every row of s into w in the exportfile format. progress,
 // if not nil, is called with the number of rows of each batch.
 func Export(ctx context.Context, s backends.Store, w io.Writer, batch int, progress func(int)) (Trailer, error) {
@@ -16,7 +22,7 @@ func Export(ctx context.Context, s backends.Store, w io.Writer, batch int, progr
 		return Trailer{}, err
 	}
 	var werr error
-	err = backends.Scan(ctx, s, batch, func(b backends.Batch) error {
+	err = backends.ScanParallel(ctx, s, batch, ExportParts, func(b backends.Batch) error {
 		if werr = xw.Write(b.Rows); werr != nil {
 			return werr
 		}

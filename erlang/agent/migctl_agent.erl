@@ -19,9 +19,11 @@
 
 -export([version/0, describe/2, count/1, stream/3, get/2, put/3, delete/2,
          checksum/5, dets_release/1, release_all/0,
-         stream_push/6]).
+         stream_push/6, stream_push_parts/6]).
 
--define(VSN, 1).
+-define(VSN, 2).
+%% Slots per chunk in a partitioned scan: chunk C goes to part C rem Parts.
+-define(CHUNK, 256).
 
 version() -> {ok, ?VSN}.
 
@@ -294,32 +296,125 @@ stream_push(Spec, Cursor, Limit, Credit, To, Tag) ->
         Pid = spawn(fun() ->
                         M = erlang:monitor(process, To),
                         fix(Spec),
-                        push_loop(Spec, Cursor, Limit, Credit, To, Tag, M)
+                        Next = fun(C) -> next_rows(Spec, C, Limit) end,
+                        push_loop(Spec, Next, Cursor, Credit, To, Tag, M)
                     end),
         {ok, Pid}
     end).
 
-push_loop(Spec, Cursor, Limit, Credit, To, Tag, M) ->
+%% stream_push_parts(Spec, Parts, Limit, Credit, To, Tags) -> {ok, [Pid]}
+%%
+%% The whole table as length(Tags) =:= Parts streams at once, one process
+%% each, so that a full export uses every scheduler: the table's hash
+%% slots are cut into chunks of ?CHUNK and part I walks chunks C with
+%% C rem Parts =:= I (ets:slot/2). Each stream is stream_push/6's protocol
+%% with its own tag; its Next is <<>> until done (a partitioned scan does
+%% not resume). A coordinator fixes the table before the parts start and
+%% until they all end, so the slot layout does not change under them:
+%% every row present throughout comes exactly once, in one of the parts.
+%% For ETS-backed tables of type set, bag or duplicate_bag ({ets, T} and
+%% {mnesia, T} with a local disc_copies/ram_copies copy); anything else is
+%% {error, not_partitionable} and migctl scans it as one stream.
+stream_push_parts(Spec, Parts, Limit, Credit, To, Tags) when length(Tags) =:= Parts, Parts > 0 ->
+    safe(fun() ->
+        ok = open(Spec, read, none),
+        Tab = slot_table(Spec),
+        Caller = self(),
+        Ref = make_ref(),
+        spawn(fun() ->
+                  M = erlang:monitor(process, To),
+                  ets:safe_fixtable(Tab, true),
+                  Ps = [spawn_monitor(fun() ->
+                                          M2 = erlang:monitor(process, To),
+                                          Next = fun(S) -> slot_rows(Tab, Parts, S, Limit) end,
+                                          push_loop(Spec, Next, I * ?CHUNK, Credit, To, Tag, M2)
+                                      end)
+                        || {I, Tag} <- lists:zip(lists:seq(0, Parts - 1), Tags)],
+                  Caller ! {Ref, [P || {P, _} <- Ps]},
+                  await_parts(length(Ps), M)
+              end),
+        receive {Ref, Pids} -> {ok, Pids}
+        after 10000 -> fail(parts_start_timeout)
+        end
+    end).
+
+slot_table(Spec) ->
+    Tab = case Spec of
+              {ets, T} -> T;
+              {mnesia, T} ->
+                  case mnesia:table_info(T, storage_type) of
+                      S when S =:= disc_copies; S =:= ram_copies -> T;
+                      _ -> fail(not_partitionable)
+                  end;
+              _ -> fail(not_partitionable)
+          end,
+    case ets:info(Tab, type) of
+        Ty when Ty =:= set; Ty =:= bag; Ty =:= duplicate_bag -> Tab;
+        _ -> fail(not_partitionable)
+    end.
+
+%% The coordinator holds the table's fixation until every part has ended
+%% (or migctl is gone: the parts then end too).
+await_parts(0, _) -> ok;
+await_parts(N, M) ->
     receive
-        {migctl_ack, Tag} -> push_loop(Spec, Cursor, Limit, Credit + 1, To, Tag, M);
+        {'DOWN', M, _, _, _} -> ok;
+        {'DOWN', _, process, _, _} -> await_parts(N - 1, M)
+    end.
+
+%% slot_rows(Tab, Parts, Slot, Limit) -> {Rows, NextSlot | done}: rows of
+%% this part's slots from Slot on, at least Limit of them unless the table
+%% ends first. Slot is always inside one of this part's chunks.
+slot_rows(Tab, Parts, Slot, Limit) -> slot_rows(Tab, Parts, Slot, Limit, []).
+
+slot_rows(Tab, Parts, Slot, Left, Acc) ->
+    %% ets:slot/2 answers '$end_of_table' just past the last slot and
+    %% badarg further on, where a jump to the next chunk can land.
+    case try ets:slot(Tab, Slot) catch error:badarg -> '$end_of_table' end of
+        '$end_of_table' ->
+            {lists:append(lists:reverse(Acc)), done};
+        Rows ->
+            Next = case (Slot + 1) rem ?CHUNK of
+                       0 -> Slot + 1 + (Parts - 1) * ?CHUNK;
+                       _ -> Slot + 1
+                   end,
+            case Left - length(Rows) of
+                L when L =< 0 -> {lists:append(lists:reverse([Rows | Acc])), Next};
+                L -> slot_rows(Tab, Parts, Next, L, [Rows | Acc])
+            end
+    end.
+
+push_loop(Spec, NextFun, State, Credit, To, Tag, M) ->
+    receive
+        {migctl_ack, Tag} -> push_loop(Spec, NextFun, State, Credit + 1, To, Tag, M);
         {migctl_stop, Tag} -> ok;
         {'DOWN', M, _, _, _} -> ok
     after wait(Credit) ->
         case Credit of
             0 -> ok; % no ack for a minute: migctl is gone or stuck
             _ ->
-                Msg = safe(fun() ->
-                               {Rows, Next} = next_rows(Spec, Cursor, Limit),
-                               {ok, iolist_to_binary([frame(Spec, R) || R <- Rows]), Next, length(Rows)}
-                           end),
-                To ! {migctl_stream, Tag, Msg},
-                case Msg of
-                    {ok, _, done, _} -> ok;
-                    {ok, _, Next, _} -> push_loop(Spec, Next, Limit, Credit - 1, To, Tag, M);
-                    _ -> ok
+                case safe(fun() -> {Rows, Next} = NextFun(State), {ok, Rows, Next} end) of
+                    {ok, Rows, Next} ->
+                        Msg = safe(fun() ->
+                                       {ok, iolist_to_binary([frame(Spec, R) || R <- Rows]), wire(Next), length(Rows)}
+                                   end),
+                        To ! {migctl_stream, Tag, Msg},
+                        case Msg of
+                            {ok, _, done, _} -> ok;
+                            {ok, _, _, _} -> push_loop(Spec, NextFun, Next, Credit - 1, To, Tag, M);
+                            _ -> ok
+                        end;
+                    Err ->
+                        To ! {migctl_stream, Tag, Err}
                 end
         end
     end.
+
+%% What the Go side sees as the next cursor: done, the opaque cursor of a
+%% resumable stream, or <<>> for a partitioned one (not resumable).
+wire(done) -> done;
+wire(C) when is_binary(C) -> C;
+wire(_) -> <<>>.
 
 %% fix(Spec): while the application writes, a hash-table traversal that is
 %% not fixed can return a row twice and miss another (seen: 3,004 rows, of
