@@ -134,6 +134,14 @@ type Config struct {
 	Nodes   []string
 	Journal *journal.Journal
 	Logger  *slog.Logger
+	// StepHook, when set, is called at the named steps of a phase change
+	// ("commit:planned": journaled, no node switched yet;
+	// "commit:after-first": the first node switched; "commit:node": before
+	// each further node in file mode) and of a backfill
+	// ("backfill:batch:NODE"). An error stops the operation there as a
+	// crash would. For fault injection: tests, and the CLI's
+	// MIGCTL_FAILPOINT.
+	StepHook func(step string) error
 }
 
 // Migrator runs migrations on one cluster. It keeps no state between calls
@@ -165,7 +173,7 @@ func New(cfg Config) (*Migrator, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	nodes := append([]string(nil), cfg.Nodes...)
-	return &Migrator{c: cfg.Client, nodes: nodes, j: cfg.Journal, log: cfg.Logger}, nil
+	return &Migrator{c: cfg.Client, nodes: nodes, j: cfg.Journal, log: cfg.Logger, hook: cfg.StepHook}, nil
 }
 
 // Nodes are the configured nodes.

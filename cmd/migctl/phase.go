@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -45,7 +46,11 @@ func (a *app) migrator(ctx context.Context) (*migrate.Migrator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return migrate.New(migrate.Config{Client: c, Nodes: nodes, Journal: j, Logger: a.log})
+	hook, err := failpoint(ctx, os.Getenv("MIGCTL_FAILPOINT"), a.err)
+	if err != nil {
+		return nil, cliutil.WithCode(cliutil.ExitUsage, err)
+	}
+	return migrate.New(migrate.Config{Client: c, Nodes: nodes, Journal: j, Logger: a.log, StepHook: hook})
 }
 
 // migErr gives migrate's errors their exit codes.
