@@ -20,6 +20,15 @@
 # did not start. Every migctl call that changes something runs with --yes
 # (no terminal in CI) and --reason demo. DEMO_KEEP_OUT=1 keeps the work
 # directory (journal, archive, watch log).
+#
+# DEMO_PLOT=FILE.png also runs what an SRE would watch and draws it: the
+# consistency monitor and the cluster watch serve metrics, a Prometheus
+# (Debian's, on a free loopback port, its data in the work directory)
+# scrapes them every 2 s, and at the end cmd/plotmetrics draws the
+# dashboard's panels into FILE.png (and the recorded answers into
+# FILE-data.json). DEMO_BACKFILL_RATE caps the backfill (sessions/s) so that
+# its progress spans several scrapes. This is how docs/img/dashboard.png
+# is made (see docs/metrics.md).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -31,6 +40,10 @@ KEYSPACE=${DEMO_KEYSPACE:-3000}
 OUT=$(mktemp -d -t migctl-demo.XXXXXX)
 STARTED=0
 WATCH_PID=""
+PLOT=${DEMO_PLOT:-}
+PROM_PID=""
+MON_PID=""
+PROM_URL=""
 T_START=$(date +%s.%N)
 STEPS=()
 SECS=()
@@ -86,10 +99,12 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     end_step
-    if [ -n "$WATCH_PID" ] && kill -0 "$WATCH_PID" 2>/dev/null; then
-        kill -INT "$WATCH_PID" 2>/dev/null || true
-        wait "$WATCH_PID" 2>/dev/null || true
-    fi
+    for pid in "$WATCH_PID" "$MON_PID" "$PROM_PID"; do
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     if [ "$STARTED" = 1 ]; then
         printf '\n'
         bold "== stopping everything the demo started"
@@ -119,6 +134,28 @@ export MIGCTL_JOURNAL=$OUT/journal.db
 IFS=, read -r -a NODES <<<"$MIGCTL_NODES"
 LOSER=${NODES[2]}
 
+if [ -n "$PLOT" ]; then
+    command -v prometheus >/dev/null || die "DEMO_PLOT needs prometheus (make deps installs it)"
+    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    MON_ADDR=127.0.0.1:$(free_port)
+    WATCH_ADDR=127.0.0.1:$(free_port)
+    PROM_ADDR=127.0.0.1:$(free_port)
+    PROM_URL=http://$PROM_ADDR
+    cat >"$OUT/prometheus.yml" <<YML
+global: {scrape_interval: 2s, evaluation_interval: 2s}
+rule_files: ['$ROOT/deploy/prometheus/migctl-consistency-rules.yml', '$ROOT/deploy/prometheus/migctl-cluster-rules.yml']
+scrape_configs:
+  - job_name: migctl-consistency
+    static_configs: [{targets: ['$MON_ADDR']}]
+  - job_name: migctl-cluster
+    static_configs: [{targets: ['$WATCH_ADDR']}]
+YML
+    prometheus --config.file="$OUT/prometheus.yml" --storage.tsdb.path="$OUT/prometheus" \
+        --web.listen-address="$PROM_ADDR" >"$OUT/prometheus.log" 2>&1 &
+    PROM_PID=$!
+    say "prometheus on $PROM_URL (pid $PROM_PID), scraping the monitor ($MON_ADDR) and the watch ($WATCH_ADDR)"
+fi
+
 step "seed DETS" "$COUNT sessions into the DETS files (split over the 3 nodes, as erlmcp with DETS serves each session on one node)"
 "$DC" seed --store dets --count "$COUNT" --all-nodes
 mig ping
@@ -129,6 +166,16 @@ LOAD_T0=$(date +%s.%N)
 sleep 3
 line=$("$DC" load stats | tail -n 1)
 say "achieved so far: $(kv "$line" rate) ops/s over the 3 nodes ($(kv "$line" ops) operations, $(kv "$line" errors) errors)"
+
+if [ -n "$PLOT" ]; then
+    "$MIGCTL" consistency monitor --source dets --target mnesia --interval 10s --sample 2000 \
+        --listen "$MON_ADDR" --log-level info >"$OUT/monitor.log" 2>&1 &
+    MON_PID=$!
+    "$MIGCTL" cluster watch --interval 1s --metrics-addr "$WATCH_ADDR" >"$OUT/watch.log" 2>&1 &
+    WATCH_PID=$!
+    say "consistency monitor (pid $MON_PID) and cluster watch (pid $WATCH_PID) running"
+    sleep 12
+fi
 
 # ---------------------------------------------------------------- phase 0
 step "schema, tables" "phase 0: Mnesia schema and tables (runbook: create_mnesia_schema.sh, create_mnesia_tables.sh)"
@@ -146,7 +193,9 @@ mig phase set phase1 --yes --reason demo
 step "backfill" "backfill: every DETS session into Mnesia while the traffic runs (resumable, throttled)"
 progress=()
 [ -t 2 ] || progress=(--log-level info) # no terminal: progress as log lines
+[ -z "${DEMO_BACKFILL_RATE:-}" ] || progress+=(--rate "$DEMO_BACKFILL_RATE")
 mig backfill --from dets --to mnesia --yes --reason demo "${progress[@]}"
+[ -z "$PLOT" ] || sleep 12 # a monitor check after the backfill
 
 step "consistency check" "consistency check: the DETS files of all nodes, as one store, against Mnesia (full, checksums first)"
 say "each node's DETS file holds the sessions it served; Mnesia holds them all: a DETS store named"
@@ -181,8 +230,10 @@ resume
 
 # ---------------------------------------------------------------- split brain
 step "split (traffic on both sides)" "split brain: $LOSER cut off from the others while traffic writes on both sides"
-"$MIGCTL" cluster watch --interval 500ms >"$OUT/watch.log" 2>&1 &
-WATCH_PID=$!
+if [ -z "$WATCH_PID" ]; then
+    "$MIGCTL" cluster watch --interval 500ms >"$OUT/watch.log" 2>&1 &
+    WATCH_PID=$!
+fi
 sleep 1
 split=$("$DC" split --isolate 3)
 echo "$split"
@@ -195,13 +246,9 @@ step "detect" "detect: migctl cluster status (exit 7: partitioned) and cluster w
 rc=0
 mig cluster status || rc=$?
 [ "$rc" = 7 ] || die "cluster status after the split: exit $rc, expected 7"
-# The watch is stopped before the next migctl: an agent module in use by
-# a running watch is left half-unloaded by another migctl's exit (see
-# the report of issue 6), which fails the commands after it.
+# The watch keeps running through the heal, as it would in production
+# (other migctl processes leave the agent loaded while it is connected).
 sleep 1
-kill -INT "$WATCH_PID" 2>/dev/null || true
-wait "$WATCH_PID" 2>/dev/null || true
-WATCH_PID=""
 say "cluster watch (running since before the split) reported:"
 { grep -v 'msg="closing connections"' "$OUT/watch.log" || true; } | sed 's/^/   | /'
 
@@ -216,6 +263,8 @@ mig cluster heal --execute --yes --reason demo --split-at "$SPLIT_AT"
 resume
 mig cluster status
 sleep 3
+say "cluster watch, still running, saw the heal:"
+{ grep -E ' (HEALTHY|DEGRADED|PARTITIONED) ' "$OUT/watch.log" || true; } | tail -n 4 | sed 's/^/   | /'
 
 # ---------------------------------------------------------------- proof
 step "stop traffic, verify writes" "stop the traffic; every acknowledged write must be in Mnesia"
@@ -270,5 +319,11 @@ if grep -q ' error=' <<<"$verify" || [ "$lost" != 0 ] || [ "$wrong" != 0 ]; then
 fi
 if [ "$resurrected" != 0 ]; then
     say "WARNING: $resurrected deleted session(s) came back: the heal keeps a loser's write when it cannot tell it from a delete on the winner"
+fi
+if [ -n "$PLOT" ]; then
+    sleep 6 # the last scrapes
+    secs=$(awk -v t="$(since "$T_START")" 'BEGIN { printf "%d", t + 30 }')
+    bold "== the dashboard's panels from Prometheus: $PLOT"
+    go run ./cmd/plotmetrics -prometheus "$PROM_URL" -since "${secs}s" -step 2s -save "${PLOT%.png}-data.json" -out "$PLOT"
 fi
 bold "== done: 0 acknowledged writes lost"

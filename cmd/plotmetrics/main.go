@@ -14,7 +14,8 @@
 // The file holds, per panel key, the query and the untouched JSON answer of
 // Prometheus's /api/v1/query_range. Panels: migration phase per node
 // (migctl_node_migration_phase), differences per check by kind and sessions
-// compared (migctl_consistency_*), and the Mnesia cluster's partition state
+// compared (migctl_consistency_*), backfill progress and rate
+// (migctl_backfill_*), and the Mnesia cluster's partition state
 // and islands (migctl_mnesia_*). A panel whose series are absent is drawn
 // with a note saying so.
 package main
@@ -51,6 +52,9 @@ var Queries = map[string]string{
 	"islands":     `migctl_mnesia_islands`,
 	"degraded":    `migctl_mnesia_degraded`,
 	"reachable":   `migctl_mnesia_node_reachable`,
+	"backfill":    `migctl_backfill_progress_ratio`,
+	// The dashboard uses [1m] for a 15 s scrape; recordings scrape every 2 s.
+	"backfillrate": `sum by (direction) (rate(migctl_backfill_scanned_sessions_total[10s]))`,
 }
 
 // Data is the recorded file.
@@ -226,7 +230,12 @@ func newPlot(title, ylabel string, lo, hi float64) *plot.Plot {
 	p.Title.TextStyle.Font.Size = vg.Points(13)
 	p.Y.Label.Text = ylabel
 	p.X.Min, p.X.Max = lo, hi
-	p.X.Tick.Marker = plot.TimeTicks{Format: "15:04", Time: plot.UnixTimeIn(time.UTC)}
+	// A recording of a few minutes has ticks less than a minute apart.
+	format := "15:04"
+	if hi-lo < 15*60 {
+		format = "15:04:05"
+	}
+	p.X.Tick.Marker = plot.TimeTicks{Format: format, Time: plot.UnixTimeIn(time.UTC)}
 	p.X.Label.Text = "UTC"
 	p.Legend.Top = true
 	p.Legend.TextStyle.Font.Size = vg.Points(9)
@@ -351,6 +360,14 @@ var panels = []panel{
 	}},
 	{"Checks by result (migctl_consistency_checks_total)", "checks", func(p *plot.Plot, d *Data) (int, error) {
 		return lines(p, d, "checks", func(m map[string]string) string { return m["result"] }, 0)
+	}},
+	{"Backfill progress (migctl_backfill_progress_ratio)", "of the sessions", func(p *plot.Plot, d *Data) (int, error) {
+		n, err := lines(p, d, "backfill", func(m map[string]string) string { return m["direction"] }, 0)
+		p.Y.Min, p.Y.Max = -0.05, 1.1
+		return n, err
+	}},
+	{"Backfill rate, sessions/s (rate of migctl_backfill_scanned_sessions_total)", "sessions/s", func(p *plot.Plot, d *Data) (int, error) {
+		return lines(p, d, "backfillrate", func(m map[string]string) string { return m["direction"] }, 0)
 	}},
 	{"Mnesia split brain (migctl_mnesia_partitioned, _islands, _degraded)", "value", func(p *plot.Plot, d *Data) (int, error) {
 		n := 0
