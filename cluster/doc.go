@@ -117,7 +117,9 @@
 // the fence. Writes a loser takes while its Mnesia restarts can reach some
 // replicas and not others (seen once in eight demo runs with traffic left
 // on, on a loaded host: 4 keys on which one winner node differed from the
-// two others; not reproduced in the tests); the
+// two others; and once in TestHealWhileLoserKeepsChanging: one deletion
+// missing on one winner node, which now drains the loser's traffic while
+// its Mnesia is stopped); the
 // verify step catches it and the heal fails, so the playbook says to drain
 // the losers for the heal. A key written on one
 // side and deleted on the other during the split is kept (Mnesia keeps no

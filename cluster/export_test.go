@@ -4,3 +4,8 @@ package cluster
 // the copies and reading the loser's rows (the window in which live
 // traffic on the loser deletes rows the comparison wanted).
 func SetBeforeReadRows(cl *Cluster, f func()) { cl.beforeReadRows = f }
+
+// SetWhileLosersStopped makes a heal's reload-losers call f while the
+// losers' Mnesia is stopped (a test drains the losers' traffic there, as
+// the playbook says to).
+func SetWhileLosersStopped(cl *Cluster, f func()) { cl.whileLosersStopped = f }
