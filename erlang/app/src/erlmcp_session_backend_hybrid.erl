@@ -610,36 +610,30 @@ scan(ets, #{table_name := T}, Cursor, Limit) ->
     First = case Cursor of start -> ets:first(T); {key, K} -> ets:next(T, K) end,
     ets_walk(T, First, Limit, []);
 scan(dets, #{table_name := T}, Cursor, Limit) ->
-    %% A DETS traversal under concurrent inserts can miss objects (buckets
-    %% split as the table grows) unless the table is fixed; the fixation
-    %% belongs to the store server, the only process that runs these
-    %% batches, and is released at the end of the pass.
-    R = case Cursor of
-            start -> fix(T), dets:select(T, [{'_', [], ['$_']}], Limit);
-            {dets, C} ->
-                %% A continuation from before a reopen of the file (the
-                %% store server restarted) is refused with badarg.
-                fix(T),
-                try dets:select(C)
-                catch error:badarg -> {error, stale_cursor}
-                end
-        end,
-    case R of
-        '$end_of_table' -> unfix(T), {[], done};
-        {error, E} -> unfix(T), throw({hybrid, {cursor, E}});
-        {Rows, C1} ->
-            %% A fixed DETS table's traversal also returns objects deleted
-            %% or replaced after the fixation (measured: 89 of 4898 deleted
-            %% rows came back). Every session the application touched since
-            %% the fixation is in the touched set: those are read again,
-            %% now, in this same server turn; the others cannot be stale.
-            Touched = ets:whereis(?TOUCHED),
-            Fresh = maps:from_list(
-                      [case Touched =/= undefined andalso ets:member(Touched, Id) of
-                           true -> {Id, dets:lookup(T, Id)};
-                           false -> {Id, [Row]}
-                       end || {Id, _} = Row <- Rows]),
-            {[{Id, S} || {Id, [{_, S}]} <- maps:to_list(Fresh)], {dets, C1}}
+    %% The traversal walks the hash slots in order (dets:slot/2) on a fixed
+    %% table. A select continuation does not survive the table growing:
+    %% with the application inserting new sessions between two batches,
+    %% a fixed dets:select traversal missed untouched objects (in about
+    %% half of the passes of a 1,500-object table, 1 to 5 each; measured
+    %% in isolation, and seen as a lost session in the zero-loss test).
+    %% DETS grows by linear hashing: a split moves objects from a slot to
+    %% a higher one, so a walk in slot order can see an object twice
+    %% (harmless: copies are newer-wins) but never misses one; the same
+    %% measurement: 0 missed in 60 passes. The fixation belongs to the
+    %% store server, the only process that runs these batches, and is
+    %% released at the end of the pass.
+    case Cursor of
+        start -> fix(T), slot_batch(T, 0, Limit);
+        {dslot, I} ->
+            %% Without this server's fixation (it restarted since the
+            %% pass began) the slots may have been merged back while the
+            %% table was not fixed: start the pass again.
+            fixed_by_me(T) orelse throw({hybrid, {cursor, pass_not_fixed}}),
+            slot_batch(T, I, Limit);
+        {dets, _} ->
+            %% A select continuation from a pass begun before this
+            %% version: start that pass again (batches are idempotent).
+            throw({hybrid, {cursor, stale_cursor}})
     end;
 scan(mnesia, #{table_name := T}, Cursor, Limit) ->
     %% Keys in term order from the local replica: a cursor that survives
@@ -659,6 +653,39 @@ scan(mnesia, #{table_name := T}, Cursor, Limit) ->
     {Rows, Next};
 scan(K, _, _, _) ->
     throw({hybrid, {unsupported_backend, K}}).
+
+%% slot_batch(T, Slot, Limit) -> {Rows, {dslot, Next} | done}: the objects
+%% of slots Slot, Slot+1, ... until at least Limit of them (or the end).
+slot_batch(T, Slot, Limit) ->
+    case slot_rows(T, Slot, Limit, []) of
+        {error, E} -> unfix(T), throw({hybrid, {cursor, E}});
+        {Rows, Next} ->
+            %% A fixed DETS table's traversal also returns objects deleted
+            %% or replaced after the fixation (measured: 89 of 4898 deleted
+            %% rows came back). Every session the application touched since
+            %% the fixation is in the touched set: those are read again,
+            %% now, in this same server turn; the others cannot be stale.
+            Touched = ets:whereis(?TOUCHED),
+            Fresh = maps:from_list(
+                      [case Touched =/= undefined andalso ets:member(Touched, Id) of
+                           true -> {Id, dets:lookup(T, Id)};
+                           false -> {Id, [Row]}
+                       end || {Id, _} = Row <- Rows]),
+            Out = [{Id, S} || {Id, [{_, S}]} <- maps:to_list(Fresh)],
+            case Next of
+                done -> unfix(T), {Out, done};
+                _ -> {Out, {dslot, Next}}
+            end
+    end.
+
+slot_rows(_T, Slot, Left, Acc) when Left =< 0 ->
+    {lists:append(lists:reverse(Acc)), Slot};
+slot_rows(T, Slot, Left, Acc) ->
+    case dets:slot(T, Slot) of
+        '$end_of_table' -> {lists:append(lists:reverse(Acc)), done};
+        {error, E} -> {error, E};
+        Rows -> slot_rows(T, Slot + 1, Left - length(Rows), [Rows | Acc])
+    end.
 
 %% Secondary deletes that failed in phase1: the primary no longer has the
 %% session, the secondary still does, and a copy never removes anything.
@@ -709,6 +736,12 @@ fix(T) ->
                 false -> dets:safe_fixtable(T, true)
             end;
         _ -> dets:safe_fixtable(T, true)
+    end.
+
+fixed_by_me(T) ->
+    case dets:info(T, safe_fixed) of
+        {_, Fixers} when is_list(Fixers) -> lists:keymember(self(), 1, Fixers);
+        _ -> false
     end.
 
 unfix(T) ->
