@@ -26,15 +26,15 @@
 // those). Step-by-step Stream calls cannot hold a fixation between calls:
 // under concurrent writes a DETS or Mnesia stream may repeat or miss rows.
 //
-// Known limit: a DETS file splits its hash slots as new keys arrive even
-// while fixed, and a select traversal then misses untouched rows (measured:
-// 1 to 5 of 1,500 in about every other pass while new sessions were
-// inserted). Scan still reads DETS with select, so a DETS export taken
+// Known limit: a fixed DETS table's select traversal misses untouched rows
+// while new keys are inserted (measured: 1 to 5 of 1,500 in about every
+// other pass; an insert rewrites a slot's objects elsewhere in the file,
+// and the traversal follows the file). Scan still reads DETS with select, so a DETS export taken
 // while the application creates sessions can lack a few; export from a
 // quiet table, or check it (consistency checks re-read differing keys one
 // by one and are not fooled). The backfill, where it matters most, walks
 // the hash slots in order instead (erlmcp_session_backend_hybrid), which
-// can return a row twice but never misses one.
+// does not depend on where a slot is stored.
 //
 // Checksums are computed on the node over a range of hash space (keys are
 // placed by erlang:phash2(Id, 2^32)), in buckets, so that two stores can be

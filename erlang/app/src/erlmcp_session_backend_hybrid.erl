@@ -611,17 +611,19 @@ scan(ets, #{table_name := T}, Cursor, Limit) ->
     ets_walk(T, First, Limit, []);
 scan(dets, #{table_name := T}, Cursor, Limit) ->
     %% The traversal walks the hash slots in order (dets:slot/2) on a fixed
-    %% table. A select continuation does not survive the table growing:
-    %% with the application inserting new sessions between two batches,
-    %% a fixed dets:select traversal missed untouched objects (in about
-    %% half of the passes of a 1,500-object table, 1 to 5 each; measured
-    %% in isolation, and seen as a lost session in the zero-loss test).
-    %% DETS grows by linear hashing: a split moves objects from a slot to
-    %% a higher one, so a walk in slot order can see an object twice
-    %% (harmless: copies are newer-wins) but never misses one; the same
-    %% measurement: 0 missed in 60 passes. The fixation belongs to the
-    %% store server, the only process that runs these batches, and is
-    %% released at the end of the pass.
+    %% table. A select continuation does not survive the application
+    %% inserting new sessions between two batches: a fixed dets:select
+    %% traversal missed untouched objects (in about half of the passes of
+    %% a 1,500-object table, 1 to 5 each; measured in isolation, not with
+    %% updates or deletes only; seen as a lost session in the zero-loss
+    %% test). While a table is fixed its slot count stays put (no_slots
+    %% does not change, measured), but an insert rewrites a slot's
+    %% objects elsewhere in the file, and a select continuation follows
+    %% the file: untouched neighbours can move behind it. A walk by slot
+    %% number does not depend on where a slot is stored: 0 missed in 60
+    %% passes of the same measurement. The fixation belongs to the store
+    %% server, the only process that runs these batches, and is released
+    %% at the end of the pass.
     case Cursor of
         start -> fix(T), slot_batch(T, 0, Limit);
         {dslot, I} ->
