@@ -12,9 +12,9 @@ import (
 )
 
 // TestBackfillWhileDETSGrows: the application keeps inserting new
-// sessions while the backfill walks the DETS file in small batches, so the
-// file grows (splits its hash slots) between batches. A fixed dets:select
-// traversal does not survive that: measured in isolation it missed
+// sessions while the backfill walks the DETS file in small batches, so
+// objects are rewritten elsewhere in the file between batches. A fixed
+// dets:select traversal does not survive that: measured in isolation it missed
 // untouched sessions in about every other pass (1 to 5 of 1,500), one
 // showed as a lost session in the zero-loss test, and here the select
 // pass never finished (timed out after 170 s). The slot walk misses none.
