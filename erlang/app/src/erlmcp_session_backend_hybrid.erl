@@ -62,7 +62,7 @@
          phase_table/0]).
 
 -define(TAB, migctl_migration).
--define(TOUCHED, migctl_backfill_touched).
+-define(BFKEYS, migctl_backfill_keys).
 -define(PENDING, migctl_pending_deletes).
 -define(PT_PHASE, {?MODULE, phase}).
 -define(PT_MODE, {?MODULE, mode}).
@@ -103,7 +103,6 @@ init(Opts) ->
     end.
 
 store(Id, Session, St0) ->
-    touch(Id),
     St = refresh(St0),
     case ph(St) of
         phase0 -> wrap_store(p, Id, Session, St);
@@ -116,7 +115,6 @@ store(Id, Session, St0) ->
     end.
 
 fetch(Id, St0) ->
-    touch(Id),
     St = refresh(St0),
     case ph(St) of
         phase0 -> fetch_from(p, Id, St);
@@ -130,7 +128,6 @@ fetch(Id, St0) ->
     end.
 
 delete(Id, St0) ->
-    touch(Id),
     St = refresh(St0),
     case ph(St) of
         phase0 -> sub_delete(p, Id, St);
@@ -610,31 +607,33 @@ scan(ets, #{table_name := T}, Cursor, Limit) ->
     First = case Cursor of start -> ets:first(T); {key, K} -> ets:next(T, K) end,
     ets_walk(T, First, Limit, []);
 scan(dets, #{table_name := T}, Cursor, Limit) ->
-    %% The traversal walks the hash slots in order (dets:slot/2) on a fixed
-    %% table. A select continuation does not survive the application
-    %% inserting new sessions between two batches: a fixed dets:select
-    %% traversal missed untouched objects (in about half of the passes of
-    %% a 1,500-object table, 1 to 5 each; measured in isolation, not with
-    %% updates or deletes only; seen as a lost session in the zero-loss
-    %% test). While a table is fixed its slot count stays put (no_slots
-    %% does not change, measured), but an insert rewrites a slot's
-    %% objects elsewhere in the file, and a select continuation follows
-    %% the file: untouched neighbours can move behind it. A walk by slot
-    %% number does not depend on where a slot is stored: 0 missed in 60
-    %% passes of the same measurement. The fixation belongs to the store
-    %% server, the only process that runs these batches, and is released
-    %% at the end of the pass.
+    %% A DETS pass lists the file's keys once, in one turn of this server
+    %% (the only process that writes the file), into a table of its own,
+    %% and then reads the rows by key, a batch per turn: every session
+    %% present when the pass began and still present when its batch comes
+    %% is read, with its current value; a session deleted since is not.
+    %% A traversal spread over several turns is not safe: between two
+    %% batches the application inserts sessions, an insert rewrites a
+    %% slot's objects elsewhere in the file, and a dets:select continuation
+    %% (which follows the file) then misses untouched objects, even on a
+    %% fixed table (measured in isolation: 1 to 5 of 1,500 in about every
+    %% other pass; seen as a lost session in the zero-loss test). A walk by
+    %% dets:slot/2 does not miss, but costs a call per slot, and a file
+    %% opened with min_no_slots far above its size (1,048,576 slots for
+    %% 8,000 sessions) took 90 s. The listing holds the server for the
+    %% time of one keys-only select (~0.5 s per 100,000 sessions).
     case Cursor of
-        start -> fix(T), slot_batch(T, 0, Limit);
-        {dslot, I} ->
-            %% Without this server's fixation (it restarted since the
-            %% pass began) the slots may have been merged back while the
-            %% table was not fixed: start the pass again.
-            fixed_by_me(T) orelse throw({hybrid, {cursor, pass_not_fixed}}),
-            slot_batch(T, I, Limit);
-        {dets, _} ->
-            %% A select continuation from a pass begun before this
-            %% version: start that pass again (batches are idempotent).
+        start ->
+            snapshot_keys(T),
+            key_batch(T, ets:first(?BFKEYS), Limit);
+        {dkey, K} ->
+            %% The listing is this server's: after a restart of the server
+            %% list again and go on after K (keys are in term order).
+            ets:whereis(?BFKEYS) =:= undefined andalso snapshot_keys(T),
+            key_batch(T, ets:next(?BFKEYS, K), Limit);
+        _ ->
+            %% A cursor of a pass begun by an older version: start again
+            %% (batches are idempotent).
             throw({hybrid, {cursor, stale_cursor}})
     end;
 scan(mnesia, #{table_name := T}, Cursor, Limit) ->
@@ -656,38 +655,37 @@ scan(mnesia, #{table_name := T}, Cursor, Limit) ->
 scan(K, _, _, _) ->
     throw({hybrid, {unsupported_backend, K}}).
 
-%% slot_batch(T, Slot, Limit) -> {Rows, {dslot, Next} | done}: the objects
-%% of slots Slot, Slot+1, ... until at least Limit of them (or the end).
-slot_batch(T, Slot, Limit) ->
-    case slot_rows(T, Slot, Limit, []) of
-        {error, E} -> unfix(T), throw({hybrid, {cursor, E}});
-        {Rows, Next} ->
-            %% A fixed DETS table's traversal also returns objects deleted
-            %% or replaced after the fixation (measured: 89 of 4898 deleted
-            %% rows came back). Every session the application touched since
-            %% the fixation is in the touched set: those are read again,
-            %% now, in this same server turn; the others cannot be stale.
-            Touched = ets:whereis(?TOUCHED),
-            Fresh = maps:from_list(
-                      [case Touched =/= undefined andalso ets:member(Touched, Id) of
-                           true -> {Id, dets:lookup(T, Id)};
-                           false -> {Id, [Row]}
-                       end || {Id, _} = Row <- Rows]),
-            Out = [{Id, S} || {Id, [{_, S}]} <- maps:to_list(Fresh)],
+%% snapshot_keys(T): every key of the DETS table T, now, into ?BFKEYS.
+snapshot_keys(T) ->
+    case ets:whereis(?BFKEYS) of
+        undefined -> ok;
+        _ -> ets:delete(?BFKEYS)
+    end,
+    _ = ets:new(?BFKEYS, [ordered_set, protected, named_table]),
+    case dets:select(T, [{{'$1', '_'}, [], ['$1']}]) of
+        {error, E} -> ets:delete(?BFKEYS), throw({hybrid, {cursor, E}});
+        Keys -> ets:insert(?BFKEYS, [{K} || K <- Keys]), ok
+    end.
+
+%% key_batch(T, From, Limit) -> {Rows, {dkey, Last} | done}: the current
+%% rows of the next Limit listed keys from From on.
+key_batch(T, From, Limit) ->
+    case take_keys(From, Limit, []) of
+        {Keys, Next} ->
+            Rows = lists:append([case dets:lookup(T, Id) of
+                                     [{_, S}] -> [{Id, S}];
+                                     [] -> [];
+                                     {error, E} -> throw({hybrid, {cursor, E}})
+                                 end || Id <- Keys]),
             case Next of
-                done -> unfix(T), {Out, done};
-                _ -> {Out, {dslot, Next}}
+                done -> ets:delete(?BFKEYS), {Rows, done};
+                _ -> {Rows, Next}
             end
     end.
 
-slot_rows(_T, Slot, Left, Acc) when Left =< 0 ->
-    {lists:append(lists:reverse(Acc)), Slot};
-slot_rows(T, Slot, Left, Acc) ->
-    case dets:slot(T, Slot) of
-        '$end_of_table' -> {lists:append(lists:reverse(Acc)), done};
-        {error, E} -> {error, E};
-        Rows -> slot_rows(T, Slot + 1, Left - length(Rows), [Rows | Acc])
-    end.
+take_keys('$end_of_table', _, Acc) -> {lists:reverse(Acc), done};
+take_keys(_, 0, Acc = [Last | _]) -> {lists:reverse(Acc), {dkey, Last}};
+take_keys(K, N, Acc) -> take_keys(ets:next(?BFKEYS, K), N - 1, [K | Acc]).
 
 %% Secondary deletes that failed in phase1: the primary no longer has the
 %% session, the secondary still does, and a copy never removes anything.
@@ -715,48 +713,6 @@ flush_pending_deletes(St) ->
                  ets:delete(T, Id)
              end || {Id} <- ets:tab2list(T)],
             ok
-    end.
-
-%% The touched set exists while a DETS pass is in progress; it belongs to
-%% the store server, like the fixation, so both end together.
-touch(Id) ->
-    case ets:whereis(?TOUCHED) of
-        undefined -> ok;
-        Tab -> ets:insert(Tab, {Id})
-    end.
-
-fix(T) ->
-    case ets:whereis(?TOUCHED) of
-        undefined -> ets:new(?TOUCHED, [set, public, named_table, {write_concurrency, true}]);
-        _ -> ok
-    end,
-    Me = self(),
-    case dets:info(T, safe_fixed) of
-        {_, Fixers} when is_list(Fixers) ->
-            case lists:keymember(Me, 1, Fixers) of
-                true -> ok;
-                false -> dets:safe_fixtable(T, true)
-            end;
-        _ -> dets:safe_fixtable(T, true)
-    end.
-
-fixed_by_me(T) ->
-    case dets:info(T, safe_fixed) of
-        {_, Fixers} when is_list(Fixers) -> lists:keymember(self(), 1, Fixers);
-        _ -> false
-    end.
-
-unfix(T) ->
-    case ets:whereis(?TOUCHED) of
-        undefined -> ok;
-        _ -> ets:delete(?TOUCHED)
-    end,
-    case dets:info(T, safe_fixed) of
-        {_, Fixers} when is_list(Fixers) ->
-            [dets:safe_fixtable(T, false) || {P, N} <- Fixers, P =:= self(),
-                                             _ <- lists:seq(1, N)],
-            ok;
-        _ -> ok
     end.
 
 ets_walk(_T, '$end_of_table', _N, Acc) -> {lists:reverse(Acc), done};
