@@ -32,9 +32,10 @@
 // and the traversal follows the file). Scan still reads DETS with select, so a DETS export taken
 // while the application creates sessions can lack a few; export from a
 // quiet table, or check it (consistency checks re-read differing keys one
-// by one and are not fooled). The backfill, where it matters most, lists
-// the keys in one turn of the store server (the only writer) and reads
-// the rows by key instead (erlmcp_session_backend_hybrid).
+// by one and are not fooled). The backfill, where it matters most, also
+// lists the keys in one turn of the store server (the only writer) and
+// reads by key whatever its traversal did not return
+// (erlmcp_session_backend_hybrid).
 //
 // Checksums are computed on the node over a range of hash space (keys are
 // placed by erlang:phash2(Id, 2^32)), in buckets, so that two stores can be
