@@ -8,9 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -120,12 +118,7 @@ func TestClusterWatchCLI(t *testing.T) {
 	require.NoError(t, err)
 	addr := l.Addr().String()
 	l.Close()
-	cmd := exec.Command(binPath, "cluster", "watch", "-o", "json", "--interval", "300ms", "--metrics-addr", addr)
-	cmd.Env = append([]string{
-		"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH"),
-		"MIGCTL_JOURNAL=" + filepath.Join(t.TempDir(), "journal.db"),
-		"ERL_EPMD_PORT=" + strconv.Itoa(testkit.EPMDPort(t)),
-	}, nodeEnv(t, cl)...)
+	cmd := migctl(t, nodeEnv(t, cl), "cluster", "watch", "-o", "json", "--interval", "300ms", "--metrics-addr", addr)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	var stderr bytes.Buffer

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -118,10 +116,8 @@ func TestConsistencyMonitorCLI(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 
-	cmd := exec.Command(binPath, "consistency", "monitor", "--source", "dets", "--target", "mnesia",
+	cmd := migctl(t, env, "consistency", "monitor", "--source", "dets", "--target", "mnesia",
 		"--interval", "300ms", "--full", "--duration", "1d", "--listen", addr, "--log-level", "info")
-	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH"),
-		"ERL_EPMD_PORT=" + strconv.Itoa(testkit.EPMDPort(t))}, env...)
 	var se bytes.Buffer
 	cmd.Stderr = &se
 	require.NoError(t, cmd.Start())

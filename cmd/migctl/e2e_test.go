@@ -45,9 +45,10 @@ type result struct {
 	code           int
 }
 
-// run executes migctl with a clean environment: the cookie only through
-// --cookie-file or the environment given, never argv.
-func run(t *testing.T, env []string, args ...string) result {
+// migctl is the migctl binary with a clean environment (its own HOME and
+// journal, the test's EPMD) plus env, which wins over those: the cookie
+// only through --cookie-file or the environment given, never argv.
+func migctl(t *testing.T, env []string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(binPath, args...)
 	cmd.Env = append([]string{
@@ -56,6 +57,13 @@ func run(t *testing.T, env []string, args ...string) result {
 		"MIGCTL_JOURNAL=" + filepath.Join(t.TempDir(), "journal.db"),
 		"ERL_EPMD_PORT=" + strconv.Itoa(testkit.EPMDPort(t)),
 	}, env...)
+	return cmd
+}
+
+// run executes migctl (see migctl) and waits for it.
+func run(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := migctl(t, env, args...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	cmd.Stdin = nil // not a terminal

@@ -3,10 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -60,9 +57,7 @@ func TestPhaseCLI(t *testing.T) {
 	require.Equal(t, 2, res.code, "wrong direction: %s", res.stderr)
 
 	// A backfill at 4,000 sessions/s takes ~5 s: SIGKILL it part-way.
-	cmd := exec.Command(binPath, "backfill", "--from", "ets", "--to", "dets", "--yes", "--rate", "4000", "--batch", "200", "--no-throttle")
-	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH"),
-		"ERL_EPMD_PORT=" + strconv.Itoa(testkit.EPMDPort(t))}, env...)
+	cmd := migctl(t, env, "backfill", "--from", "ets", "--to", "dets", "--yes", "--rate", "4000", "--batch", "200", "--no-throttle")
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	require.NoError(t, cmd.Start())

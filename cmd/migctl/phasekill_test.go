@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -98,9 +95,7 @@ func TestPhaseSetKilled(t *testing.T) {
 // it paused there, and SIGKILLs it.
 func killAt(t *testing.T, env []string, step string, args ...string) {
 	t.Helper()
-	cmd := exec.Command(binPath, args...)
-	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH"),
-		"ERL_EPMD_PORT=" + strconv.Itoa(testkit.EPMDPort(t)), "MIGCTL_FAILPOINT=pause@" + step}, env...)
+	cmd := migctl(t, append([]string{"MIGCTL_FAILPOINT=pause@" + step}, env...), args...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	cmd.Stdout = io.Discard
