@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -64,7 +65,7 @@ type Client struct {
 
 	mu        sync.Mutex
 	pending   map[etf.Ref]*pendingCall
-	monitored map[string]etf.Ref // node -> node monitor ref
+	monitored map[string]bool // nodes connected through Connect and not seen down since
 	subs      map[etf.Atom][]chan Term
 	keyed     map[keyedSub]chan Term
 	watchers  map[string][]chan struct{}
@@ -116,7 +117,7 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		epmd:      epmd{port: opts.EPMDPort, timeout: min(opts.Timeout, 5*time.Second)},
 		slots:     make(chan struct{}, opts.MaxInFlight),
 		pending:   map[etf.Ref]*pendingCall{},
-		monitored: map[string]etf.Ref{},
+		monitored: map[string]bool{},
 		subs:      map[etf.Atom][]chan Term{},
 		keyed:     map[keyedSub]chan Term{},
 		watchers:  map[string][]chan struct{}{},
@@ -306,10 +307,21 @@ func (c *Client) Connect(ctx context.Context, nodeName string) error {
 			return fail(fmt.Errorf("%w: %v", ErrUnreachable, r.err), fmt.Sprintf("epmd says the node listens on port %d but the handshake failed; a firewall, a dying node, or a node that refuses hidden connections", port))
 		}
 	}
-	ref := c.proc.MonitorNode(nodeName)
+	// Down detection comes from ergo's network event, not MonitorNode: in
+	// v1.999.224 RouteNodeDown deletes from the node-monitor map under a read
+	// lock, so two connections dropping at once (a partition, a cluster
+	// stopping) race on that map and can crash the process. With no node
+	// monitors that map stays empty and is only read.
 	c.mu.Lock()
-	c.monitored[nodeName] = ref
+	c.monitored[nodeName] = true
 	c.mu.Unlock()
+	// A drop between the handshake and the line above sent its event before
+	// we were listening for this node: ergo unregisters the connection
+	// before it sends the event, so asking for it now closes that gap.
+	if !slices.Contains(c.node.Nodes(), nodeName) {
+		c.nodeDown(nodeName)
+		return fail(ErrNodeDown, "the connection dropped right after the handshake; is the node restarting?")
+	}
 	c.log.Debug("connected", "node", nodeName)
 	return nil
 }
@@ -539,8 +551,10 @@ func (c *Client) deliver(msg Term) {
 				return
 			}
 		}
-	case gen.MessageNodeDown:
-		c.nodeDown(m.Name)
+	case node.MessageEventNetwork:
+		if !m.Online {
+			c.nodeDown(m.PeerName)
+		}
 		return
 	}
 	c.log.Debug("unexpected message", "msg", fmt.Sprintf("%T", msg))
@@ -583,6 +597,9 @@ type loop struct {
 }
 
 func (l *loop) ProcessInit(p gen.Process, args ...etf.Term) (gen.ProcessState, error) {
+	if err := p.MonitorEvent(node.EventNetwork); err != nil {
+		return gen.ProcessState{}, fmt.Errorf("watch connections: %w", err)
+	}
 	return gen.ProcessState{Process: p}, nil
 }
 

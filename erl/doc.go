@@ -16,7 +16,10 @@
 //     callers (ergo's default mailbox of 100 drops messages silently), and a
 //     bound on calls in flight so the mailbox can never fill;
 //   - calls waiting on a node are failed the moment that node goes down
-//     (ergo leaves them waiting for their whole timeout);
+//     (ergo leaves them waiting for their whole timeout); "down" comes from
+//     ergo's network event, never from node monitors, whose down path
+//     deletes from a map under a read lock and races when two connections
+//     drop at once (TestManyNodesDownAtOnce catches it under -race);
 //   - one Client per OS process (ergo keeps package-level state).
 //
 // Remote work is done three ways, cheapest to install first:

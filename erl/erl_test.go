@@ -262,3 +262,44 @@ func TestAgentStaysWhileInUse(t *testing.T) {
 	require.NotEqual(t, false, cl.Call(0, "code", "is_loaded", etf.Atom("migctl_agent")), "left loaded while in use")
 	_ = c.Send(r[1].(etf.Pid), etf.Tuple{etf.Atom("migctl_stop"), []byte("t")})
 }
+
+// Several connections dropping at the same moment (a partition, a cluster
+// stopping) must fail every waiting call on each node and leave the client
+// able to reconnect. Run under the race detector: ergo's node monitors raced
+// here (a map deleted from under a read lock), so the client does not use them.
+func TestManyNodesDownAtOnce(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 3})
+	c := cl.Client()
+	for round := 0; round < 3; round++ {
+		done := make(chan error, 3*4)
+		for _, n := range cl.Nodes {
+			_, err := c.Call(ctx(t), n.Name, "erlang", "node")
+			require.NoError(t, err, "round %d: reconnect to %s", round, n.Name)
+			for i := 0; i < 4; i++ {
+				go func(name string) {
+					_, err := c.Call(context.Background(), name, "timer", "sleep", 60000)
+					done <- err
+				}(n.Name)
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		var wg sync.WaitGroup
+		for _, n := range cl.Nodes {
+			wg.Add(1)
+			go func(n *testkit.Node) { defer wg.Done(); n.Kill() }(n)
+		}
+		wg.Wait()
+		deadline := time.After(10 * time.Second)
+		for i := 0; i < cap(done); i++ {
+			select {
+			case err := <-done:
+				require.ErrorIs(t, err, erl.ErrNodeDown)
+			case <-deadline:
+				t.Fatalf("round %d: pending calls were not failed when the nodes died", round)
+			}
+		}
+		for _, n := range cl.Nodes {
+			require.NoError(t, n.Restart(ctx(t)))
+		}
+	}
+}
