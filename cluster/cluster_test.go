@@ -407,10 +407,13 @@ func runHeal(t *testing.T, sc splitCase) {
 	for _, s := range rep.Steps {
 		t.Logf("  %-14s %8v %s", s.Step, s.Duration.Round(time.Millisecond), s.Detail)
 	}
-	require.Len(t, rep.Backups, len(plan.LoserNodes()))
+	// A full backup of each loser, and the winner's rows the merge touched.
+	require.Len(t, rep.Backups, len(plan.LoserNodes())+len(plan.Islands)-1)
 	for _, b := range rep.Backups {
 		require.FileExists(t, b.File)
-		require.Greater(t, b.Count, int64(1000))
+		if slices.Contains(plan.LoserNodes(), b.Node) {
+			require.Greater(t, b.Count, int64(1000))
+		}
 	}
 	require.Equal(t, cluster.Healthy, rep.Final.Verdict)
 	require.True(t, rep.Verify[0].Consistent)
@@ -477,6 +480,22 @@ func runHeal(t *testing.T, sc splitCase) {
 	// ids[1] was deleted by the winner; the loser's backup still had it.
 	ok, _ := present(t, tk, w, ids[1])
 	require.True(t, ok, "restored from the loser's backup")
+	// The merge deleted ids[0] from the winners (the loser's deletion)
+	// and overwrote ids[2]: the winner's rows as they were before the
+	// merge are backed up too, and restore.
+	pre := 0
+	for _, b := range rep.Backups {
+		if !strings.HasPrefix(filepath.Base(b.File), "winner-before-merge-") {
+			continue
+		}
+		pre++
+		require.Contains(t, plan.WinnerNodes(), b.Node)
+		_, err := cl.RestoreBackup(ctx, b.File, tk.Nodes[w].Name, cluster.RestoreOptions{Journal: j, Mode: backends.IfAbsent})
+		require.NoError(t, err)
+	}
+	require.Equal(t, len(plan.Islands)-1, pre, "one backup of the winner's rows per losing island")
+	ok, _ = present(t, tk, w, ids[0])
+	require.True(t, ok, "the loser's deletion undone from the winner's pre-merge backup")
 
 	// Nothing of ours is left running on the nodes once Watch stops.
 	wcancel()
@@ -687,18 +706,38 @@ func TestHealRealNetworkPartition(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, cluster.Healthy, st.Verdict, st.Problems)
 
+	atomicOK := etf.Tuple{etf.Atom("atomic"), etf.Atom("ok")}
+	tryWrite := func(i int, id string) erl.Term {
+		return nc.Eval(i, `Now = erlang:system_time(millisecond),
+		    mnesia:transaction(fun() -> mnesia:write({erlmcp_session, Id,
+		        #{id => Id, created_at => Now, last_accessed => Now, timeout_ms => infinity, metadata => #{}}, Now}) end)`,
+			map[string]erl.Term{"Id": []byte(id)})
+	}
+	write := func(i int, id string) {
+		require.Equal(t, atomicOK, tryWrite(i, id), "write %s on %s", id, nc.Nodes[i].Name)
+	}
 	nc.Cut(0, 2)
 	nc.Cut(1, 2)
+	// Writes made right after the cut, before either side notices it: each
+	// waits in Mnesia's commit for the other side, then commits on its own
+	// side when the other is declared down. Their timestamps are earlier
+	// than that mnesia_down, so by time alone they look older than the split.
+	var inWindow sync.WaitGroup
+	inWindowIDs := []string{"in-window-on-winner", "", "in-window-on-loser"}
+	results := make([]erl.Term, 3)
+	for i, id := range inWindowIDs {
+		if id != "" {
+			inWindow.Add(1)
+			go func() { defer inWindow.Done(); results[i] = tryWrite(i, id) }()
+		}
+	}
+	inWindow.Wait()
+	require.Equal(t, atomicOK, results[0], "the in-window write on the winner")
+	require.Equal(t, atomicOK, results[2], "the in-window write on the loser")
 	require.Eventually(t, func() bool {
 		st, err := cl.Status(ctx)
 		return err == nil && st.Verdict == cluster.Partitioned
 	}, 20*time.Second, 200*time.Millisecond, "the cut was not noticed")
-	write := func(i int, id string) {
-		nc.Eval(i, `Now = erlang:system_time(millisecond),
-		    {atomic, ok} = mnesia:transaction(fun() -> mnesia:write({erlmcp_session, Id,
-		        #{id => Id, created_at => Now, last_accessed => Now, timeout_ms => infinity, metadata => #{}}, Now}) end), ok`,
-			map[string]erl.Term{"Id": []byte(id)})
-	}
 	write(0, "written-on-winner")
 	write(2, "written-on-loser")
 	nc.Mend(0, 2)
@@ -712,12 +751,18 @@ func TestHealRealNetworkPartition(t *testing.T) {
 	plan, err := cl.Plan(ctx, cluster.PlanOptions{})
 	require.NoError(t, err)
 	require.Equal(t, []string{nc.Nodes[2].Name}, plan.LoserNodes())
+	var kept []string
+	for _, k := range plan.Tables[0].Losers[0].KeptNearSplit {
+		kept = append(kept, k.On+":"+k.ID)
+	}
+	require.ElementsMatch(t, []string{"winner:in-window-on-winner", "loser:in-window-on-loser"}, kept,
+		"the writes of the detection window are kept, not taken for deletions (keep window %d ms: %s)", plan.KeepWindowMillis, plan.KeepWindowDetail)
 	rep, err := cl.Execute(ctx, plan, cluster.ExecuteOptions{Journal: openJournal(t), BackupDir: t.TempDir(), Reason: "netns"})
 	require.NoError(t, err, "%v", rep)
 	require.True(t, rep.Healed)
 	for i := range nc.Nodes {
-		n := nc.Eval(i, `{length(mnesia:dirty_read(erlmcp_session, <<"written-on-winner">>)),
-		    length(mnesia:dirty_read(erlmcp_session, <<"written-on-loser">>))}`, nil)
-		require.Equal(t, etf.Tuple{1, 1}, n, nc.Nodes[i].Name)
+		n := nc.Eval(i, `list_to_tuple([length(mnesia:dirty_read(erlmcp_session, K)) || K <- [<<"written-on-winner">>,
+		    <<"written-on-loser">>, <<"in-window-on-winner">>, <<"in-window-on-loser">>]])`, nil)
+		require.Equal(t, etf.Tuple{1, 1, 1, 1}, n, nc.Nodes[i].Name)
 	}
 }

@@ -50,16 +50,28 @@
 // The data gives a lower bound (just after the latest write both sides hold
 // identically, in agreeing buckets or as identical keys in differing ones);
 // T is the mnesia_down time when it is later than that bound, else the
-// bound. A node notices a split at or after it happens, so an exact
-// mnesia_down time errs on the side of a deletion standing: a key deleted
-// on one side during the split and unchanged on the other stays deleted.
-// The plan says where T came from (LoserPlan.SplitAtSource/SplitAtDetail).
-// For a key K:
+// bound. The plan says where T came from (LoserPlan.SplitAtSource/
+// SplitAtDetail).
+//
+// A node notices a cut link only after net_ticktime, and a transaction
+// that was waiting for the other side then commits on its own side with
+// the timestamp it took before: such a row is written before the
+// mnesia_down time yet the other side never had it (TestHealRealNetworkPartition
+// cuts a veth link and loses both such writes without what follows). So
+// the plan keeps a window before T (PlanOptions.KeepWindow, by default
+// 1.25 × the largest net_ticktime + 2 s) that starts no earlier than the
+// data's bound (rows written before the latest write both sides hold
+// identically had reached both sides), and a row present on one side
+// only and written inside it is kept (LoserPlan.KeptNearSplit). For a
+// key K, with the window starting at W:
 //
 //   - on both sides with different values: the newer last_accessed wins;
-//   - only on side X, written on X before T: it existed on both sides at
+//   - only on side X, written on X before W: it existed on both sides at
 //     the split, so the other side deleted it during the split, and that
 //     deletion wins (a deletion wins over an older write);
+//   - only on side X, written on X between W and T: it may never have
+//     reached the other side; it is kept (a deletion the other side made
+//     during the split comes back: the price of never losing such a write);
 //   - only on side X, written on X after T: a write of the split (new
 //     session, or a write that races a deletion whose time Mnesia does not
 //     record); the write is kept and reported as such.
@@ -80,7 +92,8 @@
 // write lock on the session tables in each losing island
 // (migctl_cluster:fence/3), so erlmcp's transactions there wait from that
 // moment until the losers' Mnesia stops, and reads the losers' changes a
-// last time under it. It merges those changes into the winners in one
+// last time under it. It backs up the winner's rows the merge will
+// overwrite or delete, merges the losers' changes into the winners in one
 // transaction that re-checks every decision against the current row, and
 // only then makes the losers take the winners' (merged) data without
 // restarting their Erlang nodes (master nodes, Mnesia stop/start: the
@@ -126,9 +139,11 @@
 // deletion time), and the plan says so for each such key. Without a watch
 // running across the split, T is only known to the second: a key rewritten
 // in that second before the split and deleted on the other side during it
-// can still come back (the plan's detail says the time is to the second);
-// with a slow failure detection (net_ticktime), writes made on one side
-// between the split and the exact mnesia_down time count as pre-split.
+// can still come back (the plan's detail says the time is to the second).
+// The data's bound assumes commits do not reorder against their
+// timestamps across keys; a write that did (its timestamp earlier than
+// another write that reached both sides, its commit after the cut) is
+// still taken for a deletion on the side that lacks it.
 //
 // # Watch
 //

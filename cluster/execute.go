@@ -278,7 +278,8 @@ func (cl *Cluster) refresh(ctx context.Context, p *Plan, skip map[int]bool) (str
 			if err := errors.Join(werr, lerr); err != nil {
 				return "", err
 			}
-			lp, err := cl.compare(ctx, tp.Table, w, l, ws, ls, time.UnixMilli(old.SplitAt), nil)
+			window := time.Duration(old.SplitAt-old.deleteBefore()) * time.Millisecond
+			lp, err := cl.compare(ctx, tp.Table, w, l, ws, ls, time.UnixMilli(old.SplitAt), nil, window)
 			if err != nil {
 				return "", err
 			}
@@ -354,14 +355,14 @@ func (cl *Cluster) settleGone(ctx context.Context, p *Plan, lp *LoserPlan, ids [
 		}
 		w, ok := wk[d.ID]
 		switch {
-		case ok && w.Written < lp.SplitAt:
+		case ok && w.Written < lp.deleteBefore():
 			dels++
 			out = append(out, Decision{ID: d.ID, Action: ActDelete, WinnerLA: w.LastAccessed,
 				Why: "deleted on the loser after the plan; the winner's row is older than the split"})
 		case ok:
 			nothing++
 			out = append(out, Decision{ID: d.ID, Action: ActDrop, WinnerLA: w.LastAccessed,
-				Why: "deleted on the loser after the plan; the winner rewrote it during the split, its write is kept"})
+				Why: "deleted on the loser after the plan; the winner wrote it during the split or just before, its write is kept"})
 		default:
 			nothing++
 			out = append(out, Decision{ID: d.ID, Action: ActDrop,
@@ -466,7 +467,7 @@ func (cl *Cluster) describeStep(s string, p *Plan, opts ExecuteOptions) string {
 				parts = append(parts, fmt.Sprintf("%s: write %d, delete %d, drop %d", t.Table, w, d, x))
 			}
 		}
-		return fmt.Sprintf("merge the losers' changes into the winners %v: ", p.WinnerNodes()) + strings.Join(parts, "; ")
+		return fmt.Sprintf("back up the winner's rows the merge touches, then merge the losers' changes into the winners %v: ", p.WinnerNodes()) + strings.Join(parts, "; ")
 	case "verify":
 		return "verify running_db_nodes agree and every replica is identical"
 	}
@@ -551,7 +552,10 @@ func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteO
 					}
 				}
 				rows := rep.changes[fmt.Sprintf("%s/%d", tp.Table, lp.Island)]
-				res, err := cl.merge(ctx, target, tp.Table, rows, dels, lp.SplitAt)
+				if err := cl.backupBeforeMerge(ctx, target, tp.Table, lp.Island, rows, dels, opts, rep); err != nil {
+					return "", err
+				}
+				res, err := cl.merge(ctx, target, tp.Table, rows, dels, lp.deleteBefore())
 				if err != nil {
 					return "", err
 				}
@@ -630,7 +634,7 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 			// Keep the changes on disc as well: the backups hold them
 			// too, but this file is exactly what the merge applies.
 			f := changesFile(opts.BackupDir, rep.ID, tp.Table, lp.Island)
-			if err := writeRows(f, p.Islands[lp.Island].Rep, tp.Table, rows); err != nil {
+			if _, err := writeRows(f, p.Islands[lp.Island].Rep, tp.Table, rows); err != nil {
 				return "", err
 			}
 		}
@@ -722,22 +726,65 @@ func (cl *Cluster) backup(ctx context.Context, node, tab, dir string) (Backup, e
 	return Backup{Node: node, Table: tab, File: f, Count: tr.Count, SHA256: tr.SHA256}, nil
 }
 
-func writeRows(file, node, tab string, rows []backends.Row) error {
+// backupBeforeMerge keeps the winner's rows that the merge may overwrite or
+// delete, so that the merge, the one step that changes the winners, can be
+// undone (`migctl cluster restore-backup`); the losers' full backups never
+// held a row only the winner had. A file left by an earlier attempt of
+// this heal is kept as it is: that attempt may have merged part of the
+// rows already, and the file has them as they were before any merge.
+func (cl *Cluster) backupBeforeMerge(ctx context.Context, node, tab string, island int, rows []backends.Row, dels []string, opts ExecuteOptions, rep *HealReport) error {
+	f := filepath.Join(opts.BackupDir, rep.ID, fmt.Sprintf("winner-before-merge-%s-island%d.migx", tab, island))
+	b := Backup{Node: node, Table: tab, File: f}
+	if fh, err := os.Open(f); err == nil {
+		_, tr, verr := exportfile.Verify(fh)
+		fh.Close()
+		if verr != nil {
+			return fmt.Errorf("backup of the winner's rows %s from an earlier attempt: %w", f, verr)
+		}
+		b.Count, b.SHA256 = tr.Count, tr.SHA256
+	} else {
+		ids := make([]string, 0, len(rows)+len(dels))
+		for _, r := range rows {
+			ids = append(ids, string(r.ID))
+		}
+		ids = append(ids, dels...)
+		cur, err := cl.getRows(ctx, node, tab, ids)
+		if err != nil {
+			return fmt.Errorf("read the winner's rows before the merge: %w", err)
+		}
+		tr, err := writeRows(f, node, tab, cur)
+		if err != nil {
+			return fmt.Errorf("backup the winner's rows before the merge: %w", err)
+		}
+		b.Count, b.SHA256 = tr.Count, tr.SHA256
+	}
+	for _, x := range rep.Backups {
+		if x.File == f {
+			return nil
+		}
+	}
+	rep.Backups = append(rep.Backups, b)
+	_, err := opts.Journal.Append(KindHealStep, opts.Reason, map[string]any{"id": rep.ID, "backup": b})
+	return err
+}
+
+func writeRows(file, node, tab string, rows []backends.Row) (exportfile.Trailer, error) {
 	// Written aside and renamed: the fence reads the changes again and
 	// replaces the file, and a crash must leave the old one or the new
 	// one, never a torn file.
 	tmp := file + ".tmp"
 	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
-		return err
+		return exportfile.Trailer{}, err
 	}
+	var tr exportfile.Trailer
 	w, err := exportfile.NewWriter(fh, exportfile.Header{Tool: "migctl cluster heal", Node: node,
 		Store: backends.Spec{Kind: backends.KindMnesia, Table: tab}})
 	if err == nil {
 		err = w.Write(rows)
 	}
 	if err == nil {
-		_, err = w.Close()
+		tr, err = w.Close()
 	}
 	if err == nil {
 		err = fh.Sync()
@@ -750,13 +797,13 @@ func writeRows(file, node, tab string, rows []backends.Row) error {
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
-		return err
+		return tr, err
 	}
 	if d, err := os.Open(filepath.Dir(file)); err == nil {
 		_ = d.Sync()
 		_ = d.Close()
 	}
-	return nil
+	return tr, nil
 }
 
 func safeName(n string) string {

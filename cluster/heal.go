@@ -22,6 +22,8 @@ type KeyChange struct {
 	Written      int64  `json:"written"`       // record write time, ms
 	// New is true for a session created after the split.
 	New bool `json:"new,omitempty"`
+	// On is the side holding the row, for KeptNearSplit: "winner" or "loser".
+	On string `json:"on,omitempty"`
 }
 
 // Decision is what the heal does with one key the losing side changed.
@@ -70,6 +72,14 @@ type LoserPlan struct {
 	// SplitAtData is the data's lower bound of the split: just after the
 	// latest write both sides hold identically (ms).
 	SplitAtData int64 `json:"split_at_data,omitempty"`
+	// KeepFrom starts the keep window (ms, Plan.KeepWindowMillis before
+	// SplitAt): a row written from then on and present on one side only
+	// may never have reached the other side, so it is kept, never taken
+	// for a deletion. Only rows written before KeepFrom can be deleted by
+	// the heal. Zero in plans of older migctl versions: SplitAt then.
+	KeepFrom int64 `json:"keep_from,omitempty"`
+	// KeptNearSplit: rows on one side only, written inside the keep window.
+	KeptNearSplit []KeyChange `json:"kept_near_split,omitempty"`
 	// Evidence: what each side wrote or deleted since the split.
 	WrittenOnLoser  []KeyChange `json:"written_on_loser"`
 	DeletedOnLoser  []KeyChange `json:"deleted_on_loser"`
@@ -77,6 +87,15 @@ type LoserPlan struct {
 	DeletedOnWinner []KeyChange `json:"deleted_on_winner"`
 	// Decisions for every key the loser changed.
 	Decisions []Decision `json:"decisions"`
+}
+
+// deleteBefore is the write time before which a row missing on one side
+// counts as deleted there.
+func (lp *LoserPlan) deleteBefore() int64 {
+	if lp.KeepFrom > 0 && lp.KeepFrom < lp.SplitAt {
+		return lp.KeepFrom
+	}
+	return lp.SplitAt
 }
 
 // Counts of decisions by action.
@@ -109,6 +128,11 @@ type Plan struct {
 	Winner       int          `json:"winner"`
 	WinnerReason string       `json:"winner_reason"`
 	Tables       []TablePlan  `json:"tables"`
+	// KeepWindowMillis is how long before the split a write may still not
+	// have reached the other side (see LoserPlan.KeepFrom), and
+	// KeepWindowDetail where that figure came from.
+	KeepWindowMillis int64  `json:"keep_window_ms"`
+	KeepWindowDetail string `json:"keep_window_detail"`
 	// Status is the status the plan was made from.
 	Status *Status `json:"status"`
 }
@@ -140,6 +164,59 @@ type PlanOptions struct {
 	// their own, without evidence; the heal then runs even when the
 	// reachable nodes agree (a degraded cluster).
 	OutOfBand []string
+	// KeepWindow is how long before the split time a write may not have
+	// reached the other side yet: a row present on one side only and
+	// written that close to the split is kept rather than taken for a
+	// deletion. Nodes notice a cut link only after net_ticktime, and
+	// Mnesia commits a transaction whose peer stopped answering once that
+	// peer is declared down, with the timestamp it took before: such rows
+	// look older than the split although the other side never had them
+	// (TestHealRealNetworkPartition). Zero: 1.25 × the largest
+	// net_ticktime of the nodes + 2 s (Mnesia's own mnesia_down record is
+	// to the second). Negative: no window (a deletion wins up to the
+	// split; writes of the detection window can be lost).
+	KeepWindow time.Duration
+}
+
+// autoKeepWindow is the keep window for a largest net_ticktime of tick
+// seconds: a cut is noticed within 1.25 × net_ticktime, and Mnesia's
+// mnesia_down records are to the second, plus a second for clock skew.
+func autoKeepWindow(tick int64) time.Duration {
+	return time.Duration(tick)*1250*time.Millisecond + 2*time.Second
+}
+
+// keepWindow settles PlanOptions.KeepWindow, reading net_ticktime from the
+// nodes when it is automatic.
+func (cl *Cluster) keepWindow(ctx context.Context, opts PlanOptions, nodes []string) (time.Duration, string) {
+	switch {
+	case opts.KeepWindow < 0:
+		return 0, "none (--keep-window off): a row missing on one side and written before the split counts as deleted there"
+	case opts.KeepWindow > 0:
+		return opts.KeepWindow, "given by the operator"
+	}
+	ticks := make([]int64, len(nodes))
+	forEach(nodes, func(i int, n string) {
+		t, err := cl.c.Call(ctx, n, "net_kernel", "get_net_ticktime")
+		if err != nil {
+			return
+		}
+		switch v := t.(type) {
+		case etf.Tuple: // {ongoing_change_to, New}
+			if len(v) == 2 {
+				ticks[i] = erl.Int64(v[1])
+			}
+		default:
+			ticks[i] = erl.Int64(v)
+		}
+	})
+	tick := slices.Max(append(ticks, 0))
+	what := fmt.Sprintf("largest net_ticktime of the nodes %d s", tick)
+	if tick <= 0 {
+		tick = 60
+		what = "net_ticktime unreadable, OTP's default 60 s assumed"
+	}
+	w := autoKeepWindow(tick)
+	return w, fmt.Sprintf("%s × 1.25 + 2 s: a cut link is noticed only after that long, and writes made meanwhile may have reached one side only", what)
 }
 
 // Plan works out a heal: the islands, each island's changes since the split
@@ -206,6 +283,8 @@ func (cl *Cluster) Plan(ctx context.Context, opts PlanOptions) (*Plan, error) {
 		return nil, err
 	}
 	w := p.Winner
+	window, detail := cl.keepWindow(ctx, opts, reachableNodes(p.Islands))
+	p.KeepWindowMillis, p.KeepWindowDetail = window.Milliseconds(), detail
 	// When each side saw the other's Mnesia go down: an upper bound of
 	// the split, usually much closer to it than the data's lower bound.
 	downs := make([][]downRecord, len(p.Islands))
@@ -222,7 +301,7 @@ func (cl *Cluster) Plan(ctx context.Context, opts PlanOptions) (*Plan, error) {
 			if l == w || p.Islands[l].Unreachable {
 				continue
 			}
-			lp, err := cl.compare(ctx, tab, p.Islands[w].Rep, p.Islands[l].Rep, sums[w][tab], sums[l][tab], opts.SplitAt, downs[l])
+			lp, err := cl.compare(ctx, tab, p.Islands[w].Rep, p.Islands[l].Rep, sums[w][tab], sums[l][tab], opts.SplitAt, downs[l], window)
 			if err != nil {
 				return nil, err
 			}
@@ -287,7 +366,7 @@ func islandNodes(is []IslandPlan) []string {
 
 // compare classifies every key that differs between the winner's and a
 // loser's copy (see the package documentation for the rules).
-func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls []bucketSum, splitAt time.Time, downs []downRecord) (LoserPlan, error) {
+func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls []bucketSum, splitAt time.Time, downs []downRecord, window time.Duration) (LoserPlan, error) {
 	var lp LoserPlan
 	idx := diffBuckets(ws, ls)
 	t0 := time.Now()
@@ -333,7 +412,22 @@ func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls [
 			lp.SplitAtDetail = d.describe() + fmt.Sprintf("; later than the data's bound %s, so a row the other side deleted after the split is not taken for a new write", msTime(seen))
 		}
 	}
-	T := lp.SplitAt
+	// The window reaches back no further than the data's bound: a row
+	// written before the latest write both sides hold identically had
+	// reached both (commits reorder against their timestamps only when
+	// writers of the same key wait for each other, and then both sides
+	// hold that key). So when T is the data's bound there is no window,
+	// and when it is a mnesia_down time the window covers the detection.
+	lp.KeepFrom = min(max(lp.SplitAt-max(window.Milliseconds(), 0), lp.SplitAtData), lp.SplitAt)
+	classify(&lp, wk, lk)
+	return lp, nil
+}
+
+// classify decides every key that differs between the winner's keys wk
+// and a loser's keys lk, by lp's split time T and keep window start K
+// (see the package documentation for the rules).
+func classify(lp *LoserPlan, wk, lk map[string]keyInfo) {
+	T, K := lp.SplitAt, lp.deleteBefore()
 	change := func(id string, k keyInfo) KeyChange {
 		return KeyChange{ID: id, LastAccessed: k.LastAccessed, Written: k.Written, New: k.Created >= T}
 	}
@@ -349,7 +443,7 @@ func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls [
 			if w.Written >= T {
 				lp.WrittenOnWinner = append(lp.WrittenOnWinner, change(id, w))
 			}
-			if l.Written < T {
+			if l.Written < K {
 				continue // only the winner changed it: nothing of the loser's to keep
 			}
 			d := Decision{ID: id, LoserLA: l.LastAccessed, WinnerLA: w.LastAccessed}
@@ -358,11 +452,20 @@ func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls [
 			} else {
 				d.Action, d.Why = ActDrop, "both sides wrote it; the winner's last_accessed is newer or equal"
 			}
+			if l.Written < T {
+				d.Why += " (the loser's write is from just before the split and may not have reached the winner)"
+			}
 			lp.Decisions = append(lp.Decisions, d)
-		case l.Written < T:
+		case l.Written < K:
 			// On the loser from before the split, gone on the winner: the
 			// winner deleted it; that deletion wins over the older row.
 			lp.DeletedOnWinner = append(lp.DeletedOnWinner, change(id, l))
+		case l.Written < T:
+			c := change(id, l)
+			c.On = "loser"
+			lp.KeptNearSplit = append(lp.KeptNearSplit, c)
+			lp.Decisions = append(lp.Decisions, Decision{ID: id, Action: ActWrite, LoserLA: l.LastAccessed,
+				Why: "written on the loser just before the split (inside the keep window) and absent on the winner: it may never have reached the winner, so it is kept"})
 		default:
 			c := change(id, l)
 			lp.WrittenOnLoser = append(lp.WrittenOnLoser, c)
@@ -379,21 +482,27 @@ func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls [
 		if _, inL := lk[id]; inL {
 			continue
 		}
-		if w.Written < T {
+		switch {
+		case w.Written < K:
 			// On the winner from before the split, gone on the loser: the
 			// loser deleted it during the split.
 			lp.DeletedOnLoser = append(lp.DeletedOnLoser, change(id, w))
 			lp.Decisions = append(lp.Decisions, Decision{ID: id, Action: ActDelete, WinnerLA: w.LastAccessed,
 				Why: "deleted on the loser during the split; the winner's row is older than the split"})
-		} else {
+		case w.Written < T:
+			// Written on the winner just before the split: the loser may
+			// never have received it. It stays; the loser reloads it.
+			c := change(id, w)
+			c.On = "winner"
+			lp.KeptNearSplit = append(lp.KeptNearSplit, c)
+		default:
 			lp.WrittenOnWinner = append(lp.WrittenOnWinner, change(id, w))
 		}
 	}
-	for _, l := range [][]KeyChange{lp.WrittenOnLoser, lp.DeletedOnLoser, lp.WrittenOnWinner, lp.DeletedOnWinner} {
+	for _, l := range [][]KeyChange{lp.WrittenOnLoser, lp.DeletedOnLoser, lp.WrittenOnWinner, lp.DeletedOnWinner, lp.KeptNearSplit} {
 		sort.Slice(l, func(i, j int) bool { return l[i].ID < l[j].ID })
 	}
 	sort.Slice(lp.Decisions, func(i, j int) bool { return lp.Decisions[i].ID < lp.Decisions[j].ID })
-	return lp, nil
 }
 
 // getRows reads rows of the given ids from node's local copy.

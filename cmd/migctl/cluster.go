@@ -351,7 +351,7 @@ Runs until interrupted; exits 0.`,
 func newClusterHealCmd(a *app, cf *clusterFlags) *cobra.Command {
 	var ch changeFlags
 	var plan, execute bool
-	var winner, splitAt, backupDir, sshConfig, resume, stopAfter string
+	var winner, splitAt, keepWindow, backupDir, sshConfig, resume, stopAfter string
 	var sshNodes []string
 	cmd := &cobra.Command{
 		Use:   "heal (--plan | --execute) [--winner NODE] [--yes] [--dry-run]",
@@ -386,6 +386,10 @@ instead, with the commands of --ssh-config.`,
 				}
 				sa = t
 			}
+			kw, err := parseKeepWindow(keepWindow)
+			if err != nil {
+				return err
+			}
 			var oob cluster.OutOfBand
 			if sshConfig != "" || (a.cfg != nil && a.cfg.SSH != nil) {
 				var c sshrun.Config
@@ -410,7 +414,7 @@ instead, with the commands of --ssh-config.`,
 			if err != nil {
 				return err
 			}
-			p, err := cl.Plan(ctx, cluster.PlanOptions{Winner: winner, SplitAt: sa, OutOfBand: sshNodes})
+			p, err := cl.Plan(ctx, cluster.PlanOptions{Winner: winner, SplitAt: sa, OutOfBand: sshNodes, KeepWindow: kw})
 			if errors.Is(err, cluster.ErrNotPartitioned) {
 				return cliutil.WithCode(cliutil.ExitRefused, err)
 			}
@@ -464,6 +468,7 @@ instead, with the commands of --ssh-config.`,
 	f.BoolVar(&execute, "execute", false, "heal")
 	f.StringVar(&winner, "winner", "", "a node of the island that must win (default: largest island, then latest write)")
 	f.StringVar(&splitAt, "split-at", "", "time of the split if known (RFC 3339); default: estimated from the data")
+	f.StringVar(&keepWindow, "keep-window", "auto", "how long before the split a row on one side only is kept, not taken for a deletion: auto (1.25 × net_ticktime + 2 s), a duration, or off")
 	f.StringVar(&backupDir, "backup-dir", "", "where the losers' tables are backed up (default: backups/ beside the journal)")
 	f.StringVar(&sshConfig, "ssh-config", "", "SSH configuration (JSON) for out-of-band restarts")
 	f.StringSliceVar(&sshNodes, "ssh-nodes", nil, "losing nodes to restart over SSH instead of in band")
@@ -513,6 +518,7 @@ func printPlan(w io.Writer, f cliutil.Format, p *cluster.Plan) error {
 				"last write "+msText(is.LastWrite))
 		}
 		cliutil.Row(tw, "winner", p.WinnerReason)
+		cliutil.Row(tw, "keep window", (time.Duration(p.KeepWindowMillis) * time.Millisecond).String(), p.KeepWindowDetail)
 		for _, t := range p.Tables {
 			for _, l := range t.Losers {
 				cliutil.Row(tw, fmt.Sprintf("%s, island %d vs winner", t.Table, l.Island), fmt.Sprintf("split at %s (%s)", msText(l.SplitAt), l.SplitAtSource))
@@ -523,6 +529,9 @@ func printPlan(w io.Writer, f cliutil.Format, p *cluster.Plan) error {
 				cliutil.Row(tw, "  loser deleted", len(l.DeletedOnLoser), sample(l.DeletedOnLoser))
 				cliutil.Row(tw, "  winner wrote", len(l.WrittenOnWinner), sample(l.WrittenOnWinner))
 				cliutil.Row(tw, "  winner deleted", len(l.DeletedOnWinner), sample(l.DeletedOnWinner))
+				if len(l.KeptNearSplit) > 0 {
+					cliutil.Row(tw, "  kept, one side only, written just before the split", len(l.KeptNearSplit), sample(l.KeptNearSplit))
+				}
 				wr, de, dr := l.Counts()
 				cliutil.Row(tw, "  merge", fmt.Sprintf("write %d, delete %d, drop %d (winner's newer)", wr, de, dr))
 				for i, d := range l.Decisions {
@@ -535,6 +544,22 @@ func printPlan(w io.Writer, f cliutil.Format, p *cluster.Plan) error {
 			}
 		}
 	})
+}
+
+// parseKeepWindow reads --keep-window: "auto" (0: the library works it out
+// from net_ticktime), "off" (negative: no window), or a duration.
+func parseKeepWindow(v string) (time.Duration, error) {
+	switch v {
+	case "", "auto":
+		return 0, nil
+	case "off", "0", "0s":
+		return -1, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, cliutil.Usage("--keep-window %q: want auto, off or a duration such as 90s", v)
+	}
+	return d, nil
 }
 
 func sample(cs []cluster.KeyChange) string {

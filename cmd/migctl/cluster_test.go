@@ -58,6 +58,13 @@ func TestClusterCommands(t *testing.T) {
 	require.ElementsMatch(t, cl.Names()[:2], p.WinnerNodes())
 	require.Len(t, p.Tables[0].Losers[0].Decisions, 1)
 	require.Equal(t, "split-write", p.Tables[0].Losers[0].Decisions[0].ID)
+	require.Equal(t, int64(12000), p.KeepWindowMillis, "auto: net_ticktime 8 s × 1.25 + 2 s")
+	r = run(t, env, "cluster", "heal", "--plan", "--keep-window", "90s")
+	require.Equal(t, cliutil.ExitOK, r.code, r.stderr)
+	require.Regexp(t, `keep window\s+1m30s\s+given by the operator`, r.stdout)
+	r = run(t, env, "cluster", "heal", "--plan", "--keep-window", "soon")
+	require.Equal(t, cliutil.ExitUsage, r.code, r.stderr)
+	require.Contains(t, r.stderr, "--keep-window")
 
 	// No terminal and no --yes: refused, nothing changed.
 	r = run(t, env, "cluster", "heal", "--execute")
@@ -85,6 +92,7 @@ func TestClusterCommands(t *testing.T) {
 	var rep cluster.HealReport
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
 	require.True(t, rep.Healed)
+	require.Len(t, rep.Backups, 2, "the loser's table, then the winner's rows the merge touched")
 	require.Equal(t, 1, rep.Merged[0].Written)
 
 	// The loser's backup restores (dry run first).
