@@ -209,6 +209,29 @@ func (s *side) digestsOf(ctx context.Context, ids []string) (map[string]digestRo
 	return out, nil
 }
 
+// membersOf says which of ids the store holds (migctl_check:members_of/2).
+func (s *side) membersOf(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	const batch = 5000
+	for i := 0; i < len(ids); i += batch {
+		buf := encodeIDs(ids[i:min(i+batch, len(ids))])
+		t, err := s.call(ctx, "members_of", len(buf), s.term, buf)
+		if err != nil {
+			return nil, err
+		}
+		b, _ := t[1].([]byte)
+		for len(b) > 0 {
+			if len(b) < 4 || len(b) < 4+int(binary.BigEndian.Uint32(b)) {
+				return nil, fmt.Errorf("members_of on %s: bad frame", s.name())
+			}
+			n := int(binary.BigEndian.Uint32(b))
+			out[string(b[4:4+n])] = true
+			b = b[4+n:]
+		}
+	}
+	return out, nil
+}
+
 func encodeIDs(ids []string) []byte {
 	var buf []byte
 	for _, id := range ids {

@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"slices"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -515,10 +517,18 @@ func sampleList(ctx context.Context, src, tgt *side, o Options, rep *Report) (li
 }
 
 // slotList draws rows from each side's hash slots at the same rate (with
-// their digests), then looks up on the other side the ids it did not draw
-// there. A session on both sides counts only when drawn from the source,
-// one on the target only when drawn from the target: so every session of
-// the union has the same chance, whichever side(s) hold it.
+// their digests), then asks each side about the ids the other side drew.
+// A session on both sides counts only when drawn from the source, one on
+// the target only when drawn from the target: so every session of the
+// union has the same chance, whichever side(s) hold it. The target gives
+// its digests of the source's draw; the source only says which of the
+// target's draw it holds (those leave the sample), which a DETS file
+// answers without decoding sessions.
+//
+// Each question goes out as soon as the draw it is about is in, not after
+// both draws: a DETS file answers one call at a time and draws slowly
+// (about one row per slot call), so its draw and its answers about the
+// other side's draw overlap instead of adding up.
 func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int64) (listing, error) {
 	most := max(counts, countt)
 	if most == 0 {
@@ -527,47 +537,86 @@ func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int
 	ns := int((int64(o.Sample)*counts + most - 1) / most)
 	nt := int((int64(o.Sample)*countt + most - 1) / most)
 	seed := int64(o.Seed & (1<<62 - 1))
-	a, b, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
-		n := ns
-		if s == tgt {
-			n = nt
-		}
-		if n <= 0 {
-			return map[string]digestRow{}, nil
-		}
-		return s.slotSample(ctx, n, seed)
-	})
-	if err != nil {
-		return listing{}, err
-	}
-	missing := func(from, in map[string]digestRow) []string {
-		var ids []string
-		for id := range from {
-			if _, ok := in[id]; !ok {
-				ids = append(ids, id)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		a, b     map[string]digestRow // the draws
+		tgtOfA   map[string]digestRow // the target's digests of a's ids
+		srcHasB  map[string]bool      // which of b's ids the source holds
+		aIn, bIn = make(chan struct{}), make(chan struct{})
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		errs     []error
+	)
+	run := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				cancel()
 			}
-		}
-		return ids
+		}()
 	}
-	forSrc, forTgt := missing(b, a), missing(a, b)
-	ls, lt, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
-		if s == src {
-			return s.digestsOf(ctx, forSrc)
+	draw := func(s *side, n int, out *map[string]digestRow, in chan struct{}) func() error {
+		return func() error {
+			if n <= 0 {
+				*out = map[string]digestRow{}
+			} else {
+				m, err := s.slotSample(ctx, n, seed)
+				if err != nil {
+					return err
+				}
+				*out = m
+			}
+			close(in)
+			return nil
 		}
-		return s.digestsOf(ctx, forTgt)
+	}
+	// A question waits for its draw; when a call fails the others stop,
+	// and the failing one reports.
+	ready := func(in chan struct{}) bool {
+		select {
+		case <-in:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	run(draw(src, ns, &a, aIn))
+	run(draw(tgt, nt, &b, bIn))
+	run(func() error {
+		if !ready(aIn) {
+			return nil
+		}
+		var err error
+		tgtOfA, err = tgt.digestsOf(ctx, slices.Collect(maps.Keys(a)))
+		return err
 	})
-	if err != nil {
+	run(func() error {
+		if !ready(bIn) {
+			return nil
+		}
+		var err error
+		srcHasB, err = src.membersOf(ctx, slices.Collect(maps.Keys(b)))
+		return err
+	})
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return listing{}, err
 	}
-	for _, id := range forSrc {
-		if _, ok := ls[id]; ok {
-			delete(b, id) // on both sides but drawn from the target: not in the sample
+	if err := ctx.Err(); err != nil {
+		return listing{}, err // the caller's context ended
+	}
+	for id, r := range b {
+		if _, drawn := a[id]; drawn || srcHasB[id] {
+			continue // on both sides: in the sample only when drawn from the source
 		}
+		tgtOfA[id] = r // on the target only
 	}
-	for k, v := range lt {
-		b[k] = v
-	}
-	return listing{src: a, tgt: b}, nil
+	return listing{src: a, tgt: tgtOfA}, nil
 }
 
 // sampleRanges covers fraction sample/rows of the hash space with

@@ -38,9 +38,13 @@
 //     (ets:slot/2, dets:slot/2) at the same rate N/rows, and the other side
 //     looks the drawn ids up. A session on both sides counts only when
 //     drawn from the source and one on the target only when drawn from the
-//     target, so every session of the union has the same chance. No scan:
-//     the cost grows with N, not with the table (a DETS slot read or
-//     lookup costs 50-90 µs, an ETS one a few µs).
+//     target, so every session of the union has the same chance; the
+//     source therefore only says which of the target's ids it holds
+//     (dets:member/2, no session decoded). Each side's questions start as
+//     soon as the other side's draw is in, so a DETS file works on its own
+//     draw and on those questions at once. No scan: the cost grows with N,
+//     not with the table (a DETS slot read or lookup costs 20-90 µs, one
+//     at a time; an ETS one a few µs).
 //
 // The default (auto) takes hash-ranges up to 16 × N rows and slots above.
 //
