@@ -22,6 +22,9 @@ const agentMod = "migctl_cluster:"
 var (
 	// ErrNotPartitioned: a heal was asked for a cluster that is not split.
 	ErrNotPartitioned = errors.New("cluster is not partitioned")
+	// ErrNotHealthy: ResyncNode was asked of a cluster that is split or
+	// has another node down.
+	ErrNotHealthy = errors.New("cluster is not healthy")
 	// ErrUnknownNode: a node named by the operator is not part of the cluster.
 	ErrUnknownNode = errors.New("node is not part of the cluster")
 	// ErrUnhealed: the heal ran but verification found the cluster still

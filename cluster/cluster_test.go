@@ -766,3 +766,72 @@ func TestHealRealNetworkPartition(t *testing.T) {
 		require.Equal(t, etf.Tuple{1, 1, 1, 1}, n, nc.Nodes[i].Name)
 	}
 }
+
+// TestResyncDivergedReplica: one node's copy differs from the others while
+// Mnesia reports nothing wrong (rows changed, deleted and added behind its
+// back, as writes that reached some replicas and not others leave it).
+// ResyncNode backs that copy up and reloads it from the others; the backup
+// gives back what only that node had.
+func TestResyncDivergedReplica(t *testing.T) {
+	tk := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_mnesia"})
+	seed(t, tk, 0, 1000)
+	cl := newCluster(t, tk)
+	ctx := tctx(t)
+	j := openJournal(t)
+	ids := someIDs(t, tk, 0, 2)
+	odd := tk.Nodes[2].Name
+	require.Equal(t, etf.Atom("ok"), tk.Eval(2, `[{T, K, S, W}] = ets:lookup(erlmcp_session, A),
+	    ets:insert(erlmcp_session, {T, K, S#{metadata => #{<<"mark">> => <<"odd">>}}, W}),
+	    ets:delete(erlmcp_session, B),
+	    ets:insert(erlmcp_session, {erlmcp_session, <<"only-on-2">>, #{id => <<"only-on-2">>, created_at => 1,
+	        last_accessed => 1, timeout_ms => infinity, metadata => #{<<"mark">> => <<"odd">>}}, 1}), ok`,
+		map[string]erl.Term{"A": []byte(ids[0]), "B": []byte(ids[1])}))
+	vr, err := cl.VerifyReplication(ctx, cluster.VerifyOptions{})
+	require.NoError(t, err)
+	require.False(t, vr[0].Consistent)
+	require.Equal(t, odd, vr[0].Diffs[0].Node, vr[0].Text())
+
+	_, err = cl.ResyncNode(ctx, "nobody@127.0.0.1", cluster.MembershipOptions{Journal: j, BackupDir: t.TempDir()})
+	require.ErrorIs(t, err, cluster.ErrUnknownNode)
+	dry, err := cl.ResyncNode(ctx, odd, cluster.MembershipOptions{DryRun: true, BackupDir: "/nowhere"})
+	require.NoError(t, err)
+	require.Len(t, dry.Plan, 4)
+	ok, m := present(t, tk, 2, ids[0])
+	require.True(t, ok)
+	require.Equal(t, "odd", m, "the dry run changed nothing")
+
+	rep, err := cl.ResyncNode(ctx, odd, cluster.MembershipOptions{Journal: j, BackupDir: t.TempDir(), Reason: "test"})
+	require.NoError(t, err, "%+v", rep)
+	require.True(t, rep.Verify[0].Consistent, rep.Verify[0].Text())
+	ok, m = present(t, tk, 2, ids[0])
+	require.True(t, ok)
+	require.NotEqual(t, "odd", m)
+	ok, _ = present(t, tk, 2, ids[1])
+	require.True(t, ok, "the row missing on the odd node is back")
+	ok, _ = present(t, tk, 2, "only-on-2")
+	require.False(t, ok)
+
+	// What only the odd node had is in its backup.
+	require.Len(t, rep.Backups, 1)
+	require.EqualValues(t, 1000, rep.Backups[0].Count)
+	_, err = cl.RestoreBackup(ctx, rep.Backups[0].File, tk.Nodes[0].Name, cluster.RestoreOptions{Journal: j, Mode: backends.IfAbsent})
+	require.NoError(t, err)
+	for i := range tk.Nodes {
+		ok, _ = present(t, tk, i, "only-on-2")
+		require.True(t, ok, tk.Nodes[i].Name)
+	}
+
+	// Mnesia stopped on the node (a resync that failed half way): it is
+	// started, then resynced.
+	require.Equal(t, etf.Atom("stopped"), tk.Eval(2, `mnesia:stop()`, nil))
+	rep, err = cl.ResyncNode(ctx, odd, cluster.MembershipOptions{Journal: j, BackupDir: t.TempDir(), Reason: "test"})
+	require.NoError(t, err, "%+v", rep)
+	require.Equal(t, "Mnesia started on "+odd, rep.Done[0])
+	require.Equal(t, cluster.Healthy, rep.Final.Verdict)
+
+	// A split cluster needs a heal, not a resync.
+	tk.Partition([]int{0, 1}, []int{2})
+	_, err = cl.ResyncNode(ctx, odd, cluster.MembershipOptions{Journal: j, BackupDir: t.TempDir()})
+	require.ErrorIs(t, err, cluster.ErrNotHealthy)
+	require.ErrorContains(t, err, "cluster heal")
+}

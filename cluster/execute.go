@@ -26,6 +26,7 @@ const (
 	KindHealStep    = "cluster.heal.step"
 	KindAddNode     = "cluster.add_node"
 	KindRemoveNode  = "cluster.remove_node"
+	KindResync      = "cluster.resync"
 	KindRestore     = "cluster.restore_backup"
 	stateHealBucket = "cluster.heal"
 )

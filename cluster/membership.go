@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,13 +15,15 @@ import (
 	"github.com/erlmcp/migctl/journal"
 )
 
-// MembershipOptions tune AddNode and RemoveNode.
+// MembershipOptions tune AddNode, RemoveNode and ResyncNode.
 type MembershipOptions struct {
 	Journal *journal.Journal // required unless DryRun
 	Reason  string
 	DryRun  bool
 	// WaitTimeout bounds waiting for table copies to load (default 120s).
 	WaitTimeout time.Duration
+	// BackupDir is where ResyncNode backs up the node's copy (required).
+	BackupDir string
 }
 
 // MembershipReport is what AddNode or RemoveNode did (or would do).
@@ -30,6 +34,8 @@ type MembershipReport struct {
 	Done   []string            `json:"done,omitempty"`
 	Verify []ReplicationReport `json:"verify,omitempty"`
 	Final  *Status             `json:"final,omitempty"`
+	// Backups: ResyncNode's backup of the node's copy of each table.
+	Backups []Backup `json:"backups,omitempty"`
 }
 
 // AddNode joins node to the cluster: Mnesia started there, the cluster's
@@ -240,4 +246,136 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// ResyncNode makes node's copy of the session tables the same as the other
+// nodes' again: the repair for a replica that differs from the others while
+// Mnesia itself reports nothing wrong (VerifyReplication names it; seen
+// after writes reached some replicas and not others while a healed loser
+// rejoined). The node's copy is backed up first (an export file per table;
+// RestoreBackup puts rows back, if_newer by default), then Mnesia on the
+// node is stopped with the other running nodes as its master nodes and
+// started again, so its tables load from them (the Erlang VM keeps running;
+// the application's writes on that node fail meanwhile: drain it), the
+// master nodes are cleared, and the replicas are verified.
+//
+// Only for a healthy cluster (every node running Mnesia and replicating):
+// a partitioned one needs a heal, which also keeps both sides' writes.
+func (cl *Cluster) ResyncNode(ctx context.Context, node string, opts MembershipOptions) (*MembershipReport, error) {
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = 120 * time.Second
+	}
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	member, stopped := false, false
+	var from []string
+	for _, v := range st.Nodes {
+		if v.Node == node {
+			member = true
+			stopped = v.Error == "" && !v.MnesiaRunning()
+		} else if v.MnesiaRunning() && v.Error == "" {
+			from = append(from, v.Node)
+		}
+	}
+	if !member {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownNode, node)
+	}
+	// The node's own Mnesia stopped (a resync that failed half way, or an
+	// operator's stop) while every other node runs: start it first, loading
+	// from the others, and go on as for a healthy cluster.
+	restart := stopped && st.Verdict == Degraded && len(from) == len(st.Nodes)-1
+	if st.Verdict != Healthy && !restart {
+		return nil, fmt.Errorf("resync: %w: %s (%s); resync needs every node running and replicating (a split needs `migctl cluster heal`)",
+			ErrNotHealthy, st.Verdict, strings.Join(st.Problems, "; "))
+	}
+	if len(from) == 0 {
+		return nil, errors.New("resync: no other node holds the tables")
+	}
+	rep := &MembershipReport{Node: node, DryRun: opts.DryRun}
+	if restart {
+		rep.Plan = append(rep.Plan, fmt.Sprintf("Mnesia is not running on %s: start it there (tables load from %v if it still has them as master nodes)", node, from))
+	}
+	rep.Plan = append(rep.Plan,
+		fmt.Sprintf("back up %s's copy of %v to %s", node, cl.tables, opts.BackupDir),
+		fmt.Sprintf("on %s: master nodes %v, stop Mnesia (the application's writes there fail until it is back: drain it)", node, from),
+		fmt.Sprintf("on %s: start Mnesia, tables load from %v, clear the master nodes", node, from),
+		"wait until healthy; verify replication of every copy")
+	if opts.DryRun {
+		return rep, nil
+	}
+	if opts.Journal == nil {
+		return nil, errors.New("resync: a journal is required")
+	}
+	if opts.BackupDir == "" {
+		return nil, errors.New("resync: a backup directory is required")
+	}
+	if err := bind(opts.Journal, st); err != nil {
+		return nil, err
+	}
+	seq, err := opts.Journal.Append(KindResync, opts.Reason, map[string]any{"node": node, "event": "start", "from": from, "tables": cl.tables})
+	if err != nil {
+		return nil, err
+	}
+	if restart {
+		if _, err = cl.agent(ctx, node, "finish_reload", cl.tableAtoms(), int(opts.WaitTimeout/time.Millisecond)); err == nil {
+			rep.Done = append(rep.Done, "Mnesia started on "+node)
+			_, err = cl.waitHealthy(ctx, 30*time.Second)
+		}
+	}
+	if err == nil {
+		err = cl.resyncSteps(ctx, node, from, opts, rep)
+	}
+	if err == nil {
+		rep.Final, err = cl.waitHealthy(ctx, 30*time.Second)
+	}
+	if err == nil {
+		rep.Verify, err = cl.VerifyReplication(ctx, VerifyOptions{})
+		for _, r := range rep.Verify {
+			if err == nil && !r.Consistent {
+				err = fmt.Errorf("%w: %s", ErrUnhealed, strings.TrimSpace(r.Text()))
+			}
+		}
+	}
+	if jerr := opts.Journal.Update(seq, map[string]any{"node": node, "event": "done", "report": rep, "error": errText(err)}); err == nil {
+		err = jerr
+	}
+	if err != nil && len(rep.Backups) > 0 {
+		err = fmt.Errorf("%w (backups: %s)", err, backupFiles(rep.Backups))
+	}
+	return rep, err
+}
+
+func (cl *Cluster) resyncSteps(ctx context.Context, node string, from []string, opts MembershipOptions, rep *MembershipReport) error {
+	dir := filepath.Join(opts.BackupDir, "resync-"+time.Now().UTC().Format("20060102T150405.000Z"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, tab := range cl.tables {
+		b, err := cl.backup(ctx, node, tab, dir)
+		if err != nil {
+			return fmt.Errorf("backup %s of %s: %w", tab, node, err)
+		}
+		rep.Backups = append(rep.Backups, b)
+		if _, err := opts.Journal.Append(KindResync, opts.Reason, map[string]any{"node": node, "backup": b}); err != nil {
+			return err
+		}
+	}
+	rep.Done = append(rep.Done, fmt.Sprintf("backed up to %s", dir))
+	if _, err := cl.agent(ctx, node, "prepare_reload", atomList(from)); err != nil {
+		return err
+	}
+	rep.Done = append(rep.Done, fmt.Sprintf("Mnesia stopped on %s, master nodes %v", node, from))
+	// Stopping Mnesia can make prevent_overlapping_partitions cut links;
+	// every pair connected before the tables load.
+	if _, err := cl.reconnect(ctx, dedupe(append([]string{node}, from...))); err != nil {
+		return err
+	}
+	t, err := cl.agent(ctx, node, "finish_reload", cl.tableAtoms(), int(opts.WaitTimeout/time.Millisecond))
+	if err != nil {
+		return err
+	}
+	rep.Done = append(rep.Done, fmt.Sprintf("%s reloaded from %v in %d ms", node, from, erl.Int64(t[1])))
+	return nil
 }

@@ -39,6 +39,7 @@ func newClusterCmd(a *app) *cobra.Command {
   status              every node's own view and the verdict (exit 0 healthy, 6 degraded, 7 partitioned)
   verify-replication  size and checksum of every node's local copy (exit 4 when they differ)
   add-node / remove-node
+  resync              reload one node's copy from the others (after verify-replication names it)
   watch               Mnesia events from every node, views compared on a timer; metrics
   heal                --plan shows islands, evidence and the winner; --execute heals keeping both sides' writes
   restore-backup      put back the tables a heal backed up`,
@@ -47,7 +48,7 @@ func newClusterCmd(a *app) *cobra.Command {
 	f.StringSliceVar(&cf.tables, "tables", []string{envOr("MIGCTL_MNESIA_TABLE", backends.DefaultMnesiaTable)}, "session tables (env MIGCTL_MNESIA_TABLE)")
 	f.IntVar(&cf.buckets, "buckets", 0, "hash buckets for checksums (0: about 8 rows a bucket)")
 	cmd.AddCommand(newClusterStatusCmd(a, &cf), newClusterVerifyCmd(a, &cf), newClusterAddNodeCmd(a, &cf),
-		newClusterRemoveNodeCmd(a, &cf), newClusterWatchCmd(a, &cf), newClusterHealCmd(a, &cf),
+		newClusterRemoveNodeCmd(a, &cf), newClusterResyncCmd(a, &cf), newClusterWatchCmd(a, &cf), newClusterHealCmd(a, &cf),
 		newClusterRestoreCmd(a, &cf))
 	return cmd
 }
@@ -199,7 +200,7 @@ func newClusterAddNodeCmd(a *app, cf *clusterFlags) *cobra.Command {
 		Short: "Join NODE: extra_db_nodes, schema and session tables as disc_copies, wait until loaded, verify",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.membership(cmd, cf, ch, args[0], true)
+			return a.membership(cmd, cf, ch, args[0], "add", cluster.MembershipOptions{})
 		},
 	}
 	ch.add(cmd)
@@ -213,24 +214,57 @@ func newClusterRemoveNodeCmd(a *app, cf *clusterFlags) *cobra.Command {
 		Short: "Remove NODE: drop its table copies, stop its Mnesia, drop it from the schema, verify",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.membership(cmd, cf, ch, args[0], false)
+			return a.membership(cmd, cf, ch, args[0], "remove", cluster.MembershipOptions{})
 		},
 	}
 	ch.add(cmd)
 	return cmd
 }
 
-func (a *app) membership(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, node string, add bool) error {
+func newClusterResyncCmd(a *app, cf *clusterFlags) *cobra.Command {
+	var ch changeFlags
+	var backupDir string
+	cmd := &cobra.Command{
+		Use:   "resync NODE",
+		Short: "Reload NODE's copy of the session tables from the other nodes (after verify-replication names it), backing it up first",
+		Long: `For a healthy cluster in which verify-replication reports one node's copy
+different from the others (Mnesia itself sees nothing wrong). The node's copy
+is exported to --backup-dir first (restore-backup puts rows back), then its
+Mnesia is stopped with the other nodes as master nodes and started again,
+so its tables load from them; master nodes are cleared and the replicas
+verified. The application's writes on NODE fail while its Mnesia is down:
+drain it first. A node whose Mnesia is stopped is started first. A split
+cluster is refused: that is what heal is for.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if backupDir == "" {
+				backupDir = filepath.Join(filepath.Dir(a.journalAt), "backups")
+			}
+			return a.membership(cmd, cf, ch, args[0], "resync", cluster.MembershipOptions{BackupDir: backupDir})
+		},
+	}
+	ch.add(cmd)
+	cmd.Flags().StringVar(&backupDir, "backup-dir", "", "where the node's copy is backed up (default: backups/ beside the journal)")
+	return cmd
+}
+
+func (a *app) membership(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, node, verb string, opts cluster.MembershipOptions) error {
 	ctx := cmd.Context()
 	cl, err := cf.open(ctx, a)
 	if err != nil {
 		return err
 	}
-	op, verb := cl.RemoveNode, "remove"
-	if add {
-		op, verb = cl.AddNode, "add"
+	op := map[string]func(context.Context, string, cluster.MembershipOptions) (*cluster.MembershipReport, error){
+		"add": cl.AddNode, "remove": cl.RemoveNode, "resync": cl.ResyncNode}[verb]
+	dry := opts
+	dry.DryRun = true
+	plan, err := op(ctx, node, dry)
+	if errors.Is(err, cluster.ErrUnknownNode) {
+		return cliutil.WithCode(cliutil.ExitUsage, err)
 	}
-	plan, err := op(ctx, node, cluster.MembershipOptions{DryRun: true})
+	if errors.Is(err, cluster.ErrNotHealthy) {
+		return cliutil.WithCode(cliutil.ExitRefused, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -254,11 +288,15 @@ func (a *app) membership(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, n
 	if err != nil {
 		return err
 	}
-	rep, err := op(ctx, node, cluster.MembershipOptions{Journal: j, Reason: ch.reason})
+	opts.Journal, opts.Reason = j, ch.reason
+	rep, err := op(ctx, node, opts)
 	if rep != nil {
 		if perr := cliutil.Print(w, a.format, rep, func(tw *tabwriter.Writer) {
 			for _, d := range rep.Done {
 				cliutil.Row(tw, "done", d)
+			}
+			for _, b := range rep.Backups {
+				cliutil.Row(tw, "backup", b.File, b.Count)
 			}
 			for _, r := range rep.Verify {
 				cliutil.Row(tw, "verify", strings.TrimSpace(strings.ReplaceAll(r.Text(), "\n", "; ")))

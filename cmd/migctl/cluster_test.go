@@ -182,3 +182,37 @@ func TestClusterWatchCLI(t *testing.T) {
 		require.EqualValues(t, 0, n)
 	}
 }
+
+func TestClusterResyncCLI(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_mnesia"})
+	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, 500, 5)
+	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+filepath.Join(t.TempDir(), "journal.db"))
+	odd := cl.Nodes[2].Name
+	// One row changed in node 2's copy only, behind Mnesia's back.
+	cl.Eval(2, `[K | _] = lists:sort(mnesia:dirty_all_keys(erlmcp_session)),
+	    [{T, K, S, W}] = ets:lookup(erlmcp_session, K),
+	    ets:insert(erlmcp_session, {T, K, S#{metadata => #{<<"odd">> => 1}}, W}), ok`, nil)
+	r := run(t, env, "cluster", "verify-replication")
+	require.Equal(t, cliutil.ExitDifferences, r.code, r.stdout+r.stderr)
+	require.Contains(t, r.stdout, "INCONSISTENT: "+odd)
+
+	r = run(t, env, "cluster", "resync", "nobody@127.0.0.1")
+	require.Equal(t, cliutil.ExitUsage, r.code, r.stderr)
+	r = run(t, env, "cluster", "resync", odd)
+	require.Equal(t, cliutil.ExitRefused, r.code, "no terminal, no --yes: %s", r.stderr)
+	r = run(t, env, "cluster", "resync", odd, "--dry-run")
+	require.Equal(t, cliutil.ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "master nodes")
+	r = run(t, env, "cluster", "verify-replication")
+	require.Equal(t, cliutil.ExitDifferences, r.code, "the dry run changed nothing")
+
+	r = run(t, env, "cluster", "resync", odd, "--yes", "--reason", "INC-7 odd replica", "-o", "json")
+	require.Equal(t, cliutil.ExitOK, r.code, r.stdout+r.stderr)
+	var rep cluster.MembershipReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	require.Len(t, rep.Backups, 1)
+	require.FileExists(t, rep.Backups[0].File)
+	require.True(t, rep.Verify[0].Consistent)
+	r = run(t, env, "cluster", "verify-replication")
+	require.Equal(t, cliutil.ExitOK, r.code, r.stdout)
+}
