@@ -34,8 +34,8 @@
 // quiet table, or check it (consistency checks re-read differing keys one
 // by one and are not fooled). The backfill, where it matters most, also
 // lists the keys in one turn of the store server (the only writer) and
-// reads by key whatever its traversal did not return
-// (erlmcp_session_backend_hybrid).
+// reads by key whatever its traversal did not return, unless nothing was
+// written during the pass (erlmcp_session_backend_hybrid).
 //
 // Checksums are computed on the node over a range of hash space (keys are
 // placed by erlang:phash2(Id, 2^32)), in buckets, so that two stores can be
