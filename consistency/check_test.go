@@ -259,12 +259,20 @@ func TestCleanUnderLiveLoadReportsNothing(t *testing.T) {
 	rep, err = consistency.Check(ctx, p.src, p.tgt, o)
 	require.NoError(t, err)
 	require.True(t, rep.Clean(), "%v", rep.Samples)
-	// A write the target lost during the load is still caught.
-	p.eval(t, p.ids[7], staleTarget+", ok")
+	// A write the target lost during the load is still caught. On a
+	// session the load never picks (its ids were listed when it started):
+	// the load rewrites both copies of the ones it picks, which would
+	// repair the damage before the check sees it (seen once in CI).
+	const quiet = "quiet-under-load"
+	require.Equal(t, etf.Atom("ok"), p.cl.Eval(0, `[{_, S}] = dets:lookup(erlmcp_sessions_dets, From),
+	    New = S#{id => Id}, ok = dets:insert(erlmcp_sessions_dets, {Id, New}),
+	    mnesia:dirty_write({erlmcp_session, Id, New, maps:get(last_accessed, New)})`,
+		map[string]erl.Term{"From": []byte(p.ids[7]), "Id": []byte(quiet)}))
+	p.eval(t, quiet, staleTarget+", ok")
 	rep, err = consistency.Check(ctx, p.src, p.tgt, p.opts())
 	require.NoError(t, err)
 	require.Len(t, rep.Differences, 1)
-	require.Equal(t, p.ids[7], rep.Differences[0].ID)
+	require.Equal(t, quiet, rep.Differences[0].ID)
 	ops := stop()
 	t.Logf("load: %d operations", ops)
 	require.Greater(t, ops, int64(200))
