@@ -4,12 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
-	"strings"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/ergo-services/ergo/etf"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 )
 
 // eventTag is the first element of every message the forwarders send.
@@ -207,49 +208,95 @@ func parseEvent(m etf.Term) (Event, bool) {
 	return e, true
 }
 
-// WriteMetrics writes st in the Prometheus text format:
+// WriteMetrics writes st in the Prometheus text format: the series of a
+// StatusCollector holding st.
+func WriteMetrics(w io.Writer, st *Status) error {
+	c := NewStatusCollector()
+	c.Set(st)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		return err
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return err
+	}
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(w, mf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StatusCollector exports the latest Status it was given as gauges:
 // migctl_mnesia_partitioned (1 when split), migctl_mnesia_degraded,
 // migctl_mnesia_islands, migctl_mnesia_island{node,island} (the island
 // index of each node, largest island 0), migctl_mnesia_node_reachable,
-// migctl_mnesia_running, migctl_mnesia_overload_events.
-func WriteMetrics(w io.Writer, st *Status) error {
-	var b strings.Builder
-	g := func(name, help string) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
+// migctl_mnesia_running, migctl_mnesia_overload_events. Before the first
+// Set it exports nothing, so absent() tells "no evaluation yet". `migctl
+// cluster watch` serves it alone; `migctl consistency monitor
+// --watch-cluster` registers it beside its own metrics.
+type StatusCollector struct {
+	mu sync.Mutex
+	st *Status
+}
+
+// NewStatusCollector returns a collector with no status yet.
+func NewStatusCollector() *StatusCollector { return &StatusCollector{} }
+
+// Set replaces the status the collector exports.
+func (c *StatusCollector) Set(st *Status) {
+	c.mu.Lock()
+	c.st = st
+	c.mu.Unlock()
+}
+
+var (
+	descPartitioned = prometheus.NewDesc("migctl_mnesia_partitioned", "1 when two reachable nodes sharing a schema do not replicate with each other", nil, nil)
+	descDegraded    = prometheus.NewDesc("migctl_mnesia_degraded", "1 when a node is unreachable or has Mnesia stopped", nil, nil)
+	descIslands     = prometheus.NewDesc("migctl_mnesia_islands", "number of groups of nodes replicating with each other", nil, nil)
+	descIsland      = prometheus.NewDesc("migctl_mnesia_island", "island index of each node (0 is the largest)", []string{"node", "island"}, nil)
+	descReachable   = prometheus.NewDesc("migctl_mnesia_node_reachable", "1 when migctl reaches the node", []string{"node"}, nil)
+	descRunning     = prometheus.NewDesc("migctl_mnesia_running", "1 when Mnesia runs on the node", []string{"node"}, nil)
+	descOverload    = prometheus.NewDesc("migctl_mnesia_overload_events", "mnesia_overload events seen by this watch", []string{"node"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *StatusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPartitioned, descDegraded, descIslands, descIsland, descReachable, descRunning, descOverload} {
+		ch <- d
 	}
-	bit := func(v bool) int {
+}
+
+// Collect implements prometheus.Collector.
+func (c *StatusCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	st := c.st
+	c.mu.Unlock()
+	if st == nil {
+		return
+	}
+	bit := func(v bool) float64 {
 		if v {
 			return 1
 		}
 		return 0
 	}
-	g("migctl_mnesia_partitioned", "1 when two reachable nodes sharing a schema do not replicate with each other")
-	fmt.Fprintf(&b, "migctl_mnesia_partitioned %d\n", bit(st.Verdict == Partitioned))
-	g("migctl_mnesia_degraded", "1 when a node is unreachable or has Mnesia stopped")
-	fmt.Fprintf(&b, "migctl_mnesia_degraded %d\n", bit(st.Verdict == Degraded))
-	g("migctl_mnesia_islands", "number of groups of nodes replicating with each other")
-	fmt.Fprintf(&b, "migctl_mnesia_islands %d\n", len(st.Islands))
-	g("migctl_mnesia_island", "island index of each node (0 is the largest)")
-	var lines []string
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(descPartitioned, bit(st.Verdict == Partitioned))
+	gauge(descDegraded, bit(st.Verdict == Degraded))
+	gauge(descIslands, float64(len(st.Islands)))
 	for i, is := range st.Islands {
 		for _, n := range is {
-			lines = append(lines, fmt.Sprintf("migctl_mnesia_island{node=%q,island=\"%d\"} %d\n", n, i, i))
+			gauge(descIsland, float64(i), n, strconv.Itoa(i))
 		}
 	}
-	sort.Strings(lines)
-	b.WriteString(strings.Join(lines, ""))
-	g("migctl_mnesia_node_reachable", "1 when migctl reaches the node")
 	for _, v := range st.Nodes {
-		fmt.Fprintf(&b, "migctl_mnesia_node_reachable{node=%q} %d\n", v.Node, bit(v.Reachable))
+		gauge(descReachable, bit(v.Reachable), v.Node)
+		gauge(descRunning, bit(v.MnesiaRunning()), v.Node)
+		gauge(descOverload, float64(v.OverloadEvents), v.Node)
 	}
-	g("migctl_mnesia_running", "1 when Mnesia runs on the node")
-	for _, v := range st.Nodes {
-		fmt.Fprintf(&b, "migctl_mnesia_running{node=%q} %d\n", v.Node, bit(v.MnesiaRunning()))
-	}
-	g("migctl_mnesia_overload_events", "mnesia_overload events seen by this watch")
-	for _, v := range st.Nodes {
-		fmt.Fprintf(&b, "migctl_mnesia_overload_events{node=%q} %d\n", v.Node, v.OverloadEvents)
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }

@@ -284,7 +284,8 @@ func checkDeployFiles(t *testing.T, prom, exposition string) {
 				strings.HasPrefix(m, "migctl_backfill_") {
 				// The dashboard's uid; the phase and hybrid series exist only
 				// with a hybrid backend (TestMonitorExportsHybridState); the
-				// split-brain panels read `migctl cluster watch` (cluster tests);
+				// split-brain panels read `migctl cluster watch` or `consistency
+				// monitor --watch-cluster` (cluster and CLI tests);
 				// the backfill series come from migrate.BackfillCollector, which
 				// `migctl consistency monitor` registers (migrate's TestETSToDETS).
 				continue

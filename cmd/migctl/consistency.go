@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/cluster"
 	"github.com/erlmcp/migctl/consistency"
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
@@ -382,7 +385,7 @@ func newConsistencyUndoCmd(a *app) *cobra.Command {
 func newConsistencyMonitorCmd(a *app) *cobra.Command {
 	var pf pairFlags
 	var duration, interval time.Duration
-	var alert bool
+	var alert, watchCluster bool
 	var listen, webhook, name string
 	var rate float64
 	cmd := &cobra.Command{
@@ -443,6 +446,13 @@ systemd unit.`,
 			// The backfill runs in the CLI, which Prometheus does not
 			// scrape; its progress is in the journal this monitor shares.
 			mon.Registry().MustRegister(migrate.NewBackfillCollector(j, a.log))
+			if watchCluster {
+				stop, err := a.watchClusterInto(cmd.Context(), mon.Registry())
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			if err := mon.Open(cmd.Context()); err != nil {
 				return err
 			}
@@ -472,7 +482,42 @@ systemd unit.`,
 	f.StringVar(&webhook, "alert-webhook", envOr("MIGCTL_ALERT_WEBHOOK", ""), "Alertmanager URL (alerts are POSTed to URL/api/v2/alerts)")
 	f.StringVar(&name, "name", "", "monitor name in the journal (default: SOURCE→TARGET)")
 	f.Float64Var(&rate, "calls-per-second", 20, "most calls per second to the nodes")
+	f.BoolVar(&watchCluster, "watch-cluster", false, "also watch the Mnesia cluster of --nodes, as `migctl cluster watch` does, and serve its migctl_mnesia_* metrics on the same /metrics")
 	return cmd
+}
+
+// watchClusterInto runs a cluster watch over the --nodes until the returned
+// stop is called, keeping its latest status in a collector registered on
+// reg, and logs every change of verdict or islands.
+func (a *app) watchClusterInto(ctx context.Context, reg prometheus.Registerer) (func(), error) {
+	nodes, err := a.needNodes()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := cluster.New(a.client, cluster.Options{Nodes: nodes, Tables: []string{envOr("MIGCTL_MNESIA_TABLE", backends.DefaultMnesiaTable)}, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	coll := cluster.NewStatusCollector()
+	if err := reg.Register(coll); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = cl.Watch(ctx, cluster.WatchOptions{Interval: 5 * time.Second, OnReport: func(r cluster.WatchReport) {
+			coll.Set(r.Status)
+			if r.Changed {
+				lvl := slog.LevelInfo
+				if r.Status.Verdict != cluster.Healthy {
+					lvl = slog.LevelWarn
+				}
+				a.log.Log(ctx, lvl, "mnesia cluster", "verdict", r.Status.Verdict, "islands", r.Status.Islands, "problems", r.Status.Problems)
+			}
+		}})
+	}()
+	return func() { cancel(); <-done }, nil
 }
 
 func newConsistencyHistoryCmd(a *app) *cobra.Command {

@@ -117,7 +117,7 @@ func TestConsistencyMonitorCLI(t *testing.T) {
 	l.Close()
 
 	cmd := migctl(t, env, "consistency", "monitor", "--source", "dets", "--target", "mnesia",
-		"--interval", "300ms", "--full", "--duration", "1d", "--listen", addr, "--log-level", "info")
+		"--interval", "300ms", "--full", "--duration", "1d", "--listen", addr, "--log-level", "info", "--watch-cluster")
 	var se bytes.Buffer
 	cmd.Stderr = &se
 	require.NoError(t, cmd.Start())
@@ -140,6 +140,20 @@ func TestConsistencyMonitorCLI(t *testing.T) {
 		return strings.Contains(string(b), `migctl_consistency_checks_total{result="clean"`) &&
 			!strings.Contains(string(b), `migctl_consistency_checks_total{result="clean",source="dets:erlmcp_sessions_dets@`+cl.Nodes[0].Name+`",target="mnesia:erlmcp_session@`+cl.Nodes[0].Name+`"} 0`)
 	}, 30*time.Second, 200*time.Millisecond, "no clean check on /metrics; stderr:\n%s", se.String())
+	// --watch-cluster: the Mnesia cluster's series on the same /metrics.
+	var body []byte
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return strings.Contains(string(body), "migctl_mnesia_")
+	}, 10*time.Second, 100*time.Millisecond, "no migctl_mnesia_ series; stderr:\n%s", se.String())
+	require.Contains(t, string(body), "\nmigctl_mnesia_partitioned 0\n")
+	require.Contains(t, string(body), "\nmigctl_mnesia_islands 1\n")
+	require.Contains(t, string(body), `migctl_mnesia_running{node="`+cl.Nodes[0].Name+`"} 1`)
 
 	t0 := time.Now()
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
