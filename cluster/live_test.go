@@ -252,8 +252,10 @@ func TestHealSplitTimeFromMnesiaDown(t *testing.T) {
 		require.Contains(t, kept, "loser:"+id)
 	}
 	// An operator who knows the cut was noticed at once narrows the
-	// window, and the winner's deletions then stand.
-	plan, err := cl.Plan(ctx, cluster.PlanOptions{KeepWindow: 500 * time.Millisecond})
+	// window, and the winner's deletions then stand. (T is the start of
+	// the second the split fell in, 1.2 s after the rewrite: always more
+	// than 0.2 s after it.)
+	plan, err := cl.Plan(ctx, cluster.PlanOptions{KeepWindow: 100 * time.Millisecond})
 	require.NoError(t, err)
 	lp := plan.Tables[0].Losers[0]
 	t.Logf("split at %s (%s): %s; data bound %s", time.UnixMilli(lp.SplitAt).UTC().Format(time.RFC3339Nano), lp.SplitAtSource, lp.SplitAtDetail,
