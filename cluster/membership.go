@@ -94,20 +94,8 @@ func (cl *Cluster) AddNode(ctx context.Context, node string, opts MembershipOpti
 	rep.Done = append(rep.Done, done)
 	if err == nil {
 		cl.nodes = dedupe(append(cl.nodes, node))
-		rep.Final, err = cl.waitHealthy(ctx, 30*time.Second)
 	}
-	if err == nil {
-		rep.Verify, err = cl.VerifyReplication(ctx, VerifyOptions{})
-		for _, r := range rep.Verify {
-			if err == nil && !r.Consistent {
-				err = fmt.Errorf("%w: %s", ErrUnhealed, strings.TrimSpace(r.Text()))
-			}
-		}
-	}
-	if jerr := opts.Journal.Update(seq, map[string]any{"node": node, "event": "done", "report": rep, "error": errText(err)}); err == nil {
-		err = jerr
-	}
-	return rep, err
+	return rep, cl.settle(ctx, opts.Journal, seq, rep, err)
 }
 
 // join runs migctl_cluster:join on node.
@@ -327,6 +315,16 @@ func (cl *Cluster) ResyncNode(ctx context.Context, node string, opts MembershipO
 	if err == nil {
 		err = cl.resyncSteps(ctx, node, from, opts, rep)
 	}
+	if err = cl.settle(ctx, opts.Journal, seq, rep, err); err != nil && len(rep.Backups) > 0 {
+		err = fmt.Errorf("%w (backups: %s)", err, backupFiles(rep.Backups))
+	}
+	return rep, err
+}
+
+// settle ends AddNode and ResyncNode: unless err, it waits until the
+// cluster is healthy and every replica agrees; either way it records the
+// outcome in journal entry seq.
+func (cl *Cluster) settle(ctx context.Context, j *journal.Journal, seq uint64, rep *MembershipReport, err error) error {
 	if err == nil {
 		rep.Final, err = cl.waitHealthy(ctx, 30*time.Second)
 	}
@@ -338,13 +336,10 @@ func (cl *Cluster) ResyncNode(ctx context.Context, node string, opts MembershipO
 			}
 		}
 	}
-	if jerr := opts.Journal.Update(seq, map[string]any{"node": node, "event": "done", "report": rep, "error": errText(err)}); err == nil {
+	if jerr := j.Update(seq, map[string]any{"node": rep.Node, "event": "done", "report": rep, "error": errText(err)}); err == nil {
 		err = jerr
 	}
-	if err != nil && len(rep.Backups) > 0 {
-		err = fmt.Errorf("%w (backups: %s)", err, backupFiles(rep.Backups))
-	}
-	return rep, err
+	return err
 }
 
 func (cl *Cluster) resyncSteps(ctx context.Context, node string, from []string, opts MembershipOptions, rep *MembershipReport) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -188,48 +189,50 @@ func (s *side) digests(ctx context.Context, rs []bucketRange, limit int) (map[st
 	return parseDigests(t)
 }
 
-// digestsOf lists the given ids' digests (those present), by lookup.
-func (s *side) digestsOf(ctx context.Context, ids []string) (map[string]digestRow, error) {
-	out := map[string]digestRow{}
+// byIDs calls fun with the ids in batches of 5,000 and hands each reply
+// to each.
+func (s *side) byIDs(ctx context.Context, fun string, ids []string, each func(etf.Tuple) error) error {
 	const batch = 5000
 	for i := 0; i < len(ids); i += batch {
 		buf := encodeIDs(ids[i:min(i+batch, len(ids))])
-		t, err := s.call(ctx, "digests_of", len(buf), s.term, buf)
+		t, err := s.call(ctx, fun, len(buf), s.term, buf)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		m, err := parseDigests(t)
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range m {
-			out[k] = v
+		if err := each(t); err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return nil
+}
+
+// digestsOf lists the given ids' digests (those present), by lookup.
+func (s *side) digestsOf(ctx context.Context, ids []string) (map[string]digestRow, error) {
+	out := map[string]digestRow{}
+	err := s.byIDs(ctx, "digests_of", ids, func(t etf.Tuple) error {
+		m, err := parseDigests(t)
+		maps.Copy(out, m)
+		return err
+	})
+	return out, err
 }
 
 // membersOf says which of ids the store holds (migctl_check:members_of/2).
 func (s *side) membersOf(ctx context.Context, ids []string) (map[string]bool, error) {
 	out := map[string]bool{}
-	const batch = 5000
-	for i := 0; i < len(ids); i += batch {
-		buf := encodeIDs(ids[i:min(i+batch, len(ids))])
-		t, err := s.call(ctx, "members_of", len(buf), s.term, buf)
-		if err != nil {
-			return nil, err
-		}
+	err := s.byIDs(ctx, "members_of", ids, func(t etf.Tuple) error {
 		b, _ := t[1].([]byte)
 		for len(b) > 0 {
 			if len(b) < 4 || len(b) < 4+int(binary.BigEndian.Uint32(b)) {
-				return nil, fmt.Errorf("members_of on %s: bad frame", s.name())
+				return fmt.Errorf("members_of on %s: bad frame", s.name())
 			}
 			n := int(binary.BigEndian.Uint32(b))
 			out[string(b[4:4+n])] = true
 			b = b[4+n:]
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 func encodeIDs(ids []string) []byte {
