@@ -210,7 +210,11 @@ type ETS struct{ agentStore }
 // DETS is erlmcp_session_dets's layout: a set file of {Id, Session}.
 type DETS struct{ agentStore }
 
-// Mnesia is erlmcp_session_mnesia's layout: {Tab, Id, Session, LastAccessed}.
+// Mnesia is erlmcp_session_mnesia's layout: {Tab, Id, Session, WriteTime}.
+// The last attribute is named last_accessed, but erlmcp's store/3 and
+// fetch/2 put the write time there (erlang:system_time(millisecond)), and
+// so does every row migctl writes (Put), whatever the session's own
+// last_accessed says.
 type Mnesia struct{ agentStore }
 
 var (

@@ -186,6 +186,64 @@ func TestMnesiaCluster(t *testing.T) {
 	exerciseStore(t, cl, s, 3000)
 }
 
+// TestMnesiaPutWriteTime: a row migctl puts into Mnesia (sessions
+// import, put, consistency repair) carries the write time in the record's
+// last field, as erlmcp_session_mnesia:store/3 writes it, never the
+// session's last_accessed (here a day old), in every put mode; a put that
+// is skipped leaves the row as it was.
+func TestMnesiaPutWriteTime(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_mnesia"})
+	ctx := tctx(t)
+	s, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.DefaultSpec(backends.KindMnesia))
+	require.NoError(t, err)
+	nodeNow := func() int64 { return erl.Int64(cl.Eval(0, `erlang:system_time(millisecond)`, nil)) }
+	// A session that never expires (the backend's cleanup must not take
+	// it), last accessed at LA.
+	row := func(id string, la int64) backends.Row {
+		b := cl.Eval(0, `term_to_binary((erlmcp_session_store:new_session(#{}, infinity))#{id => Id, last_accessed => LA})`,
+			map[string]erl.Term{"Id": []byte(id), "LA": la})
+		return backends.Row{ID: []byte(id), Blob: b.([]byte)}
+	}
+	// stored returns the record's last field and the session's last_accessed.
+	stored := func(id string) (int64, int64) {
+		r := cl.Eval(0, `[{erlmcp_session, Id, #{last_accessed := LA}, W}] = mnesia:dirty_read(erlmcp_session, Id), {W, LA}`,
+			map[string]erl.Term{"Id": []byte(id)})
+		tup := r.(etf.Tuple)
+		return erl.Int64(tup[0]), erl.Int64(tup[1])
+	}
+	old := nodeNow() - 24*3600*1000
+	for _, mode := range []backends.PutMode{backends.Overwrite, backends.IfAbsent, backends.IfNewer} {
+		id := "write-time-" + string(mode)
+		if mode == backends.IfNewer {
+			// An older copy is there; the put replaces it.
+			res, err := s.Put(ctx, []backends.Row{row(id, old-1000)}, backends.Overwrite)
+			require.NoError(t, err)
+			require.Equal(t, 1, res.Written)
+		}
+		before := nodeNow()
+		res, err := s.Put(ctx, []backends.Row{row(id, old)}, mode)
+		require.NoError(t, err)
+		after := nodeNow()
+		require.Equal(t, backends.PutResult{Written: 1, Skipped: 0}, res, mode)
+		w, la := stored(id)
+		require.Equal(t, old, la, "%s: the session is stored as given", mode)
+		require.NotEqual(t, la, w, "%s: the last field is not the session's last_accessed", mode)
+		require.GreaterOrEqual(t, w, before, "%s: the last field is the write time", mode)
+		require.LessOrEqual(t, w, after, "%s: the last field is the write time", mode)
+
+		// A skipped put does not rewrite the row.
+		skip := backends.IfAbsent
+		if mode == backends.IfAbsent {
+			skip = backends.IfNewer // same last_accessed: not newer
+		}
+		res, err = s.Put(ctx, []backends.Row{row(id, old)}, skip)
+		require.NoError(t, err)
+		require.Equal(t, backends.PutResult{Written: 0, Skipped: 1}, res, mode)
+		w2, _ := stored(id)
+		require.Equal(t, w, w2, "%s: a skipped put leaves the row as it was", mode)
+	}
+}
+
 func TestRefusals(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_ets"})
 	c := cl.Client()

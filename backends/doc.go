@@ -4,7 +4,7 @@
 //
 //	ETS     ordered_set erlmcp_sessions_ets           rows {Id, Session}
 //	DETS    set erlmcp_sessions_dets, erlmcp_sessions.dets   rows {Id, Session}
-//	Mnesia  set erlmcp_session, disc_copies           rows {Tab, Id, Session, LastAccessed}
+//	Mnesia  set erlmcp_session, disc_copies           rows {Tab, Id, Session, WriteTime}
 //
 // Names are configuration (Spec); the defaults are erlmcp's.
 //

@@ -68,8 +68,9 @@
 //     A negative tolerance ignores last_accessed altogether (for phase1 when
 //     reads touch the old store only and nothing mirrors the touch).
 //   - ignored: the Mnesia record's own last_accessed field (the fourth
-//     element of {Tab, Id, Session, LastAccessed}) and the record tag; only
-//     the session map counts.
+//     element of {Tab, Id, Session, WriteTime}: erlmcp and migctl put the
+//     write time there, not the session's last_accessed) and the record
+//     tag; only the session map counts.
 //
 // Expired sessions are skipped (counted in Expired): a session is expired
 // when its NEWEST copy is (erlmcp's rule, Now − last_accessed > timeout_ms,

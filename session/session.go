@@ -143,7 +143,7 @@ func rowHint(t term.Term) string {
 		}
 	case len(tup) == 4:
 		if _, ok := tup[2].(term.Map); ok {
-			return " (it looks like a Mnesia record {Table, SessionId, Session, LastAccessed}; pass the third element)"
+			return " (it looks like a Mnesia record {Table, SessionId, Session, WriteTime}; pass the third element)"
 		}
 	}
 	return ""

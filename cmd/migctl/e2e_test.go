@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
 	"github.com/erlmcp/migctl/testkit"
 )
@@ -149,8 +150,11 @@ func TestExportImportByteIdentical(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", etf.Atom("erlmcp_session"), etf.Atom("size")))
 
+	nodeNow := func() int64 { return erl.Int64(cl.Eval(0, `erlang:system_time(millisecond)`, nil)) }
+	before := nodeNow()
 	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", file, "--yes", "-o", "json")
 	require.Equal(t, 0, r.code, r.stderr)
+	after := nodeNow()
 	var im ImportResult
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &im))
 	require.EqualValues(t, 3000, im.Written)
@@ -162,6 +166,12 @@ func TestExportImportByteIdentical(t *testing.T) {
 	            _ -> Acc
 	        end end, 0, erlmcp_sessions_dets)`, nil)
 	require.EqualValues(t, 3000, same)
+	// Every imported row carries the write time in the record's last
+	// field, as erlmcp's store/3 writes it, not the session's
+	// last_accessed (older: the sessions were seeded before the export).
+	wrong := cl.Eval(0, `length([I || {_, I, #{last_accessed := LA}, W} <- mnesia:dirty_match_object(erlmcp_session, {erlmcp_session, '_', '_', '_'}),
+	        W < B orelse W > A orelse W =:= LA])`, map[string]erl.Term{"B": before, "A": after})
+	require.EqualValues(t, 0, wrong, "imported rows whose last field is not the write time")
 
 	// A damaged file is refused before anything is written.
 	b, err := os.ReadFile(file)

@@ -455,6 +455,8 @@ one([]) -> none.
 
 %% put(Spec, Frames, Mode) -> {ok, Written, Skipped}
 %% Mode: overwrite | if_absent | if_newer (by last_accessed; ties skip).
+%% A Mnesia row carries the write time in its last field, as erlmcp's
+%% store/3 writes it, whatever the session's last_accessed says.
 put(Spec, Frames, Mode) ->
     safe(fun() ->
         ok = open(Spec, read_write, none),
@@ -501,7 +503,7 @@ write({mnesia, Tab}, Rows, Mode) ->
                             end,
                       case keep(Old, New, Mode) of
                           true ->
-                              mnesia:write(Tab, {Tab, Id, New, maps:get(last_accessed, New, now_ms())}, write),
+                              mnesia:write(Tab, {Tab, Id, New, now_ms()}, write),
                               {W + 1, S};
                           false -> {W, S + 1}
                       end

@@ -376,7 +376,8 @@ store_counts() ->
 %% reference for the backfill benchmark: a plain loop on the node, no tool,
 %% the same write method as the backfill (dets:select chunks, one Mnesia
 %% transaction per chunk under a table write lock, written when absent or
-%% newer by last_accessed).
+%% newer by last_accessed, the record's last field the write time, as
+%% erlmcp's store/3 puts it).
 native_copy(Dets, Tab, Batch) ->
     safe(fun() ->
         T0 = erlang:monotonic_time(microsecond),
@@ -396,13 +397,14 @@ native_loop({Rows, Cont}, Tab, N) ->
                 lists:foreach(
                   fun({Id, S}) ->
                           LA = maps:get(last_accessed, S, 0),
-                          case mnesia:read(Tab, Id, write) of
-                              [{_, _, Old, _}] when is_map(Old) ->
-                                  case maps:get(last_accessed, Old, 0) < LA of
-                                      true -> mnesia:write(Tab, {Tab, Id, S, LA}, write);
-                                      false -> ok
-                                  end;
-                              _ -> mnesia:write(Tab, {Tab, Id, S, LA}, write)
+                          Newer = case mnesia:read(Tab, Id, write) of
+                                      [{_, _, Old, _}] when is_map(Old) ->
+                                          maps:get(last_accessed, Old, 0) < LA;
+                                      _ -> true
+                                  end,
+                          case Newer of
+                              true -> mnesia:write(Tab, {Tab, Id, S, erlang:system_time(millisecond)}, write);
+                              false -> ok
                           end
                   end, Rows)
         end,
@@ -413,8 +415,9 @@ native_loop({Rows, Cont}, Tab, N) ->
 %% latencies of the hybrid backend in its current phase (called directly,
 %% as the store server calls it), of the primary backend alone, and of
 %% both writes done by hand with the same methods (DETS insert; Mnesia
-%% sync_dirty). Uses the application's configuration; writes N sessions
-%% with ids <<"bench-", I>> and deletes them afterwards.
+%% sync_dirty; the Mnesia record's last field is the write time, as
+%% erlmcp writes it). Uses the application's configuration; writes N
+%% sessions with ids <<"bench-", I>> and deletes them afterwards.
 bench_latency(N) ->
     safe(fun() ->
         {_, Opts, _} = ?STORE:config(),
@@ -427,13 +430,14 @@ bench_latency(N) ->
         Sess = fun(Id) -> (?STORE:new_session(#{<<"bench">> => true}))#{id => Id} end,
         Both = fun(Id, S) ->
                        ok = dets:insert(PT, {Id, S}),
-                       mnesia:sync_dirty(fun() -> mnesia:write(ST, {ST, Id, S, 0}, write) end)
+                       mnesia:sync_dirty(fun() -> mnesia:write(ST, {ST, Id, S, erlang:system_time(millisecond)}, write) end)
                end,
         BothFetch = fun(Id) ->
                             [{_, S}] = dets:lookup(PT, Id),
-                            U = S#{last_accessed => erlang:system_time(millisecond)},
+                            Now = erlang:system_time(millisecond),
+                            U = S#{last_accessed => Now},
                             ok = dets:insert(PT, {Id, U}),
-                            mnesia:sync_dirty(fun() -> mnesia:write(ST, {ST, Id, U, 0}, write) end)
+                            mnesia:sync_dirty(fun() -> mnesia:write(ST, {ST, Id, U, Now}, write) end)
                     end,
         R = [{hybrid_store, time_each(Ids, fun(Id) -> {ok, _} = ?HYBRID:store(Id, Sess(Id), HS) end)},
              {hybrid_fetch, time_each(Ids, fun(Id) -> {ok, _, _} = ?HYBRID:fetch(Id, HS) end)},

@@ -883,6 +883,10 @@ newer(S, {ok, T}) ->
     LT = case is_map(T) of true -> maps:get(last_accessed, T, 0); false -> 0 end,
     LS > LT orelse (LS =:= LT andalso S =/= T).
 
+%% copy_rows(Kind, State, Rows, DryRun) -> {Written, Skipped}. A row copied
+%% into Mnesia carries the write time in its last field, as erlmcp's
+%% store/3 writes it (not the session's last_accessed, which only decides
+%% whether the row is copied, see newer/2).
 copy_rows(_, _, [], _) ->
     {0, 0};
 copy_rows(mnesia, #{table_name := T}, Rows, DryRun) ->
@@ -897,7 +901,7 @@ copy_rows(mnesia, #{table_name := T}, Rows, DryRun) ->
                           case newer(S, Have) of
                               true when DryRun -> {W + 1, Sk};
                               true ->
-                                  ok = mnesia:write(T, {T, Id, S, maps:get(last_accessed, S, 0)}, write),
+                                  ok = mnesia:write(T, {T, Id, S, erlmcp_session_backend:now_ms()}, write),
                                   {W + 1, Sk};
                               false -> {W, Sk + 1}
                           end
