@@ -32,6 +32,9 @@ var (
 	ErrUnhealed = errors.New("cluster not healed")
 	// ErrPlanStale: the cluster changed between the plan and its execution.
 	ErrPlanStale = errors.New("plan no longer matches the cluster")
+	// ErrFenceLost: a loser's fence was no longer held right before its
+	// Mnesia was to stop; the heal stopped before discarding anything.
+	ErrFenceLost = errors.New("fence lost")
 )
 
 // Options configure a Cluster.

@@ -45,6 +45,11 @@ type ExecuteOptions struct {
 	// WaitTimeout bounds waiting for tables to load and the cluster to
 	// converge (default 60s).
 	WaitTimeout time.Duration
+	// FenceTimeout bounds how long the losers' writers are held (default
+	// 5 minutes): past it the fence lifts by itself, the heal notices
+	// before the losers' Mnesia stops, and stops before anything is
+	// discarded.
+	FenceTimeout time.Duration
 	// OutOfBand restarts these losing nodes another way (package
 	// cluster/sshrun: over SSH, stop, move the Mnesia directory aside,
 	// start) instead of restarting Mnesia in band; for nodes whose Mnesia
@@ -87,9 +92,17 @@ type HealReport struct {
 	Final    *Status             `json:"final,omitempty"`
 	Duration time.Duration       `json:"duration_ns"`
 	Healed   bool                `json:"healed"`
+	// LongestFence is how long the losers' writers were held, from the
+	// fence to their Mnesia stopping (their clients waited at most that).
+	LongestFence time.Duration `json:"longest_fence_ns,omitempty"`
+	// Repaired: replicas that differed after the reload and were made to
+	// agree again (see repairReplicas).
+	Repaired []string `json:"repaired,omitempty"`
 	changes  map[string][]backends.Row
-	// fenced are the loser nodes whose writers this run holds (fence).
-	fenced []string
+	// fenced are the loser nodes whose writers this run holds (fence);
+	// flagged those whose dirty writers were told to take locks.
+	fenced, flagged []string
+	fencedAt        time.Time
 }
 
 // healState is the journal's record of a heal in progress.
@@ -188,6 +201,9 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 	if opts.WaitTimeout <= 0 {
 		opts.WaitTimeout = 60 * time.Second
 	}
+	if opts.FenceTimeout <= 0 {
+		opts.FenceTimeout = 5 * time.Minute
+	}
 	opts.BackupDir = state.BackupDir
 	p := state.Plan
 	rep := &HealReport{ID: state.ID, Winner: p.WinnerNodes(), Losers: p.LoserNodes(),
@@ -218,7 +234,7 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 			err = jerr
 		}
 		if s == "reload-losers" && err == nil {
-			rep.fenced = nil // Mnesia stopped there: the fences are gone
+			rep.fenced, rep.flagged = nil, nil // Mnesia restarted there: the fences and flags are gone
 		}
 		if err != nil {
 			cl.unfence(rep)
@@ -280,7 +296,7 @@ func (cl *Cluster) refresh(ctx context.Context, p *Plan, skip map[int]bool) (str
 				return "", err
 			}
 			window := time.Duration(old.SplitAt-old.deleteBefore()) * time.Millisecond
-			lp, err := cl.compare(ctx, tp.Table, w, l, ws, ls, time.UnixMilli(old.SplitAt), nil, window)
+			lp, err := cl.compare(ctx, tp.Table, p.Islands[p.Winner], p.Islands[old.Island], ws, ls, time.UnixMilli(old.SplitAt), nil, window)
 			if err != nil {
 				return "", err
 			}
@@ -356,6 +372,12 @@ func (cl *Cluster) settleGone(ctx context.Context, p *Plan, lp *LoserPlan, ids [
 		}
 		w, ok := wk[d.ID]
 		switch {
+		case ok && lp.EvidenceComplete:
+			// The loser's deletion is its last change, later than
+			// anything the comparison saw on either side.
+			dels++
+			out = append(out, Decision{ID: d.ID, Action: ActDelete, WinnerLA: w.LastAccessed, Evidence: true, WinnerDigest: w.Digest,
+				Why: "deleted on the loser after the comparison: the loser's deletion is the later change"})
 		case ok && w.Written < lp.deleteBefore():
 			dels++
 			out = append(out, Decision{ID: d.ID, Action: ActDelete, WinnerLA: w.LastAccessed,
@@ -532,7 +554,7 @@ func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteO
 		return cl.reconnect(ctx, reachableNodes(p.Islands))
 
 	case "reload-losers":
-		return cl.reloadLosers(ctx, p, opts)
+		return cl.reloadLosers(ctx, p, opts, rep)
 
 	case "converge":
 		st, err := cl.waitHealthy(ctx, opts.WaitTimeout)
@@ -556,7 +578,11 @@ func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteO
 				if err := cl.backupBeforeMerge(ctx, target, tp.Table, lp.Island, rows, dels, opts, rep); err != nil {
 					return "", err
 				}
-				res, err := cl.merge(ctx, target, tp.Table, rows, dels, lp.deleteBefore())
+				dec := map[string]Decision{}
+				for _, d := range lp.Decisions {
+					dec[d.ID] = d
+				}
+				res, err := cl.merge(ctx, target, tp.Table, rows, dels, lp.deleteBefore(), dec)
 				if err != nil {
 					return "", err
 				}
@@ -576,17 +602,7 @@ func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteO
 		if st.Verdict != Healthy {
 			return "", fmt.Errorf("%w: verdict %s: %v", ErrUnhealed, st.Verdict, st.Problems)
 		}
-		vr, err := cl.VerifyReplication(ctx, VerifyOptions{})
-		if err != nil {
-			return "", err
-		}
-		rep.Verify = vr
-		for _, r := range vr {
-			if !r.Consistent {
-				return "", fmt.Errorf("%w: %s", ErrUnhealed, strings.TrimSpace(r.Text()))
-			}
-		}
-		return "healthy, all replicas consistent", nil
+		return cl.verifyAndRepair(ctx, filepath.Join(opts.BackupDir, rep.ID), rep)
 	}
 	return "", fmt.Errorf("unknown step %q", s)
 }
@@ -647,21 +663,35 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 	return detail, nil
 }
 
-// fence holds the writers of every reachable losing island (a write lock
-// on the session tables, migctl_cluster:fence/3, taken on the island's
-// representative: Mnesia locks the table on every replica in the island)
-// and then reads the losers' changes a last time. The locks last until the
-// losers' Mnesia stops (reload-losers), unfence, migctl's node going away,
-// or WaitTimeout, whichever is first; erlmcp's transactions wait meanwhile
-// and, when Mnesia stops under them, abort unacknowledged.
+// fence holds the writers of every reachable losing island and then reads
+// the losers' changes a last time. On every losing node it first tells
+// dirty writers (the hybrid backend's dual-write phases) to use
+// transactions (migctl_cluster:fence_flag/1), then takes a write lock on
+// the session tables through one node of each island
+// (migctl_cluster:fence/3; Mnesia locks a table on every replica of the
+// island, so the writers of all its nodes wait). The locks last until the
+// losers' Mnesia stops (reload-losers, which checks they are still held
+// first), unfence, migctl's node going away, or FenceTimeout, whichever
+// is first; erlmcp's transactions wait meanwhile and, when Mnesia stops
+// under them, abort unacknowledged.
 func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
 	skip := map[int]bool{}
 	var held, stopped []string
+	until := time.Now().Add(opts.FenceTimeout).UnixMilli()
+	losers := reachableLosers(p)
+	errs := make([]error, len(losers))
+	forEach(losers, func(i int, n string) {
+		_, errs[i] = cl.agent(ctx, n, "fence_flag", int64(until))
+	})
+	rep.flagged = losers
+	if err := errors.Join(errs...); err != nil {
+		return "", fmt.Errorf("fence: %w", err)
+	}
 	for i, is := range p.Islands {
 		if i == p.Winner || is.Unreachable {
 			continue
 		}
-		t, err := cl.agent(ctx, is.Rep, "fence", cl.tableAtoms(), etf.Atom(cl.c.Name()), int(opts.WaitTimeout/time.Millisecond))
+		t, err := cl.agent(ctx, is.Rep, "fence", cl.tableAtoms(), etf.Atom(cl.c.Name()), int(opts.FenceTimeout/time.Millisecond))
 		if err != nil {
 			return "", fmt.Errorf("fence %s: %w", is.Rep, err)
 		}
@@ -673,6 +703,7 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 		rep.fenced = append(rep.fenced, is.Rep)
 		held = append(held, is.Rep)
 	}
+	rep.fencedAt = time.Now()
 	if len(held) == 0 {
 		if len(stopped) == 0 {
 			return "no reachable loser", nil
@@ -683,24 +714,40 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 	if err != nil {
 		return "", err
 	}
-	out := fmt.Sprintf("writers held on %v; read again: %s", held, detail)
+	out := fmt.Sprintf("writers held on %v (every node of their islands; dirty writers on %v take locks); read again: %s", held, losers, detail)
 	if len(stopped) > 0 {
 		out += fmt.Sprintf("; Mnesia already stopped on %v: changes read before are kept", stopped)
 	}
 	return out, nil
 }
 
-// unfence releases the fences this run holds (a step failed, or the
-// operator stops the heal to look).
-func (cl *Cluster) unfence(rep *HealReport) {
-	for _, n := range rep.fenced {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if _, err := cl.agent(ctx, n, "unfence"); err != nil {
-			cl.log.Warn("heal: could not release the fence; it ends by itself when migctl exits or after the wait timeout", "node", n, "err", err)
+// reachableLosers are the losing nodes migctl can reach.
+func reachableLosers(p *Plan) []string {
+	var out []string
+	for i, is := range p.Islands {
+		if i != p.Winner && !is.Unreachable {
+			out = append(out, is.Nodes...)
 		}
-		cancel()
 	}
-	rep.fenced = nil
+	return out
+}
+
+// unfence releases the fences this run holds (a step failed, or the
+// operator stops the heal to look) and the dirty writers' flags.
+func (cl *Cluster) unfence(rep *HealReport) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range rep.fenced {
+		if _, err := cl.agent(ctx, n, "unfence"); err != nil {
+			cl.log.Warn("heal: could not release the fence; it ends by itself when migctl exits or after the fence timeout", "node", n, "err", err)
+		}
+	}
+	forEach(rep.flagged, func(_ int, n string) {
+		if _, err := cl.agent(ctx, n, "fence_flag", 0); err != nil {
+			cl.log.Warn("heal: could not clear the dirty writers' fence flag; it ends by itself after the fence timeout", "node", n, "err", err)
+		}
+	})
+	rep.fenced, rep.flagged = nil, nil
 }
 
 // backup exports node's local copy of tab into dir.
@@ -853,7 +900,7 @@ func (cl *Cluster) unconnected(ctx context.Context, nodes []string) []string {
 	return out
 }
 
-func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOptions) (string, error) {
+func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
 	winners := atomList(p.WinnerNodes())
 	losers := p.LoserNodes()
 	var inBand, oob []string
@@ -867,13 +914,40 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 	// Stop Mnesia on every in-band loser before any starts again, so a
 	// restarted loser cannot meet another loser still running the old data.
 	// (An unreachable loser is out of band by construction: Execute checks.)
-	errs := make([]error, len(inBand))
-	forEach(inBand, func(i int, n string) {
+	// The nodes holding a fence stop last, each right after a check that
+	// its lock is still held: while it is, no writer of its island can
+	// commit, so nothing is acknowledged that the merge did not carry over.
+	var holders, others []string
+	for _, n := range inBand {
+		if contains(rep.fenced, n) {
+			holders = append(holders, n)
+		} else {
+			others = append(others, n)
+		}
+	}
+	errs := make([]error, len(others))
+	forEach(others, func(i int, n string) {
 		_, errs[i] = cl.agent(ctx, n, "prepare_reload", winners)
 	})
 	if err := errors.Join(errs...); err != nil {
 		return "", err
 	}
+	for _, n := range holders {
+		t, err := cl.agent(ctx, n, "fence_held", cl.tableAtoms())
+		if err != nil {
+			return "", fmt.Errorf("check the fence on %s: %w", n, err)
+		}
+		if t[1] != true && t[1] != etf.Atom("true") {
+			return "", fmt.Errorf("%w on %s: its writers may have committed since the last read of its changes; nothing was discarded (resume fences and merges again)", ErrFenceLost, n)
+		}
+		if _, err := cl.agent(ctx, n, "prepare_reload", winners); err != nil {
+			return "", err
+		}
+	}
+	if !rep.fencedAt.IsZero() {
+		rep.LongestFence = max(rep.LongestFence, time.Since(rep.fencedAt))
+	}
+	errs = make([]error, len(inBand))
 	var detail []string
 	for _, n := range oob {
 		d, err := cl.restartOutOfBand(ctx, n, opts, p.WinnerNodes())

@@ -36,6 +36,14 @@ type Decision struct {
 	Why      string `json:"why"`
 	LoserLA  int64  `json:"loser_last_accessed,omitempty"`
 	WinnerLA int64  `json:"winner_last_accessed,omitempty"`
+	// Evidence: decided from the recorded history of both sides. The merge
+	// then applies it only while the winner's row is still the one the
+	// decision saw (WinnerDigest, the digest bucket_keys reports; 0 when
+	// the winner had no row): a row changed since is a newer change of the
+	// healed cluster and stays. Without evidence the merge re-checks by
+	// last_accessed and write time instead.
+	Evidence     bool   `json:"evidence,omitempty"`
+	WinnerDigest uint32 `json:"winner_digest,omitempty"`
 }
 
 // Action values of a Decision.
@@ -87,6 +95,12 @@ type LoserPlan struct {
 	DeletedOnWinner []KeyChange `json:"deleted_on_winner"`
 	// Decisions for every key the loser changed.
 	Decisions []Decision `json:"decisions"`
+	// EvidenceComplete: both sides' change recorders cover the whole
+	// split (and the keep window before it), so every decision comes from
+	// the recorded history, except for keys neither side recorded a change
+	// of (their decisions say so). Evidence says why or why not.
+	EvidenceComplete bool   `json:"evidence_complete"`
+	Evidence         string `json:"evidence"`
 }
 
 // deleteBefore is the write time before which a row missing on one side
@@ -301,7 +315,7 @@ func (cl *Cluster) Plan(ctx context.Context, opts PlanOptions) (*Plan, error) {
 			if l == w || p.Islands[l].Unreachable {
 				continue
 			}
-			lp, err := cl.compare(ctx, tab, p.Islands[w].Rep, p.Islands[l].Rep, sums[w][tab], sums[l][tab], opts.SplitAt, downs[l], window)
+			lp, err := cl.compare(ctx, tab, p.Islands[w], p.Islands[l], sums[w][tab], sums[l][tab], opts.SplitAt, downs[l], window)
 			if err != nil {
 				return nil, err
 			}
@@ -366,8 +380,9 @@ func islandNodes(is []IslandPlan) []string {
 
 // compare classifies every key that differs between the winner's and a
 // loser's copy (see the package documentation for the rules).
-func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls []bucketSum, splitAt time.Time, downs []downRecord, window time.Duration) (LoserPlan, error) {
+func (cl *Cluster) compare(ctx context.Context, tab string, wIs, lIs IslandPlan, ws, ls []bucketSum, splitAt time.Time, downs []downRecord, window time.Duration) (LoserPlan, error) {
 	var lp LoserPlan
+	wRep, lRep := wIs.Rep, lIs.Rep
 	idx := diffBuckets(ws, ls)
 	t0 := time.Now()
 	var wk, lk map[string]keyInfo
@@ -419,8 +434,111 @@ func (cl *Cluster) compare(ctx context.Context, tab, wRep, lRep string, ws, ls [
 	// hold that key). So when T is the data's bound there is no window,
 	// and when it is a mnesia_down time the window covers the detection.
 	lp.KeepFrom = min(max(lp.SplitAt-max(window.Milliseconds(), 0), lp.SplitAtData), lp.SplitAt)
-	classify(&lp, wk, lk)
+	// With both sides' change records covering the split and the window
+	// before it, the decisions come from what each side recorded; the
+	// rows' times are only the fallback.
+	ids := differing(wk, lk)
+	ev, err := cl.readEvidence(ctx, tab, wIs.Nodes, lIs.Nodes, ids)
+	if err != nil {
+		lp.Evidence = "change records could not be read: " + err.Error()
+		classify(&lp, wk, lk)
+		return lp, nil
+	}
+	// The records must reach back to the cut itself: a change applied on
+	// one side just before it may never have reached the other. Both the
+	// data's bound (a write both sides hold was applied before the cut)
+	// and T minus the window (the cut is noticed within the window) are
+	// lower bounds of the cut, and KeepFrom is the later of them; a
+	// quarter of a second less, for clocks and messages in flight.
+	ev.Need = lp.deleteBefore() - 250
+	lp.EvidenceComplete, lp.Evidence = ev.complete()
+	if lp.EvidenceComplete {
+		classifyEvidence(&lp, wk, lk, ev)
+	} else {
+		classify(&lp, wk, lk)
+		lp.Evidence += "; decided from the rows' times and the split time"
+	}
 	return lp, nil
+}
+
+// classifyEvidence decides every key that differs between the winner's
+// keys wk and a loser's keys lk from both sides' records: the side whose
+// last change of the key is the later one wins, its row or its deletion
+// alike (equal times: a row over a deletion, then the winner). A key
+// neither side recorded a change of is decided as classify does, and its
+// decision says so.
+func classifyEvidence(lp *LoserPlan, wk, lk map[string]keyInfo, ev *evidence) {
+	from := lp.deleteBefore()
+	for _, id := range differing(wk, lk) {
+		w, inW := wk[id]
+		l, inL := lk[id]
+		eW, okW := ev.W.last(id)
+		eL, okL := ev.L.last(id)
+		// Reported as a side's change: one made on that side (not a
+		// write replicated to it before the split) since the window.
+		if madeBy(eL, okL, ev.lNodes) && eL.At >= from {
+			c := KeyChange{ID: id, Written: eL.At, LastAccessed: l.LastAccessed, New: inL && l.Created >= lp.SplitAt}
+			if inL {
+				lp.WrittenOnLoser = append(lp.WrittenOnLoser, c)
+			} else {
+				lp.DeletedOnLoser = append(lp.DeletedOnLoser, c)
+			}
+		}
+		if madeBy(eW, okW, ev.wNodes) && eW.At >= from {
+			c := KeyChange{ID: id, Written: eW.At, LastAccessed: w.LastAccessed, New: inW && w.Created >= lp.SplitAt}
+			if inW {
+				lp.WrittenOnWinner = append(lp.WrittenOnWinner, c)
+			} else {
+				lp.DeletedOnWinner = append(lp.DeletedOnWinner, c)
+			}
+		}
+		if !okW && !okL {
+			sub := LoserPlan{SplitAt: lp.SplitAt, KeepFrom: lp.KeepFrom}
+			one := func(ok bool, k keyInfo) map[string]keyInfo {
+				if ok {
+					return map[string]keyInfo{id: k}
+				}
+				return map[string]keyInfo{}
+			}
+			classify(&sub, one(inW, w), one(inL, l))
+			for _, d := range sub.Decisions {
+				d.Why += " (neither side recorded a change of this key: decided from the row's times)"
+				lp.Decisions = append(lp.Decisions, d)
+			}
+			lp.KeptNearSplit = append(lp.KeptNearSplit, sub.KeptNearSplit...)
+			continue
+		}
+		loserLast := okL && (!okW || eL.At > eW.At || (eL.At == eW.At && inL && !inW))
+		d := Decision{ID: id, Evidence: true}
+		if inL {
+			d.LoserLA = l.LastAccessed
+		}
+		if inW {
+			d.WinnerLA, d.WinnerDigest = w.LastAccessed, w.Digest
+		}
+		desc := func(c change, ok bool, side sideEvidence) string {
+			if !ok {
+				return "none recorded since " + msTime(side.Since)
+			}
+			return c.String()
+		}
+		last := fmt.Sprintf("loser's last change: %s; winner's: %s", desc(eL, okL, ev.L), desc(eW, okW, ev.W))
+		switch {
+		case loserLast && inL:
+			d.Action, d.Why = ActWrite, "the loser's write is the later change ("+last+")"
+		case loserLast:
+			d.Action, d.Why = ActDelete, "the loser's deletion is the later change ("+last+")"
+		case inL && madeBy(eL, okL, ev.lNodes) && eL.At >= from:
+			d.Action, d.Why = ActDrop, "the winner's change is the later one ("+last+")"
+		default:
+			continue // the winner's later change stands; the loser changed nothing since the split
+		}
+		lp.Decisions = append(lp.Decisions, d)
+	}
+	for _, l := range [][]KeyChange{lp.WrittenOnLoser, lp.DeletedOnLoser, lp.WrittenOnWinner, lp.DeletedOnWinner, lp.KeptNearSplit} {
+		sort.Slice(l, func(i, j int) bool { return l[i].ID < l[j].ID })
+	}
+	sort.Slice(lp.Decisions, func(i, j int) bool { return lp.Decisions[i].ID < lp.Decisions[j].ID })
 }
 
 // classify decides every key that differs between the winner's keys wk
@@ -545,27 +663,38 @@ type MergeResult struct {
 }
 
 // merge applies the loser's changes on node in batches, each one
-// transaction that re-checks every decision against the current row.
-func (cl *Cluster) merge(ctx context.Context, node, tab string, writes []backends.Row, deletes []string, before int64) (MergeResult, error) {
+// transaction that re-checks every decision against the current row
+// (migctl_cluster:merge/3): decisions made on evidence apply while the
+// winner's row is still the one they saw, the others by last_accessed and
+// write time.
+func (cl *Cluster) merge(ctx context.Context, node, tab string, writes []backends.Row, deletes []string, before int64, dec map[string]Decision) (MergeResult, error) {
 	res := MergeResult{Table: tab}
+	cond := func(id string) []byte {
+		d, ok := dec[id]
+		if !ok || !d.Evidence {
+			return []byte{0, 0, 0, 0, 0}
+		}
+		return binary.BigEndian.AppendUint32([]byte{1}, d.WinnerDigest)
+	}
 	const batch = 500
 	for start := 0; start < max(len(writes), len(deletes)); start += batch {
-		var wb, db []byte
+		wb, db := []byte{}, []byte{}
 		if start < len(writes) {
-			wb = backends.AppendFrames(nil, writes[start:min(start+batch, len(writes))])
+			for _, r := range writes[start:min(start+batch, len(writes))] {
+				wb = binary.BigEndian.AppendUint32(wb, uint32(len(r.ID)))
+				wb = append(wb, r.ID...)
+				wb = binary.BigEndian.AppendUint32(wb, uint32(len(r.Blob)))
+				wb = append(wb, r.Blob...)
+				wb = append(wb, cond(string(r.ID))...)
+			}
 		}
 		if start < len(deletes) {
 			for _, id := range deletes[start:min(start+batch, len(deletes))] {
 				db = binary.BigEndian.AppendUint32(db, uint32(len(id)))
 				db = append(db, id...)
 				db = binary.BigEndian.AppendUint64(db, uint64(before))
+				db = append(db, cond(id)...)
 			}
-		}
-		if wb == nil {
-			wb = []byte{}
-		}
-		if db == nil {
-			db = []byte{}
 		}
 		t, err := cl.agent(ctx, node, "merge", etf.Atom(tab), wb, db)
 		if err != nil {

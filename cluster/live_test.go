@@ -216,9 +216,11 @@ func TestVerifyReplicationUnderLoad(t *testing.T) {
 // when Mnesia saw the other side go down, and with a keep window shorter
 // than the time since they were written they stay deleted; with the
 // automatic window (longer here) they are kept, as rows that may never
-// have reached the winner.
+// have reached the winner. These are the rules without evidence: the
+// change recorders are stopped.
 func TestHealSplitTimeFromMnesiaDown(t *testing.T) {
 	tk := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_mnesia"})
+	stopRecorders(t, tk)
 	seed(t, tk, 0, 2000)
 	cl := newCluster(t, tk)
 	ctx := tctx(t)
@@ -243,6 +245,8 @@ func TestHealSplitTimeFromMnesiaDown(t *testing.T) {
 	// have reached it: they are kept, and the plan says so.
 	auto, err := cl.Plan(ctx, cluster.PlanOptions{})
 	require.NoError(t, err)
+	require.False(t, auto.Tables[0].Losers[0].EvidenceComplete)
+	require.Contains(t, auto.Tables[0].Losers[0].Evidence, "no change recorder (migctl_node not running)")
 	require.Equal(t, int64(12000), auto.KeepWindowMillis, auto.KeepWindowDetail)
 	var kept []string
 	for _, k := range auto.Tables[0].Losers[0].KeptNearSplit {

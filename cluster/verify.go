@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -180,6 +181,8 @@ type ReplicaDiff struct {
 	// Transient: keys that differed at first and agreed on a recheck
 	// (writes in flight); not counted above.
 	Transient int `json:"transient,omitempty"`
+	// keys are all the differing keys (Sample holds a few).
+	keys []string
 }
 
 // Keys is the number of keys that differ.
@@ -440,6 +443,7 @@ func (cl *Cluster) diffNodes(ctx context.Context, tab, ref, node string, a, b []
 	}
 	d.Transient = first - d.Keys()
 	sort.Strings(sample)
+	d.keys = slices.Clone(sample)
 	if len(sample) > 5 {
 		sample = sample[:5]
 	}

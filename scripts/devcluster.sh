@@ -48,6 +48,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=$ROOT/.devcluster
 EBIN=$ROOT/erlang/app/ebin
+LIBEBIN=$ROOT/erlang/migctl_node/ebin
 PIDS=$STATE/pids
 HOST=127.0.0.1
 # DETS files made by the cluster get this many hash slots up front, which
@@ -232,7 +233,7 @@ cmd_up() {
         # erlmcp_fixture_ctl mnesia_init creates it, then starts the app.
         uses_mnesia "$backend" || start=(-eval "$eval_app")
         HOME=$STATE/home ERL_EPMD_PORT=$port nohup erl -noshell -noinput \
-            -name "$name" -pa "$EBIN" -config "$STATE/node$k" "${start[@]}" \
+            -name "$name" -pa "$EBIN" -pa "$LIBEBIN" -config "$STATE/node$k" "${start[@]}" \
             >>"$STATE/logs/node$k.log" 2>&1 </dev/null &
         echo "node $name $!" >>"$PIDS"
     done

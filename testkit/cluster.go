@@ -141,7 +141,7 @@ func (n *Node) start() error {
 		"-noshell", "-noinput",
 		"-name", n.Name,
 		"-start_epmd", "false",
-		"-pa", FixtureEbin(),
+		"-pa", FixtureEbin(), "-pa", LibraryEbin(),
 		"-kernel", "dist_auto_connect", "once",
 		"-kernel", "prevent_overlapping_partitions", pop,
 		"-kernel", "net_ticktime", strconv.Itoa(o.NetTicktime),
@@ -477,6 +477,34 @@ func (n *Node) StartApp(ctx context.Context, backend string, appEnv ...string) e
 	}
 	if t, ok := r.(etf.Tuple); !ok || t[0] != etf.Atom("ok") {
 		return fmt.Errorf("start erlmcp_fixture: %v", r)
+	}
+	// The change recorder (migctl_node, started with the fixture as an
+	// erlmcp release would) subscribes once the session table exists;
+	// tests that write right away wait for it, as a service running for
+	// days before any split would have it.
+	wait := `Deadline = erlang:monotonic_time(millisecond) + 5000,
+	         W = fun W() ->
+	             case migctl_recorder:info() of
+	                 #{running := true, tables := Ts} ->
+	                     Pending = mnesia:system_info(is_running) =:= yes andalso
+	                          lists:any(fun(#{subscribed := S}) -> not S end, Ts) andalso
+	                          lists:any(fun(#{table := T}) -> lists:member(T, mnesia:system_info(tables)) end, Ts),
+	                     Late = erlang:monotonic_time(millisecond) > Deadline,
+	                     case {Pending, Late} of
+	                         {true, false} -> timer:sleep(50), W();
+	                         {true, true} -> timeout;
+	                         _ -> ok
+	                     end;
+	                 _ -> ok
+	             end
+	         end,
+	         W()`
+	r, err = c.e.client.Eval(ctx, n.Name, wait, nil)
+	if err != nil {
+		return err
+	}
+	if r != etf.Atom("ok") {
+		return fmt.Errorf("the change recorder did not subscribe: %v", r)
 	}
 	return nil
 }

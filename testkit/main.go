@@ -221,6 +221,10 @@ func RepoRoot() string {
 // FixtureEbin is where the erlmcp-like fixture application is compiled.
 func FixtureEbin() string { return filepath.Join(RepoRoot(), "erlang", "app", "ebin") }
 
+// LibraryEbin is where migctl_node (the node-side library the fixture
+// depends on, as an erlmcp release would) is compiled.
+func LibraryEbin() string { return filepath.Join(RepoRoot(), "erlang", "migctl_node", "ebin") }
+
 var buildOnce sync.Once
 var buildErr error
 

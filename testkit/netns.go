@@ -135,7 +135,7 @@ func (c *NetCluster) start(nn *NetNode) error {
 	}
 	time.Sleep(100 * time.Millisecond)
 	nn.node, err = c.spawn(nn, []string{"HOME=" + c.e.dir, "ERL_EPMD_PORT=" + port},
-		"erl", "-noshell", "-noinput", "-name", nn.Name, "-start_epmd", "false", "-pa", FixtureEbin(),
+		"erl", "-noshell", "-noinput", "-name", nn.Name, "-start_epmd", "false", "-pa", FixtureEbin(), "-pa", LibraryEbin(),
 		"-kernel", "dist_auto_connect", "once",
 		"-kernel", "prevent_overlapping_partitions", "false",
 		// A cut link is noticed after about net_ticktime seconds.

@@ -18,9 +18,14 @@
 
 -export([version/0, view/1, bucket_sums/2, bucket_keys/3, key_infos/2, get_rows/2, downs/1,
          prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
-         join/3, del_copies/2, del_schema/1, stop_mnesia/0, fence/3, unfence/0]).
+         join/3, del_copies/2, del_schema/1, stop_mnesia/0, fence/3, unfence/0,
+         fence_flag/1, fence_held/1, recorder_info/1, changes/2]).
 
--define(VSN, 3).
+-define(VSN, 4).
+%% Read by erlmcp_session_backend_hybrid: while this persistent_term holds a
+%% time in the future, its dual-write phases write Mnesia in transactions
+%% (which wait on the fence's lock) instead of sync_dirty (which would not).
+-define(FENCE_UNTIL, migctl_fence_until).
 -define(FENCE, migctl_fence).
 -define(SPACE, 4294967296).
 
@@ -190,6 +195,55 @@ ids(<<>>, Acc) -> lists:reverse(Acc);
 ids(<<L:32, Id:L/binary, Rest/binary>>, Acc) -> ids(Rest, [Id | Acc]);
 ids(_, _) -> fail(bad_frame).
 
+%% -------------------------------------------------------------- evidence
+
+%% recorder_info(Tabs) -> {ok, Running, [{Tab, Since, Cleared}], Keys,
+%% MemoryBytes, WindowMs, Writes, Deletes, Pruned}: what this node's change
+%% recorder (migctl_recorder, in the migctl_node library) covers. Since is
+%% -1 while a table is not subscribed (Mnesia stopped, no such table);
+%% Running is false when the library is not there or its recorder is not
+%% running.
+recorder_info(Tabs) ->
+    safe(fun() ->
+        I = case code:ensure_loaded(migctl_recorder) of
+                {module, _} -> catch migctl_recorder:info();
+                _ -> #{running => false}
+            end,
+        case I of
+            #{running := true, tables := Ts} ->
+                By = maps:from_list([{maps:get(table, T), T} || T <- Ts]),
+                {ok, true,
+                 [case maps:find(T, By) of
+                      {ok, #{since := S, cleared := C}} -> {T, int(S), int(C)};
+                      error -> {T, -1, 0}
+                  end || T <- Tabs],
+                 maps:get(keys, I, 0), maps:get(memory_bytes, I, 0), maps:get(window_ms, I, 0),
+                 maps:get(writes, I, 0), maps:get(deletes, I, 0), maps:get(pruned, I, 0)};
+            _ -> {ok, false, [], 0, 0, 0, 0, 0, 0}
+        end
+    end).
+
+int(I) when is_integer(I) -> I;
+int(_) -> -1.
+
+%% changes(Tab, Ids) -> {ok, Frames}: the last recorded change of each of
+%% the framed ids (<<Len:32, Id>>*) on this node, as
+%% <<IdLen:32, Id, Op:8 (1 write, 2 delete), Millis:64/signed, OriginLen:16, Origin>>;
+%% ids without a recorded change are left out.
+changes(Tab, Ids) ->
+    safe(fun() ->
+        L = case code:is_loaded(migctl_recorder) of
+                {file, _} -> migctl_recorder:lookup(Tab, ids(Ids, []));
+                false -> []
+            end,
+        {ok, iolist_to_binary(
+               [begin O = atom_to_binary(Origin),
+                      [<<(byte_size(Id)):32>>, Id,
+                       <<(case Op of write -> 1; delete -> 2 end):8, Ms:64/signed,
+                         (byte_size(O)):16>>, O] end
+                || {Id, Op, Ms, Origin} <- L, is_binary(Id)])}
+    end).
+
 %% ------------------------------------------------------------------ heal
 
 %% downs(Peers) -> {ok, [{Peer, Millis, ResolutionMillis}]}: when this node
@@ -303,6 +357,33 @@ unfence() ->
         end
     end).
 
+%% fence_flag(UntilMs) -> {ok, set | cleared}: on a losing node, tell
+%% dirty writers (the hybrid backend's dual-write phases) to take locks
+%% until UntilMs (erlang:system_time(millisecond)); 0 clears it. Set on
+%% every losing node before the fence's lock is taken.
+fence_flag(Until) ->
+    safe(fun() ->
+        case Until of
+            0 -> _ = persistent_term:erase(?FENCE_UNTIL), {ok, cleared};
+            _ -> persistent_term:put(?FENCE_UNTIL, Until), {ok, set}
+        end
+    end).
+
+%% fence_held(Tabs) -> {ok, true | false}: whether this node's fence still
+%% holds its write lock on every table of Tabs (a fence whose owner went
+%% away, whose time ran out, or whose transaction Mnesia restarted does
+%% not). Asked right before the losers' Mnesia stops: if the lock was lost,
+%% writes may have been acknowledged after the last read of the changes.
+fence_held(Tabs) ->
+    safe(fun() ->
+        case whereis(?FENCE) of
+            undefined -> {ok, false};
+            Pid ->
+                Held = [T || {{T, _}, write, {tid, _, P}} <- mnesia:system_info(held_locks), P =:= Pid],
+                {ok, lists:all(fun(T) -> lists:member(T, Held) end, Tabs)}
+        end
+    end).
+
 %% prepare_reload(Masters) -> {ok, stopped}: first half of making this node
 %% take the masters' copy of every table: set the master nodes (they are
 %% kept locally across the Mnesia restart) and stop Mnesia. The Erlang node
@@ -329,6 +410,11 @@ finish_reload(Tabs, Timeout) ->
             _ -> ok = start_mnesia_retry(3)
         end,
         R = mnesia:wait_for_tables(Tabs, Timeout),
+        %% The fence ended with the Mnesia it locked.
+        _ = persistent_term:erase(?FENCE_UNTIL),
+        %% The change recorder (migctl_node) lost its subscriptions with
+        %% Mnesia: have it take them again now rather than at its next poll.
+        _ = catch migctl_recorder ! resubscribe,
         %% Clear the masters whatever happened: leaving them set would make
         %% every later restart of this node ignore its own copy.
         ok = mnesia:set_master_nodes([]),
@@ -362,38 +448,45 @@ start_mnesia() ->
     end.
 
 %% merge(Tab, Writes, Deletes) -> {ok, Written, Skipped, Deleted, Kept}
-%% in one transaction on the healed cluster:
-%%  Writes: <<IdLen:32, Id, BlobLen:32, Blob>>* rows from the losing side;
-%%    each is written when the key is absent or the stored session's
-%%    last_accessed is older (newer last_accessed wins).
-%%  Deletes: <<IdLen:32, Id, Before:64/signed>>*: the losing side deleted
-%%    the key; it is deleted unless the stored record was written at or
-%%    after Before (the split): a deletion wins over an older write only.
+%% in one transaction on the healed cluster. Every change carries the
+%% condition under which it still applies, checked against the row as it
+%% is now (under a write lock):
+%%  Writes: <<IdLen:32, Id, BlobLen:32, Blob, Cond:8, Digest:32>>* rows
+%%    from the losing side;
+%%  Deletes: <<IdLen:32, Id, Before:64/signed, Cond:8, Digest:32>>*: the
+%%    losing side deleted the key.
+%% Cond 1 (evidence): the heal decided this change from the recorded
+%%   history; it applies when the row is still as the heal last read it on
+%%   the winner (Digest, the bucket digest of the record, or 0 for absent):
+%%   a row changed since is a newer change of the healed cluster, and stays.
+%% Cond 0 (inference, when a side has no record): a write applies when the
+%%   key is absent or the stored session's last_accessed is older; a
+%%   deletion unless the stored record was written at or after Before.
+%% A written row carries the write time in its last field, as erlmcp's
+%% store/3 does.
 merge(Tab, Writes, Deletes) ->
     safe(fun() ->
         Ws = rows(Writes, []),
         Ds = dels(Deletes, []),
         F = fun() ->
+                Now = erlang:system_time(millisecond),
                 {W, S} = lists:foldl(
-                           fun({Id, New}, {W, S}) ->
-                                   case mnesia:read(Tab, Id, write) of
-                                       [{_, _, Old, _}] when is_map(Old) ->
-                                           case la(New) > la(Old) of
-                                               true -> put_row(Tab, Id, New), {W + 1, S};
-                                               false -> {W, S + 1}
-                                           end;
-                                       _ -> put_row(Tab, Id, New), {W + 1, S}
+                           fun({Id, New, Cond, Dg}, {W, S}) ->
+                                   Cur = mnesia:read(Tab, Id, write),
+                                   case write_applies(Cond, Dg, Id, New, Cur) of
+                                       true -> mnesia:write(Tab, {Tab, Id, New, Now}, write), {W + 1, S};
+                                       false -> {W, S + 1}
                                    end
                            end, {0, 0}, Ws),
                 {D, K} = lists:foldl(
-                           fun({Id, Before}, {D, K}) ->
+                           fun({Id, Before, Cond, Dg}, {D, K}) ->
                                    case mnesia:read(Tab, Id, write) of
-                                       [{_, _, _, Wt}] ->
-                                           case wtime(Wt) < Before of
+                                       [] -> {D, K};
+                                       Cur ->
+                                           case delete_applies(Cond, Dg, Id, Before, Cur) of
                                                true -> mnesia:delete(Tab, Id, write), {D + 1, K};
                                                false -> {D, K + 1}
-                                           end;
-                                       [] -> {D, K}
+                                           end
                                    end
                            end, {0, 0}, Ds),
                 {W, S, D, K}
@@ -404,8 +497,18 @@ merge(Tab, Writes, Deletes) ->
         end
     end).
 
-put_row(Tab, Id, S) ->
-    mnesia:write(Tab, {Tab, Id, S, la(S)}, write).
+write_applies(1, Dg, Id, _New, Cur) -> digest(Id, Cur) =:= Dg;
+write_applies(_, _, _, New, [{_, _, Old, _}]) when is_map(Old) -> la(New) > la(Old);
+write_applies(_, _, _, _, _) -> true.
+
+delete_applies(1, Dg, Id, _Before, Cur) -> digest(Id, Cur) =:= Dg;
+delete_applies(_, _, _, Before, [{_, _, _, Wt}]) -> wtime(Wt) < Before;
+delete_applies(_, _, _, _, _) -> false.
+
+%% The digest bucket_keys/3 reports for a row; 0 for no row.
+digest(_, []) -> 0;
+digest(Id, [{_, _, S, W}]) -> erlang:phash2({Id, S, W}, ?SPACE);
+digest(_, _) -> -1.
 
 la(S) ->
     case maps:get(last_accessed, S, 0) of
@@ -414,14 +517,15 @@ la(S) ->
     end.
 
 rows(<<>>, Acc) -> lists:reverse(Acc);
-rows(<<L:32, Id:L/binary, BL:32, B:BL/binary, Rest/binary>>, Acc) ->
+rows(<<L:32, Id:L/binary, BL:32, B:BL/binary, Cond:8, Dg:32, Rest/binary>>, Acc) ->
     S = binary_to_term(B),
     is_map(S) orelse fail(not_a_session),
-    rows(Rest, [{Id, S} | Acc]);
+    rows(Rest, [{Id, S, Cond, Dg} | Acc]);
 rows(_, _) -> fail(bad_frame).
 
 dels(<<>>, Acc) -> lists:reverse(Acc);
-dels(<<L:32, Id:L/binary, Before:64/signed, Rest/binary>>, Acc) -> dels(Rest, [{Id, Before} | Acc]);
+dels(<<L:32, Id:L/binary, Before:64/signed, Cond:8, Dg:32, Rest/binary>>, Acc) ->
+    dels(Rest, [{Id, Before, Cond, Dg} | Acc]);
 dels(_, _) -> fail(bad_frame).
 
 %% ------------------------------------------------------- add / remove node

@@ -177,6 +177,7 @@ init(Opts = #{name := Name}) ->
     %% one pending counter per worker, then the "stopping" flag
     Pending = atomics:new(NWorkers + 1, []),
     Ctx = #{table => Tab, counters => Counters, pending => Pending,
+            maxlat => atomics:new(1, []),
             stop_ix => NWorkers + 1, coordinator => self(),
             timeout_ms => maps:get(session_timeout_ms, Opts, 86400000),
             origin => atom_to_binary(node()), name => atom_to_binary(Name)},
@@ -283,7 +284,7 @@ add_error(E, S = #{errors := Q, nerrors := N}) ->
     S#{errors := queue:in(E, Q), nerrors := N + 1}.
 
 stats_of(#{counters := C, started := Started, stopped := Stopped, rate := Target,
-           errors := Q, running := Running}) ->
+           errors := Q, running := Running, maxlat := ML}) ->
     End = case Stopped of
               undefined -> erlang:monotonic_time(millisecond);
               T -> T
@@ -301,6 +302,8 @@ stats_of(#{counters := C, started := Started, stopped := Stopped, rate := Target
       uncertain => counters:get(C, ?C_UNCERTAIN),
       rate => Ops * 1000 / max(1, End - Started),
       target_rate => Target,
+      %% the longest a client waited for one call to the store (us)
+      max_latency_us => atomics:get(ML, 1),
       running => Running,
       last_errors => queue:to_list(Q)}.
 
@@ -310,7 +313,10 @@ worker(Ix, Ctx = #{pending := P, stop_ix := StopIx}) ->
     receive
         {op, Kind, Id, Seq} ->
             case atomics:get(P, StopIx) of
-                0 -> run(Kind, Id, Seq, Ctx);
+                0 ->
+                    T0 = erlang:monotonic_time(microsecond),
+                    run(Kind, Id, Seq, Ctx),
+                    note_latency(maps:get(maxlat, Ctx), erlang:monotonic_time(microsecond) - T0);
                 _ -> counters:add(maps:get(counters, Ctx), ?C_SKIPPED, 1)
             end,
             atomics:sub(P, Ix, 1),
@@ -318,6 +324,16 @@ worker(Ix, Ctx = #{pending := P, stop_ix := StopIx}) ->
         {sync, From, Ref} ->
             From ! {Ref, done},
             worker(Ix, Ctx)
+    end.
+
+note_latency(A, D) ->
+    case atomics:get(A, 1) of
+        M when D > M ->
+            case atomics:compare_exchange(A, 1, M, D) of
+                ok -> ok;
+                _ -> note_latency(A, D)
+            end;
+        _ -> ok
     end.
 
 run(store, Id, Seq, Ctx = #{counters := C, table := T}) ->

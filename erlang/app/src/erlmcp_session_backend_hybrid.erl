@@ -422,9 +422,16 @@ sub_store(W, Id, Session, St) ->
 %% sessions with a per-node DETS store are node-sticky). Option
 %% `dual_write_transactions => true' restores the backend's transactions.
 %% Phase0 and phase3 always go through the backend modules unchanged.
+%%
+%% While migctl's heal fences this node (persistent_term migctl_fence_until
+%% holds a time in the future, set by migctl_cluster:fence_flag/1), the
+%% backend's transactions are used: they wait on the fence's table lock,
+%% where a dirty write would slip past it and be acknowledged after the
+%% heal's last read of this side's changes.
 fast(erlmcp_session_mnesia, #{dirty := true, phase := V, s := {_, SS}, p := {_, PS}} = St) ->
+    Fenced = persistent_term:get(migctl_fence_until, 0) > erlang:system_time(millisecond),
     case element(1, V) of
-        P when P =:= phase1; P =:= phase2 ->
+        P when (P =:= phase1 orelse P =:= phase2) andalso not Fenced ->
             T = case maps:get(s, St) of
                     {erlmcp_session_mnesia, _} -> table(SS);
                     _ -> table(PS)

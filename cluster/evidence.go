@@ -1,0 +1,283 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/erl"
+)
+
+// RecorderInfo is what one node's change recorder (migctl_recorder, in the
+// migctl_node library on the service's nodes) covers.
+type RecorderInfo struct {
+	Node    string `json:"node"`
+	Running bool   `json:"running"`
+	// Since is, per table, the start of the coverage (ms): every change of
+	// the table on this node since then is recorded. -1: not covered now
+	// (Mnesia stopped, or the table is not there).
+	Since map[string]int64 `json:"since,omitempty"`
+	// Cleared is, per table, when it was last cleared (ms), or 0.
+	Cleared      map[string]int64 `json:"cleared,omitempty"`
+	Keys         int64            `json:"keys"`
+	MemoryBytes  int64            `json:"memory_bytes"`
+	WindowMillis int64            `json:"window_ms"`
+	Writes       int64            `json:"writes"`
+	Deletes      int64            `json:"deletes"`
+	Pruned       int64            `json:"pruned"`
+	Error        string           `json:"error,omitempty"`
+}
+
+// Covers says whether the recorder covers tab from at or before ms.
+func (r RecorderInfo) Covers(tab string, ms int64) bool {
+	s, ok := r.Since[tab]
+	return r.Running && ok && s >= 0 && s <= ms
+}
+
+// Recorders reads every node's change recorder (nodes that cannot be read
+// come back with Error set).
+func (cl *Cluster) Recorders(ctx context.Context, nodes []string) []RecorderInfo {
+	out := make([]RecorderInfo, len(nodes))
+	forEach(nodes, func(i int, n string) {
+		out[i] = cl.recorder(ctx, n)
+	})
+	return out
+}
+
+func (cl *Cluster) recorder(ctx context.Context, node string) RecorderInfo {
+	ri := RecorderInfo{Node: node}
+	t, err := cl.agent(ctx, node, "recorder_info", cl.tableAtoms())
+	if err != nil {
+		ri.Error = err.Error()
+		return ri
+	}
+	if len(t) != 9 {
+		ri.Error = fmt.Sprintf("unexpected recorder_info reply of %d elements", len(t))
+		return ri
+	}
+	ri.Running = t[1] == true || t[1] == etf.Atom("true")
+	ri.Since, ri.Cleared = map[string]int64{}, map[string]int64{}
+	l, _ := t[2].(etf.List)
+	for _, x := range l {
+		if e, ok := x.(etf.Tuple); ok && len(e) == 3 {
+			ri.Since[str(e[0])] = erl.Int64(e[1])
+			ri.Cleared[str(e[0])] = erl.Int64(e[2])
+		}
+	}
+	ri.Keys, ri.MemoryBytes, ri.WindowMillis = erl.Int64(t[3]), erl.Int64(t[4]), erl.Int64(t[5])
+	ri.Writes, ri.Deletes, ri.Pruned = erl.Int64(t[6]), erl.Int64(t[7]), erl.Int64(t[8])
+	return ri
+}
+
+// Change ops as the recorder reports them.
+const (
+	opWrite  = 1
+	opDelete = 2
+)
+
+// change is one key's last recorded change on one node.
+type change struct {
+	Op     byte   // opWrite or opDelete
+	At     int64  // ms, the recording node's clock
+	Origin string // node of the process that made it
+	Node   string // node that recorded it
+}
+
+func (c change) String() string {
+	op := "write"
+	if c.Op == opDelete {
+		op = "delete"
+	}
+	return fmt.Sprintf("%s at %s (by %s, recorded on %s)", op, msTime(c.At), c.Origin, c.Node)
+}
+
+// changes reads the last recorded change of ids on node.
+func (cl *Cluster) changes(ctx context.Context, node, tab string, ids []string) (map[string]change, error) {
+	out := map[string]change{}
+	const chunk = 5000
+	for start := 0; start < len(ids); start += chunk {
+		buf := []byte{}
+		for _, id := range ids[start:min(start+chunk, len(ids))] {
+			buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
+			buf = append(buf, id...)
+		}
+		t, err := cl.agent(ctx, node, "changes", etf.Atom(tab), buf)
+		if err != nil {
+			return nil, err
+		}
+		b, _ := t[1].([]byte)
+		for len(b) > 0 {
+			if len(b) < 4 {
+				return nil, fmt.Errorf("changes from %s: truncated", node)
+			}
+			n := int(binary.BigEndian.Uint32(b))
+			if len(b) < 4+n+11 {
+				return nil, fmt.Errorf("changes from %s: truncated", node)
+			}
+			id := string(b[4 : 4+n])
+			r := b[4+n:]
+			c := change{Op: r[0], At: int64(binary.BigEndian.Uint64(r[1:])), Node: node}
+			on := int(binary.BigEndian.Uint16(r[9:]))
+			if len(r) < 11+on {
+				return nil, fmt.Errorf("changes from %s: truncated", node)
+			}
+			c.Origin = string(r[11 : 11+on])
+			out[id] = c
+			b = r[11+on:]
+		}
+	}
+	return out, nil
+}
+
+// sideEvidence is what the recorders of one island say about some keys of
+// one table.
+type sideEvidence struct {
+	// Since: the earliest coverage start among the island's recorders
+	// (ms); -1 when none covers the table. Every change the island made
+	// since then reached that recorder (a node records its whole island).
+	Since   int64
+	Cleared int64
+	// Last: each key's latest recorded change among the island's nodes.
+	Last map[string]change
+	// Why says, when Since is -1 or late, which recorders were missing.
+	Why string
+}
+
+// last is the latest change of id on this side, a clear counting as a
+// deletion of every key not written since.
+func (s sideEvidence) last(id string) (change, bool) {
+	c, ok := s.Last[id]
+	if s.Cleared > 0 && (!ok || c.At < s.Cleared) {
+		return change{Op: opDelete, At: s.Cleared, Origin: "clear_table"}, true
+	}
+	return c, ok
+}
+
+// islandEvidence reads the recorders of every node of an island for ids.
+func (cl *Cluster) islandEvidence(ctx context.Context, nodes []string, tab string, ids []string) (sideEvidence, error) {
+	ev := sideEvidence{Since: -1, Last: map[string]change{}}
+	infos := make([]RecorderInfo, len(nodes))
+	chs := make([]map[string]change, len(nodes))
+	errs := make([]error, len(nodes))
+	forEach(nodes, func(i int, n string) {
+		infos[i] = cl.recorder(ctx, n)
+		if infos[i].Error != "" || !infos[i].Running || infos[i].Since[tab] < 0 {
+			return
+		}
+		chs[i], errs[i] = cl.changes(ctx, n, tab, ids)
+	})
+	if err := errors.Join(errs...); err != nil {
+		return ev, err
+	}
+	var why []string
+	for i, ri := range infos {
+		switch {
+		case ri.Error != "":
+			why = append(why, fmt.Sprintf("%s: %s", ri.Node, ri.Error))
+			continue
+		case !ri.Running:
+			why = append(why, fmt.Sprintf("%s: no change recorder (migctl_node not running)", ri.Node))
+			continue
+		case ri.Since[tab] < 0:
+			why = append(why, fmt.Sprintf("%s: recorder not subscribed to %s", ri.Node, tab))
+			continue
+		}
+		if s := ri.Since[tab]; ev.Since < 0 || s < ev.Since {
+			ev.Since = s
+		}
+		ev.Cleared = max(ev.Cleared, ri.Cleared[tab])
+		for id, c := range chs[i] {
+			if o, ok := ev.Last[id]; !ok || c.At > o.At {
+				ev.Last[id] = c
+			}
+		}
+	}
+	ev.Why = strings.Join(why, "; ")
+	return ev, nil
+}
+
+// evidence is what both sides of one comparison recorded.
+type evidence struct {
+	W, L sideEvidence
+	// Need: the coverage both sides must reach back to (ms) for their
+	// records to be complete: before the cut, so that a change applied on
+	// one side just before it is recorded too.
+	Need int64
+	// The islands' nodes: a change whose origin is a node of an island
+	// was made by that island (not replicated to it from the other side
+	// before the split).
+	wNodes, lNodes []string
+}
+
+// madeBy says whether c was made on one of nodes.
+func madeBy(c change, ok bool, nodes []string) bool {
+	return ok && (contains(nodes, c.Origin) || c.Origin == "clear_table")
+}
+
+// complete says whether both sides' records cover everything that can
+// make them differ, and if not, why.
+func (e *evidence) complete() (bool, string) {
+	if e == nil {
+		return false, "no change recorders read"
+	}
+	var why []string
+	for _, s := range []struct {
+		name string
+		ev   sideEvidence
+	}{{"winner", e.W}, {"loser", e.L}} {
+		switch {
+		case s.ev.Since < 0:
+			why = append(why, fmt.Sprintf("no recorder covers the %s (%s)", s.name, s.ev.Why))
+		case s.ev.Since > e.Need:
+			why = append(why, fmt.Sprintf("the %s's records start at %s, after %s (a recorder restarted or Mnesia restarted during the split)",
+				s.name, msTime(s.ev.Since), msTime(e.Need)))
+		}
+	}
+	if len(why) > 0 {
+		return false, strings.Join(why, "; ")
+	}
+	return true, fmt.Sprintf("recorded changes on both sides since %s (winner) and %s (loser), before %s",
+		msTime(e.W.Since), msTime(e.L.Since), msTime(e.Need))
+}
+
+// readEvidence reads both islands' records for the keys that differ.
+func (cl *Cluster) readEvidence(ctx context.Context, tab string, wNodes, lNodes []string, ids []string) (*evidence, error) {
+	ev := evidence{wNodes: wNodes, lNodes: lNodes}
+	var werr, lerr error
+	t0 := time.Now()
+	forEach([]string{"w", "l"}, func(i int, _ string) {
+		if i == 0 {
+			ev.W, werr = cl.islandEvidence(ctx, wNodes, tab, ids)
+		} else {
+			ev.L, lerr = cl.islandEvidence(ctx, lNodes, tab, ids)
+		}
+	})
+	if err := errors.Join(werr, lerr); err != nil {
+		return nil, err
+	}
+	cl.log.Debug("plan: recorded changes read", "table", tab, "keys", len(ids), "winner", len(ev.W.Last), "loser", len(ev.L.Last), "took", time.Since(t0))
+	return &ev, nil
+}
+
+// differing lists the ids whose rows differ between wk and lk.
+func differing(wk, lk map[string]keyInfo) []string {
+	var ids []string
+	for id, l := range lk {
+		if w, ok := wk[id]; !ok || w.Digest != l.Digest {
+			ids = append(ids, id)
+		}
+	}
+	for id := range wk {
+		if _, ok := lk[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}

@@ -1,0 +1,161 @@
+package cluster_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+	"github.com/stretchr/testify/require"
+
+	"github.com/erlmcp/migctl/cluster"
+	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/testkit"
+)
+
+// The heal as an operator runs it at 3 a.m.: clients on every node keep
+// working through the split, the plan, the fence, the merge, the losers'
+// reload and the verify; nothing is paused or slowed by the test. Every
+// round must heal (exit 0, replicas identical), and at the end every
+// operation any client had acknowledged is in the store: 0 lost, 0 wrong,
+// 0 resurrected. The decisions come from the change recorders
+// (migctl_node), which run on every node as they would in a release.
+
+func TestHealUnderTraffic3Nodes(t *testing.T) {
+	runTrafficHeal(t, trafficCase{nodes: 3, islands: [][]int{{0, 1}, {2}}, rounds: 3})
+}
+
+func TestHealUnderTraffic5Nodes(t *testing.T) {
+	runTrafficHeal(t, trafficCase{nodes: 5, islands: [][]int{{0, 1, 2}, {3, 4}}, rounds: 2})
+}
+
+// The same mid-migration: the hybrid backend in phase2 at 50 % (DETS per
+// node and Mnesia written together, half the reads from Mnesia, Mnesia
+// written with sync_dirty, which the fence turns into transactions).
+func TestHealUnderTrafficHybridPhase2(t *testing.T) {
+	runTrafficHeal(t, trafficCase{nodes: 3, islands: [][]int{{0, 1}, {2}}, rounds: 2, hybrid: true})
+}
+
+type trafficCase struct {
+	nodes   int
+	islands [][]int
+	rounds  int
+	hybrid  bool
+}
+
+func runTrafficHeal(t *testing.T, tc trafficCase) {
+	opts := testkit.Options{Nodes: tc.nodes, Mnesia: true, Backend: "erlmcp_session_mnesia"}
+	if tc.hybrid {
+		opts.Backend = "erlmcp_session_backend_hybrid"
+		opts.AppEnv = []string{
+			"{primary_backend, erlmcp_session_dets}",
+			"{secondary_backend, erlmcp_session_mnesia}",
+			"{migration_phase, phase2}",
+			"{migration_percent, 50}",
+			"{session_cleanup_interval, infinity}",
+		}
+	}
+	tk := testkit.Start(t, opts)
+	time.Sleep(1100 * time.Millisecond) // the service ran a while before the split
+	seed(t, tk, 0, 3000)
+	cl := newCluster(t, tk)
+	ctx := tctx(t)
+
+	const lg = "lgt"
+	for i := range tk.Nodes {
+		r := tk.Eval(i, `case erlmcp_loadgen:start(#{name => N, rate => 250, keyspace => 300}) of {ok, _} -> ok; E -> E end`,
+			map[string]erl.Term{"N": etf.Atom(lg)})
+		require.Equal(t, etf.Atom("ok"), r)
+	}
+	running := true
+	stopAll := func() {
+		for i := range tk.Nodes {
+			stopLoad(t, tk, i, lg)
+		}
+		running = false
+	}
+	t.Cleanup(func() {
+		if running {
+			stopAll()
+		}
+	})
+
+	var longest time.Duration
+	for round := range tc.rounds {
+		// Splits a second apart: a healed loser's recorder starts again
+		// with its reloaded Mnesia, and must cover the next cut.
+		time.Sleep(time.Second)
+		tk.Partition(tc.islands...)
+		time.Sleep(2 * time.Second) // both sides take writes and deletes
+		tk.ConnectAll(ctx)
+
+		plan, err := cl.Plan(ctx, cluster.PlanOptions{})
+		require.NoError(t, err, "round %d", round)
+		require.Len(t, plan.Islands, 2, "round %d", round)
+		for _, tp := range plan.Tables {
+			for _, lp := range tp.Losers {
+				require.True(t, lp.EvidenceComplete, "round %d: %s", round, lp.Evidence)
+				w, d, x := lp.Counts()
+				t.Logf("round %d: plan: loser wrote %d, deleted %d; winner wrote %d, deleted %d; write %d delete %d drop %d",
+					round, len(lp.WrittenOnLoser), len(lp.DeletedOnLoser), len(lp.WrittenOnWinner), len(lp.DeletedOnWinner), w, d, x)
+				require.Greater(t, len(lp.WrittenOnLoser), 20, "the loser's clients wrote during the split")
+				require.NotEmpty(t, lp.DeletedOnLoser, "the loser's clients deleted during the split")
+			}
+		}
+		rep, err := cl.Execute(ctx, plan, cluster.ExecuteOptions{Journal: openJournal(t), BackupDir: t.TempDir(),
+			Reason: fmt.Sprintf("traffic round %d", round)})
+		for _, s := range rep.Steps {
+			t.Logf("  %-14s %8v %s %s", s.Step, s.Duration.Round(time.Millisecond), s.Detail, s.Error)
+		}
+		require.NoError(t, err, "round %d", round)
+		require.True(t, rep.Healed)
+		require.Equal(t, cluster.Healthy, rep.Final.Verdict)
+		if len(rep.Repaired) > 0 {
+			t.Logf("round %d: replicas repaired: %v", round, rep.Repaired)
+		}
+		t.Logf("round %d: healed in %v; the losers' writers were held %v", round, rep.Duration.Round(time.Millisecond), rep.LongestFence.Round(time.Millisecond))
+		longest = max(longest, rep.LongestFence)
+		vr, err := cl.VerifyReplication(ctx, cluster.VerifyOptions{})
+		require.NoError(t, err)
+		for _, r := range vr {
+			require.True(t, r.Consistent, "round %d: %s", round, r.Text())
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // traffic on the healed cluster
+	stopAll()
+
+	var worst int64
+	for i := range tk.Nodes {
+		v := verifyLoad(t, tk, i, lg)
+		st := tk.Eval(i, `S = erlmcp_loadgen:stats(N), {maps:get(ops, S), maps:get(errors, S), maps:get(max_latency_us, S)}`,
+			map[string]erl.Term{"N": etf.Atom(lg)}).(etf.Tuple)
+		t.Logf("%s: checked %d lost %d wrong %d resurrected %d; %d ops, %d errors, longest call %d ms",
+			tk.Nodes[i].Name, v[0], v[1], v[2], v[3], toInt(st[0]), toInt(st[1]), toInt(st[2])/1000)
+		worst = max(worst, toInt(st[2]))
+		require.Greater(t, v[0], int64(100), tk.Nodes[i].Name)
+		require.Equal(t, [3]int64{0, 0, 0}, [3]int64{v[1], v[2], v[3]}, "%s: lost, wrong, resurrected", tk.Nodes[i].Name)
+		if tc.hybrid {
+			// What the clients read in phase2 comes from Mnesia for half
+			// the sessions and DETS for the rest: the node's DETS file
+			// holds every acknowledged value of the sessions it served.
+			d := verifyLoadIn(t, tk, i, lg, `{dets, erlmcp_sessions_dets}`)
+			t.Logf("%s DETS: checked %d lost %d wrong %d resurrected %d", tk.Nodes[i].Name, d[0], d[1], d[2], d[3])
+			require.Equal(t, [3]int64{0, 0, 0}, [3]int64{d[1], d[2], d[3]}, "%s DETS: lost, wrong, resurrected", tk.Nodes[i].Name)
+		}
+	}
+	t.Logf("longest fence %v; longest client call %d ms", longest.Round(time.Millisecond), worst/1000)
+
+}
+
+// verifyLoadIn checks a load generator's record against the store spec
+// (an Erlang term in text): {checked, lost, wrong, resurrected}.
+func verifyLoadIn(t *testing.T, tk *testkit.Cluster, i int, name, spec string) [4]int64 {
+	t.Helper()
+	r := tk.Eval(i, `{ok, T, _} = erl_scan:string(Spec ++ "."), {ok, S} = erl_parse:parse_term(T),
+	    V = erlmcp_loadgen:verify(N, S),
+	    {maps:get(checked, V), maps:get(lost, V), maps:get(wrong_value, V), maps:get(resurrected, V)}`,
+		map[string]erl.Term{"N": etf.Atom(name), "Spec": spec})
+	tt, ok := r.(etf.Tuple)
+	require.True(t, ok, "verify: %v", r)
+	return [4]int64{toInt(tt[0]), toInt(tt[1]), toInt(tt[2]), toInt(tt[3])}
+}

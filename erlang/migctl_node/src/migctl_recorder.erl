@@ -1,0 +1,231 @@
+%% @doc The change recorder: on every node, the last change of every key of
+%% the session tables, as this node's Mnesia applied it.
+%%
+%% Why: after a split brain, Mnesia keeps no deletion times, and a row's own
+%% times say when a client last wrote it, not whether the other side deleted
+%% it. A heal that infers deletions from those times either loses writes or
+%% brings deleted sessions back. With this record, `migctl cluster heal'
+%% decides from evidence: a key present on one side only was deleted on the
+%% other exactly when the other side recorded deleting it after its last
+%% write, and conflicting changes are ordered by when they were applied.
+%%
+%% How: a process subscribed to Mnesia's simple table events of each
+%% recorded table ({table, Tab, simple}). Mnesia reports every commit to the
+%% local replica, whichever node it came from, transactions and dirty
+%% operations alike, so the record of a node covers its whole island. For
+%% each key it keeps one row in the named, protected ETS table
+%% `migctl_recorder':
+%%
+%%     {{Tab, Key}, write | delete, Millis, Origin}
+%%
+%% Millis is this node's erlang:system_time(millisecond) when the event was
+%% handled; Origin is the node of the process that made the change (from the
+%% event's activity id). Readers (lookup/2) read the table directly.
+%%
+%% Coverage: a key without a row had no change since the table's coverage
+%% start (info/0: `since'), which is when the subscription began (it is lost
+%% when Mnesia stops here and taken again within 100 ms of Mnesia being back,
+%% or at once when told with `migctl_recorder ! resubscribe', as migctl
+%% does after reloading a node: coverage then starts again), or the prune
+%% horizon if that is later. Rows older than
+%% `recorder_window_ms' are pruned every 10 s; past `recorder_max_keys' rows
+%% the horizon moves forward until the table fits. Memory is therefore
+%% bounded by the window and the key cap (about 150 bytes a key for erlmcp's
+%% 32-character ids).
+%%
+%% A clear_table (Mnesia reports it as {delete, {schema, Tab}, _}) is
+%% recorded as the table's `cleared' time in info/0: a deletion of every key
+%% not written since.
+-module(migctl_recorder).
+-behaviour(gen_server).
+
+-export([start_link/0, start_link/1, info/0, lookup/2, stop/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-define(TAB, ?MODULE).
+-define(PRUNE_MS, 10000).
+-define(RETRY_MS, 100).
+
+-type op() :: write | delete.
+-type change() :: {Key :: term(), op(), Millis :: integer(), Origin :: node()}.
+-export_type([op/0, change/0]).
+
+%%% API
+
+-spec start_link() -> {ok, pid()} | ignore | {error, term()}.
+start_link() ->
+    start_link(#{}).
+
+%% @doc Opts override the application env: tables, window_ms, max_keys.
+-spec start_link(map()) -> {ok, pid()} | ignore | {error, term()}.
+start_link(Opts) when is_map(Opts) ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, Opts, []).
+
+-spec stop() -> ok.
+stop() -> gen_server:stop(?MODULE).
+
+%% @doc What the recorder covers, for migctl: whether it runs, per table
+%% whether it is subscribed and since when (ms; undefined while it is not),
+%% the prune horizon, the key count and memory, and its counters.
+-spec info() -> map().
+info() ->
+    case whereis(?MODULE) of
+        undefined -> #{running => false};
+        _ -> gen_server:call(?MODULE, info, 5000)
+    end.
+
+%% @doc The last recorded change of each of Keys in Tab; keys without one
+%% are left out. The recorder first handles every event already sent to it
+%% (Mnesia reports a commit before the transaction returns to its caller,
+%% so every change acknowledged on this node before the call is in the
+%% answer); the table is then read in the caller.
+-spec lookup(atom(), [term()]) -> [change()].
+lookup(Tab, Keys) ->
+    case whereis(?MODULE) of
+        undefined -> [];
+        _ ->
+            ok = gen_server:call(?MODULE, sync, 15000),
+            [{K, Op, Ms, O} || K <- Keys, {_, Op, Ms, O} <- ets:lookup(?TAB, {Tab, K})]
+    end.
+
+%%% gen_server
+
+init(Opts) ->
+    process_flag(trap_exit, true),
+    Tabs = opt(Opts, tables, recorder_tables, [erlmcp_session]),
+    ?TAB = ets:new(?TAB, [named_table, protected, set, {read_concurrency, true}]),
+    St = #{tables => maps:from_list([{T, #{since => undefined, cleared => 0}} || T <- Tabs]),
+           window => opt(Opts, window_ms, recorder_window_ms, 21600000),
+           max_keys => opt(Opts, max_keys, recorder_max_keys, 1000000),
+           horizon => 0,
+           subscr => undefined,
+           started => now_ms(),
+           writes => 0, deletes => 0, pruned => 0, subscriptions => 0},
+    erlang:send_after(?PRUNE_MS, self(), prune),
+    {ok, subscribe(St)}.
+
+handle_call(info, _From, St = #{tables := Ts, horizon := H}) ->
+    Tables = [#{table => T, subscribed => S =/= undefined,
+                since => case S of undefined -> undefined; _ -> max(S, H) end,
+                cleared => C}
+              || {T, #{since := S, cleared := C}} <- maps:to_list(Ts)],
+    {reply, #{running => true, tables => Tables, horizon => H,
+              keys => ets:info(?TAB, size),
+              memory_bytes => ets:info(?TAB, memory) * erlang:system_info(wordsize),
+              window_ms => maps:get(window, St), max_keys => maps:get(max_keys, St),
+              started => maps:get(started, St),
+              writes => maps:get(writes, St), deletes => maps:get(deletes, St),
+              pruned => maps:get(pruned, St), subscriptions => maps:get(subscriptions, St)}, St};
+handle_call(sync, _From, St) ->
+    {reply, ok, St};
+handle_call(_, _From, St) ->
+    {reply, {error, unknown_request}, St}.
+
+handle_cast(_, St) ->
+    {noreply, St}.
+
+handle_info({mnesia_table_event, E}, St) ->
+    {noreply, event(E, St)};
+handle_info(resubscribe, St) ->
+    {noreply, subscribe(St)};
+handle_info({'DOWN', Ref, process, _, _}, St = #{subscr := Ref, tables := Ts}) ->
+    %% Mnesia stopped here: every subscription is gone, and so is the
+    %% coverage until it is back.
+    Ts1 = maps:map(fun(_, V) -> V#{since := undefined} end, Ts),
+    erlang:send_after(?RETRY_MS, self(), resubscribe),
+    {noreply, St#{subscr := undefined, tables := Ts1}};
+handle_info(prune, St) ->
+    erlang:send_after(?PRUNE_MS, self(), prune),
+    {noreply, prune(St)};
+handle_info(_, St) ->
+    {noreply, St}.
+
+terminate(_, _) -> ok.
+
+%%% internal
+
+opt(Opts, K, EnvK, Default) ->
+    maps:get(K, Opts, application:get_env(migctl_node, EnvK, Default)).
+
+now_ms() -> erlang:system_time(millisecond).
+
+%% Subscribe to every table not yet subscribed, as far as Mnesia lets us now
+%% (not running, or a table not there yet: try again shortly).
+subscribe(St = #{tables := Ts}) ->
+    Running = (catch mnesia:system_info(is_running)) =:= yes,
+    St1 = case {Running, maps:get(subscr, St)} of
+              {true, undefined} ->
+                  case whereis(mnesia_subscr) of
+                      undefined -> St;
+                      P -> St#{subscr := erlang:monitor(process, P)}
+                  end;
+              _ -> St
+          end,
+    Ts1 = maps:map(
+            fun(T, V = #{since := undefined}) when Running ->
+                    case catch mnesia:subscribe({table, T, simple}) of
+                        {ok, _} -> V#{since := now_ms()};
+                        {error, {already_exists, _}} -> V#{since := now_ms()};
+                        _ -> V
+                    end;
+               (_, V) -> V
+            end, Ts),
+    Pending = [T || {T, #{since := undefined}} <- maps:to_list(Ts1)],
+    Pending =/= [] andalso erlang:send_after(?RETRY_MS, self(), resubscribe),
+    Taken = length([T || {T, #{since := undefined}} <- maps:to_list(Ts)]) - length(Pending),
+    St1#{tables := Ts1, subscriptions := maps:get(subscriptions, St1) + Taken}.
+
+event({write, Rec, Act}, St) when is_tuple(Rec), tuple_size(Rec) >= 2 ->
+    put(element(1, Rec), element(2, Rec), write, Act, St);
+event({delete_object, Rec, Act}, St) when is_tuple(Rec), tuple_size(Rec) >= 2 ->
+    put(element(1, Rec), element(2, Rec), delete, Act, St);
+event({delete, {schema, Tab}, _Act}, St = #{tables := Ts}) ->
+    %% clear_table (and delete_table) of a recorded table.
+    cleared(Tab, Ts, St);
+event({delete, {Tab, '_'}, _Act}, St = #{tables := Ts}) ->
+    cleared(Tab, Ts, St);
+event({delete, {Tab, Key}, Act}, St) ->
+    put(Tab, Key, delete, Act, St);
+event(_, St) ->
+    St.
+
+%% Only the recorded tables' rows: Mnesia also reports schema changes
+%% (a clear_table writes the table's definition) to table subscribers.
+put(Tab, Key, Op, Act, St = #{tables := Ts}) when is_map_key(Tab, Ts) ->
+    ets:insert(?TAB, {{Tab, Key}, Op, now_ms(), origin(Act)}),
+    case Op of
+        write -> St#{writes := maps:get(writes, St) + 1};
+        delete -> St#{deletes := maps:get(deletes, St) + 1}
+    end;
+put(_, _, _, _, St) ->
+    St.
+
+cleared(Tab, Ts, St) ->
+    case maps:find(Tab, Ts) of
+        {ok, V} -> St#{tables := Ts#{Tab := V#{cleared := now_ms()}}};
+        error -> St
+    end.
+
+origin({tid, _, P}) when is_pid(P) -> node(P);
+origin({dirty, P}) when is_pid(P) -> node(P);
+origin(_) -> node().
+
+%% Drop rows older than the window, then, while over the key cap, move the
+%% horizon forward (halving the remaining age each time).
+prune(St = #{window := W, max_keys := Max, horizon := H0}) ->
+    Now = now_ms(),
+    Cut = max(H0, Now - W),
+    N = drop_before(Cut),
+    shrink(Now, Cut, Max, St#{horizon := Cut, pruned := maps:get(pruned, St) + N}).
+
+shrink(Now, Cut, Max, St) ->
+    case ets:info(?TAB, size) > Max andalso Now - Cut > 1 of
+        true ->
+            Cut1 = Cut + (Now - Cut) div 2,
+            N = drop_before(Cut1),
+            shrink(Now, Cut1, Max, St#{horizon := Cut1, pruned := maps:get(pruned, St) + N});
+        false -> St
+    end.
+
+drop_before(Cut) ->
+    ets:select_delete(?TAB, [{{'_', '_', '$1', '_'}, [{'<', '$1', Cut}], [true]}]).
