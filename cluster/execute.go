@@ -58,8 +58,13 @@ type ExecuteOptions struct {
 	// OutOfBandNodes selects the losers OutOfBand applies to.
 	OutOfBandNodes []string
 	// StopAfter stops the heal after the named step (ErrStopped), for an
-	// operator who wants to look before going on; Resume continues.
+	// operator who wants to look before going on; Resume continues. It
+	// must be one of HealSteps.
 	StopAfter string
+	// StepHook, when set, runs after each step has completed and its
+	// state is journaled, with "heal:after:STEP"; an error stops the heal
+	// there as a crash would (failpoints: MIGCTL_FAILPOINT).
+	StepHook func(step string) error
 }
 
 // Backup is one backed-up table copy.
@@ -114,6 +119,14 @@ type healState struct {
 	BackupDir string   `json:"backup_dir"`
 }
 
+// healStep is one step of a heal: its name (what --stop-after and the
+// journal use), what it will do (the dry run), and what it does.
+type healStep struct {
+	Name string
+	Plan func(cl *Cluster, p *Plan, opts ExecuteOptions) string
+	Run  func(cl *Cluster, ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error)
+}
+
 // healSteps are the steps of a heal, in order.
 //
 // The merge comes before the losers reload, and the fence before the merge:
@@ -121,7 +134,54 @@ type healState struct {
 // on a table lock, so every write a loser acknowledged is in the changes
 // merged into the winners, and no deletion made in the healed cluster can
 // be undone by a merge that comes after it.
-var healSteps = []string{"check", "backup", "read-changes", "reconnect", "fence", "merge", "reload-losers", "converge", "verify"}
+var healSteps = []healStep{
+	{"check", planCheck, (*Cluster).stepCheck},
+	{"backup", planBackup, (*Cluster).stepBackup},
+	{"read-changes", planReadChanges, func(cl *Cluster, ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
+		// Compare again, with the plan's winner and split time: the
+		// losers kept taking writes while the operator read the plan
+		// and while the backup ran, and those must be carried over too.
+		return cl.readChanges(ctx, p, opts, rep, nil)
+	}},
+	{"reconnect", func(*Cluster, *Plan, ExecuteOptions) string { return "connect every pair of nodes explicitly" },
+		func(cl *Cluster, ctx context.Context, p *Plan, _ ExecuteOptions, _ *HealReport) (string, error) {
+			return cl.reconnect(ctx, reachableNodes(p.Islands))
+		}},
+	{"fence", planFence, (*Cluster).fence},
+	{"merge", planMerge, (*Cluster).stepMerge},
+	{"reload-losers", planReload, (*Cluster).reloadLosers},
+	{"converge", func(*Cluster, *Plan, ExecuteOptions) string {
+		return "wait until every node lists every other in running_db_nodes"
+	}, func(cl *Cluster, ctx context.Context, _ *Plan, opts ExecuteOptions, _ *HealReport) (string, error) {
+		st, err := cl.waitHealthy(ctx, opts.WaitTimeout)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("islands %v", st.Islands), nil
+	}},
+	{"verify", func(*Cluster, *Plan, ExecuteOptions) string {
+		return "verify running_db_nodes agree and every replica is identical; repair replicas that differ from the one with the latest recorded change"
+	}, (*Cluster).stepVerify},
+}
+
+// HealSteps are the names of a heal's steps, in order (for --stop-after).
+func HealSteps() []string {
+	out := make([]string, len(healSteps))
+	for i, s := range healSteps {
+		out[i] = s.Name
+	}
+	return out
+}
+
+// ErrUnknownStep: a step name that is not one of HealSteps.
+var ErrUnknownStep = errors.New("unknown heal step")
+
+func checkStep(name string) error {
+	if name == "" || slices.Contains(HealSteps(), name) {
+		return nil
+	}
+	return fmt.Errorf("%w %q (steps: %s)", ErrUnknownStep, name, strings.Join(HealSteps(), ", "))
+}
 
 // ErrStopped: the heal stopped after ExecuteOptions.StopAfter; Resume
 // continues it.
@@ -134,9 +194,12 @@ func (cl *Cluster) Execute(ctx context.Context, p *Plan, opts ExecuteOptions) (*
 	if opts.DryRun {
 		rep := &HealReport{ID: id, DryRun: true, Winner: p.WinnerNodes(), Losers: p.LoserNodes()}
 		for _, s := range healSteps {
-			rep.Steps = append(rep.Steps, StepResult{Step: s, Detail: cl.describeStep(s, p, opts)})
+			rep.Steps = append(rep.Steps, StepResult{Step: s.Name, Detail: s.Plan(cl, p, opts)})
 		}
 		return rep, nil
+	}
+	if err := checkStep(opts.StopAfter); err != nil {
+		return nil, err
 	}
 	if opts.Journal == nil {
 		return nil, errors.New("heal: a journal is required")
@@ -182,18 +245,48 @@ func (cl *Cluster) Resume(ctx context.Context, id string, opts ExecuteOptions) (
 	if len(st.Done) == len(healSteps) {
 		return nil, fmt.Errorf("resume: heal %s already completed", id)
 	}
+	if err := checkStep(opts.StopAfter); err != nil {
+		return nil, err
+	}
+	if opts.DryRun {
+		rep := &HealReport{ID: id, DryRun: true, Winner: st.Plan.WinnerNodes(), Losers: st.Plan.LoserNodes()}
+		for _, s := range resumeSteps(st.Done) {
+			rep.Steps = append(rep.Steps, StepResult{Step: s, Detail: "to do"})
+		}
+		return rep, nil
+	}
 	if _, err := opts.Journal.Append(KindHeal, opts.Reason, map[string]any{"id": id, "event": "resume", "done": st.Done}); err != nil {
 		return nil, err
 	}
-	// A fence does not outlive the run that took it (it ends when migctl's
-	// node goes away). Until the losers have reloaded, fence and merge
-	// again: the losers may have taken writes since, and the merge is
-	// idempotent. A loser whose reload had begun is skipped by the fence
-	// and keeps the changes read before.
-	if !slices.Contains(st.Done, "reload-losers") {
-		st.Done = slices.DeleteFunc(st.Done, func(s string) bool { return s == "fence" || s == "merge" })
-	}
+	st.Done = resumeDone(st.Done)
 	return cl.run(ctx, st, opts)
+}
+
+// resumeDone is what a resumed heal counts as done. Until the losers have
+// reloaded, it checks again that the cluster is still split as the plan
+// saw it, and fences, reads and merges again: a fence does not outlive the
+// run that took it, the losers may have taken writes since, and merging
+// again applies nothing twice (with evidence, keys already merged no
+// longer differ, and every change applies only while the winner's row is
+// the one the decision saw). A loser whose reload had begun is skipped by
+// the fence and keeps the changes read before.
+func resumeDone(done []string) []string {
+	if slices.Contains(done, "reload-losers") {
+		return done
+	}
+	return slices.DeleteFunc(slices.Clone(done), func(s string) bool { return s == "check" || s == "fence" || s == "merge" })
+}
+
+// resumeSteps are the steps a resume of a heal with done steps runs.
+func resumeSteps(done []string) []string {
+	d := resumeDone(done)
+	var out []string
+	for _, s := range HealSteps() {
+		if !slices.Contains(d, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions) (*HealReport, error) {
@@ -212,7 +305,8 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 	if err := save(); err != nil {
 		return nil, err
 	}
-	for _, s := range healSteps {
+	for _, step := range healSteps {
+		s := step.Name
 		if slices.Contains(state.Done, s) {
 			if s == "read-changes" {
 				if err := cl.loadChanges(p, opts.BackupDir, rep); err != nil {
@@ -223,7 +317,7 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 			continue
 		}
 		st := time.Now()
-		detail, err := cl.runStep(ctx, s, p, opts, rep)
+		detail, err := step.Run(cl, ctx, p, opts, rep)
 		r := StepResult{Step: s, Detail: detail, Duration: time.Since(st)}
 		if err != nil {
 			r.Error = err.Error()
@@ -247,7 +341,15 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 		if err := save(); err != nil {
 			return rep, err
 		}
-		if s == opts.StopAfter && s != healSteps[len(healSteps)-1] {
+		if opts.StepHook != nil {
+			// After the step's state is saved: a process killed here is
+			// what Resume must continue (tests SIGKILL migctl at each).
+			if err := opts.StepHook("heal:after:" + s); err != nil {
+				cl.unfence(rep)
+				return rep, fmt.Errorf("heal %s: %w", rep.ID, err)
+			}
+		}
+		if s == opts.StopAfter && s != healSteps[len(healSteps)-1].Name {
 			// The operator looks before going on: do not keep the
 			// losers' writers waiting meanwhile (Resume fences again).
 			cl.unfence(rep)
@@ -296,7 +398,7 @@ func (cl *Cluster) refresh(ctx context.Context, p *Plan, skip map[int]bool) (str
 				return "", err
 			}
 			window := time.Duration(old.SplitAt-old.deleteBefore()) * time.Millisecond
-			lp, err := cl.compare(ctx, tp.Table, p.Islands[p.Winner], p.Islands[old.Island], ws, ls, time.UnixMilli(old.SplitAt), nil, window)
+			lp, err := cl.compare(ctx, tp.Table, p.Islands[p.Winner], p.Islands[old.Island], ws, ls, time.UnixMilli(old.SplitAt), nil, window, old.deleteBefore())
 			if err != nil {
 				return "", err
 			}
@@ -459,152 +561,139 @@ func backupFiles(bs []Backup) string {
 	return strings.Join(f, ", ")
 }
 
-func (cl *Cluster) describeStep(s string, p *Plan, opts ExecuteOptions) string {
-	switch s {
-	case "check":
-		return fmt.Sprintf("check the cluster is still split into %v", islandNodes(p.Islands))
-	case "backup":
-		return fmt.Sprintf("export %v of %v to %s", cl.tables, p.LoserNodes(), opts.BackupDir)
-	case "read-changes":
-		n := 0
-		for _, t := range p.Tables {
-			for _, l := range t.Losers {
-				w, _, _ := l.Counts()
-				n += w
-			}
-		}
-		return fmt.Sprintf("read %d rows the losers wrote out of their local copies", n)
-	case "reconnect":
-		return "connect every pair of nodes explicitly"
-	case "fence":
-		return fmt.Sprintf("on %v: hold writers (a write lock on %v until Mnesia stops there), then read the losers' changes a last time", p.LoserNodes(), cl.tables)
-	case "reload-losers":
-		return fmt.Sprintf("on %v: set master nodes %v, restart Mnesia (Erlang keeps running), wait for tables, clear master nodes", p.LoserNodes(), p.WinnerNodes())
-	case "converge":
-		return "wait until every node lists every other in running_db_nodes"
-	case "merge":
-		var parts []string
-		for _, t := range p.Tables {
-			for _, l := range t.Losers {
-				w, d, x := l.Counts()
-				parts = append(parts, fmt.Sprintf("%s: write %d, delete %d, drop %d", t.Table, w, d, x))
-			}
-		}
-		return fmt.Sprintf("back up the winner's rows the merge touches, then merge the losers' changes into the winners %v: ", p.WinnerNodes()) + strings.Join(parts, "; ")
-	case "verify":
-		return "verify running_db_nodes agree and every replica is identical"
-	}
-	return s
+func planCheck(_ *Cluster, p *Plan, _ ExecuteOptions) string {
+	return fmt.Sprintf("check the cluster is still split into %v", islandNodes(p.Islands))
 }
 
-func (cl *Cluster) runStep(ctx context.Context, s string, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
-	switch s {
-	case "check":
-		st, err := cl.Status(ctx)
-		if err != nil {
-			return "", err
-		}
-		if st.Verdict != Partitioned && !(st.Verdict == Degraded && len(reachableNodes(p.Islands)) < len(islandNodes(p.Islands))) {
-			return "", fmt.Errorf("%w: the cluster is %s now", ErrPlanStale, st.Verdict)
-		}
-		if fmt.Sprint(st.Islands) != fmt.Sprint(p.Status.Islands) {
-			return "", fmt.Errorf("%w: islands are %v, the plan saw %v", ErrPlanStale, st.Islands, p.Status.Islands)
-		}
-		return fmt.Sprintf("islands %v", st.Islands), nil
+func planBackup(cl *Cluster, p *Plan, opts ExecuteOptions) string {
+	return fmt.Sprintf("export %v of %v to %s", cl.tables, p.LoserNodes(), opts.BackupDir)
+}
 
-	case "backup":
-		dir := filepath.Join(opts.BackupDir, rep.ID)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return "", err
+func planReadChanges(_ *Cluster, p *Plan, _ ExecuteOptions) string {
+	n := 0
+	for _, t := range p.Tables {
+		for _, l := range t.Losers {
+			w, _, _ := l.Counts()
+			n += w
 		}
-		skipped := ""
-		for _, is := range p.Islands {
-			if is.Unreachable {
-				skipped += fmt.Sprintf("; %s unreachable: its copy is kept by the out-of-band move-aside", is.Nodes[0])
-			}
-		}
-		for _, n := range p.LoserNodes() {
-			if !contains(reachableNodes(p.Islands), n) {
-				continue
-			}
-			for _, tab := range cl.tables {
-				b, err := cl.backup(ctx, n, tab, dir)
-				if err != nil {
-					return "", fmt.Errorf("backup %s of %s: %w", tab, n, err)
-				}
-				rep.Backups = append(rep.Backups, b)
-				if _, err := opts.Journal.Append(KindHealStep, opts.Reason, map[string]any{"id": rep.ID, "backup": b}); err != nil {
-					return "", err
-				}
-			}
-		}
-		return fmt.Sprintf("%d files in %s%s", len(rep.Backups), dir, skipped), nil
-
-	case "read-changes":
-		// Compare again, with the plan's winner and split time: the losers
-		// kept taking writes while the operator read the plan and while the
-		// backup ran, and those must be carried over too. The refreshed
-		// decisions replace the plan's in the journaled state.
-		return cl.readChanges(ctx, p, opts, rep, nil)
-
-	case "fence":
-		return cl.fence(ctx, p, opts, rep)
-
-	case "reconnect":
-		return cl.reconnect(ctx, reachableNodes(p.Islands))
-
-	case "reload-losers":
-		return cl.reloadLosers(ctx, p, opts, rep)
-
-	case "converge":
-		st, err := cl.waitHealthy(ctx, opts.WaitTimeout)
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("islands %v", st.Islands), nil
-
-	case "merge":
-		target := p.Islands[p.Winner].Rep
-		var parts []string
-		for _, tp := range p.Tables {
-			for _, lp := range tp.Losers {
-				var dels []string
-				for _, d := range lp.Decisions {
-					if d.Action == ActDelete {
-						dels = append(dels, d.ID)
-					}
-				}
-				rows := rep.changes[fmt.Sprintf("%s/%d", tp.Table, lp.Island)]
-				if err := cl.backupBeforeMerge(ctx, target, tp.Table, lp.Island, rows, dels, opts, rep); err != nil {
-					return "", err
-				}
-				dec := map[string]Decision{}
-				for _, d := range lp.Decisions {
-					dec[d.ID] = d
-				}
-				res, err := cl.merge(ctx, target, tp.Table, rows, dels, lp.deleteBefore(), dec)
-				if err != nil {
-					return "", err
-				}
-				rep.Merged = append(rep.Merged, res)
-				parts = append(parts, fmt.Sprintf("%s: %d written, %d skipped (newer in cluster), %d deleted, %d kept (rewritten after split)",
-					tp.Table, res.Written, res.Skipped, res.Deleted, res.Kept))
-			}
-		}
-		return strings.Join(parts, "; "), nil
-
-	case "verify":
-		st, err := cl.Status(ctx)
-		if err != nil {
-			return "", err
-		}
-		rep.Final = st
-		if st.Verdict != Healthy {
-			return "", fmt.Errorf("%w: verdict %s: %v", ErrUnhealed, st.Verdict, st.Problems)
-		}
-		return cl.verifyAndRepair(ctx, filepath.Join(opts.BackupDir, rep.ID), rep)
 	}
-	return "", fmt.Errorf("unknown step %q", s)
+	return fmt.Sprintf("read %d rows the losers wrote out of their local copies", n)
+}
+
+func planFence(cl *Cluster, p *Plan, _ ExecuteOptions) string {
+	return fmt.Sprintf("on %v: hold writers (a write lock on %v until Mnesia stops there; dirty writers take locks), then read the losers' changes a last time", p.LoserNodes(), cl.tables)
+}
+
+func planReload(_ *Cluster, p *Plan, _ ExecuteOptions) string {
+	return fmt.Sprintf("on %v: check the fence still holds, set master nodes %v, restart Mnesia (Erlang keeps running), wait for tables, clear master nodes", p.LoserNodes(), p.WinnerNodes())
+}
+
+func planMerge(_ *Cluster, p *Plan, _ ExecuteOptions) string {
+	var parts []string
+	for _, t := range p.Tables {
+		for _, l := range t.Losers {
+			w, d, x := l.Counts()
+			parts = append(parts, fmt.Sprintf("%s: write %d, delete %d, drop %d", t.Table, w, d, x))
+		}
+	}
+	return fmt.Sprintf("back up the winner's rows the merge touches, then merge the losers' changes into the winners %v: ", p.WinnerNodes()) + strings.Join(parts, "; ")
+}
+
+func (cl *Cluster) stepCheck(ctx context.Context, p *Plan, _ ExecuteOptions, _ *HealReport) (string, error) {
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := p.Matches(st); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("islands %v", st.Islands), nil
+}
+
+// Matches says whether the cluster is still split the way the plan saw
+// it: the same islands (a plan is for those islands and that winner
+// only), ErrPlanStale if not.
+func (p *Plan) Matches(st *Status) error {
+	if st.Verdict != Partitioned && !(st.Verdict == Degraded && len(reachableNodes(p.Islands)) < len(islandNodes(p.Islands))) {
+		return fmt.Errorf("%w: the cluster is %s now", ErrPlanStale, st.Verdict)
+	}
+	if fmt.Sprint(st.Islands) != fmt.Sprint(p.Status.Islands) {
+		return fmt.Errorf("%w: islands are %v, the plan saw %v", ErrPlanStale, st.Islands, p.Status.Islands)
+	}
+	return nil
+}
+
+func (cl *Cluster) stepBackup(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
+	dir := filepath.Join(opts.BackupDir, rep.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	skipped := ""
+	for _, is := range p.Islands {
+		if is.Unreachable {
+			skipped += fmt.Sprintf("; %s unreachable: its copy is kept by the out-of-band move-aside", is.Nodes[0])
+		}
+	}
+	for _, n := range p.LoserNodes() {
+		if !contains(reachableNodes(p.Islands), n) {
+			continue
+		}
+		for _, tab := range cl.tables {
+			b, err := cl.backup(ctx, n, tab, dir)
+			if err != nil {
+				return "", fmt.Errorf("backup %s of %s: %w", tab, n, err)
+			}
+			rep.Backups = slices.DeleteFunc(rep.Backups, func(x Backup) bool { return x.File == b.File })
+			rep.Backups = append(rep.Backups, b)
+			if _, err := opts.Journal.Append(KindHealStep, opts.Reason, map[string]any{"id": rep.ID, "backup": b}); err != nil {
+				return "", err
+			}
+		}
+	}
+	return fmt.Sprintf("%d files in %s%s", len(rep.Backups), dir, skipped), nil
+}
+
+func (cl *Cluster) stepMerge(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
+	target := p.Islands[p.Winner].Rep
+	var parts []string
+	for _, tp := range p.Tables {
+		for _, lp := range tp.Losers {
+			var dels []string
+			for _, d := range lp.Decisions {
+				if d.Action == ActDelete {
+					dels = append(dels, d.ID)
+				}
+			}
+			rows := rep.changes[fmt.Sprintf("%s/%d", tp.Table, lp.Island)]
+			if err := cl.backupBeforeMerge(ctx, target, tp.Table, lp.Island, rows, dels, opts, rep); err != nil {
+				return "", err
+			}
+			dec := map[string]Decision{}
+			for _, d := range lp.Decisions {
+				dec[d.ID] = d
+			}
+			res, err := cl.merge(ctx, target, tp.Table, rows, dels, lp.deleteBefore(), dec)
+			if err != nil {
+				return "", err
+			}
+			rep.Merged = append(rep.Merged, res)
+			parts = append(parts, fmt.Sprintf("%s: %d written, %d skipped (newer in cluster), %d deleted, %d kept (rewritten after split)",
+				tp.Table, res.Written, res.Skipped, res.Deleted, res.Kept))
+		}
+	}
+	return strings.Join(parts, "; "), nil
+}
+
+func (cl *Cluster) stepVerify(ctx context.Context, _ *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	rep.Final = st
+	if st.Verdict != Healthy {
+		return "", fmt.Errorf("%w: verdict %s: %v", ErrUnhealed, st.Verdict, st.Problems)
+	}
+	return cl.verifyAndRepair(ctx, filepath.Join(opts.BackupDir, rep.ID), rep)
 }
 
 // readChanges compares every loser with the winner again and reads the
@@ -756,8 +845,12 @@ func (cl *Cluster) backup(ctx context.Context, node, tab, dir string) (Backup, e
 	if err != nil {
 		return Backup{}, err
 	}
+	// Written aside and renamed: a heal killed in the middle of its backup
+	// leaves no torn file under the final name, and its resume (which runs
+	// the backup again: the loser has not reloaded yet) replaces it.
 	f := filepath.Join(dir, fmt.Sprintf("%s-%s.migx", safeName(node), tab))
-	fh, err := os.OpenFile(f, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	tmp := f + ".partial"
+	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return Backup{}, err
 	}
@@ -768,8 +861,16 @@ func (cl *Cluster) backup(ctx context.Context, node, tab, dir string) (Backup, e
 	if cerr := fh.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Rename(tmp, f)
+	}
 	if err != nil {
+		_ = os.Remove(tmp)
 		return Backup{}, err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
 	}
 	return Backup{Node: node, Table: tab, File: f, Count: tr.Count, SHA256: tr.SHA256}, nil
 }
@@ -965,18 +1066,22 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 		cl.whileLosersStopped()
 	}
 	ms := make([]int64, len(inBand))
+	how := make([]string, len(inBand))
 	forEach(inBand, func(i int, n string) {
 		var t etf.Tuple
 		t, errs[i] = cl.agent(ctx, n, "finish_reload", cl.tableAtoms(), int(opts.WaitTimeout/time.Millisecond))
 		if errs[i] == nil {
 			ms[i] = erl.Int64(t[1])
+			if len(t) > 2 {
+				how[i] = " (" + str(t[2]) + ")"
+			}
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
 		return "", err
 	}
 	for i, n := range inBand {
-		detail = append(detail, fmt.Sprintf("%s reloaded from %v in %d ms", n, p.WinnerNodes(), ms[i]))
+		detail = append(detail, fmt.Sprintf("%s reloaded from %v in %d ms%s", n, p.WinnerNodes(), ms[i], how[i]))
 	}
 	return strings.Join(detail, "; "), nil
 }
@@ -1089,6 +1194,7 @@ func ListHeals(j *journal.Journal) ([]HealRecord, error) {
 			return err
 		}
 		out = append(out, HealRecord{ID: s.ID, Done: s.Done, Backups: s.Backups, Completed: len(s.Done) == len(healSteps)})
+
 		return nil
 	})
 	return out, err

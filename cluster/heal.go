@@ -315,7 +315,7 @@ func (cl *Cluster) Plan(ctx context.Context, opts PlanOptions) (*Plan, error) {
 			if l == w || p.Islands[l].Unreachable {
 				continue
 			}
-			lp, err := cl.compare(ctx, tab, p.Islands[w], p.Islands[l], sums[w][tab], sums[l][tab], opts.SplitAt, downs[l], window)
+			lp, err := cl.compare(ctx, tab, p.Islands[w], p.Islands[l], sums[w][tab], sums[l][tab], opts.SplitAt, downs[l], window, 0)
 			if err != nil {
 				return nil, err
 			}
@@ -380,7 +380,11 @@ func islandNodes(is []IslandPlan) []string {
 
 // compare classifies every key that differs between the winner's and a
 // loser's copy (see the package documentation for the rules).
-func (cl *Cluster) compare(ctx context.Context, tab string, wIs, lIs IslandPlan, ws, ls []bucketSum, splitAt time.Time, downs []downRecord, window time.Duration) (LoserPlan, error) {
+//
+// keepFrom, when not zero, is the keep window's start decided before (a
+// heal's own comparisons keep the plan's, rather than one derived from
+// data the heal itself changed).
+func (cl *Cluster) compare(ctx context.Context, tab string, wIs, lIs IslandPlan, ws, ls []bucketSum, splitAt time.Time, downs []downRecord, window time.Duration, keepFrom int64) (LoserPlan, error) {
 	var lp LoserPlan
 	wRep, lRep := wIs.Rep, lIs.Rep
 	idx := diffBuckets(ws, ls)
@@ -434,6 +438,9 @@ func (cl *Cluster) compare(ctx context.Context, tab string, wIs, lIs IslandPlan,
 	// hold that key). So when T is the data's bound there is no window,
 	// and when it is a mnesia_down time the window covers the detection.
 	lp.KeepFrom = min(max(lp.SplitAt-max(window.Milliseconds(), 0), lp.SplitAtData), lp.SplitAt)
+	if keepFrom > 0 {
+		lp.KeepFrom = keepFrom
+	}
 	// With both sides' change records covering the split and the window
 	// before it, the decisions come from what each side recorded; the
 	// rows' times are only the fallback.

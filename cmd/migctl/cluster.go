@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -389,32 +391,58 @@ Runs until interrupted; exits 0.`,
 func newClusterHealCmd(a *app, cf *clusterFlags) *cobra.Command {
 	var ch changeFlags
 	var plan, execute bool
-	var winner, splitAt, keepWindow, backupDir, sshConfig, resume, stopAfter string
+	var winner, splitAt, keepWindow, backupDir, sshConfig, resume, stopAfter, planFile string
 	var sshNodes []string
 	cmd := &cobra.Command{
-		Use:   "heal (--plan | --execute) [--winner NODE] [--yes] [--dry-run]",
+		Use:   "heal (--plan | --execute [--plan-file FILE] | --resume ID) [--winner NODE] [--yes] [--dry-run]",
 		Short: "Heal a split brain keeping both sides' writes: --plan shows the evidence, --execute does it",
 		Long: `--plan shows the islands, what each side wrote and deleted since the split,
 the winner and why (largest island; then most recent writes; or --winner),
 and what happens to every key the losers changed. It changes nothing.
 
+Decisions come from the change recorders (the migctl_node library on every
+node): for a key the sides disagree on, the side whose last recorded change
+is the later one wins, its row or its deletion. Without complete records
+(no library, or a node restarted during the split) the plan says so and
+falls back to the rows' times and the split time.
+
 --execute backs up the losers' tables (--backup-dir, kept until you remove
 them), reads the losers' changes out of their copies, reconnects every pair
-of nodes, makes the losers reload from the winners by restarting Mnesia
-only (their Erlang nodes keep running), merges the losers' changes (newer
-last_accessed wins; a deletion wins over an older write), verifies, and
-journals every step. Nodes listed in --ssh-nodes are restarted over SSH
-instead, with the commands of --ssh-config.`,
+of nodes, holds the losers' writers (clients there wait; the report says
+how long), reads their changes a last time, merges them into the winners,
+makes the losers reload from the winners by restarting Mnesia only (their
+Erlang nodes keep running), verifies (repairing replicas that differ), and
+journals every step. Traffic can stay on throughout. Nodes listed in
+--ssh-nodes are restarted over SSH instead, with the commands of
+--ssh-config.
+
+To carry out exactly the plan you read: --plan -o json > plan.json, then
+--execute --plan-file plan.json (refused, exit 5, if the islands changed).
+--resume ID continues an interrupted heal; with --dry-run it lists the
+steps it would run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if stopAfter != "" && !slices.Contains(cluster.HealSteps(), stopAfter) {
+				return cliutil.Usage("--stop-after %q: not a step of the heal (%s)", stopAfter, strings.Join(cluster.HealSteps(), ", "))
+			}
+			hook, err := failpoint(cmd.Context(), os.Getenv("MIGCTL_FAILPOINT"), a.err)
+			if err != nil {
+				return cliutil.WithCode(cliutil.ExitUsage, err)
+			}
 			if resume != "" {
-				if plan || execute {
+				if plan || execute || planFile != "" {
 					return cliutil.Usage("--resume goes alone (the plan is in the journal)")
 				}
-				return a.resumeHeal(cmd, cf, ch, resume)
+				return a.resumeHeal(cmd, cf, ch, resume, stopAfter, hook)
 			}
 			if plan == execute {
 				return cliutil.Usage("give exactly one of --plan, --execute and --resume")
+			}
+			if planFile != "" && !execute {
+				return cliutil.Usage("--plan-file goes with --execute (write one with --plan -o json)")
+			}
+			if planFile != "" && (winner != "" || splitAt != "" || keepWindow != "auto") {
+				return cliutil.Usage("--plan-file carries its own winner, split time and keep window")
 			}
 			var sa time.Time
 			if splitAt != "" {
@@ -452,7 +480,18 @@ instead, with the commands of --ssh-config.`,
 			if err != nil {
 				return err
 			}
-			p, err := cl.Plan(ctx, cluster.PlanOptions{Winner: winner, SplitAt: sa, OutOfBand: sshNodes, KeepWindow: kw})
+			var p *cluster.Plan
+			if planFile != "" {
+				p, err = readPlanFile(ctx, cl, planFile)
+			} else {
+				p, err = cl.Plan(ctx, cluster.PlanOptions{Winner: winner, SplitAt: sa, OutOfBand: sshNodes, KeepWindow: kw})
+			}
+			if errors.Is(err, cluster.ErrPlanStale) {
+				return cliutil.WithCode(cliutil.ExitRefused, fmt.Errorf("%w; make a new plan with --plan", err))
+			}
+			if errors.Is(err, cluster.ErrBadPlan) {
+				return cliutil.WithCode(cliutil.ExitUsage, err)
+			}
 			if errors.Is(err, cluster.ErrNotPartitioned) {
 				return cliutil.WithCode(cliutil.ExitRefused, err)
 			}
@@ -470,7 +509,7 @@ instead, with the commands of --ssh-config.`,
 				backupDir = filepath.Join(filepath.Dir(a.journalAt), "backups")
 			}
 			opts := cluster.ExecuteOptions{Reason: ch.reason, BackupDir: backupDir, DryRun: ch.dryRun,
-				OutOfBand: oob, OutOfBandNodes: sshNodes, StopAfter: stopAfter}
+				OutOfBand: oob, OutOfBandNodes: sshNodes, StopAfter: stopAfter, StepHook: hook}
 			if ch.dryRun {
 				rep, err := cl.Execute(ctx, p, opts)
 				if err != nil {
@@ -511,14 +550,39 @@ instead, with the commands of --ssh-config.`,
 	f.StringVar(&sshConfig, "ssh-config", "", "SSH configuration (JSON) for out-of-band restarts")
 	f.StringSliceVar(&sshNodes, "ssh-nodes", nil, "losing nodes to restart over SSH instead of in band")
 	f.StringVar(&resume, "resume", "", "continue an interrupted heal by its id (see restore-backup --list)")
-	f.StringVar(&stopAfter, "stop-after", "", "stop after this step (check, backup, read-changes, reconnect, fence, merge, reload-losers, converge); --resume goes on")
+	f.StringVar(&stopAfter, "stop-after", "", "stop after this step ("+strings.Join(cluster.HealSteps(), ", ")+"); --resume goes on")
+	f.StringVar(&planFile, "plan-file", "", "with --execute: carry out exactly this plan (written by --plan -o json); refused if the islands changed since")
 	return cmd
 }
 
-func (a *app) resumeHeal(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, id string) error {
+// readPlanFile reads a plan written by --plan -o json and checks that the
+// cluster is still split the way it saw (cluster.ErrPlanStale if not).
+func readPlanFile(ctx context.Context, cl *cluster.Cluster, file string) (*cluster.Plan, error) {
+	fh, err := os.Open(file)
+	if err != nil {
+		return nil, cliutil.WithCode(cliutil.ExitUsage, err)
+	}
+	defer fh.Close()
+	p, err := cluster.ReadPlan(fh, cl.Tables())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Matches(st); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return p, nil
+}
+
+func (a *app) resumeHeal(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, id, stopAfter string, hook func(string) error) error {
 	ctx := cmd.Context()
-	if err := cliutil.Confirm(a.in, a.err, ch.yes, "resume heal "+id+"?"); err != nil {
-		return err
+	if !ch.dryRun {
+		if err := cliutil.Confirm(a.in, a.err, ch.yes, "resume heal "+id+"?"); err != nil {
+			return err
+		}
 	}
 	j, err := a.journal()
 	if err != nil {
@@ -528,7 +592,7 @@ func (a *app) resumeHeal(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, i
 	if err != nil {
 		return err
 	}
-	rep, err := cl.Resume(ctx, id, cluster.ExecuteOptions{Journal: j, Reason: ch.reason})
+	rep, err := cl.Resume(ctx, id, cluster.ExecuteOptions{Journal: j, Reason: ch.reason, DryRun: ch.dryRun, StopAfter: stopAfter, StepHook: hook})
 	if rep != nil {
 		if perr := printHeal(cmd.OutOrStdout(), a.format, nil, rep); perr != nil && err == nil {
 			err = perr
@@ -562,6 +626,11 @@ func printPlan(w io.Writer, f cliutil.Format, p *cluster.Plan) error {
 				cliutil.Row(tw, fmt.Sprintf("%s, island %d vs winner", t.Table, l.Island), fmt.Sprintf("split at %s (%s)", msText(l.SplitAt), l.SplitAtSource))
 				if l.SplitAtDetail != "" {
 					cliutil.Row(tw, "  split time from", l.SplitAtDetail)
+				}
+				if l.EvidenceComplete {
+					cliutil.Row(tw, "  decided from", "the change recorders: "+l.Evidence)
+				} else {
+					cliutil.Row(tw, "  decided from", "the rows' times (no complete change records): "+l.Evidence)
 				}
 				cliutil.Row(tw, "  loser wrote", len(l.WrittenOnLoser), sample(l.WrittenOnLoser))
 				cliutil.Row(tw, "  loser deleted", len(l.DeletedOnLoser), sample(l.DeletedOnLoser))
@@ -637,7 +706,13 @@ func printHeal(w io.Writer, f cliutil.Format, p *cluster.Plan, rep *cluster.Heal
 		for _, m := range rep.Merged {
 			cliutil.Row(tw, "merged", m.Table, fmt.Sprintf("written %d, skipped %d, deleted %d, kept %d", m.Written, m.Skipped, m.Deleted, m.Kept))
 		}
+		for _, r := range rep.Repaired {
+			cliutil.Row(tw, "replicas repaired", r)
+		}
 		if !rep.DryRun {
+			if rep.LongestFence > 0 {
+				cliutil.Row(tw, "writers held", rep.LongestFence.Round(time.Millisecond), "the longest the losers' clients could have waited")
+			}
 			cliutil.Row(tw, "healed", rep.Healed, rep.Duration.Round(time.Millisecond))
 		}
 	})

@@ -399,7 +399,7 @@ prepare_reload(Masters) ->
         {ok, stopped}
     end).
 
-%% finish_reload(Tabs, Timeout) -> {ok, Millis}: second half: start Mnesia
+%% finish_reload(Tabs, Timeout) -> {ok, Millis, Detail}: second half: start Mnesia
 %% (tables load from the masters), wait for Tabs, clear the master nodes.
 %% The node must be connected to the masters.
 finish_reload(Tabs, Timeout) ->
@@ -409,7 +409,9 @@ finish_reload(Tabs, Timeout) ->
             yes -> ok;
             _ -> ok = start_mnesia_retry(3)
         end,
+        T1 = erlang:monotonic_time(millisecond),
         R = mnesia:wait_for_tables(Tabs, Timeout),
+        T2 = erlang:monotonic_time(millisecond),
         %% The fence ended with the Mnesia it locked.
         _ = persistent_term:erase(?FENCE_UNTIL),
         %% The change recorder (migctl_node) lost its subscriptions with
@@ -419,7 +421,7 @@ finish_reload(Tabs, Timeout) ->
         %% every later restart of this node ignore its own copy.
         ok = mnesia:set_master_nodes([]),
         case R of
-            ok -> {ok, erlang:monotonic_time(millisecond) - T0};
+            ok -> {ok, T2 - T0, iolist_to_binary(io_lib:format("Mnesia started in ~b ms, tables loaded in ~b ms", [T1 - T0, T2 - T1]))};
             {timeout, Bad} -> fail(iolist_to_binary(io_lib:format("tables not loaded: ~p", [Bad])));
             {error, E} -> fail(iolist_to_binary(io_lib:format("wait_for_tables: ~0P", [E, 10])))
         end
