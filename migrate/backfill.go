@@ -97,6 +97,15 @@ type checkpoint struct {
 	Stats  Stats  `json:"stats"`
 	Epoch  int64  `json:"epoch"`
 	Done   bool   `json:"done"`
+	// FailuresAtStart is the node's secondary_write_failures counter when
+	// this pass began. A run that resumes the pass (or reuses the node's
+	// finished pass) is judged by the phase2 gate from it, not from the
+	// counter when the resuming run started: what the pass copied before
+	// a failure is not read again, so a failure between the start and the
+	// resumption can leave the new store without an acknowledged write.
+	// Nil in checkpoints of older versions (the resuming run's counter is
+	// used then, as before).
+	FailuresAtStart *int64 `json:"secondary_write_failures_at_start,omitempty"`
 }
 
 func ckptKey(dir, node string) string { return "ckpt:" + dir + ":" + node }
@@ -198,7 +207,7 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, resumed, reason, err := m.backfillNode(ctx, node, dir, st.Epoch, o, perNodeRate, watch, pw, &rec.ResumedAt, &mu)
+			s, resumed, reason, err := m.backfillNode(ctx, node, dir, st.Epoch, o, perNodeRate, watch, pw, &rec.ResumedAt, rec.FailuresAtStart, &mu)
 			mu.Lock()
 			defer mu.Unlock()
 			rep.PerNode[node] = s
@@ -269,8 +278,15 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 }
 
 // backfillNode runs the batches of one node from its checkpoint on.
-func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int64, o BackfillOptions, rate float64, watch *loadWatch, pw *progressWriter, resumedAt *int64, mu *sync.Mutex) (Stats, bool, string, error) {
+func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int64, o BackfillOptions, rate float64, watch *loadWatch, pw *progressWriter, resumedAt *int64, failuresAtStart map[string]int64, mu *sync.Mutex) (Stats, bool, string, error) {
 	var cp checkpoint
+	// resumedFrom takes the secondary write failures a resumed pass was
+	// started with (see checkpoint.FailuresAtStart).
+	resumedFrom := func(cp checkpoint) {
+		if cp.FailuresAtStart != nil {
+			failuresAtStart[node] = *cp.FailuresAtStart
+		}
+	}
 	resumed := false
 	if !o.Restart && !o.DryRun {
 		if ok, err := m.j.GetState(stateBucket, ckptKey(dir, node), &cp); err != nil {
@@ -280,6 +296,7 @@ func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int
 			// not changed since: its copy still holds.
 			mu.Lock()
 			*resumedAt += cp.Stats.Scanned
+			resumedFrom(cp)
 			mu.Unlock()
 			pw.node(node, cp.Stats)
 			return cp.Stats, true, "", nil
@@ -287,6 +304,7 @@ func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int
 			resumed = true
 			mu.Lock()
 			*resumedAt += cp.Stats.Scanned
+			resumedFrom(cp)
 			mu.Unlock()
 			m.log.Info("resuming backfill from checkpoint", "node", node, "pass", cp.Pass, "scanned", cp.Stats.Scanned)
 		} else {
@@ -295,6 +313,11 @@ func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int
 	}
 	if cp.Pass == "" {
 		cp = checkpoint{Pass: "copy", Epoch: epoch}
+		mu.Lock()
+		if f, ok := failuresAtStart[node]; ok {
+			cp.FailuresAtStart = &f
+		}
+		mu.Unlock()
 	}
 	op := dir
 	if cp.Pass == "prune" {

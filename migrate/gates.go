@@ -51,8 +51,10 @@ type BackfillRecord struct {
 	Seconds   float64 `json:"seconds"`
 	Error     string  `json:"error,omitempty"`
 	// FailuresAtStart are the nodes' secondary_write_failures counters when
-	// it started: a later failure means the new store may miss a write
-	// the backfill did not see, and phase2 is refused until another one.
+	// it started (for a node whose pass it resumed from a checkpoint, when
+	// that pass started): a later failure means the new store may miss a
+	// write the backfill did not see, and phase2 is refused until another
+	// one.
 	FailuresAtStart map[string]int64 `json:"secondary_write_failures_at_start,omitempty"`
 }
 
