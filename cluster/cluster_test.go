@@ -292,11 +292,17 @@ func runHeal(t *testing.T, sc splitCase) {
 	del(t, tk, w, ids[1]) // deleted on the winner: stays deleted
 	// Conflicts are ordered by when each side recorded its change, not by
 	// the sessions' last_accessed.
+	// (Changes on two sides a few milliseconds apart are concurrent; the
+	// test leaves time between the two of a conflict.)
+	apart := func() { time.Sleep(30 * time.Millisecond) }
 	touch(t, tk, w, ids[2], now+5000, "w") // both wrote; the loser's is later: loser wins
+	apart()
 	touch(t, tk, l, ids[2], now+1000, "l") //
 	touch(t, tk, l, ids[3], now+5000, "l") // both wrote; the winner's is later: winner wins
+	apart()
 	touch(t, tk, w, ids[3], now+1000, "w") //
 	del(t, tk, w, ids[4])                  // deleted on the winner, then written on the loser: write kept
+	apart()
 	touch(t, tk, l, ids[4], now+2000, "l") //
 	touch(t, tk, l, ids[5], now+3000, "l") // written on the loser only
 	touchKeepLA(t, tk, l, ids[6], "l")     // an update on the loser that leaves last_accessed as it was (erlmcp's store/3)

@@ -57,6 +57,13 @@ func (cl *Cluster) recorder(ctx context.Context, node string) RecorderInfo {
 		ri.Error = err.Error()
 		return ri
 	}
+	return parseRecorder(node, t)
+}
+
+// parseRecorder reads migctl_cluster:recorder_info/1's reply (also part of
+// every node's view).
+func parseRecorder(node string, t etf.Tuple) RecorderInfo {
+	ri := RecorderInfo{Node: node}
 	if len(t) != 9 {
 		ri.Error = fmt.Sprintf("unexpected recorder_info reply of %d elements", len(t))
 		return ri
@@ -87,6 +94,20 @@ type change struct {
 	At     int64  // ms, the recording node's clock
 	Origin string // node of the process that made it
 	Node   string // node that recorded it
+	// Digest of the row written (keyInfo.Digest of that record); 0 for
+	// a delete.
+	Digest uint32
+}
+
+// explains says whether the recorded change accounts for what the node
+// holds: the row it wrote (same digest) or, for a deletion, no row. A copy
+// changed behind Mnesia's back, or that lost a write it applied, is not
+// explained by its own record.
+func (c change) explains(k keyInfo, present bool) bool {
+	if c.Op == opDelete {
+		return !present
+	}
+	return present && k.Digest == c.Digest
 }
 
 func (c change) String() string {
@@ -117,19 +138,19 @@ func (cl *Cluster) changes(ctx context.Context, node, tab string, ids []string) 
 				return nil, fmt.Errorf("changes from %s: truncated", node)
 			}
 			n := int(binary.BigEndian.Uint32(b))
-			if len(b) < 4+n+11 {
+			if len(b) < 4+n+15 {
 				return nil, fmt.Errorf("changes from %s: truncated", node)
 			}
 			id := string(b[4 : 4+n])
 			r := b[4+n:]
-			c := change{Op: r[0], At: int64(binary.BigEndian.Uint64(r[1:])), Node: node}
-			on := int(binary.BigEndian.Uint16(r[9:]))
-			if len(r) < 11+on {
+			c := change{Op: r[0], At: int64(binary.BigEndian.Uint64(r[1:])), Digest: binary.BigEndian.Uint32(r[9:]), Node: node}
+			on := int(binary.BigEndian.Uint16(r[13:]))
+			if len(r) < 15+on {
 				return nil, fmt.Errorf("changes from %s: truncated", node)
 			}
-			c.Origin = string(r[11 : 11+on])
+			c.Origin = string(r[15 : 15+on])
 			out[id] = c
-			b = r[11+on:]
+			b = r[15+on:]
 		}
 	}
 	return out, nil

@@ -1,5 +1,7 @@
 package cluster
 
+import "context"
+
 // SetBeforeReadRows makes a heal's read-changes call f between comparing
 // the copies and reading the loser's rows (the window in which live
 // traffic on the loser deletes rows the comparison wanted).
@@ -9,3 +11,11 @@ func SetBeforeReadRows(cl *Cluster, f func()) { cl.beforeReadRows = f }
 // losers' Mnesia is stopped (a test drains the losers' traffic there, as
 // the playbook says to).
 func SetWhileLosersStopped(cl *Cluster, f func()) { cl.whileLosersStopped = f }
+
+// VerifyAndRepair runs the heal's verify step alone: verify every replica
+// and repair those that differ.
+func VerifyAndRepair(cl *Cluster, ctx context.Context, dir string) (string, []string, error) {
+	var rep HealReport
+	d, err := cl.verifyAndRepair(ctx, dir, &rep)
+	return d, rep.Repaired, err
+}

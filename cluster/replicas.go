@@ -15,8 +15,9 @@ import (
 // agree again, without restarting anything: for every differing key it
 // reads the row on every node and each node's recorded last change of it,
 // takes the state (row or absence) of the node whose last change is the
-// latest (no node recorded one: the reference copy, the one most nodes
-// share), and writes it again, or deletes it, in one transaction on the
+// latest among those whose copy that change accounts for (none: the
+// reference copy, the one most nodes share), and writes it again, or
+// deletes it, in one transaction on the
 // reference node, which puts it on every replica. Each change applies only
 // while the reference's row is still the one read (a client's write in
 // between is newer and reaches every replica anyway). Every node's rows of
@@ -83,9 +84,14 @@ func (cl *Cluster) repairReplicas(ctx context.Context, vr []ReplicationReport, d
 		var dels []string
 		dec := map[string]Decision{}
 		for _, id := range ids {
+			// Among the copies their own record accounts for (the row
+			// the node last wrote, or no row after a recorded
+			// deletion), the latest change wins; no such copy: the one
+			// most nodes share.
 			best, at := ref, int64(-1)
 			for i := range nodes {
-				if c, ok := chs[i][id]; ok && c.At > at {
+				k, present := infos[i][id]
+				if c, ok := chs[i][id]; ok && c.explains(k, present) && c.At > at {
 					best, at = i, c.At
 				}
 			}

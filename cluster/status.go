@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -56,6 +57,9 @@ type NodeView struct {
 	// of one cluster, split or not; another for a cluster rebuilt under
 	// the same names).
 	SchemaCookie string `json:"schema_cookie,omitempty"`
+	// Recorder is the node's change recorder (migctl_node), which a heal
+	// decides from; nil from nodes that could not be read.
+	Recorder *RecorderInfo `json:"recorder,omitempty"`
 }
 
 // MnesiaRunning tells whether Mnesia runs on the node.
@@ -81,6 +85,22 @@ type Status struct {
 	Islands  [][]string `json:"islands"`
 	Splits   []Split    `json:"splits,omitempty"`
 	Problems []string   `json:"problems,omitempty"`
+}
+
+// TableNames are the session tables the nodes' recorders report on.
+func (s *Status) TableNames() []string {
+	var out []string
+	for _, v := range s.Nodes {
+		if v.Recorder != nil {
+			for t := range v.Recorder.Since {
+				if !slices.Contains(out, t) {
+					out = append(out, t)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Node returns the view of one node.
@@ -163,6 +183,10 @@ func (cl *Cluster) view(ctx context.Context, n string) NodeView {
 	v.Mnesia = str(p["is_running"])
 	if c, ok := p["cookie"].([]byte); ok {
 		v.SchemaCookie = string(c)
+	}
+	if r, ok := p["recorder"].(etf.Tuple); ok {
+		ri := parseRecorder(n, r)
+		v.Recorder = &ri
 	}
 	v.Connected = atoms(p["connected"])
 	v.DBNodes = atoms(p["db_nodes"])

@@ -233,7 +233,10 @@ func WriteMetrics(w io.Writer, st *Status) error {
 // migctl_mnesia_partitioned (1 when split), migctl_mnesia_degraded,
 // migctl_mnesia_islands, migctl_mnesia_island{node,island} (the island
 // index of each node, largest island 0), migctl_mnesia_node_reachable,
-// migctl_mnesia_running, migctl_mnesia_overload_events. Before the first
+// migctl_mnesia_running, migctl_mnesia_overload_events, and each node's
+// change recorder: migctl_recorder_running, migctl_recorder_covered_seconds
+// {node,table}, migctl_recorder_keys, migctl_recorder_memory_bytes,
+// migctl_recorder_changes_total{node,op}. Before the first
 // Set it exports nothing, so absent() tells "no evaluation yet". `migctl
 // cluster watch` serves it alone; `migctl consistency monitor
 // --watch-cluster` registers it beside its own metrics.
@@ -260,11 +263,17 @@ var (
 	descReachable   = prometheus.NewDesc("migctl_mnesia_node_reachable", "1 when migctl reaches the node", []string{"node"}, nil)
 	descRunning     = prometheus.NewDesc("migctl_mnesia_running", "1 when Mnesia runs on the node", []string{"node"}, nil)
 	descOverload    = prometheus.NewDesc("migctl_mnesia_overload_events", "mnesia_overload events seen by this watch", []string{"node"}, nil)
+	descRecRunning  = prometheus.NewDesc("migctl_recorder_running", "1 when the node's change recorder (migctl_node) runs", []string{"node"}, nil)
+	descRecCovered  = prometheus.NewDesc("migctl_recorder_covered_seconds", "how far back the node's change records reach for a table (0: not recording it)", []string{"node", "table"}, nil)
+	descRecKeys     = prometheus.NewDesc("migctl_recorder_keys", "keys the node's change recorder holds", []string{"node"}, nil)
+	descRecMemory   = prometheus.NewDesc("migctl_recorder_memory_bytes", "memory of the node's change records", []string{"node"}, nil)
+	descRecChanges  = prometheus.NewDesc("migctl_recorder_changes_total", "changes recorded on the node since its recorder started", []string{"node", "op"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *StatusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPartitioned, descDegraded, descIslands, descIsland, descReachable, descRunning, descOverload} {
+	for _, d := range []*prometheus.Desc{descPartitioned, descDegraded, descIslands, descIsland, descReachable, descRunning, descOverload,
+		descRecRunning, descRecCovered, descRecKeys, descRecMemory, descRecChanges} {
 		ch <- d
 	}
 }
@@ -298,5 +307,22 @@ func (c *StatusCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descReachable, bit(v.Reachable), v.Node)
 		gauge(descRunning, bit(v.MnesiaRunning()), v.Node)
 		gauge(descOverload, float64(v.OverloadEvents), v.Node)
+		if r := v.Recorder; r != nil {
+			gauge(descRecRunning, bit(r.Running), v.Node)
+			if !r.Running {
+				continue
+			}
+			for tab, since := range r.Since {
+				covered := 0.0
+				if since > 0 {
+					covered = max(0, float64(st.Time.UnixMilli()-since)/1000)
+				}
+				gauge(descRecCovered, covered, v.Node, tab)
+			}
+			gauge(descRecKeys, float64(r.Keys), v.Node)
+			gauge(descRecMemory, float64(r.MemoryBytes), v.Node)
+			ch <- prometheus.MustNewConstMetric(descRecChanges, prometheus.CounterValue, float64(r.Writes), v.Node, "write")
+			ch <- prometheus.MustNewConstMetric(descRecChanges, prometheus.CounterValue, float64(r.Deletes), v.Node, "delete")
+		}
 	}
 }

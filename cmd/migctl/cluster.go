@@ -108,8 +108,24 @@ func newClusterStatusCmd(a *app, cf *clusterFlags) *cobra.Command {
 
 func printStatus(w io.Writer, f cliutil.Format, st *cluster.Status) error {
 	return cliutil.Print(w, f, st, func(tw *tabwriter.Writer) {
-		cliutil.Row(tw, "NODE", "REACHABLE", "MNESIA", "DB_NODES", "RUNNING_DB_NODES", "TABLES")
+		cliutil.Row(tw, "NODE", "REACHABLE", "MNESIA", "DB_NODES", "RUNNING_DB_NODES", "RECORDER", "TABLES")
 		for _, v := range st.Nodes {
+			rec := "-"
+			switch r := v.Recorder; {
+			case r == nil:
+			case !r.Running:
+				rec = "NOT RUNNING (a heal falls back to the rows' times)"
+			default:
+				var cov []string
+				for _, t := range st.TableNames() {
+					if since, ok := r.Since[t]; ok && since > 0 {
+						cov = append(cov, fmt.Sprintf("%s since %s", t, msText(since)))
+					} else {
+						cov = append(cov, t+" NOT RECORDED")
+					}
+				}
+				rec = fmt.Sprintf("%d keys, %s", r.Keys, strings.Join(cov, ", "))
+			}
 			var tabs []string
 			for _, t := range v.Tables {
 				s := fmt.Sprintf("%s(%s,%d rows,from %s)", t.Name, t.Storage, t.Size, t.LoadedFrom)
@@ -118,7 +134,7 @@ func printStatus(w io.Writer, f cliutil.Format, st *cluster.Status) error {
 				}
 				tabs = append(tabs, s)
 			}
-			cliutil.Row(tw, v.Node, v.Reachable, v.Mnesia, len(v.DBNodes), strings.Join(v.RunningDBNodes, " "), strings.Join(tabs, " "))
+			cliutil.Row(tw, v.Node, v.Reachable, v.Mnesia, len(v.DBNodes), strings.Join(v.RunningDBNodes, " "), rec, strings.Join(tabs, " "))
 		}
 		fmt.Fprintln(tw)
 		cliutil.Row(tw, "VERDICT", strings.ToUpper(string(st.Verdict)))

@@ -30,6 +30,16 @@ func TestClusterCommands(t *testing.T) {
 	var st cluster.Status
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
 	require.Equal(t, cluster.Healthy, st.Verdict)
+	for _, v := range st.Nodes {
+		// The fixture runs the migctl_node library, as a release would.
+		require.NotNil(t, v.Recorder, v.Node)
+		require.True(t, v.Recorder.Running, v.Node)
+		require.Greater(t, v.Recorder.Since["erlmcp_session"], int64(0), v.Node)
+	}
+	r = run(t, env, "cluster", "status")
+	require.Equal(t, cliutil.ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "RECORDER")
+	require.Regexp(t, `\d+ keys, erlmcp_session since `, r.stdout)
 
 	r = run(t, env, "cluster", "verify-replication")
 	require.Equal(t, cliutil.ExitOK, r.code, r.stderr)

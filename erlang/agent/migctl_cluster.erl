@@ -48,7 +48,8 @@ view(Tabs) ->
     safe(fun() ->
         Running = mnesia:system_info(is_running),
         Base = [{node, node()}, {connected, nodes()}, {hidden, nodes(hidden)},
-                {is_running, Running}],
+                {is_running, Running},
+                {recorder, try recorder(Tabs) catch _:_ -> {ok, false, [], 0, 0, 0, 0, 0, 0} end}],
         case Running of
             yes ->
                 Tables = [table_view(T) || T <- Tabs,
@@ -204,7 +205,10 @@ ids(_, _) -> fail(bad_frame).
 %% Running is false when the library is not there or its recorder is not
 %% running.
 recorder_info(Tabs) ->
-    safe(fun() ->
+    safe(fun() -> recorder(Tabs) end).
+
+recorder(Tabs) ->
+    begin
         I = case code:ensure_loaded(migctl_recorder) of
                 {module, _} -> catch migctl_recorder:info();
                 _ -> #{running => false}
@@ -221,15 +225,17 @@ recorder_info(Tabs) ->
                  maps:get(writes, I, 0), maps:get(deletes, I, 0), maps:get(pruned, I, 0)};
             _ -> {ok, false, [], 0, 0, 0, 0, 0, 0}
         end
-    end).
+    end.
 
 int(I) when is_integer(I) -> I;
 int(_) -> -1.
 
 %% changes(Tab, Ids) -> {ok, Frames}: the last recorded change of each of
 %% the framed ids (<<Len:32, Id>>*) on this node, as
-%% <<IdLen:32, Id, Op:8 (1 write, 2 delete), Millis:64/signed, OriginLen:16, Origin>>;
-%% ids without a recorded change are left out.
+%% <<IdLen:32, Id, Op:8 (1 write, 2 delete), Millis:64/signed, Digest:32,
+%%   OriginLen:16, Origin>>
+%% (Digest: of the row written, as bucket_keys/3 reports it; 0 for a
+%% delete); ids without a recorded change are left out.
 changes(Tab, Ids) ->
     safe(fun() ->
         L = case code:is_loaded(migctl_recorder) of
@@ -239,9 +245,9 @@ changes(Tab, Ids) ->
         {ok, iolist_to_binary(
                [begin O = atom_to_binary(Origin),
                       [<<(byte_size(Id)):32>>, Id,
-                       <<(case Op of write -> 1; delete -> 2 end):8, Ms:64/signed,
+                       <<(case Op of write -> 1; delete -> 2 end):8, Ms:64/signed, Dg:32,
                          (byte_size(O)):16>>, O] end
-                || {Id, Op, Ms, Origin} <- L, is_binary(Id)])}
+                || {Id, Op, Ms, Origin, Dg} <- L, is_binary(Id)])}
     end).
 
 %% ------------------------------------------------------------------ heal
@@ -483,7 +489,12 @@ merge(Tab, Writes, Deletes) ->
                 {D, K} = lists:foldl(
                            fun({Id, Before, Cond, Dg}, {D, K}) ->
                                    case mnesia:read(Tab, Id, write) of
-                                       [] -> {D, K};
+                                       %% Nothing to delete here; but with
+                                       %% evidence the deletion is still
+                                       %% written, so that a replica that
+                                       %% holds the row (replica repair)
+                                       %% drops it too.
+                                       [] when Cond =/= 1 -> {D, K};
                                        Cur ->
                                            case delete_applies(Cond, Dg, Id, Before, Cur) of
                                                true -> mnesia:delete(Tab, Id, write), {D + 1, K};

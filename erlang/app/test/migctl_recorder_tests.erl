@@ -53,8 +53,11 @@ records_changes_test() ->
         %% lookup/2 first lets the recorder handle what was sent to it.
         L = lists:sort(migctl_recorder:lookup(?T, [<<"a">>, <<"b">>, <<"c">>, <<"none">>])),
         After = erlang:system_time(millisecond),
-        ?assertMatch([{<<"a">>, delete, _, _}, {<<"b">>, write, _, _}, {<<"c">>, write, _, _}], L),
-        [?assert(Ms >= Before andalso Ms =< After andalso O =:= node()) || {_, _, Ms, O} <- L],
+        ?assertMatch([{<<"a">>, delete, _, _, 0}, {<<"b">>, write, _, _, _}, {<<"c">>, write, _, _, _}], L),
+        [?assert(Ms >= Before andalso Ms =< After andalso O =:= node()) || {_, _, Ms, O, _} <- L],
+        %% A write's digest is the one migctl compares replicas with.
+        [{_, _, _, _, Dc}] = migctl_recorder:lookup(?T, [<<"c">>]),
+        ?assertEqual(erlang:phash2({<<"c">>, #{}, 1}, 4294967296), Dc),
         %% A clear_table is the table's cleared time.
         {atomic, ok} = mnesia:clear_table(?T),
         _ = migctl_recorder:lookup(?T, []),
@@ -80,7 +83,7 @@ coverage_across_restart_test() ->
         S2 = wait_subscribed(),
         ?assert(S2 > S1),
         ok = mnesia:dirty_write({?T, <<"x">>, #{}, 1}),
-        ?assertMatch([{<<"x">>, write, _, _}], migctl_recorder:lookup(?T, [<<"x">>]))
+        ?assertMatch([{<<"x">>, write, _, _, _}], migctl_recorder:lookup(?T, [<<"x">>]))
     after
         teardown(Dir)
     end.

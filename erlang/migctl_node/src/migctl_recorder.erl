@@ -16,11 +16,19 @@
 %% each key it keeps one row in the named, protected ETS table
 %% `migctl_recorder':
 %%
-%%     {{Tab, Key}, write | delete, Millis, Origin}
+%%     {{Tab, Key}, write | delete, Millis, Origin, Digest}
 %%
 %% Millis is this node's erlang:system_time(millisecond) when the event was
-%% handled; Origin is the node of the process that made the change (from the
-%% event's activity id). Readers (lookup/2) read the table directly.
+%% handled (the process runs at high priority, so that is within a
+%% fraction of a millisecond of the commit on a node that is not
+%% overloaded; two changes closer together than that, on two sides of a
+%% split, are concurrent and ordered by these times); Origin is the node of the process that made the change (from the
+%% event's activity id); Digest is, for a write, erlang:phash2 of the record
+%% without its tag, {Key, Value..., } in 2^32 (for erlmcp's records
+%% phash2({Id, Session, WriteTime}, 2^32), the digest migctl compares
+%% replicas with), so that a copy that no longer holds what this node last
+%% wrote can be told from one that does; 0 for a delete. Readers
+%% (lookup/2) read the table directly.
 %%
 %% Coverage: a key without a row had no change since the table's coverage
 %% start (info/0: `since'), which is when the subscription began (it is lost
@@ -47,7 +55,7 @@
 -define(RETRY_MS, 100).
 
 -type op() :: write | delete.
--type change() :: {Key :: term(), op(), Millis :: integer(), Origin :: node()}.
+-type change() :: {Key :: term(), op(), Millis :: integer(), Origin :: node(), Digest :: non_neg_integer()}.
 -export_type([op/0, change/0]).
 
 %%% API
@@ -85,13 +93,19 @@ lookup(Tab, Keys) ->
         undefined -> [];
         _ ->
             ok = gen_server:call(?MODULE, sync, 15000),
-            [{K, Op, Ms, O} || K <- Keys, {_, Op, Ms, O} <- ets:lookup(?TAB, {Tab, K})]
+            [{K, Op, Ms, O, D} || K <- Keys, {_, Op, Ms, O, D} <- ets:lookup(?TAB, {Tab, K})]
     end.
 
 %%% gen_server
 
 init(Opts) ->
     process_flag(trap_exit, true),
+    %% The time of a change is when this process handles its event: run
+    %% ahead of ordinary processes so that a busy node does not delay it
+    %% (the work per event is one ETS insert), and keep a backlog off the
+    %% heap.
+    process_flag(priority, high),
+    process_flag(message_queue_data, off_heap),
     Tabs = opt(Opts, tables, recorder_tables, [erlmcp_session]),
     ?TAB = ets:new(?TAB, [named_table, protected, set, {read_concurrency, true}]),
     St = #{tables => maps:from_list([{T, #{since => undefined, cleared => 0}} || T <- Tabs]),
@@ -176,23 +190,24 @@ subscribe(St = #{tables := Ts}) ->
     St1#{tables := Ts1, subscriptions := maps:get(subscriptions, St1) + Taken}.
 
 event({write, Rec, Act}, St) when is_tuple(Rec), tuple_size(Rec) >= 2 ->
-    put(element(1, Rec), element(2, Rec), write, Act, St);
+    [Tab | Fields] = tuple_to_list(Rec),
+    put(Tab, element(2, Rec), {write, erlang:phash2(list_to_tuple(Fields), 4294967296)}, Act, St);
 event({delete_object, Rec, Act}, St) when is_tuple(Rec), tuple_size(Rec) >= 2 ->
-    put(element(1, Rec), element(2, Rec), delete, Act, St);
+    put(element(1, Rec), element(2, Rec), {delete, 0}, Act, St);
 event({delete, {schema, Tab}, _Act}, St = #{tables := Ts}) ->
     %% clear_table (and delete_table) of a recorded table.
     cleared(Tab, Ts, St);
 event({delete, {Tab, '_'}, _Act}, St = #{tables := Ts}) ->
     cleared(Tab, Ts, St);
 event({delete, {Tab, Key}, Act}, St) ->
-    put(Tab, Key, delete, Act, St);
+    put(Tab, Key, {delete, 0}, Act, St);
 event(_, St) ->
     St.
 
 %% Only the recorded tables' rows: Mnesia also reports schema changes
 %% (a clear_table writes the table's definition) to table subscribers.
-put(Tab, Key, Op, Act, St = #{tables := Ts}) when is_map_key(Tab, Ts) ->
-    ets:insert(?TAB, {{Tab, Key}, Op, now_ms(), origin(Act)}),
+put(Tab, Key, {Op, Digest}, Act, St = #{tables := Ts}) when is_map_key(Tab, Ts) ->
+    ets:insert(?TAB, {{Tab, Key}, Op, now_ms(), origin(Act), Digest}),
     case Op of
         write -> St#{writes := maps:get(writes, St) + 1};
         delete -> St#{deletes := maps:get(deletes, St) + 1}
@@ -228,4 +243,4 @@ shrink(Now, Cut, Max, St) ->
     end.
 
 drop_before(Cut) ->
-    ets:select_delete(?TAB, [{{'_', '_', '$1', '_'}, [{'<', '$1', Cut}], [true]}]).
+    ets:select_delete(?TAB, [{{'_', '_', '$1', '_', '_'}, [{'<', '$1', Cut}], [true]}]).
