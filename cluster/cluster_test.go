@@ -743,11 +743,33 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // Erlang disconnect): nodes find out by their tick timeout, both sides
 // write, the network comes back, and the split is detected, planned and
 // healed.
-func TestHealRealNetworkPartition(t *testing.T) {
+func TestHealRealNetworkPartition(t *testing.T) { runRealNetworkPartition(t, false) }
+
+// TestHealRealNetworkPartitionWithEvidence: the same cut with the change
+// recorders running (the migctl_node library, as in a release): the
+// writes in flight at the cut are recorded when they commit, later than
+// anything the other side did to those keys, and are kept on evidence.
+func TestHealRealNetworkPartitionWithEvidence(t *testing.T) { runRealNetworkPartition(t, true) }
+
+func runRealNetworkPartition(t *testing.T, evidence bool) {
 	nc := testkit.StartNet(t, 3, true)
 	cl, err := cluster.New(nc.Client(), cluster.Options{Nodes: nc.Names()})
 	require.NoError(t, err)
 	ctx := tctx(t)
+	if evidence {
+		for i := range nc.Nodes {
+			r := nc.Eval(i, `{ok, _} = application:ensure_all_started(migctl_node),
+			    W = fun W(0) -> timeout;
+			            W(N) -> case migctl_recorder:info() of
+			                        #{tables := [#{subscribed := true}]} -> ok;
+			                        _ -> timer:sleep(50), W(N - 1)
+			                    end
+			        end,
+			    W(100)`, nil)
+			require.Equal(t, etf.Atom("ok"), r, nc.Nodes[i].Name)
+		}
+		time.Sleep(500 * time.Millisecond) // the records reach back before the cut
+	}
 	r := nc.Eval(0, `erlmcp_fixture_seed:seed(mnesia, #{}, 500, 7)`, nil)
 	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(500)}, r)
 	st, err := cl.Status(ctx)
@@ -799,12 +821,23 @@ func TestHealRealNetworkPartition(t *testing.T) {
 	plan, err := cl.Plan(ctx, cluster.PlanOptions{})
 	require.NoError(t, err)
 	require.Equal(t, []string{nc.Nodes[2].Name}, plan.LoserNodes())
-	var kept []string
-	for _, k := range plan.Tables[0].Losers[0].KeptNearSplit {
-		kept = append(kept, k.On+":"+k.ID)
+	lp := plan.Tables[0].Losers[0]
+	if evidence {
+		require.True(t, lp.EvidenceComplete, lp.Evidence)
+		dec := decisionsByID(lp)
+		require.Equal(t, cluster.ActWrite, dec["in-window-on-loser"].Action, dec["in-window-on-loser"].Why)
+		require.True(t, dec["in-window-on-loser"].Evidence)
+		require.NotContains(t, dec, "in-window-on-winner", "the winner's own write stands, nothing to merge")
+		require.Empty(t, lp.KeptNearSplit, "no keep window is needed with evidence")
+	} else {
+		require.False(t, lp.EvidenceComplete)
+		var kept []string
+		for _, k := range lp.KeptNearSplit {
+			kept = append(kept, k.On+":"+k.ID)
+		}
+		require.ElementsMatch(t, []string{"winner:in-window-on-winner", "loser:in-window-on-loser"}, kept,
+			"the writes of the detection window are kept, not taken for deletions (keep window %d ms: %s)", plan.KeepWindowMillis, plan.KeepWindowDetail)
 	}
-	require.ElementsMatch(t, []string{"winner:in-window-on-winner", "loser:in-window-on-loser"}, kept,
-		"the writes of the detection window are kept, not taken for deletions (keep window %d ms: %s)", plan.KeepWindowMillis, plan.KeepWindowDetail)
 	rep, err := cl.Execute(ctx, plan, cluster.ExecuteOptions{Journal: openJournal(t), BackupDir: t.TempDir(), Reason: "netns"})
 	require.NoError(t, err, "%v", rep)
 	require.True(t, rep.Healed)
