@@ -64,13 +64,15 @@ bench: deps erlang build
 demo: deps erlang build
 	./scripts/demo.sh
 
-## release: static binaries for linux/amd64 and linux/arm64, version stamped, with checksums
-release:
+## release: static binaries for linux/amd64 and linux/arm64, version stamped, and the
+## node-side library (migctl_node: sources and compiled ebin) for erlmcp releases, with checksums
+release: erlang
 	@mkdir -p dist
 	@for arch in amd64 arm64; do \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/migctl-$(VERSION)-linux-$$arch ./cmd/migctl || exit 1; \
 	done
-	@cd dist && sha256sum migctl-$(VERSION)-linux-* > SHA256SUMS && cat SHA256SUMS
+	@tar -czf dist/migctl_node-$(VERSION).tar.gz -C erlang migctl_node/README.md migctl_node/rebar.config migctl_node/src migctl_node/ebin
+	@cd dist && sha256sum migctl-$(VERSION)-linux-* migctl_node-$(VERSION).tar.gz > SHA256SUMS && cat SHA256SUMS
 
 ## man: man pages from the cobra commands (completions: migctl completion bash|zsh|fish)
 man:

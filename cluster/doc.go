@@ -41,109 +41,110 @@
 // # Heal
 //
 // Plan compares each losing island's local copy with the winner's the same
-// way and classifies every differing key. The split time T comes from the
-// operator (PlanOptions.SplitAt), or else from when the nodes saw each
-// other's Mnesia go down (migctl_cluster:downs/1): exactly, to the
-// millisecond, when a watch's forwarder saw the mnesia_down event (it keeps
-// the time on the node in a persistent_term), else from Mnesia's own record
-// (mnesia_decision, local time to the second: the start of that second).
-// The data gives a lower bound (just after the latest write both sides hold
-// identically, in agreeing buckets or as identical keys in differing ones);
-// T is the mnesia_down time when it is later than that bound, else the
-// bound. The plan says where T came from (LoserPlan.SplitAtSource/
-// SplitAtDetail).
+// way and decides every key that differs.
 //
-// A node notices a cut link only after net_ticktime, and a transaction
-// that was waiting for the other side then commits on its own side with
-// the timestamp it took before: such a row is written before the
-// mnesia_down time yet the other side never had it (TestHealRealNetworkPartition
-// cuts a veth link and loses both such writes without what follows). So
-// the plan keeps a window before T (PlanOptions.KeepWindow, by default
-// 1.25 × the largest net_ticktime + 2 s) that starts no earlier than the
-// data's bound (rows written before the latest write both sides hold
-// identically had reached both sides), and a row present on one side
-// only and written inside it is kept (LoserPlan.KeptNearSplit). For a
-// key K, with the window starting at W:
+// Evidence. Every node runs a change recorder (migctl_recorder, in the
+// migctl_node library an erlmcp release runs; evidence.go reads it): for
+// each key of the session tables, the last change that node's Mnesia
+// applied (write or delete, the node's time, the origin node, the digest
+// of the row written), fed by Mnesia's table events, bounded by a window
+// and a key cap, with its coverage (since when it has recorded without a
+// gap) stated. For every differing key, Plan reads each island's latest
+// recorded change (over all its nodes: a node records its whole island)
+// and the side whose last change is the later one wins, its row or its
+// deletion alike (equal times: a row over a deletion, then the winner).
+// This needs no split time and no keep window: a write in flight at the
+// cut is recorded when it commits, a deletion is recorded as such. The
+// records count as complete when both sides' coverage reaches back before
+// the cut (the later of the data's bound and T minus the keep window, less
+// 250 ms); a key neither side recorded a change of is decided by the rules
+// below, and its decision says so.
+//
+// Without complete records (no library, a recorder or Mnesia restarted
+// during the split, a split longer than the window), the plan says why
+// (LoserPlan.Evidence) and decides from the rows' times: the split time T
+// comes from the operator (PlanOptions.SplitAt), or else from when the
+// nodes saw each other's Mnesia go down (migctl_cluster:downs/1): exactly,
+// to the millisecond, when a watch's forwarder saw the mnesia_down event,
+// else from Mnesia's own record (mnesia_decision, to the second). The data
+// gives a lower bound (just after the latest write both sides hold
+// identically); T is the mnesia_down time when it is later than that
+// bound, else the bound. A node notices a cut link only after
+// net_ticktime, so the plan keeps a window before T (PlanOptions.KeepWindow,
+// by default 1.25 × the largest net_ticktime + 2 s, starting no earlier
+// than the data's bound) inside which a row present on one side only is
+// kept (LoserPlan.KeptNearSplit). For a key K, with the window starting at W:
 //
 //   - on both sides with different values: the newer last_accessed wins;
-//   - only on side X, written on X before W: it existed on both sides at
-//     the split, so the other side deleted it during the split, and that
-//     deletion wins (a deletion wins over an older write);
-//   - only on side X, written on X between W and T: it may never have
-//     reached the other side; it is kept (a deletion the other side made
-//     during the split comes back: the price of never losing such a write);
-//   - only on side X, written on X after T: a write of the split (new
-//     session, or a write that races a deletion whose time Mnesia does not
-//     record); the write is kept and reported as such.
+//   - only on side X, written on X before W: the other side deleted it
+//     during the split, and that deletion wins;
+//   - only on side X, written on X between W and T: kept (a deletion the
+//     other side made during the split comes back);
+//   - only on side X, written on X after T: a write of the split, kept.
 //
 // The winner is the largest island, then the one with the most recent
-// writes, or the operator's choice; the reason is part of the plan.
+// writes, or the operator's choice; the reason is part of the plan. A plan
+// written with `--plan -o json` can be carried out exactly
+// (`--execute --plan-file`, ReadPlan and Plan.Matches: refused when the
+// islands changed).
 //
-// Execute backs up the losing nodes' tables to export files first (package
-// backends/exportfile: `migctl cluster restore-backup` and `migctl sessions
-// import` read them), reads the losing side's changes out of its own copy
-// as they are then (traffic keeps flowing on both sides: the comparison is
-// made again with the plan's winner and split time, rows written or
-// deleted since the plan included, and a row the loser deletes between
-// that comparison and the reading of its rows is decided again as a
-// deletion; the step's detail says what changed relative to the plan;
-// only different islands refuse the plan),
-// reconnects every pair of nodes explicitly, then fences the losers: a
-// write lock on the session tables in each losing island
-// (migctl_cluster:fence/3), so erlmcp's transactions there wait from that
-// moment until the losers' Mnesia stops, and reads the losers' changes a
-// last time under it. It backs up the winner's rows the merge will
-// overwrite or delete, merges the losers' changes into the winners in one
-// transaction that re-checks every decision against the current row, and
+// Execute runs the steps of one table (healSteps: name, what it will do,
+// what it does; --stop-after is checked against it). It backs up the
+// losing nodes' tables to export files (package backends/exportfile),
+// reads the losing side's changes out of its own copy as they are then
+// (traffic keeps flowing on both sides: the comparison is made again with
+// the plan's winner, split time and keep window), reconnects every pair of
+// nodes, then fences the losers: on every losing node dirty writers (the
+// hybrid backend's dual-write phases) are told to take locks
+// (migctl_cluster:fence_flag/1), and a write lock on the session tables is
+// taken in each losing island (migctl_cluster:fence/3), so erlmcp's
+// writers there wait from that moment until the losers' Mnesia stops; the
+// losers' changes are read a last time under it. It backs up the winner's
+// rows the merge will overwrite or delete, merges the losers' changes into
+// the winners in transactions that re-check every decision against the
+// current row (an evidence decision applies only while the winner's row is
+// the one it saw: a client's write in between is newer and stays), and
 // only then makes the losers take the winners' (merged) data without
-// restarting their Erlang nodes (master nodes, Mnesia stop/start: the
-// transactions waiting on the fence abort there, unacknowledged;
-// wait_for_tables, master nodes cleared), waits until
-// running_db_nodes agree and the replicas are identical. Every step is
-// journaled, with the plan and the backups in a state record: Resume
-// continues an interrupted heal from its first unfinished step (the
-// losers' changes are read back from the changes file the heal wrote),
-// ListHeals shows heals and their backups, and RestoreBackup writes a
-// backup back (if_newer by default). The journal is bound to the schema
-// cookie, the same identity package migrate uses.
+// restarting their Erlang nodes: the losers that hold no fence stop first,
+// then each fence holder right after a check that its lock is still held
+// (ErrFenceLost otherwise: nothing discarded, resume), master nodes,
+// Mnesia stop/start, wait_for_tables, master nodes cleared. It waits until
+// running_db_nodes agree and verifies the replicas; writes a loser took
+// while it rejoined can reach some replicas and not others, so replicas
+// that differ are repaired (repairReplicas: each key rewritten, or
+// deleted, from the copy whose own record accounts for it and whose change
+// is the latest; no such copy: the copy most nodes share) and verified
+// again. HealReport.LongestFence says how long the losers' clients could
+// have waited. Every step is journaled, with the plan and the backups in a
+// state record: Resume continues an interrupted heal; until the losers
+// have reloaded it checks the islands again and fences, reads and merges
+// again (with evidence nothing applies twice: merged keys no longer
+// differ, and the merge's conditions hold). ListHeals shows heals and
+// their backups, and RestoreBackup writes a backup back (if_newer by
+// default). The journal is bound to the schema cookie, the same identity
+// package migrate uses.
 //
 // When a loser's Mnesia is wedged, ExecuteOptions.OutOfBand (package
 // cluster/sshrun: the operator's commands over SSH, host keys checked
 // against known_hosts) stops the node, moves its Mnesia directory aside and
 // starts it; it then rejoins from the winners (extra_db_nodes, schema and
-// table copies), which already hold the merged changes. A loser migctl cannot read at all
-// (distribution broken, VM frozen) can still be healed this way when it is
-// named in PlanOptions.OutOfBand: the plan lists it as an unreachable
-// losing island without evidence, and its writes since the split are not
-// merged but stay in its moved-aside Mnesia directory, as the plan says.
+// table copies), which already hold the merged changes. A loser migctl
+// cannot read at all can still be healed this way when it is named in
+// PlanOptions.OutOfBand: the plan lists it as an unreachable losing island
+// without evidence, and its writes since the split are not merged but stay
+// in its moved-aside Mnesia directory, as the plan says.
 //
-// With the fence and the merge before the reload, every operation a loser
-// acknowledged is carried over, and no deletion
-// made in the healed cluster can be undone by a later merge
-// (TestHealWhileLoserKeepsChanging checks every acknowledged operation of
-// a load generator on each side: 0 lost; without the fence 2 to 5 of ~200
-// were). A fence ends with the run that took it (unfence on a failed step
-// or StopAfter, a monitor of migctl's node, ExecuteOptions.WaitTimeout);
-// Resume fences and merges again until the losers have reloaded.
+// Tested with load generators on every node throughout (never paused):
+// 3-node 2|1 and 5-node 3|2 splits, the hybrid backend in phase2 at 50 %,
+// a heal SIGKILLed after each step and resumed, a split during a backfill;
+// every acknowledged operation kept, nothing deleted brought back.
 //
-// Known limits: writes that bypass locks (dirty writes) are not held by
-// the fence. Writes a loser takes while its Mnesia restarts can reach some
-// replicas and not others (seen once in eight demo runs with traffic left
-// on, on a loaded host: 4 keys on which one winner node differed from the
-// two others; and once in TestHealWhileLoserKeepsChanging: one deletion
-// missing on one winner node, which now drains the loser's traffic while
-// its Mnesia is stopped); the
-// verify step catches it and the heal fails, so the playbook says to drain
-// the losers for the heal. A key written on one
-// side and deleted on the other during the split is kept (Mnesia keeps no
-// deletion time), and the plan says so for each such key. Without a watch
-// running across the split, T is only known to the second: a key rewritten
-// in that second before the split and deleted on the other side during it
-// can still come back (the plan's detail says the time is to the second).
-// The data's bound assumes commits do not reorder against their
-// timestamps across keys; a write that did (its timestamp earlier than
-// another write that reached both sides, its commit after the cut) is
-// still taken for a deletion on the side that lacks it.
+// Known limits: changes on two sides of a split closer together than the
+// recorders' scheduling lag are concurrent and ordered by the recorders'
+// clocks (which must be synchronised). Without records the rules above
+// keep a key written on one side and deleted on the other during the split,
+// and a write whose commit reordered against its timestamp can be taken
+// for a deletion.
 //
 // # Watch
 //
