@@ -409,6 +409,7 @@ func newClusterHealCmd(a *app, cf *clusterFlags) *cobra.Command {
 	var plan, execute bool
 	var winner, splitAt, keepWindow, backupDir, sshConfig, resume, stopAfter, planFile string
 	var sshNodes []string
+	var fenceTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "heal (--plan | --execute [--plan-file FILE] | --resume ID) [--winner NODE] [--yes] [--dry-run]",
 		Short: "Heal a split brain keeping both sides' writes: --plan shows the evidence, --execute does it",
@@ -449,7 +450,7 @@ steps it would run.`,
 				if plan || execute || planFile != "" {
 					return cliutil.Usage("--resume goes alone (the plan is in the journal)")
 				}
-				return a.resumeHeal(cmd, cf, ch, resume, stopAfter, hook)
+				return a.resumeHeal(cmd, cf, ch, resume, stopAfter, hook, fenceTimeout)
 			}
 			if plan == execute {
 				return cliutil.Usage("give exactly one of --plan, --execute and --resume")
@@ -525,7 +526,7 @@ steps it would run.`,
 				backupDir = filepath.Join(filepath.Dir(a.journalAt), "backups")
 			}
 			opts := cluster.ExecuteOptions{Reason: ch.reason, BackupDir: backupDir, DryRun: ch.dryRun,
-				OutOfBand: oob, OutOfBandNodes: sshNodes, StopAfter: stopAfter, StepHook: hook}
+				OutOfBand: oob, OutOfBandNodes: sshNodes, StopAfter: stopAfter, StepHook: hook, FenceTimeout: fenceTimeout}
 			if ch.dryRun {
 				rep, err := cl.Execute(ctx, p, opts)
 				if err != nil {
@@ -567,6 +568,7 @@ steps it would run.`,
 	f.StringSliceVar(&sshNodes, "ssh-nodes", nil, "losing nodes to restart over SSH instead of in band")
 	f.StringVar(&resume, "resume", "", "continue an interrupted heal by its id (see restore-backup --list)")
 	f.StringVar(&stopAfter, "stop-after", "", "stop after this step ("+strings.Join(cluster.HealSteps(), ", ")+"); --resume goes on")
+	f.DurationVar(&fenceTimeout, "fence-timeout", 5*time.Minute, "the longest the losers' writers are held; past it the fence lifts by itself and the heal stops before the reload (resume)")
 	f.StringVar(&planFile, "plan-file", "", "with --execute: carry out exactly this plan (written by --plan -o json); refused if the islands changed since")
 	return cmd
 }
@@ -593,7 +595,7 @@ func readPlanFile(ctx context.Context, cl *cluster.Cluster, file string) (*clust
 	return p, nil
 }
 
-func (a *app) resumeHeal(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, id, stopAfter string, hook func(string) error) error {
+func (a *app) resumeHeal(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, id, stopAfter string, hook func(string) error, fenceTimeout time.Duration) error {
 	ctx := cmd.Context()
 	if !ch.dryRun {
 		if err := cliutil.Confirm(a.in, a.err, ch.yes, "resume heal "+id+"?"); err != nil {
@@ -608,7 +610,7 @@ func (a *app) resumeHeal(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, i
 	if err != nil {
 		return err
 	}
-	rep, err := cl.Resume(ctx, id, cluster.ExecuteOptions{Journal: j, Reason: ch.reason, DryRun: ch.dryRun, StopAfter: stopAfter, StepHook: hook})
+	rep, err := cl.Resume(ctx, id, cluster.ExecuteOptions{Journal: j, Reason: ch.reason, DryRun: ch.dryRun, StopAfter: stopAfter, StepHook: hook, FenceTimeout: fenceTimeout})
 	if rep != nil {
 		if perr := printHeal(cmd.OutOrStdout(), a.format, nil, rep); perr != nil && err == nil {
 			err = perr
