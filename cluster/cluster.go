@@ -68,9 +68,6 @@ type Cluster struct {
 	// beforeReadRows, when set (tests), runs in a heal's read-changes
 	// between the comparison and the reading of the loser's rows.
 	beforeReadRows func()
-	// whileLosersStopped, when set (tests), runs in a heal's reload-losers
-	// once the losers' Mnesia is stopped, before it starts again.
-	whileLosersStopped func()
 }
 
 // New returns a Cluster over the given client.

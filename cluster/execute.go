@@ -1062,9 +1062,6 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 	if _, err := cl.reconnect(ctx, islandNodes(p.Islands)); err != nil {
 		return "", err
 	}
-	if cl.whileLosersStopped != nil {
-		cl.whileLosersStopped()
-	}
 	ms := make([]int64, len(inBand))
 	how := make([]string, len(inBand))
 	forEach(inBand, func(i int, n string) {

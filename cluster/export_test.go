@@ -7,10 +7,6 @@ import "context"
 // traffic on the loser deletes rows the comparison wanted).
 func SetBeforeReadRows(cl *Cluster, f func()) { cl.beforeReadRows = f }
 
-// SetWhileLosersStopped makes a heal's reload-losers call f while the
-// losers' Mnesia is stopped (a test drains the losers' traffic there, as
-// the playbook says to).
-func SetWhileLosersStopped(cl *Cluster, f func()) { cl.whileLosersStopped = f }
 
 // VerifyAndRepair runs the heal's verify step alone: verify every replica
 // and repair those that differ.
