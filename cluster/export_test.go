@@ -7,7 +7,6 @@ import "context"
 // traffic on the loser deletes rows the comparison wanted).
 func SetBeforeReadRows(cl *Cluster, f func()) { cl.beforeReadRows = f }
 
-
 // VerifyAndRepair runs the heal's verify step alone: verify every replica
 // and repair those that differ.
 func VerifyAndRepair(cl *Cluster, ctx context.Context, dir string) (string, []string, error) {
