@@ -9,12 +9,16 @@
 #   schema / tables, phase1, backfill, a consistency check (all DETS files against Mnesia), phase2 at 10 %
 #   and 100 %, phase3, archive of the DETS files, verify-replication; then
 #   one node is cut off while traffic writes on both sides, the split is
-#   detected (cluster status exit 7, cluster watch), planned and healed;
-#   the load generators check that every acknowledged write is there, and
-#   a report gives sessions, writes acknowledged, lost (0) and the time of
-#   each step.
+#   detected (cluster status exit 7, cluster watch), planned and healed
+#   with the traffic ON (the load generators are never paused or slowed
+#   for the heal); the load generators check that every acknowledged
+#   write is there, and a report gives sessions, operations acknowledged,
+#   lost, wrong, resurrected (all 0), the longest a client waited for one
+#   call to the store, how long the heal held the losers' writers (the
+#   fence), and the time of each step.
 #
-# It exits non-zero when a step fails or a write is lost. Everything it
+# It exits non-zero when a step fails (the heal included), or an
+# acknowledged write is lost, wrong or resurrected. Everything it
 # starts (the dev cluster, a `migctl cluster watch`) is stopped at the
 # end, also on failure or Ctrl-C; it refuses to run over a dev cluster it
 # did not start. Every migctl call that changes something runs with --yes
@@ -70,7 +74,8 @@ end_step() {
 }
 say() { printf '   %s\n' "$*"; }
 # hold / resume: pause the load generators (rate 0) and start them again;
-# the paused time is left out of the achieved rate.
+# the paused time is left out of the achieved rate. Used only for the
+# quiescent snapshot of verify-replication, never around the heal.
 PAUSED=0
 HOLD_T0=""
 hold() {
@@ -94,6 +99,23 @@ die() {
 kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 # jnum FILE KEY: a top-level number of a JSON report.
 jnum() { sed -n "s/^  \"$2\": \([0-9]*\),\{0,1\}$/\1/p" "$1" | head -n 1; }
+# ms NS|US DIV: a duration in ms with one decimal ("-" if empty).
+ms() { if [ -n "$1" ]; then awk -v v="$1" -v d="$2" 'BEGIN { printf "%.1f ms", v / d }'; else echo "-"; fi; }
+# heal_steps FILE: the steps of a heal report (-o json), one a line:
+# step, milliseconds, detail (or FAILED: error).
+heal_steps() {
+    awk '
+        /^  "steps": \[/ { in_steps = 1; next }
+        in_steps && /^  \]/ { in_steps = 0 }
+        !in_steps { next }
+        function str(line) { sub(/^ *"[a-z_]*": "/, "", line); sub(/",?$/, "", line); gsub(/\\"/, "\"", line); return line }
+        /^      "step": /        { st = str($0) }
+        /^      "detail": /      { de = str($0) }
+        /^      "error": /       { de = "FAILED: " str($0) }
+        /^      "duration_ns": / { d = $2; sub(/,$/, "", d); du = d / 1e6 }
+        /^    }/ { printf "   %-16s %9.1f ms  %s\n", st, du, de; st = ""; de = ""; du = 0 }
+    ' "$1"
+}
 
 cleanup() {
     local rc=$?
@@ -255,13 +277,34 @@ say "cluster watch (running since before the split) reported:"
 step "heal --plan" "plan: migctl cluster heal --plan (changes nothing)"
 mig cluster heal --plan --split-at "$SPLIT_AT"
 
-step "heal --execute" "heal: migctl cluster heal --execute --yes (keeps both sides' writes)"
-say "traffic held during the heal, as the playbook advises: writes on the loser while its Mnesia restarts can leave the replicas differing"
-hold
-sleep 1
-mig cluster heal --execute --yes --reason demo --split-at "$SPLIT_AT"
-resume
-mig cluster status
+step "heal --execute" "heal: migctl cluster heal --execute --yes, the traffic ON on every node (keeps both sides' writes)"
+say "the load generators keep running at $RATE ops/s per node through the heal, on the winners and the loser:"
+say "the loser's writers wait only while it is fenced (until its Mnesia stops), then they write to the healed cluster"
+line=$("$DC" load stats | tail -n 1)
+WAIT_BEFORE_HEAL=$(kv "$line" max_latency_us)
+printf '$ migctl cluster heal --execute --yes --reason demo --split-at %s -o json\n' "$SPLIT_AT"
+HEAL_RC=0
+"$MIGCTL" cluster heal --execute --yes --reason demo --split-at "$SPLIT_AT" -o json >"$OUT/heal.json" || HEAL_RC=$?
+heal_steps "$OUT/heal.json"
+HEAL_NS=$(jnum "$OUT/heal.json" duration_ns)
+FENCE_NS=$(jnum "$OUT/heal.json" longest_fence_ns)
+HEALED=$(sed -n 's/^  "healed": \([a-z]*\),\{0,1\}$/\1/p' "$OUT/heal.json" | head -n 1)
+repaired=$(awk '/^  "repaired": \[/ { r = 1; next } r && /^  \]/ { r = 0 }
+    r { sub(/^ *"/, ""); sub(/",?$/, ""); gsub(/\\"/, "\""); printf "%s%s", sep, $0; sep = "; " }' "$OUT/heal.json")
+say "healed ${HEALED:-?} in $(ms "$HEAL_NS" 1e6), exit $HEAL_RC; losers' writers held (longest fence) $(ms "$FENCE_NS" 1e6)${repaired:+; replicas repaired after the reload: $repaired}"
+line=$("$DC" load stats | tail -n 1)
+say "traffic through the heal: $(kv "$line" ops) operations so far, $(kv "$line" errors) errors, $(kv "$line" skipped) skipped, longest client wait $(ms "$(kv "$line" max_latency_us)" 1e3) (before the heal $(ms "$WAIT_BEFORE_HEAL" 1e3))"
+if [ "$(kv "$line" errors)" != 0 ]; then
+    say "the clients' errors (not acknowledged, so nothing was promised), by reason:"
+    "$DC" load errors | sed 's/^/   | /'
+fi
+if [ "$HEAL_RC" = 0 ]; then
+    mig cluster status
+else
+    say "the heal FAILED (exit $HEAL_RC; report kept in $OUT/heal.json): checking the writes before stopping"
+    DEMO_KEEP_OUT=1
+    mig cluster status || true
+fi
 sleep 3
 say "cluster watch, still running, saw the heal:"
 { grep -E ' (HEALTHY|DEGRADED|PARTITIONED) ' "$OUT/watch.log" || true; } | tail -n 4 | sed 's/^/   | /'
@@ -279,13 +322,17 @@ vtotal=$(grep '^total ' <<<"$verify" || true)
 [ -n "$vtotal" ] || die "load verify gave no total"
 
 step "cluster check" "the cluster after the incident (runbook: verify_mnesia_cluster.sh)"
-scripts/verify_mnesia_cluster.sh
+rc=0
+scripts/verify_mnesia_cluster.sh || rc=$?
+# after a failed heal, go on to the report (which fails the demo)
+[ "$rc" = 0 ] || [ "$HEAL_RC" != 0 ] || die "verify_mnesia_cluster.sh: exit $rc"
 mig sessions count --store mnesia
 mig journal --limit 20
 end_step
 
 # ---------------------------------------------------------------- report
 ops=$(kv "$total" ops)
+errors=$(kv "$total" errors)
 stores=$(kv "$total" stores)
 deletes=$(kv "$total" deletes)
 uncertain=$(kv "$total" uncertain)
@@ -293,6 +340,11 @@ acked=$((stores + deletes - uncertain))
 lost=$(kv "$vtotal" lost)
 wrong=$(kv "$vtotal" wrong_value)
 resurrected=$(kv "$vtotal" resurrected)
+# what the load generators' own fetches saw while running
+rlost=$(kv "$total" read_lost)
+rwrong=$(kv "$total" read_wrong)
+rres=$(kv "$total" read_resurrected)
+maxwait=$(kv "$total" max_latency_us)
 rows=$("$MIGCTL" sessions count --store mnesia -o json | sed -n 's/.*"count": \([0-9]*\).*/\1/p' | head -n 1)
 printf '\n'
 bold "== report"
@@ -300,30 +352,39 @@ printf '   %-42s %s\n' "sessions seeded in DETS" "$COUNT"
 printf '   %-42s %s\n' "sessions in Mnesia at the end" "${rows:-?}"
 printf '   %-42s %s\n' "session operations (3 load generators)" "$ops"
 live=$(awk -v o="$ops" -v t="$LOAD_SECS" -v p="$PAUSED" 'BEGIN { printf "%.0f", o / (t - p) }')
-printf '   %-42s %s ops/s over %.0f s (target %s; held %.0f s for verify-replication and the heal)\n' \
+printf '   %-42s %s ops/s over %.0f s (target %s; held %.0f s for verify-replication only, never for the heal)\n' \
     "traffic achieved while running" "$live" "$(awk -v t="$LOAD_SECS" -v p="$PAUSED" 'BEGIN { print t - p }')" "$((3 * RATE))" "$PAUSED"
+printf '   %-42s %s (of %s issued; %s not issued: the store was slower than the rate)\n' \
+    "operations acknowledged" "$((ops - errors))" "$ops" "$(kv "$total" skipped)"
 printf '   %-42s %s (of %s stores and deletes issued)\n' "writes acknowledged" "$acked" "$((stores + deletes))"
 printf '   %-42s %s\n' "ids checked (last acknowledged outcome)" "$(kv "$vtotal" checked)"
-printf '   %-42s %s\n' "LOST" "$lost"
-printf '   %-42s %s\n' "wrong value" "$wrong"
-printf '   %-42s %s\n' "deleted but back (resurrected)" "$resurrected"
+printf '   %-42s %s (seen by the live reads: %s)\n' "LOST" "$lost" "$rlost"
+printf '   %-42s %s (seen by the live reads: %s)\n' "wrong value" "$wrong" "$rwrong"
+printf '   %-42s %s (seen by the live reads: %s)\n' "deleted but back (resurrected)" "$resurrected" "$rres"
 printf '   %-42s %s\n' "uncertain (store/delete not acknowledged)" "$uncertain"
-printf '   %-42s %s\n' "application errors" "$(kv "$total" errors)"
+printf '   %-42s %s\n' "application errors" "$errors"
+printf '   %-42s %s (one call to the store, over the nodes; %s before the heal; a call that timed out counts as its 5 s)\n' \
+    "longest client wait" "$(ms "$maxwait" 1e3)" "$(ms "$WAIT_BEFORE_HEAL" 1e3)"
+printf '   %-42s %s\n' "heal --execute: exit, duration" "$HEAL_RC, $(ms "$HEAL_NS" 1e6)"
+if [ -n "$FENCE_NS" ]; then
+    printf '   %-42s %s\n' "heal: losers' writers held (longest fence)" "$(ms "$FENCE_NS" 1e6)"
+fi
 printf '\n   %-42s %8s\n' "STEP" "SECONDS"
 for i in "${!STEPS[@]}"; do
     printf '   %-42s %8.1f\n' "${STEPS[$i]}" "${SECS[$i]}"
 done
 printf '   %-42s %8.1f\n' "total" "$(since "$T_START")"
-if grep -q ' error=' <<<"$verify" || [ "$lost" != 0 ] || [ "$wrong" != 0 ]; then
-    die "acknowledged writes lost or wrong (see load verify above)"
+if grep -q ' error=' <<<"$verify" || [ "$lost" != 0 ] || [ "$wrong" != 0 ] || [ "$resurrected" != 0 ]; then
+    die "acknowledged writes lost ($lost), wrong ($wrong) or resurrected ($resurrected) (see load verify above)"
 fi
-if [ "$resurrected" != 0 ]; then
-    say "WARNING: $resurrected deleted session(s) came back: the heal keeps a loser's write when it cannot tell it from a delete on the winner"
+if [ "$rlost" != 0 ] || [ "$rwrong" != 0 ] || [ "$rres" != 0 ]; then
+    die "the live reads saw lost ($rlost), wrong ($rwrong) or resurrected ($rres) sessions (see load stats above)"
 fi
+[ "$HEAL_RC" = 0 ] || die "migctl cluster heal --execute: exit $HEAL_RC (see $OUT/heal.json)"
 if [ -n "$PLOT" ]; then
     sleep 6 # the last scrapes
     secs=$(awk -v t="$(since "$T_START")" 'BEGIN { printf "%d", t + 30 }')
     bold "== the dashboard's panels from Prometheus: $PLOT"
     go run ./cmd/plotmetrics -prometheus "$PROM_URL" -since "${secs}s" -step 2s -save "${PLOT%.png}-data.json" -out "$PLOT"
 fi
-bold "== done: 0 acknowledged writes lost"
+bold "== done: 0 acknowledged writes lost, wrong or resurrected; healed with the traffic on"

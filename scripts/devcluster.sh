@@ -5,7 +5,7 @@
 #   scripts/devcluster.sh up [--nodes N] [--backend ets|dets|mnesia|hybrid] [--phase P] [--keep-data]
 #   scripts/devcluster.sh seed --store ets|dets|mnesia --count N [--node NODE|--all-nodes] [--seed S]
 #   scripts/devcluster.sh status
-#   scripts/devcluster.sh load start [--rate R] [--keyspace K] | rate --rate R | stats | stop | verify [--store S] | close
+#   scripts/devcluster.sh load start [--rate R] [--keyspace K] | rate --rate R | stats | errors | stop | verify [--store S] | close
 #   scripts/devcluster.sh split [--isolate NODE|K]
 #   scripts/devcluster.sh reconnect
 #   scripts/devcluster.sh down
@@ -22,7 +22,9 @@
 #
 # load: erlmcp_loadgen (erlang/app) on every node, each with its own ids;
 # start takes --rate (ops/s per node, default 500) and --keyspace (ids per
-# node, default 3000); rate changes it (0 pauses); stats/stop print one line per node and a total;
+# node, default 3000); rate changes it (0 pauses); stats/stop print one line per node and a total
+# (max_latency_us: the longest single call to the store, the largest over
+# the nodes in the total); errors groups each node's last errors by reason;
 # verify checks every acknowledged write against --store (default mnesia:
 # erlmcp_session; dets: erlmcp_sessions_dets; ets: erlmcp_sessions_ets) and
 # exits 1 if one is lost, wrong or resurrected; close drops the records.
@@ -168,7 +170,8 @@ write_config() {
 %% Written by scripts/devcluster.sh up.
 [{kernel, [{inet_dist_use_interface, {127,0,0,1}},
            {dist_auto_connect, once}]},
- {mnesia, [{dir, $(erl_str "$data/mnesia")}]},
+ {mnesia, [{dir, $(erl_str "$data/mnesia")},
+           {core_dir, $(erl_str "$STATE/logs")}]},
  {erlmcp_fixture, [{session_backend, $module},
                    ${hybrid}{backend_opts, $opts},
                    {dets_dir, $(erl_str "$data/dets")},
@@ -352,6 +355,7 @@ cmd_load() {
             [[ $rate =~ ^[0-9]+$ ]] || die "--rate must be a number"
             ctl2 load_rate "$name" "$rate" "${nodes[@]}" ;;
         stats) ctl2 load_stats "$name" "${nodes[@]}" ;;
+        errors) ctl2 load_errors "$name" "${nodes[@]}" ;;
         stop) ctl2 load_stop "$name" "${nodes[@]}" ;;
         verify)
             if [ -z "$table" ]; then
@@ -364,7 +368,7 @@ cmd_load() {
             fi
             ctl2 load_verify "$name" "$store" "$table" "${nodes[@]}" ;;
         close) ctl2 load_close "$name" "${nodes[@]}" ;;
-        *) die "load: start, rate, stats, stop, verify or close" ;;
+        *) die "load: start, rate, stats, errors, stop, verify or close" ;;
     esac
 }
 

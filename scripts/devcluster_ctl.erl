@@ -6,7 +6,10 @@
 %%   load_start Name Rate Keyspace Node...  erlmcp_loadgen:start/1 on each node
 %%   load_rate Name Rate Node...            change the rate (0 pauses)
 %%   load_stats Name Node...                one line per node, then a total
+%%                                          (sums; max_latency_us: the largest)
 %%   load_stop Name Node...                 stop issuing; the record is kept
+%%   load_errors Name Node...               the last errors (up to 100 per node)
+%%                                          grouped by operation and reason
 %%   load_verify Name Store Table Node...   every acknowledged write against
 %%                                          the store (halts 1 on any loss)
 %%   load_close Name Node...                drop the coordinators and records
@@ -54,6 +57,20 @@ run(["load_stats", Name | Nodes]) ->
     stats(Name, stats, Nodes);
 run(["load_stop", Name | Nodes]) ->
     stats(Name, stop, Nodes);
+run(["load_errors", Name | Nodes]) ->
+    lists:foreach(
+      fun(N) ->
+              case rpc:call(node_(N), erlmcp_loadgen, stats, [list_to_atom(Name)], 60000) of
+                  #{errors := Errors} = R ->
+                      Last = maps:get(last_errors, R, []),
+                      io:format("~s errors=~b last=~b~n", [N, Errors, length(Last)]),
+                      [io:format("  ~s count=~b first=~s last=~s reason=~s~n",
+                                 [Op, C, rfc3339(T0), rfc3339(T1), Why])
+                       || {{Op, Why}, {C, T0, T1}} <- group_errors(Last)];
+                  E ->
+                      io:format("~s error=~0p~n", [N, E])
+              end
+      end, Nodes);
 run(["load_verify", Name, Store, Table | Nodes]) ->
     Spec = {list_to_atom(Store), list_to_atom(Table)},
     Keys = [checked, lost, wrong_value, resurrected, uncertain, read_errors],
@@ -92,15 +109,19 @@ run(["reconnect" | Names]) ->
 run(Args) ->
     {error, "unknown command: ~p", [Args]}.
 
+%% max_latency_us (the longest single call to the store, us) is a maximum:
+%% the total line gives the largest over the nodes.
 stats(Name, Op, Nodes) ->
-    Keys = [ops, rate, stores, fetches, deletes, errors, skipped, uncertain,
+    Sums = [ops, rate, stores, fetches, deletes, errors, skipped, uncertain,
             read_lost, read_wrong, read_resurrected],
+    Maxes = [max_latency_us],
+    Keys = Sums ++ Maxes,
     {Tot, Bad} = lists:foldl(
                    fun(N, {Acc, B}) ->
                            case rpc:call(node_(N), erlmcp_loadgen, Op, [list_to_atom(Name)], 60000) of
                                R when is_map(R) ->
                                    io:format("~s~s~n", [N, kv(R, Keys)]),
-                                   {add(R, Acc, Keys), B};
+                                   {max_of(R, add(R, Acc, Sums), Maxes), B};
                                E ->
                                    io:format("~s error=~0p~n", [N, E]),
                                    {Acc, B + 1}
@@ -125,6 +146,29 @@ add(R, Acc, Keys) ->
                             _ -> A
                         end
                 end, Acc, Keys).
+
+max_of(R, Acc, Keys) ->
+    lists:foldl(fun(K, A) ->
+                        case maps:get(K, R, 0) of
+                            V when is_number(V) -> maps:update_with(K, fun(X) -> max(X, V) end, V, A);
+                            _ -> A
+                        end
+                end, Acc, Keys).
+
+%% Errors by {operation, reason}, each with its count and first and last time.
+group_errors(Errors) ->
+    G = lists:foldl(
+          fun(E, Acc) ->
+                  K = {maps:get(op, E, '?'),
+                       lists:flatten(io_lib:format("~0P", [maps:get(reason, E, '?'), 8]))},
+                  T = maps:get(at, E, 0),
+                  maps:update_with(K, fun({C, A, B}) -> {C + 1, min(A, T), max(B, T)} end,
+                                   {1, T, T}, Acc)
+          end, #{}, Errors),
+    lists:keysort(2, maps:to_list(G)).
+
+rfc3339(Ms) ->
+    calendar:system_time_to_rfc3339(Ms, [{unit, millisecond}, {offset, "Z"}]).
 
 node_(N) -> list_to_atom(N).
 
