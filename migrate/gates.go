@@ -29,6 +29,13 @@ func (m *Migrator) gates(ctx context.Context, st ClusterStatus, to Phase, pct in
 		}
 		gs = append(gs, g)
 	}
+	if to == Phase2 && pct < 100 {
+		// Below 100 % the other sessions are read from the old store,
+		// which after phase3 lacks its writes and still holds its deletes.
+		if pending, val := m.reversePending(st); pending {
+			gs = append(gs, Gate{Name: "reverse_backfill_complete", OK: false, Value: val})
+		}
+	}
 	if to == Phase1 && st.Phase == Phase2 {
 		need, val := m.reverseNeeded()
 		gs = append(gs, Gate{Name: "reverse_backfill_complete", OK: !need, Value: val})
@@ -157,6 +164,20 @@ func (m *Migrator) reverseNeeded() (bool, string) {
 		}
 	}
 	return true, fmt.Sprintf("rolled back from phase3 (journal #%d) but the reverse backfill is not complete (run migctl backfill --reverse)", rb)
+}
+
+// reversePending tells whether the old store must first be brought up to
+// date from the new one: the cluster is at phase3, or a rollback from
+// phase3 is not yet followed by a complete reverse backfill.
+func (m *Migrator) reversePending(st ClusterStatus) (bool, string) {
+	if st.Phase == Phase3 {
+		return true, "the cluster is at phase3: the old store lacks what phase3 wrote and still holds what it deleted; " +
+			"go back with migctl phase rollback (phase2 at 100 % without the fallback, then the reverse backfill), then lower --percent"
+	}
+	if st.Phase == Phase2 {
+		return m.reverseNeeded()
+	}
+	return false, ""
 }
 
 // saveBaseline records the counters when phase2 is entered, so the phase3

@@ -150,6 +150,18 @@ func (m *Migrator) setPhase(ctx context.Context, op string, to Phase, o ChangeOp
 		}
 		rec.Forced = true
 	}
+	if to == Phase2 && !o.noFallback {
+		// Coming back from phase3, the old store still holds what phase3
+		// deleted and lacks what it wrote until the reverse backfill has
+		// run: phase2's fallback to it after a miss would serve a deleted
+		// session and copy it back into the new store. The fallback stays
+		// off until then (a lower percentage is gated, see gates).
+		if pending, _ := m.reversePending(st); pending {
+			o.noFallback = true
+			rec.NoFallback = true
+			rec.Note = strings.TrimPrefix(rec.Note+"; phase2 without the fallback to the old store until the reverse backfill is complete (migctl backfill --reverse)", "; ")
+		}
+	}
 	if to == st.Phase && pct == st.Percent && st.Fallback == !o.noFallback && !st.Mixed {
 		rec.State = "unchanged"
 		return rec, nil
