@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -108,6 +110,9 @@ type HealReport struct {
 	// flagged those whose dirty writers were told to take locks.
 	fenced, flagged []string
 	fencedAt        time.Time
+	// readAt is when the last read of the losers' changes began (zero: no
+	// read in this run, e.g. a resume).
+	readAt time.Time
 }
 
 // healState is the journal's record of a heal in progress.
@@ -700,6 +705,7 @@ func (cl *Cluster) stepVerify(ctx context.Context, _ *Plan, opts ExecuteOptions,
 // rows the losers wrote out of their own copies, into rep and the changes
 // files. Islands in skip keep the changes read before.
 func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport, skip map[int]bool) (string, error) {
+	started := time.Now()
 	refreshed, err := cl.refresh(ctx, p, skip)
 	if err != nil {
 		return "", err
@@ -749,6 +755,7 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 	if len(gone) > 0 {
 		detail += "; " + strings.Join(gone, "; ")
 	}
+	rep.readAt = started
 	return detail, nil
 }
 
@@ -799,7 +806,13 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 		}
 		return fmt.Sprintf("Mnesia already stopped on %v (reload begun): changes read before are kept", stopped), nil
 	}
-	detail, err := cl.readChanges(ctx, p, opts, rep, skip)
+	// The last read under the fence: only what the losers changed since
+	// the previous read when their records say so (a few keys, so the
+	// writers are held for as short a time as possible), else in full.
+	detail, ok, err := cl.catchUp(ctx, p, opts, rep, skip)
+	if err == nil && !ok {
+		detail, err = cl.readChanges(ctx, p, opts, rep, skip)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -808,6 +821,124 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 		out += fmt.Sprintf("; Mnesia already stopped on %v: changes read before are kept", stopped)
 	}
 	return out, nil
+}
+
+// catchUp re-decides only the keys the losers changed since the previous
+// read of their changes (rep.readAt, less a second for clocks), from their
+// change records (migctl_cluster:changed_since/2), and reads those rows;
+// every other decision and row stands (the losers did not change them,
+// and a change the winners made since is caught by the merge's
+// conditions). ok is false when that cannot be known: no read before in
+// this run, a comparison without complete evidence, or a loser whose
+// records do not reach back that far; the caller then reads in full.
+func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport, skip map[int]bool) (string, bool, error) {
+	if rep.readAt.IsZero() {
+		return "", false, nil
+	}
+	since := rep.readAt.Add(-time.Second).UnixMilli()
+	type job struct {
+		ti, li int
+		ids    []string
+	}
+	var jobs []job
+	for ti, tp := range p.Tables {
+		for li, lp := range tp.Losers {
+			if skip[lp.Island] {
+				continue
+			}
+			if !lp.EvidenceComplete {
+				return "", false, nil
+			}
+			seen := map[string]bool{}
+			var ids []string
+			for _, n := range p.Islands[lp.Island].Nodes {
+				t, err := cl.agent(ctx, n, "changed_since", etf.Atom(tp.Table), since)
+				if err != nil {
+					return "", false, err
+				}
+				b, ok := t[1].([]byte)
+				if !ok {
+					return "", false, nil // unknown: the records do not reach back
+				}
+				for len(b) >= 4 {
+					l := int(binary.BigEndian.Uint32(b))
+					if len(b) < 4+l {
+						return "", false, fmt.Errorf("changed_since from %s: truncated", n)
+					}
+					if id := string(b[4 : 4+l]); !seen[id] {
+						seen[id] = true
+						ids = append(ids, id)
+					}
+					b = b[4+l:]
+				}
+			}
+			jobs = append(jobs, job{ti, li, ids})
+		}
+	}
+	var parts []string
+	n := 0
+	for _, j := range jobs {
+		tp := &p.Tables[j.ti]
+		lp := &tp.Losers[j.li]
+		w, l := p.Islands[p.Winner], p.Islands[lp.Island]
+		key := fmt.Sprintf("%s/%d", tp.Table, lp.Island)
+		rows := rep.changes[key]
+		if len(j.ids) > 0 {
+			var wk, lk map[string]keyInfo
+			var werr, lerr error
+			forEach([]string{w.Rep, l.Rep}, func(i int, node string) {
+				if i == 0 {
+					wk, werr = cl.keyInfos(ctx, node, tp.Table, j.ids)
+				} else {
+					lk, lerr = cl.keyInfos(ctx, node, tp.Table, j.ids)
+				}
+			})
+			if err := errors.Join(werr, lerr); err != nil {
+				return "", false, err
+			}
+			ev, err := cl.readEvidence(ctx, tp.Table, w.Nodes, l.Nodes, j.ids)
+			if err != nil {
+				return "", false, err
+			}
+			ev.Need = lp.deleteBefore() - 250
+			if ok, _ := ev.complete(); !ok {
+				return "", false, nil
+			}
+			sub := LoserPlan{SplitAt: lp.SplitAt, KeepFrom: lp.KeepFrom}
+			classifyEvidence(&sub, wk, lk, ev)
+			changed := map[string]bool{}
+			for _, id := range j.ids {
+				changed[id] = true
+			}
+			lp.Decisions = append(slices.DeleteFunc(lp.Decisions, func(d Decision) bool { return changed[d.ID] }), sub.Decisions...)
+			sort.Slice(lp.Decisions, func(a, b int) bool { return lp.Decisions[a].ID < lp.Decisions[b].ID })
+			for _, x := range []struct{ dst, src *[]KeyChange }{
+				{&lp.WrittenOnLoser, &sub.WrittenOnLoser}, {&lp.DeletedOnLoser, &sub.DeletedOnLoser},
+				{&lp.WrittenOnWinner, &sub.WrittenOnWinner}, {&lp.DeletedOnWinner, &sub.DeletedOnWinner},
+			} {
+				*x.dst = append(slices.DeleteFunc(*x.dst, func(c KeyChange) bool { return changed[c.ID] }), *x.src...)
+			}
+			var want []string
+			for _, d := range sub.Decisions {
+				if d.Action == ActWrite {
+					want = append(want, d.ID)
+				}
+			}
+			fresh, err := cl.getRows(ctx, l.Rep, tp.Table, want)
+			if err != nil {
+				return "", false, err
+			}
+			rows = append(slices.DeleteFunc(slices.Clone(rows), func(r backends.Row) bool { return changed[string(r.ID)] }), fresh...)
+			rep.changes[key] = rows
+			if _, err := writeRows(changesFile(opts.BackupDir, rep.ID, tp.Table, lp.Island), l.Rep, tp.Table, rows); err != nil {
+				return "", false, err
+			}
+		}
+		n += len(rows)
+		parts = append(parts, fmt.Sprintf("%s island %d: %d keys changed on the loser since the last read, re-decided from the change records (%d decisions)",
+			tp.Table, lp.Island, len(j.ids), len(lp.Decisions)))
+	}
+	return fmt.Sprintf("%d rows (%s)", n, strings.Join(parts, "; ")), true, nil
 }
 
 // reachableLosers are the losing nodes migctl can reach.

@@ -19,7 +19,7 @@
 -export([version/0, view/1, bucket_sums/2, bucket_keys/3, key_infos/2, get_rows/2, downs/1,
          prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
          join/3, del_copies/2, del_schema/1, stop_mnesia/0, fence/3, unfence/0,
-         fence_flag/1, fence_held/1, recorder_info/1, changes/2]).
+         fence_flag/1, fence_held/1, recorder_info/1, changes/2, changed_since/2]).
 
 -define(VSN, 4).
 %% Read by erlmcp_session_backend_hybrid: while this persistent_term holds a
@@ -250,6 +250,25 @@ changes(Tab, Ids) ->
                 || {Id, Op, Ms, Origin, Dg} <- L, is_binary(Id)])}
     end).
 
+%% changed_since(Tab, Millis) -> {ok, Frames} | {ok, unknown}: the keys
+%% whose last recorded change on this node is at or after Millis, as
+%% <<Len:32, Id>>*; unknown when the recorder does not cover Tab back to
+%% Millis (not running, or restarted since), so the caller must read in
+%% full.
+changed_since(Tab, Millis) ->
+    safe(fun() ->
+        Covered = case recorder([Tab]) of
+                      {ok, true, [{Tab, Since, _}], _, _, _, _, _, _} -> Since >= 0 andalso Since =< Millis;
+                      _ -> false
+                  end,
+        case Covered of
+            false -> {ok, unknown};
+            true ->
+                {ok, iolist_to_binary([[<<(byte_size(Id)):32>>, Id]
+                                       || Id <- migctl_recorder:changed_since(Tab, Millis), is_binary(Id)])}
+        end
+    end).
+
 %% ------------------------------------------------------------------ heal
 
 %% downs(Peers) -> {ok, [{Peer, Millis, ResolutionMillis}]}: when this node
@@ -411,10 +430,13 @@ prepare_reload(Masters) ->
 finish_reload(Tabs, Timeout) ->
     safe(fun() ->
         T0 = erlang:monotonic_time(millisecond),
-        case mnesia:system_info(is_running) of
-            yes -> ok;
-            _ -> ok = start_mnesia_retry(3)
-        end,
+        Stale = case mnesia:system_info(is_running) of
+                    yes -> 0;
+                    _ ->
+                        N = clear_stale_activities(),
+                        ok = start_mnesia_retry(3),
+                        N
+                end,
         T1 = erlang:monotonic_time(millisecond),
         R = mnesia:wait_for_tables(Tabs, Timeout),
         T2 = erlang:monotonic_time(millisecond),
@@ -427,11 +449,41 @@ finish_reload(Tabs, Timeout) ->
         %% every later restart of this node ignore its own copy.
         ok = mnesia:set_master_nodes([]),
         case R of
-            ok -> {ok, T2 - T0, iolist_to_binary(io_lib:format("Mnesia started in ~b ms, tables loaded in ~b ms", [T1 - T0, T2 - T1]))};
+            ok -> {ok, T2 - T0, iolist_to_binary(io_lib:format("Mnesia started in ~b ms, tables loaded in ~b ms~s",
+                                                               [T1 - T0, T2 - T1, stale_text(Stale)]))};
             {timeout, Bad} -> fail(iolist_to_binary(io_lib:format("tables not loaded: ~p", [Bad])));
             {error, E} -> fail(iolist_to_binary(io_lib:format("wait_for_tables: ~0P", [E, 10])))
         end
     end).
+
+%% A process whose transaction was cut short by the stop of Mnesia (an
+%% exception out of mnesia:transaction, caught by the application) keeps
+%% that transaction in its dictionary (mnesia_activity_state); its next
+%% transaction, on the restarted Mnesia, is then taken for a nested one of
+%% the dead transaction and crashes mnesia_tm (function_clause in
+%% add_coord_store), which fails the start. Mnesia is stopped here, so
+%% every such entry is stale: erase it in each gen_server that holds one
+%% (sys:replace_state runs the fun in that process); returns how many were
+%% cleared.
+clear_stale_activities() ->
+    Me = self(),
+    Ps = [P || P <- processes(), P =/= Me,
+               case process_info(P, dictionary) of
+                   {dictionary, D} -> lists:keymember(mnesia_activity_state, 1, D);
+                   _ -> false
+               end],
+    Refs = [spawn_monitor(fun() ->
+                                  catch sys:replace_state(P, fun(S) -> erase(mnesia_activity_state), S end, 2000)
+                          end) || P <- Ps],
+    [receive {'DOWN', R, process, _, _} -> ok after 3000 -> ok end || {_, R} <- Refs],
+    length([P || P <- Ps,
+                 case process_info(P, dictionary) of
+                     {dictionary, D} -> not lists:keymember(mnesia_activity_state, 1, D);
+                     _ -> true
+                 end]).
+
+stale_text(0) -> "";
+stale_text(N) -> io_lib:format("; cleared ~b process(es) left inside a transaction of the stopped Mnesia", [N]).
 
 %% Mnesia's start right after a stop, with the application's transactions
 %% retrying against it (writers that waited on the fence), was seen to fail

@@ -58,12 +58,19 @@ records_changes_test() ->
         %% A write's digest is the one migctl compares replicas with.
         [{_, _, _, _, Dc}] = migctl_recorder:lookup(?T, [<<"c">>]),
         ?assertEqual(erlang:phash2({<<"c">>, #{}, 1}, 4294967296), Dc),
+        %% What changed since a time: c's write and a's deletion, not b.
+        ?assertEqual([], migctl_recorder:changed_since(?T, After + 1)),
+        timer:sleep(2),
+        Mid = erlang:system_time(millisecond),
+        ok = mnesia:dirty_write({?T, <<"d">>, #{}, 1}),
+        ?assertEqual([<<"d">>], migctl_recorder:changed_since(?T, Mid)),
+        ?assertEqual([<<"a">>, <<"b">>, <<"c">>, <<"d">>], lists:sort(migctl_recorder:changed_since(?T, Before))),
         %% A clear_table is the table's cleared time.
         {atomic, ok} = mnesia:clear_table(?T),
         _ = migctl_recorder:lookup(?T, []),
         #{tables := [#{cleared := C}], writes := W, deletes := D} = migctl_recorder:info(),
         ?assert(C >= After),
-        ?assertEqual({3, 1}, {W, D})
+        ?assertEqual({4, 1}, {W, D})
     after
         teardown(Dir)
     end.

@@ -47,7 +47,7 @@
 -module(migctl_recorder).
 -behaviour(gen_server).
 
--export([start_link/0, start_link/1, info/0, lookup/2, stop/0]).
+-export([start_link/0, start_link/1, info/0, lookup/2, changed_since/2, stop/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(TAB, ?MODULE).
@@ -94,6 +94,18 @@ lookup(Tab, Keys) ->
         _ ->
             ok = gen_server:call(?MODULE, sync, 15000),
             [{K, Op, Ms, O, D} || K <- Keys, {_, Op, Ms, O, D} <- ets:lookup(?TAB, {Tab, K})]
+    end.
+
+%% @doc The keys of Tab whose last recorded change is at or after Millis
+%% (after the recorder has handled every event already sent to it), so
+%% that a reader who saw the table at Millis can catch up on what changed.
+-spec changed_since(atom(), integer()) -> [term()].
+changed_since(Tab, Millis) ->
+    case whereis(?MODULE) of
+        undefined -> [];
+        _ ->
+            ok = gen_server:call(?MODULE, sync, 15000),
+            ets:select(?TAB, [{{{Tab, '$1'}, '_', '$2', '_', '_'}, [{'>=', '$2', Millis}], ['$1']}])
     end.
 
 %%% gen_server
