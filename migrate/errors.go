@@ -28,6 +28,9 @@ var (
 	ErrConflict = errors.New("phase changed concurrently")
 	// ErrExists: the schema or table already exists.
 	ErrExists = errors.New("already exists")
+	// ErrPartitioned: the Mnesia cluster is split; a phase change would
+	// commit on one island only.
+	ErrPartitioned = errors.New("cluster partitioned")
 	// ErrVerify: an archive or persistence check found a difference.
 	ErrVerify = errors.New("verification failed")
 )

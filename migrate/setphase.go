@@ -9,6 +9,7 @@ import (
 
 	"github.com/ergo-services/ergo/etf"
 
+	"github.com/erlmcp/migctl/cluster"
 	"github.com/erlmcp/migctl/erl"
 )
 
@@ -137,6 +138,10 @@ func (m *Migrator) setPhase(ctx context.Context, op string, to Phase, o ChangeOp
 		return rec, st.Ready()
 	}
 	rec.From, rec.FromPercent, rec.Epoch, rec.Mode, rec.FromNoFallback = st.Phase, st.Percent, st.Epoch, st.Mode, !st.Fallback
+	if err := m.notPartitioned(ctx, st); err != nil {
+		rec.State = "refused"
+		return rec, err
+	}
 	if st.Mixed {
 		if !o.Force {
 			return rec, st.Ready()
@@ -187,6 +192,34 @@ func (m *Migrator) setPhase(ctx context.Context, op string, to Phase, o ChangeOp
 		return rec, nil
 	}
 	return rec, m.commit(ctx, rec, st, o.Reason)
+}
+
+// notPartitioned refuses a change while the Mnesia cluster is split: the
+// phase row is replicated by Mnesia, so the transaction would commit on the
+// island of the first node only (and say so), and the heal would later
+// keep one island's phase and silently drop the other's. Not forceable:
+// heal first (migctl cluster heal), then change the phase.
+func (m *Migrator) notPartitioned(ctx context.Context, st ClusterStatus) error {
+	if st.Mode != "mnesia" {
+		return nil
+	}
+	cl, err := cluster.New(m.c, cluster.Options{Nodes: m.nodes, Logger: m.log})
+	if err != nil {
+		return err
+	}
+	cs, err := cl.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the Mnesia cluster's state before the change: %w", err)
+	}
+	if cs.Verdict != cluster.Partitioned {
+		return nil
+	}
+	var islands []string
+	for _, is := range cs.Islands {
+		islands = append(islands, "["+strings.Join(is, " ")+"]")
+	}
+	return fmt.Errorf("%w: Mnesia runs as islands %s, a phase change would reach one of them only; heal it first (migctl cluster status, migctl cluster heal), nothing was changed",
+		ErrPartitioned, strings.Join(islands, " "))
 }
 
 // commit journals the plan, switches the nodes and journals the result.

@@ -68,6 +68,8 @@ func migErr(err error) error {
 		return cliutil.WithCode(cliutil.ExitUsage, err)
 	case errors.Is(err, migrate.ErrNodeDown):
 		return cliutil.WithCode(cliutil.ExitDegraded, err)
+	case errors.Is(err, migrate.ErrPartitioned):
+		return cliutil.WithCode(cliutil.ExitPartitioned, err)
 	case errors.Is(err, migrate.ErrSkipPhase), errors.Is(err, migrate.ErrGate), errors.Is(err, migrate.ErrMixed),
 		errors.Is(err, migrate.ErrNotInstalled), errors.Is(err, migrate.ErrWrongPhase),
 		errors.Is(err, migrate.ErrConflict), errors.Is(err, migrate.ErrExists):
@@ -91,7 +93,8 @@ func newPhaseCmd(a *app) *cobra.Command {
 
 A change is planned, its gates are checked (phase2 needs a complete
 backfill; phase3 needs phase2 at 100 % and a read-error rate under
---max-read-error-rate), then it is committed on every node or on none.`,
+--max-read-error-rate), then it is committed on every node or on none. While the Mnesia cluster
+is partitioned every change is refused (exit 7): heal first.`,
 	}
 	cmd.AddCommand(newPhaseShowCmd(a), newPhaseSetCmd(a), newPhaseRollbackCmd(a))
 	return cmd
