@@ -28,6 +28,8 @@ var (
 	ErrConflict = errors.New("phase changed concurrently")
 	// ErrExists: the schema or table already exists.
 	ErrExists = errors.New("already exists")
+	// ErrBadPercent: phase2's percentage is missing or not 0..100.
+	ErrBadPercent = errors.New("bad percent")
 	// ErrPartitioned: the Mnesia cluster is split; a phase change would
 	// commit on one island only.
 	ErrPartitioned = errors.New("cluster partitioned")

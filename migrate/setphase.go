@@ -31,8 +31,9 @@ const DefaultMaxReadErrorRate = 0.0001
 
 // ChangeOptions tune SetPhase.
 type ChangeOptions struct {
-	// Percent of sessions read from the secondary in phase2 (0..100);
-	// negative means 100. Ignored for the other phases.
+	// Percent of sessions read from the secondary in phase2 (0..100;
+	// anything else is refused with ErrBadPercent). Ignored for the other
+	// phases.
 	Percent int
 	// Force overrides a failed gate, a skipped phase or a mixed cluster;
 	// it is journaled.
@@ -120,11 +121,11 @@ func (m *Migrator) setPhase(ctx context.Context, op string, to Phase, o ChangeOp
 		return nil, fmt.Errorf("%w: %d", ErrUnknownPhase, int(to))
 	}
 	pct := o.Percent
-	if pct < 0 || to != Phase2 {
+	if to != Phase2 {
 		pct = 100
 	}
-	if pct > 100 {
-		return nil, fmt.Errorf("%w: percent %d (want 0..100)", ErrGate, pct)
+	if pct < 0 || pct > 100 {
+		return nil, fmt.Errorf("%w: percent %d (want 0..100)", ErrBadPercent, pct)
 	}
 	if err := m.bind(ctx); err != nil {
 		return nil, err

@@ -64,7 +64,7 @@ func migErr(err error) error {
 	}
 	switch {
 	case errors.Is(err, migrate.ErrUnknownPhase), errors.Is(err, migrate.ErrNotSessions),
-		errors.Is(err, journal.ErrOtherCluster):
+		errors.Is(err, journal.ErrOtherCluster), errors.Is(err, migrate.ErrBadPercent):
 		return cliutil.WithCode(cliutil.ExitUsage, err)
 	case errors.Is(err, migrate.ErrNodeDown):
 		return cliutil.WithCode(cliutil.ExitDegraded, err)
@@ -202,8 +202,14 @@ func newPhaseSetCmd(a *app) *cobra.Command {
 			if err != nil {
 				return cliutil.WithCode(cliutil.ExitUsage, err)
 			}
-			if o.Percent > 100 || (o.Percent >= 0 && o.Percent != 100 && to != migrate.Phase2 && cmd.Flags().Changed("percent")) {
-				return cliutil.Usage("--percent applies to phase2 only and must be 0..100")
+			given := cmd.Flags().Changed("percent")
+			switch {
+			case given && (o.Percent < 0 || o.Percent > 100):
+				return cliutil.Usage("--percent %d: must be 0..100", o.Percent)
+			case given && o.Percent != 100 && to != migrate.Phase2:
+				return cliutil.Usage("--percent applies to phase2 only")
+			case !given && to == migrate.Phase2:
+				return cliutil.Usage("phase2 needs --percent: the share of sessions read from the new store, 0..100 (the runbook goes 10, 25, 50, 100); for example: migctl phase set phase2 --percent 10")
 			}
 			ctx := cmd.Context()
 			m, err := a.migrator(ctx)
@@ -238,7 +244,7 @@ func newPhaseSetCmd(a *app) *cobra.Command {
 		},
 	}
 	ch.add(cmd, true)
-	cmd.Flags().IntVar(&o.Percent, "percent", -1, "phase2: percentage of sessions read from the new store (stable per session id; default 100)")
+	cmd.Flags().IntVar(&o.Percent, "percent", -1, "phase2 (required there): percentage of sessions read from the new store, 0..100 (stable per session id)")
 	cmd.Flags().Float64Var(&o.MaxReadErrorRate, "max-read-error-rate", migrate.DefaultMaxReadErrorRate, "phase3 gate: highest read-error rate accepted (0.0001 = 0.01 %)")
 	cmd.Flags().StringVar(&o.Prometheus, "prometheus", "", "read the phase3 read-error rate from this Prometheus (base URL) instead of the nodes' counters")
 	cmd.Flags().StringVar(&o.PromQuery, "prom-query", migrate.DefaultPromQuery, "the Prometheus query for the read-error rate")

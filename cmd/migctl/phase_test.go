@@ -38,7 +38,7 @@ func TestPhaseCLI(t *testing.T) {
 	res = run(t, env, "phase", "set", "phase7")
 	require.Equal(t, 2, res.code, res.stderr)
 	require.Contains(t, res.stderr, "unknown phase")
-	res = run(t, env, "phase", "set", "phase2", "--yes")
+	res = run(t, env, "phase", "set", "phase2", "--percent", "10", "--yes")
 	require.Equal(t, 5, res.code, res.stderr)
 	require.Contains(t, res.stderr, "skips a phase")
 	res = run(t, env, "phase", "set", "phase1")
