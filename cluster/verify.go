@@ -387,20 +387,6 @@ func (cl *Cluster) diffNodes(ctx context.Context, tab, ref, node string, a, b []
 	if err := errors.Join(aerr, berr); err != nil {
 		return d, err
 	}
-	differing := func(ka, kb map[string]keyInfo) []string {
-		var out []string
-		for id, x := range ka {
-			if y, ok := kb[id]; !ok || x.Digest != y.Digest {
-				out = append(out, id)
-			}
-		}
-		for id := range kb {
-			if _, ok := ka[id]; !ok {
-				out = append(out, id)
-			}
-		}
-		return out
-	}
 	first := len(differing(ka, kb))
 	for round := 0; round < opts.Rechecks; round++ {
 		ids := differing(ka, kb)
