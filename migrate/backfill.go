@@ -95,8 +95,10 @@ type checkpoint struct {
 	Pass   string `json:"pass"` // copy or prune
 	Cursor []byte `json:"cursor"`
 	Stats  Stats  `json:"stats"`
-	Epoch  int64  `json:"epoch"`
-	Done   bool   `json:"done"`
+	// Epoch is the phase epoch the pass began in; a checkpoint of another
+	// epoch is not resumed (see backfillNode).
+	Epoch int64 `json:"epoch"`
+	Done  bool  `json:"done"`
 	// FailuresAtStart is the node's secondary_write_failures counter when
 	// this pass began. A run that resumes the pass (or reuses the node's
 	// finished pass) is judged by the phase2 gate from it, not from the
@@ -300,6 +302,14 @@ func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int
 			mu.Unlock()
 			pw.node(node, cp.Stats)
 			return cp.Stats, true, "", nil
+		} else if ok && cp.Epoch != epoch {
+			// The phase changed since this pass began (phase1 -> phase0 ->
+			// phase1, say): writes made meanwhile went to one store only,
+			// and those behind the cursor would never be read again. The
+			// pass starts over; batches are idempotent.
+			m.log.Warn("backfill checkpoint from another phase epoch, starting the pass over", "node", node,
+				"checkpoint_epoch", cp.Epoch, "epoch", epoch, "scanned", cp.Stats.Scanned)
+			cp = checkpoint{}
 		} else if ok && !cp.Done {
 			resumed = true
 			mu.Lock()
