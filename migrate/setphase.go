@@ -369,12 +369,19 @@ func (m *Migrator) Recover(ctx context.Context) (*ChangeRecord, error) {
 	if len(st.Down) > 0 || len(st.NotInstalled) > 0 {
 		return &rec, st.Ready()
 	}
+	// A node is at the target or the origin by phase, percentage and
+	// fallback: a change of the fallback alone has the same phase and
+	// percentage on both sides. In Mnesia mode the epoch tells as well:
+	// the phase row still at the planned epoch was not switched.
 	atTo, atFrom := 0, 0
 	for _, n := range st.Nodes {
 		switch {
-		case n.Phase == rec.To && n.Percent == rec.ToPercent:
+		case rec.Mode == "mnesia" && n.Epoch == rec.Epoch &&
+			n.Phase == rec.From && n.Percent == rec.FromPercent && n.Fallback == !rec.FromNoFallback:
+			atFrom++
+		case n.Phase == rec.To && n.Percent == rec.ToPercent && n.Fallback == !rec.NoFallback:
 			atTo++
-		case n.Phase == rec.From && n.Percent == rec.FromPercent:
+		case n.Phase == rec.From && n.Percent == rec.FromPercent && n.Fallback == !rec.FromNoFallback:
 			atFrom++
 		}
 	}
@@ -393,7 +400,7 @@ func (m *Migrator) Recover(ctx context.Context) (*ChangeRecord, error) {
 	default:
 		rec.Reverted = nil
 		for _, n := range st.Nodes {
-			if n.Phase == rec.From && n.Percent == rec.FromPercent {
+			if n.Phase == rec.From && n.Percent == rec.FromPercent && n.Fallback == !rec.FromNoFallback {
 				continue
 			}
 			if _, err := m.setOn(ctx, n.Node, rec.From, rec.FromPercent, n.Epoch, !rec.FromNoFallback); err != nil {
