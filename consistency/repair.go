@@ -11,7 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ergo-services/ergo/etf"
+
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/journal"
 )
 
@@ -40,7 +43,17 @@ const (
 	// DeleteFromTarget removes a session only the target holds
 	// (RepairOptions.DeleteExtra).
 	DeleteFromTarget Op = "delete_from_target"
+	// DeleteFromSource removes a session only the source holds when the
+	// service reads the target (RepairOptions.DeleteExtra).
+	DeleteFromSource Op = "delete_from_source"
+	// Skip leaves the session as it is (Why says why).
+	Skip Op = "skip"
 )
+
+// IfUnchanged is the put mode of a phase-aware repair: a compare-and-set,
+// the write (or delete) happens only while the destination still holds
+// what the repair read there just before.
+const IfUnchanged backends.PutMode = "if_unchanged"
 
 // Action is one planned change.
 type Action struct {
@@ -86,6 +99,9 @@ type RepairResult struct {
 	Skipped int `json:"skipped"`
 	// Saved is the number of previous values kept in the journal.
 	Saved int `json:"saved"`
+	// Authority is the phase of the hybrid backend the plan followed (nil:
+	// the nodes do not run the hybrid over these two stores).
+	Authority *Authority `json:"authority,omitempty"`
 }
 
 // RepairRecord is the journal body of a repair run.
@@ -104,6 +120,7 @@ type RepairRecord struct {
 	Saved       int           `json:"saved"`
 	Error       string        `json:"error,omitempty"`
 	SavedBucket string        `json:"saved_bucket"`
+	Authority   *Authority    `json:"authority,omitempty"`
 }
 
 // Plan turns the differences of a report into actions (no I/O).
@@ -177,7 +194,16 @@ func Repair(ctx context.Context, source, target backends.Store, opts RepairOptio
 	if err != nil {
 		return nil, err
 	}
-	res := &RepairResult{DryRun: opts.DryRun, Check: rep, Actions: Plan(rep, opts.DeleteExtra)}
+	auth, err := readAuthority(ctx, opts.Check.Client, source, target, rep)
+	if err != nil {
+		return nil, err
+	}
+	res := &RepairResult{DryRun: opts.DryRun, Check: rep, Authority: auth}
+	if auth != nil {
+		res.Actions = PlanPhase(rep, opts.DeleteExtra, auth)
+	} else {
+		res.Actions = Plan(rep, opts.DeleteExtra)
+	}
 	if opts.DryRun || len(res.Actions) == 0 {
 		return res, nil
 	}
@@ -189,7 +215,7 @@ func Repair(ctx context.Context, source, target backends.Store, opts RepairOptio
 	src := newSide(opts.Check.Client, source, &wire, &trips, opts.Check.Pace)
 	tgt := newSide(opts.Check.Client, target, &wire, &trips, opts.Check.Pace)
 	rec := RepairRecord{Source: src.name(), Target: tgt.name(), SourceSpec: source.Spec(), TargetSpec: target.Spec(),
-		SourceNode: source.Node(), TargetNode: target.Node(), State: "saving", Actions: res.Actions}
+		SourceNode: source.Node(), TargetNode: target.Node(), State: "saving", Actions: res.Actions, Authority: auth}
 	run, err := opts.Journal.Append(EntryRepair, opts.Reason, rec)
 	if err != nil {
 		return nil, fmt.Errorf("repair: journal: %w", err)
@@ -207,9 +233,10 @@ func Repair(ctx context.Context, source, target backends.Store, opts RepairOptio
 	// Save what each side holds now for every id it may be changed at.
 	var toSrc, toTgt []string
 	for _, a := range res.Actions {
-		if a.Op == CopyToSource {
+		switch a.Op {
+		case CopyToSource, DeleteFromSource:
 			toSrc = append(toSrc, a.ID)
-		} else {
+		case CopyToTarget, DeleteFromTarget:
 			toTgt = append(toTgt, a.ID)
 		}
 	}
@@ -236,6 +263,18 @@ func Repair(ctx context.Context, source, target backends.Store, opts RepairOptio
 	rec.State = "applying"
 	if err := opts.Journal.Update(run, rec); err != nil {
 		return fail(err)
+	}
+
+	if auth != nil {
+		if err := applyCAS(ctx, src, tgt, res, curS, curT); err != nil {
+			return fail(err)
+		}
+		rec.State, rec.Written, rec.Deleted, rec.Skipped = "done", res.Written, res.Deleted, res.Skipped
+		if err := opts.Journal.Update(run, rec); err != nil {
+			return res, err
+		}
+		log.Info("repair done", "run", run, "phase", auth.Phase, "written", res.Written, "deleted", res.Deleted, "skipped", res.Skipped)
+		return res, nil
 	}
 
 	// Apply, grouped by destination and mode; the node decides each put
@@ -293,6 +332,241 @@ func Repair(ctx context.Context, source, target backends.Store, opts RepairOptio
 	}
 	log.Info("repair done", "run", run, "written", res.Written, "deleted", res.Deleted, "skipped", res.Skipped)
 	return res, nil
+}
+
+// Authority is which of the two stores the service reads, per the phase of
+// the hybrid backend on the nodes: the primary in phase0 and phase1, the
+// secondary in phase3, in phase2 the secondary for the sessions with
+// erlang:phash2(Id, 100) < Percent and the primary for the others. A
+// phase-aware repair writes only into the store the service does not read
+// (for that session): the store it reads is the truth, and a session it no
+// longer holds was deleted (copying it back would resurrect it).
+type Authority struct {
+	Phase   string `json:"phase"`
+	Percent int    `json:"percent"`
+	// Source and Target are the hybrid's sides the two stores are:
+	// "primary" or "secondary".
+	Source string `json:"source"`
+	Target string `json:"target"`
+	// routed: phase2, the ids read from the secondary.
+	routed map[string]bool
+}
+
+// SourceReads tells whether the service reads session id from the source.
+func (a *Authority) SourceReads(id string) bool {
+	primary := true
+	switch a.Phase {
+	case "phase3":
+		primary = false
+	case "phase2":
+		primary = !a.routed[id]
+	}
+	return primary == (a.Source == "primary")
+}
+
+func (a *Authority) reads(id string) string {
+	if a.SourceReads(id) {
+		return "source"
+	}
+	return "target"
+}
+
+// readAuthority asks the nodes of the two stores for the hybrid's phase.
+// nil when no node runs the hybrid over these two stores.
+func readAuthority(ctx context.Context, c *erl.Client, source, target backends.Store, rep *Report) (*Authority, error) {
+	if c == nil {
+		return nil, ErrNoClient
+	}
+	nodes := []string{source.Node()}
+	if target.Node() != source.Node() {
+		nodes = append(nodes, target.Node())
+	}
+	for _, n := range nodes {
+		t, err := c.Agent(ctx, n, "migctl_migrate:status")
+		if err != nil {
+			var re *erl.RPCError
+			if errors.As(err, &re) {
+				continue // no store server there
+			}
+			return nil, fmt.Errorf("reading the migration phase on %s: %w", n, err)
+		}
+		var a Authority
+		var installed bool
+		var pk, sk string
+		for _, x := range listOf(t[1]) {
+			kv, ok := x.(etf.Tuple)
+			if !ok || len(kv) != 2 {
+				continue
+			}
+			switch kv[0] {
+			case etf.Atom("installed"):
+				installed, _ = kv[1].(bool)
+			case etf.Atom("phase"):
+				a.Phase = fmt.Sprint(kv[1])
+			case etf.Atom("percent"):
+				a.Percent = int(erl.Int64(kv[1]))
+			case etf.Atom("primary"):
+				if st, ok := kv[1].(etf.Tuple); ok && len(st) == 2 {
+					pk = fmt.Sprint(st[0])
+				}
+			case etf.Atom("secondary"):
+				if st, ok := kv[1].(etf.Tuple); ok && len(st) == 2 {
+					sk = fmt.Sprint(st[0])
+				}
+			}
+		}
+		if !installed {
+			continue
+		}
+		sKind, tKind := string(source.Spec().Kind), string(target.Spec().Kind)
+		switch {
+		case sKind == pk && tKind == sk:
+			a.Source, a.Target = "primary", "secondary"
+		case sKind == sk && tKind == pk:
+			a.Source, a.Target = "secondary", "primary"
+		default:
+			return nil, nil // not the hybrid's two stores
+		}
+		if a.Phase == "phase2" {
+			ids := make([]string, 0, len(rep.Differences))
+			for _, d := range rep.Differences {
+				ids = append(ids, d.ID)
+			}
+			a.routed = map[string]bool{}
+			for i := 0; i < len(ids); i += 5000 {
+				part := ids[i:min(i+5000, len(ids))]
+				rt, err := c.Agent(ctx, n, "routed", encodeIDs(part), a.Percent)
+				if err != nil {
+					return nil, fmt.Errorf("phase2 routing on %s: %w", n, err)
+				}
+				bits, _ := rt[1].([]byte)
+				if len(bits) != len(part) {
+					return nil, fmt.Errorf("phase2 routing on %s: %d answers for %d ids", n, len(bits), len(part))
+				}
+				for j, id := range part {
+					a.routed[id] = bits[j] == 1
+				}
+			}
+		}
+		return &a, nil
+	}
+	return nil, nil
+}
+
+func listOf(t etf.Term) etf.List {
+	l, _ := t.(etf.List)
+	return l
+}
+
+// PlanPhase is Plan for a cluster running the hybrid backend: only the
+// store the service does not read is written, from the one it reads (no
+// overwrite of the store it reads, whatever the last_accessed); a session
+// only the non-read store holds was deleted from the read one and is not
+// copied back (deleted from the other with deleteExtra, else skipped).
+func PlanPhase(rep *Report, deleteExtra bool, a *Authority) []Action {
+	out := make([]Action, 0, len(rep.Differences))
+	for _, d := range rep.Differences {
+		act := Action{ID: d.ID, Kind: d.Kind, Mode: IfUnchanged}
+		reads := a.reads(d.ID)
+		where := fmt.Sprintf("the service reads the %s in %s", reads, a.Phase)
+		switch d.Kind {
+		case KindMissingInTarget:
+			switch {
+			case reads == "source":
+				act.Op, act.Why = CopyToTarget, "target lacks it; "+where
+			case deleteExtra:
+				act.Op, act.Why = DeleteFromSource, where+", which no longer holds it (--delete-extra)"
+			default:
+				act.Op, act.Mode, act.Why = Skip, "", where+", which no longer holds it: not copied back (--delete-extra deletes it from the source)"
+			}
+		case KindExtraInTarget:
+			switch {
+			case reads == "target":
+				act.Op, act.Why = CopyToSource, "source lacks it; "+where
+			case deleteExtra:
+				act.Op, act.Why = DeleteFromTarget, where+", which no longer holds it (--delete-extra)"
+			default:
+				act.Op, act.Mode, act.Why = Skip, "", where+", which no longer holds it: not copied back (--delete-extra deletes it from the target)"
+			}
+		case KindMismatched:
+			if reads == "source" {
+				act.Op, act.Why = CopyToTarget, "the source's copy wins: "+where
+			} else {
+				act.Op, act.Why = CopyToSource, "the target's copy wins: "+where
+			}
+		}
+		out = append(out, act)
+	}
+	return out
+}
+
+// applyCAS carries out a phase-aware plan: each change is a compare-and-set
+// on the destination against what it held when read just before (curS,
+// curT), so a session the service wrote or deleted meanwhile is left as
+// the service left it (counted as skipped). A destination made of several
+// nodes' stores is not written (which node serves a session is unknown).
+func applyCAS(ctx context.Context, src, tgt *side, res *RepairResult, curS, curT map[string][]byte) error {
+	type casRow struct{ id, expect, blob []byte }
+	var toS, toT []casRow
+	for _, a := range res.Actions {
+		s, inS := curS[a.ID]
+		t, inT := curT[a.ID]
+		switch a.Op {
+		case CopyToTarget:
+			if !inS || (inT && bytes.Equal(s, t)) {
+				res.Skipped++
+				continue
+			}
+			toT = append(toT, casRow{[]byte(a.ID), t, s})
+		case CopyToSource:
+			if !inT || (inS && bytes.Equal(s, t)) {
+				res.Skipped++
+				continue
+			}
+			toS = append(toS, casRow{[]byte(a.ID), s, t})
+		case DeleteFromSource:
+			if !inS || inT {
+				res.Skipped++
+				continue
+			}
+			toS = append(toS, casRow{[]byte(a.ID), s, nil})
+		case DeleteFromTarget:
+			if !inT || inS {
+				res.Skipped++
+				continue
+			}
+			toT = append(toT, casRow{[]byte(a.ID), t, nil})
+		}
+	}
+	for _, x := range []struct {
+		sd   *side
+		rows []casRow
+	}{{src, toS}, {tgt, toT}} {
+		if len(x.rows) == 0 {
+			continue
+		}
+		if len(x.sd.parts) > 0 {
+			res.Skipped += len(x.rows)
+			continue
+		}
+		for i := 0; i < len(x.rows); i += 500 {
+			var buf []byte
+			for _, r := range x.rows[i:min(i+500, len(x.rows))] {
+				for _, f := range [][]byte{r.id, r.expect, r.blob} {
+					buf = binary.BigEndian.AppendUint32(buf, uint32(len(f)))
+					buf = append(buf, f...)
+				}
+			}
+			t, err := x.sd.c.Agent(ctx, x.sd.node, "put_if", x.sd.term, buf)
+			if err != nil {
+				return fmt.Errorf("put_if on %s: %w", x.sd.name(), err)
+			}
+			res.Written += int(erl.Int64(t[1]))
+			res.Deleted += int(erl.Int64(t[2]))
+			res.Skipped += int(erl.Int64(t[3]))
+		}
+	}
+	return nil
 }
 
 // UndoResult is what UndoRepair restored.

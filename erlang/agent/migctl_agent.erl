@@ -17,7 +17,7 @@
 %%     never carry a session map (and its binary keys) over the wire.
 -module(migctl_agent).
 
--export([version/0, describe/2, count/1, stream/3, get/2, put/3, delete/2,
+-export([version/0, describe/2, count/1, stream/3, get/2, put/3, put_if/2, routed/2, delete/2,
          checksum/5, dets_release/1, release_all/0,
          stream_push/6, stream_push_parts/6]).
 
@@ -519,6 +519,77 @@ keep(none, _, _) -> true;
 keep(_, _, if_absent) -> false;
 keep(Old, New, if_newer) ->
     maps:get(last_accessed, New, 0) > maps:get(last_accessed, Old, 0).
+
+%% put_if(Spec, Frames) -> {ok, Written, Deleted, Skipped}
+%% Frames: <<IL:32, Id, EL:32, Expect, NL:32, New>>* (term_to_binary of a
+%% session, or empty for none). A compare-and-set per session: it is changed
+%% only while the store still holds exactly Expect (none: no such session),
+%% and then becomes New (none: deleted). Mnesia: one transaction per batch,
+%% every row read under a write lock.
+put_if(Spec, Frames) ->
+    safe(fun() ->
+        ok = open(Spec, read_write, none),
+        Rows = unframe_cas(Frames, []),
+        cas(Spec, Rows)
+    end).
+
+%% routed(Ids, Percent) -> {ok, Bits}: one byte per id (framed as for
+%% delete/2), 1 when the hybrid backend's phase2 at Percent reads it from
+%% the secondary (erlang:phash2(Id, 100) < Percent), else 0.
+routed(Ids, Percent) ->
+    safe(fun() ->
+        {ok, << <<(case erlang:phash2(I, 100) < Percent of true -> 1; false -> 0 end):8>>
+                || I <- unframe_ids(Ids, []) >>}
+    end).
+
+unframe_cas(<<>>, Acc) -> lists:reverse(Acc);
+unframe_cas(<<IL:32, Id:IL/binary, EL:32, E:EL/binary, NL:32, N:NL/binary, Rest/binary>>, Acc) ->
+    unframe_cas(Rest, [{Id, cas_term(E), cas_term(N)} | Acc]);
+unframe_cas(_, _) -> fail(bad_frame).
+
+cas_term(<<>>) -> none;
+cas_term(B) ->
+    S = binary_to_term(B),
+    is_map(S) orelse fail(not_a_session),
+    S.
+
+cas({mnesia, Tab}, Rows) ->
+    F = fun() ->
+            lists:foldl(
+              fun({Id, Exp, New}, Acc) ->
+                      Cur = case mnesia:read(Tab, Id, write) of
+                                [{_, _, O, _}] -> O;
+                                [] -> none
+                            end,
+                      cas_one(Cur, Exp, New, Acc,
+                              fun(S) -> mnesia:write(Tab, {Tab, Id, S, now_ms()}, write) end,
+                              fun() -> mnesia:delete(Tab, Id, write) end)
+              end, {0, 0, 0}, Rows)
+        end,
+    case mnesia:transaction(F) of
+        {atomic, {W, D, S}} -> {ok, W, D, S};
+        {aborted, R} -> fail(iolist_to_binary(io_lib:format("mnesia aborted: ~0P", [R, 12])))
+    end;
+cas({ets, Tab}, Rows) ->
+    {W, D, S} = lists:foldl(
+                  fun({Id, Exp, New}, Acc) ->
+                          cas_one(one(ets:lookup(Tab, Id)), Exp, New, Acc,
+                                  fun(X) -> true = ets:insert(Tab, {Id, X}) end,
+                                  fun() -> true = ets:delete(Tab, Id) end)
+                  end, {0, 0, 0}, Rows),
+    {ok, W, D, S};
+cas({dets, Tab, _, _, _}, Rows) ->
+    {W, D, S} = lists:foldl(
+                  fun({Id, Exp, New}, Acc) ->
+                          cas_one(one(dets:lookup(Tab, Id)), Exp, New, Acc,
+                                  fun(X) -> ok = dets:insert(Tab, {Id, X}) end,
+                                  fun() -> ok = dets:delete(Tab, Id) end)
+                  end, {0, 0, 0}, Rows),
+    {ok, W, D, S}.
+
+cas_one(Cur, Cur, none, {W, D, S}, _Put, Del) when Cur =/= none -> Del(), {W, D + 1, S};
+cas_one(Cur, Cur, New, {W, D, S}, Put, _Del) when New =/= none -> Put(New), {W + 1, D, S};
+cas_one(_, _, _, {W, D, S}, _Put, _Del) -> {W, D, S + 1}.
 
 delete(Spec, Ids) ->
     safe(fun() ->
