@@ -38,7 +38,9 @@
 // transaction per batch under a table write lock, which also orders the
 // batch against writes arriving through other nodes. Progress is kept as a
 // cursor per node in migctl's journal, so a backfill killed at any point
-// resumes where it stopped (batches are idempotent). Expired sessions are
+// resumes where it stopped (batches are idempotent), unless the phase
+// epoch changed since the pass began: writes made meanwhile (phase0, say)
+// may have reached one store only, so the pass starts over. Expired sessions are
 // skipped. The pace is limited (rows/s) and paused by Throttle, one pure
 // function over samples that background collectors read from every node
 // (scheduler utilisation, the store server's and Mnesia's message queues,
@@ -73,7 +75,10 @@
 // reverse backfill completed. That phase2 runs without phase2's usual
 // fallback to the old store after a miss: the old store still holds what
 // phase3 deleted, and falling back would serve it and copy it back (the
-// zero-loss test caught exactly that).
+// zero-loss test caught exactly that). SetPhase to phase2 from phase3 (or
+// while that reverse backfill is pending) keeps the fallback off the same
+// way, and below 100 % (reads of the old store) it is refused by the gate
+// reverse_backfill_complete.
 //
 // # Setup
 //
@@ -99,5 +104,13 @@
 // "planned"), and updated after (committed, reverted, failed). The change
 // in flight is also kept under state "migrate"/"pending": a migctl killed in
 // the middle finds it at its next start (Recover, called by every changing
-// method) and finishes or reverts it by looking at what the nodes report.
+// method) and finishes or reverts it by looking at what the nodes report
+// (phase, percentage and fallback; in Mnesia mode also the epoch).
+//
+// # Partitions
+//
+// In Mnesia mode a change is refused (ErrPartitioned) while package
+// cluster reports the Mnesia cluster partitioned: the phase row would
+// change on one island only, and the heal would later keep one island's
+// row. Heal first.
 package migrate
