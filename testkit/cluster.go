@@ -298,7 +298,15 @@ func (n *Node) Tail() string {
 }
 
 // Stop stops every node of the cluster (registered with t.Cleanup by Start).
+// When the test failed, the end of each node's log goes to the test's
+// output first: the temporary directory holding it is removed afterwards,
+// and a failure under CI is otherwise hard to explain.
 func (c *Cluster) Stop() {
+	if c.t.Failed() {
+		for _, n := range c.Nodes {
+			c.t.Logf("log of %s (last 3000 bytes):\n%s", n.Name, n.Tail())
+		}
+	}
 	for _, n := range c.Nodes {
 		n.Kill()
 	}
