@@ -323,6 +323,27 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 		}
 		st := time.Now()
 		detail, err := step.Run(cl, ctx, p, opts, rep)
+		if errors.Is(err, erl.ErrNodeDown) && s != "reload-losers" && ctx.Err() == nil {
+			// A connection to a node dropped during the step (a busy
+			// host, a network blip): every step but the reload can run
+			// again as a whole. The fence is taken again (its holders
+			// let go when migctl's connection to them went), the merge
+			// applies nothing twice, and the reload still checks the
+			// fence before anything is discarded.
+			cl.log.Warn("heal: a node connection dropped during the step; running it again", "id", rep.ID, "step", s, "err", err)
+			if s == "fence" {
+				cl.unfence(rep)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			first := err
+			detail, err = step.Run(cl, ctx, p, opts, rep)
+			if err == nil {
+				detail += fmt.Sprintf(" (run again after: %v)", first)
+			}
+		}
 		r := StepResult{Step: s, Detail: detail, Duration: time.Since(st)}
 		if err != nil {
 			r.Error = err.Error()
