@@ -298,6 +298,18 @@ func TestRepairReplicas(t *testing.T) {
 	cl := newCluster(t, tk)
 	ctx := tctx(t)
 	ids := someIDs(t, tk, 0, 4)
+	// A transaction's commit reaches the other replicas a moment after it
+	// returns: wait until every copy holds the rows before changing them.
+	require.Eventually(t, func() bool {
+		for i := range tk.Nodes {
+			for _, id := range ids {
+				if ok, _ := present(t, tk, i, id); !ok {
+					return false
+				}
+			}
+		}
+		return true
+	}, 10*time.Second, 50*time.Millisecond)
 	local := func(i int, src string, id string) {
 		t.Helper()
 		// (ok at the end: a session map must not come back to Go.)
