@@ -1,8 +1,13 @@
 // Package clusterbench measures package cluster against real nodes, for
 // `make bench` (issue 5's "Speed"): how soon a split is reported after the
-// islands reconnect, and how long a heal of a 3-node cluster takes and
-// whether it keeps every write. The harness calls these functions from a
-// test binary whose TestMain runs testkit.Main.
+// islands reconnect; how long a heal of a 3-node cluster takes and whether
+// it keeps every write, quiet (Heal) and with 1,000 ops/s of load on every
+// node throughout (HealUnderLoad: total time, how long the losers' writers
+// were held, the longest client call, every acknowledged operation
+// checked); and what the change recorder costs the session store
+// (RecorderCost: ops/s with and without it, the native reference). The
+// harness calls these functions from a test binary whose TestMain runs
+// testkit.Main.
 package clusterbench
 
 import (

@@ -1,8 +1,12 @@
 package clusterbench_test
 
 import (
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/erlmcp/migctl/cluster/clusterbench"
 	"github.com/erlmcp/migctl/testkit"
@@ -18,7 +22,7 @@ func TestDetection(t *testing.T) {
 		runs = 5
 	}
 	r := clusterbench.Detection(t, runs)
-	t.Log(r)
+	logLines(t, r.String())
 	if r.Max > 2e9 {
 		t.Errorf("a split was reported later than 2 s after reconnect: %v", r)
 	}
@@ -30,8 +34,65 @@ func TestHeal(t *testing.T) {
 		n, c = 100000, 1000
 	}
 	r := clusterbench.Heal(t, n, c)
-	t.Log(r)
+	logLines(t, r.String())
 	if r.Kept != r.Updated+r.Created || r.Gone != r.Deleted || !r.Consistent {
 		t.Errorf("heal lost changes: %v", r)
+	}
+}
+
+// logLines logs each line of s on its own, so that every line carries the
+// file:line prefix `make bench` filters on.
+func logLines(t *testing.T, s string) {
+	t.Helper()
+	for _, l := range strings.Split(s, "\n") {
+		t.Log(l)
+	}
+}
+
+func envInt(k string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// The issue's heal benchmark: 3 nodes, 100k sessions, 1,000 ops/s of load
+// on every node during the split and the heal (goals: total <= 30 s, every
+// write kept, nothing resurrected, no client call longer than 2 s). The
+// times are reported, not asserted (a bench on a shared machine); what the
+// clients were told is checked: a heal error or any lost, wrong or
+// resurrected acknowledged operation fails. MIGCTL_BENCH_RUNS (default 3)
+// and MIGCTL_BENCH_SESSIONS (default 100,000) size it.
+func TestHealUnderLoad(t *testing.T) {
+	n, runs := 5000, 1
+	if os.Getenv("MIGCTL_BENCH") != "" {
+		n, runs = envInt("MIGCTL_BENCH_SESSIONS", 100000), envInt("MIGCTL_BENCH_RUNS", 3)
+	}
+	r := clusterbench.HealUnderLoad(t, n, 1000, runs, 3*time.Second)
+	logLines(t, r.String())
+	for i, x := range r.Runs {
+		logLines(t, fmt.Sprintf("run %d: %v", i, x))
+		if x.Lost != 0 || x.Wrong != 0 || x.Resurrected != 0 || !x.Consistent {
+			t.Errorf("run %d: acknowledged operations not kept: %v", i, x)
+		}
+		if x.Checked < 100 {
+			t.Errorf("run %d: too few acknowledged operations checked: %v", i, x)
+		}
+	}
+}
+
+// The change recorder's cost: store throughput with the recorders running
+// and stopped, same nodes, same work, alternating (goal <= 5 % fewer
+// ops/s). Reported, not asserted. MIGCTL_BENCH_RUNS (default 16; 2 s
+// each) is the number of measurements of each kind: Mnesia rewrites its
+// table files every ~10 s under this load, which halves the throughput for
+// a few seconds, so many short measurements are needed for the medians.
+func TestRecorderCost(t *testing.T) {
+	n, pairs, d := 5000, 2, time.Second
+	if os.Getenv("MIGCTL_BENCH") != "" {
+		n, pairs, d = envInt("MIGCTL_BENCH_SESSIONS", 100000), envInt("MIGCTL_BENCH_RUNS", 16), 2*time.Second
+	}
+	for _, r := range clusterbench.RecorderCost(t, n, pairs, d) {
+		logLines(t, r.String())
 	}
 }
