@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/erlmcp/migctl/backends"
 )
@@ -121,6 +122,9 @@ func (cl *Cluster) repairReplicas(ctx context.Context, vr []ReplicationReport, d
 // reloaded loser was rejoining can still be landing on some replicas when
 // the first repair runs (each round repairs only what it found).
 func (cl *Cluster) verifyAndRepair(ctx context.Context, dir string, rep *HealReport) (string, error) {
+	if err := cl.waitReplicating(ctx, 10*time.Second); err != nil {
+		return "", err
+	}
 	const rounds = 5
 	var found, done []string
 	for round := 0; ; round++ {
@@ -152,6 +156,58 @@ func (cl *Cluster) verifyAndRepair(ctx context.Context, dir string, rep *HealRep
 		rep.Repaired = append(rep.Repaired, d...)
 		if err != nil {
 			return "", fmt.Errorf("replica repair: %w (found: %s)", err, strings.Join(now, "; "))
+		}
+	}
+}
+
+// waitReplicating waits until every running node writes each session
+// table to every node that holds a copy of it (its active replicas): a node
+// that left one out would keep making copies differ, which no repair of
+// rows can cure. It names the node and the replicas it skips.
+func (cl *Cluster) waitReplicating(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return err
+		}
+		var bad []string
+		for _, tab := range cl.tables {
+			var holders []string
+			for _, v := range st.Nodes {
+				for _, t := range v.Tables {
+					if t.Name == tab && v.MnesiaRunning() && (t.Storage == "disc_copies" || t.Storage == "ram_copies") {
+						holders = append(holders, v.Node)
+					}
+				}
+			}
+			for _, v := range st.Nodes {
+				for _, t := range v.Tables {
+					if t.Name != tab || !v.MnesiaRunning() {
+						continue
+					}
+					var skipped []string
+					for _, h := range holders {
+						if !contains(t.ActiveReplicas, h) {
+							skipped = append(skipped, h)
+						}
+					}
+					if len(skipped) > 0 {
+						bad = append(bad, fmt.Sprintf("%s writes %s without %v", v.Node, tab, skipped))
+					}
+				}
+			}
+		}
+		if len(bad) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %s (restart Mnesia on the node that leaves replicas out: `migctl cluster resync NODE`)", ErrUnhealed, strings.Join(bad, "; "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
