@@ -34,22 +34,8 @@ type RecorderInfo struct {
 	Error        string           `json:"error,omitempty"`
 }
 
-// Covers says whether the recorder covers tab from at or before ms.
-func (r RecorderInfo) Covers(tab string, ms int64) bool {
-	s, ok := r.Since[tab]
-	return r.Running && ok && s >= 0 && s <= ms
-}
-
-// Recorders reads every node's change recorder (nodes that cannot be read
-// come back with Error set).
-func (cl *Cluster) Recorders(ctx context.Context, nodes []string) []RecorderInfo {
-	out := make([]RecorderInfo, len(nodes))
-	forEach(nodes, func(i int, n string) {
-		out[i] = cl.recorder(ctx, n)
-	})
-	return out
-}
-
+// recorder reads one node's change recorder (Error set when the node
+// cannot be read).
 func (cl *Cluster) recorder(ctx context.Context, node string) RecorderInfo {
 	ri := RecorderInfo{Node: node}
 	t, err := cl.agent(ctx, node, "recorder_info", cl.tableAtoms())
