@@ -400,10 +400,16 @@ func runHeal(t *testing.T, sc splitCase) {
 		lp.SplitAt, lp.SplitAtSource, len(lp.WrittenOnLoser), len(lp.DeletedOnLoser), len(lp.WrittenOnWinner), len(lp.DeletedOnWinner), nw, nd, nx)
 	require.Greater(t, len(lp.WrittenOnLoser), 50, "load generator writes on the loser")
 	// The watch ran across the split: its forwarders kept the exact time
-	// each node saw the other side's Mnesia go down.
+	// each node saw the other side's Mnesia go down. (With evidence the
+	// split time only dates the report; under prevent_overlapping_partitions
+	// the two islands compared can share writes made after the first cut,
+	// and the data's bound is then the later one: seen once in CI.)
 	t.Logf("split time: %s", lp.SplitAtDetail)
-	require.Equal(t, "mnesia_down", lp.SplitAtSource)
-	require.Contains(t, lp.SplitAtDetail, "watch's event forwarder")
+	if lp.SplitAtSource == "mnesia_down" {
+		require.Contains(t, lp.SplitAtDetail, "watch's event forwarder")
+	} else {
+		require.True(t, sc.pop, "without prevent_overlapping_partitions the split time comes from the watch: %s", lp.SplitAtDetail)
+	}
 
 	// The loser keeps taking writes after the plan (while the operator
 	// reads it): the heal must carry them over too.
