@@ -108,8 +108,11 @@
 // restarting their Erlang nodes: the losers that hold no fence stop first,
 // then each fence holder right after a check that its lock is still held
 // (ErrFenceLost otherwise: nothing discarded, resume), master nodes,
-// Mnesia stop/start, wait_for_tables, master nodes cleared. It waits until
-// running_db_nodes agree and verifies the replicas; writes a loser took
+// Mnesia stop, then start (one loser at a time: started together under
+// traffic, the first up kept writing without the other among its
+// replicas), wait_for_tables, master nodes cleared. It waits until
+// running_db_nodes agree and every node writes to every replica, and
+// verifies the replicas; writes a loser took
 // while it rejoined can reach some replicas and not others, so replicas
 // that differ are repaired (repairReplicas: each key rewritten, or
 // deleted, from the copy whose own record accounts for it and whose change
