@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
-	"github.com/erlmcp/migctl/testkit"
 )
 
 // TestSetPhase2FromPhase3: `phase set phase2` from phase3 is the way back
@@ -18,14 +17,9 @@ import (
 // percentage below 100 (which reads the old store for the other sessions)
 // is refused until the reverse backfill is complete.
 func TestSetPhase2FromPhase3(t *testing.T) {
-	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_backend_hybrid",
-		AppEnv: hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase0")})
-	ctx := tctx(t, 90*time.Second)
-	j := newJournal(t)
-	m := newMigrator(t, cl, j)
 	const n = 300
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, 11)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	cl, _, m := dualWriteNode(t, n, 11)
+	ctx := tctx(t, 90*time.Second)
 	_, err := m.SetPhase(ctx, Phase1, ChangeOptions{})
 	require.NoError(t, err)
 	_, err = m.Backfill(ctx, BackfillOptions{NoThrottle: true})

@@ -125,3 +125,17 @@ func dumpJournal(j *journal.Journal) string {
 	}
 	return out
 }
+
+// dualWriteNode starts one node with the hybrid backend in phase0 (DETS
+// primary, Mnesia secondary) and n DETS sessions (fixture seed), and
+// returns it with a journal and a migrator on it.
+func dualWriteNode(t *testing.T, n int, seed int) (*testkit.Cluster, *journal.Journal, *Migrator) {
+	t.Helper()
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_backend_hybrid",
+		AppEnv: hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase0")})
+	j := newJournal(t)
+	m := newMigrator(t, cl, j)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, seed)
+	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	return cl, j, m
+}

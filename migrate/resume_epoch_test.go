@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
-	"github.com/erlmcp/migctl/testkit"
 )
 
 // TestBackfillCheckpointEpoch: a backfill interrupted in phase1, then
@@ -19,14 +18,9 @@ import (
 // phase0 stale in Mnesia, and backfill_complete would pass. The checkpoint
 // belongs to the epoch it was made in: the rerun starts the pass over.
 func TestBackfillCheckpointEpoch(t *testing.T) {
-	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_backend_hybrid",
-		AppEnv: hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase0")})
-	ctx := tctx(t, 90*time.Second)
-	j := newJournal(t)
-	m := newMigrator(t, cl, j)
 	const n = 2000
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, 13)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	cl, _, m := dualWriteNode(t, n, 13)
+	ctx := tctx(t, 90*time.Second)
 	_, err := m.SetPhase(ctx, Phase1, ChangeOptions{})
 	require.NoError(t, err)
 

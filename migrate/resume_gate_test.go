@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
-	"github.com/erlmcp/migctl/testkit"
 )
 
 // TestResumedBackfillGate: a secondary write that fails in phase1 after the
@@ -21,14 +20,9 @@ import (
 // from its checkpoints: the resumed run does not copy again what the
 // interrupted run had copied before the failure.
 func TestResumedBackfillGate(t *testing.T) {
-	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_backend_hybrid",
-		AppEnv: hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase0")})
-	ctx := tctx(t, 120*time.Second)
-	j := newJournal(t)
-	m := newMigrator(t, cl, j)
 	const n = 2000
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, 7)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	cl, j, m := dualWriteNode(t, n, 7)
+	ctx := tctx(t, 120*time.Second)
 	_, err := m.SetPhase(ctx, Phase1, ChangeOptions{Reason: "resume gate test"})
 	require.NoError(t, err)
 
