@@ -529,6 +529,11 @@ merge(Tab, Writes, Deletes) ->
         Ws = rows(Writes, []),
         Ds = dels(Deletes, []),
         F = fun() ->
+                %% One table lock rather than a row lock per change: each
+                %% row lock is a round trip to every replica's lock manager,
+                %% which made the merge (done while the losers' writers
+                %% wait) the longest part of the fence.
+                ok = mnesia:write_lock_table(Tab),
                 Now = erlang:system_time(millisecond),
                 {W, S} = lists:foldl(
                            fun({Id, New, Cond, Dg}, {W, S}) ->
