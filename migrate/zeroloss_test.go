@@ -37,6 +37,15 @@ func TestZeroLossDETSToMnesia(t *testing.T) {
 	require.NoError(t, st.Ready())
 	require.Equal(t, "mnesia", st.Mode)
 	require.Equal(t, Phase0, st.Phase)
+	// The store servers are shaped like erlmcp's: they answer no request
+	// of the fixture's own (info) and drop every message they do not know,
+	// so the backfill below can only go through the backend's fetch.
+	for i := range cl.Nodes {
+		r := cl.Eval(i, `Pid = whereis(erlmcp_session_store),
+		                 {erlmcp_session_server, init, 1} =:= proc_lib:translate_initial_call(Pid)
+		                     andalso {error, unknown_request} =:= gen_server:call(Pid, info)`, nil)
+		require.Equal(t, true, r, "node %d must run the erlmcp-shaped store server", i)
+	}
 
 	// 3 x 500 = 1,500 targeted ops/s; the DETS files fill up in phase0 first.
 	startLoad(t, cl, 500, 3000)

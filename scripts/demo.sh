@@ -148,7 +148,7 @@ fi
 # ---------------------------------------------------------------- the cluster
 step "cluster up" "a 3-node dev cluster: erlmcp's hybrid backend, primary DETS, secondary Mnesia, phase0"
 STARTED=1
-"$DC" up --nodes 3 --backend hybrid --phase phase0
+"$DC" up --nodes 3 --backend hybrid --phase phase0 --store-server erlmcp
 # shellcheck disable=SC1091
 source .devcluster/env
 export MIGCTL_NODES MIGCTL_COOKIE_FILE ERL_EPMD_PORT

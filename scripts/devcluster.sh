@@ -2,7 +2,7 @@
 # devcluster.sh: a local cluster of Erlang nodes running the erlmcp_fixture
 # application (erlang/app), for migctl's demos and manual tests.
 #
-#   scripts/devcluster.sh up [--nodes N] [--backend ets|dets|mnesia|hybrid] [--phase P] [--keep-data]
+#   scripts/devcluster.sh up [--nodes N] [--backend ets|dets|mnesia|hybrid] [--phase P] [--store-server erlmcp|fixture] [--keep-data]
 #   scripts/devcluster.sh seed --store ets|dets|mnesia --count N [--node NODE|--all-nodes] [--seed S]
 #   scripts/devcluster.sh status
 #   scripts/devcluster.sh load start [--rate R] [--keyspace K] | rate --rate R | stats | errors | stop | verify [--store S] | close
@@ -16,6 +16,10 @@
 # phase0), on a disc Mnesia schema over all nodes (made by `up`, like
 # --backend mnesia; the application creates erlmcp_session and the phase
 # table migctl_migration when it starts).
+#
+# --store-server erlmcp (the default) runs the store server shaped like
+# erlmcp's own, which drops every message it does not know; fixture runs
+# the fixture's, which forwards them to the backend and can switch backends.
 #
 # seed --all-nodes splits COUNT over the nodes (each its own DETS file,
 # seeds S, S+1, ... so the ids differ), in parallel.
@@ -150,7 +154,7 @@ erl_str() {
 }
 
 write_config() {
-    local k=$1 backend=$2 nodes_term=$3 phase=${4:-phase0}
+    local k=$1 backend=$2 nodes_term=$3 phase=${4:-phase0} server=${5:-erlmcp}
     local data=$STATE/data/node$k
     local opts="#{}" module=erlmcp_session_$backend hybrid=""
     if [ "$backend" = dets ] && [ "$DETS_SLOTS" -gt 0 ]; then
@@ -176,6 +180,7 @@ write_config() {
                    ${hybrid}{backend_opts, $opts},
                    {dets_dir, $(erl_str "$data/dets")},
                    {mnesia_nodes, $nodes_term},
+                   {store_server, $server},
                    {session_cleanup_interval, 60000}]}].
 EOF
 }
@@ -183,12 +188,13 @@ EOF
 uses_mnesia() { [ "$1" = mnesia ] || [ "$1" = hybrid ]; }
 
 cmd_up() {
-    local n=3 backend=dets keep=0 phase=phase0
+    local n=3 backend=dets keep=0 phase=phase0 server=erlmcp
     while [ $# -gt 0 ]; do
         case $1 in
             --nodes) n=${2:?--nodes needs a number}; shift 2 ;;
             --backend) backend=${2:?--backend needs ets, dets, mnesia or hybrid}; shift 2 ;;
             --phase) phase=${2:?--phase needs phase0..phase3}; shift 2 ;;
+            --store-server) server=${2:?--store-server needs erlmcp or fixture}; shift 2 ;;
             --keep-data) keep=1; shift ;;
             *) die "up: unknown argument $1" ;;
         esac
@@ -196,6 +202,7 @@ cmd_up() {
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive number"
     case $backend in ets|dets|mnesia|hybrid) ;; *) die "--backend must be ets, dets, mnesia or hybrid" ;; esac
     case $phase in phase0|phase1|phase2|phase3) ;; *) die "--phase must be phase0, phase1, phase2 or phase3" ;; esac
+    case $server in erlmcp|fixture) ;; *) die "--store-server must be erlmcp or fixture" ;; esac
 
     if [ -f "$PIDS" ]; then
         while read -r kind a b; do
@@ -230,7 +237,7 @@ cmd_up() {
     for k in $(seq 1 "$n"); do
         local name=${names[$((k - 1))]}
         mkdir -p "$STATE/data/node$k/dets" "$STATE/data/node$k/mnesia"
-        write_config "$k" "$backend" "$nodes_term" "$phase"
+        write_config "$k" "$backend" "$nodes_term" "$phase" "$server"
         local start=()
         # With Mnesia the schema must exist first: nodes start bare and
         # erlmcp_fixture_ctl mnesia_init creates it, then starts the app.

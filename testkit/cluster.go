@@ -473,7 +473,13 @@ func (c *Cluster) BuildMnesia(ctx context.Context) error {
 // appEnv entries are Erlang terms in text, {Key, Value}.
 func (n *Node) StartApp(ctx context.Context, backend string, appEnv ...string) error {
 	c := n.cluster
+	// The store server is shaped like erlmcp's own (it drops every message
+	// it does not know, erlmcp_session_server) unless a test asks for the
+	// fixture's: what passes here must pass against erlmcp.
 	env := []string{fmt.Sprintf("{session_backend, %s}", backend), fmt.Sprintf("{dets_dir, %q}", n.Dir)}
+	if !hasEnvKey(appEnv, "store_server") {
+		env = append(env, "{store_server, erlmcp}")
+	}
 	env = append(env, appEnv...)
 	src := `{ok, T, _} = erl_scan:string(S), {ok, Env} = erl_parse:parse_term(T),
 	        application:load(erlmcp_fixture),
@@ -515,4 +521,15 @@ func (n *Node) StartApp(ctx context.Context, backend string, appEnv ...string) e
 		return fmt.Errorf("the change recorder did not subscribe: %v", r)
 	}
 	return nil
+}
+
+// hasEnvKey reports whether one of the {Key, Value} terms sets key.
+func hasEnvKey(appEnv []string, key string) bool {
+	for _, e := range appEnv {
+		if strings.HasPrefix(strings.TrimLeft(strings.TrimSpace(e), "{ "), key+",") ||
+			strings.HasPrefix(strings.TrimLeft(strings.TrimSpace(e), "{ "), key+" ") {
+			return true
+		}
+	}
+	return false
 }

@@ -2,7 +2,9 @@
 %%
 %% It talks to the hybrid session backend (erlmcp_session_backend_hybrid)
 %% that the application runs: its phase, its counters, and backfill batches
-%% that run inside the store server (see that module for why). It also
+%% that run inside the store server (see that module for why), reached
+%% through the server's ordinary fetch request, the one door erlmcp's own
+%% store server opens to its backend (it drops every other message). It also
 %% creates the Mnesia schema and tables, samples node load for the backfill
 %% throttle, and reads DETS files for archives.
 %%
@@ -36,9 +38,9 @@ fail(R) -> throw({migctl, R}).
 %% application does not run the hybrid backend.
 status() ->
     safe(fun() ->
-        Backend = case whereis(?STORE) of
-                      undefined -> fail(store_not_running);
-                      _ -> maps:get(backend, ?STORE:info())
+        Backend = case hybrid_server() of
+                      Pid when is_pid(Pid) -> ?HYBRID;
+                      undefined -> other_backend()
                   end,
         case Backend of
             ?HYBRID ->
@@ -73,10 +75,38 @@ reset_counters() ->
     safe(fun() -> must_hybrid(), ok = ?HYBRID:reset_counters(), {ok, done} end).
 
 must_hybrid() ->
-    case whereis(?STORE) =/= undefined andalso maps:get(backend, ?STORE:info()) of
-        ?HYBRID -> ok;
-        false -> fail(store_not_running);
-        _ -> fail(hybrid_not_installed)
+    case hybrid_server() of
+        Pid when is_pid(Pid) -> Pid;
+        undefined ->
+            _ = other_backend(),
+            fail(hybrid_not_installed)
+    end.
+
+%% hybrid_server() -> Pid | undefined: the store server running the hybrid
+%% backend, as the backend recorded it at init (erlmcp's server need not
+%% be registered under any name we know).
+hybrid_server() ->
+    case code:is_loaded(?HYBRID) =/= false andalso
+        erlang:function_exported(?HYBRID, server, 0) of
+        true -> ?HYBRID:server();
+        false -> undefined
+    end.
+
+%% The backend of a store server that does not run the hybrid: the
+%% fixture's server says which (info request); erlmcp's answers
+%% {error, unknown_request}, so only that one runs is known.
+other_backend() ->
+    Server = case whereis(?STORE) of
+                 undefined -> whereis(erlmcp_session_backend);
+                 P -> P
+             end,
+    case Server of
+        undefined -> fail(store_not_running);
+        _ ->
+            case catch gen_server:call(Server, info, 5000) of
+                #{backend := B} -> B;
+                _ -> unknown
+            end
     end.
 
 %% backfill_step(Op, Cursor, Limit, DryRun, TimeoutMs)
@@ -93,18 +123,18 @@ backfill_step(Op, Cursor, Limit, DryRun, TimeoutMs) ->
 %% Saves a round trip to migctl per batch; the reply sums the batches.
 backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs) ->
     safe(fun() ->
-        must_hybrid(),
+        Server = must_hybrid(),
         C = case Cursor of
                 <<>> -> start;
                 [] -> start;
                 B when is_binary(B) -> binary_to_term(B)
             end,
         Until = erlang:monotonic_time(millisecond) + BudgetMs,
-        steps(Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {0, 0, 0, 0, 0})
+        steps(Server, Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {0, 0, 0, 0, 0})
     end).
 
-steps(Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {Sc0, W0, Sk0, Ex0, D0}) ->
-    case step(Op, C, Batch, DryRun, TimeoutMs) of
+steps(Server, Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {Sc0, W0, Sk0, Ex0, D0}) ->
+    case step(Server, Op, C, Batch, DryRun, TimeoutMs) of
         {ok, #{scanned := Sc, written := W, skipped := Sk, expired := Ex, deleted := D,
                next := Next, done := Done}} ->
             Acc = {Sc0 + Sc, W0 + W, Sk0 + Sk, Ex0 + Ex, D0 + D},
@@ -115,38 +145,42 @@ steps(Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {Sc0, W0, Sk0, Ex0, D0}) 
                     {A, B, Cc, Dd, E} = Acc,
                     {ok, A, B, Cc, Dd, E, NextBin, Done};
                 false ->
-                    steps(Op, Next, Batch, DryRun, TimeoutMs, MaxRows, Until, Acc)
+                    steps(Server, Op, Next, Batch, DryRun, TimeoutMs, MaxRows, Until, Acc)
             end;
         {error, _} = Err ->
             Err
     end.
 
-step(Op, C, Limit, DryRun, TimeoutMs) ->
+%% One batch, as a fetch of the id {migctl_backfill, Req}: erlmcp's store
+%% server and the fixture's both answer {ok, Session} with what the
+%% backend's fetch/2 returned. A late reply after a timeout is dropped by
+%% gen_server:call (it waits on an alias), so none can be taken for the
+%% next batch's.
+step(Server, Op, C, Limit, DryRun, TimeoutMs) ->
     Req = case Op of
               forward -> {copy, forward, C, Limit, DryRun};
               reverse -> {copy, reverse, C, Limit, DryRun};
               prune -> {prune, C, Limit, DryRun}
           end,
-    Pid = whereis(?STORE),
-    Ref = erlang:monitor(process, Pid),
-    Pid ! {migctl_backfill, self(), Ref, Req},
-    receive
-        {Ref, {ok, #{} = R}} ->
-            erlang:demonitor(Ref, [flush]),
-            {ok, R};
-        {Ref, {error, {cursor, _}}} ->
-            erlang:demonitor(Ref, [flush]),
-            {error, cursor_expired};
-        {Ref, {error, R}} ->
-            erlang:demonitor(Ref, [flush]),
-            {error, if is_atom(R); is_binary(R) -> R;
-                       true -> iolist_to_binary(io_lib:format("~0P", [R, 20])) end};
-        {'DOWN', Ref, process, _, _} ->
-            {error, store_server_died}
-    after TimeoutMs ->
-            erlang:demonitor(Ref, [flush]),
-            {error, timeout}
+    try gen_server:call(Server, {fetch, {migctl_backfill, Req}}, TimeoutMs) of
+        {ok, {migctl_backfill_reply, {ok, #{} = R}}} -> {ok, R};
+        {ok, {migctl_backfill_reply, {error, {cursor, _}}}} -> {error, cursor_expired};
+        {ok, {migctl_backfill_reply, {error, R}}} -> {error, reason(R)};
+        %% A backend that is not the hybrid (or an older one) looks the
+        %% id up like any other and finds nothing.
+        {error, not_found} -> {error, hybrid_not_installed};
+        Other -> {error, reason({unexpected_reply, Other})}
+    catch
+        exit:{timeout, _} -> {error, timeout};
+        exit:{noproc, _} -> {error, store_server_died};
+        exit:{{nodedown, _}, _} -> {error, store_server_died};
+        exit:{Why, _} when Why =:= normal; Why =:= shutdown; Why =:= killed -> {error, store_server_died};
+        exit:{{shutdown, _}, _} -> {error, store_server_died};
+        exit:{Why, _} -> {error, reason({store_server_crashed, Why})}
     end.
+
+reason(R) when is_atom(R); is_binary(R) -> R;
+reason(R) -> iolist_to_binary(io_lib:format("~0P", [R, 20])).
 
 %% load(Owner) -> {ok, [{Key, Number}]}: what the backfill throttle looks
 %% at. Scheduler utilisation over 250 ms (runtime_tools' scheduler module), the longest message
@@ -160,7 +194,7 @@ load(Owner) ->
         Util = sched_util(250),
         {ok, [{sched_util, float(Util)},
               {run_queue, erlang:statistics(run_queue)},
-              {store_queue, qlen(whereis(?STORE))},
+              {store_queue, qlen(store_server())},
               {mnesia_tm_queue, qlen(whereis(mnesia_tm))},
               {overloads, overloads()}]}
     end).
@@ -181,6 +215,18 @@ sched_util(Ms) ->
             _ -> -1.0
         end
     catch _:_ -> -1.0
+    end.
+
+%% The store server the throttle watches: the hybrid's, else the one
+%% registered under the fixture's or erlmcp's name.
+store_server() ->
+    case hybrid_server() of
+        undefined ->
+            case whereis(?STORE) of
+                undefined -> whereis(erlmcp_session_backend);
+                P -> P
+            end;
+        P -> P
     end.
 
 qlen(undefined) -> 0;
@@ -366,7 +412,11 @@ read_chunk(File, Offset, Len) ->
 %% ids and values without last_accessed (a restart must keep them).
 store_counts() ->
     safe(fun() ->
-        {ok, Ids} = ?STORE:list(),
+        Server = case store_server() of
+                     undefined -> fail(store_not_running);
+                     P -> P
+                 end,
+        {ok, Ids} = gen_server:call(Server, list, 60000),
         {ok, length(Ids), lists:foldl(fun(Id, A) -> (A + erlang:phash2(Id, 1 bsl 32)) band 16#ffffffffffff end, 0, Ids)}
     end).
 
@@ -421,7 +471,13 @@ native_loop({Rows, Cont}, Tab, N) ->
 bench_latency(N) ->
     safe(fun() ->
         {_, Opts, _} = ?STORE:config(),
+        %% init/1 records the calling process as the hybrid's store server;
+        %% this second instance is the bench's, the application's server
+        %% stays the one migctl talks to.
+        Info = {?HYBRID, info},
+        Saved = persistent_term:get(Info, undefined),
         {ok, HS} = ?HYBRID:init(Opts),
+        Saved =:= undefined orelse persistent_term:put(Info, Saved),
         PMod = maps:get(primary_backend, Opts),
         Base = maps:without([primary_backend, secondary_backend, migration_phase], Opts),
         {ok, PS} = PMod:init(Base),

@@ -8,6 +8,12 @@
 %% this node when there is none); multi-node schemas are the job of
 %% migctl, the test kit or scripts/devcluster.sh.
 %%
+%% The store server is erlmcp_session_store (the fixture's: it forwards
+%% stray messages to the backend and can switch backends) unless the
+%% application env has {store_server, erlmcp}: then erlmcp_session_server,
+%% shaped like erlmcp's own server, which drops every message it does not
+%% know. Both register as erlmcp_session_store.
+%%
 %% When the store is up the node prints "erlmcp_fixture ready ..." on its
 %% standard output, which scripts can wait for.
 -module(erlmcp_fixture).
@@ -21,8 +27,9 @@ start(_Type, _Args) ->
         ok ->
             case supervisor:start_link({local, erlmcp_fixture_sup}, ?MODULE, []) of
                 {ok, Pid} ->
-                    #{backend := B} = erlmcp_session_store:info(),
-                    io:format(user, "erlmcp_fixture ready node=~s backend=~s~n", [node(), B]),
+                    {B, _, _} = erlmcp_session_store:config(),
+                    io:format(user, "erlmcp_fixture ready node=~s backend=~s server=~s~n",
+                              [node(), B, server_module()]),
                     {ok, Pid};
                 Error ->
                     Error
@@ -35,13 +42,20 @@ stop(_State) ->
     ok.
 
 init([]) ->
+    M = server_module(),
     Store = #{id => erlmcp_session_store,
-              start => {erlmcp_session_store, start_link, []},
+              start => {M, start_link, []},
               restart => permanent,
               shutdown => 10000,
               type => worker,
-              modules => [erlmcp_session_store]},
+              modules => [M]},
     {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Store]}}.
+
+server_module() ->
+    case application:get_env(erlmcp_fixture, store_server, fixture) of
+        erlmcp -> erlmcp_session_server;
+        _ -> erlmcp_session_store
+    end.
 
 maybe_start_mnesia() ->
     {Backend, Opts, _} = erlmcp_session_store:config(),

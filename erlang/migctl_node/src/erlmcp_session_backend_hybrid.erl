@@ -38,14 +38,19 @@
 %% survive a restart of the store server but not of the node) are read with
 %% counters/0; migctl gates phase3 on read_errors / secondary_reads.
 %%
-%% Backfill runs INSIDE the store server: migctl sends
-%% {migctl_backfill, From, Ref, Request} and the server handles it between
-%% two application operations (handle_info/2). Every read of the source and
-%% every conditional write of the target for one batch therefore happen
-%% with no application operation of this node in between: a value the
-%% application wrote during the backfill is never overwritten by an older
-%% one, and a session it deleted cannot be copied back (the copy reads the
-%% source after the delete). The target write is additionally conditional
+%% Backfill runs INSIDE the store server, through the one door every erlmcp
+%% store server has: a fetch. migctl calls the server with
+%% {fetch, {migctl_backfill, Request}} (an id no application ever uses: it
+%% is not a binary); the server calls fetch/2 of this backend as for any
+%% session, and fetch/2 runs the batch and returns {ok, Reply, State}, so
+%% the server answers {ok, Reply}. erlmcp's own store server
+%% (erlmcp_session_backend) drops every message it does not know, so
+%% nothing else would reach the backend. Every read of the source and every
+%% conditional write of the target for one batch therefore happen with no
+%% application operation of this node in between: a value the application
+%% wrote during the backfill is never overwritten by an older one, and a
+%% session it deleted cannot be copied back (the copy reads the source
+%% after the delete). The target write is additionally conditional
 %% (absent, or strictly newer last_accessed, or same last_accessed but a
 %% different value from the authoritative side), decided inside one Mnesia
 %% transaction under a table write lock, which covers writes that arrive
@@ -53,13 +58,29 @@
 %% with one DETS file per node, a session must be served by one node, as
 %% erlmcp does with DETS; a delete made through node B of a session that
 %% node A also holds in its own DETS file cannot be seen by A's backfill.
+%%
+%% The module belongs to the migctl_node library and needs nothing of
+%% erlmcp but its backend modules (erlmcp_session_ets, _dets, _mnesia,
+%% called by the names configured): it implements erlmcp_session_backend's
+%% callbacks without naming the behaviour, so the library compiles without
+%% erlmcp. Its return shapes are exactly the ones erlmcp's store server
+%% matches on (a shape it does not expect would crash that server).
 -module(erlmcp_session_backend_hybrid).
--behaviour(erlmcp_session_backend).
 
--export([init/1, store/3, fetch/2, delete/2, list/1, cleanup_expired/1,
-         handle_info/2, terminate/2]).
+%% erlmcp_session_backend's callbacks (terminate/2: the fixture's server
+%% calls it when it switches backends; erlmcp's never does).
+-export([init/1, store/3, fetch/2, delete/2, list/1, cleanup_expired/1, terminate/2]).
 -export([phase/0, set_phase/3, set_phase/4, counters/0, reset_counters/0, info/0,
-         phase_table/0]).
+         server/0, phase_table/0, is_expired/2, now_ms/0]).
+
+-export_type([phase/0, phase_value/0]).
+
+-type phase() :: phase0 | phase1 | phase2 | phase3.
+%% {Phase, Percent, Epoch} or, since the fallback flag, {..., Fallback}.
+-type phase_value() :: {phase(), 0..100, non_neg_integer()}
+                     | {phase(), 0..100, non_neg_integer(), boolean()}.
+-type session() :: #{atom() => term()}.
+-type state() :: map().
 
 -define(TAB, migctl_migration).
 -define(TOUCHED, migctl_backfill_touched).
@@ -69,6 +90,8 @@
 -define(PT_MODE, {?MODULE, mode}).
 -define(PT_CTR, {?MODULE, counters}).
 -define(PT_INFO, {?MODULE, info}).
+%% How long init/1 waits for a Mnesia that is starting.
+-define(MNESIA_WAIT, 30000).
 -define(COUNTERS, [primary_reads, secondary_reads, read_errors, fallbacks,
                    misses, secondary_write_failures, primary_write_failures,
                    phase_read_errors, backfill_written, backfill_skipped]).
@@ -78,6 +101,9 @@
 
 %%% ------------------------------------------------------------ behaviour
 
+%% @doc Opens both sides. Runs in the store server's process, which is
+%% recorded (server/0): migctl sends the backfill there.
+-spec init(map()) -> {ok, state()} | {error, term()}.
 init(Opts) ->
     try
         PMod = required(primary_backend, Opts),
@@ -93,7 +119,8 @@ init(Opts) ->
         Phase = load_phase(Mode, Cfg),
         persistent_term:put(?PT_PHASE, Phase),
         persistent_term:put(?PT_INFO, #{primary => {PMod, kind(PMod), table(PS)},
-                                        secondary => {SMod, kind(SMod), table(SS)}}),
+                                        secondary => {SMod, kind(SMod), table(SS)},
+                                        server => self()}),
         logger:notice("hybrid session backend: ~p -> ~p, phase ~p (~p)",
                       [PMod, SMod, Phase, mode_name(Mode)]),
         {ok, #{p => {PMod, PS}, s => {SMod, SS}, mode => Mode, phase => Phase,
@@ -103,6 +130,7 @@ init(Opts) ->
         error:{badmatch, {error, R}} -> {error, R}
     end.
 
+-spec store(term(), session(), state()) -> {ok, state()} | {error, term()}.
 store(Id, Session, St0) ->
     touch(Id),
     St = refresh(St0),
@@ -116,6 +144,20 @@ store(Id, Session, St0) ->
             end
     end.
 
+%% @doc A session, or (id {migctl_backfill, Request}) one backfill batch:
+%% see the module doc. The batch's reply, {ok, Map} or {error, Reason},
+%% is the "session" returned, so the server answers {ok, Reply}.
+-spec fetch(term(), state()) -> {ok, term(), state()} | {error, term(), state()}.
+fetch({migctl_backfill, Req}, St0) ->
+    St = refresh(St0),
+    Reply = try backfill(Req, St)
+            catch
+                throw:{hybrid, R} -> _ = erase(mnesia_activity_state), {error, R};
+                C:R ->
+                    _ = erase(mnesia_activity_state),
+                    {error, iolist_to_binary(io_lib:format("~p:~0P", [C, R, 20]))}
+            end,
+    {ok, {migctl_backfill_reply, Reply}, St};
 fetch(Id, St0) ->
     touch(Id),
     St = refresh(St0),
@@ -130,6 +172,7 @@ fetch(Id, St0) ->
             end
     end.
 
+-spec delete(term(), state()) -> {ok, state()} | {error, term(), state()}.
 delete(Id, St0) ->
     touch(Id),
     St = refresh(St0),
@@ -156,24 +199,33 @@ delete(Id, St0) ->
             end
     end.
 
+%% erlmcp's store server accepts only {ok, Ids, State} from list/1 (any
+%% other shape crashes it): a side that cannot be listed raises, which is
+%% what erlmcp's own backends do. In phase2 the primary, written first by
+%% every operation, holds every session: it answers if the secondary fails.
+-spec list(state()) -> {ok, [term()], state()}.
 list(St0) ->
     St = refresh(St0),
     case ph(St) of
         phase2 ->
             case {sub_list(p, St), sub_list(s, St)} of
                 {{ok, A, _}, {ok, B, _}} -> {ok, lists:usort(A ++ B), St};
-                {{error, R, _}, _} -> {error, R, St};
-                {_, {error, R, _}} -> {error, R, St}
+                {{ok, A, _}, {error, _, _}} -> {ok, A, St};
+                {{error, R, _}, _} -> erlang:error({hybrid_list, R})
             end;
-        P when P =:= phase0; P =:= phase1 -> sub_list(p, St);
-        phase3 -> sub_list(s, St)
+        P when P =:= phase0; P =:= phase1 -> listed(sub_list(p, St));
+        phase3 -> listed(sub_list(s, St))
     end.
 
+listed({ok, Ids, St}) -> {ok, Ids, St};
+listed({error, R, _}) -> erlang:error({hybrid_list, R}).
+
+-spec cleanup_expired(state()) -> {ok, non_neg_integer(), state()}.
 cleanup_expired(St0) ->
     St = refresh(St0),
     {PMod, PS} = maps:get(p, St),
     {SMod, SS} = maps:get(s, St),
-    Clean = fun(M, S) -> case catch M:cleanup_expired(S) of
+    Clean = fun(M, S) -> case guard(fun() -> M:cleanup_expired(S) end) of
                              {ok, N, _} -> N;
                              _ -> 0
                          end end,
@@ -187,21 +239,15 @@ cleanup_expired(St0) ->
     N > 0 andalso touch('$cleanup'),
     {ok, N, St}.
 
-handle_info({migctl_backfill, From, Ref, Req}, St0) ->
-    St = refresh(St0),
-    Reply = try backfill(Req, St)
-            catch
-                throw:{hybrid, R} -> {error, R};
-                C:R -> {error, iolist_to_binary(io_lib:format("~p:~0P", [C, R, 20]))}
-            end,
-    From ! {Ref, Reply},
-    {ok, St};
-handle_info({mnesia_table_event, _}, St) ->
-    {ok, St};
-handle_info(_Msg, St) ->
-    {ok, St}.
-
+-spec terminate(term(), state()) -> ok.
 terminate(Reason, #{p := {PMod, PS}, s := {SMod, SS}}) ->
+    %% The server switches to another backend (the fixture can): it no
+    %% longer runs this one.
+    case persistent_term:get(?PT_INFO, undefined) of
+        #{server := Me} = I when Me =:= self() ->
+            persistent_term:put(?PT_INFO, maps:remove(server, I));
+        _ -> ok
+    end,
     [catch M:terminate(Reason, S) || {M, S} <- [{PMod, PS}, {SMod, SS}],
                                      erlang:function_exported(M, terminate, 2)],
     ok.
@@ -209,6 +255,7 @@ terminate(Reason, #{p := {PMod, PS}, s := {SMod, SS}}) ->
 %%% ------------------------------------------------------------ public
 
 %% @doc {Phase, Percent, Epoch} as this node sees it now.
+-spec phase() -> phase_value() | {error, not_running}.
 phase() ->
     case persistent_term:get(?PT_MODE, undefined) of
         undefined -> {error, not_running};
@@ -218,6 +265,8 @@ phase() ->
 %% @doc Records a new phase if the recorded epoch is still Expect. In mnesia
 %% mode one transaction changes it for the whole cluster. Returns the new
 %% epoch.
+-spec set_phase(phase() | binary() | string(), 0..100, non_neg_integer()) ->
+          {ok, pos_integer()} | {error, term()}.
 set_phase(Phase, Percent, Expect) ->
     set_phase(Phase, Percent, Expect, true).
 
@@ -226,6 +275,8 @@ set_phase(Phase, Percent, Expect) ->
 %% phase3: the primary then lacks what phase3 wrote and still holds what
 %% phase3 deleted, so falling back to it would serve (and copy back) a
 %% deleted session until the reverse backfill is done.
+-spec set_phase(phase() | binary() | string(), 0..100, non_neg_integer(), boolean()) ->
+          {ok, pos_integer()} | {error, term()}.
 set_phase(Phase0, Percent, Expect, Fallback) when is_integer(Percent), Percent >= 0,
                                                    Percent =< 100, is_boolean(Fallback) ->
     Phase = to_phase(Phase0),
@@ -263,23 +314,49 @@ set_phase(_, _, _, _) ->
     {error, bad_phase_args}.
 
 %% @doc The counters as a map of name => integer.
+-spec counters() -> #{atom() => integer()}.
 counters() ->
     C = ensure_counters(),
     maps:from_list([{N, counters:get(C, I)} || {N, I} <- lists:zip(?COUNTERS, lists:seq(1, length(?COUNTERS)))]).
 
+-spec reset_counters() -> ok.
 reset_counters() ->
     C = ensure_counters(),
     [counters:put(C, I, 0) || I <- lists:seq(1, length(?COUNTERS))],
     ok.
 
-%% @doc What the store server runs: sides, phase mode, phase.
+%% @doc What the store server runs: sides, phase mode, phase, and the
+%% server's pid (`server', absent once it switched to another backend).
+-spec info() -> map() | {error, not_running}.
 info() ->
     case persistent_term:get(?PT_INFO, undefined) of
         undefined -> {error, not_running};
         I -> I#{mode => mode_name(persistent_term:get(?PT_MODE)), phase => phase()}
     end.
 
+%% @doc The store server running this backend, wherever and under whatever
+%% name the application started it; undefined when none runs it now.
+-spec server() -> pid() | undefined.
+server() ->
+    case persistent_term:get(?PT_INFO, undefined) of
+        #{server := Pid} -> case is_process_alive(Pid) of true -> Pid; false -> undefined end;
+        _ -> undefined
+    end.
+
+-spec phase_table() -> atom().
 phase_table() -> ?TAB.
+
+%% @doc erlmcp's expiry rule: never for `infinity', otherwise when more
+%% than `timeout_ms' has passed since `last_accessed'.
+-spec is_expired(session(), integer()) -> boolean().
+is_expired(#{timeout_ms := infinity}, _Now) -> false;
+is_expired(#{last_accessed := L, timeout_ms := T}, Now) when is_integer(L), is_integer(T) ->
+    Now - L > T;
+is_expired(_, _) -> false.
+
+%% @doc The clock erlmcp's backends write (erlang:system_time(millisecond)).
+-spec now_ms() -> integer().
+now_ms() -> erlang:system_time(millisecond).
 
 %%% ------------------------------------------------------------ phases
 
@@ -385,7 +462,9 @@ to_phase(P) -> throw({hybrid, {bad_phase, P}}).
 
 sub_init(Mod, Opts) ->
     case code:ensure_loaded(Mod) of
-        {module, Mod} -> Mod:init(Opts);
+        {module, Mod} ->
+            Mod =:= erlmcp_session_mnesia andalso await_mnesia(?MNESIA_WAIT),
+            Mod:init(Opts);
         {error, R} -> throw({hybrid, {no_backend_module, Mod, R}})
     end.
 
@@ -399,13 +478,13 @@ sub_store(W, Id, Session, St) ->
     {M, S} = side(W, St),
     case fast(M, St) of
         {true, T} ->
-            Rec = {T, Id, Session, erlmcp_session_backend:now_ms()},
+            Rec = {T, Id, Session, now_ms()},
             case dirty(fun() -> mnesia:write(T, Rec, write) end) of
                 ok -> {ok, St};
                 {error, R} -> {error, R, St}
             end;
         false ->
-            case M:store(Id, Session, S) of
+            case guard(fun() -> M:store(Id, Session, S) end) of
                 {ok, S1} -> {ok, put_side(W, {M, S1}, St)};
                 {error, R} -> {error, R, St}
             end
@@ -446,8 +525,11 @@ dirty(F) ->
     try mnesia:sync_dirty(F) of
         _ -> ok
     catch
-        exit:{aborted, R} -> {error, R};
-        exit:R -> {error, R}
+        %% As in guard/1: a stop of Mnesia under the write leaves the
+        %% activity behind; it is stale.
+        exit:{aborted, R} -> _ = erase(mnesia_activity_state), {error, R};
+        exit:R -> _ = erase(mnesia_activity_state), {error, R};
+        error:R -> _ = erase(mnesia_activity_state), {error, R}
     end.
 
 wrap_store(W, Id, Session, St) ->
@@ -471,7 +553,7 @@ sub_fetch(W, Id, St) ->
         {true, T} ->
             try mnesia:dirty_read(T, Id) of
                 [{_, _, Sess, _}] ->
-                    Now = erlmcp_session_backend:now_ms(),
+                    Now = now_ms(),
                     Updated = Sess#{last_accessed => Now},
                     case dirty(fun() -> mnesia:write(T, {T, Id, Updated, Now}, write) end) of
                         ok -> {ok, Updated, St};
@@ -482,7 +564,7 @@ sub_fetch(W, Id, St) ->
                 exit:R -> {error, R, St}
             end;
         false ->
-            case M:fetch(Id, S) of
+            case guard(fun() -> M:fetch(Id, S) end) of
                 {ok, Sess, S1} -> {ok, Sess, put_side(W, {M, S1}, St)};
                 {error, R, S1} -> {error, R, put_side(W, {M, S1}, St)};
                 {error, R} -> {error, R, St}
@@ -498,7 +580,7 @@ sub_delete(W, Id, St) ->
                 {error, R} -> {error, R, St}
             end;
         false ->
-            case M:delete(Id, S) of
+            case guard(fun() -> M:delete(Id, S) end) of
                 {ok, S1} -> {ok, put_side(W, {M, S1}, St)};
                 {error, R, S1} -> {error, R, put_side(W, {M, S1}, St)};
                 {error, R} -> {error, R, St}
@@ -507,7 +589,7 @@ sub_delete(W, Id, St) ->
 
 sub_list(W, St) ->
     {M, S} = side(W, St),
-    case M:list(S) of
+    case guard(fun() -> M:list(S) end) of
         {ok, Ids, S1} -> {ok, Ids, put_side(W, {M, S1}, St)};
         {error, R, S1} -> {error, R, put_side(W, {M, S1}, St)};
         {error, R} -> {error, R, St}
@@ -590,7 +672,7 @@ backfill({copy, Dir, Cursor, Limit, DryRun}, St) ->
     {SrcMod, SrcS} = side(SrcW, St),
     {DstMod, DstS} = side(DstW, St),
     {Rows, Next} = scan(kind(SrcMod), SrcS, Cursor, Limit),
-    {Live, Expired} = live_rows(Rows, erlmcp_session_backend:now_ms(), [], 0),
+    {Live, Expired} = live_rows(Rows, now_ms(), [], 0),
     {W, Sk} = copy_rows(kind(DstMod), DstS, Live, DryRun),
     case DryRun of
         true -> ok;
@@ -617,7 +699,7 @@ backfill(Other, _) ->
 %% pass; rows that are not {binary(), map()} are neither.
 live_rows([], _Now, Acc, E) -> {lists:reverse(Acc), E};
 live_rows([{Id, S} = R | T], Now, Acc, E) when is_binary(Id), is_map(S) ->
-    case erlmcp_session_backend:is_expired(S, Now) of
+    case is_expired(S, Now) of
         true -> live_rows(T, Now, Acc, E + 1);
         false -> live_rows(T, Now, [R | Acc], E)
     end;
@@ -908,7 +990,7 @@ copy_rows(mnesia, #{table_name := T}, Rows, DryRun) ->
                           case newer(S, Have) of
                               true when DryRun -> {W + 1, Sk};
                               true ->
-                                  ok = mnesia:write(T, {T, Id, S, erlmcp_session_backend:now_ms()}, write),
+                                  ok = mnesia:write(T, {T, Id, S, now_ms()}, write),
                                   {W + 1, Sk};
                               false -> {W, Sk + 1}
                           end
@@ -953,6 +1035,35 @@ raw_delete(mnesia, #{table_name := T}, Id) ->
     {atomic, ok} = mnesia:transaction(fun() -> mnesia:delete(T, Id, write) end).
 
 %%% ------------------------------------------------------------ helpers
+
+%% guard(F): a call into a side's backend module that cannot raise. erlmcp's
+%% store server does not catch what its backend raises: an exception here
+%% would kill it (and, restarted too often, the application). Mnesia raises
+%% out of mnesia:transaction when it stops under a running transaction
+%% (migctl's heal restarts Mnesia on the nodes it reloads), and leaves that
+%% transaction in the process dictionary, where the next transaction on the
+%% restarted Mnesia would be taken for a nested one of the dead one (and
+%% crash Mnesia's transaction manager). The store server is never inside a
+%% transaction between two requests, so whatever is left there is stale.
+guard(F) ->
+    try F()
+    catch
+        Class:Reason ->
+            _ = erase(mnesia_activity_state),
+            logger:warning("hybrid session backend: ~p:~0P", [Class, Reason, 20]),
+            {error, {crashed, Class, Reason}}
+    end.
+
+%% await_mnesia(Ms): Mnesia is starting (a restart by migctl's heal, or the
+%% node boots): wait for it rather than fail the store server's start, or,
+%% worse, decide that the phase lives in the file of a node without Mnesia.
+await_mnesia(Ms) when Ms =< 0 -> ok;
+await_mnesia(Ms) ->
+    case mnesia:system_info(is_running) of
+        yes -> ok;
+        no -> ok;
+        _ -> timer:sleep(100), await_mnesia(Ms - 100)
+    end.
 
 kind(erlmcp_session_ets) -> ets;
 kind(erlmcp_session_dets) -> dets;
