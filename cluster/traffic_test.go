@@ -120,6 +120,16 @@ func runTrafficHeal(t *testing.T, tc trafficCase) {
 		for _, r := range vr {
 			require.True(t, r.Consistent, "round %d: %s", round, r.Text())
 		}
+		// The store servers are erlmcp-shaped (they catch nothing): a
+		// loser's may have died with its Mnesia, but the application must
+		// still run and serve, its supervisor not suspended.
+		for i := range tk.Nodes {
+			r := tk.Eval(i, `Sup = whereis(erlmcp_fixture_sup),
+			    {lists:keymember(erlmcp_fixture, 1, application:which_applications()),
+			     is_pid(Sup) andalso lists:nth(2, element(4, sys:get_status(Sup, 5000))) =:= running,
+			     is_pid(whereis(erlmcp_session_store))}`, nil)
+			require.Equal(t, etf.Tuple{true, true, true}, r, "round %d: %s: {application running, supervisor not suspended, store server up}", round, tk.Nodes[i].Name)
+		}
 	}
 	time.Sleep(500 * time.Millisecond) // traffic on the healed cluster
 	stopAll()

@@ -27,6 +27,10 @@
 %% (which wait on the fence's lock) instead of sync_dirty (which would not).
 -define(FENCE_UNTIL, migctl_fence_until).
 -define(FENCE, migctl_fence).
+-define(HOLD, migctl_restart_hold).
+%% A hold on the application's supervisors ends by itself after this long
+%% (migctl gone between prepare_reload and finish_reload).
+-define(HOLD_MS, 120000).
 -define(SPACE, 4294967296).
 
 version() -> {ok, ?VSN}.
@@ -420,41 +424,124 @@ prepare_reload(Masters) ->
             _ -> ok = start_mnesia()
         end,
         ok = mnesia:set_master_nodes(Masters),
+        hold_restarts(),
         stopped = mnesia:stop(),
         {ok, stopped}
     end).
+
+%% hold_restarts(): Mnesia links every transaction to its transaction
+%% manager, so a process inside a transaction when Mnesia stops is killed
+%% (or, trapping exits, gets an exception out of mnesia:transaction). The
+%% fence makes that likely: the losers' writers wait in their
+%% transactions. erlmcp's store server catches neither: it dies, and its
+%% supervisor restarts it at once, while Mnesia is still down; its
+%% backend's init fails, the restarts exhaust the supervisor's intensity in
+%% milliseconds and the application stops. So the supervisors of the
+%% processes that can be caught (the session store servers, under the
+%% names erlmcp and the fixture register, the hybrid backend's server, and
+%% whatever is inside a transaction now) are suspended (sys:suspend) until
+%% Mnesia is back with its tables (finish_reload), or ?HOLD_MS at most:
+%% their dead children are restarted then, once, and start. The clients of
+%% such a store server get errors in between, as they would from a node
+%% whose Mnesia restarts.
+hold_restarts() ->
+    release_restarts(),
+    Sups = lists:usort([S || P <- at_risk(), S <- [supervisor_of(P)], S =/= undefined]),
+    Held = [S || S <- Sups, (catch sys:suspend(S, 2000)) =:= ok],
+    Me = self(),
+    {Pid, M} = spawn_monitor(fun() ->
+                                     true = register(?HOLD, self()),
+                                     Me ! {?HOLD, ready},
+                                     receive release -> ok after ?HOLD_MS -> ok end,
+                                     [catch sys:resume(S, 5000) || S <- Held]
+                             end),
+    receive
+        {?HOLD, ready} -> erlang:demonitor(M, [flush]), ok;
+        {'DOWN', M, process, Pid, _} -> [catch sys:resume(S, 5000) || S <- Held], ok
+    end.
+
+%% release_restarts(): resume what hold_restarts/0 suspended.
+release_restarts() ->
+    case whereis(?HOLD) of
+        undefined -> ok;
+        Pid ->
+            M = monitor(process, Pid),
+            Pid ! release,
+            receive {'DOWN', M, process, Pid, _} -> ok after 10000 -> ok end
+    end.
+
+at_risk() ->
+    Known = [whereis(N) || N <- [erlmcp_session_backend, erlmcp_session_store]]
+        ++ [catch erlmcp_session_backend_hybrid:server()],
+    InTx = [P || P <- processes(), P =/= self(),
+                 case process_info(P, dictionary) of
+                     {dictionary, D} -> lists:keymember(mnesia_activity_state, 1, D);
+                     _ -> false
+                 end],
+    [P || P <- Known ++ InTx, is_pid(P)].
+
+%% The supervisor that restarts P (its parent, from proc_lib's
+%% '$ancestors'), unless it belongs to Mnesia or OTP itself.
+supervisor_of(P) ->
+    case process_info(P, dictionary) of
+        {dictionary, D} ->
+            case proplists:get_value('$ancestors', D) of
+                [Parent | _] ->
+                    Sup = if is_atom(Parent) -> whereis(Parent); true -> Parent end,
+                    case is_pid(Sup) andalso application:get_application(Sup) of
+                        {ok, App} when App =/= mnesia, App =/= kernel, App =/= stdlib ->
+                            case catch supervisor:count_children(Sup) of
+                                L when is_list(L) -> Sup;
+                                _ -> undefined
+                            end;
+                        _ -> undefined
+                    end;
+                _ -> undefined
+            end;
+        _ -> undefined
+    end.
 
 %% finish_reload(Tabs, Timeout) -> {ok, Millis, Detail}: second half: start Mnesia
 %% (tables load from the masters), wait for Tabs, clear the master nodes.
 %% The node must be connected to the masters.
 finish_reload(Tabs, Timeout) ->
     safe(fun() ->
-        T0 = erlang:monotonic_time(millisecond),
-        Stale = case mnesia:system_info(is_running) of
-                    yes -> 0;
-                    _ ->
-                        N = clear_stale_activities(),
-                        ok = start_mnesia_retry(3),
-                        N
-                end,
-        T1 = erlang:monotonic_time(millisecond),
-        R = mnesia:wait_for_tables(Tabs, Timeout),
-        T2 = erlang:monotonic_time(millisecond),
-        %% The fence ended with the Mnesia it locked.
-        _ = persistent_term:erase(?FENCE_UNTIL),
-        %% The change recorder (migctl_node) lost its subscriptions with
-        %% Mnesia: have it take them again now rather than at its next poll.
-        _ = catch migctl_recorder ! resubscribe,
-        %% Clear the masters whatever happened: leaving them set would make
-        %% every later restart of this node ignore its own copy.
-        ok = mnesia:set_master_nodes([]),
-        case R of
-            ok -> {ok, T2 - T0, iolist_to_binary(io_lib:format("Mnesia started in ~b ms, tables loaded in ~b ms~s",
-                                                               [T1 - T0, T2 - T1, stale_text(Stale)]))};
-            {timeout, Bad} -> fail(iolist_to_binary(io_lib:format("tables not loaded: ~p", [Bad])));
-            {error, E} -> fail(iolist_to_binary(io_lib:format("wait_for_tables: ~0P", [E, 10])))
+        try do_finish_reload(Tabs, Timeout)
+        after
+            %% Whatever happened: the supervisors must not stay suspended.
+            release_restarts()
         end
     end).
+
+do_finish_reload(Tabs, Timeout) ->
+    T0 = erlang:monotonic_time(millisecond),
+    Stale = case mnesia:system_info(is_running) of
+                yes -> 0;
+                _ ->
+                    N = clear_stale_activities(),
+                    ok = start_mnesia_retry(3),
+                    N
+            end,
+    T1 = erlang:monotonic_time(millisecond),
+    R = mnesia:wait_for_tables(Tabs, Timeout),
+    T2 = erlang:monotonic_time(millisecond),
+    %% Mnesia and its tables are back: the store servers it killed can
+    %% be restarted now (hold_restarts/0).
+    release_restarts(),
+    %% The fence ended with the Mnesia it locked.
+    _ = persistent_term:erase(?FENCE_UNTIL),
+    %% The change recorder (migctl_node) lost its subscriptions with
+    %% Mnesia: have it take them again now rather than at its next poll.
+    _ = catch migctl_recorder ! resubscribe,
+    %% Clear the masters whatever happened: leaving them set would make
+    %% every later restart of this node ignore its own copy.
+    ok = mnesia:set_master_nodes([]),
+    case R of
+        ok -> {ok, T2 - T0, iolist_to_binary(io_lib:format("Mnesia started in ~b ms, tables loaded in ~b ms~s",
+                                                           [T1 - T0, T2 - T1, stale_text(Stale)]))};
+        {timeout, Bad} -> fail(iolist_to_binary(io_lib:format("tables not loaded: ~p", [Bad])));
+        {error, E} -> fail(iolist_to_binary(io_lib:format("wait_for_tables: ~0P", [E, 10])))
+    end.
 
 %% A process whose transaction was cut short by the stop of Mnesia (an
 %% exception out of mnesia:transaction, caught by the application) keeps
