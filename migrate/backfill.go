@@ -426,8 +426,17 @@ func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int
 		}
 		callStart := time.Now()
 		sctx, cancel := context.WithTimeout(ctx, o.StepTimeout+o.CallBudget)
+		// The way back (reverse, prune) names the migration's nodes: each
+		// session goes back to the one node that serves it (see the
+		// hybrid backend's ownership rule), not into every node's file.
+		owners := etf.List{}
+		if op != "forward" {
+			for _, n := range m.nodes {
+				owners = append(owners, etf.Atom(n))
+			}
+		}
 		t, err := m.c.Agent(sctx, node, "migctl_migrate:backfill_steps", etf.Atom(op), cp.Cursor, o.BatchSize, o.DryRun,
-			int(o.StepTimeout/time.Millisecond), maxRows, int(o.CallBudget/time.Millisecond))
+			int(o.StepTimeout/time.Millisecond), maxRows, int(o.CallBudget/time.Millisecond), owners)
 		cancel()
 		if err != nil {
 			var re *erl.RPCError

@@ -13,7 +13,7 @@
 %% ever crosses the wire as a decoded term.
 -module(migctl_migrate).
 
--export([status/0, set_phase/4, reset_counters/0, backfill_step/5, backfill_steps/7, load/1,
+-export([status/0, set_phase/4, reset_counters/0, backfill_step/5, backfill_steps/7, backfill_steps/8, load/1,
          stop_watch/0, cluster_id/0, schema_state/1, create_schema/2, create_tables/2,
          dets_files/0, read_chunk/3, store_counts/0,
          native_copy/3, bench_latency/1]).
@@ -122,6 +122,12 @@ backfill_step(Op, Cursor, Limit, DryRun, TimeoutMs) ->
 %% until the pass is done, MaxRows were scanned or BudgetMs have passed.
 %% Saves a round trip to migctl per batch; the reply sums the batches.
 backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs) ->
+    backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs, []).
+
+%% backfill_steps/8: Nodes (the migration's nodes) makes a reverse copy and
+%% its prune follow the per-node ownership rule of the hybrid backend (each
+%% session back to the one node that serves it); [] copies every row.
+backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs, Nodes) ->
     safe(fun() ->
         Server = must_hybrid(),
         C = case Cursor of
@@ -130,7 +136,7 @@ backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs) ->
                 B when is_binary(B) -> binary_to_term(B)
             end,
         Until = erlang:monotonic_time(millisecond) + BudgetMs,
-        steps(Server, Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {0, 0, 0, 0, 0})
+        steps(Server, {Op, Nodes}, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {0, 0, 0, 0, 0})
     end).
 
 steps(Server, Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {Sc0, W0, Sk0, Ex0, D0}) ->
@@ -156,11 +162,13 @@ steps(Server, Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {Sc0, W0, Sk0, Ex
 %% backend's fetch/2 returned. A late reply after a timeout is dropped by
 %% gen_server:call (it waits on an alias), so none can be taken for the
 %% next batch's.
-step(Server, Op, C, Limit, DryRun, TimeoutMs) ->
-    Req = case Op of
-              forward -> {copy, forward, C, Limit, DryRun};
-              reverse -> {copy, reverse, C, Limit, DryRun};
-              prune -> {prune, C, Limit, DryRun}
+step(Server, {Op, Nodes}, C, Limit, DryRun, TimeoutMs) ->
+    Req = case {Op, Nodes} of
+              {forward, _} -> {copy, forward, C, Limit, DryRun};
+              {reverse, []} -> {copy, reverse, C, Limit, DryRun};
+              {reverse, _} -> {copy, reverse, C, Limit, DryRun, Nodes};
+              {prune, []} -> {prune, C, Limit, DryRun};
+              {prune, _} -> {prune, C, Limit, DryRun, Nodes}
           end,
     try gen_server:call(Server, {fetch, {migctl_backfill, Req}}, TimeoutMs) of
         {ok, {migctl_backfill_reply, {ok, #{} = R}}} -> {ok, R};

@@ -71,7 +71,7 @@
 %% calls it when it switches backends; erlmcp's never does).
 -export([init/1, store/3, fetch/2, delete/2, list/1, cleanup_expired/1, terminate/2]).
 -export([phase/0, set_phase/3, set_phase/4, counters/0, reset_counters/0, info/0,
-         server/0, phase_table/0, is_expired/2, now_ms/0]).
+         server/0, phase_table/0, is_expired/2, now_ms/0, held/2]).
 
 -export_type([phase/0, phase_value/0]).
 
@@ -657,13 +657,22 @@ fallback_read(Id, Why, St1) ->
 
 %%% ------------------------------------------------------------ backfill
 
-%% Request: {copy, forward | reverse, Cursor, Limit, DryRun}
-%%        | {prune, Cursor, Limit, DryRun}   (reverse only: delete from the
-%%          primary what the secondary no longer has, i.e. deletes made in
-%%          phase3)
+%% Request: {copy, forward | reverse, Cursor, Limit, DryRun[, Nodes]}
+%%        | {prune, Cursor, Limit, DryRun[, Nodes]}   (reverse only: delete
+%%          from the primary what the secondary no longer has, i.e. deletes
+%%          made in phase3, and, given Nodes, what another node serves)
 %% Cursor: start | opaque term from the previous reply.
-%% Reply: {ok, #{scanned, written, skipped, expired, deleted, next, done}}
+%% Nodes: the migration's nodes. Given for a way back to per-node primaries
+%%   (a DETS file on each node): each session goes back to the ONE node
+%%   that serves it (owner/3), not to every node's file.
+%% Reply: {ok, #{scanned, written, skipped, expired, deleted, next, done}};
+%%   skipped counts rows not copied because the target is newer or
+%%   because another node owns them.
 backfill({copy, Dir, Cursor, Limit, DryRun}, St) ->
+    backfill({copy, Dir, Cursor, Limit, DryRun, []}, St);
+backfill({prune, Cursor, Limit, DryRun}, St) ->
+    backfill({prune, Cursor, Limit, DryRun, []}, St);
+backfill({copy, Dir, Cursor, Limit, DryRun, Nodes}, St) when is_list(Nodes) ->
     case Dir of
         forward when not DryRun -> flush_pending_deletes(St);
         _ -> ok
@@ -673,7 +682,12 @@ backfill({copy, Dir, Cursor, Limit, DryRun}, St) ->
     {DstMod, DstS} = side(DstW, St),
     {Rows, Next} = scan(kind(SrcMod), SrcS, Cursor, Limit),
     {Live, Expired} = live_rows(Rows, now_ms(), [], 0),
-    {W, Sk} = copy_rows(kind(DstMod), DstS, Live, DryRun),
+    Mine = case Dir of
+               reverse -> mine(Live, St, Nodes);
+               forward -> Live
+           end,
+    {W, Sk0} = copy_rows(kind(DstMod), DstS, Mine, DryRun),
+    Sk = Sk0 + length(Live) - length(Mine),
     case DryRun of
         true -> ok;
         false -> add(backfill_written, W), add(backfill_skipped, Sk)
@@ -681,11 +695,19 @@ backfill({copy, Dir, Cursor, Limit, DryRun}, St) ->
     {ok, #{scanned => length(Rows), written => W, skipped => Sk,
            expired => Expired, deleted => 0,
            next => Next, done => Next =:= done}};
-backfill({prune, Cursor, Limit, DryRun}, St) ->
+backfill({prune, Cursor, Limit, DryRun, Nodes}, St) when is_list(Nodes) ->
     {PMod, PS} = side(p, St),
     {SMod, SS} = side(s, St),
     {Rows, Next} = scan(kind(PMod), PS, Cursor, Limit),
-    Gone = [Id || {Id, _} <- Rows, raw_get(kind(SMod), SS, Id) =:= none],
+    Absent = [Id || {Id, _} <- Rows, raw_get(kind(SMod), SS, Id) =:= none],
+    Ids = [Id || {Id, _} <- Rows] -- Absent,
+    Elsewhere = case Nodes of
+                    [_, _ | _] ->
+                        Origins = origins(table(SS), Ids, Nodes),
+                        [Id || Id <- Ids, maps:get(Id, Origins, node()) =/= node()];
+                    _ -> []
+                end,
+    Gone = Absent ++ Elsewhere,
     case DryRun of
         true -> ok;
         false -> [raw_delete(kind(PMod), PS, Id) || Id <- Gone]
@@ -694,6 +716,66 @@ backfill({prune, Cursor, Limit, DryRun}, St) ->
            deleted => length(Gone), next => Next, done => Next =:= done}};
 backfill(Other, _) ->
     {error, {bad_request, Other}}.
+
+%% mine(Rows, St, Nodes) -> the rows of the secondary (reverse) that this
+%% node's primary is to hold. erlmcp keeps one DETS file per node with the
+%% sessions that node serves, and reads only its own: a session copied
+%% into every node's file would be served stale by the nodes that do not
+%% serve it and, deleted through its own node later, copied back into
+%% Mnesia by the next forward backfill from another node's file. The rule
+%% (owner/3):
+%%   1. the node whose process made the session's last change, as this
+%%      node's change recorder (migctl_recorder, same library) saw it
+%%      (a fetch is a change: the node that last served it);
+%%   2. not recorded (untouched since the recorder's coverage began): the
+%%      node(s) whose file holds it already, where it lived before phase3;
+%%   3. recorded nowhere and held by no node (created in phase3 and not
+%%      touched within the recorder's window): erlang:phash2(Id, N) over
+%%      the sorted nodes.
+%% One node alone (ETS -> DETS) or no Nodes: every row.
+mine(Rows, _St, Nodes) when length(Nodes) < 2 -> Rows;
+mine(Rows, St, Nodes0) ->
+    Nodes = lists:usort(Nodes0),
+    Me = node(),
+    {PMod, PS} = side(p, St),
+    {_, SS} = side(s, St),
+    Origins = origins(table(SS), [Id || {Id, _} <- Rows], Nodes),
+    {Known, Unknown} = lists:partition(fun({Id, _}) -> maps:is_key(Id, Origins) end, Rows),
+    {Held, NotHeld} = lists:partition(fun({Id, _}) -> raw_get(kind(PMod), PS, Id) =/= none end, Unknown),
+    ByHash = [R || {Id, _} = R <- NotHeld,
+                   lists:nth(erlang:phash2(Id, length(Nodes)) + 1, Nodes) =:= Me],
+    Others = held_elsewhere(table(PS), [Id || {Id, _} <- ByHash], Nodes -- [Me]),
+    [R || {Id, _} = R <- Known, maps:get(Id, Origins) =:= Me]
+        ++ Held
+        ++ [R || {Id, _} = R <- ByHash, not lists:member(Id, Others)].
+
+%% origins(Tab, Ids, Nodes) -> #{Id => Node}: the node of each recorded
+%% last change, for the ids whose node is one of Nodes.
+origins(_Tab, [], _Nodes) -> #{};
+origins(Tab, Ids, Nodes) ->
+    case catch migctl_recorder:lookup(Tab, Ids) of
+        L when is_list(L) ->
+            maps:from_list([{K, O} || {K, _Op, _Ms, O, _D} <- L, lists:member(O, Nodes)]);
+        _ -> #{}
+    end.
+
+%% held_elsewhere(DetsTab, Ids, Others) -> the ids another node's file
+%% holds (asked of those nodes' own copy of this module).
+held_elsewhere(_T, [], _Others) -> [];
+held_elsewhere(_T, _Ids, []) -> [];
+held_elsewhere(T, Ids, Others) ->
+    Rs = erpc:multicall(Others, ?MODULE, held, [T, Ids], 10000),
+    lists:usort(lists:append(
+      [case R of
+           {ok, L} when is_list(L) -> L;
+           Err -> throw({hybrid, {owner_check_failed, N, Err}})
+       end || {N, R} <- lists:zip(Others, Rs)])).
+
+%% @doc The ids of Ids that the DETS table T of this node holds (the
+%% reverse backfill's ownership rule asks every node).
+-spec held(atom(), [term()]) -> [term()].
+held(T, Ids) ->
+    [Id || Id <- Ids, dets:member(T, Id) =:= true].
 
 %% live_rows(Rows, Now, [], 0) -> {Sessions not expired, Expired}: one
 %% pass; rows that are not {binary(), map()} are neither.
