@@ -21,11 +21,15 @@ func (m *Migrator) gates(ctx context.Context, st ClusterStatus, to Phase, pct in
 		if max <= 0 {
 			max = DefaultMaxReadErrorRate
 		}
+		minReads := o.MinReads
+		if minReads == 0 {
+			minReads = DefaultMinReads
+		}
 		var g Gate
 		if o.Prometheus != "" {
-			g = promGate(ctx, o.Prometheus, o.PromQuery, max)
+			g = promGate(ctx, o.Prometheus, o.PromQuery, o.PromReadsQuery, max, minReads)
 		} else {
-			g = m.counterGate(ctx, st, max)
+			g = m.counterGate(ctx, st, max, minReads)
 		}
 		gs = append(gs, g)
 	}
@@ -225,7 +229,7 @@ func (m *Migrator) readErrorRate(st ClusterStatus) (float64, int64, int64, error
 	return float64(errs) / float64(reads), errs, reads, nil
 }
 
-func (m *Migrator) counterGate(_ context.Context, st ClusterStatus, max float64) Gate {
+func (m *Migrator) counterGate(_ context.Context, st ClusterStatus, max float64, minReads int64) Gate {
 	g := Gate{Name: "read_error_rate"}
 	rate, errs, reads, err := m.readErrorRate(st)
 	switch {
@@ -233,6 +237,8 @@ func (m *Migrator) counterGate(_ context.Context, st ClusterStatus, max float64)
 		g.Value = err.Error()
 	case reads == 0:
 		g.Value = "no reads from the secondary since phase2 began: nothing to judge by"
+	case reads < minReads:
+		g.Value = fmt.Sprintf("not enough reads to judge: %d errors / %d secondary reads since phase2 began, %d needed (--min-reads); wait for traffic at 100 %%", errs, reads, minReads)
 	default:
 		g.OK = rate < max
 		g.Value = fmt.Sprintf("%.4f%% (%d errors / %d secondary reads, limit %.4f%%, from the nodes' counters)", rate*100, errs, reads, max*100)

@@ -16,6 +16,10 @@ import (
 // last 5 minutes (the runbook watches rate(erlmcp_session_read_errors_total[5m])).
 const DefaultPromQuery = `sum(rate(erlmcp_session_read_errors_total[5m])) / sum(rate(erlmcp_session_reads_total[5m]))`
 
+// DefaultPromReadsQuery counts the reads DefaultPromQuery's rate is taken
+// over, for the gate's minimum (ChangeOptions.MinReads).
+const DefaultPromReadsQuery = `sum(increase(erlmcp_session_reads_total[5m]))`
+
 // QueryPrometheus evaluates an instant query that returns one number.
 //
 // It uses client_golang's API client (package api: address handling,
@@ -84,11 +88,25 @@ func QueryPrometheus(ctx context.Context, base, query string) (float64, error) {
 	return strconv.ParseFloat(s, 64)
 }
 
-func promGate(ctx context.Context, base, query string, max float64) Gate {
+func promGate(ctx context.Context, base, query, readsQuery string, max float64, minReads int64) Gate {
 	if query == "" {
 		query = DefaultPromQuery
 	}
+	if readsQuery == "" {
+		readsQuery = DefaultPromReadsQuery
+	}
 	g := Gate{Name: "read_error_rate"}
+	if minReads > 0 {
+		n, err := QueryPrometheus(ctx, base, readsQuery)
+		if err != nil {
+			g.Value = err.Error()
+			return g
+		}
+		if n < float64(minReads) {
+			g.Value = fmt.Sprintf("not enough reads to judge: %.0f reads in the window, %d needed (--min-reads; from Prometheus: %s)", n, minReads, readsQuery)
+			return g
+		}
+	}
 	v, err := QueryPrometheus(ctx, base, query)
 	if err != nil {
 		g.Value = err.Error()

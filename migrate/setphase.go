@@ -29,6 +29,11 @@ const (
 // DefaultMaxReadErrorRate is the runbook's gate for phase3: 0.01 %.
 const DefaultMaxReadErrorRate = 0.0001
 
+// DefaultMinReads is the phase3 gate's minimum of reads from the new store:
+// a rate under 0.01 % means something only once one error would exceed it,
+// i.e. from 10,000 reads on; "0 errors in 2 reads" is no evidence.
+const DefaultMinReads = 10000
+
 // ChangeOptions tune SetPhase.
 type ChangeOptions struct {
 	// Percent of sessions read from the secondary in phase2 (0..100;
@@ -44,6 +49,13 @@ type ChangeOptions struct {
 	Reason string
 	// MaxReadErrorRate gates phase3 (default DefaultMaxReadErrorRate).
 	MaxReadErrorRate float64
+	// MinReads is how many reads from the new store the phase3 gate needs
+	// before it judges the error rate (0: DefaultMinReads; negative: no
+	// minimum).
+	MinReads int64
+	// PromReadsQuery counts the reads in the Prometheus gate's window
+	// (default DefaultPromReadsQuery).
+	PromReadsQuery string
 	// Prometheus, when set, is the base URL of a Prometheus server the
 	// phase3 gate reads the read-error rate from instead of the counters.
 	Prometheus string

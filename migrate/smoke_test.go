@@ -66,7 +66,7 @@ func TestETSToDETS(t *testing.T) {
 		require.NoError(t, err)
 		time.Sleep(500 * time.Millisecond)
 	}
-	rec, err := m.SetPhase(ctx, Phase3, ChangeOptions{})
+	rec, err := m.SetPhase(ctx, Phase3, ChangeOptions{MinReads: 100}) // a short test: hundreds of reads
 	require.NoError(t, err, "%+v", rec)
 	time.Sleep(500 * time.Millisecond)
 	stats := stopLoad(t, cl)

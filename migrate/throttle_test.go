@@ -44,24 +44,36 @@ func TestThrottle(t *testing.T) {
 }
 
 func TestPrometheusGate(t *testing.T) {
-	val := "0.00005"
+	val, reads := "0.00005", "25000"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		require.Equal(t, "/api/v1/query", r.URL.Path)
-		require.NotEmpty(t, r.URL.Query().Get("query"))
+		q := r.URL.Query().Get("query")
+		require.NotEmpty(t, q)
+		v := val
+		if q == DefaultPromReadsQuery {
+			v = reads
+		}
 		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.1,"` + val + `"]}]}}`))
+		w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.1,"` + v + `"]}]}}`))
 	}))
 	defer srv.Close()
 	ctx := context.Background()
 	v, err := QueryPrometheus(ctx, srv.URL, DefaultPromQuery)
 	require.NoError(t, err)
 	require.InDelta(t, 0.00005, v, 1e-12)
-	g := promGate(ctx, srv.URL, "", DefaultMaxReadErrorRate)
+	g := promGate(ctx, srv.URL, "", "", DefaultMaxReadErrorRate, DefaultMinReads)
 	require.True(t, g.OK, g.Value)
 	val = "0.002"
-	g = promGate(ctx, srv.URL, "", DefaultMaxReadErrorRate)
+	g = promGate(ctx, srv.URL, "", "", DefaultMaxReadErrorRate, DefaultMinReads)
 	require.False(t, g.OK, g.Value)
-	g = promGate(ctx, "http://127.0.0.1:1", "", DefaultMaxReadErrorRate)
+	// A good rate over too few reads is no evidence.
+	val, reads = "0", "2"
+	g = promGate(ctx, srv.URL, "", "", DefaultMaxReadErrorRate, DefaultMinReads)
+	require.False(t, g.OK, g.Value)
+	require.Contains(t, g.Value, "not enough reads to judge")
+	g = promGate(ctx, srv.URL, "", "", DefaultMaxReadErrorRate, -1)
+	require.True(t, g.OK, "no minimum: %s", g.Value)
+	g = promGate(ctx, "http://127.0.0.1:1", "", "", DefaultMaxReadErrorRate, DefaultMinReads)
 	require.False(t, g.OK)
 	require.Contains(t, g.Value, "prometheus")
 }

@@ -100,7 +100,12 @@ func TestZeroLossDETSToMnesia(t *testing.T) {
 	_, err = m.SetPhase(ctx, Phase2, ChangeOptions{Percent: 100})
 	require.NoError(t, err)
 	time.Sleep(1500 * time.Millisecond)
-	rec, err = m.SetPhase(ctx, Phase3, ChangeOptions{Reason: "cut-over"})
+	// A few seconds of phase2 give about a thousand secondary reads: with
+	// 0 errors the rate is under 0.01 %, and means nothing yet.
+	_, err = m.SetPhase(ctx, Phase3, ChangeOptions{Reason: "too early"})
+	require.ErrorIs(t, err, ErrGate)
+	require.Contains(t, err.Error(), "not enough reads to judge")
+	rec, err = m.SetPhase(ctx, Phase3, ChangeOptions{Reason: "cut-over", MinReads: 200}) // a short test's evidence
 	require.NoError(t, err)
 	t.Logf("phase3: %s gates=%+v", rec.Summary(), rec.Gates)
 	time.Sleep(1500 * time.Millisecond)
@@ -110,7 +115,7 @@ func TestZeroLossDETSToMnesia(t *testing.T) {
 	require.Equal(t, Phase2, rec.To)
 	t.Logf("rollback: %s; reverse backfill %+v", rec.Summary(), brep.Record.Stats)
 	time.Sleep(time.Second)
-	rec, err = m.SetPhase(ctx, Phase3, ChangeOptions{Reason: "cut-over again"})
+	rec, err = m.SetPhase(ctx, Phase3, ChangeOptions{Reason: "cut-over again", MinReads: 200})
 	require.NoError(t, err, "%+v", rec)
 	time.Sleep(time.Second)
 

@@ -246,6 +246,7 @@ func newPhaseSetCmd(a *app) *cobra.Command {
 	ch.add(cmd, true)
 	cmd.Flags().IntVar(&o.Percent, "percent", -1, "phase2 (required there): percentage of sessions read from the new store, 0..100 (stable per session id)")
 	cmd.Flags().Float64Var(&o.MaxReadErrorRate, "max-read-error-rate", migrate.DefaultMaxReadErrorRate, "phase3 gate: highest read-error rate accepted (0.0001 = 0.01 %)")
+	cmd.Flags().Int64Var(&o.MinReads, "min-reads", migrate.DefaultMinReads, "phase3 gate: reads from the new store needed before the error rate is judged (-1: no minimum)")
 	cmd.Flags().StringVar(&o.Prometheus, "prometheus", "", "read the phase3 read-error rate from this Prometheus (base URL) instead of the nodes' counters")
 	cmd.Flags().StringVar(&o.PromQuery, "prom-query", migrate.DefaultPromQuery, "the Prometheus query for the read-error rate")
 	return cmd
