@@ -18,6 +18,13 @@
 # (e.g. the ETS -> DETS step, whose config has no migration phase: the
 # backend change itself is a release/restart, and `migctl verify
 # persistence` checks it). Without a terminal pass --yes and --reason.
+#
+# On the dev cluster (scripts/devcluster.sh up, its env sourced) the
+# configuration change itself is deployed too, as erlmcp's own deployment
+# would: the erlmcp_core block of SYS_CONFIG goes to every node whose
+# configuration it changes, restarted one at a time with its data and
+# cookie kept (scripts/devcluster.sh deploy), before the phase is set.
+# With --dry-run it only says so.
 set -euo pipefail
 # shellcheck source=_migctl.sh
 . "$(dirname "${BASH_SOURCE[0]}")/_migctl.sh"
@@ -51,6 +58,21 @@ if [ ${#POS[@]} = 1 ]; then
     if [ ${#percent[@]} = 0 ]; then
         p=$(sed -n 's/.*{[[:space:]]*migration_percent[[:space:]]*,[[:space:]]*\([0-9]\{1,3\}\)[[:space:]]*}.*/\1/p' "$file" | head -n 1)
         if [ -n "$p" ]; then percent=(--percent "$p"); fi
+    fi
+fi
+# The dev cluster: deploy the file's erlmcp_core block on its nodes.
+devstate=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.devcluster
+if [ -n "${file:-}" ] && [ -f "$devstate/pids" ] && [ -f "$devstate/env" ] &&
+    grep -q erlmcp_core "$file"; then
+    devnodes=$(sed -n 's/^export MIGCTL_NODES=//p' "$devstate/env")
+    if [ "${MIGCTL_NODES:-$devnodes}" = "$devnodes" ]; then
+        dry=0
+        for a in "${rest[@]}"; do [ "$a" = --dry-run ] && dry=1; done
+        if [ "$dry" = 1 ]; then
+            echo "would deploy the erlmcp_core block of $file on the dev cluster ($devnodes): each node whose configuration changes restarts, one at a time"
+        else
+            "$(dirname "${BASH_SOURCE[0]}")/devcluster.sh" deploy --sys-config "$file" >&2 || exit 1
+        fi
     fi
 fi
 if [ -z "$phase" ]; then

@@ -2,7 +2,9 @@
 # devcluster.sh: a local cluster of Erlang nodes running the erlmcp_fixture
 # application (erlang/app), for migctl's demos and manual tests.
 #
-#   scripts/devcluster.sh up [--nodes N] [--backend ets|dets|mnesia|hybrid] [--phase P] [--store-server erlmcp|fixture] [--keep-data]
+#   scripts/devcluster.sh up [--nodes N] [--backend ets|dets|mnesia|hybrid|hybrid-ets] [--phase P] [--store-server erlmcp|fixture] [--keep-data]
+#   scripts/devcluster.sh restart NODE|K [--backend B] [--phase P] [--sys-config FILE]
+#   scripts/devcluster.sh deploy --sys-config FILE
 #   scripts/devcluster.sh seed --store ets|dets|mnesia --count N [--node NODE|--all-nodes] [--seed S]
 #   scripts/devcluster.sh status
 #   scripts/devcluster.sh load start [--rate R] [--keyspace K] | rate --rate R | stats | errors | stop | verify [--store S] | close
@@ -16,6 +18,20 @@
 # phase0), on a disc Mnesia schema over all nodes (made by `up`, like
 # --backend mnesia; the application creates erlmcp_session and the phase
 # table migctl_migration when it starts).
+#
+# --backend hybrid-ets is the runbook's ETS -> DETS step: primary
+# erlmcp_session_ets, secondary erlmcp_session_dets (the phase lives in
+# migctl_migration.dets next to the data; no Mnesia).
+#
+# restart stops one node (init:stop) and starts it again with the same
+# name, cookie, epmd and data (DETS files, Mnesia directory; ETS is lost,
+# as in production), then waits for its application: what `migctl verify
+# persistence --restart-cmd` needs. --backend/--phase rewrite its config
+# first; --sys-config FILE deploys the erlmcp_core block of a sys.config
+# (the runbook's: session_backend, migration_phase, primary_backend, ...)
+# on it, the node's own data paths and node list kept. deploy does that on
+# every node whose configuration it changes, one node at a time (what
+# scripts/deploy_config.sh does on the dev cluster).
 #
 # --store-server erlmcp (the default) runs the store server shaped like
 # erlmcp's own, which drops every message it does not know; fixture runs
@@ -65,7 +81,7 @@ die() { echo "devcluster: $*" >&2; exit 1; }
 log() { echo "devcluster: $*"; }
 
 usage() {
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
@@ -154,7 +170,7 @@ erl_str() {
 }
 
 write_config() {
-    local k=$1 backend=$2 nodes_term=$3 phase=${4:-phase0} server=${5:-erlmcp}
+    local k=$1 backend=$2 nodes_term=$3 phase=${4:-phase0} server=${5:-erlmcp} core=${6:-}
     local data=$STATE/data/node$k
     local opts="#{}" module=erlmcp_session_$backend hybrid=""
     if [ "$backend" = dets ] && [ "$DETS_SLOTS" -gt 0 ]; then
@@ -168,6 +184,23 @@ write_config() {
                    {secondary_backend, erlmcp_session_mnesia},
                    "
     fi
+    if [ "$backend" = hybrid-ets ]; then
+        module=erlmcp_session_backend_hybrid
+        hybrid="{migration_phase, $phase},
+                   {primary_backend, erlmcp_session_ets},
+                   {secondary_backend, erlmcp_session_dets},
+                   "
+    fi
+    # A deployed erlmcp_core block replaces the backend settings (the
+    # fixture reads erlmcp's block first); the node's paths stay its own.
+    local fixture="{session_backend, $module},
+                   ${hybrid}{backend_opts, $opts},"
+    local extra=""
+    if [ -n "$core" ]; then
+        fixture=""
+        extra=",
+ {erlmcp_core, $core}"
+    fi
     # dist_auto_connect once: a partition (split) stays one until the
     # nodes are connected again on purpose, as in the tests' clusters.
     cat >"$STATE/node$k.config" <<EOF
@@ -176,16 +209,29 @@ write_config() {
            {dist_auto_connect, once}]},
  {mnesia, [{dir, $(erl_str "$data/mnesia")},
            {core_dir, $(erl_str "$STATE/logs")}]},
- {erlmcp_fixture, [{session_backend, $module},
-                   ${hybrid}{backend_opts, $opts},
+ {erlmcp_fixture, [$fixture
                    {dets_dir, $(erl_str "$data/dets")},
                    {mnesia_nodes, $nodes_term},
                    {store_server, $server},
-                   {session_cleanup_interval, 60000}]}].
+                   {session_cleanup_interval, 60000}]}$extra].
 EOF
 }
 
 uses_mnesia() { [ "$1" = mnesia ] || [ "$1" = hybrid ]; }
+
+EVAL_APP="case application:ensure_all_started(erlmcp_fixture) of {ok, _} -> ok; E -> io:format(\"erlmcp_fixture failed to start: ~p~n\", [E]), halt(1) end"
+
+# start_node K NAME PORT [app]: starts node K in the background and records
+# its pid; with "app" the application starts with it.
+start_node() {
+    local k=$1 name=$2 port=$3 app=${4:-}
+    local start=()
+    [ "$app" = app ] && start=(-eval "$EVAL_APP")
+    HOME=$STATE/home ERL_EPMD_PORT=$port nohup erl -noshell -noinput \
+        -name "$name" -pa "$EBIN" -pa "$LIBEBIN" -config "$STATE/node$k" "${start[@]}" \
+        >>"$STATE/logs/node$k.log" 2>&1 </dev/null &
+    echo "node $name $!" >>"$PIDS"
+}
 
 cmd_up() {
     local n=3 backend=dets keep=0 phase=phase0 server=erlmcp
@@ -200,7 +246,7 @@ cmd_up() {
         esac
     done
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive number"
-    case $backend in ets|dets|mnesia|hybrid) ;; *) die "--backend must be ets, dets, mnesia or hybrid" ;; esac
+    case $backend in ets|dets|mnesia|hybrid|hybrid-ets) ;; *) die "--backend must be ets, dets, mnesia, hybrid or hybrid-ets" ;; esac
     case $phase in phase0|phase1|phase2|phase3) ;; *) die "--phase must be phase0, phase1, phase2 or phase3" ;; esac
     case $server in erlmcp|fixture) ;; *) die "--store-server must be erlmcp or fixture" ;; esac
 
@@ -233,19 +279,17 @@ cmd_up() {
     nodes_term="[$(printf "'%s'," "${names[@]}" | sed 's/,$//')]"
     csv=$(IFS=,; echo "${names[*]}")
 
-    local eval_app="case application:ensure_all_started(erlmcp_fixture) of {ok, _} -> ok; E -> io:format(\"erlmcp_fixture failed to start: ~p~n\", [E]), halt(1) end"
     for k in $(seq 1 "$n"); do
         local name=${names[$((k - 1))]}
         mkdir -p "$STATE/data/node$k/dets" "$STATE/data/node$k/mnesia"
         write_config "$k" "$backend" "$nodes_term" "$phase" "$server"
-        local start=()
         # With Mnesia the schema must exist first: nodes start bare and
         # erlmcp_fixture_ctl mnesia_init creates it, then starts the app.
-        uses_mnesia "$backend" || start=(-eval "$eval_app")
-        HOME=$STATE/home ERL_EPMD_PORT=$port nohup erl -noshell -noinput \
-            -name "$name" -pa "$EBIN" -pa "$LIBEBIN" -config "$STATE/node$k" "${start[@]}" \
-            >>"$STATE/logs/node$k.log" 2>&1 </dev/null &
-        echo "node $name $!" >>"$PIDS"
+        if uses_mnesia "$backend"; then
+            start_node "$k" "$name" "$port"
+        else
+            start_node "$k" "$name" "$port" app
+        fi
     done
 
     cat >"$STATE/env" <<EOF
@@ -255,6 +299,7 @@ export MIGCTL_COOKIE_FILE=$STATE/cookie
 export ERL_EPMD_PORT=$port
 EOF
     echo "$backend" >"$STATE/backend"
+    echo "$server" >"$STATE/server"
 
     local what=app
     uses_mnesia "$backend" && what=ping
@@ -432,6 +477,96 @@ signal_nodes() {
     done <"$PIDS"
 }
 
+cmd_restart() {
+    local target="" backend="" phase="" sysconf="" ifchanged=0
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --if-changed) ifchanged=1; shift ;;
+            --backend) backend=${2:?--backend needs a backend}; shift 2 ;;
+            --phase) phase=${2:?--phase needs phase0..phase3}; shift 2 ;;
+            --sys-config) sysconf=${2:?--sys-config needs a file}; shift 2 ;;
+            -*) die "restart: unknown argument $1" ;;
+            *) [ -z "$target" ] || die "restart: one node at a time"; target=$1; shift ;;
+        esac
+    done
+    [ -n "$target" ] || die "restart: which node? (a name from status, or its number)"
+    local all=() name="" k=0 i=0 n
+    mapfile -t all < <(recorded_nodes)
+    [ ${#all[@]} -gt 0 ] || die "no cluster recorded (run up first)"
+    for n in "${all[@]}"; do
+        i=$((i + 1))
+        if [ "$n" = "$target" ] || [ "$i" = "$target" ]; then name=$n; k=$i; fi
+    done
+    [ -n "$name" ] || die "restart: no node $target in this cluster (${all[*]})"
+    local port pid
+    port=$(epmd_port) || die "no epmd recorded (run up first)"
+    pid=$(awk -v n="$name" '$1 == "node" && $2 == n { print $3 }' "$PIDS" | tail -n 1)
+    local nodes_term
+    nodes_term="[$(printf "'%s'," "${all[@]}" | sed 's/,$//')]"
+    local cur_backend server
+    cur_backend=$(cat "$STATE/backend" 2>/dev/null || echo dets)
+    server=$(cat "$STATE/server" 2>/dev/null || echo erlmcp)
+    local core=""
+    if [ -n "$sysconf" ]; then
+        [ -f "$sysconf" ] || die "restart: no file $sysconf"
+        # The erlmcp_core block, with this node's paths and node list.
+        core=$(erl -noshell -noinput -eval '
+            [F, Dir, Nodes] = init:get_plain_arguments(),
+            case file:consult(F) of
+                {ok, [Cfg]} when is_list(Cfg) ->
+                    Core0 = proplists:get_value(erlmcp_core, Cfg, []),
+                    Core0 =/= [] orelse begin io:format(standard_error, "no erlmcp_core block in ~s~n", [F]), halt(2) end,
+                    {ok, Ts, _} = erl_scan:string(Nodes ++ "."), {ok, Ns} = erl_parse:parse_term(Ts),
+                    Core = lists:keystore(mnesia_nodes, 1, lists:keystore(dets_dir, 1, Core0, {dets_dir, Dir}), {mnesia_nodes, Ns}),
+                    io:format("~0p", [Core]), halt(0);
+                Other -> io:format(standard_error, "cannot read ~s: ~p~n", [F, Other]), halt(2)
+            end' -extra "$sysconf" "$STATE/data/node$k/dets" "$nodes_term") || die "restart: bad --sys-config $sysconf"
+    fi
+    if [ -n "$backend" ] || [ -n "$phase" ] || [ -n "$core" ]; then
+        [ -n "$backend" ] || backend=$cur_backend
+        case $backend in ets|dets|mnesia|hybrid|hybrid-ets) ;; *) die "--backend must be ets, dets, mnesia, hybrid or hybrid-ets" ;; esac
+        local before=""
+        [ -f "$STATE/node$k.config" ] && before=$(cat "$STATE/node$k.config")
+        write_config "$k" "$backend" "$nodes_term" "${phase:-phase0}" "$server" "$core"
+        [ -n "$core" ] || echo "$backend" >"$STATE/backend"
+        if [ "$ifchanged" = 1 ] && [ "$before" = "$(cat "$STATE/node$k.config")" ]; then
+            log "$name: configuration unchanged, not restarted"
+            return 0
+        fi
+    fi
+    if [ -n "$pid" ] && is_ours "$pid" "$name"; then
+        ctl stop "$name" >/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        if ! wait_gone "$pid" 20; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait_gone "$pid" 5 || { kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" 5 || true; }
+        fi
+    fi
+    sed -i "/^node $name /d" "$PIDS"
+    start_node "$k" "$name" "$port" app
+    if ! ctl wait 60000 app "$name"; then
+        tail -n 20 "$STATE/logs/node$k.log" >&2 || true
+        die "$name did not come back; see $STATE/logs/node$k.log"
+    fi
+    log "restarted $name (data and cookie kept)"
+}
+
+cmd_deploy() {
+    local sysconf=""
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --sys-config) sysconf=${2:?--sys-config needs a file}; shift 2 ;;
+            *) die "deploy: unknown argument $1" ;;
+        esac
+    done
+    [ -n "$sysconf" ] || die "deploy: --sys-config FILE is required"
+    local all=() n
+    mapfile -t all < <(recorded_nodes)
+    [ ${#all[@]} -gt 0 ] || die "no cluster recorded (run up first)"
+    for n in "${all[@]}"; do
+        cmd_restart "$n" --sys-config "$sysconf" --if-changed
+    done
+}
+
 cmd_down() {
     if [ ! -f "$PIDS" ]; then
         log "nothing to stop"
@@ -480,6 +615,8 @@ main() {
         load) cmd_load "$@" ;;
         split) cmd_split "$@" ;;
         reconnect) cmd_reconnect "$@" ;;
+        restart) cmd_restart "$@" ;;
+        deploy) cmd_deploy "$@" ;;
         down) cmd_down "$@" ;;
         help|-h|--help) usage ;;
         *) usage >&2; exit 2 ;;

@@ -2,7 +2,9 @@
 %% through the erlmcp_session_backend behaviour (erlmcp's
 %% erlmcp_session_backend gen_server, minus its OTP 28 extras).
 %%
-%% Configuration (application env of erlmcp_fixture, read at start):
+%% Configuration (application env of erlmcp_fixture, read at start; the
+%% same keys in erlmcp's own block, erlmcp_core, win, so the runbook's
+%% sys.config works unchanged):
 %%   session_backend           backend module (default erlmcp_session_ets)
 %%   backend_opts              map (or proplist) passed to Backend:init/1
 %%   session_cleanup_interval  ms between cleanup_expired runs, or infinity
@@ -23,8 +25,8 @@
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(TIMEOUT, 5000).
--define(RUNBOOK_KEYS, [dets_dir, mnesia_nodes, migration_phase,
-                       primary_backend, secondary_backend]).
+-define(RUNBOOK_KEYS, [dets_dir, mnesia_nodes, migration_phase, migration_percent,
+                       primary_backend, secondary_backend, primary_opts, secondary_opts]).
 
 %%% API
 
@@ -70,13 +72,15 @@ reconfigure(Backend, Opts) when is_atom(Backend), is_map(Opts) ->
 -spec info() -> #{backend := module(), opts := map(), cleanup_interval := timeout()}.
 info() -> gen_server:call(?MODULE, info, ?TIMEOUT).
 
-%% @doc {Backend, Opts, CleanupInterval} from the application environment.
+%% @doc {Backend, Opts, CleanupInterval} from the application environment:
+%% erlmcp's own block (`erlmcp_core', as the runbook writes it) wins for
+%% every key it sets, then erlmcp_fixture's.
 config() ->
     Backend = env(session_backend, erlmcp_session_ets),
     Opts0 = to_map(env(backend_opts, #{})),
     Opts = lists:foldl(
              fun(K, Acc) ->
-                     case application:get_env(erlmcp_fixture, K) of
+                     case env_find(K) of
                          {ok, V} -> maps:merge(#{K => V}, Acc);
                          undefined -> Acc
                      end
@@ -225,7 +229,19 @@ schedule(S = #{interval := I}) when is_integer(I), I > 0 ->
     S#{timer := erlang:send_after(I, self(), cleanup_expired)}.
 
 env(K, Default) ->
-    application:get_env(erlmcp_fixture, K, Default).
+    case env_find(K) of
+        {ok, V} -> V;
+        undefined -> Default
+    end.
+
+env_find(K) ->
+    %% A sys.config block applies once its application is loaded (the
+    %% fixture ships an empty erlmcp_core.app for that).
+    _ = application:load(erlmcp_core),
+    case application:get_env(erlmcp_core, K) of
+        {ok, V} -> {ok, V};
+        undefined -> application:get_env(erlmcp_fixture, K)
+    end.
 
 to_map(M) when is_map(M) -> M;
 to_map(L) when is_list(L) -> maps:from_list(proplists:unfold(L)).
