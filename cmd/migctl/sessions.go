@@ -193,6 +193,11 @@ func newSessionsExportCmd(a *app) *cobra.Command {
 			// Write to a temporary file and rename it into place: a
 			// failed or interrupted export never leaves a file that looks
 			// complete.
+			// The runbook's /var/backups/erlmcp may not exist yet: make
+			// it (private: sessions are user data).
+			if err := os.MkdirAll(filepath.Dir(outPath), 0o750); err != nil {
+				return cliutil.Usage("cannot create the folder of --out %s: %v (hint: choose a writable folder)", filepath.Dir(outPath), err)
+			}
 			tmp, err := os.CreateTemp(filepath.Dir(outPath), ".migctl-export-*")
 			if err != nil {
 				return err
