@@ -61,7 +61,7 @@ if [ ${#POS[@]} = 1 ]; then
     fi
 fi
 # The dev cluster: deploy the file's erlmcp_core block on its nodes.
-devstate=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.devcluster
+devstate=${DEVCLUSTER_STATE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.devcluster}
 if [ -n "${file:-}" ] && [ -f "$devstate/pids" ] && [ -f "$devstate/env" ] &&
     grep -q erlmcp_core "$file"; then
     devnodes=$(sed -n 's/^export MIGCTL_NODES=//p' "$devstate/env")

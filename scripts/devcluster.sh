@@ -53,7 +53,8 @@
 # dist_auto_connect once. Mnesia stays split after a reconnect: that is
 # the split brain `migctl cluster heal` repairs.
 #
-# Everything lives in .devcluster/ at the repository root:
+# Everything lives in .devcluster/ at the repository root (or in
+# $DEVCLUSTER_STATE: a test runs its own dev cluster there):
 #   cookie           random cookie, mode 0400 (also home/.erlang.cookie; nodes
 #                    run with HOME=.devcluster/home so the cookie is never on
 #                    a command line)
@@ -68,7 +69,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE=$ROOT/.devcluster
+STATE=${DEVCLUSTER_STATE:-$ROOT/.devcluster}
 EBIN=$ROOT/erlang/app/ebin
 LIBEBIN=$ROOT/erlang/migctl_node/ebin
 PIDS=$STATE/pids
@@ -490,14 +491,17 @@ cmd_restart() {
         esac
     done
     [ -n "$target" ] || die "restart: which node? (a name from status, or its number)"
-    local all=() name="" k=0 i=0 n
+    local all=() name="" k=0 n
     mapfile -t all < <(recorded_nodes)
     [ ${#all[@]} -gt 0 ] || die "no cluster recorded (run up first)"
+    # Node K is migctl_devK@HOST: its config, data and log are nodeK's
+    # (the pid file's order changes with every restart).
+    [[ $target =~ ^[0-9]+$ ]] && target=migctl_dev$target@$HOST
     for n in "${all[@]}"; do
-        i=$((i + 1))
-        if [ "$n" = "$target" ] || [ "$i" = "$target" ]; then name=$n; k=$i; fi
+        if [ "$n" = "$target" ]; then name=$n; k=${n#migctl_dev}; k=${k%%@*}; fi
     done
     [ -n "$name" ] || die "restart: no node $target in this cluster (${all[*]})"
+    mapfile -t all < <(printf '%s\n' "${all[@]}" | sort -V)
     local port pid
     port=$(epmd_port) || die "no epmd recorded (run up first)"
     pid=$(awk -v n="$name" '$1 == "node" && $2 == n { print $3 }' "$PIDS" | tail -n 1)
@@ -542,7 +546,20 @@ cmd_restart() {
         fi
     fi
     sed -i "/^node $name /d" "$PIDS"
-    start_node "$k" "$name" "$port" app
+    # Started bare, connected to the others, then the application: the
+    # nodes run with dist_auto_connect once (a split stays one), so a
+    # restarted node must be connected on purpose before its Mnesia
+    # starts, or Mnesia would take the restart for a partition.
+    start_node "$k" "$name" "$port"
+    ctl wait 60000 ping "$name" >/dev/null || die "$name did not come back; see $STATE/logs/node$k.log"
+    local others=() o
+    for o in "${all[@]}"; do
+        [ "$o" != "$name" ] && others+=("$o")
+    done
+    if [ ${#others[@]} -gt 0 ]; then
+        ctl2 reconnect "$name" "${others[@]}" >/dev/null || die "could not connect $name to ${others[*]}"
+    fi
+    ctl start_app "$name" >/dev/null || die "erlmcp_fixture did not start on $name; see $STATE/logs/node$k.log"
     if ! ctl wait 60000 app "$name"; then
         tail -n 20 "$STATE/logs/node$k.log" >&2 || true
         die "$name did not come back; see $STATE/logs/node$k.log"
@@ -560,7 +577,7 @@ cmd_deploy() {
     done
     [ -n "$sysconf" ] || die "deploy: --sys-config FILE is required"
     local all=() n
-    mapfile -t all < <(recorded_nodes)
+    mapfile -t all < <(recorded_nodes | sort -V)
     [ ${#all[@]} -gt 0 ] || die "no cluster recorded (run up first)"
     for n in "${all[@]}"; do
         cmd_restart "$n" --sys-config "$sysconf" --if-changed

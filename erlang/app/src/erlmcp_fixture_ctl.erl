@@ -6,6 +6,7 @@
 %%                                     `app', runs erlmcp_fixture)
 %%   mnesia_init Node...               disc schema on all nodes (unless one
 %%                                     exists), then start erlmcp_fixture on each
+%%   start_app Node...                 start erlmcp_fixture on each
 %%   status Node...                    one line per node
 %%   stop Node...                      init:stop() on every node that answers
 %%   seed Node Store Count Seed        erlmcp_fixture_seed:seed/4 there, timed
@@ -50,6 +51,13 @@ run(["mnesia_init" | Names]) ->
     case {Failed, Bad} of
         {[], []} -> ok;
         _ -> {error, "starting erlmcp_fixture failed: ~p, unreachable: ~p", [Failed, Bad]}
+    end;
+run(["start_app" | Names]) ->
+    {Res, Bad} = rpc:multicall([list_to_atom(N) || N <- Names], application,
+                               ensure_all_started, [erlmcp_fixture], 120000),
+    case {[R || R <- Res, element(1, R) =/= ok], Bad} of
+        {[], []} -> ok;
+        {Failed, _} -> {error, "starting erlmcp_fixture failed: ~p, unreachable: ~p", [Failed, Bad]}
     end;
 run(["status" | Names]) ->
     lists:foreach(fun(N) -> io:format("~s~n", [status(list_to_atom(N))]) end, Names);
