@@ -22,4 +22,4 @@ if wants_json; then
 fi
 # pipefail: the exit code is migctl's.
 "$MIGCTL" cluster verify-replication "$@" | sed -e 's/, Checksum: [^ ]*$//' \
-    -e 's/^All nodes consistent$/✅ All nodes consistent/' -e 's/^INCONSISTENT: /❌ INCONSISTENT: /'
+    -e 's/^All nodes consistent/✅ All nodes consistent/' -e 's/^INCONSISTENT: /❌ INCONSISTENT: /'
