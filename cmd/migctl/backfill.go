@@ -131,10 +131,10 @@ Needs phase1 or phase2 (phase2 for --reverse).`,
 			}
 			st, err := m.ShowPhase(ctx)
 			if err != nil {
-				return migErr(err)
+				return err
 			}
 			if err := st.Ready(); err != nil {
-				return migErr(err)
+				return err
 			}
 			// --from/--to must name the hybrid's two sides.
 			p, s := st.Nodes[0].Primary.Kind, st.Nodes[0].Secondary.Kind
@@ -173,7 +173,7 @@ Needs phase1 or phase2 (phase2 for --reverse).`,
 					return perr
 				}
 			}
-			return migErr(err)
+			return err
 		},
 	}
 	ch.add(cmd, true)

@@ -186,6 +186,18 @@ func newClusterVerifyCmd(a *app, cf *clusterFlags) *cobra.Command {
 				}
 			}
 			if !ok {
+				// A copy that could not be read because its node is
+				// unreachable was not compared: that is exit 3, not 4.
+				for _, r := range rs {
+					for _, n := range r.Nodes {
+						if n.Error == "" {
+							continue
+						}
+						if err := a.client.Connect(cmd.Context(), n.Node); err != nil {
+							return cliutil.WithCode(cliutil.ExitUnreachable, fmt.Errorf("%w: %s: its copy was not compared: %w", cliutil.ErrSilent, n.Node, err))
+						}
+					}
+				}
 				return cliutil.WithCode(cliutil.ExitDifferences, cliutil.ErrSilent)
 			}
 			return nil
@@ -277,12 +289,6 @@ func (a *app) membership(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, n
 	dry := opts
 	dry.DryRun = true
 	plan, err := op(ctx, node, dry)
-	if errors.Is(err, cluster.ErrUnknownNode) {
-		return cliutil.WithCode(cliutil.ExitUsage, err)
-	}
-	if errors.Is(err, cluster.ErrNotHealthy) {
-		return cliutil.WithCode(cliutil.ExitRefused, err)
-	}
 	if err != nil {
 		return err
 	}
@@ -504,16 +510,7 @@ steps it would run.`,
 				p, err = cl.Plan(ctx, cluster.PlanOptions{Winner: winner, SplitAt: sa, OutOfBand: sshNodes, KeepWindow: kw})
 			}
 			if errors.Is(err, cluster.ErrPlanStale) {
-				return cliutil.WithCode(cliutil.ExitRefused, fmt.Errorf("%w; make a new plan with --plan", err))
-			}
-			if errors.Is(err, cluster.ErrBadPlan) {
-				return cliutil.WithCode(cliutil.ExitUsage, err)
-			}
-			if errors.Is(err, cluster.ErrNotPartitioned) {
-				return cliutil.WithCode(cliutil.ExitRefused, err)
-			}
-			if errors.Is(err, cluster.ErrUnknownNode) {
-				return cliutil.WithCode(cliutil.ExitUsage, err)
+				return fmt.Errorf("%w; make a new plan with --plan", err)
 			}
 			if err != nil {
 				return err

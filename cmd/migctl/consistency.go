@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -32,10 +31,7 @@ differ are narrowed down to sessions.
 The comparison rule: every field of a session is compared exactly except
 last_accessed, which may differ by --last-accessed-tolerance (every fetch
 rewrites it); expired sessions are skipped; a difference is read again after
---recheck-delay and reported only if it persists (in-flight writes settle).
-
-Exit codes of check: 0 the stores agree, 4 differences found, 1 or 3 the
-check could not be completed (3: a node unreachable).`,
+--recheck-delay and reported only if it persists (in-flight writes settle).`,
 	}
 	cmd.AddCommand(newConsistencyCheckCmd(a), newConsistencyRepairCmd(a), newConsistencyUndoCmd(a),
 		newConsistencyMonitorCmd(a), newConsistencyHistoryCmd(a))
@@ -359,9 +355,6 @@ func newConsistencyUndoCmd(a *app) *cobra.Command {
 			}
 			res, err := consistency.UndoRepair(cmd.Context(), run, src, tgt, consistency.UndoOptions{
 				Options: consistency.Options{Client: c, Log: a.log}, Journal: j, Force: force, Reason: reason})
-			if errors.Is(err, consistency.ErrAlreadyUndone) {
-				return cliutil.WithCode(cliutil.ExitRefused, err)
-			}
 			if err != nil {
 				return err
 			}

@@ -32,5 +32,5 @@ func main() {
 	if err != nil && !errors.Is(err, cliutil.ErrSilent) {
 		fmt.Fprintln(os.Stderr, "migctl:", err)
 	}
-	os.Exit(cliutil.Code(err))
+	os.Exit(exitCode(err))
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -10,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/erlmcp/migctl/internal/cliutil"
-	"github.com/erlmcp/migctl/journal"
 	"github.com/erlmcp/migctl/migrate"
 )
 
@@ -53,33 +51,6 @@ func (a *app) migrator(ctx context.Context) (*migrate.Migrator, error) {
 	return migrate.New(migrate.Config{Client: c, Nodes: nodes, Journal: j, Logger: a.log, StepHook: hook})
 }
 
-// migErr gives migrate's errors their exit codes.
-func migErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ce *cliutil.CodeError
-	if errors.As(err, &ce) {
-		return err
-	}
-	switch {
-	case errors.Is(err, migrate.ErrUnknownPhase), errors.Is(err, migrate.ErrNotSessions),
-		errors.Is(err, journal.ErrOtherCluster), errors.Is(err, migrate.ErrBadPercent):
-		return cliutil.WithCode(cliutil.ExitUsage, err)
-	case errors.Is(err, migrate.ErrNodeDown):
-		return cliutil.WithCode(cliutil.ExitDegraded, err)
-	case errors.Is(err, migrate.ErrPartitioned):
-		return cliutil.WithCode(cliutil.ExitPartitioned, err)
-	case errors.Is(err, migrate.ErrSkipPhase), errors.Is(err, migrate.ErrGate), errors.Is(err, migrate.ErrMixed),
-		errors.Is(err, migrate.ErrNotInstalled), errors.Is(err, migrate.ErrWrongPhase),
-		errors.Is(err, migrate.ErrConflict), errors.Is(err, migrate.ErrExists):
-		return cliutil.WithCode(cliutil.ExitRefused, err)
-	case errors.Is(err, migrate.ErrVerify):
-		return cliutil.WithCode(cliutil.ExitDifferences, err)
-	}
-	return err
-}
-
 func newPhaseCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "phase",
@@ -113,7 +84,7 @@ func newPhaseShowCmd(a *app) *cobra.Command {
 			}
 			st, err := m.ShowPhase(ctx)
 			if err != nil {
-				return migErr(err)
+				return err
 			}
 			if err := cliutil.Print(cmd.OutOrStdout(), a.format, st, func(tw *tabwriter.Writer) {
 				cliutil.Row(tw, "NODE", "PHASE", "PERCENT", "EPOCH", "MODE", "PRIMARY", "SECONDARY", "COUNTERS")
@@ -142,7 +113,7 @@ func newPhaseShowCmd(a *app) *cobra.Command {
 				return err
 			}
 			if err := st.Ready(); err != nil {
-				return migErr(err)
+				return err
 			}
 			return nil
 		},
@@ -225,7 +196,7 @@ func newPhaseSetCmd(a *app) *cobra.Command {
 				if perr := a.printChange(cmd, rec); perr != nil {
 					return perr
 				}
-				return migErr(err)
+				return err
 			}
 			if a.format != cliutil.JSON {
 				// The operator sees the plan and the gates before agreeing.
@@ -240,7 +211,7 @@ func newPhaseSetCmd(a *app) *cobra.Command {
 			if perr := a.printChange(cmd, rec); perr != nil {
 				return perr
 			}
-			return migErr(err)
+			return err
 		},
 	}
 	ch.add(cmd, true)
@@ -273,13 +244,13 @@ func newPhaseRollbackCmd(a *app) *cobra.Command {
 			}
 			st, err := m.ShowPhase(ctx)
 			if err != nil {
-				return migErr(err)
+				return err
 			}
 			if err := st.Ready(); err != nil && !ch.force {
-				return migErr(err)
+				return err
 			}
 			if st.Phase == migrate.Phase0 {
-				return migErr(fmt.Errorf("%w: the cluster is at phase0, nothing to roll back", migrate.ErrWrongPhase))
+				return fmt.Errorf("%w: the cluster is at phase0, nothing to roll back", migrate.ErrWrongPhase)
 			}
 			plan := fmt.Sprintf("roll back %d node(s) from %s to %s", len(st.Nodes), st.Phase, st.Phase-1)
 			if st.Phase == migrate.Phase3 {
@@ -291,7 +262,7 @@ func newPhaseRollbackCmd(a *app) *cobra.Command {
 				if perr := a.printChange(cmd, rec); perr != nil {
 					return perr
 				}
-				return migErr(err)
+				return err
 			}
 			if err := cliutil.Confirm(a.in, a.err, ch.yes, plan+"?"); err != nil {
 				return err
@@ -303,7 +274,7 @@ func newPhaseRollbackCmd(a *app) *cobra.Command {
 				if perr := cliutil.Print(cmd.OutOrStdout(), a.format, RollbackResult{Change: rec, ReverseBackfill: rep}, nil); perr != nil {
 					return perr
 				}
-				return migErr(err)
+				return err
 			}
 			if perr := a.printChange(cmd, rec); perr != nil {
 				return perr
@@ -313,7 +284,7 @@ func newPhaseRollbackCmd(a *app) *cobra.Command {
 					return perr
 				}
 			}
-			return migErr(err)
+			return err
 		},
 	}
 	ch.add(cmd, true)

@@ -57,9 +57,11 @@ Nodes come from --nodes or MIGCTL_NODES (comma-separated). The Erlang cookie
 is read from --cookie-file, MIGCTL_COOKIE_FILE, MIGCTL_COOKIE or
 ~/.erlang.cookie, never from the command line.
 
-Exit codes: 0 ok, 1 failed, 2 bad input (nothing changed), 3 node
-unreachable, 4 check found problems, 5 refused (no --yes, or a gate),
-6 cluster degraded, 7 cluster partitioned.`,
+Exit codes: 0 ok, 1 failed, 2 bad input (nothing changed: an unknown
+command or flag, a bad value), 3 node unreachable (any node the command
+needs, even one of several), 4 check found problems, 5 refused (no --yes,
+or a gate), 6 cluster degraded (cluster status), 7 cluster partitioned.
+Each command's help lists the codes it returns.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -83,6 +85,11 @@ unreachable, 4 check found problems, 5 refused (no --yes, or a gate),
 	f.StringVar(&a.configPath, "config", os.Getenv("MIGCTL_CONFIG"), "YAML configuration file; flags and MIGCTL_* variables override it (env MIGCTL_CONFIG)")
 
 	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a), newConfigCmd(a), newClusterCmd(a), newPhaseCmd(a), newBackfillCmd(a), newSchemaCmd(a), newTablesCmd(a), newArchiveCmd(a), newVerifyCmd(a), newConsistencyCmd(a), newDocsCmd(a))
+	// The completion command exists before the first Execute, so that the
+	// conventions below (and the tests that walk the tree) cover it too.
+	root.InitDefaultCompletionCmd()
+	usageErrors(root)
+	documentExits(root)
 	return root
 }
 

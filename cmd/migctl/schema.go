@@ -54,7 +54,7 @@ func newSchemaCmd(a *app) *cobra.Command {
 				if perr := a.printSchema(cmd, rep); perr != nil {
 					return perr
 				}
-				return migErr(err)
+				return err
 			}
 			prompt := fmt.Sprintf("create a Mnesia schema on %d node(s)?", len(m.Nodes()))
 			if ch.force {
@@ -67,7 +67,7 @@ func newSchemaCmd(a *app) *cobra.Command {
 			if perr := a.printSchema(cmd, rep); perr != nil {
 				return perr
 			}
-			return migErr(err)
+			return err
 		},
 	}
 	ch.add(create, false)
@@ -103,7 +103,7 @@ func newTablesCmd(a *app) *cobra.Command {
 			if perr := a.printSchema(cmd, rep); perr != nil {
 				return perr
 			}
-			return migErr(err)
+			return err
 		},
 	}
 	ch.add(create, false)
@@ -155,7 +155,7 @@ first. Run it when nothing writes the DETS files any more (phase3).`,
 					return perr
 				}
 			}
-			return migErr(err)
+			return err
 		},
 	}
 	ch.add(dets, false)
@@ -215,7 +215,7 @@ func newVerifyCmd(a *app) *cobra.Command {
 					return perr
 				}
 			}
-			return migErr(err)
+			return err
 		},
 	}
 	ch.add(pers, false)

@@ -3,12 +3,11 @@ package cliutil
 import (
 	"errors"
 	"fmt"
-
-	"github.com/erlmcp/migctl/erl"
 )
 
 // Exit codes. Scripts (and the runbook's wrappers) depend on them; they are
-// documented in the README and never reused for another meaning.
+// documented in the README and never reused for another meaning. Which
+// library error gets which code is one table in cmd/migctl (exitcodes.go).
 const (
 	ExitOK          = 0 // success; a check found nothing wrong
 	ExitFailure     = 1 // the operation failed
@@ -45,26 +44,3 @@ func Usage(format string, a ...any) error {
 // ErrSilent marks an error already reported to the user (a check that
 // printed its findings): main sets the exit code and prints nothing more.
 var ErrSilent = errors.New("reported")
-
-// Code maps an error to the exit code.
-func Code(err error) int {
-	if err == nil {
-		return ExitOK
-	}
-	var ce *CodeError
-	if errors.As(err, &ce) {
-		return ce.Code
-	}
-	for _, e := range []error{erl.ErrBadNodeName} {
-		if errors.Is(err, e) {
-			return ExitUsage
-		}
-	}
-	for _, e := range []error{erl.ErrHostNotFound, erl.ErrEPMDUnreachable, erl.ErrNotRegistered,
-		erl.ErrBadCookie, erl.ErrUnreachable, erl.ErrNodeDown, erl.ErrTimeout, erl.ErrNoCookie} {
-		if errors.Is(err, e) {
-			return ExitUnreachable
-		}
-	}
-	return ExitFailure
-}

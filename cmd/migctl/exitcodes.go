@@ -1,0 +1,232 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/backends/exportfile"
+	"github.com/erlmcp/migctl/cluster"
+	"github.com/erlmcp/migctl/config"
+	"github.com/erlmcp/migctl/consistency"
+	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/internal/cliutil"
+	"github.com/erlmcp/migctl/journal"
+	"github.com/erlmcp/migctl/migrate"
+)
+
+// exitCodes is the one table from the libraries' sentinel errors to
+// migctl's exit codes (README, "Exit codes"). Commands return errors as the
+// libraries made them; main looks the code up here. An explicit
+// cliutil.CodeError (a flag check, a refusal, a verdict) wins over the
+// table; an error that matches nothing here is 1 (failed).
+//
+// The rule for nodes: a command that needs a node it cannot reach (the
+// name does not resolve, no epmd, the node is not registered, the cookie is
+// rejected, the node went down or does not answer in time) exits 3, also
+// when only one of several nodes is unreachable. 6 (degraded) and 7
+// (partitioned) are verdicts on the Mnesia cluster: 6 only from `cluster
+// status`, 7 from `cluster status` and from changes refused because the
+// cluster is split.
+//
+// Rows are tried in order, so that an error wrapping two sentinels (a
+// phase change that met a node that went down: migrate.ErrNodeDown and
+// erl.ErrNodeDown) gets the first row's code.
+var exitCodes = []struct {
+	code int
+	errs []error
+}{
+	{cliutil.ExitUsage, []error{
+		erl.ErrBadNodeName, erl.ErrNoCookie,
+		config.ErrInvalid,
+		journal.ErrOtherCluster,
+		migrate.ErrUnknownPhase, migrate.ErrBadPercent, migrate.ErrNotSessions,
+		backends.ErrUnknownStore, backends.ErrNotSessions,
+		exportfile.ErrCorrupt,
+		cluster.ErrUnknownNode, cluster.ErrBadPlan, cluster.ErrUnknownStep,
+		consistency.ErrNotRepair,
+	}},
+	{cliutil.ExitUnreachable, []error{
+		erl.ErrHostNotFound, erl.ErrEPMDUnreachable, erl.ErrNotRegistered, erl.ErrBadCookie,
+		erl.ErrUnreachable, erl.ErrNodeDown, erl.ErrTimeout,
+		migrate.ErrNodeDown,
+	}},
+	{cliutil.ExitPartitioned, []error{
+		migrate.ErrPartitioned,
+	}},
+	{cliutil.ExitRefused, []error{
+		cliutil.ErrNotConfirmed,
+		migrate.ErrSkipPhase, migrate.ErrGate, migrate.ErrMixed, migrate.ErrNotInstalled,
+		migrate.ErrWrongPhase, migrate.ErrConflict, migrate.ErrExists,
+		cluster.ErrNotPartitioned, cluster.ErrNotHealthy, cluster.ErrPlanStale,
+		consistency.ErrAlreadyUndone,
+	}},
+	{cliutil.ExitDifferences, []error{
+		migrate.ErrVerify,
+	}},
+}
+
+// exitCode is the process's exit status for err.
+func exitCode(err error) int {
+	if err == nil {
+		return cliutil.ExitOK
+	}
+	var ce *cliutil.CodeError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	for _, row := range exitCodes {
+		for _, e := range row.errs {
+			if errors.Is(err, e) {
+				return row.code
+			}
+		}
+	}
+	return cliutil.ExitFailure
+}
+
+// usageErrors makes every mistake on the command line exit 2 (bad input,
+// nothing changed), whatever part of cobra finds it: an unknown command or
+// subcommand (with "did you mean"), an unknown flag or a flag value that
+// does not parse, a wrong number of arguments. A command that only groups
+// others prints its help when called alone (exit 0) and refuses anything
+// else after it as an unknown command.
+func usageErrors(root *cobra.Command) {
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return cliutil.Usage("%v (see '%s --help')", err, c.CommandPath())
+	})
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+		if c.HasSubCommands() && !c.Runnable() {
+			c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+		}
+		check := c.Args
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if cmd.HasSubCommands() && len(args) > 0 && (check == nil || check(cmd, args) != nil) {
+				return unknownCommand(cmd, args[0])
+			}
+			if check == nil {
+				return nil
+			}
+			if err := check(cmd, args); err != nil {
+				name := strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+				if strings.HasPrefix(err.Error(), "unknown command") { // cobra.NoArgs
+					return cliutil.Usage("%s takes no arguments, got %q (usage: %s)", name, strings.Join(args, " "), cmd.UseLine())
+				}
+				return cliutil.Usage("%s: %v (usage: %s)", name, err, cmd.UseLine())
+			}
+			return nil
+		}
+	}
+	walk(root)
+}
+
+// unknownCommand is the error for a word that names no subcommand of cmd.
+func unknownCommand(cmd *cobra.Command, word string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", word, cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	if s := cmd.SuggestionsFor(word); len(s) > 0 {
+		for i := range s {
+			s[i] = fmt.Sprintf("%q", cmd.CommandPath()+" "+s[i])
+		}
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	var names []string
+	for _, s := range cmd.Commands() {
+		if s.IsAvailableCommand() {
+			names = append(names, s.Name())
+		}
+	}
+	if len(names) > 0 {
+		msg += " (commands: " + strings.Join(names, ", ") + ")"
+	}
+	return cliutil.Usage("%s", msg)
+}
+
+// exitHelp is what each command's help says about its exit codes (its
+// "Exit codes:" paragraph); TestCommandConventions checks that every
+// command that runs has one. The words follow exitCodes and the rule for
+// unreachable nodes above.
+var exitHelp = map[string]string{
+	"version":                    "0 ok; 2 bad input",
+	"ping":                       "0 every node answers; 2 bad input (no nodes, no cookie, a bad node name); 3 a node unreachable (name, epmd, cookie, down)",
+	"sessions":                   "0 help printed; 2 unknown command or flag",
+	"sessions count":             "0 ok; 1 failed (no such table, ...); 2 bad input; 3 the node unreachable",
+	"sessions get":               "0 ok; 1 failed (no such session or table); 2 bad input; 3 the node unreachable",
+	"sessions list":              "0 ok; 1 failed; 2 bad input; 3 the node unreachable",
+	"sessions export":            "0 ok; 1 failed; 2 bad input (not a session table, ...); 3 the node unreachable",
+	"sessions import":            "0 ok (or the plan printed); 1 failed (part of the file may be written: run it again, if_newer makes that safe); 2 bad input (a missing or damaged file: nothing written); 3 the node unreachable; 5 refused (no --yes without a terminal)",
+	"journal":                    "0 ok; 1 failed (unreadable journal); 2 bad input (unknown --kind, no journal at the path)",
+	"config":                     "0 help printed; 2 unknown command or flag",
+	"config example":             "0 ok",
+	"config check":               "0 the configuration is valid; 2 it is not (the field is named)",
+	"cluster":                    "0 help printed; 2 unknown command or flag",
+	"cluster status":             "0 healthy; 1 failed; 2 bad input; 6 degraded (a node unreachable, or its Mnesia not running); 7 partitioned",
+	"cluster verify-replication": "0 every copy agrees; 1 failed; 2 bad input; 3 a node unreachable (its copy was not compared); 4 copies differ",
+	"cluster add-node":           "0 done (or the plan printed); 1 failed; 2 bad input; 3 a node unreachable; 5 refused (no --yes without a terminal)",
+	"cluster remove-node":        "0 done (or the plan printed); 1 failed; 2 bad input (not a node of the cluster); 3 a node unreachable; 5 refused (no --yes without a terminal)",
+	"cluster resync":             "0 done (or the plan printed); 1 failed; 2 bad input (not a node of the cluster); 3 a node unreachable; 5 refused (no --yes without a terminal, or the cluster is not healthy)",
+	"cluster watch":              "0 stopped (interrupt, SIGTERM); 1 failed; 2 bad input; 3 a node unreachable at the start",
+	"cluster heal":               "0 healed (or the plan printed); 1 failed, or stopped by --stop-after (resume it); 2 bad input (a bad plan file, an unknown node or step); 3 a node unreachable; 5 refused (no --yes without a terminal, the cluster is not partitioned, the plan no longer matches)",
+	"cluster restore-backup":     "0 restored (or the plan, or the list, printed); 1 failed; 2 bad input; 3 the node unreachable; 5 refused (no --yes without a terminal)",
+	"phase":                      "0 help printed; 2 unknown command or flag",
+	"phase show":                 "0 every node answers, runs the hybrid and agrees; 1 failed; 2 bad input; 3 a node unreachable; 5 the hybrid is not installed on a node, or the nodes disagree (mixed)",
+	"phase set":                  "0 changed, unchanged, or the plan printed; 1 failed (nothing or everything changed: see the journal); 2 bad input (unknown phase, --percent); 3 a node unreachable; 5 refused (a gate, a skipped phase, a mixed cluster, no --yes without a terminal); 7 the Mnesia cluster is partitioned",
+	"phase rollback":             "0 rolled back (or the plan printed); 1 failed; 2 bad input; 3 a node unreachable; 5 refused (at phase0, a mixed cluster, no --yes without a terminal); 7 the Mnesia cluster is partitioned",
+	"backfill":                   "0 complete (or the plan printed); 1 failed or interrupted (run it again to resume); 2 bad input (--from/--to); 3 a node unreachable; 5 refused (wrong phase, no --yes without a terminal)",
+	"backfill status":            "0 ok (no node is contacted); 1 failed (unreadable journal); 2 bad input (no journal at the path)",
+	"schema":                     "0 help printed; 2 unknown command or flag",
+	"schema create":              "0 created (or the plan printed); 1 failed; 2 bad input; 3 a node unreachable, or its Mnesia not running; 5 refused (a schema exists, no --yes without a terminal)",
+	"tables":                     "0 help printed; 2 unknown command or flag",
+	"tables create":              "0 created or already there (or the plan printed); 1 failed; 2 bad input (an existing table without erlmcp's layout); 3 a node unreachable, or its Mnesia not running; 5 refused (no --yes without a terminal)",
+	"archive":                    "0 help printed; 2 unknown command or flag",
+	"archive dets":               "0 written and verified (or the plan printed); 1 failed; 2 bad input; 3 a node unreachable; 4 the archive did not verify; 5 refused (the archive exists, no --yes without a terminal)",
+	"verify":                     "0 help printed; 2 unknown command or flag",
+	"verify persistence":         "0 the sessions survived the restart (or the plan printed); 1 failed; 2 bad input; 3 a node unreachable, or it did not come back; 4 counts or checksums differ after the restart; 5 refused (no --yes without a terminal)",
+	"consistency":                "0 help printed; 2 unknown command or flag",
+	"consistency check":          "0 the stores agree; 1 failed (the check could not be completed); 2 bad input; 3 a node unreachable; 4 differences found",
+	"consistency repair":         "0 repaired, nothing to repair, or the plan printed; 1 failed; 2 bad input; 3 a node unreachable; 5 refused (no --yes without a terminal)",
+	"consistency undo-repair":    "0 restored (or the plan printed); 1 failed; 2 bad input (not a repair run); 3 a node unreachable; 5 refused (already undone, no --yes without a terminal)",
+	"consistency monitor":        "0 its --duration ended with no mismatch, or it was stopped; 1 failed; 2 bad input; 3 a node unreachable at the start; 4 mismatches were seen during its run",
+	"consistency history":        "0 ok; 1 failed (unreadable journal); 2 bad input (no journal at the path)",
+	"completion":                 "0 help printed; 2 unknown command or flag",
+	"completion bash":            "0 ok; 2 bad input",
+	"completion zsh":             "0 ok; 2 bad input",
+	"completion fish":            "0 ok; 2 bad input",
+	"completion powershell":      "0 ok; 2 bad input",
+	"docs":                       "0 help printed; 2 unknown command or flag",
+	"docs man":                   "0 written; 1 failed; 2 bad input (no --dir)",
+	"docs markdown":              "0 written; 1 failed; 2 bad input (no --dir)",
+}
+
+// documentExits appends each command's "Exit codes:" paragraph to its
+// help (the root's Long already has the full list).
+func documentExits(root *cobra.Command) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+		if !c.HasParent() {
+			return
+		}
+		text, ok := exitHelp[strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" ")]
+		if !ok {
+			return
+		}
+		long := c.Long
+		if long == "" {
+			long = c.Short + "."
+		}
+		c.Long = strings.TrimRight(long, "\n") + "\n\nExit codes: " + text + "."
+	}
+	walk(root)
+}
