@@ -594,22 +594,49 @@ func readPlanFile(ctx context.Context, cl *cluster.Cluster, file string) (*clust
 
 func (a *app) resumeHeal(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, id, stopAfter string, hook func(string) error, fenceTimeout time.Duration) error {
 	ctx := cmd.Context()
-	if !ch.dryRun {
-		if err := cliutil.Confirm(a.in, a.err, ch.yes, "resume heal "+id+"?"); err != nil {
-			return err
-		}
-	}
 	j, err := a.journal()
 	if err != nil {
 		return err
+	}
+	hs, err := cluster.ListHeals(j)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(hs, func(h cluster.HealRecord) bool { return h.ID == id })
+	switch {
+	case i < 0:
+		return cliutil.Usage("--resume %q: no such heal in the journal %s (see cluster restore-backup --list)", id, j.Path())
+	case hs[i].Completed:
+		return cliutil.WithCode(cliutil.ExitRefused, fmt.Errorf("--resume %q: that heal completed, nothing to resume", id))
 	}
 	cl, err := cf.open(ctx, a)
 	if err != nil {
 		return err
 	}
-	rep, err := cl.Resume(ctx, id, cluster.ExecuteOptions{Journal: j, Reason: ch.reason, DryRun: ch.dryRun, StopAfter: stopAfter, StepHook: hook, FenceTimeout: fenceTimeout})
+	opts := cluster.ExecuteOptions{Journal: j, Reason: ch.reason, StopAfter: stopAfter, StepHook: hook, FenceTimeout: fenceTimeout}
+	// The steps left, from the journal alone: what --dry-run prints, and
+	// what the operator sees before agreeing.
+	dry := opts
+	dry.DryRun = true
+	plan, err := cl.Resume(ctx, id, dry)
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if ch.dryRun {
+		return printHeal(w, a.format, nil, plan)
+	}
+	if a.format != cliutil.JSON {
+		if err := printHeal(w, a.format, nil, plan); err != nil {
+			return err
+		}
+	}
+	if err := cliutil.Confirm(a.in, a.err, ch.yes, fmt.Sprintf("resume heal %s: %v win, %v reload from them?", id, plan.Winner, plan.Losers)); err != nil {
+		return err
+	}
+	rep, err := cl.Resume(ctx, id, opts)
 	if rep != nil {
-		if perr := printHeal(cmd.OutOrStdout(), a.format, nil, rep); perr != nil && err == nil {
+		if perr := printHeal(w, a.format, nil, rep); perr != nil && err == nil {
 			err = perr
 		}
 	}

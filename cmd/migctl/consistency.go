@@ -311,13 +311,37 @@ func printRepair(tw *tabwriter.Writer, r *consistency.RepairResult) {
 	}
 }
 
+// UndoPlan is `migctl consistency undo-repair RUN --dry-run -o json`: what
+// the undo would put back, from the journal alone (no node is contacted).
+type UndoPlan struct {
+	Run        uint64               `json:"run"`
+	DryRun     bool                 `json:"dry_run"`
+	Source     string               `json:"source"`
+	Target     string               `json:"target"`
+	SourceNode string               `json:"source_node"`
+	TargetNode string               `json:"target_node"`
+	State      string               `json:"state"`
+	Saved      int                  `json:"saved"`
+	Force      bool                 `json:"force"`
+	Actions    []consistency.Action `json:"actions"`
+}
+
 func newConsistencyUndoCmd(a *app) *cobra.Command {
-	var yes, force bool
+	var yes, force, dryRun bool
 	var reason string
 	cmd := &cobra.Command{
 		Use:   "undo-repair RUN",
 		Short: "Restore every value a repair run overwrote (from the journal)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Puts back every value repair run RUN saved in the journal before it
+overwrote it: overwritten sessions are written back as they were, sessions
+the repair added are deleted, deleted ones are written back. A session the
+service changed since the repair is left alone and reported as a conflict
+(--force restores it too). --dry-run prints, from the journal alone, what
+the run changed and how many saved values would be put back.`,
+		Example: `  migctl consistency history
+  migctl consistency undo-repair 42 --dry-run
+  migctl consistency undo-repair 42 --yes --reason "OPS-7 repair went the wrong way"`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			run, err := strconv.ParseUint(args[0], 10, 64)
 			if err != nil || run == 0 {
@@ -334,6 +358,30 @@ func newConsistencyUndoCmd(a *app) *cobra.Command {
 			var rec consistency.RepairRecord
 			if e.Kind != consistency.EntryRepair || e.Decode(&rec) != nil {
 				return cliutil.Usage("journal entry %d is a %s, not a repair", run, e.Kind)
+			}
+			if dryRun {
+				if rec.State == "undone" {
+					return fmt.Errorf("undo-repair %d: %w", run, consistency.ErrAlreadyUndone)
+				}
+				p := UndoPlan{Run: run, DryRun: true, Source: rec.Source, Target: rec.Target, SourceNode: rec.SourceNode,
+					TargetNode: rec.TargetNode, State: rec.State, Saved: rec.Saved, Force: force, Actions: rec.Actions}
+				if p.Actions == nil {
+					p.Actions = []consistency.Action{}
+				}
+				return cliutil.Print(cmd.OutOrStdout(), a.format, p, func(tw *tabwriter.Writer) {
+					cliutil.Row(tw, "dry run", "nothing changed")
+					cliutil.Row(tw, "undo", fmt.Sprintf("repair %d (%s → %s), state %s", run, p.Source, p.Target, p.State))
+					cliutil.Row(tw, "put back", fmt.Sprintf("%d saved value(s)", p.Saved))
+					if force {
+						cliutil.Row(tw, "conflicts", "restored too (--force)")
+					} else {
+						cliutil.Row(tw, "conflicts", "sessions changed since the repair are left alone (--force restores them)")
+					}
+					cliutil.Row(tw, "OP OF THE REPAIR", "KIND", "ID")
+					for _, x := range p.Actions {
+						cliutil.Row(tw, string(x.Op), string(x.Kind), fmt.Sprintf("%q", x.ID))
+					}
+				})
 			}
 			if err := cliutil.Confirm(a.in, a.err, yes, fmt.Sprintf("restore %d saved value(s) of repair %d (%s → %s)?", rec.Saved, run, rec.Source, rec.Target)); err != nil {
 				return err
@@ -369,6 +417,7 @@ func newConsistencyUndoCmd(a *app) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVar(&dryRun, "dry-run", false, "print what the undo would put back (from the journal), change nothing")
 	f.BoolVar(&yes, "yes", false, "do not ask for confirmation (required without a terminal)")
 	f.BoolVar(&force, "force", false, "restore even sessions the service changed after the repair")
 	f.StringVar(&reason, "reason", "", "why (journaled)")

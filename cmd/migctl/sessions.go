@@ -238,9 +238,11 @@ func newSessionsExportCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// ImportResult is `migctl sessions import -o json`.
+// ImportResult is `migctl sessions import -o json`, and what the journal
+// records of an import (KindImport).
 type ImportResult struct {
 	File    string `json:"file"`
+	SHA256  string `json:"sha256,omitempty"`
 	Node    string `json:"node"`
 	Store   string `json:"store"`
 	Mode    string `json:"mode"`
@@ -248,17 +250,35 @@ type ImportResult struct {
 	Written int64  `json:"written"`
 	Skipped int64  `json:"skipped"`
 	DryRun  bool   `json:"dry_run"`
+	// State is started (in the journal while it runs, or after a crash),
+	// done or failed.
+	State string `json:"state,omitempty"`
+	Error string `json:"error,omitempty"`
+	Seq   uint64 `json:"journal_seq,omitempty"`
 }
+
+// KindImport is the journal kind of `sessions import`.
+const KindImport = "sessions.import"
 
 func newSessionsImportCmd(a *app) *cobra.Command {
 	var sf storeFlags
-	var inPath, mode string
+	var inPath, mode, reason string
 	var dryRun, yes bool
 	var batch int
 	cmd := &cobra.Command{
 		Use:   "import --in FILE",
 		Short: "Restore sessions from an export file (verified in full before anything is written)",
-		Args:  cobra.NoArgs,
+		Long: `Verifies the whole file (checksums) before anything is written, then writes
+its sessions into the store. --mode decides what happens to a session the
+store already holds: if_newer (the default) replaces it only with a newer
+copy (by last_accessed), so an import never undoes what clients wrote
+since the export and can be run again after an interruption; if_absent
+only fills in missing sessions; overwrite puts the file's copy back
+whatever the store holds. The import is journaled (kind import) with the
+file's checksum, the mode, the counts and --reason.`,
+		Example: `  migctl sessions import --store mnesia --in sessions.mexp --dry-run
+  migctl sessions import --store mnesia --in sessions.mexp --yes --reason "OPS-12 restore"`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if inPath == "" {
 				return cliutil.Usage("--in is required")
@@ -286,7 +306,7 @@ func newSessionsImportCmd(a *app) *cobra.Command {
 			if _, err := s.Describe(cmd.Context()); err != nil {
 				return err
 			}
-			r := ImportResult{File: inPath, Node: s.Node(), Store: s.Spec().String(), Mode: mode, InFile: tr.Count, DryRun: dryRun}
+			r := ImportResult{File: inPath, SHA256: tr.SHA256, Node: s.Node(), Store: s.Spec().String(), Mode: mode, InFile: tr.Count, DryRun: dryRun}
 			if !dryRun {
 				prompt := fmt.Sprintf("Import %d sessions (exported from %s on %s) into %s on %s, mode %s?",
 					tr.Count, hdr.Store, hdr.Node, s.Spec(), s.Node(), mode)
@@ -296,12 +316,29 @@ func newSessionsImportCmd(a *app) *cobra.Command {
 				if _, err := f.Seek(0, io.SeekStart); err != nil {
 					return err
 				}
+				// Journaled before the first write, the result after the
+				// last: a crash leaves an entry in state "started".
+				j, err := a.journal()
+				if err != nil {
+					return err
+				}
+				r.State = "started"
+				if r.Seq, err = j.Append(KindImport, reason, r); err != nil {
+					return err
+				}
 				prog := cliutil.NewProgress(a.err, a.log, "import", tr.Count)
 				res, err := exportfile.Import(cmd.Context(), s, f, batch, pm, func(n int) { prog.Add(int64(n)) })
 				prog.Done()
 				r.Written, r.Skipped = int64(res.Written), int64(res.Skipped)
+				r.State = "done"
 				if err != nil {
-					return fmt.Errorf("import stopped after %d written: %w", r.Written, err)
+					r.State, r.Error = "failed", err.Error()
+				}
+				if jerr := j.Update(r.Seq, r); jerr != nil {
+					a.log.Warn("recording the import's result in the journal", "seq", r.Seq, "err", jerr)
+				}
+				if err != nil {
+					return fmt.Errorf("import stopped after %d written (journal #%d): %w", r.Written, r.Seq, err)
 				}
 			}
 			return cliutil.Print(cmd.OutOrStdout(), a.format, r, func(tw *tabwriter.Writer) {
@@ -309,15 +346,17 @@ func newSessionsImportCmd(a *app) *cobra.Command {
 					cliutil.Row(tw, "dry run: would import", r.InFile, "sessions into", r.Store, "on", r.Node, "mode", r.Mode)
 					return
 				}
-				cliutil.Row(tw, "imported", r.Written, "written,", r.Skipped, "skipped, into", r.Store, "on", r.Node)
+				cliutil.Row(tw, "imported", r.Written, "written,", r.Skipped, "skipped, into", r.Store, "on", r.Node, "mode", r.Mode)
+				cliutil.Row(tw, "journal", fmt.Sprintf("#%d", r.Seq))
 			})
 		},
 	}
 	sf.addFlags(cmd, true)
 	cmd.Flags().StringVar(&inPath, "in", "", "export file to read")
-	cmd.Flags().StringVar(&mode, "mode", string(backends.Overwrite), "overwrite, if_absent or if_newer (by last_accessed)")
+	cmd.Flags().StringVar(&mode, "mode", string(backends.IfNewer), "if_newer (a session in the store is replaced only by a newer copy, by last_accessed), if_absent or overwrite")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "verify the file and print what would be imported; change nothing")
-	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation (required without a terminal)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (journaled)")
 	cmd.Flags().IntVar(&batch, "batch", 1000, "rows per round trip")
 	return cmd
 }
