@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -18,6 +20,11 @@ var (
 	ErrOtherCluster = errors.New("journal belongs to another cluster")
 	// ErrNotFound: no such entry.
 	ErrNotFound = errors.New("not found")
+	// ErrNoJournal: Options.MustExist or ReadOnly, and there is no
+	// journal file at the path ("no journal at PATH").
+	ErrNoJournal = errors.New("no journal")
+	// ErrReadOnly: a write to a journal opened with Options.ReadOnly.
+	ErrReadOnly = errors.New("journal opened read-only")
 )
 
 var (
@@ -44,6 +51,14 @@ func (e Entry) Decode(v any) error { return json.Unmarshal(e.Data, v) }
 type Options struct {
 	// LockTimeout bounds the wait for another migctl holding the file.
 	LockTimeout time.Duration
+	// MustExist: the journal file must already exist; Open creates no
+	// directory and no file, and fails with ErrNoJournal otherwise (a
+	// mistyped --journal is not a new, empty journal).
+	MustExist bool
+	// ReadOnly opens an existing journal for reading only (implies
+	// MustExist): nothing is created or written, every write fails with
+	// ErrReadOnly, and readers share the file with each other.
+	ReadOnly bool
 }
 
 // Journal is a handle on a journal file. It holds no open file between
@@ -69,20 +84,37 @@ func DefaultPath() string {
 	return filepath.Join(base, "migctl", "journal.db")
 }
 
-// Open prepares a journal at path (created on first write) and checks that
-// it can be opened.
+// Open prepares a journal at path (created, with its directory, unless
+// Options.MustExist or ReadOnly) and checks that it can be opened.
 func Open(path string, opts Options) (*Journal, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 10 * time.Second
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	j := &Journal{path: path, opts: opts}
 	if u, err := user.Current(); err == nil {
 		j.user = u.Username
 	}
 	j.host, _ = os.Hostname()
+	if opts.MustExist || opts.ReadOnly {
+		st, err := os.Stat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("%w at %s", ErrNoJournal, path)
+		case err != nil:
+			return nil, fmt.Errorf("open journal: %w", err)
+		case st.IsDir():
+			return nil, fmt.Errorf("open journal: %s is a directory", path)
+		}
+	}
+	if opts.ReadOnly {
+		if err := j.view(func(*bolt.Tx) error { return nil }); err != nil {
+			return nil, err
+		}
+		return j, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
 	if err := j.update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketEntries, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -111,6 +143,9 @@ func (j *Journal) db(readOnly bool) (*bolt.DB, error) {
 }
 
 func (j *Journal) update(fn func(*bolt.Tx) error) error {
+	if j.opts.ReadOnly {
+		return fmt.Errorf("%s: %w", j.path, ErrReadOnly)
+	}
 	db, err := j.db(false)
 	if err != nil {
 		return err
@@ -120,7 +155,7 @@ func (j *Journal) update(fn func(*bolt.Tx) error) error {
 }
 
 func (j *Journal) view(fn func(*bolt.Tx) error) error {
-	db, err := j.db(false)
+	db, err := j.db(j.opts.ReadOnly)
 	if err != nil {
 		return err
 	}
@@ -195,7 +230,10 @@ func (j *Journal) Update(seq uint64, data any) error {
 func (j *Journal) Get(seq uint64) (Entry, error) {
 	var e Entry
 	err := j.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketEntries).Get(u64(seq))
+		var v []byte
+		if b := tx.Bucket(bucketEntries); b != nil {
+			v = b.Get(u64(seq))
+		}
 		if v == nil {
 			return fmt.Errorf("journal entry %d: %w", seq, ErrNotFound)
 		}
@@ -207,15 +245,29 @@ func (j *Journal) Get(seq uint64) (Entry, error) {
 // List returns entries of a kind ("" for all), oldest first; limit > 0
 // keeps only the newest limit.
 func (j *Journal) List(kind string, limit int) ([]Entry, error) {
+	if kind == "" {
+		return j.ListKinds(nil, limit)
+	}
+	return j.ListKinds([]string{kind}, limit)
+}
+
+// ListKinds returns the entries whose kind is one of kinds (all entries
+// when kinds is empty), oldest first; limit > 0 keeps only the newest
+// limit.
+func (j *Journal) ListKinds(kinds []string, limit int) ([]Entry, error) {
 	var out []Entry
 	err := j.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEntries).Cursor()
+		b := tx.Bucket(bucketEntries)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			var e Entry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return err
 			}
-			if kind != "" && e.Kind != kind {
+			if len(kinds) > 0 && !slices.Contains(kinds, e.Kind) {
 				continue
 			}
 			out = append(out, e)

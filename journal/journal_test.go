@@ -1,11 +1,14 @@
 package journal
 
 import (
+	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 )
 
 func open(t *testing.T) *Journal {
@@ -84,4 +87,54 @@ func TestConcurrentWriters(t *testing.T) {
 	l, err := j.List("x", 0)
 	require.NoError(t, err)
 	require.Len(t, l, 80)
+}
+
+// A journal that must exist is never created by opening it: a mistyped
+// path fails with ErrNoJournal and leaves no directory or file behind.
+func TestMustExistAndReadOnly(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "typo", "j.db")
+	for _, o := range []Options{{MustExist: true}, {ReadOnly: true}} {
+		_, err := Open(missing, o)
+		require.ErrorIs(t, err, ErrNoJournal)
+		require.EqualError(t, err, "no journal at "+missing)
+		_, err = os.Stat(filepath.Dir(missing))
+		require.ErrorIs(t, err, fs.ErrNotExist, "no directory created")
+	}
+
+	path := filepath.Join(dir, "j.db")
+	w, err := Open(path, Options{})
+	require.NoError(t, err)
+	_, err = w.Append("phase_change", "r", map[string]int{"n": 1})
+	require.NoError(t, err)
+	_, err = w.Append("cluster.heal", "", map[string]int{"n": 2})
+	require.NoError(t, err)
+	_, err = w.Append("cluster.heal.step", "", map[string]int{"n": 3})
+	require.NoError(t, err)
+
+	r, err := Open(path, Options{ReadOnly: true})
+	require.NoError(t, err)
+	es, err := r.ListKinds([]string{"cluster.heal", "cluster.heal.step"}, 0)
+	require.NoError(t, err)
+	require.Len(t, es, 2)
+	es, err = r.ListKinds([]string{"cluster.heal", "cluster.heal.step"}, 1)
+	require.NoError(t, err)
+	require.Len(t, es, 1)
+	require.Equal(t, "cluster.heal.step", es[0].Kind, "the newest")
+	_, err = r.Append("x", "", nil)
+	require.ErrorIs(t, err, ErrReadOnly)
+	require.NoError(t, r.Check())
+
+	// A bbolt file without migctl's buckets reads as empty.
+	empty := filepath.Join(dir, "empty.db")
+	db, err := bolt.Open(empty, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	r, err = Open(empty, Options{ReadOnly: true})
+	require.NoError(t, err)
+	es, err = r.List("", 0)
+	require.NoError(t, err)
+	require.Empty(t, es)
+	_, err = r.Get(1)
+	require.ErrorIs(t, err, ErrNotFound)
 }

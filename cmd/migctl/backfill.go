@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
 	"github.com/erlmcp/migctl/migrate"
 )
@@ -196,7 +197,15 @@ checkpoints an unfinished backfill resumes from. The consistency monitor
 exports the same progress as migctl_backfill_* metrics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.migrator(cmd.Context())
+			// The journal alone: no node is contacted (nor needed), and a
+			// path without a journal is refused, not created.
+			j, err := a.readJournal()
+			if err != nil {
+				return err
+			}
+			// A Migrator only to read the journal's checkpoints with it:
+			// Checkpoints touches neither the client nor the nodes.
+			m, err := migrate.New(migrate.Config{Client: &erl.Client{}, Nodes: []string{"journal-only@localhost"}, Journal: j, Logger: a.log})
 			if err != nil {
 				return err
 			}
@@ -204,7 +213,7 @@ exports the same progress as migctl_backfill_* metrics.`,
 			if err != nil {
 				return err
 			}
-			ps, err := migrate.ReadBackfillProgress(m.Journal())
+			ps, err := migrate.ReadBackfillProgress(j)
 			if err != nil {
 				return err
 			}

@@ -594,7 +594,11 @@ func readPlanFile(ctx context.Context, cl *cluster.Cluster, file string) (*clust
 
 func (a *app) resumeHeal(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, id, stopAfter string, hook func(string) error, fenceTimeout time.Duration) error {
 	ctx := cmd.Context()
-	j, err := a.journal()
+	open := a.existingJournal
+	if ch.dryRun {
+		open = a.readJournal
+	}
+	j, err := open()
 	if err != nil {
 		return err
 	}
@@ -771,7 +775,7 @@ func newClusterRestoreCmd(a *app, cf *clusterFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
 			if list {
-				j, err := a.journal()
+				j, err := a.readJournal()
 				if err != nil {
 					return err
 				}

@@ -347,7 +347,11 @@ the run changed and how many saved values would be put back.`,
 			if err != nil || run == 0 {
 				return cliutil.Usage("RUN must be a repair's journal sequence number (see migctl consistency history)")
 			}
-			j, err := a.journal()
+			open := a.existingJournal
+			if dryRun {
+				open = a.readJournal
+			}
+			j, err := open()
 			if err != nil {
 				return err
 			}
@@ -569,7 +573,7 @@ func newConsistencyHistoryCmd(a *app) *cobra.Command {
 		Short: "Past checks, repairs and undos with their counts (from the journal)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			j, err := a.journal()
+			j, err := a.readJournal()
 			if err != nil {
 				return err
 			}
