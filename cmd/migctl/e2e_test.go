@@ -17,6 +17,7 @@ import (
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
+	"github.com/erlmcp/migctl/journal"
 	"github.com/erlmcp/migctl/testkit"
 )
 
@@ -130,7 +131,7 @@ func TestPingAndCount(t *testing.T) {
 func TestExportImportByteIdentical(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_dets"})
 	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 3000, 5)
-	env := nodeEnv(t, cl)
+	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+filepath.Join(t.TempDir(), "journal.db"))
 	file := filepath.Join(t.TempDir(), "s.mexp")
 
 	r := run(t, env, "sessions", "export", "--store", "dets", "--out", file, "-o", "json")
@@ -152,12 +153,26 @@ func TestExportImportByteIdentical(t *testing.T) {
 
 	nodeNow := func() int64 { return erl.Int64(cl.Eval(0, `erlang:system_time(millisecond)`, nil)) }
 	before := nodeNow()
-	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", file, "--yes", "-o", "json")
+	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", file, "--yes", "--reason", "restore drill", "-o", "json")
 	require.Equal(t, 0, r.code, r.stderr)
 	after := nodeNow()
 	var im ImportResult
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &im))
 	require.EqualValues(t, 3000, im.Written)
+	require.Equal(t, "if_newer", im.Mode, "the safe mode by default")
+
+	// The import is journaled: who, why, the file's checksum, the result.
+	r = run(t, env, "journal", "--kind", "import", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var es []journal.Entry
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &es))
+	require.Len(t, es, 1)
+	require.Equal(t, "restore drill", es[0].Reason)
+	var rec ImportResult
+	require.NoError(t, es[0].Decode(&rec))
+	require.Equal(t, "done", rec.State)
+	require.EqualValues(t, 3000, rec.Written)
+	require.Equal(t, ex.SHA256, rec.SHA256)
 
 	// Every session in Mnesia is byte-identical (term_to_binary) to DETS.
 	same := cl.Eval(0, `dets:foldl(fun({Id, S}, Acc) ->
