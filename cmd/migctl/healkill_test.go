@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +60,9 @@ func TestHealKilledAtEachStepUnderTraffic(t *testing.T) {
 	heals := func() []cluster.HealRecord {
 		t.Helper()
 		r := run(t, env, "cluster", "restore-backup", "--list", "-o", "json")
+		if r.code == cliutil.ExitUsage && strings.Contains(r.stderr, "no journal at") {
+			return nil // before the first heal: --list creates no journal
+		}
 		require.Equal(t, cliutil.ExitOK, r.code, r.stderr)
 		var hs []cluster.HealRecord
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &hs))
