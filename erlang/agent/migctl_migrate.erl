@@ -16,7 +16,8 @@
 -export([status/0, set_phase/4, reset_counters/0, backfill_step/5, backfill_steps/7, backfill_steps/8, load/1,
          stop_watch/0, cluster_id/0, schema_state/1, create_schema/2, create_tables/2,
          dets_files/0, read_chunk/3, store_counts/0,
-         native_copy/3, bench_latency/1]).
+         native_copy/3, bench_latency/1,
+         persist_watch/3, persist_snapshot/3, persist_touched/2]).
 
 -define(HYBRID, erlmcp_session_backend_hybrid).
 -define(STORE, erlmcp_session_store).
@@ -521,3 +522,140 @@ time_each(Ids, F) ->
                      end || Id <- Ids]),
     L = length(Ts),
     {lists:nth(max(1, L div 2), Ts) / 1000, lists:nth(max(1, (L * 99) div 100), Ts) / 1000}.
+
+%% ------------------------------------------------- persistence verification
+
+%% migctl verify persistence on a node running the hybrid: the persistence
+%% watch of the hybrid (see its module: every id the application touches is
+%% recorded in a DETS file that a restart keeps), an exact snapshot of one
+%% digest per session before and after the restart, and the touched set.
+%% Requests go through the store server's fetch door, {migctl_persist, Req};
+%% an older hybrid answers {error, not_found} (the id is just not found):
+%% hybrid_without_watch.
+
+%% persist_watch(on, Token, TtlMs) -> {ok, File}; persist_watch(off, Token, _)
+%% -> {ok, Stopped}. Token: a binary migctl chose; off with another token
+%% leaves that other watch alone.
+persist_watch(on, Token, TtlMs) ->
+    safe(fun() ->
+        #{file := F} = persist_door({watch_on, Token, TtlMs}, 10000),
+        {ok, F}
+    end);
+persist_watch(off, Token, _) ->
+    safe(fun() ->
+        #{stopped := S} = persist_door({watch_off, Token}, 10000),
+        {ok, S}
+    end).
+
+%% persist_snapshot(Tab, How, TimeoutMs) -> {ok, Frames, Count, NodeNowMs}
+%% Frames: <<Kind:8, Len:32, Id:Len/binary, Digest:64, ExpiresAt:64>>* for
+%% every session of the DETS table Tab; Kind 0: Id is the binary id, 1: it
+%% is term_to_binary of a non-binary id. Digest: phash2 of the whole value
+%% (last_accessed included: a session no client touched keeps it too), two
+%% 32-bit hashes. ExpiresAt: last_accessed + timeout_ms, 0 for never.
+%% How = door: the keys are listed in one turn of the store server (exact:
+%% no application write in between); the values come from a traversal of
+%% the file from here (sequential: 7x faster than reading 100,000 sessions
+%% by key here), and the listed keys the traversal missed (it can, while
+%% the application writes) are read by key. A value that changes after the
+%% listing belongs to a session a client touched, which is not judged.
+%% How = direct: the traversal alone, exact only if nothing writes.
+persist_snapshot(Tab, How, TimeoutMs) ->
+    safe(fun() ->
+        Keys = case How of
+                   door -> maps:get(keys, persist_door({keys, Tab}, TimeoutMs));
+                   direct -> all
+               end,
+        Want = case Keys of
+                   all -> all;
+                   _ -> maps:from_keys(Keys, [])
+               end,
+        Got = persist_traverse(Tab, Want),
+        Missed = case Keys of
+                     all -> [];
+                     _ -> [K || K <- Keys, not is_map_key(K, Got)]
+                 end,
+        All = persist_by_key(Tab, Missed, Got),
+        Frames = maps:fold(fun(Id, {D, E}, A) -> [<<(persist_id(Id))/binary, D:64, E:64>> | A] end, [], All),
+        {ok, iolist_to_binary(Frames), map_size(All), erlang:system_time(millisecond)}
+    end).
+
+%% persist_traverse(Tab, Want) -> #{Id => {Digest, ExpiresAt}}: a traversal
+%% of the file (fixed while it runs: DETS releases the fixation if this
+%% process dies), only ids in Want (a map) unless Want = all.
+persist_traverse(Tab, Want) ->
+    ok = dets:safe_fixtable(Tab, true),
+    try
+        persist_chunks(dets:select(Tab, [{'_', [], ['$_']}], 1000), Want, #{})
+    after
+        dets:safe_fixtable(Tab, false)
+    end.
+
+persist_chunks('$end_of_table', _Want, Acc) -> Acc;
+persist_chunks({error, R}, _Want, _Acc) -> fail(reason({dets, R}));
+persist_chunks({Rows, C}, Want, Acc0) ->
+    Acc = lists:foldl(fun({Id, S}, A) when Want =:= all; is_map_key(Id, Want) ->
+                              A#{Id => {persist_digest(S), persist_expires(S)}};
+                         (_, A) -> A
+                      end, Acc0, Rows),
+    persist_chunks(dets:select(C), Want, Acc).
+
+persist_by_key(_Tab, [], Acc) -> Acc;
+persist_by_key(Tab, Keys, Acc0) ->
+    {Batch, Rest} = lists:split(min(1000, length(Keys)), Keys),
+    Objs = case catch dets:lookup_keys(Tab, Batch) of
+               L when is_list(L) -> L;
+               {error, R} -> fail(reason({dets, R}));
+               {'EXIT', _} ->
+                   lists:append([case dets:lookup(Tab, K) of
+                                     L when is_list(L) -> L;
+                                     {error, R} -> fail(reason({dets, R}))
+                                 end || K <- Batch])
+           end,
+    Acc = lists:foldl(fun({Id, S}, A) -> A#{Id => {persist_digest(S), persist_expires(S)}} end, Acc0, Objs),
+    persist_by_key(Tab, Rest, Acc).
+
+persist_id(Id) when is_binary(Id) -> <<0:8, (byte_size(Id)):32, Id/binary>>;
+persist_id(Id) -> B = term_to_binary(Id), <<1:8, (byte_size(B)):32, B/binary>>.
+
+persist_digest(S) -> (erlang:phash2(S, 1 bsl 32) bsl 32) bor erlang:phash2({S}, 1 bsl 32).
+
+persist_expires(#{last_accessed := L, timeout_ms := T}) when is_integer(L), is_integer(T), L + T > 0 -> L + T;
+persist_expires(_) -> 0.
+
+%% persist_touched(Token, TimeoutMs)
+%%   -> {ok, on, IdFrames, Count, Cleanup, Unclean, Resumed}
+%%                         | {ok, off, Why}
+%% IdFrames: <<Kind:8, Len:32, Id:Len/binary>>* of every id touched since
+%% the watch began (read in one turn of the store server); Cleanup: the
+%% store's expiry cleanup deleted sessions meanwhile; Unclean: the watch's
+%% file was repaired after a kill (ids of the last seconds may be missing);
+%% Resumed: the store server's init reopened the watch (it restarted).
+%% Why (off): expired | failed | replaced | off | none (no watch since the
+%% node started: it came back without the file).
+persist_touched(Token, TimeoutMs) ->
+    safe(fun() ->
+        case persist_door({touched, Token}, TimeoutMs) of
+            #{on := true, ids := Ids, unclean := Unclean, resumed := Resumed} ->
+                Sessions = [Id || Id <- Ids, Id =/= '$cleanup'],
+                {ok, on, << <<(persist_id(Id))/binary>> || Id <- Sessions >>, length(Sessions),
+                 lists:member('$cleanup', Ids), Unclean, Resumed};
+            #{on := false, ended := Why} ->
+                {ok, off, Why}
+        end
+    end).
+
+persist_door(Req, TimeoutMs) ->
+    Server = must_hybrid(),
+    try gen_server:call(Server, {fetch, {migctl_persist, Req}}, TimeoutMs) of
+        {ok, {migctl_persist_reply, {ok, #{} = R}}} -> R;
+        {ok, {migctl_persist_reply, {error, R}}} -> fail(reason(R));
+        {error, not_found} -> fail(hybrid_without_watch);
+        Other -> fail(reason({unexpected_reply, Other}))
+    catch
+        exit:{timeout, _} -> fail(timeout);
+        exit:{Why, _} when Why =:= noproc; Why =:= normal; Why =:= shutdown; Why =:= killed -> fail(store_server_died);
+        exit:{{nodedown, _}, _} -> fail(store_server_died);
+        exit:{{shutdown, _}, _} -> fail(store_server_died);
+        exit:{Why, _} -> fail(reason({store_server_crashed, Why}))
+    end.

@@ -111,6 +111,7 @@ init(Opts) ->
         Base = maps:without(?HYBRID_KEYS, Opts),
         {ok, PS} = sub_init(PMod, maps:merge(Base, maps:get(primary_opts, Opts, #{}))),
         {ok, SS} = sub_init(SMod, maps:merge(Base, maps:get(secondary_opts, Opts, #{}))),
+        watch_resume(PS, SS, Opts),
         ensure_counters(),
         Cfg = {to_phase(maps:get(migration_phase, Opts, phase0)),
                maps:get(migration_percent, Opts, 100), 0},
@@ -158,6 +159,8 @@ fetch({migctl_backfill, Req}, St0) ->
                     {error, iolist_to_binary(io_lib:format("~p:~0P", [C, R, 20]))}
             end,
     {ok, {migctl_backfill_reply, Reply}, St};
+fetch({migctl_persist, Req}, St) ->
+    {ok, {migctl_persist_reply, watch_request(Req)}, St};
 fetch(Id, St0) ->
     touch(Id),
     St = refresh(St0),
@@ -973,6 +976,7 @@ end_pass(T) ->
 %% The touched set exists while a DETS pass is in progress; it belongs to
 %% the store server, like the fixation, so both end together.
 touch(Id) ->
+    watch_note(Id),
     case ets:whereis(?TOUCHED) of
         undefined -> ok;
         Tab -> ets:insert(Tab, {Id})
@@ -1181,3 +1185,220 @@ index(N, [_ | T], I) -> index(N, T, I + 1).
 to_list(B) when is_binary(B) -> binary_to_list(B);
 to_list(A) when is_atom(A) -> atom_to_list(A);
 to_list(L) when is_list(L) -> L.
+
+%%% ------------------------------------------------------------ persistence watch
+%%
+%% `migctl verify persistence' restarts the node and then judges every
+%% session the application's clients did not touch in the meantime: it must
+%% be back, with the same value. To know which sessions were touched, migctl
+%% turns this watch on before its first snapshot. From then on touch/1 (every
+%% store, fetch and delete, and a cleanup that deleted something, as the id
+%% '$cleanup') records the id in a DETS file next to the data,
+%% DIR/migctl_touched.dets (DIR: dets_dir, else the folder of the DETS
+%% side's file), once per id: an ETS set of the ids already recorded turns
+%% repeats into one insert_new. A graceful restart closes the file with the
+%% store server; init/1 reopens it (watch_resume/3) and the watch goes on
+%% recording across the restart, until migctl has taken its last snapshot,
+%% read the set and turned the watch off (the file is deleted).
+%%
+%% Requests come through the store server's fetch door, as the backfill's
+%% do (erlmcp's server forwards nothing else): a fetch of the id
+%% {migctl_persist, Req} answers {ok, {migctl_persist_reply, Reply}}.
+%%   {watch_on, Token, TtlMs}  a new watch (any other one ends) -> {ok, #{file, since, until}}
+%%   {touched, Token}          -> {ok, #{on => true, ids, since, until, unclean, resumed}}
+%%                              | {ok, #{on => false, ended => Why}}
+%%   {keys, DetsTab}           every key of the table, listed in this one
+%%                             turn of the server (no application write in
+%%                             between: exact) -> {ok, #{keys, at}}
+%%   {watch_off, Token | any}  -> {ok, #{stopped => boolean()}}
+%% `resumed': an init reopened the watch since it began (the store server
+%% did restart). `unclean': the file was not closed properly (the node was killed, not
+%% stopped): DETS repaired it, and ids recorded in the last seconds before
+%% the kill may be missing.
+%%
+%% Cost: off, one persistent_term lookup per operation; on, one ETS
+%% insert_new per operation and one DETS insert per id touched for the
+%% first time. The watch ends by itself TtlMs after it began (a migctl that
+%% died half-way leaves nothing running for long); a failure to record ends
+%% it too, and migctl is told (ended => failed) rather than given a set that
+%% misses ids.
+
+-define(PT_WATCH, {?MODULE, persist_watch}).          % Until (ms) while on
+-define(PT_WATCH_FILE, {?MODULE, persist_watch_file}).
+-define(PT_WATCH_END, {?MODULE, persist_watch_end}).  % why the last one ended
+-define(PT_WATCH_RESUMED, {?MODULE, persist_watch_resumed}). % reopened by an init
+-define(WATCH_TAB, migctl_persist_touched).           % the DETS file
+-define(WATCH_SEEN, migctl_persist_seen).             % ETS: ids already recorded
+-define(WATCH_MARK, '$migctl_watch').
+-define(WATCH_UNCLEAN, '$migctl_unclean').
+
+watch_request(Req) ->
+    try watch_req(Req)
+    catch
+        throw:{hybrid, R} -> {error, R};
+        C:R -> {error, iolist_to_binary(io_lib:format("~p:~0P", [C, R, 20]))}
+    end.
+
+watch_req({watch_on, Token, TtlMs}) when is_integer(TtlMs), TtlMs > 0 ->
+    File = watch_file(),
+    watch_stop(replaced),
+    _ = file:delete(File),
+    ok = filelib:ensure_dir(File),
+    case dets:open_file(?WATCH_TAB, [{file, File}, {type, set}]) of
+        {ok, _} -> ok;
+        {error, R} -> throw({hybrid, {watch_file, R}})
+    end,
+    Now = now_ms(),
+    Until = Now + TtlMs,
+    ok = dets:insert(?WATCH_TAB, {?WATCH_MARK, Token, Now, Until}),
+    ok = dets:sync(?WATCH_TAB),
+    watch_seen([]),
+    persistent_term:put(?PT_WATCH_RESUMED, false),
+    persistent_term:put(?PT_WATCH, Until),
+    {ok, #{file => unicode:characters_to_binary(File), since => Now, until => Until}};
+watch_req({touched, Token}) ->
+    case watch_marker() of
+        {Token, Since, Until} ->
+            case dets:select(?WATCH_TAB, [{{'$1'}, [], ['$1']}]) of
+                Ids when is_list(Ids) ->
+                    Unclean = dets:member(?WATCH_TAB, ?WATCH_UNCLEAN) =:= true,
+                    {ok, #{on => true, ids => Ids, since => Since, until => Until,
+                           unclean => Unclean,
+                           resumed => persistent_term:get(?PT_WATCH_RESUMED, false)}};
+                {error, R} -> throw({hybrid, {watch_file, R}})
+            end;
+        {_Other, _, _} -> {ok, #{on => false, ended => replaced}};
+        none -> {ok, #{on => false, ended => persistent_term:get(?PT_WATCH_END, none)}}
+    end;
+watch_req({keys, Tab}) when is_atom(Tab) ->
+    case dets:info(Tab, size) of
+        undefined -> {error, {dets_not_open, Tab}};
+        _ ->
+            case dets:select(Tab, [{{'$1', '_'}, [], ['$1']}]) of
+                Keys when is_list(Keys) -> {ok, #{keys => Keys, at => now_ms()}};
+                {error, R} -> {error, {dets, R}}
+            end
+    end;
+watch_req({watch_off, Token}) ->
+    case watch_marker() of
+        {T, _, _} when T =:= Token; Token =:= any -> watch_stop(off), {ok, #{stopped => true}};
+        _ -> {ok, #{stopped => false}}
+    end;
+watch_req(Other) ->
+    {error, {bad_request, Other}}.
+
+%% watch_marker() -> {Token, Since, Until} | none: the watch on now (an
+%% expired one ends here).
+watch_marker() ->
+    case persistent_term:get(?PT_WATCH, undefined) of
+        undefined -> none;
+        Until ->
+            case now_ms() > Until of
+                true -> watch_stop(expired), none;
+                false ->
+                    case catch dets:lookup(?WATCH_TAB, ?WATCH_MARK) of
+                        [{_, Token, Since, Until}] -> {Token, Since, Until};
+                        _ -> watch_stop(failed), none
+                    end
+            end
+    end.
+
+%% watch_note(Id): called by touch/1 for every store, fetch and delete.
+watch_note(Id) ->
+    case persistent_term:get(?PT_WATCH, undefined) of
+        undefined -> ok;
+        Until ->
+            %% Never raises into the store server: a failure ends the
+            %% watch (migctl then reads ended => failed).
+            try
+                case ets:insert_new(?WATCH_SEEN, {Id}) of
+                    false -> ok;
+                    true ->
+                        case now_ms() > Until of
+                            true -> watch_stop(expired);
+                            false -> ok = dets:insert(?WATCH_TAB, {Id})
+                        end
+                end
+            catch
+                _:_ -> watch_stop(failed)
+            end
+    end.
+
+%% watch_stop(Why): the watch ends; its file goes.
+watch_stop(Why) ->
+    persistent_term:get(?PT_WATCH, undefined) =:= undefined
+        orelse logger:notice("hybrid session backend: persistence watch ended (~p)", [Why]),
+    _ = persistent_term:erase(?PT_WATCH),
+    persistent_term:put(?PT_WATCH_END, Why),
+    _ = (catch ets:delete(?WATCH_SEEN)),
+    File = case catch dets:info(?WATCH_TAB, filename) of
+               F when is_list(F) -> F;
+               _ -> undefined
+           end,
+    _ = (catch dets:close(?WATCH_TAB)),
+    _ = is_list(File) andalso file:delete(File),
+    ok.
+
+watch_seen(Ids) ->
+    _ = (catch ets:delete(?WATCH_SEEN)),
+    _ = ets:new(?WATCH_SEEN, [set, public, named_table]),
+    true = ets:insert(?WATCH_SEEN, [{Id} || Id <- Ids]),
+    ok.
+
+watch_file() ->
+    case persistent_term:get(?PT_WATCH_FILE, undefined) of
+        undefined -> throw({hybrid, no_watch_file});
+        F -> F
+    end.
+
+%% watch_resume(PS, SS, Opts): at init, the watch a restart interrupted goes
+%% on (its file is there); never fails the init.
+watch_resume(PS, SS, Opts) ->
+    Dir = case maps:find(dets_dir, Opts) of
+              {ok, D} -> to_list(D);
+              error ->
+                  case [F || S <- [PS, SS], is_map(S), {ok, F} <- [maps:find(file_path, S)]] of
+                      [F | _] -> filename:dirname(to_list(F));
+                      [] -> "."
+                  end
+          end,
+    File = filename:join(Dir, "migctl_touched.dets"),
+    persistent_term:put(?PT_WATCH_FILE, File),
+    case persistent_term:get(?PT_WATCH, undefined) =/= undefined andalso
+        ets:whereis(?WATCH_SEEN) =/= undefined of
+        true -> ok;   % a second instance (migctl's latency bench): the watch runs
+        false ->
+            _ = persistent_term:erase(?PT_WATCH),
+            try
+                filelib:is_regular(File) andalso watch_reopen(File)
+            catch
+                C:R ->
+                    logger:warning("hybrid session backend: persistence watch ~s: ~p:~0P",
+                                   [File, C, R, 20]),
+                    watch_stop(failed)
+            end
+    end,
+    ok.
+
+watch_reopen(File) ->
+    Unclean = case dets:open_file(?WATCH_TAB, [{file, File}, {type, set}, {repair, false}]) of
+                  {ok, _} -> false;
+                  {error, {needs_repair, _}} ->
+                      {ok, _} = dets:open_file(?WATCH_TAB, [{file, File}, {type, set}]),
+                      true
+              end,
+    case dets:lookup(?WATCH_TAB, ?WATCH_MARK) of
+        [{_, _Token, _Since, Until}] ->
+            case now_ms() > Until of
+                true -> watch_stop(expired);
+                false ->
+                    _ = Unclean andalso dets:insert(?WATCH_TAB, {?WATCH_UNCLEAN, now_ms()}),
+                    Ids = dets:select(?WATCH_TAB, [{{'$1'}, [], ['$1']}]),
+                    watch_seen(Ids),
+                    persistent_term:put(?PT_WATCH_RESUMED, true),
+                    persistent_term:put(?PT_WATCH, Until),
+                    logger:notice("hybrid session backend: persistence watch goes on (~b ids recorded~s)",
+                                  [length(Ids), case Unclean of true -> ", file repaired"; false -> "" end])
+            end;
+        _ -> watch_stop(failed)
+    end.
