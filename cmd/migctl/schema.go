@@ -175,7 +175,7 @@ func newVerifyCmd(a *app) *cobra.Command {
 	var wait time.Duration
 	pers := &cobra.Command{
 		Use:   "persistence",
-		Short: "ETS -> DETS: restart the node through --restart-cmd and compare counts and checksums before and after",
+		Short: "ETS -> DETS: restart the node through --restart-cmd; every session no client touched meanwhile must be back unchanged",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if restartCmd == "" {
@@ -211,6 +211,9 @@ func newVerifyCmd(a *app) *cobra.Command {
 					cliutil.Row(tw, "before", rep.Before.Count, fmt.Sprintf("%016x", rep.Before.Sum))
 					cliutil.Row(tw, "after", rep.After.Count, fmt.Sprintf("%016x", rep.After.Sum))
 					fmt.Fprintf(tw, "%s on %s: restored=%v (restart took %.1fs)\n", rep.Store, rep.Node, rep.Restored, rep.Seconds)
+					for _, l := range rep.Lines() {
+						fmt.Fprintln(tw, l)
+					}
 				}); perr != nil {
 					return perr
 				}
