@@ -1,10 +1,8 @@
 package scripts_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,17 +52,11 @@ func (r *rehearsal) exec(timeout time.Duration, bin string, args ...string) (str
 		"DEVCLUSTER_STATE=" + r.state,
 		"MIGCTL_JOURNAL=" + r.journal,
 	}, r.env...)
-	var b bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &b, &b
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code = -1
+	out, code, err := combined(cmd)
+	if err != nil {
+		return out + err.Error(), -1
 	}
-	return b.String(), code
+	return out, code
 }
 
 // dc runs scripts/devcluster.sh; it must succeed.

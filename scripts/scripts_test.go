@@ -77,18 +77,25 @@ func (e *env) run(name string, args ...string) result {
 		"ERL_EPMD_PORT=" + strconv.Itoa(testkit.EPMDPort(e.t)),
 		"MIGCTL_JOURNAL=" + e.journal,
 	}
+	out, code, err := combined(cmd)
+	if err != nil {
+		e.t.Fatalf("%s: %v", name, err)
+	}
+	e.t.Logf("$ %s %s -> exit %d\n%s", name, strings.Join(args, " "), code, out)
+	return result{out: out, code: code}
+}
+
+// combined runs cmd and returns its stdout and stderr together and its
+// exit code; err is set only when it could not run at all.
+func combined(cmd *exec.Cmd) (string, int, error) {
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
 	err := cmd.Run()
-	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("%s: %v", name, err)
+		return b.String(), ee.ExitCode(), nil
 	}
-	e.t.Logf("$ %s %s -> exit %d\n%s", name, strings.Join(args, " "), code, b.String())
-	return result{out: b.String(), code: code}
+	return b.String(), 0, err
 }
 
 // migctl runs the migctl binary itself in the same environment.
