@@ -34,19 +34,27 @@ type env struct {
 	procs map[int]*exec.Cmd // every OS process started, by pid
 }
 
-var current *env // set by Main for the life of the test binary
+// kit is the per-test-binary environment, set up on first use: a package
+// whose tests touch no node (the pure tests: rules, bounds, config) runs
+// with `go test` on a machine without Erlang, and pays nothing for it.
+type kit struct {
+	once sync.Once
+	e    *env
+	err  error
+}
 
-// Main wraps testing.M.Run: shared EPMD, cookie and client, and a final
-// check that every process testkit started is gone.
+var current kit // one per test binary, like testing.M itself
+
+// Main wraps testing.M.Run. The shared EPMD, cookie, fixture build and
+// client start lazily, when a test first asks for them (Start, Client,
+// EPMDPort, ...); after the tests, if they were started, they are stopped
+// and every process testkit started is checked to be gone.
 func Main(m *testing.M) int {
-	e, err := setup()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "testkit:", err)
-		return 1
-	}
-	current = e
 	code := m.Run()
-	if err := e.teardown(); err != nil {
+	if current.e == nil {
+		return code
+	}
+	if err := current.e.teardown(); err != nil {
 		fmt.Fprintln(os.Stderr, "testkit:", err)
 		if code == 0 {
 			code = 1
@@ -178,10 +186,11 @@ func (e *env) untrack(pid int) {
 
 func mustEnv(t testing.TB) *env {
 	t.Helper()
-	if current == nil {
-		t.Fatal("testkit: this test binary must call testkit.Main from TestMain")
+	current.once.Do(func() { current.e, current.err = setup() })
+	if current.err != nil {
+		t.Fatalf("testkit: %v", current.err)
 	}
-	return current
+	return current.e
 }
 
 // Client is the test binary's erl.Client.
