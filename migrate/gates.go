@@ -11,7 +11,7 @@ import (
 func (m *Migrator) gates(ctx context.Context, st ClusterStatus, to Phase, pct int, o ChangeOptions) []Gate {
 	var gs []Gate
 	if to == Phase2 && st.Phase < Phase2 {
-		ok, val := m.backfillDone("forward")
+		ok, val := m.backfillDone(st, "forward")
 		gs = append(gs, Gate{Name: "backfill_complete", OK: ok, Value: val})
 	}
 	if to == Phase3 {
@@ -72,7 +72,7 @@ type BackfillRecord struct {
 // backfillDone: a complete forward backfill over every node of this
 // cluster, journaled after the last switch from phase0 to phase1 (a
 // backfill made before dual-writes started would miss later writes).
-func (m *Migrator) backfillDone(dir string) (bool, string) {
+func (m *Migrator) backfillDone(st ClusterStatus, dir string) (bool, string) {
 	es, err := m.j.List("", 0)
 	if err != nil {
 		return false, "journal: " + err.Error()
@@ -97,7 +97,7 @@ func (m *Migrator) backfillDone(dir string) (bool, string) {
 			continue
 		}
 		if covers(b.Nodes, m.nodes) {
-			if msg := m.failuresSince(b.FailuresAtStart); msg != "" {
+			if msg := failuresSince(st, b.FailuresAtStart); msg != "" {
 				return false, fmt.Sprintf("journal #%d, but %s: run migctl backfill again", e.Seq, msg)
 			}
 			return true, fmt.Sprintf("journal #%d: %d written, %d skipped", e.Seq, b.Stats.Written, b.Stats.Skipped)
@@ -107,13 +107,14 @@ func (m *Migrator) backfillDone(dir string) (bool, string) {
 }
 
 // failuresSince says which nodes had secondary write failures since the
-// counters in at were read ("" when none). A counter below its start means
-// the node restarted and lost the count: that cannot be vouched for either.
-func (m *Migrator) failuresSince(at map[string]int64) string {
+// counters in at were read ("" when none), from the status the gates were
+// computed on (no second round trip, and the caller's deadline governs the
+// one there was). A counter below its start means the node restarted and
+// lost the count: that cannot be vouched for either.
+func failuresSince(st ClusterStatus, at map[string]int64) string {
 	if at == nil {
 		return ""
 	}
-	st := m.status(context.Background())
 	var bad []string
 	for _, n := range st.Nodes {
 		cur, start := n.Counters["secondary_write_failures"], at[n.Node]
