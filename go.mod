@@ -3,6 +3,7 @@ module github.com/erlmcp/migctl
 go 1.26.8
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/ergo-services/ergo v1.999.224
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/common v0.72.0
