@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/erlmcp/migctl/backends"
-	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
 	"github.com/erlmcp/migctl/migrate"
 )
@@ -203,13 +202,7 @@ exports the same progress as migctl_backfill_* metrics.`,
 			if err != nil {
 				return err
 			}
-			// A Migrator only to read the journal's checkpoints with it:
-			// Checkpoints touches neither the client nor the nodes.
-			m, err := migrate.New(migrate.Config{Client: &erl.Client{}, Nodes: []string{"journal-only@localhost"}, Journal: j, Logger: a.log})
-			if err != nil {
-				return err
-			}
-			cps, err := m.Checkpoints()
+			cps, err := migrate.ReadCheckpoints(j)
 			if err != nil {
 				return err
 			}
