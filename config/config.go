@@ -91,10 +91,16 @@ func Load(path string) (*Config, error) {
 	return Parse(b, path)
 }
 
-// Parse decodes and validates YAML (name is for messages).
+// Parse decodes and validates YAML (name is for messages). Every error
+// says where: "name:LINE: field: problem", so an operator can open the file
+// at that line (YAML's own syntax errors carry their line already).
 func Parse(b []byte, name string) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	}
 	var doc any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
+	if err := root.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
 	}
 	c := &Config{}
@@ -108,12 +114,127 @@ func Parse(b []byte, name string) (*Config, error) {
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, strings.TrimPrefix(err.Error(), "json: "))
+		msg := strings.TrimPrefix(err.Error(), "json: ")
+		line := 0
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te):
+			line = lineOf(&root, te.Field)
+			msg = fmt.Sprintf("%s: a %s is not a %s", te.Field, te.Value, te.Type)
+		case strings.HasPrefix(msg, "unknown field "):
+			f, _ := strconv.Unquote(strings.TrimPrefix(msg, "unknown field "))
+			line = lineOfKey(&root, f)
+		}
+		return nil, fmt.Errorf("%w: %s: %s", ErrInvalid, where(name, line), msg)
 	}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		var out []error
+		for _, e := range unjoin(err) {
+			var fe *FieldError
+			if errors.As(e, &fe) {
+				e = fmt.Errorf("%s: %w", where(name, lineOf(&root, fe.Field)), e)
+			} else {
+				e = fmt.Errorf("%s: %w", name, e)
+			}
+			out = append(out, e)
+		}
+		return nil, errors.Join(out...)
 	}
 	return c, nil
+}
+
+// FieldError is a validation error of one field (its path as in the file:
+// "monitor.interval", "ssh.hosts[0].user").
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("%v: %s: %s", ErrInvalid, e.Field, e.Msg) }
+
+// Is makes every FieldError an ErrInvalid.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// where is "name:line", or name when the line is not known.
+func where(name string, line int) string {
+	if line <= 0 {
+		return name
+	}
+	return fmt.Sprintf("%s:%d", name, line)
+}
+
+// lineOf finds the line of a field path ("monitor.interval",
+// "nodes[1]", "ssh.hosts[0].user") in the document: the value's line, or
+// the deepest enclosing key's when the field itself is absent (a required
+// field that is missing).
+func lineOf(root *yaml.Node, path string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, part := range strings.Split(path, ".") {
+		key, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 && strings.HasSuffix(part, "]") {
+			key = part[:i]
+			if v, err := strconv.Atoi(part[i+1 : len(part)-1]); err == nil {
+				idx = v
+			}
+		}
+		if key != "" {
+			next := mapValue(n, key)
+			if next == nil {
+				return line
+			}
+			n, line = next, next.Line
+		}
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
+}
+
+// mapValue is the value of key in mapping n, or nil.
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// lineOfKey is the line of the first mapping key named key anywhere in the
+// document (encoding/json names an unknown field without its path).
+func lineOfKey(n *yaml.Node, key string) int {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				return n.Content[i].Line
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if l := lineOfKey(c, key); l > 0 {
+			return l
+		}
+	}
+	return 0
 }
 
 // normalize turns yaml.v3's generic values into ones encoding/json takes.
@@ -142,7 +263,7 @@ func normalize(v any) any {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, a...)))
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)})
 	}
 	for i, n := range c.Nodes {
 		if _, _, err := erl.SplitNode(n); err != nil {

@@ -46,3 +46,21 @@ func TestErrorsNameTheField(t *testing.T) {
 		require.Contains(t, err.Error(), field, doc)
 	}
 }
+
+// TestErrorsGiveTheLine: every error names the file's line, so the
+// operator can open the file there.
+func TestErrorsGiveTheLine(t *testing.T) {
+	for doc, want := range map[string]string{
+		"nodes:\n  - a@b\nnodez: [a@b]\n":                     `t.yaml:3: unknown field "nodez"`,
+		"nodes:\n  - a@b\n  - not-a-node\n":                   "t.yaml:3: invalid configuration: nodes[1]",
+		"stores:\n  ets_table: x\n  dets_fil: y\n":            `t.yaml:3: unknown field "dets_fil"`,
+		"log_level: info\nmonitor:\n  sample: lots\n":         "t.yaml:3: monitor.sample",
+		"monitor:\n  listen: x\n  interval: soon\n":           "t.yaml:3: invalid configuration: monitor.interval",
+		"ssh:\n  hosts:\n    - node: a@b\n      addr: b:22\n": "t.yaml:3: invalid configuration: ssh.hosts[0].user",
+		"nodes:\n  - a@b\n timeout: 5s\n":                     "t.yaml: yaml: line 2",
+	} {
+		_, err := Parse([]byte(doc), "t.yaml")
+		require.ErrorIs(t, err, ErrInvalid, doc)
+		require.Contains(t, err.Error(), want, doc)
+	}
+}
