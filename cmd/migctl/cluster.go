@@ -47,7 +47,8 @@ func newClusterCmd(a *app) *cobra.Command {
   restore-backup      put back the tables a heal backed up`,
 	}
 	f := cmd.PersistentFlags()
-	f.StringSliceVar(&cf.tables, "tables", []string{envOr("MIGCTL_MNESIA_TABLE", backends.DefaultMnesiaTable)}, "session tables (env MIGCTL_MNESIA_TABLE)")
+	f.StringSliceVar(&cf.tables, "tables", []string{backends.DefaultMnesiaTable}, "session tables (env MIGCTL_MNESIA_TABLE)")
+	withEnv(f, "tables", "MIGCTL_MNESIA_TABLE")
 	f.IntVar(&cf.buckets, "buckets", 0, "hash buckets for checksums (0: about 8 rows a bucket)")
 	cmd.AddCommand(newClusterStatusCmd(a, &cf), newClusterVerifyCmd(a, &cf), newClusterAddNodeCmd(a, &cf),
 		newClusterRemoveNodeCmd(a, &cf), newClusterResyncCmd(a, &cf), newClusterWatchCmd(a, &cf), newClusterHealCmd(a, &cf),

@@ -56,8 +56,10 @@ type pairFlags struct {
 
 func (p *pairFlags) addFlags(cmd *cobra.Command, sampleDefault int) {
 	f := cmd.Flags()
-	f.StringVar(&p.source, "source", envOr("MIGCTL_SOURCE", ""), "source store: ets, dets or mnesia (env MIGCTL_SOURCE)")
-	f.StringVar(&p.target, "target", envOr("MIGCTL_TARGET", ""), "target store: ets, dets or mnesia (env MIGCTL_TARGET)")
+	f.StringVar(&p.source, "source", "", "source store: ets, dets or mnesia (env MIGCTL_SOURCE)")
+	withEnv(f, "source", "MIGCTL_SOURCE")
+	f.StringVar(&p.target, "target", "", "target store: ets, dets or mnesia (env MIGCTL_TARGET)")
+	withEnv(f, "target", "MIGCTL_TARGET")
 	f.StringVar(&p.sourceNode, "source-node", "", "node holding the source store (default: ETS/DETS on every node of --nodes, as one store; Mnesia on the first)")
 	f.StringVar(&p.targetNode, "target-node", "", "node to read the target store on (default: as for --source-node)")
 	f.IntVar(&p.sample, "sample", sampleDefault, "check about N sessions drawn at random over the key space (0: all, like --full)")
@@ -525,7 +527,8 @@ systemd unit.`,
 	f.DurationVar(&interval, "interval", 5*time.Minute, "time between checks")
 	f.BoolVar(&alert, "alert-on-mismatch", false, "alert (log line, and --alert-webhook) once per new mismatch")
 	f.StringVar(&listen, "listen", envOr("MIGCTL_MONITOR_LISTEN", "127.0.0.1:9464"), "address of /metrics and /healthz (\"\": none)")
-	f.StringVar(&webhook, "alert-webhook", envOr("MIGCTL_ALERT_WEBHOOK", ""), "Alertmanager URL (alerts are POSTed to URL/api/v2/alerts)")
+	f.StringVar(&webhook, "alert-webhook", "", "Alertmanager URL (alerts are POSTed to URL/api/v2/alerts) (env MIGCTL_ALERT_WEBHOOK)")
+	withEnv(f, "alert-webhook", "MIGCTL_ALERT_WEBHOOK")
 	f.StringVar(&name, "name", "", "monitor name in the journal (default: SOURCE→TARGET)")
 	f.Float64Var(&rate, "calls-per-second", 20, "most calls per second to the nodes")
 	f.BoolVar(&watchCluster, "watch-cluster", false, "also watch the Mnesia cluster of --nodes, as `migctl cluster watch` does, and serve its migctl_mnesia_* metrics on the same /metrics")

@@ -84,6 +84,13 @@ func TestExitCodes(t *testing.T) {
 		{"unknown command", nil, []string{"frobnicate"}, 2, []string{`unknown command "frobnicate"`}},
 		{"mistyped subcommand of a runnable command", nil, []string{"backfill", "statsu"}, 2, []string{`did you mean "migctl backfill status"`}},
 		{"mistyped completion shell", nil, []string{"completion", "bsh"}, 2, []string{"unknown command"}},
+		{"help on a mistyped command", nil, []string{"help", "sett"}, 2, []string{`unknown command "sett" for "migctl"`}},
+		{"help on a mistyped subcommand", nil, []string{"help", "phase", "sett"}, 2, []string{`did you mean "migctl phase set"`}},
+		// Environment variables that do not parse: exit 2, naming them.
+		{"MIGCTL_TIMEOUT without a unit", []string{"MIGCTL_TIMEOUT=5"}, []string{"config", "check"}, 2, []string{"MIGCTL_TIMEOUT", "missing unit"}},
+		{"ERL_EPMD_PORT not a number", []string{"ERL_EPMD_PORT=abc"}, []string{"config", "check"}, 2, []string{"ERL_EPMD_PORT", "invalid syntax"}},
+		{"MIGCTL_OUTPUT unknown", []string{"MIGCTL_OUTPUT=yaml"}, []string{"version"}, 2, []string{"table or json"}},
+		{"bad --log-format", nil, []string{"--log-format", "xml", "version"}, 2, []string{"--log-format"}},
 		// Arguments.
 		{"phase set without a phase", nil, []string{"phase", "set"}, 2, []string{"accepts 1 arg(s), received 0"}},
 		{"sessions get without an id", nil, []string{"sessions", "get"}, 2, []string{"accepts 1 arg(s)", "sessions get ID"}},
@@ -324,4 +331,40 @@ func TestReportsAsJSON(t *testing.T) {
 	r = run(t, env, "journal", "--kind", "heal", "-o", "json")
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &es))
 	require.Empty(t, es)
+}
+
+// TestConfigCheckSources: config check says where each value comes from
+// (flag, env, config, default) for the global flags and for the flags of
+// other commands that the environment or the file set.
+func TestConfigCheckSources(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "migctl.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("nodes: [a@b]\ntimeout: 7s\nmonitor:\n  interval: 1m\n"), 0o600))
+	env := []string{"MIGCTL_CONFIG=" + cfg, "MIGCTL_NODES=x@h,y@h", "MIGCTL_DETS_FILE=/d.dets"}
+	r := run(t, env, "config", "check", "--log-level", "info", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var got []EffectiveSetting
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+	by := map[string]EffectiveSetting{}
+	for _, s := range got {
+		by[s.Flag] = s
+	}
+	require.Equal(t, EffectiveSetting{Flag: "nodes", Env: "MIGCTL_NODES", Value: "x@h,y@h", Source: "env"}, by["nodes"])
+	require.Equal(t, EffectiveSetting{Flag: "timeout", Env: "MIGCTL_TIMEOUT", Value: "7s", Source: "config"}, by["timeout"])
+	require.Equal(t, "flag", by["log-level"].Source)
+	require.Equal(t, "default", by["log-format"].Source)
+	require.Equal(t, "env", by["config"].Source)
+	require.Equal(t, "env", by["dets-file"].Source)
+	require.Equal(t, "/d.dets", by["dets-file"].Value)
+	require.Contains(t, by["dets-file"].Commands, "consistency check")
+	require.Equal(t, []string{"consistency monitor"}, by["interval"].Commands)
+	require.Equal(t, "config", by["interval"].Source)
+}
+
+// TestStoreNameAnyCase: --store Mnesia is --store mnesia, and --table
+// applies to it (it used to be ignored for a capitalised store name).
+func TestStoreNameAnyCase(t *testing.T) {
+	var s storeFlags
+	s.store, s.table, s.mnesTab, s.detsTab = "Mnesia", "other_table", backends.DefaultMnesiaTable, backends.DefaultDETSTable
+	require.Equal(t, "other_table", s.specOf(backends.KindMnesia).Table)
+	require.Equal(t, backends.DefaultDETSTable, s.specOf(backends.KindDETS).Table)
 }

@@ -127,6 +127,44 @@ func usageErrors(root *cobra.Command) {
 	walk(root)
 }
 
+// helpCommand replaces cobra's `help [command]`, which prints "Unknown help
+// topic" and exits 0 for a typo (`migctl help sett`): a script or an
+// operator reading $? would take the typo for an answer. Here a topic that
+// names no command is the same exit 2, with "did you mean", as running it.
+func helpCommand(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long: `Help about any command: migctl help phase set is migctl phase set --help.
+
+Exit codes: 0 help printed; 2 no such command.`,
+		ValidArgsFunction: func(c *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			cmd, _, err := root.Find(args)
+			if err != nil || cmd == nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var names []string
+			for _, s := range cmd.Commands() {
+				if s.IsAvailableCommand() {
+					names = append(names, s.Name()+"\t"+s.Short)
+				}
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := root.Find(args)
+			if err != nil || cmd == nil {
+				return unknownCommand(root, args[0])
+			}
+			if len(rest) > 0 {
+				return unknownCommand(cmd, rest[0])
+			}
+			cmd.InitDefaultHelpFlag()
+			return cmd.Help()
+		},
+	}
+}
+
 // unknownCommand is the error for a word that names no subcommand of cmd.
 func unknownCommand(cmd *cobra.Command, word string) error {
 	msg := fmt.Sprintf("unknown command %q for %q", word, cmd.CommandPath())

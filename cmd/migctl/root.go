@@ -31,6 +31,7 @@ type app struct {
 	timeout    time.Duration
 	output     string
 	logLevel   string
+	logFormat  string
 	cookieFile string
 	epmdPort   int
 	journalAt  string
@@ -38,6 +39,7 @@ type app struct {
 
 	cfg        *config.Config  // the --config file, when given
 	fromConfig map[string]bool // flags whose value came from it
+	fromEnv    map[string]bool // flags whose value came from their variable
 
 	format cliutil.Format
 	log    *slog.Logger
@@ -75,33 +77,53 @@ Each command's help lists the codes it returns.`,
 	root.SetOut(out)
 	root.SetErr(errw)
 	f := root.PersistentFlags()
-	f.StringSliceVar(&a.nodes, "nodes", splitEnv("MIGCTL_NODES"), "Erlang nodes, comma-separated (env MIGCTL_NODES)")
-	f.DurationVar(&a.timeout, "timeout", envDuration("MIGCTL_TIMEOUT", 30*time.Second), "timeout of each call to a node (env MIGCTL_TIMEOUT)")
-	f.StringVarP(&a.output, "output", "o", envOr("MIGCTL_OUTPUT", "table"), "output format: table or json (env MIGCTL_OUTPUT)")
-	f.StringVar(&a.logLevel, "log-level", envOr("MIGCTL_LOG_LEVEL", "warn"), "log level: debug, info, warn, error (env MIGCTL_LOG_LEVEL)")
-	f.StringVar(&a.cookieFile, "cookie-file", os.Getenv("MIGCTL_COOKIE_FILE"), "file holding the Erlang cookie (env MIGCTL_COOKIE_FILE)")
-	f.IntVar(&a.epmdPort, "epmd-port", envInt("ERL_EPMD_PORT", erl.DefaultEPMDPort), "EPMD port on the nodes' hosts (env ERL_EPMD_PORT)")
+	f.StringSliceVar(&a.nodes, "nodes", nil, "Erlang nodes, comma-separated (env MIGCTL_NODES)")
+	withEnv(f, "nodes", "MIGCTL_NODES")
+	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each call to a node (env MIGCTL_TIMEOUT)")
+	withEnv(f, "timeout", "MIGCTL_TIMEOUT")
+	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json (env MIGCTL_OUTPUT)")
+	withEnv(f, "output", "MIGCTL_OUTPUT")
+	f.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn, error; progress, pauses and heal steps print whatever the level (env MIGCTL_LOG_LEVEL)")
+	withEnv(f, "log-level", "MIGCTL_LOG_LEVEL")
+	f.StringVar(&a.logFormat, "log-format", "text", "log format on stderr: text or json (one JSON object a line, for journald or a log shipper) (env MIGCTL_LOG_FORMAT)")
+	withEnv(f, "log-format", "MIGCTL_LOG_FORMAT")
+	f.StringVar(&a.cookieFile, "cookie-file", "", "file holding the Erlang cookie (env MIGCTL_COOKIE_FILE)")
+	withEnv(f, "cookie-file", "MIGCTL_COOKIE_FILE")
+	f.IntVar(&a.epmdPort, "epmd-port", erl.DefaultEPMDPort, "EPMD port on the nodes' hosts (env ERL_EPMD_PORT)")
+	withEnv(f, "epmd-port", "ERL_EPMD_PORT")
 	f.StringVar(&a.journalAt, "journal", journal.DefaultPath(), "migctl's journal file (env MIGCTL_JOURNAL)")
-	f.StringVar(&a.configPath, "config", os.Getenv("MIGCTL_CONFIG"), "YAML configuration file; flags and MIGCTL_* variables override it (env MIGCTL_CONFIG)")
+	f.StringVar(&a.configPath, "config", "", "YAML configuration file; flags and MIGCTL_* variables override it (env MIGCTL_CONFIG)")
+	withEnv(f, "config", "MIGCTL_CONFIG")
+	withEnv(f, "journal", "MIGCTL_JOURNAL")
 
 	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a), newConfigCmd(a), newClusterCmd(a), newPhaseCmd(a), newBackfillCmd(a), newSchemaCmd(a), newTablesCmd(a), newArchiveCmd(a), newVerifyCmd(a), newConsistencyCmd(a), newDocsCmd(a))
 	// The completion command exists before the first Execute, so that the
 	// conventions below (and the tests that walk the tree) cover it too.
 	root.InitDefaultCompletionCmd()
+	root.SetHelpCommand(helpCommand(root))
 	usageErrors(root)
 	documentExits(root)
 	return root
 }
 
 func (a *app) setup(cmd *cobra.Command) error {
+	if err := a.applyEnv(cmd); err != nil {
+		return err
+	}
 	if err := a.applyConfig(cmd); err != nil {
 		return err
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
-		return cliutil.Usage("--log-level %q: want debug, info, warn or error", a.logLevel)
+	if a.timeout <= 0 {
+		return cliutil.Usage("--timeout %s: must be positive, like 30s", a.timeout)
 	}
-	a.log = slog.New(slog.NewTextHandler(a.err, &slog.HandlerOptions{Level: lvl}))
+	if a.epmdPort <= 0 || a.epmdPort > 65535 {
+		return cliutil.Usage("--epmd-port %d: not a port", a.epmdPort)
+	}
+	lg, err := cliutil.NewLogger(a.err, a.logFormat, a.logLevel, alwaysShown...)
+	if err != nil {
+		return err
+	}
+	a.log = lg
 	// ergo logs through the standard logger; keep it off stdout and at
 	// debug level so it never mixes with migctl's output.
 	log.SetOutput(&slogWriter{a.log})
@@ -138,6 +160,82 @@ func (a *app) close() error {
 	return nil
 }
 
+// alwaysShown are the log messages printed whatever --log-level: long work
+// an operator must be able to follow without a terminal (systemd, CI,
+// | tee). They are the libraries' own messages (migrate's backfill pauses
+// and resume, cluster's heal steps) and cliutil's progress lines; a library
+// that renames one silently hides it again, so TestAlwaysShown checks them
+// against the sources.
+var alwaysShown = []string{
+	cliutil.ProgressMessage,
+	"backfill throttled",
+	"resuming backfill from checkpoint",
+	"heal step",
+	"monitor stopping",
+	"monitor duration reached",
+}
+
+// envAnnotation marks a flag with the environment variable it reads.
+const envAnnotation = "migctl_env"
+
+// withEnv says that flag name of fs reads env when not given. The variable
+// is applied after parsing (applyEnv), not baked into the default: the help
+// shows the real default, a bad value is an error naming the variable, and
+// config check can say a value came from the environment.
+func withEnv(fs *pflag.FlagSet, name, env string) {
+	if err := fs.SetAnnotation(name, envAnnotation, []string{env}); err != nil {
+		panic(err) // a flag name typo in this file: caught by every test
+	}
+}
+
+// flagEnv is the variable a flag reads, or "".
+func flagEnv(f *pflag.Flag) string {
+	if v := f.Annotations[envAnnotation]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// applyEnv gives each flag not given on the command line the value of its
+// environment variable. A value that does not parse is bad input (exit 2)
+// naming the variable: MIGCTL_TIMEOUT=5 (no unit) used to fall back to the
+// default in silence.
+func (a *app) applyEnv(cmd *cobra.Command) error {
+	var errs []error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		env := flagEnv(f)
+		if env == "" || f.Changed {
+			return
+		}
+		v := os.Getenv(env)
+		if v == "" {
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q (for --%s): %w", env, v, f.Name, unquoteParseErr(err)))
+			return
+		}
+		if a.fromEnv == nil {
+			a.fromEnv = map[string]bool{}
+		}
+		a.fromEnv[f.Name] = true
+	})
+	if len(errs) > 0 {
+		return cliutil.WithCode(cliutil.ExitUsage, errors.Join(errs...))
+	}
+	return nil
+}
+
+// unquoteParseErr shortens strconv/time errors ("strconv.ParseInt: parsing
+// \"abc\": invalid syntax") to their reason.
+func unquoteParseErr(err error) error {
+	var ne *strconv.NumError
+	if errors.As(err, &ne) {
+		return ne.Err
+	}
+	return err
+}
+
 // applyConfig loads --config and gives its values to every flag that was
 // neither given on the command line nor set through its environment
 // variable (precedence: flag, environment, file, default).
@@ -154,7 +252,7 @@ func (a *app) applyConfig(cmd *cobra.Command) error {
 	var errs []error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
 		b, ok := vals[f.Name]
-		if !ok || f.Changed || (b.Env != "" && os.Getenv(b.Env) != "") {
+		if !ok || f.Changed || a.fromEnv[f.Name] || (b.Env != "" && os.Getenv(b.Env) != "") {
 			return
 		}
 		if err := f.Value.Set(b.Value); err != nil {
@@ -240,31 +338,9 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func splitEnv(k string) []string {
-	v := os.Getenv(k)
-	if v == "" {
-		return nil
-	}
-	return strings.Split(v, ",")
-}
-
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
-	}
-	return def
-}
-
-func envDuration(k string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(k)); err == nil && d > 0 {
-		return d
-	}
-	return def
-}
-
-func envInt(k string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(k)); err == nil && n > 0 {
-		return n
 	}
 	return def
 }

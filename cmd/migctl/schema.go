@@ -107,7 +107,8 @@ func newTablesCmd(a *app) *cobra.Command {
 		},
 	}
 	ch.add(create, false)
-	create.Flags().StringVar(&table, "table", envOr("MIGCTL_MNESIA_TABLE", backends.DefaultMnesiaTable), "the Mnesia session table (env MIGCTL_MNESIA_TABLE)")
+	create.Flags().StringVar(&table, "table", backends.DefaultMnesiaTable, "the Mnesia session table (env MIGCTL_MNESIA_TABLE)")
+	withEnv(create.Flags(), "table", "MIGCTL_MNESIA_TABLE")
 	cmd.AddCommand(create)
 	return cmd
 }
@@ -223,9 +224,12 @@ func newVerifyCmd(a *app) *cobra.Command {
 	}
 	ch.add(pers, false)
 	pers.Flags().StringVar(&node, "node", "", "node to restart (default: the first of --nodes)")
-	pers.Flags().StringVar(&restartCmd, "restart-cmd", os.Getenv("MIGCTL_RESTART_CMD"), "shell command that restarts the node (env MIGCTL_RESTART_CMD)")
-	pers.Flags().StringVar(&table, "dets-table", envOr("MIGCTL_DETS_TABLE", backends.DefaultDETSTable), "DETS session table")
-	pers.Flags().StringVar(&file, "dets-file", envOr("MIGCTL_DETS_FILE", ""), "DETS file, when the application does not have the table open")
+	pers.Flags().StringVar(&restartCmd, "restart-cmd", "", "shell command that restarts the node (env MIGCTL_RESTART_CMD)")
+	withEnv(pers.Flags(), "restart-cmd", "MIGCTL_RESTART_CMD")
+	pers.Flags().StringVar(&table, "dets-table", backends.DefaultDETSTable, "DETS session table (env MIGCTL_DETS_TABLE)")
+	withEnv(pers.Flags(), "dets-table", "MIGCTL_DETS_TABLE")
+	pers.Flags().StringVar(&file, "dets-file", "", "DETS file, when the application does not have the table open (env MIGCTL_DETS_FILE)")
+	withEnv(pers.Flags(), "dets-file", "MIGCTL_DETS_FILE")
 	pers.Flags().DurationVar(&wait, "wait", 60*time.Second, "how long to wait for the node and its store after the restart")
 	cmd.AddCommand(pers)
 	return cmd

@@ -28,10 +28,14 @@ func (s *storeFlags) addFlags(cmd *cobra.Command, withStore bool) {
 		f.StringVar(&s.node, "node", "", "node to use (default: the first of --nodes)")
 		f.StringVar(&s.table, "table", "", "table name (default: erlmcp's name for the store)")
 	}
-	f.StringVar(&s.detsFile, "dets-file", envOr("MIGCTL_DETS_FILE", ""), "DETS file on the node, when the application does not have the table open (env MIGCTL_DETS_FILE)")
-	f.StringVar(&s.etsTab, "ets-table", envOr("MIGCTL_ETS_TABLE", backends.DefaultETSTable), "ETS session table (env MIGCTL_ETS_TABLE)")
-	f.StringVar(&s.detsTab, "dets-table", envOr("MIGCTL_DETS_TABLE", backends.DefaultDETSTable), "DETS session table (env MIGCTL_DETS_TABLE)")
-	f.StringVar(&s.mnesTab, "mnesia-table", envOr("MIGCTL_MNESIA_TABLE", backends.DefaultMnesiaTable), "Mnesia session table (env MIGCTL_MNESIA_TABLE)")
+	f.StringVar(&s.detsFile, "dets-file", "", "DETS file on the node, when the application does not have the table open (env MIGCTL_DETS_FILE)")
+	f.StringVar(&s.etsTab, "ets-table", backends.DefaultETSTable, "ETS session table (env MIGCTL_ETS_TABLE)")
+	f.StringVar(&s.detsTab, "dets-table", backends.DefaultDETSTable, "DETS session table (env MIGCTL_DETS_TABLE)")
+	f.StringVar(&s.mnesTab, "mnesia-table", backends.DefaultMnesiaTable, "Mnesia session table (env MIGCTL_MNESIA_TABLE)")
+	withEnv(f, "dets-file", "MIGCTL_DETS_FILE")
+	withEnv(f, "ets-table", "MIGCTL_ETS_TABLE")
+	withEnv(f, "dets-table", "MIGCTL_DETS_TABLE")
+	withEnv(f, "mnesia-table", "MIGCTL_MNESIA_TABLE")
 }
 
 // spec builds the Spec of kind k from the flags.
@@ -46,7 +50,8 @@ func (s *storeFlags) specOf(k backends.Kind) backends.Spec {
 	case backends.KindMnesia:
 		sp.Table = s.mnesTab
 	}
-	if s.table != "" && string(k) == s.store {
+	// --store is case-insensitive (Mnesia, DETS): compare kinds, not spellings.
+	if given, err := backends.ParseKind(s.store); s.table != "" && err == nil && given == k {
 		sp.Table = s.table
 	}
 	return sp

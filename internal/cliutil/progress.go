@@ -74,8 +74,12 @@ func (p *Progress) draw(final bool) {
 		eta = (time.Duration(float64(p.total-p.done)/rate) * time.Second).Round(time.Second).String()
 	}
 	if !p.tty {
+		// Without a terminal: one line every few seconds, whatever the
+		// log level (NewLogger always shows ProgressMessage).
 		if p.log != nil {
-			p.log.Info(p.label, "done", p.done, "total", p.total, "rate_per_s", int64(rate), "eta", eta)
+			p.log.Info(ProgressMessage, "op", p.label, "done", p.done, "total", p.total, "rate_per_s", int64(rate), "eta", eta, "final", final)
+		} else {
+			fmt.Fprintf(p.w, "%s: %d/%d  %.0f/s  ETA %s\n", p.label, p.done, p.total, rate, eta)
 		}
 		return
 	}
