@@ -31,11 +31,62 @@
 %% session found); those are counted apart from `errors' but appear in
 %% `last_errors'. Sessions live 24 h (option `session_timeout_ms') so none
 %% expires during a test.
+%%
+%% == History (option history => true) ==
+%%
+%% The record above keeps one outcome per id; an independent checker needs
+%% every operation with its place in time (migctl's Go package `history'
+%% judges it with porcupine). With `history => true' each worker keeps, in
+%% its own process (a list, no message or table write per operation), one
+%% entry per operation it issued:
+%%   {Worker, store | fetch | delete, Id, Digest, Call, Return, Outcome}
+%% Worker is the worker's index (1..workers; 0 is the final read below),
+%% Digest is erlang:phash2(Session minus last_accessed, 1 bsl 32) of the
+%% value stored or read (0 for a delete or a miss), Call and Return are
+%% erlang:monotonic_time(nanosecond) just before the call into the store
+%% and just after it returned, Outcome is ok | not_found | error | timeout
+%% (error and timeout: the store or delete may or may not have happened).
+%% Monotonic times of different nodes are not comparable, so the history
+%% carries the node's erlang:time_offset(nanosecond) and its time warp mode:
+%% in the default no_time_warp mode the offset is fixed at boot and
+%% Monotonic + Offset is the node's Erlang system time, which on one host
+%% (the tests, the demo) is the same clock on every node. The raw monotonic
+%% time is recorded (not erlang:system_time) so that a multi_time_warp node
+%% is detectable instead of silently jumping.
+%%
+%% history(Name) returns the history as one binary,
+%% term_to_binary({migctl_history, 1, Header, Ops}, [compressed]), Header a
+%% map (node, name, shared, workers, time_offset_ns, time_warp_mode,
+%% system_time_ns, os_system_time_ns) and Ops the entries worker by worker,
+%% each worker's in the order it issued them. history(Name, #{final =>
+%% Spec}) appends, as worker 0, one read per id of the history made
+%% directly in the store Spec (as verify/2 reads): the final state the
+%% checker judges the last operations against.
+%%
+%% Cost (go test ./history -run TestHistoryCost with MIGCTL_BENCH=1): one
+%% node, the ETS backend, a rate it cannot reach so the achieved rate is its
+%% capacity, 8 workers, 2 cores shared with other work, runs alternated:
+%% median 11,070 ops/s with the history, 11,700 without (5 runs of 3 s
+%% each; -5 %, within the runs' spread of 9,400..14,100), about 17 bytes per
+%% operation in the compressed blob and some 120 bytes of worker heap. At
+%% the tests' and the demo's rates (1,000..1,500 ops/s per cluster) it is
+%% noise, so the demo leaves it on.
+%%
+%% == Shared sessions (option shared => true) ==
+%%
+%% Ids are `<<"lg-shared-", Name, "-", K>>' without the node, so load
+%% generators of the same name and keyspace on several nodes work on the
+%% same sessions, concurrently. Meaningful only where every node sees the
+%% same store: Mnesia (phase3, or phase2 at 100 %); DETS and ETS are per
+%% node and erlmcp pins a session to its node there, so leave it off with
+%% them. Each node's own record cannot know what the other nodes did, so in
+%% shared mode fetches do not check what they read against it and
+%% verify/2 answers {error, shared_sessions}: the history is the evidence.
 -module(erlmcp_loadgen).
 -behaviour(gen_server).
 
 -export([start/1, stop/1, close/1, stats/1, set_rate/2,
-         acked/1, acked_binary/1, verify/2]).
+         acked/1, acked_binary/1, verify/2, history/1, history/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(TICK, 10).
@@ -89,7 +140,15 @@ acked_binary(Name) -> term_to_binary(acked(Name)).
 %% store before it is in the record.
 -spec verify(atom(), {ets | dets | mnesia, atom()}) -> map() | {error, term()}.
 verify(Name, Spec) ->
-    case reader(Spec) of
+    case {is_shared(Name), reader(Spec)} of
+        {true, _} ->
+            {error, shared_sessions};
+        {false, Read0} ->
+            verify_with(Name, Read0)
+    end.
+
+verify_with(Name, Read0) ->
+    case Read0 of
         {ok, Read} ->
             Init = #{checked => 0, lost => 0, wrong_value => 0, resurrected => 0,
                      uncertain => 0, read_errors => 0, samples => []},
@@ -99,6 +158,50 @@ verify(Name, Spec) ->
         {error, _} = E ->
             E
     end.
+
+%% @doc The recorded history (start option history => true), see the
+%% module doc; {error, no_history} if it was not recorded.
+-spec history(atom()) -> binary() | {error, term()}.
+history(Name) -> history(Name, #{}).
+
+%% @doc As history/1; #{final => Spec} appends a direct read of every id of
+%% the history in the store Spec (worker 0).
+-spec history(atom(), map()) -> binary() | {error, term()}.
+history(Name, Opts) ->
+    case gen_server:call(Name, history, infinity) of
+        {ok, Header, Ops} ->
+            case maps:get(final, Opts, none) of
+                none ->
+                    encode_history(Header, Ops);
+                Spec ->
+                    case reader(Spec) of
+                        {ok, Read} -> encode_history(Header, Ops ++ final_reads(Ops, Read));
+                        {error, _} = E -> E
+                    end
+            end;
+        {error, _} = E ->
+            E
+    end.
+
+encode_history(Header, Ops) ->
+    term_to_binary({migctl_history, 1, Header, Ops}, [compressed]).
+
+final_reads(Ops, Read) ->
+    Ids = lists:usort([Id || {_, _, Id, _, _, _, _} <- Ops]),
+    [final_read(Id, Read) || Id <- Ids].
+
+final_read(Id, Read) ->
+    T1 = erlang:monotonic_time(nanosecond),
+    R = Read(Id),
+    T2 = erlang:monotonic_time(nanosecond),
+    case R of
+        {ok, S} -> {0, fetch, Id, digest(S), T1, T2, ok};
+        none -> {0, fetch, Id, 0, T1, T2, not_found};
+        {error, _} -> {0, fetch, Id, 0, T1, T2, error}
+    end.
+
+%% The digest of a session: last_accessed is left out (a fetch updates it).
+digest(S) -> erlang:phash2(strip(S), 1 bsl 32).
 
 %%% verification
 
@@ -158,6 +261,9 @@ strip(S) -> S.
 
 table(Name) -> list_to_atom(atom_to_list(Name) ++ "_acked").
 
+is_shared(Name) ->
+    try gen_server:call(Name, shared) catch exit:_ -> false end.
+
 is_running(Name) ->
     try gen_server:call(Name, running) catch exit:_ -> false end.
 
@@ -169,9 +275,14 @@ init(Opts = #{name := Name}) ->
     Keyspace = maps:get(keyspace, Opts, 10000),
     NWorkers = maps:get(workers, Opts, 8),
     Mix = mix(maps:get(mix, Opts, #{store => 40, fetch => 40, delete => 20})),
+    Shared = maps:get(shared, Opts, false) =:= true,
+    History = maps:get(history, Opts, false) =:= true,
     Prefix = maps:get(prefix, Opts,
-                      iolist_to_binary(["lg-", atom_to_list(node()), "-",
-                                        atom_to_list(Name), "-"])),
+                      case Shared of
+                          true -> iolist_to_binary(["lg-shared-", atom_to_list(Name), "-"]);
+                          false -> iolist_to_binary(["lg-", atom_to_list(node()), "-",
+                                                     atom_to_list(Name), "-"])
+                      end),
     Tab = ets:new(table(Name), [set, public, named_table, {write_concurrency, true}]),
     Counters = counters:new(?NCOUNTERS, [write_concurrency]),
     %% one pending counter per worker, then the "stopping" flag
@@ -180,8 +291,9 @@ init(Opts = #{name := Name}) ->
             maxlat => atomics:new(1, []),
             stop_ix => NWorkers + 1, coordinator => self(),
             timeout_ms => maps:get(session_timeout_ms, Opts, 86400000),
-            origin => atom_to_binary(node()), name => atom_to_binary(Name)},
-    Workers = list_to_tuple([spawn_link(fun() -> worker(Ix, Ctx) end)
+            origin => atom_to_binary(node()), name => atom_to_binary(Name),
+            shared => Shared, history => History},
+    Workers = list_to_tuple([spawn_link(fun() -> worker(Ix, Ctx, []) end)
                              || Ix <- lists:seq(1, NWorkers)]),
     erlang:send_after(?TICK, self(), tick),
     Now = erlang:monotonic_time(millisecond),
@@ -206,6 +318,22 @@ handle_call(stats, _From, S) ->
     {reply, stats_of(S1), S1};
 handle_call(running, _From, S = #{running := R}) ->
     {reply, R, S};
+handle_call(shared, _From, S = #{shared := Sh}) ->
+    {reply, Sh, S};
+handle_call(history, _From, S = #{history := false}) ->
+    {reply, {error, no_history}, S};
+handle_call(history, _From, S = #{workers := Workers, shared := Sh, name := Name}) ->
+    Ref = make_ref(),
+    [W ! {history, self(), Ref} || W <- tuple_to_list(Workers)],
+    Ops = lists:append([receive {Ref, Ix, H} -> H end
+                        || Ix <- lists:seq(1, tuple_size(Workers))]),
+    Header = #{node => node(), name => Name, shared => Sh,
+               workers => tuple_size(Workers),
+               time_offset_ns => erlang:time_offset(nanosecond),
+               time_warp_mode => erlang:system_info(time_warp_mode),
+               system_time_ns => erlang:system_time(nanosecond),
+               os_system_time_ns => os:system_time(nanosecond)},
+    {reply, {ok, Header, Ops}, S};
 handle_call({set_rate, Rate}, _From, S) ->
     {reply, ok, S#{rate := Rate, since := erlang:monotonic_time(millisecond), issued := 0}};
 handle_call(_, _From, S) ->
@@ -309,22 +437,34 @@ stats_of(#{counters := C, started := Started, stopped := Stopped, rate := Target
 
 %%% workers
 
-worker(Ix, Ctx = #{pending := P, stop_ix := StopIx}) ->
+%% Hist is this worker's history, newest first (always [] without the
+%% history option).
+worker(Ix, Ctx = #{pending := P, stop_ix := StopIx}, Hist) ->
     receive
         {op, Kind, Id, Seq} ->
-            case atomics:get(P, StopIx) of
-                0 ->
-                    T0 = erlang:monotonic_time(microsecond),
-                    run(Kind, Id, Seq, Ctx),
-                    note_latency(maps:get(maxlat, Ctx), erlang:monotonic_time(microsecond) - T0);
-                _ -> counters:add(maps:get(counters, Ctx), ?C_SKIPPED, 1)
-            end,
+            Hist1 = case atomics:get(P, StopIx) of
+                        0 ->
+                            T0 = erlang:monotonic_time(nanosecond),
+                            {Outcome, Digest} = run(Kind, Id, Seq, Ctx),
+                            T1 = erlang:monotonic_time(nanosecond),
+                            note_latency(maps:get(maxlat, Ctx), (T1 - T0) div 1000),
+                            record(Ctx, Hist, {Ix, Kind, Id, Digest, T0, T1, Outcome});
+                        _ ->
+                            counters:add(maps:get(counters, Ctx), ?C_SKIPPED, 1),
+                            Hist
+                    end,
             atomics:sub(P, Ix, 1),
-            worker(Ix, Ctx);
+            worker(Ix, Ctx, Hist1);
         {sync, From, Ref} ->
             From ! {Ref, done},
-            worker(Ix, Ctx)
+            worker(Ix, Ctx, Hist);
+        {history, From, Ref} ->
+            From ! {Ref, Ix, lists:reverse(Hist)},
+            worker(Ix, Ctx, Hist)
     end.
+
+record(#{history := true}, Hist, Entry) -> [Entry | Hist];
+record(_, Hist, _) -> Hist.
 
 note_latency(A, D) ->
     case atomics:get(A, 1) of
@@ -336,39 +476,52 @@ note_latency(A, D) ->
         _ -> ok
     end.
 
+%% run/4 does one operation and returns what the history records of it:
+%% {ok | not_found | error | timeout, Digest}.
 run(store, Id, Seq, Ctx = #{counters := C, table := T}) ->
     counters:add(C, ?C_STORES, 1),
     S = session(Id, Seq, Ctx),
     case safe(fun() -> erlmcp_session_store:store(Id, S) end) of
-        ok -> ets:insert(T, {Id, {stored, strip(S)}}), done(C);
+        ok -> ets:insert(T, {Id, {stored, strip(S)}}), done(C), {ok, digest(S)};
         Err -> ets:insert(T, {Id, uncertain}), counters:add(C, ?C_UNCERTAIN, 1),
-               failed(store, Id, Err, Ctx)
+               failed(store, Id, Err, Ctx), {failure(Err), digest(S)}
     end;
 run(delete, Id, _Seq, Ctx = #{counters := C, table := T}) ->
     counters:add(C, ?C_DELETES, 1),
     case safe(fun() -> erlmcp_session_store:delete(Id) end) of
-        ok -> ets:insert(T, {Id, deleted}), done(C);
+        ok -> ets:insert(T, {Id, deleted}), done(C), {ok, 0};
         Err -> ets:insert(T, {Id, uncertain}), counters:add(C, ?C_UNCERTAIN, 1),
-               failed(delete, Id, Err, Ctx)
+               failed(delete, Id, Err, Ctx), {failure(Err), 0}
     end;
-run(fetch, Id, _Seq, Ctx = #{counters := C, table := T}) ->
+run(fetch, Id, _Seq, Ctx = #{counters := C, table := T, shared := Shared}) ->
     counters:add(C, ?C_FETCHES, 1),
-    Known = case ets:lookup(T, Id) of
-                [{_, V}] -> V;
-                [] -> unknown
+    %% In shared mode other nodes write these ids too: this node's record
+    %% cannot judge what a fetch reads.
+    Known = case Shared of
+                true -> unknown;
+                false -> case ets:lookup(T, Id) of
+                             [{_, V}] -> V;
+                             [] -> unknown
+                         end
             end,
     case {safe(fun() -> erlmcp_session_store:fetch(Id) end), Known} of
         {{ok, S}, {stored, E}} ->
             case strip(S) of
                 E -> done(C);
                 _ -> anomaly(?C_READ_WRONG, read_wrong, Id, Ctx)
-            end;
-        {{ok, _}, deleted} -> anomaly(?C_READ_RES, read_resurrected, Id, Ctx);
-        {{ok, _}, _} -> done(C);
-        {{error, not_found}, {stored, _}} -> anomaly(?C_READ_LOST, read_lost, Id, Ctx);
-        {{error, not_found}, _} -> done(C);
-        {Err, _} -> failed(fetch, Id, Err, Ctx)
+            end,
+            {ok, digest(S)};
+        {{ok, S}, deleted} -> anomaly(?C_READ_RES, read_resurrected, Id, Ctx), {ok, digest(S)};
+        {{ok, S}, _} -> done(C), {ok, digest(S)};
+        {{error, not_found}, {stored, _}} -> anomaly(?C_READ_LOST, read_lost, Id, Ctx), {not_found, 0};
+        {{error, not_found}, _} -> done(C), {not_found, 0};
+        {Err, _} -> failed(fetch, Id, Err, Ctx), {failure(Err), 0}
     end.
+
+%% A call that did not return ok: a timeout (gen_server's exit) or any
+%% other error. Either way a store or delete may have happened.
+failure({exit, {timeout, _}}) -> timeout;
+failure(_) -> error.
 
 done(C) -> counters:add(C, ?C_OPS, 1).
 
