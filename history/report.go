@@ -11,6 +11,10 @@ import (
 // last ones before and around the failure are the interesting ones).
 const MaxReportOps = 60
 
+// MaxReportKeys caps the failed keys a report shows in full; the others
+// are listed by key (Result.Failures has them all).
+const MaxReportKeys = 10
+
 // Report writes the verdict: the summary, each split, and for every failed
 // key its diagnosis, the values it could hold when the segment began, its
 // operations in time order (ms from the first call of the history) and
@@ -27,7 +31,15 @@ func (r *Result) Report(w io.Writer) {
 	if len(r.Unknown) > 0 {
 		fmt.Fprintf(w, "  undecided (porcupine ran out of time): %s\n", strings.Join(first(r.Unknown, 10), " "))
 	}
-	for _, f := range r.Failures {
+	for i, f := range r.Failures {
+		if i == MaxReportKeys {
+			var rest []string
+			for _, g := range r.Failures[i:] {
+				rest = append(rest, g.Key)
+			}
+			fmt.Fprintf(w, "... %d more failed keys: %s\n", len(rest), strings.Join(first(rest, 20), " "))
+			break
+		}
 		fmt.Fprintln(w, f.Text(r.Start))
 	}
 }

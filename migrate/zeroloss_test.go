@@ -12,6 +12,8 @@ import (
 	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
+	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/history"
 	"github.com/erlmcp/migctl/testkit"
 )
 
@@ -24,7 +26,10 @@ var errKilled = errors.New("simulated SIGKILL")
 // (the operation stops dead at that step; a fresh Migrator, as a new migctl
 // process would, picks it up from the journal). Then every acknowledged
 // write must be in Mnesia with its last acknowledged value, and every
-// acknowledged delete absent.
+// acknowledged delete absent. The load generators record every operation,
+// and the whole history, across every phase change, kill, backfill and
+// rollback, must be linearizable per session (package history, porcupine),
+// ending with a read of every session in Mnesia.
 func TestZeroLossDETSToMnesia(t *testing.T) {
 	t0 := time.Now()
 	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_backend_hybrid",
@@ -48,7 +53,7 @@ func TestZeroLossDETSToMnesia(t *testing.T) {
 	}
 
 	// 3 x 500 = 1,500 targeted ops/s; the DETS files fill up in phase0 first.
-	startLoad(t, cl, 500, 3000)
+	startHistoryLoad(t, cl, "lg", 500, 3000, false)
 	defer closeLoad(cl)
 	time.Sleep(3 * time.Second)
 
@@ -159,5 +164,76 @@ func TestZeroLossDETSToMnesia(t *testing.T) {
 	require.Zero(t, res)
 	require.Zero(t, errs)
 	require.Zero(t, anomalies)
-	_ = context.Background
+
+	hres, _ := cl.CheckHistory(ctx, "lg", "{mnesia, erlmcp_session}", history.Options{})
+	require.True(t, hres.OK(), hres.Summary())
+	require.Greater(t, hres.Ops, 1000)
+}
+
+// startHistoryLoad starts load generator name on every node with the
+// history recorded (shared: every node on the same sessions).
+func startHistoryLoad(t *testing.T, cl *testkit.Cluster, name string, rate, keyspace int, shared bool) {
+	t.Helper()
+	for i := range cl.Nodes {
+		r := evalTerm(t, cl, i, `element(1, erlmcp_loadgen:start(#{rate => R, keyspace => K, name => N, history => true, shared => S}))`,
+			map[string]erl.Term{"R": rate, "K": keyspace, "N": etf.Atom(name), "S": shared})
+		require.Equal(t, etf.Atom("ok"), r)
+	}
+}
+
+// The checker is not a formality: with the hybrid in phase2 at 100 %
+// (every read from Mnesia first), a node-side fault that acknowledges a
+// store without writing Mnesia (the test-only app env
+// test_fault_skip_phase2_secondary_write of the hybrid) must make the
+// history fail, with stale reads; the same cluster without the fault, just
+// before, passes.
+func TestHistoryCatchesSkippedSecondaryWrite(t *testing.T) {
+	env := append(hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase2"), "{migration_percent, 100}")
+	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_backend_hybrid", AppEnv: env})
+	ctx := tctx(t, 60*time.Second)
+	run := func(name string, fault bool) *history.Result {
+		for i := range cl.Nodes {
+			evalTerm(t, cl, i, `application:set_env(migctl_node, test_fault_skip_phase2_secondary_write, F)`,
+				map[string]erl.Term{"F": fault})
+		}
+		startHistoryLoad(t, cl, name, 300, 100, false)
+		t.Cleanup(func() {
+			for i := range cl.Nodes {
+				c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, _ = cl.Client().Call(c, cl.Nodes[i].Name, "erlmcp_loadgen", "close", etf.Atom(name))
+				cancel()
+			}
+		})
+		time.Sleep(3 * time.Second)
+		for i := range cl.Nodes {
+			evalTerm(t, cl, i, `erlmcp_loadgen:stop(N), application:set_env(migctl_node, test_fault_skip_phase2_secondary_write, false)`,
+				map[string]erl.Term{"N": etf.Atom(name)})
+		}
+		res, _ := cl.CheckHistory(ctx, name, "{mnesia, erlmcp_session}", history.Options{})
+		return res
+	}
+	good := run("clean", false)
+	require.True(t, good.OK(), good.Summary())
+	bad := run("faulty", true)
+	require.False(t, bad.OK(), "the checker must see the skipped secondary writes")
+	stale := 0
+	for _, f := range bad.Failures {
+		if strings.HasPrefix(f.Diagnosis, "stale read") {
+			stale++
+		}
+	}
+	t.Logf("with the fault: %d keys failed, %d of them diagnosed as stale reads; visualizations: %d",
+		len(bad.Failures), stale, countVisualized(bad))
+	require.Positive(t, stale)
+	require.Positive(t, countVisualized(bad))
+}
+
+func countVisualized(r *history.Result) int {
+	n := 0
+	for _, f := range r.Failures {
+		if f.Visualization != "" {
+			n++
+		}
+	}
+	return n
 }

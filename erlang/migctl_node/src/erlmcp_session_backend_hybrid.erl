@@ -140,10 +140,23 @@ store(Id, Session, St0) ->
         phase3 -> wrap_store(s, Id, Session, St);
         P ->
             case wrap_store(p, Id, Session, St) of
+                {ok, St1} when P =:= phase2 ->
+                    case test_fault_skip_secondary_write() of
+                        true -> {ok, St1};
+                        false -> second_write(P, sub_store(s, Id, Session, St1))
+                    end;
                 {ok, St1} -> second_write(P, sub_store(s, Id, Session, St1));
                 Err -> Err
             end
     end.
+
+%% TEST ONLY, off by default: the application environment
+%% {migctl_node, test_fault_skip_phase2_secondary_write, true} makes a
+%% phase2 store skip the secondary write and still answer ok, a lost write
+%% the history checker's test (migrate/zeroloss_test.go) must catch. Never
+%% set it on a real node.
+test_fault_skip_secondary_write() ->
+    application:get_env(migctl_node, test_fault_skip_phase2_secondary_write, false) =:= true.
 
 %% @doc A session, or (id {migctl_backfill, Request}) one backfill batch:
 %% see the module doc. The batch's reply, {ok, Map} or {error, Reason},
