@@ -75,6 +75,10 @@ type Migration struct {
 
 // Monitor holds the consistency monitor's settings.
 type Monitor struct {
+	// MetricsAddr is where /metrics and /healthz are served
+	// (--metrics-addr, as for cluster watch).
+	MetricsAddr string `json:"metrics_addr,omitempty"`
+	// Listen is MetricsAddr's former name, still read.
 	Listen       string `json:"listen,omitempty"`
 	AlertWebhook string `json:"alert_webhook,omitempty"`
 	Interval     string `json:"interval,omitempty"`
@@ -302,6 +306,9 @@ func (c *Config) Validate() error {
 	if r := c.Migration.MaxReadErrorRate; r < 0 || r > 1 {
 		bad("migration.max_read_error_rate", "%v: want a fraction between 0 and 1 (0.0001 = 0.01 %%)", r)
 	}
+	if c.Monitor.MetricsAddr != "" && c.Monitor.Listen != "" {
+		bad("monitor.listen", "the former name of monitor.metrics_addr: give only metrics_addr")
+	}
 	if c.Monitor.Sample < 0 {
 		bad("monitor.sample", "must not be negative")
 	}
@@ -358,7 +365,11 @@ func (c *Config) Bindings() []Binding {
 	if c.Migration.MaxReadErrorRate > 0 {
 		add("migctl phase", "max-read-error-rate", "", strconv.FormatFloat(c.Migration.MaxReadErrorRate, 'g', -1, 64))
 	}
-	add("migctl consistency monitor", "listen", "MIGCTL_MONITOR_LISTEN", c.Monitor.Listen)
+	addr := c.Monitor.MetricsAddr
+	if addr == "" {
+		addr = c.Monitor.Listen
+	}
+	add("migctl consistency monitor", "metrics-addr", "MIGCTL_METRICS_ADDR", addr)
 	add("migctl consistency monitor", "alert-webhook", "MIGCTL_ALERT_WEBHOOK", c.Monitor.AlertWebhook)
 	add("migctl consistency monitor", "interval", "", c.Monitor.Interval)
 	if c.Monitor.Sample > 0 {
@@ -400,7 +411,7 @@ migration:
   prometheus: http://127.0.0.1:9090   # phase --prometheus: the phase3 gate reads error rates there
   max_read_error_rate: 0.0001         # phase --max-read-error-rate: phase3 gate (0.01 %)
 monitor:                              # consistency monitor only
-  listen: 127.0.0.1:9464              # --listen, MIGCTL_MONITOR_LISTEN
+  metrics_addr: 127.0.0.1:9464        # --metrics-addr, MIGCTL_METRICS_ADDR (was listen)
   alert_webhook: http://127.0.0.1:9093/api/v2/alerts   # --alert-webhook, MIGCTL_ALERT_WEBHOOK (Alertmanager)
   interval: 5m                        # --interval
   sample: 10000                       # --sample

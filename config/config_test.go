@@ -23,7 +23,10 @@ func TestExampleIsValid(t *testing.T) {
 	require.NotContains(t, fv, "interval")
 	require.NotContains(t, c.For("migctl cluster watch"), "interval")
 	require.Equal(t, "5m", c.For("migctl consistency monitor")["interval"].Value)
-	require.Equal(t, "MIGCTL_MONITOR_LISTEN", c.For("migctl consistency monitor")["listen"].Env)
+	require.Equal(t, "127.0.0.1:9464", c.For("migctl consistency monitor")["metrics-addr"].Value)
+	old, err := Parse([]byte("monitor: {listen: 127.0.0.1:1}"), "old.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:1", old.For("migctl consistency monitor")["metrics-addr"].Value, "the former key still works")
 	require.Equal(t, "erlmcp_session", c.For("migctl cluster status")["tables"].Value)
 }
 

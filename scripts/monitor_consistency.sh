@@ -9,8 +9,10 @@
 # and mnesia; a --source or --target given here wins). A sample check every
 # --interval (default 5m) until --duration has passed since the monitor
 # first started (it resumes from the journal after a restart); serves
-# /metrics and /healthz on --listen; alerts once per new mismatch
-# (--alert-webhook for Alertmanager). SIGTERM stops it. deploy/ has the
+# /metrics and /healthz on --metrics-addr; alerts once per new mismatch
+# (--alert-webhook for Alertmanager). SIGTERM stops it with exit 0 (the
+# verdict so far is in `migctl consistency history`); only a run that
+# reaches --duration exits 4 for mismatches. deploy/ has the
 # systemd unit and the alert rules.
 set -euo pipefail
 # shellcheck source=_migctl.sh

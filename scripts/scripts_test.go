@@ -215,7 +215,7 @@ func TestRunbookScripts(t *testing.T) {
 	require.Contains(t, r.out, "phase2")
 
 	// The phase1 monitor, briefly: both stores empty, no mismatch.
-	r = e.run("monitor_consistency.sh", "--duration=3s", "--interval=1s", "--alert-on-mismatch=true", "--listen=")
+	r = e.run("monitor_consistency.sh", "--duration=3s", "--interval=1s", "--alert-on-mismatch=true", "--metrics-addr=")
 	require.Equal(t, 0, r.code)
 
 	// A healthy cluster with data.

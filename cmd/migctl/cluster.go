@@ -343,7 +343,8 @@ func newClusterWatchCmd(a *app, cf *clusterFlags) *cobra.Command {
 		Long: `Starts an event forwarder on every node (it exits when migctl goes away),
 re-reads every node's view on each Mnesia event and every --interval, and
 prints a line whenever the verdict or the islands change (--all: every
-evaluation). With --metrics-addr it serves Prometheus metrics
+evaluation). With --metrics-addr (formerly --listen's twin; one name
+now) it serves Prometheus metrics
 (migctl_mnesia_partitioned, migctl_mnesia_islands, ...) on /metrics.
 Runs until interrupted; exits 0.`,
 		Args: cobra.NoArgs,
@@ -407,6 +408,7 @@ Runs until interrupted; exits 0.`,
 	}
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "compare views at least this often")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics here, e.g. 127.0.0.1:9465")
+	deprecatedAlias(cmd.Flags(), "listen", "metrics-addr")
 	cmd.Flags().BoolVar(&all, "all", false, "print every evaluation, not only changes")
 	return cmd
 }

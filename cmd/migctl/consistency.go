@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -442,10 +443,12 @@ func newConsistencyMonitorCmd(a *app) *cobra.Command {
 		Long: `monitor is the runbook's phase1 watch: a sample check every --interval until
 --duration has passed since the monitor FIRST started (it continues after a
 restart, from the journal). It serves Prometheus metrics and /healthz on
---listen, alerts on every new mismatch once (a log line, and Alertmanager's
+--metrics-addr, alerts on every new mismatch once (a log line, and Alertmanager's
 POST /api/v2/alerts on --alert-webhook), keeps its history in the journal,
-paces its calls and backs off when the nodes are busy. SIGTERM stops it
-within seconds. deploy/ has the alert rules, a Grafana dashboard and a
+paces its calls and backs off when the nodes are busy. SIGTERM (systemctl
+stop) or Ctrl-C stops it within seconds with exit 0, whatever it saw: the
+verdict so far is in the journal (migctl consistency history) and in
+/metrics. Only a run that reaches --duration exits 4 for mismatches. deploy/ has the alert rules, a Grafana dashboard and a
 systemd unit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -511,7 +514,19 @@ systemd unit.`,
 				a.log.Warn("closing the monitor", "err", err)
 			}
 			st := mon.State()
-			a.log.Info("monitor stopped", "checks", st.Checks, "mismatches", st.Mismatches, "first_start", st.FirstStart)
+			// Stopped by a signal (systemctl stop, Ctrl-C): exit 0 whatever
+			// it saw. The verdict so far is in the journal (consistency
+			// history) and was in /metrics; a 4 here would leave the unit
+			// "failed" after a routine stop, and a wrapper could not tell a
+			// stop from a finished run.
+			stopped := cmd.Context().Err() != nil
+			a.log.Info("monitor stopped", "by_signal", stopped, "checks", st.Checks, "mismatches", st.Mismatches, "first_start", st.FirstStart)
+			if stopped {
+				if errors.Is(runErr, context.Canceled) {
+					runErr = nil
+				}
+				return runErr
+			}
 			if runErr == nil && st.Mismatches > 0 {
 				// The runbook's wrapper runs the monitor for its duration
 				// and then tests the exit status: mismatches seen during
@@ -526,7 +541,9 @@ systemd unit.`,
 	f.Var(dayDuration{&duration}, "duration", "stop this long after the monitor first started, e.g. 14d; 0: run until stopped")
 	f.DurationVar(&interval, "interval", 5*time.Minute, "time between checks")
 	f.BoolVar(&alert, "alert-on-mismatch", false, "alert (log line, and --alert-webhook) once per new mismatch")
-	f.StringVar(&listen, "listen", envOr("MIGCTL_MONITOR_LISTEN", "127.0.0.1:9464"), "address of /metrics and /healthz (\"\": none)")
+	f.StringVar(&listen, "metrics-addr", "127.0.0.1:9464", "address of /metrics and /healthz (\"\": none) (env MIGCTL_METRICS_ADDR, or the older MIGCTL_MONITOR_LISTEN)")
+	withEnv(f, "metrics-addr", "MIGCTL_METRICS_ADDR", "MIGCTL_MONITOR_LISTEN")
+	deprecatedAlias(f, "listen", "metrics-addr")
 	f.StringVar(&webhook, "alert-webhook", "", "Alertmanager URL (alerts are POSTed to URL/api/v2/alerts) (env MIGCTL_ALERT_WEBHOOK)")
 	withEnv(f, "alert-webhook", "MIGCTL_ALERT_WEBHOOK")
 	f.StringVar(&name, "name", "", "monitor name in the journal (default: SOURCE→TARGET)")

@@ -104,6 +104,8 @@ func TestConsistencyCLI(t *testing.T) {
 
 // TestConsistencyMonitorCLI runs the monitor binary: it serves /metrics,
 // stops on SIGTERM within seconds, and a restart continues its duration.
+// Stopped by SIGTERM it exits 0 even after it saw mismatches (systemctl
+// stop must not leave the unit failed); the mismatches stay in the history.
 func TestConsistencyMonitorCLI(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_dets"})
 	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 500, 7)
@@ -117,7 +119,7 @@ func TestConsistencyMonitorCLI(t *testing.T) {
 	l.Close()
 
 	cmd := migctl(t, env, "consistency", "monitor", "--source", "dets", "--target", "mnesia",
-		"--interval", "300ms", "--full", "--duration", "1d", "--listen", addr, "--log-level", "info", "--watch-cluster")
+		"--interval", "300ms", "--full", "--duration", "1d", "--metrics-addr", addr, "--log-level", "info", "--watch-cluster")
 	var se bytes.Buffer
 	cmd.Stderr = &se
 	require.NoError(t, cmd.Start())
@@ -171,4 +173,55 @@ func TestConsistencyMonitorCLI(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(res.stdout), &h))
 	require.NotEmpty(t, h)
 	require.Equal(t, "monitor:dets:erlmcp_sessions_dets@"+cl.Nodes[0].Name+"→mnesia:erlmcp_session@"+cl.Nodes[0].Name, h[0].Origin)
+
+	// Mismatches, then SIGTERM: exit 0, the mismatches in the history. The
+	// deprecated --listen still works (same flag).
+	require.Equal(t, etf.Atom("ok"), cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
+		[mnesia:delete({erlmcp_session, K}) || K <- lists:sublist(mnesia:all_keys(erlmcp_session), 5)], ok end), ok`, nil))
+	cmd = migctl(t, env, "consistency", "monitor", "--source", "dets", "--target", "mnesia",
+		"--interval", "300ms", "--full", "--duration", "1d", "--listen", addr)
+	se.Reset()
+	cmd.Stderr = &se
+	require.NoError(t, cmd.Start())
+	done2 := make(chan error, 1)
+	go func() { done2 <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		select {
+		case <-done2:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, `migctl_consistency_mismatches_total{kind="missing_in_target"`) && !strings.HasSuffix(l, " 0") {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 200*time.Millisecond, "no mismatch on /metrics; stderr:\n%s", se.String())
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done2:
+		require.NoError(t, err, "a monitor stopped by SIGTERM exits 0 whatever it saw:\n%s", se.String())
+	case <-time.After(5 * time.Second):
+		t.Fatalf("monitor did not stop within 5 s of SIGTERM:\n%s", se.String())
+	}
+	require.Contains(t, se.String(), "--listen is deprecated: use --metrics-addr")
+	// Shown at the default level (warn): how it ended.
+	require.Contains(t, se.String(), `msg="monitor stopped" by_signal=true`)
+	res = run(t, env, "consistency", "history", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &h))
+	seen := false
+	for _, e := range h {
+		seen = seen || (e.Check != nil && e.Check.MissingInTarget > 0)
+	}
+	require.True(t, seen, "the history keeps the mismatches: %s", res.stdout)
 }

@@ -368,3 +368,27 @@ func TestStoreNameAnyCase(t *testing.T) {
 	require.Equal(t, "other_table", s.specOf(backends.KindMnesia).Table)
 	require.Equal(t, backends.DefaultDETSTable, s.specOf(backends.KindDETS).Table)
 }
+
+// TestAlwaysShown: the messages the logger shows whatever the level are
+// still the libraries' messages (a renamed one would be hidden again).
+func TestAlwaysShown(t *testing.T) {
+	var src strings.Builder
+	for _, dir := range []string{"../../migrate", "../../cluster", "../../consistency", "../../internal/cliutil"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		require.NoError(t, err)
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			require.NoError(t, err)
+			src.Write(b)
+		}
+	}
+	for _, m := range alwaysShown {
+		if m == cliutil.ProgressMessage || m == "monitor stopped" {
+			continue
+		}
+		require.Contains(t, src.String(), `"`+m+`"`, "no library logs %q any more", m)
+	}
+}

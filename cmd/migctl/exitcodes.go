@@ -233,7 +233,7 @@ var exitHelp = map[string]string{
 	"consistency check":          "0 the stores agree; 1 failed (the check could not be completed); 2 bad input; 3 a node unreachable; 4 differences found",
 	"consistency repair":         "0 repaired, nothing to repair, or the plan printed; 1 failed; 2 bad input; 3 a node unreachable; 5 refused (no --yes without a terminal)",
 	"consistency undo-repair":    "0 restored (or the plan printed); 1 failed; 2 bad input (not a repair run, no journal at the path); 3 a node unreachable; 5 refused (already undone, no --yes without a terminal)",
-	"consistency monitor":        "0 its --duration ended with no mismatch, or it was stopped; 1 failed; 2 bad input; 3 a node unreachable at the start; 4 mismatches were seen during its run",
+	"consistency monitor":        "0 its --duration ended with no mismatch, or it was stopped by a signal (SIGTERM, Ctrl-C), whatever it saw; 1 failed; 2 bad input; 3 a node unreachable at the start; 4 its --duration ended and mismatches were seen during its run",
 	"consistency history":        "0 ok; 1 failed (unreadable journal); 2 bad input (no journal at the path)",
 	"completion":                 "0 help printed; 2 unknown command or flag",
 	"completion bash":            "0 ok; 2 bad input",

@@ -173,6 +173,7 @@ var alwaysShown = []string{
 	"heal step",
 	"monitor stopping",
 	"monitor duration reached",
+	"monitor stopped", // cmd/migctl's own (consistency.go)
 }
 
 // envAnnotation marks a flag with the environment variable it reads.
@@ -182,9 +183,27 @@ const envAnnotation = "migctl_env"
 // is applied after parsing (applyEnv), not baked into the default: the help
 // shows the real default, a bad value is an error naming the variable, and
 // config check can say a value came from the environment.
-func withEnv(fs *pflag.FlagSet, name, env string) {
-	if err := fs.SetAnnotation(name, envAnnotation, []string{env}); err != nil {
+// With several variables the first one set wins (a renamed variable keeps
+// its old name as the last).
+func withEnv(fs *pflag.FlagSet, name string, env ...string) {
+	if err := fs.SetAnnotation(name, envAnnotation, env); err != nil {
 		panic(err) // a flag name typo in this file: caught by every test
+	}
+}
+
+// aliasAnnotation marks a deprecated flag with the flag it stands for.
+const aliasAnnotation = "migctl_alias_of"
+
+// deprecatedAlias adds old as a hidden, deprecated spelling of flag name
+// (same value; pflag prints "Flag --old has been deprecated, use --name").
+// setup treats the alias given as the flag given, so neither the
+// environment nor the config file overrides it.
+func deprecatedAlias(fs *pflag.FlagSet, old, name string) {
+	f := fs.Lookup(name)
+	fs.AddFlag(&pflag.Flag{Name: old, Usage: f.Usage, Value: f.Value, DefValue: f.DefValue,
+		Annotations: map[string][]string{aliasAnnotation: {name}}})
+	if err := fs.MarkDeprecated(old, "use --"+name); err != nil {
+		panic(err)
 	}
 }
 
@@ -203,11 +222,23 @@ func flagEnv(f *pflag.Flag) string {
 func (a *app) applyEnv(cmd *cobra.Command) error {
 	var errs []error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		env := flagEnv(f)
-		if env == "" || f.Changed {
+		if to := f.Annotations[aliasAnnotation]; f.Changed && len(to) > 0 {
+			cmd.Flags().Lookup(to[0]).Changed = true
+			// cobra buffers pflag's own deprecation notice and drops it.
+			fmt.Fprintf(a.err, "migctl: --%s is deprecated: use --%s\n", f.Name, to[0])
+		}
+	})
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
 			return
 		}
-		v := os.Getenv(env)
+		var env, v string
+		for _, e := range f.Annotations[envAnnotation] {
+			if v = os.Getenv(e); v != "" {
+				env = e
+				break
+			}
+		}
 		if v == "" {
 			return
 		}
