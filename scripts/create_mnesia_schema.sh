@@ -5,8 +5,9 @@
 #   ./scripts/create_mnesia_schema.sh $NODES
 # Maps to:
 #   migctl schema create --nodes NODE,NODE,... [flags]
-# A disc schema on every node; refused (exit 5) when one exists (--force
-# deletes it and every table in it). Without NODEs, MIGCTL_NODES is used.
+# A disc schema on every node; refused (exit 5) when one exists
+# (--delete-existing-schema deletes it and every table in it; the old
+# --force is refused with exit 2). Without NODEs, MIGCTL_NODES is used.
 # Without a terminal pass --yes; --dry-run shows the plan.
 set -euo pipefail
 # shellcheck source=_migctl.sh

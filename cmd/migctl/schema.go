@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,21 +18,53 @@ import (
 	"github.com/erlmcp/migctl/migrate"
 )
 
-func (a *app) printSchema(cmd *cobra.Command, rep *migrate.SchemaReport) error {
+// printSchema prints a schema or tables report. The result line says what
+// happened, err included: a refused create used to print the plan's
+// "created", and tables create a bare "tables".
+func (a *app) printSchema(cmd *cobra.Command, rep *migrate.SchemaReport, err error) error {
 	if rep == nil {
 		return nil
 	}
-	return cliutil.Print(cmd.OutOrStdout(), a.format, rep, func(tw *tabwriter.Writer) {
+	r := *rep
+	switch {
+	case errors.Is(err, migrate.ErrExists):
+		r.Action, r.Comment = "refused", "nothing changed"
+	case err != nil:
+		r.Action, r.Comment = "failed", err.Error()
+	case r.Action == "tables":
+		r.Action = "done"
+	}
+	return cliutil.Print(cmd.OutOrStdout(), a.format, r, func(tw *tabwriter.Writer) {
 		cliutil.Row(tw, "NODE", "DISC SCHEMA", "MNESIA RUNNING")
-		for _, n := range rep.Nodes {
-			cliutil.Row(tw, n.Node, n.HasSchema, n.MnesiaRunning)
+		for _, n := range r.Nodes {
+			cliutil.Row(tw, n.Node, yesNo(n.HasSchema), yesNo(n.MnesiaRunning))
 		}
-		for _, t := range rep.Tables {
-			cliutil.Row(tw, "table "+t.Table, t.State, "")
+		if len(r.Tables) > 0 {
+			cliutil.Row(tw)
+			cliutil.Row(tw, "TABLE", "STATE")
+			for _, t := range r.Tables {
+				cliutil.Row(tw, t.Table, t.State)
+			}
 		}
-		fmt.Fprintf(tw, "%s %s\n", rep.Action, rep.Comment)
+		cliutil.Row(tw)
+		res := r.Action
+		if r.Comment != "" {
+			res += ": " + r.Comment
+		}
+		cliutil.Row(tw, "result", res)
 	})
 }
+
+// schemaFlagRenamed: --force on schema create used to delete the schema;
+// --force elsewhere overrides a gate. The old spelling is refused rather
+// than reinterpreted, so a script written for it neither deletes nor
+// silently stops deleting.
+type schemaFlagRenamed struct{ err error }
+
+func (e schemaFlagRenamed) Error() string {
+	return strings.ReplaceAll(e.err.Error(), "pass --force", "pass --delete-existing-schema")
+}
+func (e schemaFlagRenamed) Unwrap() error { return e.err }
 
 func newSchemaCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
@@ -38,11 +72,19 @@ func newSchemaCmd(a *app) *cobra.Command {
 		Short: "Create the Mnesia schema on the nodes (refuses to touch an existing one)",
 	}
 	var ch migChange
+	var oldForce bool
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "A disc schema on every node of --nodes; mnesia is restarted on each",
-		Args:  cobra.NoArgs,
+		Example: `  migctl schema create --dry-run
+  migctl schema create --yes --reason "phase0: Mnesia for the session store"
+  # never on a cluster that holds data: deletes the schema and every table
+  migctl schema create --delete-existing-schema --yes --reason "rebuild the staging cluster"`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if oldForce {
+				return cliutil.Usage("schema create --force: renamed, it deleted the schema; to delete the existing schema and every table in it pass --delete-existing-schema (nothing changed)")
+			}
 			ctx := cmd.Context()
 			m, err := a.migrator(ctx)
 			if err != nil {
@@ -51,7 +93,10 @@ func newSchemaCmd(a *app) *cobra.Command {
 			plan := migrate.SchemaOptions{Force: ch.force, DryRun: true}
 			rep, err := m.CreateSchema(ctx, plan)
 			if err != nil || ch.dryRun {
-				if perr := a.printSchema(cmd, rep); perr != nil {
+				if errors.Is(err, migrate.ErrExists) {
+					err = schemaFlagRenamed{err}
+				}
+				if perr := a.printSchema(cmd, rep, err); perr != nil {
 					return perr
 				}
 				return err
@@ -64,14 +109,19 @@ func newSchemaCmd(a *app) *cobra.Command {
 				return err
 			}
 			rep, err = m.CreateSchema(ctx, migrate.SchemaOptions{Force: ch.force, Reason: ch.reason})
-			if perr := a.printSchema(cmd, rep); perr != nil {
+			if errors.Is(err, migrate.ErrExists) {
+				err = schemaFlagRenamed{err}
+			}
+			if perr := a.printSchema(cmd, rep, err); perr != nil {
 				return perr
 			}
 			return err
 		},
 	}
 	ch.add(create, false)
-	create.Flags().BoolVar(&ch.force, "force", false, "delete an existing schema (and all its tables) first")
+	create.Flags().BoolVar(&ch.force, "delete-existing-schema", false, "DELETE an existing schema and every table in it first (journaled)")
+	create.Flags().BoolVar(&oldForce, "force", false, "renamed --delete-existing-schema; refused")
+	_ = create.Flags().MarkHidden("force")
 	cmd.AddCommand(create)
 	return cmd
 }
@@ -100,7 +150,7 @@ func newTablesCmd(a *app) *cobra.Command {
 				}
 			}
 			rep, err := m.CreateTables(ctx, o)
-			if perr := a.printSchema(cmd, rep); perr != nil {
+			if perr := a.printSchema(cmd, rep, err); perr != nil {
 				return perr
 			}
 			return err
