@@ -42,6 +42,22 @@ type MonitorConfig struct {
 	// everything instead.
 	Sample int
 	Full   bool
+	// Incremental makes each check a cycle that verifies only the sessions
+	// changed since the last cycle (Incremental, from the Mnesia side's
+	// change record), with a full check every FullInterval and whenever
+	// the record has a gap (first cycle, recorder restarted, window
+	// pruned, table cleared, a hybrid write failure counted on a node).
+	Incremental bool
+	// FullInterval is the schedule of the full pass of an incremental
+	// monitor; default 24 hours.
+	FullInterval time.Duration
+	// IncrementalRecheckDelay is the wait before a difference found by an
+	// incremental cycle is read again (Check.RecheckDelay, when set, wins);
+	// default 300 ms: what still differs after it and changed during the
+	// cycle waits for the next cycle anyway.
+	IncrementalRecheckDelay time.Duration
+	// IncrementalOptions tune the cycles.
+	IncrementalOptions IncrementalOptions
 	// AlertOnMismatch sends an alert (log line, and AlertWebhook when set)
 	// for every new mismatch, once.
 	AlertOnMismatch bool
@@ -84,6 +100,16 @@ type MonitorState struct {
 	// Alerted holds the mismatches already alerted on ("kind id"), so an
 	// alert is never sent twice, across restarts too.
 	Alerted map[string]time.Time `json:"alerted,omitempty"`
+	// Incremental monitors: where the cycles stand, the last full pass,
+	// the hybrid write failures seen then, and counts of cycles, full
+	// passes and gaps (a full pass run because the record had a gap).
+	Cursor        *Cursor   `json:"cursor,omitempty"`
+	LastFull      time.Time `json:"last_full,omitempty"`
+	WriteFailures int64     `json:"write_failures,omitempty"`
+	Cycles        int64     `json:"cycles,omitempty"`
+	FullPasses    int64     `json:"full_passes,omitempty"`
+	Gaps          int64     `json:"gaps,omitempty"`
+	LastGap       string    `json:"last_gap,omitempty"`
 }
 
 const monitorBucket = "consistency.monitor"
@@ -135,6 +161,12 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.FullInterval <= 0 {
+		cfg.FullInterval = 24 * time.Hour
+	}
+	if cfg.IncrementalRecheckDelay <= 0 {
+		cfg.IncrementalRecheckDelay = 300 * time.Millisecond
 	}
 	src := cfg.Source.Spec().String() + "@" + cfg.Source.Node()
 	tgt := cfg.Target.Spec().String() + "@" + cfg.Target.Node()
@@ -384,7 +416,8 @@ type NodeMigration struct {
 	Counters map[string]int64
 }
 
-// CheckNow runs one check now: metrics, journal history, alerts.
+// CheckNow runs one check now: metrics, journal history, alerts. An
+// incremental monitor runs one cycle (or the full pass, when due).
 func (m *Monitor) CheckNow(ctx context.Context) (*Report, error) {
 	o := m.cfg.Check
 	if !m.cfg.Full {
@@ -394,7 +427,105 @@ func (m *Monitor) CheckNow(ctx context.Context) (*Report, error) {
 	if o.Log == nil {
 		o.Log = m.log
 	}
+	if m.cfg.Incremental {
+		return m.cycle(ctx, o)
+	}
 	rep, err := Check(ctx, m.cfg.Source, m.cfg.Target, o)
+	return m.finish(ctx, rep, err)
+}
+
+// cycle is one step of an incremental monitor: the incremental verify of
+// what changed since the last cycle, or a full check when one is due
+// (schedule) or needed (a gap in the change record, a write failure
+// counted by a hybrid backend: a write that may have reached one store
+// only, which the record of the other cannot show).
+func (m *Monitor) cycle(ctx context.Context, o Options) (*Report, error) {
+	m.mu.Lock()
+	var cur Cursor
+	if m.state.Cursor != nil {
+		cur = *m.state.Cursor
+		cur.Pending = append([]string(nil), cur.Pending...)
+	}
+	lastFull, seenFailures := m.state.LastFull, m.state.WriteFailures
+	m.mu.Unlock()
+	failures, haveFailures := m.writeFailures(ctx)
+	reason := ""
+	switch {
+	case cur.Since == 0:
+		reason = "no previous cycle"
+	case time.Since(lastFull) >= m.cfg.FullInterval:
+		reason = fmt.Sprintf("full pass due (every %s)", m.cfg.FullInterval)
+	case haveFailures && failures != seenFailures:
+		reason = fmt.Sprintf("hybrid write failures went from %d to %d: a write may have reached one store only", seenFailures, failures)
+	}
+	if reason == "" {
+		io := o
+		if io.RecheckDelay == 0 {
+			io.RecheckDelay = m.cfg.IncrementalRecheckDelay
+		}
+		if io.Rechecks == 0 {
+			io.Rechecks = 1
+		}
+		res, err := Incremental(ctx, m.cfg.Source, m.cfg.Target, cur, io, m.cfg.IncrementalOptions)
+		if err != nil {
+			return m.finish(ctx, nil, err)
+		}
+		if res.Gap == "" {
+			m.save(func(s *MonitorState) {
+				next := res.Next
+				s.Cursor = &next
+				s.Cycles++
+			})
+			m.log.Debug("incremental cycle", "changed", res.Changed, "carried", res.Carried,
+				"duration", res.Report.Duration, "bytes", res.Report.BytesMoved)
+			return m.finish(ctx, res.Report, nil)
+		}
+		reason = "coverage gap: " + res.Gap
+		m.save(func(s *MonitorState) { s.Gaps++; s.LastGap = res.Gap })
+	}
+	m.log.Info("running a full pass", "reason", reason)
+	mark, err := MarkCursor(ctx, m.cfg.Source, m.cfg.Target, o)
+	if err != nil {
+		return m.finish(ctx, nil, fmt.Errorf("full pass: %w", err))
+	}
+	fo := o
+	fo.Sample = 0
+	rep, err := Check(ctx, m.cfg.Source, m.cfg.Target, fo)
+	if err == nil {
+		for _, d := range rep.Differences {
+			mark.Pending = append(mark.Pending, d.ID)
+		}
+		m.save(func(s *MonitorState) {
+			s.Cursor = &mark
+			s.LastFull = time.Now().UTC()
+			s.FullPasses++
+			if haveFailures {
+				s.WriteFailures = failures
+			}
+		})
+	}
+	return m.finish(ctx, rep, err)
+}
+
+// writeFailures sums the hybrid backends' write failure counters over the
+// nodes (false when Phases is not set or cannot be read).
+func (m *Monitor) writeFailures(ctx context.Context) (int64, bool) {
+	if m.cfg.Phases == nil {
+		return 0, false
+	}
+	ps, err := m.cfg.Phases(ctx)
+	if err != nil {
+		return 0, false
+	}
+	var n int64
+	for _, nm := range ps {
+		n += nm.Counters["secondary_write_failures"] + nm.Counters["primary_write_failures"]
+	}
+	return n, true
+}
+
+// finish records a check's outcome: metrics, journal, state, alerts.
+func (m *Monitor) finish(ctx context.Context, rep *Report, err error) (*Report, error) {
 	m.refreshMigration(ctx)
 	m.mu.Lock()
 	m.lastErr = err
