@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"text/tabwriter"
@@ -186,7 +188,8 @@ Needs phase1 or phase2 (phase2 for --reverse).`,
 }
 
 func newBackfillStatusCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var w watchFlag
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Where the last backfills stand, and the checkpoints of unfinished ones",
 		Long: `Prints the progress each direction's last backfill recorded in the journal
@@ -194,60 +197,71 @@ func newBackfillStatusCmd(a *app) *cobra.Command {
 stopped updating it: the process died; rerun it to resume) and the
 checkpoints an unfinished backfill resumes from. The consistency monitor
 exports the same progress as migctl_backfill_* metrics.`,
+		Example: `  migctl backfill status
+  migctl backfill status --watch     # follow a backfill another shell runs
+  sudo -u migctl migctl backfill status --journal /var/lib/migctl/journal.db -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// The journal alone: no node is contacted (nor needed), and a
-			// path without a journal is refused, not created.
-			j, err := a.readJournal()
-			if err != nil {
-				return err
-			}
-			cps, err := migrate.ReadCheckpoints(j)
-			if err != nil {
-				return err
-			}
-			ps, err := migrate.ReadBackfillProgress(j)
-			if err != nil {
-				return err
-			}
-			now := time.Now()
-			type progress struct {
-				migrate.BackfillProgress
-				EffectiveState string  `json:"effective_state"`
-				Scanned        int64   `json:"scanned"`
-				Ratio          float64 `json:"ratio"`
-			}
-			out := struct {
-				Progress    []progress               `json:"progress"`
-				Checkpoints map[string]migrate.Stats `json:"checkpoints"`
-			}{Progress: []progress{}, Checkpoints: cps}
-			for _, p := range ps {
-				r := 0.0
-				if p.Total > 0 {
-					r = min(1, float64(p.Scanned())/float64(p.Total))
-				}
-				out.Progress = append(out.Progress, progress{BackfillProgress: p, EffectiveState: p.Effective(now), Scanned: p.Scanned(), Ratio: r})
-			}
-			return cliutil.Print(cmd.OutOrStdout(), a.format, out, func(tw *tabwriter.Writer) {
-				cliutil.Row(tw, "DIRECTION", "STATE", "SCANNED", "OF", "STARTED", "UPDATED")
-				for _, p := range out.Progress {
-					cliutil.Row(tw, p.Direction, p.EffectiveState, p.Scanned, p.Total,
-						p.Started.Format(time.RFC3339), p.Updated.Format(time.RFC3339))
-				}
-				if len(cps) == 0 {
-					return
-				}
-				cliutil.Row(tw, "")
-				cliutil.Row(tw, "CHECKPOINT", "SCANNED", "WRITTEN", "SKIPPED")
-				keys := make([]string, 0, len(cps))
-				for k := range cps {
-					keys = append(keys, k)
-				}
-				sort.Strings(keys)
-				for _, k := range keys {
-					cliutil.Row(tw, k, cps[k].Scanned, cps[k].Written, cps[k].Skipped)
-				}
-			})
+			return a.runWatch(cmd, w, a.backfillStatus)
 		},
 	}
+	w.add(cmd)
+	return cmd
+}
+
+// backfillStatus prints one report from the journal alone: no node is
+// contacted (nor needed), and a path without a journal is refused, not
+// created. The journal is opened each time: a --watch sees the backfill
+// another process writes.
+func (a *app) backfillStatus(_ context.Context, w io.Writer, fm cliutil.Format) error {
+	j, err := a.readJournal()
+	if err != nil {
+		return err
+	}
+	cps, err := migrate.ReadCheckpoints(j)
+	if err != nil {
+		return err
+	}
+	ps, err := migrate.ReadBackfillProgress(j)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	type progress struct {
+		migrate.BackfillProgress
+		EffectiveState string  `json:"effective_state"`
+		Scanned        int64   `json:"scanned"`
+		Ratio          float64 `json:"ratio"`
+	}
+	out := struct {
+		Progress    []progress               `json:"progress"`
+		Checkpoints map[string]migrate.Stats `json:"checkpoints"`
+	}{Progress: []progress{}, Checkpoints: cps}
+	for _, p := range ps {
+		r := 0.0
+		if p.Total > 0 {
+			r = min(1, float64(p.Scanned())/float64(p.Total))
+		}
+		out.Progress = append(out.Progress, progress{BackfillProgress: p, EffectiveState: p.Effective(now), Scanned: p.Scanned(), Ratio: r})
+	}
+	return cliutil.Print(w, fm, out, func(tw *tabwriter.Writer) {
+		cliutil.Row(tw, "DIRECTION", "STATE", "SCANNED", "OF", "STARTED", "UPDATED")
+		for _, p := range out.Progress {
+			cliutil.Row(tw, p.Direction, p.EffectiveState, p.Scanned, p.Total,
+				p.Started.Format(time.RFC3339), p.Updated.Format(time.RFC3339))
+		}
+		if len(cps) == 0 {
+			return
+		}
+		cliutil.Row(tw, "")
+		cliutil.Row(tw, "CHECKPOINT", "SCANNED", "WRITTEN", "SKIPPED")
+		keys := make([]string, 0, len(cps))
+		for k := range cps {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			cliutil.Row(tw, k, cps[k].Scanned, cps[k].Written, cps[k].Skipped)
+		}
+	})
 }

@@ -86,25 +86,33 @@ func verdictErr(v cluster.Verdict) error {
 }
 
 func newClusterStatusCmd(a *app, cf *clusterFlags) *cobra.Command {
-	return &cobra.Command{
+	var w watchFlag
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Every node's own view of the cluster, and the verdict (exit 0 healthy, 6 degraded, 7 partitioned)",
-		Args:  cobra.NoArgs,
+		Example: `  migctl cluster status
+  migctl cluster status --watch      # redrawn every 2s until Ctrl-C; exit 0
+  migctl cluster status -o json | jq -r .verdict`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := cf.open(cmd.Context(), a)
 			if err != nil {
 				return err
 			}
-			st, err := cl.Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if err := printStatus(cmd.OutOrStdout(), a.format, st); err != nil {
-				return err
-			}
-			return verdictErr(st.Verdict)
+			return a.runWatch(cmd, w, func(ctx context.Context, out io.Writer, fm cliutil.Format) error {
+				st, err := cl.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if err := printStatus(out, fm, st); err != nil {
+					return err
+				}
+				return verdictErr(st.Verdict)
+			})
 		},
 	}
+	w.add(cmd)
+	return cmd
 }
 
 func printStatus(w io.Writer, f cliutil.Format, st *cluster.Status) error {
@@ -135,7 +143,7 @@ func printStatus(w io.Writer, f cliutil.Format, st *cluster.Status) error {
 				}
 				tabs = append(tabs, s)
 			}
-			cliutil.Row(tw, v.Node, v.Reachable, v.Mnesia, len(v.DBNodes), strings.Join(v.RunningDBNodes, " "), rec, strings.Join(tabs, " "))
+			cliutil.Row(tw, v.Node, yesNo(v.Reachable), v.Mnesia, len(v.DBNodes), strings.Join(v.RunningDBNodes, " "), rec, strings.Join(tabs, " "))
 		}
 		fmt.Fprintln(tw)
 		cliutil.Row(tw, "VERDICT", strings.ToUpper(string(st.Verdict)))

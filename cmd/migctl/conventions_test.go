@@ -199,6 +199,11 @@ var reporting = map[string]bool{
 	"consistency monitor": true, "cluster watch": true,
 }
 
+// watchable are the reports an operator keeps on screen: each takes
+// --watch [interval] (redrawn on a terminal, one report per interval
+// otherwise, exit 0 on Ctrl-C).
+var watchable = map[string]bool{"phase show": true, "backfill status": true, "cluster status": true}
+
 // exempt are commands that neither change a store or cluster nor report a
 // result, with the reason -o json, --dry-run, --yes and --reason do not
 // apply to them.
@@ -258,6 +263,15 @@ func TestCommandConventions(t *testing.T) {
 			for _, f := range []string{"dry-run", "yes", "reason"} {
 				require.NotNil(t, c.Flags().Lookup(f), "migctl %s changes a store or cluster: it needs --%s", path, f)
 			}
+		}
+		if changing[path] {
+			require.Contains(t, c.Example, "migctl "+path, "migctl %s changes something: its help needs an Examples: section (examples.go)", path)
+			require.Contains(t, c.Example, "--dry-run", "migctl %s: its examples show the dry run first", path)
+		}
+		if watchable[path] {
+			f := c.Flags().Lookup("watch")
+			require.NotNil(t, f, "migctl %s promises --watch", path)
+			require.Equal(t, defaultWatch.String(), f.NoOptDefVal, "migctl %s: --watch alone has an interval", path)
 		}
 		if reporting[path] {
 			f := c.Flag("output")
@@ -390,5 +404,72 @@ func TestAlwaysShown(t *testing.T) {
 			continue
 		}
 		require.Contains(t, src.String(), `"`+m+`"`, "no library logs %q any more", m)
+	}
+}
+
+// TestWatchUntilInterrupt: --watch without a terminal prints one report
+// per interval (-o json: one object a line), keeps going when a round's
+// verdict is bad (a node unreachable: cluster status says degraded) and
+// ends with exit 0 on Ctrl-C.
+func TestWatchUntilInterrupt(t *testing.T) {
+	jpath := testJournal(t)
+	for _, c := range []struct {
+		env  []string
+		args []string
+		key  string
+	}{
+		{[]string{"MIGCTL_JOURNAL=" + jpath}, []string{"backfill", "status", "--watch=100ms", "-o", "json"}, "progress"},
+		{[]string{"MIGCTL_NODES=nobody@127.0.0.1", "MIGCTL_COOKIE=not-used"}, []string{"cluster", "status", "--watch=100ms", "-o", "json"}, "verdict"},
+	} {
+		t.Run(strings.Join(c.args[:2], " "), func(t *testing.T) {
+			cmd := migctl(t, c.env, c.args...)
+			stdout, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			var se strings.Builder
+			cmd.Stderr = &se
+			require.NoError(t, cmd.Start())
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				<-done
+			})
+			dec := json.NewDecoder(stdout)
+			for i := 0; i < 3; i++ {
+				var v map[string]any
+				require.NoError(t, dec.Decode(&v), "report %d; stderr: %s", i, se.String())
+				require.Contains(t, v, c.key)
+			}
+			require.NoError(t, cmd.Process.Signal(os.Interrupt))
+			_, _ = io.Copy(io.Discard, stdout)
+			require.NoError(t, <-done, "stopped by Ctrl-C: exit 0; stderr: %s", se.String())
+			done <- nil // for the cleanup
+		})
+	}
+}
+
+// TestExamplesParse: every migctl line of every Examples: section is a
+// command migctl accepts (the docs' check: the binary parses it with
+// --help, and the tree resolves its words and arguments).
+func TestExamplesParse(t *testing.T) {
+	root := newRootCmd(strings.NewReader(""), io.Discard, io.Discard)
+	var doc strings.Builder
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Example != "" {
+			doc.WriteString("```sh\n" + c.Example + "\n```\n")
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(root)
+	cmds, err := extractCommands("examples", strings.NewReader(doc.String()))
+	require.NoError(t, err)
+	require.Greater(t, len(cmds), 30)
+	for _, c := range cmds {
+		if err := checkCommand(t, c); err != nil {
+			t.Errorf("example: migctl %s\n  %v", strings.Join(c.args, " "), err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 
@@ -72,52 +73,61 @@ is partitioned every change is refused (exit 7): heal first.`,
 }
 
 func newPhaseShowCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var w watchFlag
+	cmd := &cobra.Command{
 		Use:   "show",
 		Short: "Each node's phase, percentage and counters; a mixed cluster is flagged",
-		Args:  cobra.NoArgs,
+		Example: `  migctl phase show
+  migctl phase show --watch          # redrawn every 2s until Ctrl-C
+  migctl phase show --watch=10s -o json | jq -c '.nodes[] | [.node, .phase]'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			m, err := a.migrator(ctx)
+			m, err := a.migrator(cmd.Context())
 			if err != nil {
 				return err
 			}
-			st, err := m.ShowPhase(ctx)
-			if err != nil {
-				return err
-			}
-			if err := cliutil.Print(cmd.OutOrStdout(), a.format, st, func(tw *tabwriter.Writer) {
-				cliutil.Row(tw, "NODE", "PHASE", "PERCENT", "EPOCH", "MODE", "PRIMARY", "SECONDARY", "COUNTERS")
-				for _, n := range st.Nodes {
-					switch {
-					case !n.Reachable:
-						cliutil.Row(tw, n.Node, "DOWN", "-", "-", "-", "-", "-", n.Error)
-					case !n.Installed:
-						cliutil.Row(tw, n.Node, "no hybrid", "-", "-", "-", n.Backend, "-", n.Error)
-					default:
-						pct := fmt.Sprint(n.Percent)
-						if n.Phase == migrate.Phase2 && !n.Fallback {
-							pct += " (no fallback)"
-						}
-						cliutil.Row(tw, n.Node, n.Phase, pct, n.Epoch, n.Mode, fmt.Sprintf("%s:%s", n.Primary.Kind, n.Primary.Table),
-							fmt.Sprintf("%s:%s", n.Secondary.Kind, n.Secondary.Table), migrate.CountersTable(n.Counters))
-					}
-				}
-				if st.Mixed {
-					fmt.Fprintln(tw, "MIXED: the nodes disagree on the phase")
-				}
-				if st.Pending != nil {
-					fmt.Fprintf(tw, "UNFINISHED change in the journal (#%d): %s; the next change settles it\n", st.Pending.Seq, st.Pending.Summary())
-				}
-			}); err != nil {
-				return err
-			}
-			if err := st.Ready(); err != nil {
-				return err
-			}
-			return nil
+			return a.runWatch(cmd, w, func(ctx context.Context, out io.Writer, fm cliutil.Format) error {
+				return a.showPhase(ctx, m, out, fm)
+			})
 		},
 	}
+	w.add(cmd)
+	return cmd
+}
+
+// showPhase prints one phase report; its verdict is st.Ready().
+func (a *app) showPhase(ctx context.Context, m *migrate.Migrator, out io.Writer, fm cliutil.Format) error {
+	st, err := m.ShowPhase(ctx)
+	if err != nil {
+		return err
+	}
+	if err := cliutil.Print(out, fm, st, func(tw *tabwriter.Writer) {
+		cliutil.Row(tw, "NODE", "PHASE", "PERCENT", "EPOCH", "MODE", "PRIMARY", "SECONDARY", "COUNTERS")
+		for _, n := range st.Nodes {
+			switch {
+			case !n.Reachable:
+				cliutil.Row(tw, n.Node, "DOWN", "-", "-", "-", "-", "-", n.Error)
+			case !n.Installed:
+				cliutil.Row(tw, n.Node, "no hybrid", "-", "-", "-", n.Backend, "-", n.Error)
+			default:
+				pct := fmt.Sprint(n.Percent)
+				if n.Phase == migrate.Phase2 && !n.Fallback {
+					pct += " (no fallback)"
+				}
+				cliutil.Row(tw, n.Node, n.Phase, pct, n.Epoch, n.Mode, fmt.Sprintf("%s:%s", n.Primary.Kind, n.Primary.Table),
+					fmt.Sprintf("%s:%s", n.Secondary.Kind, n.Secondary.Table), migrate.CountersTable(n.Counters))
+			}
+		}
+		if st.Mixed {
+			fmt.Fprintln(tw, "MIXED: the nodes disagree on the phase")
+		}
+		if st.Pending != nil {
+			fmt.Fprintf(tw, "UNFINISHED change in the journal (#%d): %s; the next change settles it\n", st.Pending.Seq, st.Pending.Summary())
+		}
+	}); err != nil {
+		return err
+	}
+	return st.Ready()
 }
 
 // printChange prints a change record.

@@ -103,6 +103,7 @@ Each command's help lists the codes it returns.`,
 	root.SetHelpCommand(helpCommand(root))
 	usageErrors(root)
 	documentExits(root)
+	addExamples(root)
 	return root
 }
 

@@ -14,6 +14,9 @@ type Format string
 const (
 	Table Format = "table"
 	JSON  Format = "json"
+	// JSONLines is JSON on one line: each report of a --watch loop is one
+	// line a script can read as it comes. Not a -o value.
+	JSONLines Format = "json-lines"
 )
 
 // ParseFormat validates -o.
@@ -29,10 +32,13 @@ func ParseFormat(s string) (Format, error) {
 // JSON output is the library's own types, so scripts and tests decode it
 // into them.
 func Print(w io.Writer, f Format, v any, table func(tw *tabwriter.Writer)) error {
-	if f == JSON {
+	switch f {
+	case JSON:
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
+	case JSONLines:
+		return json.NewEncoder(w).Encode(v)
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	table(tw)
