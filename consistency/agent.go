@@ -61,10 +61,12 @@ func (s *side) name() string { return s.store.Spec().String() + "@" + s.node }
 
 // call runs migctl_check:fun(Args) where args[0] is the side's spec term.
 // On a union side it runs on every part (each with its own spec term) and
-// merges the replies, which all have the shape {ok, Binary, Count}:
-// bucket sums (sums/3: <<Count:32, Sum:64>> per bucket) are added bucket
-// by bucket; listings (digests, digests_of, get_many, slot_sample) are
-// concatenated. A session lives on one member, so both merges are exact.
+// merges the replies, which all have the shape {ok, Binary, Count} or
+// {ok, Binary, Count, Odd}: bucket sums (sums/3: <<Count:32, Sum:64>> per
+// bucket) are added bucket by bucket; listings (digests, digests_of,
+// get_many, slot_sample) are concatenated; the rows that are not sessions
+// (Odd) are added up. A session lives on one member, so the merges are
+// exact.
 func (s *side) call(ctx context.Context, fun string, sent int, args ...erl.Term) (etf.Tuple, error) {
 	if len(s.parts) == 0 {
 		return s.call1(ctx, fun, sent, args...)
@@ -78,7 +80,17 @@ func (s *side) call(ctx context.Context, fun string, sent int, args ...erl.Term)
 		}
 		if merged == nil {
 			merged = etf.Tuple{t[0], append([]byte(nil), erl.Bytes(t[1])...), erl.Int64(t[2])}
+			if len(t) > 3 {
+				merged = append(merged, append([]byte(nil), erl.Bytes(t[3])...))
+			}
 			continue
+		}
+		if len(t) > 3 && len(merged) > 3 {
+			o, err := mergeOdd(merged[3].([]byte), erl.Bytes(t[3]))
+			if err != nil {
+				return nil, fmt.Errorf("%s on %s: %w", fun, s.name(), err)
+			}
+			merged[3] = o
 		}
 		b := erl.Bytes(t[1])
 		acc := merged[1].([]byte)
@@ -119,6 +131,49 @@ func (s *side) call1(ctx context.Context, fun string, sent int, args ...erl.Term
 	return t, nil
 }
 
+// oddRows are the rows of a store that are not erlmcp sessions (an id
+// that is not a binary, a value that is not a map, a record of another
+// shape): the node cannot digest or compare them, so a check counts them
+// instead of passing over them. Keys holds the first few keys as Erlang
+// prints them.
+type oddRows struct {
+	N    int64
+	Keys []string
+}
+
+// parseOdd reads the agent's <<Count:32, (KeyLen:32, Key/binary)*>>; a
+// reply without it (a reply shape with no Odd) is no odd rows.
+func parseOdd(t etf.Tuple) (oddRows, error) {
+	if len(t) < 4 {
+		return oddRows{}, nil
+	}
+	b := erl.Bytes(t[3])
+	if len(b) < 4 {
+		return oddRows{}, errors.New("odd rows: truncated reply")
+	}
+	o := oddRows{N: int64(binary.BigEndian.Uint32(b))}
+	for b = b[4:]; len(b) > 0; {
+		if len(b) < 4 || len(b) < 4+int(binary.BigEndian.Uint32(b)) {
+			return oddRows{}, errors.New("odd rows: bad frame")
+		}
+		n := int(binary.BigEndian.Uint32(b))
+		o.Keys = append(o.Keys, string(b[4:4+n]))
+		b = b[4+n:]
+	}
+	return o, nil
+}
+
+// mergeOdd adds two Odd binaries (union members): counts add up, keys are
+// concatenated.
+func mergeOdd(a, b []byte) ([]byte, error) {
+	if len(a) < 4 || len(b) < 4 {
+		return nil, errors.New("odd rows: truncated reply")
+	}
+	out := binary.BigEndian.AppendUint32(nil, binary.BigEndian.Uint32(a)+binary.BigEndian.Uint32(b))
+	out = append(out, a[4:]...)
+	return append(out, b[4:]...), nil
+}
+
 // bucketRange is one range and how many equal buckets it is cut into.
 type bucketRange struct {
 	backends.HashRange
@@ -147,8 +202,9 @@ func encodeRanges(rs []bucketRange) []byte {
 	return buf
 }
 
-// sums is migctl_check:sums/3: one pass, every bucket of every range.
-func (s *side) sums(ctx context.Context, rs []bucketRange, quantum int64) ([]backends.BucketSum, int64, error) {
+// sums is migctl_check:sums/3: one pass, every bucket of every range. It
+// also returns the rows of the whole table that are not sessions.
+func (s *side) sums(ctx context.Context, rs []bucketRange, quantum int64) ([]backends.BucketSum, oddRows, error) {
 	enc := encodeRanges(rs)
 	opts := etf.List{}
 	if quantum > 0 {
@@ -156,7 +212,7 @@ func (s *side) sums(ctx context.Context, rs []bucketRange, quantum int64) ([]bac
 	}
 	t, err := s.call(ctx, "sums", len(enc), s.term, enc, opts)
 	if err != nil {
-		return nil, 0, err
+		return nil, oddRows{}, err
 	}
 	b, _ := t[1].([]byte)
 	total := 0
@@ -164,14 +220,15 @@ func (s *side) sums(ctx context.Context, rs []bucketRange, quantum int64) ([]bac
 		total += r.Buckets
 	}
 	if len(b) != 12*total {
-		return nil, 0, fmt.Errorf("sums on %s: %d bytes for %d buckets", s.name(), len(b), total)
+		return nil, oddRows{}, fmt.Errorf("sums on %s: %d bytes for %d buckets", s.name(), len(b), total)
 	}
 	out := make([]backends.BucketSum, total)
 	for i := range out {
 		out[i].Count = uint64(binary.BigEndian.Uint32(b[12*i:]))
 		out[i].Sum = binary.BigEndian.Uint64(b[12*i+4:])
 	}
-	return out, erl.Int64(t[2]), nil
+	odd, err := parseOdd(t)
+	return out, odd, err
 }
 
 // digestRow is one row as migctl_check:digests/3 lists it.
@@ -180,13 +237,20 @@ type digestRow struct {
 	LastAccessed int64
 }
 
-func (s *side) digests(ctx context.Context, rs []bucketRange, limit int) (map[string]digestRow, error) {
+// digests lists the rows in rs, and the rows of the table that are not
+// sessions and fall in rs.
+func (s *side) digests(ctx context.Context, rs []bucketRange, limit int) (map[string]digestRow, oddRows, error) {
 	enc := encodeRanges(rs)
 	t, err := s.call(ctx, "digests", len(enc), s.term, enc, etf.List{etf.Tuple{etf.Atom("limit"), limit}})
 	if err != nil {
-		return nil, err
+		return nil, oddRows{}, err
 	}
-	return parseDigests(t)
+	m, err := parseDigests(t)
+	if err != nil {
+		return nil, oddRows{}, err
+	}
+	odd, err := parseOdd(t)
+	return m, odd, err
 }
 
 // byIDs calls fun with the ids in batches of 5,000 and hands each reply
@@ -285,13 +349,18 @@ func (s *side) getMany(ctx context.Context, ids []string) (map[string][]byte, er
 }
 
 // slotSample draws about n rows at random from the store without a scan,
-// with their digests.
-func (s *side) slotSample(ctx context.Context, n int, seed int64) (map[string]digestRow, error) {
+// with their digests, and the drawn rows that are not sessions.
+func (s *side) slotSample(ctx context.Context, n int, seed int64) (map[string]digestRow, oddRows, error) {
 	t, err := s.call(ctx, "slot_sample", 0, s.term, n, seed)
 	if err != nil {
-		return nil, err
+		return nil, oddRows{}, err
 	}
-	return parseDigests(t)
+	m, err := parseDigests(t)
+	if err != nil {
+		return nil, oddRows{}, err
+	}
+	odd, err := parseOdd(t)
+	return m, odd, err
 }
 
 // NativeCompare runs the native reference on node: migctl_check's loop

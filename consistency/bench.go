@@ -168,7 +168,7 @@ func (r *BenchResult) fill(rep *Report) {
 func InjectDifferences(ctx context.Context, c *erl.Client, target backends.Store, n int, seed uint64) ([]string, error) {
 	var wire, trips atomic.Int64
 	sd := newSide(c, target, &wire, &trips, nil)
-	drawn, err := sd.slotSample(ctx, 2*n+2, int64(seed))
+	drawn, _, err := sd.slotSample(ctx, 2*n+2, int64(seed))
 	if err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ func TestBenchConsistency(t *testing.T) {
 	require.True(t, full.Report.Clean())
 	require.EqualValues(t, n, full.Report.Processed)
 
-	for _, m := range []consistency.SampleMethod{consistency.SampleAuto, consistency.SampleSlots, consistency.SampleHashRanges} {
+	for _, m := range []consistency.SampleMethod{consistency.SampleAuto, consistency.SampleSlots, consistency.SampleSlotsLookup, consistency.SampleHashRanges} {
 		o := opts
 		o.SampleMethod = m
 		sample, err := consistency.BenchSample(ctx, src, tgt, 10000, o)

@@ -26,6 +26,14 @@ const (
 	KindMismatched      Kind = "mismatched"
 	KindMissingInTarget Kind = "missing_in_target"
 	KindExtraInTarget   Kind = "extra_in_target"
+	// KindNotSession is a row of either store that is not an erlmcp
+	// session (an id that is not a binary, a value that is not a map, a
+	// record of another shape). It cannot be compared, so it is reported
+	// as a problem rather than passed over: two stores are never said to
+	// agree about rows the check could not read. Its samples carry the
+	// row's key as Erlang prints it; it is never in Differences (repair
+	// has nothing to copy).
+	KindNotSession Kind = "not_a_session"
 )
 
 // SampleMethod is how a sample is drawn.
@@ -41,15 +49,23 @@ const (
 	// Sample/rows of it; both sides list the rows in them (one pass each).
 	// Exactly uniform over the union of both stores' keys.
 	SampleHashRanges SampleMethod = "hash-ranges"
-	// SampleSlots: random hash slots of each table (ets:slot, dets:slot),
-	// about Sample sessions in all, drawn from each side in proportion to
-	// its size, then looked up on both sides. No scan: fast on large
-	// tables; uniform as far as the tables' own hashing is.
+	// SampleSlots: random hash slots. When one side is a single DETS file,
+	// random slots of that file are read and the other side lists its
+	// sessions whose keys fall in the same slots (DETS's slot function is
+	// a function of the key and the file's slot count; one pass over the
+	// other side, no lookups on the DETS file): exactly uniform over the
+	// union. Otherwise as SampleSlotsLookup.
 	SampleSlots SampleMethod = "slots"
+	// SampleSlotsLookup: random hash slots of each table (ets:slot,
+	// dets:slot), about Sample sessions in all, drawn from each side in
+	// proportion to its size, then looked up on the other side. No scan:
+	// fast on large ETS tables; uniform as far as the tables' own hashing
+	// is. On a DETS file every draw and every lookup is a random read.
+	SampleSlotsLookup SampleMethod = "slots-lookup"
 )
 
 // Kinds lists every Kind in report order.
-var Kinds = []Kind{KindMismatched, KindMissingInTarget, KindExtraInTarget}
+var Kinds = []Kind{KindMismatched, KindMissingInTarget, KindExtraInTarget, KindNotSession}
 
 // Options tune a check. The zero value (plus Client) is a full check with
 // the default rule.
@@ -169,6 +185,10 @@ type Report struct {
 	ExtraInTarget   int64 `json:"extra_in_target"`
 	Expired         int64 `json:"expired"`
 	Rechecked       int64 `json:"rechecked"`
+	// NotSessions counts the rows that are not erlmcp sessions, both
+	// stores together (a full check: every such row; a sample: those
+	// drawn). They are not compared and make the report not Clean.
+	NotSessions int64 `json:"not_sessions"`
 	// BytesMoved counts payload bytes that crossed the network, both ways.
 	BytesMoved int64 `json:"bytes_moved"`
 	RoundTrips int64 `json:"round_trips"`
@@ -182,8 +202,11 @@ type Report struct {
 	Differences []Difference `json:"-"`
 }
 
-// Clean reports whether the check found no difference.
-func (r *Report) Clean() bool { return r.Mismatched+r.MissingInTarget+r.ExtraInTarget == 0 }
+// Clean reports whether the check found no difference and no row that is
+// not a session.
+func (r *Report) Clean() bool {
+	return r.Mismatched+r.MissingInTarget+r.ExtraInTarget+r.NotSessions == 0
+}
 
 // Count returns the number of differences of a kind.
 func (r *Report) Count(k Kind) int64 {
@@ -194,6 +217,8 @@ func (r *Report) Count(k Kind) int64 {
 		return r.MissingInTarget
 	case KindExtraInTarget:
 		return r.ExtraInTarget
+	case KindNotSession:
+		return r.NotSessions
 	}
 	return 0
 }
@@ -225,7 +250,7 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 	var listed listing
 	if o.Sample > 0 {
 		rep.Mode, rep.Seed = "sample", o.Seed
-		listed, err = sampleList(ctx, src, tgt, o, rep)
+		listed, err = sampleList(ctx, src, tgt, o, rep, log)
 	} else {
 		listed, err = fullList(ctx, src, tgt, o, rep, log)
 	}
@@ -291,6 +316,18 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 		}
 	}
 	rep.Differences = diffs
+	for i, odd := range listed.odd {
+		rep.NotSessions += odd.N
+		for _, k := range odd.Keys {
+			if len(rep.Samples[KindNotSession]) < o.MaxSamples {
+				rep.Samples[KindNotSession] = append(rep.Samples[KindNotSession],
+					Difference{Kind: KindNotSession, ID: k, Diff: [2]string{"source", "target"}[i] + " row is not an erlmcp session ({Id :: binary(), Session :: map()}): not compared"})
+			}
+		}
+	}
+	if rep.NotSessions > 0 {
+		log.Warn("rows that are not sessions were not compared", "rows", rep.NotSessions)
+	}
 	// Suspects that matched or expired on a recheck moved out of the
 	// difference counts; what is not a difference or expired matched.
 	rep.Matching = rep.Processed - rep.Mismatched - rep.MissingInTarget - rep.ExtraInTarget - rep.Expired
@@ -330,9 +367,11 @@ func judgeAll(ctx context.Context, src, tgt *side, ids []string, o Options, rep 
 	return out, nil
 }
 
-// listing is what each side listed: id -> digest and last_accessed.
+// listing is what each side listed: id -> digest and last_accessed, and
+// the rows each side met that are not sessions (source, target).
 type listing struct {
 	src, tgt map[string]digestRow
+	odd      [2]oddRows
 }
 
 func union(a, b map[string]digestRow) map[string]struct{} {
@@ -390,19 +429,28 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 	ranges := []bucketRange{{HashRange: backends.FullRange, Buckets: b}}
 	quantum := o.Rule.toleranceMs()
 	var matched int64
+	var odd [2]oddRows // from the first round, a pass over each whole table
+	type sumsOdd struct {
+		sums []backends.BucketSum
+		odd  oddRows
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return listing{}, err
 		}
 		rep.Rounds++
 		sctx, cancel := scanContext(ctx, n)
-		sa, sb, err := both(sctx, src, tgt, func(ctx context.Context, s *side) ([]backends.BucketSum, error) {
-			sums, _, err := s.sums(ctx, ranges, quantum)
-			return sums, err
+		ra, rb, err := both(sctx, src, tgt, func(ctx context.Context, s *side) (sumsOdd, error) {
+			sums, odd, err := s.sums(ctx, ranges, quantum)
+			return sumsOdd{sums, odd}, err
 		})
 		cancel()
 		if err != nil {
 			return listing{}, err
+		}
+		sa, sb := ra.sums, rb.sums
+		if rep.Rounds == 1 {
+			odd = [2]oddRows{ra.odd, rb.odd}
 		}
 		var differ []backends.HashRange
 		var rows int64
@@ -421,7 +469,7 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 		if len(differ) == 0 {
 			rep.Phases.Checksums = time.Since(t0)
 			rep.Processed += matched
-			return listing{src: map[string]digestRow{}, tgt: map[string]digestRow{}}, nil
+			return listing{src: map[string]digestRow{}, tgt: map[string]digestRow{}, odd: odd}, nil
 		}
 		splittable := false
 		for _, d := range differ {
@@ -437,7 +485,8 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 			limit := int(rows) + o.ListRows // rows may grow under live load
 			lctx, cancel := scanContext(ctx, n)
 			a, bb, err := both(lctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
-				return s.digests(ctx, lr, limit)
+				m, _, err := s.digests(ctx, lr, limit) // odd rows: counted in round 1
+				return m, err
 			})
 			cancel()
 			rep.Phases.Listing = time.Since(t1)
@@ -445,7 +494,7 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 				return listing{}, err
 			}
 			rep.Processed += matched
-			return listing{src: a, tgt: bb}, nil
+			return listing{src: a, tgt: bb, odd: odd}, nil
 		}
 		ranges = ranges[:0:0]
 		for _, d := range differ {
@@ -481,7 +530,7 @@ func mergeRanges(rs []backends.HashRange) []bucketRange {
 // uniform, so every session is in the sample with the same probability,
 // wherever it sits in either store (not the first N), and a session that
 // exists on one side only is as likely to be drawn as any other.
-func sampleList(ctx context.Context, src, tgt *side, o Options, rep *Report) (listing, error) {
+func sampleList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *slog.Logger) (listing, error) {
 	t0 := time.Now()
 	counts, countt, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (int64, error) { return s.store.Count(ctx) })
 	if err != nil {
@@ -496,6 +545,16 @@ func sampleList(ctx context.Context, src, tgt *side, o Options, rep *Report) (li
 		}
 	}
 	if method == SampleSlots {
+		l, err := detsSlotList(ctx, src, tgt, o, counts, countt, log)
+		if errors.Is(err, errNoDETSSide) {
+			method = SampleSlotsLookup
+		} else {
+			rep.Rounds = 1
+			rep.Phases.Listing = time.Since(t0)
+			return l, err
+		}
+	}
+	if method == SampleSlotsLookup {
 		l, err := slotList(ctx, src, tgt, o, counts, countt)
 		rep.Rounds = 1
 		rep.Phases.Listing = time.Since(t0)
@@ -505,15 +564,20 @@ func sampleList(ctx context.Context, src, tgt *side, o Options, rep *Report) (li
 	limit := 4*o.Sample + 1000
 	sctx, cancel := scanContext(ctx, max(counts, countt))
 	defer cancel()
-	a, b, err := both(sctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
-		return s.digests(ctx, ranges, limit)
+	type digestsOdd struct {
+		rows map[string]digestRow
+		odd  oddRows
+	}
+	a, b, err := both(sctx, src, tgt, func(ctx context.Context, s *side) (digestsOdd, error) {
+		m, odd, err := s.digests(ctx, ranges, limit)
+		return digestsOdd{m, odd}, err
 	})
 	rep.Rounds = 1
 	rep.Phases.Listing = time.Since(t0)
 	if err != nil {
 		return listing{}, err
 	}
-	return listing{src: a, tgt: b}, nil
+	return listing{src: a.rows, tgt: b.rows, odd: [2]oddRows{a.odd, b.odd}}, nil
 }
 
 // slotList draws rows from each side's hash slots at the same rate (with
@@ -543,6 +607,7 @@ func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int
 		a, b     map[string]digestRow // the draws
 		tgtOfA   map[string]digestRow // the target's digests of a's ids
 		srcHasB  map[string]bool      // which of b's ids the source holds
+		odd      [2]oddRows           // drawn rows that are not sessions
 		aIn, bIn = make(chan struct{}), make(chan struct{})
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -560,16 +625,16 @@ func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int
 			}
 		}()
 	}
-	draw := func(s *side, n int, out *map[string]digestRow, in chan struct{}) func() error {
+	draw := func(s *side, n int, out *map[string]digestRow, outOdd *oddRows, in chan struct{}) func() error {
 		return func() error {
 			if n <= 0 {
 				*out = map[string]digestRow{}
 			} else {
-				m, err := s.slotSample(ctx, n, seed)
+				m, odd, err := s.slotSample(ctx, n, seed)
 				if err != nil {
 					return err
 				}
-				*out = m
+				*out, *outOdd = m, odd
 			}
 			close(in)
 			return nil
@@ -585,8 +650,8 @@ func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int
 			return false
 		}
 	}
-	run(draw(src, ns, &a, aIn))
-	run(draw(tgt, nt, &b, bIn))
+	run(draw(src, ns, &a, &odd[0], aIn))
+	run(draw(tgt, nt, &b, &odd[1], bIn))
 	run(func() error {
 		if !ready(aIn) {
 			return nil
@@ -616,7 +681,7 @@ func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int
 		}
 		tgtOfA[id] = r // on the target only
 	}
-	return listing{src: a, tgt: tgtOfA}, nil
+	return listing{src: a, tgt: tgtOfA, odd: odd}, nil
 }
 
 // sampleRanges covers fraction sample/rows of the hash space with

@@ -161,7 +161,7 @@ func TestSampleIsUniform(t *testing.T) {
 		p.eval(t, p.ids[i], deleteTarget+", ok")
 		p.eval(t, p.ids[i+5], extraTarget+", ok")
 	}
-	for _, m := range []consistency.SampleMethod{consistency.SampleHashRanges, consistency.SampleSlots} {
+	for _, m := range []consistency.SampleMethod{consistency.SampleHashRanges, consistency.SampleSlots, consistency.SampleSlotsLookup} {
 		o := p.opts()
 		o.Sample = 1000
 		o.Rechecks = -1

@@ -223,6 +223,7 @@ func printReport(tw *tabwriter.Writer, rep *consistency.Report) {
 	cliutil.Row(tw, "extra in target", rep.ExtraInTarget)
 	cliutil.Row(tw, "expired (skipped)", rep.Expired)
 	cliutil.Row(tw, "rechecked", rep.Rechecked)
+	cliutil.Row(tw, "not sessions (not compared)", rep.NotSessions)
 	cliutil.Row(tw, "bytes moved", fmt.Sprintf("%d in %d round trips, %d checksum round(s)", rep.BytesMoved, rep.RoundTrips, rep.Rounds))
 	cliutil.Row(tw, "duration", rep.Duration.Round(time.Millisecond))
 	for _, k := range consistency.Kinds {
@@ -233,7 +234,7 @@ func printReport(tw *tabwriter.Writer, rep *consistency.Report) {
 	if rep.Clean() {
 		cliutil.Row(tw, "result", "the stores agree")
 	} else {
-		cliutil.Row(tw, "result", fmt.Sprintf("%d difference(s)", rep.Mismatched+rep.MissingInTarget+rep.ExtraInTarget))
+		cliutil.Row(tw, "result", fmt.Sprintf("%d difference(s), %d row(s) that are not sessions", rep.Mismatched+rep.MissingInTarget+rep.ExtraInTarget, rep.NotSessions))
 	}
 }
 

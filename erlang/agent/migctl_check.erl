@@ -27,7 +27,8 @@
 -module(migctl_check).
 
 -export([version/0, sums/3, digests/3, get_many/2, native_compare/3,
-         slot_sample/3, data_size/1, digests_of/2, members_of/2]).
+         slot_sample/3, data_size/1, digests_of/2, members_of/2,
+         dets_next/1, dets_slot_rows/3, dets_slot_listing/3]).
 
 -define(VSN, 1).
 -define(M32, 4294967296).
@@ -94,13 +95,14 @@ locate(H, R, I, J) ->
 
 %% ------------------------------------------------------------------- sums
 
-%% sums(Spec, Ranges, Opts) -> {ok, <<Count:32, Sum:64>>*TotalBuckets, Size}
-%% Opts: [{la_quantum, Q}]. One pass over the store for all ranges.
+%% sums(Spec, Ranges, Opts) -> {ok, <<Count:32, Sum:64>>*TotalBuckets, Size, Odd}
+%% Opts: [{la_quantum, Q}]. One pass over the store for all ranges. Odd
+%% (odd/0) counts the rows of the whole store that are not sessions.
 sums(Spec, RangesBin, Opts) ->
     safe(fun() ->
         Size = ready(Spec),
         {Bin, _} = sums_local(Spec, RangesBin, quantum(Opts)),
-        {ok, Bin, Size}
+        {ok, Bin, Size, odd()}
     end).
 
 sums_local(Spec, RangesBin, Q) ->
@@ -137,25 +139,79 @@ sums_local(Spec, RangesBin, Q) ->
              || I <- lists:seq(0, Total - 1) >>,
     {Bin, Total}.
 
+%% fold(Spec, F) calls F(Id, S) for every erlmcp session of the store: a
+%% binary id and a map. Any other row cannot be digested or compared, and a
+%% check must not call two stores equal because it skipped what it could
+%% not read: such rows are counted (with the first keys, printed) in this
+%% process's dictionary, and the caller returns them with odd/0. The
+%% dictionary because fold's callers thread no state of their own through
+%% it, and every agent call runs in a fresh process.
 fold({ets, Tab}, F) ->
-    ets:foldl(fun({Id, S}, A) when is_map(S) -> F(Id, S), A; (_, A) -> A end, ok, Tab);
+    odd_reset(),
+    ets:foldl(fun({Id, S}, A) when is_binary(Id), is_map(S) -> F(Id, S), A;
+                 (Row, A) -> odd_row(key(ets, Row)), A end, ok, Tab);
 fold({dets, Tab, _, _, _}, F) ->
-    case dets:foldl(fun({Id, S}, A) when is_map(S) -> F(Id, S), A; (_, A) -> A end, ok, Tab) of
+    odd_reset(),
+    case dets:foldl(fun({Id, S}, A) when is_binary(Id), is_map(S) -> F(Id, S), A;
+                       (Row, A) -> odd_row(key(dets, Row)), A end, ok, Tab) of
         {error, E} -> fail(iolist_to_binary(io_lib:format("dets: ~0P", [E, 10])));
         _ -> ok
     end;
 fold({mnesia, Tab}, F) ->
     %% A disc_copies/ram_copies table is an ETS table of the same name.
+    local_copy(Tab),
+    odd_reset(),
+    ets:foldl(fun({_, Id, S, _}, A) when is_binary(Id), is_map(S) -> F(Id, S), A;
+                 (Row, A) -> odd_row(key(mnesia, Row)), A end, ok, Tab).
+
+local_copy(Tab) ->
     case mnesia:table_info(Tab, storage_type) of
         T when T =:= disc_copies; T =:= ram_copies -> ok;
         _ -> fail(no_local_copy)
-    end,
-    ets:foldl(fun({_, Id, S, _}, A) when is_map(S) -> F(Id, S), A; (_, A) -> A end, ok, Tab).
+    end.
+
+%% ------------------------------------------------------ rows not sessions
+
+-define(ODD_KEYS, 10).
+
+key(mnesia, Row) when is_tuple(Row), tuple_size(Row) >= 2 -> element(2, Row);
+key(_, Row) when is_tuple(Row), tuple_size(Row) >= 1 -> element(1, Row);
+key(_, Row) -> Row.
+
+odd_reset() -> put(migctl_odd, {0, []}).
+
+odd_row(Key) ->
+    {N, Keys} = case get(migctl_odd) of
+                    undefined -> {0, []};
+                    V -> V
+                end,
+    Keys2 = case length(Keys) < ?ODD_KEYS of
+                true -> [show(Key) | Keys];
+                false -> Keys
+            end,
+    put(migctl_odd, {N + 1, Keys2}).
+
+%% odd() -> <<Count:32, (KeyLen:32, Key/binary)*>>: the rows fold/2 (or a
+%% slot draw) met that are not sessions, and the first of their keys as
+%% Erlang prints them.
+odd() ->
+    {N, Keys} = case erase(migctl_odd) of
+                    undefined -> {0, []};
+                    V -> V
+                end,
+    iolist_to_binary([<<N:32>> | [[<<(byte_size(K)):32>>, K] || K <- lists:reverse(Keys)]]).
+
+show(Key) ->
+    B = iolist_to_binary(io_lib:format("~0tP", [Key, 8])),
+    case byte_size(B) > 120 of
+        true -> <<(binary:part(B, 0, 117))/binary, "...">>;
+        false -> B
+    end.
 
 %% ---------------------------------------------------------------- digests
 
 %% digests(Spec, Ranges, Opts) ->
-%%   {ok, <<IdLen:32, Id/binary, Digest:32, LastAccessed:64/signed>>*, N}
+%%   {ok, <<IdLen:32, Id/binary, Digest:32, LastAccessed:64/signed>>*, N, Odd}
 %% Every row whose hash is in one of the ranges (bucket counts are ignored).
 %% Digest is the content digest (Q = 0): last_accessed travels apart so the
 %% caller can apply its tolerance exactly. Opts: [{limit, N}] fails with
@@ -184,7 +240,7 @@ digests(Spec, RangesBin, Opts) ->
             end,
         fold(Spec, F),
         {N, Acc} = erase(Key),
-        {ok, iolist_to_binary(Acc), N}
+        {ok, iolist_to_binary(Acc), N, odd()}
     end).
 
 %% digests_of(Spec, <<IdLen:32, Id/binary>>*) -> {ok, Rows, N}
@@ -249,7 +305,7 @@ enc(Id, S) ->
 %% ------------------------------------------------------------ slot sample
 
 %% slot_sample(Spec, N, Seed) ->
-%%   {ok, <<IdLen:32, Id/binary, Digest:32, LastAccessed:64/signed>>*, Count}
+%%   {ok, <<IdLen:32, Id/binary, Digest:32, LastAccessed:64/signed>>*, Count, Odd}
 %% About N rows drawn at random from the store without scanning it: random
 %% hash slots of the table (ets:slot/2, dets:slot/2), every row of a drawn
 %% slot, listed as digests/3 lists them. ETS set tables (Mnesia's local
@@ -262,9 +318,11 @@ slot_sample(Spec, N, Seed) ->
         _ = rand:seed(exsss, Seed),
         {SlotFun, Slots} = slots(Spec, Size),
         Want = min(N, Size),
-        Rows = draw(SlotFun, Slots, Want, 0, 10 * Want + 100, #{}),
+        {Rows, Odd} = draw(SlotFun, Slots, Want, 0, 10 * Want + 100, {#{}, #{}}),
+        odd_reset(),
+        _ = [odd_row(K) || K <- maps:keys(Odd)],
         {ok, iolist_to_binary([[<<(byte_size(I)):32>>, I, <<(digest(I, S, 0)):32, (la(S)):64/signed>>]
-                               || {I, S} <- maps:to_list(Rows)]), map_size(Rows)}
+                               || {I, S} <- maps:to_list(Rows)]), map_size(Rows), odd()}
     end).
 
 slots({ets, Tab}, _) ->
@@ -277,11 +335,11 @@ slots({dets, Tab, _, _, _}, _) ->
            end,
     {fun(I) -> dets:slot(Tab, I) end, Used};
 slots({mnesia, Tab}, _) ->
-    case mnesia:table_info(Tab, storage_type) of
-        T when T =:= disc_copies; T =:= ram_copies -> ok;
-        _ -> fail(no_local_copy)
-    end,
-    {fun(I) -> [{Id, S} || {_, Id, S, _} <- ets:slot(Tab, I)] end, slot_count_ets(Tab)}.
+    local_copy(Tab),
+    {fun(I) -> [case R of
+                    {_, Id, S, _} -> {Id, S};
+                    _ -> {odd, key(mnesia, R)}
+                end || R <- ets:slot(Tab, I)] end, slot_count_ets(Tab)}.
 
 %% ETS does not say how many slots a set has; ets:slot/2 fails with badarg
 %% past the last one and returns '$end_of_table' at it. For an ordered_set
@@ -308,19 +366,115 @@ bisect_slots(Tab, Lo, Hi) ->
         _ -> bisect_slots(Tab, Lo, M)
     end.
 
-draw(_, _, Want, _, _, Acc) when map_size(Acc) >= Want -> Acc;
-draw(_, _, _, Tries, Max, Acc) when Tries >= Max -> Acc;
-draw(_, Slots, _, _, _, Acc) when not is_integer(Slots); Slots =< 0 -> Acc;
+%% draw(...) -> {Sessions, Odd}: Odd maps the keys of the drawn rows that
+%% are not sessions (a slot drawn twice counts them once).
+draw(_, _, Want, _, _, {Acc, _} = R) when map_size(Acc) >= Want -> R;
+draw(_, _, _, Tries, Max, R) when Tries >= Max -> R;
+draw(_, Slots, _, _, _, R) when not is_integer(Slots); Slots =< 0 -> R;
 draw(SlotFun, Slots, Want, Tries, Max, Acc) ->
     I = rand:uniform(Slots) - 1,
     Rows = case catch SlotFun(I) of
                L when is_list(L) -> L;
                _ -> []
            end,
-    Acc2 = lists:foldl(fun({Id, S}, A) when is_binary(Id), is_map(S) -> A#{Id => S};
-                          (_, A) -> A
+    Acc2 = lists:foldl(fun({Id, S}, {A, O}) when is_binary(Id), is_map(S) -> {A#{Id => S}, O};
+                          ({odd, K}, {A, O}) -> {A, O#{K => true}};
+                          (Row, {A, O}) -> {A, O#{key(dets, Row) => true}}
                        end, Acc, Rows),
     draw(SlotFun, Slots, Want, Tries + 1, Max, Acc2).
+
+%% -------------------------------------------------- sample by DETS slots
+%%
+%% A DETS file is a linear hash table: the slot of a key is a function of
+%% phash2(Key) and the file's slot count (Next) alone (dets_v9:db_hash/2:
+%% M is the largest power of two =< Next, N = Next - M; Slot = H band
+%% (M - 1), or H band (2M - 1) when that is below N). So a random set of
+%% the file's slots is a random set of hash buckets that ANY store can
+%% list, by computing the same function over its own keys. A sample is
+%% then: every row of the drawn slots in the DETS file (one dets:slot each,
+%% the only random reads) and every row of the other store whose key falls
+%% in them (one pass over an ETS table, on its own node, at the same
+%% time). Every session of the union is in it with the same chance, and no
+%% key is looked up one at a time on the DETS side (a random read of a
+%% DETS file costs ~45 us through its server, whatever the call).
+
+%% dets_next(Spec) -> {ok, Next, HashMethod}: the slot count the slot
+%% function needs; HashMethod phash2 (files made by OTP >= R12) or phash.
+dets_next({dets, Tab, _, _, _} = Spec) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        {ok, dets_used_slots(Tab), dets:info(Tab, hash)}
+    end);
+dets_next(_) -> {error, not_dets}.
+
+dets_used_slots(Tab) ->
+    case dets:info(Tab, no_slots) of
+        {_, U, _} -> U;
+        U -> U
+    end.
+
+dets_slot(Key, Next) ->
+    M = 1 bsl (bits(Next) - 1),
+    H = erlang:phash2(Key),
+    case H band (M - 1) of
+        S when S < Next - M -> H band (2 * M - 1);
+        S -> S
+    end.
+
+%% bits(X): the number of bits of X > 0 (1 bsl (bits(X) - 1) =< X).
+bits(X) -> bits(X, 0).
+bits(0, B) -> B;
+bits(X, B) -> bits(X bsr 1, B + 1).
+
+%% dets_slot_rows(Spec, <<Slot:32>>*, Next) -> {ok, Digests, N, Odd}
+%% Every row of the given slots, listed as digests/3 lists them. Each
+%% row's key is checked against the slot function with Next: should DETS
+%% ever place keys otherwise (another OTP), the reply is
+%% {error, slot_function_mismatch} and migctl draws another way. A file
+%% that grew meanwhile (Next changed: a live table) is not checked, since
+%% its keys moved; the sample is then slightly short, see the package doc.
+dets_slot_rows({dets, Tab, _, _, _} = Spec, SlotsBin, Next) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        odd_reset(),
+        Rows = lists:append([[{I, R} || R <- slot_objects(Tab, I)] || <<I:32>> <= SlotsBin]),
+        Still = dets_used_slots(Tab) =:= Next,
+        _ = [fail(slot_function_mismatch) || Still, {I, R} <- Rows, dets_slot(key(dets, R), Next) =/= I],
+        Sessions = lists:filtermap(fun({_, {Id, S}}) when is_binary(Id), is_map(S) -> {true, {Id, S}};
+                                      ({_, R}) -> odd_row(key(dets, R)), false
+                                   end, Rows),
+        {ok, iolist_to_binary([[<<(byte_size(I)):32>>, I, <<(digest(I, S, 0)):32, (la(S)):64/signed>>]
+                               || {I, S} <- Sessions]), length(Sessions), odd()}
+    end).
+
+slot_objects(Tab, I) ->
+    case dets:slot(Tab, I) of
+        L when is_list(L) -> L;
+        '$end_of_table' -> [];
+        {error, E} -> fail(iolist_to_binary(io_lib:format("dets: ~0P", [E, 10])))
+    end.
+
+%% dets_slot_listing(Spec, <<Slot:32>>*, Next) -> {ok, Digests, N, Odd}
+%% The other side of a DETS-slot sample: one pass over this store, every
+%% session whose key falls in one of the slots (of a DETS file of Next
+%% slots), listed as digests/3 lists them.
+dets_slot_listing(Spec, SlotsBin, Next) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        Set = maps:from_list([{I, []} || <<I:32>> <= SlotsBin]),
+        Key = make_ref(),
+        put(Key, []),
+        fold(Spec, fun(Id, S) ->
+                           case maps:is_key(dets_slot(Id, Next), Set) of
+                               true ->
+                                   put(Key, [[<<(byte_size(Id)):32>>, Id,
+                                              <<(digest(Id, S, 0)):32, (la(S)):64/signed>>] | get(Key)]);
+                               false -> ok
+                           end
+                   end),
+        Acc = erase(Key),
+        {ok, iolist_to_binary(Acc), length(Acc), odd()}
+    end).
 
 %% --------------------------------------------------------- native compare
 
