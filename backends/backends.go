@@ -10,6 +10,7 @@ import (
 	"github.com/ergo-services/ergo/etf"
 
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/term"
 )
 
 // Kind names a storage layout.
@@ -182,6 +183,10 @@ var (
 	ErrMnesiaDown    = errors.New("mnesia is not running")
 	ErrNoLocalCopy   = errors.New("no local copy of the table on this node")
 	ErrCursorExpired = errors.New("stream cursor no longer valid")
+	// ErrOtherFile: a DETS table of the name asked for is open on the
+	// node from another file than --dets-file. DETS names tables, not
+	// files, so using it would read the wrong file.
+	ErrOtherFile = errors.New("a DETS table of that name is open from another file")
 )
 
 // Open returns the Store for spec on node.
@@ -271,7 +276,9 @@ func (s *agentStore) mapErr(err error) error {
 	case "no_local_copy":
 		sent, hint = ErrNoLocalCopy, "use --node of a node that holds a disc_copies or ram_copies replica"
 	default:
-		if strings.Contains(re.Reason, "badarg") && strings.Contains(re.Reason, "select") {
+		if open, ok := strings.CutPrefix(re.Reason, "dets_other_file: "); ok {
+			sent, hint = ErrOtherFile, fmt.Sprintf("table %s is open on the node from %s, not %s: leave out --dets-file to use the open table, or give --table another name to open %s", s.spec.Table, open, s.spec.File, s.spec.File)
+		} else if strings.Contains(re.Reason, "badarg") && strings.Contains(re.Reason, "select") {
 			sent = ErrCursorExpired
 		} else {
 			return fmt.Errorf("%s on %s: %w", s.spec, s.node, err)
@@ -441,6 +448,86 @@ func ParseFrames(frames []byte, hint int) ([]Row, error) {
 		}
 		rows = append(rows, Row{ID: id, Blob: frames[4 : 4+m]})
 		frames = frames[4+m:]
+	}
+	return rows, nil
+}
+
+// ParseRows cuts a pushed batch, the term_to_binary of a list of rows
+// ({Id, Session} or Mnesia's {Tab, Id, Session, WriteTime}), into Rows
+// without decoding the sessions: each Blob is the session's own encoding
+// with the version byte in front, byte for byte what term_to_binary of
+// the session gives. Blobs alias bin (the byte before each session's
+// encoding is overwritten with the version byte); ids are copied into one
+// buffer first, because that byte is the last one of the id.
+func ParseRows(bin []byte, hint int) ([]Row, error) {
+	if len(bin) < 2 || bin[0] != 131 {
+		return nil, errors.New("rows: not an external term")
+	}
+	p := 1
+	var n int
+	switch bin[p] {
+	case 106: // NIL_EXT
+		return nil, nil
+	case 108: // LIST_EXT
+		if len(bin) < p+5 {
+			return nil, errors.New("rows: truncated list")
+		}
+		n = int(binary.BigEndian.Uint32(bin[p+1:]))
+		p += 5
+	default:
+		return nil, fmt.Errorf("rows: not a list (tag %d)", bin[p])
+	}
+	type span struct{ id, idEnd, s, sEnd int }
+	spans := make([]span, 0, max(hint, n))
+	idBytes := 0
+	for range n {
+		if p+2 > len(bin) || bin[p] != 104 { // SMALL_TUPLE_EXT
+			return nil, errors.New("rows: a row is not a small tuple")
+		}
+		arity := int(bin[p+1])
+		p += 2
+		var idAt int
+		switch arity {
+		case 2:
+			idAt = 0
+		case 4:
+			idAt = 1
+		default:
+			return nil, fmt.Errorf("rows: a row of arity %d", arity)
+		}
+		var sp span
+		for i := range arity {
+			end, err := term.Skip(bin[p:])
+			if err != nil {
+				return nil, fmt.Errorf("rows: %w", err)
+			}
+			switch i {
+			case idAt:
+				// BINARY_EXT: tag, 4-byte length, the bytes.
+				if bin[p] != 109 || end < 5 {
+					return nil, errors.New("rows: an id is not a binary")
+				}
+				sp.id, sp.idEnd = p+5, p+end
+				idBytes += end - 5
+			case idAt + 1:
+				sp.s, sp.sEnd = p, p+end
+			}
+			p += end
+		}
+		spans = append(spans, sp)
+	}
+	if p+1 != len(bin) || bin[p] != 106 {
+		return nil, errors.New("rows: not a proper list")
+	}
+	ids := make([]byte, 0, idBytes)
+	rows := make([]Row, len(spans))
+	for i, sp := range spans {
+		ids = append(ids, bin[sp.id:sp.idEnd]...)
+		rows[i].ID = ids[len(ids)-(sp.idEnd-sp.id) : len(ids) : len(ids)]
+	}
+	for i, sp := range spans {
+		bin[sp.s-1] = 131
+		rows[i].Blob = bin[sp.s-1 : sp.sEnd : sp.sEnd]
 	}
 	return rows, nil
 }

@@ -232,11 +232,19 @@ func (s *agentStore) drain(ctx context.Context, pid etf.Pid, tag []byte, msgs <-
 			stop()
 			return fmt.Errorf("stream %s on %s: unexpected message", s.spec, s.node)
 		}
-		frames := erl.Bytes(res[1])
-		rows, err := ParseFrames(frames, int(erl.Int64(res[3])))
+		var frames []byte
+		var rows []Row
+		var err error
+		if rt, ok := res[1].(etf.Tuple); ok && len(rt) == 2 && rt[0] == etf.Atom("rows") {
+			frames = erl.Bytes(rt[1])
+			rows, err = ParseRows(frames, int(erl.Int64(res[3])))
+		} else {
+			frames = erl.Bytes(res[1])
+			rows, err = ParseFrames(frames, int(erl.Int64(res[3])))
+		}
 		if err != nil {
 			stop()
-			return err
+			return fmt.Errorf("stream %s on %s: %w", s.spec, s.node, err)
 		}
 		b := Batch{Rows: rows, WireBytes: len(frames)}
 		if n, ok := res[2].([]byte); ok {

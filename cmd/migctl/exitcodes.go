@@ -44,7 +44,7 @@ var exitCodes = []struct {
 		config.ErrInvalid,
 		journal.ErrOtherCluster, journal.ErrNoJournal,
 		migrate.ErrUnknownPhase, migrate.ErrBadPercent, migrate.ErrNotSessions,
-		backends.ErrUnknownStore, backends.ErrNotSessions,
+		backends.ErrUnknownStore, backends.ErrNotSessions, backends.ErrOtherFile,
 		exportfile.ErrCorrupt,
 		cluster.ErrUnknownNode, cluster.ErrBadPlan, cluster.ErrUnknownStep,
 		consistency.ErrNotRepair,
