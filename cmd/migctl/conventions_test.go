@@ -473,3 +473,30 @@ func TestExamplesParse(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletion: the shell completes phases, stores, -o, modes, heal
+// steps, and the nodes from MIGCTL_NODES or the configuration file.
+func TestCompletion(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "migctl.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("nodes: [c1@h, c2@h]\n"), 0o600))
+	for _, c := range []struct {
+		env  []string
+		args []string
+		want []string
+	}{
+		{nil, []string{"phase", "set", ""}, []string{"phase0\t", "phase3\t"}},
+		{nil, []string{"-o", ""}, []string{"table", "json"}},
+		{nil, []string{"consistency", "check", "--source", ""}, []string{"ets", "dets", "mnesia"}},
+		{nil, []string{"sessions", "import", "--mode", ""}, []string{"if_newer", "if_absent", "overwrite"}},
+		{nil, []string{"cluster", "heal", "--stop-after", ""}, []string{"backup", "merge", "verify"}},
+		{[]string{"MIGCTL_NODES=a@h,b@h"}, []string{"cluster", "resync", ""}, []string{"a@h", "b@h"}},
+		{[]string{"MIGCTL_CONFIG=" + cfg}, []string{"cluster", "heal", "--winner", ""}, []string{"c1@h", "c2@h"}},
+		{nil, []string{"--config", cfg, "sessions", "count", "--node", ""}, []string{"c1@h", "c2@h"}},
+	} {
+		r := run(t, c.env, append([]string{"__complete"}, c.args...)...)
+		require.Equal(t, 0, r.code, r.stderr)
+		for _, w := range c.want {
+			require.Contains(t, r.stdout, w, "migctl %s<TAB>", strings.Join(c.args, " "))
+		}
+	}
+}

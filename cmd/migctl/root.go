@@ -104,6 +104,7 @@ Each command's help lists the codes it returns.`,
 	usageErrors(root)
 	documentExits(root)
 	addExamples(root)
+	addCompletions(root)
 	return root
 }
 
