@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/erlmcp/migctl/cluster"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/history"
 	"github.com/erlmcp/migctl/testkit"
 )
 
@@ -20,6 +22,10 @@ import (
 // operation any client had acknowledged is in the store: 0 lost, 0 wrong,
 // 0 resurrected. The decisions come from the change recorders
 // (migctl_node), which run on every node as they would in a release.
+// The load generators record every operation: outside the splits the
+// history must be linearizable per session, and after each heal every
+// session must hold what the heal's rule (the later change wins) allows
+// (package history).
 
 func TestHealUnderTraffic3Nodes(t *testing.T) {
 	runTrafficHeal(t, trafficCase{nodes: 3, islands: [][]int{{0, 1}, {2}}, rounds: 3})
@@ -62,15 +68,27 @@ func runTrafficHeal(t *testing.T, tc trafficCase) {
 	ctx := tctx(t)
 
 	const lg = "lgt"
+	// With Mnesia alone, clients on every node also work on the same
+	// sessions (shared mode, its own load generator): both sides of a
+	// split then change the same keys and the heal's rule has to choose.
+	// Not with the hybrid, whose DETS is per node (sessions are pinned).
+	loads := []string{lg}
+	if !tc.hybrid {
+		loads = append(loads, "lgshared")
+	}
 	for i := range tk.Nodes {
-		r := tk.Eval(i, `case erlmcp_loadgen:start(#{name => N, rate => 250, keyspace => 300}) of {ok, _} -> ok; E -> E end`,
-			map[string]erl.Term{"N": etf.Atom(lg)})
-		require.Equal(t, etf.Atom("ok"), r)
+		for _, name := range loads {
+			r := tk.Eval(i, `case erlmcp_loadgen:start(#{name => N, rate => R, keyspace => K, history => true, shared => N =:= lgshared}) of {ok, _} -> ok; E -> E end`,
+				map[string]erl.Term{"N": etf.Atom(name), "R": map[bool]int{true: 250, false: 100}[name == lg], "K": map[bool]int{true: 300, false: 150}[name == lg]})
+			require.Equal(t, etf.Atom("ok"), r)
+		}
 	}
 	running := true
 	stopAll := func() {
 		for i := range tk.Nodes {
-			stopLoad(t, tk, i, lg)
+			for _, name := range loads {
+				stopLoad(t, tk, i, name)
+			}
 		}
 		running = false
 	}
@@ -81,10 +99,12 @@ func runTrafficHeal(t *testing.T, tc trafficCase) {
 	})
 
 	var longest time.Duration
+	var splits []history.Window
 	for round := range tc.rounds {
 		// Splits a second apart: a healed loser's recorder starts again
 		// with its reloaded Mnesia, and must cover the next cut.
 		time.Sleep(time.Second)
+		splits = append(splits, history.Window{Start: time.Now()})
 		tk.Partition(tc.islands...)
 		time.Sleep(2 * time.Second) // both sides take writes and deletes
 		tk.ConnectAll(ctx)
@@ -107,6 +127,7 @@ func runTrafficHeal(t *testing.T, tc trafficCase) {
 		for _, s := range rep.Steps {
 			t.Logf("  %-14s %8v %s %s", s.Step, s.Duration.Round(time.Millisecond), s.Detail, s.Error)
 		}
+		splits[len(splits)-1].End = time.Now()
 		require.NoError(t, err, "round %d", round)
 		require.True(t, rep.Healed)
 		require.Equal(t, cluster.Healthy, rep.Final.Verdict)
@@ -155,6 +176,26 @@ func runTrafficHeal(t *testing.T, tc trafficCase) {
 	}
 	t.Logf("longest fence %v; longest client call %d ms", longest.Round(time.Millisecond), worst/1000)
 
+	// A context of its own: the test's may be nearly spent by now.
+	hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer hcancel()
+	hres, h := tk.CheckHistory(hctx, "{mnesia, erlmcp_session}", history.Options{Splits: splits}, loads...)
+	require.True(t, hres.OK(), hres.Summary())
+	require.Len(t, hres.Splits, tc.rounds)
+	for i, s := range hres.Splits {
+		require.Positive(t, s.KeysWritten, "split %d: keys written during it", i+1)
+		require.Greater(t, s.HealKeys, 100, "split %d: keys judged against the heal rule", i+1)
+	}
+	// The heal rule's judgement is not vacuous: the same real history,
+	// with one final read changed to the earlier of two changes made
+	// during the last split (on different nodes where there are any),
+	// must fail.
+	bad := healTampered(t, h, splits[len(splits)-1])
+	bres, err := history.Check(hctx, bad, history.Options{Splits: splits})
+	require.NoError(t, err)
+	require.False(t, bres.OK(), "a heal that kept the earlier change must fail the checker")
+	t.Logf("tampered heal: %s", bres.Failures[0].Diagnosis)
+
 }
 
 // verifyLoadIn checks a load generator's record against the store spec
@@ -168,4 +209,53 @@ func verifyLoadIn(t *testing.T, tk *testkit.Cluster, i int, name, spec string) [
 	tt, ok := r.(etf.Tuple)
 	require.True(t, ok, "verify: %v", r)
 	return [4]int64{toInt(tt[0]), toInt(tt[1]), toInt(tt[2]), toInt(tt[3])}
+}
+
+// healTampered copies h and changes the final read of one key to the
+// earlier of two acknowledged changes made during split w, the later one
+// called after the earlier returned: on different nodes if some key has
+// such a pair, else on one node.
+func healTampered(t *testing.T, h *history.History, w history.Window) *history.History {
+	t.Helper()
+	s, e := w.Start.UnixNano(), w.End.UnixNano()
+	byKey := map[string][]history.Op{}
+	for _, op := range h.Ops {
+		if op.Kind != history.Fetch && op.Outcome == history.OK && op.Call >= s && op.Call < e {
+			byKey[op.Key] = append(byKey[op.Key], op)
+		}
+	}
+	bad := &history.History{Nodes: h.Nodes, Ops: append([]history.Op(nil), h.Ops...)}
+	for _, crossNode := range []bool{true, false} {
+		for i, f := range bad.Ops {
+			if f.Client != 0 || f.Kind != history.Fetch {
+				continue
+			}
+			for _, u := range byKey[f.Key] {
+				if u.Kind != history.Store {
+					continue
+				}
+				for _, v := range byKey[f.Key] {
+					if (v.Node != u.Node || !crossNode) && v.Call > u.Return && (v.Kind == history.Delete || v.Digest != u.Digest) &&
+						!touchedAfter(h, u, v.Call) {
+						t.Logf("tampering: %s ends as %s wrote it, although %s came later", f.Key, u, v)
+						bad.Ops[i].Digest, bad.Ops[i].Outcome = u.Digest, history.OK
+						return bad
+					}
+				}
+			}
+		}
+	}
+	t.Fatal("no key was changed twice one after the other during the split")
+	return nil
+}
+
+// touchedAfter says whether a fetch read u's value after t (a fetch
+// rewrites the row, a change the heal's rule counts as the later one).
+func touchedAfter(h *history.History, u history.Op, t int64) bool {
+	for _, op := range h.Ops {
+		if op.Key == u.Key && op.Kind == history.Fetch && op.Outcome == history.OK && op.Digest == u.Digest && op.Return > t {
+			return true
+		}
+	}
+	return false
 }

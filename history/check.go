@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,6 +67,14 @@ type SplitReport struct {
 	KeysWritten int // keys written (acknowledged) during it
 	Deletes     int // acknowledged deletes during it
 	HealKeys    int // keys judged against this heal's candidates
+	// HealExact counts those of HealKeys for which the rule left exactly
+	// one value: how sharp the heal's judgement was.
+	HealExact int
+	// KeptByTouch counts keys whose value after the heal is older than an
+	// acknowledged write, kept because a fetch on the other side touched
+	// it later (erlmcp's fetch rewrites last_accessed, a change the rule
+	// counts): what the rule lets clients see, not a failure.
+	KeptByTouch int
 }
 
 // Failure is one key whose history the model does not explain.
@@ -278,7 +287,7 @@ func Check(ctx context.Context, h *History, opts Options) (*Result, error) {
 			var init string
 			switch {
 			case si > 0:
-				init = stateOf(candidates(ops, sg.lo))
+				init = stateOf(candidates(ops, sg.lo, true))
 			case opts.InitialAny:
 				init = anyValue
 			default:
@@ -292,6 +301,12 @@ func Check(ctx context.Context, h *History, opts Options) (*Result, error) {
 			if si > 0 {
 				res.HealKeys++
 				res.Splits[si-1].HealKeys++
+				if !strings.Contains(init, ",") {
+					res.Splits[si-1].HealExact++
+				}
+				if keptByTouch(ops, sg) {
+					res.Splits[si-1].KeptByTouch++
+				}
 			}
 			model := registerModel(init)
 			verdict, info := porcupine.CheckOperationsVerbose(model, pops, opts.KeyTimeout)
@@ -377,14 +392,20 @@ func segmentOps(ops []Op, sg segment, inf int64) ([]porcupine.Operation, int) {
 }
 
 // candidates are the values the heal rule may leave a key with at the end
-// of a heal (time at): every write called before then, acknowledged or
-// maybe, unless an acknowledged write was called after it returned (that
+// of a heal (time at): every change called before then, acknowledged or
+// maybe, unless an acknowledged change was called after it returned (that
 // one is definitely the later change), and "absent" from before the first
-// write unless an acknowledged write came since.
-func candidates(ops []Op, at int64) []int64 {
+// change unless an acknowledged change came since. With touches, a fetch
+// that found the session is a change that rewrote the value it read:
+// erlmcp's backends update last_accessed in the same transaction, and the
+// heal's rule counts that write like any other.
+func candidates(ops []Op, at int64, touches bool) []int64 {
+	change := func(op Op) bool {
+		return op.Kind != Fetch || (touches && op.Outcome == OK)
+	}
 	var lastAckedCall int64 = math.MinInt64
 	for _, op := range ops {
-		if op.Kind != Fetch && op.Outcome == OK && op.Call < at {
+		if change(op) && op.Outcome == OK && op.Call < at {
 			lastAckedCall = max(lastAckedCall, op.Call)
 		}
 	}
@@ -393,7 +414,7 @@ func candidates(ops []Op, at int64) []int64 {
 		out = append(out, absent) // the initial state
 	}
 	for _, op := range ops {
-		if op.Kind == Fetch || op.Call >= at {
+		if !change(op) || op.Call >= at {
 			continue
 		}
 		if op.Outcome == OK && op.Return < lastAckedCall {
@@ -402,6 +423,27 @@ func candidates(ops []Op, at int64) []int64 {
 		out = append(out, valueOf(op))
 	}
 	return out
+}
+
+// keptByTouch says whether the value a key showed first after a heal (its
+// first read before any acknowledged write of the segment) is one only a
+// fetch's touch made the later change: the rule then kept an older value
+// over an acknowledged write of the other side.
+func keptByTouch(ops []Op, sg segment) bool {
+	firstWrite := int64(math.MaxInt64)
+	for _, op := range ops {
+		if op.Kind != Fetch && op.Outcome == OK && op.Call >= sg.lo {
+			firstWrite = min(firstWrite, op.Call)
+		}
+	}
+	for _, r := range ops {
+		if r.Kind != Fetch || r.Outcome.Failed() || r.Call < sg.lo || r.Return >= sg.hi || r.Return >= firstWrite {
+			continue
+		}
+		v := valueOf(r)
+		return !slices.Contains(candidates(ops, sg.lo, false), v) && slices.Contains(candidates(ops, sg.lo, true), v)
+	}
+	return false
 }
 
 // diagnose names what is wrong in a failed segment: the first read (by

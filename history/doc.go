@@ -41,12 +41,16 @@
 //     writes called before it) is linearizable as usual;
 //   - at the end of the heal every key holds a value the heal's documented
 //     rule can choose (docs/split-brain.md, "the later change wins, a row
-//     or a deletion alike"): among all writes called before the heal ended,
-//     acknowledged or maybe, a write is a candidate unless an acknowledged
-//     write to the key was called after it returned (that one is
-//     definitely the later change). "Absent" is a candidate only through a
-//     delete that is, or, before any acknowledged write, as the initial
-//     state. A value no client wrote is never a candidate;
+//     or a deletion alike"): among all changes called before the heal
+//     ended, acknowledged or maybe, a change is a candidate unless an
+//     acknowledged change of the key was called after it returned (that
+//     one is definitely the later change). A fetch that found the session
+//     is a change too: erlmcp's backends rewrite the row (last_accessed) in
+//     the fetch's transaction, and the heal counts that write, so a read
+//     on one side after an update on the other keeps the read's (older)
+//     value; Splits count such keys (KeptByTouch). "Absent" is a candidate
+//     only through a delete that is, or, before any acknowledged change,
+//     as the initial state. A value no client wrote is never a candidate;
 //   - after it, the key's history is linearizable starting from any one of
 //     those candidates (a register with a set of possible initial values).
 //

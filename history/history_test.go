@@ -154,8 +154,8 @@ func TestSplitAndHeal(t *testing.T) {
 		store("n1", 1, "k", 1, 0, 1, OK),
 		fetch("n3", 1, "k", 1, 2, 3),
 		store("n1", 1, "k", 2, 11, 12, OK), // winner's side
+		fetch("n1", 1, "k", 2, 12.2, 12.5), // each side sees its own
 		store("n3", 1, "k", 3, 13, 14, OK), // loser's side, later
-		fetch("n1", 1, "k", 2, 15, 16),     // each side sees its own
 		fetch("n3", 1, "k", 3, 15, 16),
 		// key d: deleted on the loser's side after the winner wrote it
 		store("n1", 1, "d", 1, 0, 1, OK),
@@ -181,6 +181,14 @@ func TestSplitAndHeal(t *testing.T) {
 		requireFailure(t, r, "k", "stale read")
 		require.Equal(t, 1, r.Failures[0].Segment)
 		require.Equal(t, []string{"00000003"}, r.Failures[0].Initial)
+	})
+	t.Run("a later fetch on the other side keeps the older value", func(t *testing.T) {
+		// erlmcp's fetch rewrites the row (last_accessed): the later change
+		r := check(t, Options{Splits: win}, append(during,
+			fetch("n1", 1, "k", 2, 16, 17),
+			fetch("n2", 1, "k", 2, 21, 22))...)
+		require.True(t, r.OK())
+		require.Equal(t, 1, r.Splits[0].KeptByTouch)
 	})
 	t.Run("deletion undone", func(t *testing.T) {
 		r := check(t, Options{Splits: win}, append(during, fetch("n1", 1, "d", 2, 21, 22))...)

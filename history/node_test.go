@@ -47,7 +47,7 @@ func TestLoadgenHistoryETS(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	ops, errs := stopLoadgen(t, tk, 0, "h")
 	require.Zero(t, errs)
-	res, h := tk.CheckHistory(context.Background(), "h", "{ets, erlmcp_sessions_ets}", history.Options{})
+	res, h := tk.CheckHistory(context.Background(), "{ets, erlmcp_sessions_ets}", history.Options{}, "h")
 	require.True(t, res.OK(), res.Summary())
 
 	var final, kinds = 0, map[history.Kind]int{}
@@ -130,7 +130,7 @@ func TestLoadgenHistorySharedMnesia(t *testing.T) {
 	r := tk.Eval(0, `erlmcp_loadgen:verify(sh, {mnesia, erlmcp_session})`, nil)
 	require.Equal(t, etf.Tuple{etf.Atom("error"), etf.Atom("shared_sessions")}, r)
 
-	res, h := tk.CheckHistory(context.Background(), "sh", "{mnesia, erlmcp_session}", history.Options{})
+	res, h := tk.CheckHistory(context.Background(), "{mnesia, erlmcp_session}", history.Options{}, "sh")
 	require.True(t, res.OK(), res.Summary())
 	writers := map[string]map[string]bool{}
 	for _, op := range h.Ops {

@@ -165,7 +165,7 @@ func TestZeroLossDETSToMnesia(t *testing.T) {
 	require.Zero(t, errs)
 	require.Zero(t, anomalies)
 
-	hres, _ := cl.CheckHistory(ctx, "lg", "{mnesia, erlmcp_session}", history.Options{})
+	hres, _ := cl.CheckHistory(ctx, "{mnesia, erlmcp_session}", history.Options{}, "lg")
 	require.True(t, hres.OK(), hres.Summary())
 	require.Greater(t, hres.Ops, 1000)
 }
@@ -209,7 +209,7 @@ func TestHistoryCatchesSkippedSecondaryWrite(t *testing.T) {
 			evalTerm(t, cl, i, `erlmcp_loadgen:stop(N), application:set_env(migctl_node, test_fault_skip_phase2_secondary_write, false)`,
 				map[string]erl.Term{"N": etf.Atom(name)})
 		}
-		res, _ := cl.CheckHistory(ctx, name, "{mnesia, erlmcp_session}", history.Options{})
+		res, _ := cl.CheckHistory(ctx, "{mnesia, erlmcp_session}", history.Options{}, name)
 		return res
 	}
 	good := run("clean", false)

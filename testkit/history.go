@@ -49,23 +49,25 @@ func (c *Cluster) HistoryBlobs(name, final string) map[string][]byte {
 	return out
 }
 
-// CheckHistory fetches the history of load generator name from every node
-// (see HistoryBlobs), saves it, and judges it with history.Check; opts'
-// VisualizeDir is filled in. It returns the verdict; the caller asserts.
-func (c *Cluster) CheckHistory(ctx context.Context, name, final string, opts history.Options) (*history.Result, *history.History) {
+// CheckHistory fetches the histories of the named load generators from
+// every node (see HistoryBlobs), saves them, merges them and judges the
+// whole with history.Check; opts' VisualizeDir is filled in. It returns
+// the verdict and the merged history; the caller asserts.
+func (c *Cluster) CheckHistory(ctx context.Context, final string, opts history.Options, names ...string) (*history.Result, *history.History) {
 	c.t.Helper()
-	blobs := c.HistoryBlobs(name, final)
 	dir, keep := historyDir(c.t)
 	var hs []*history.History
-	for node, b := range blobs {
-		if _, err := history.WriteFile(dir, node, b); err != nil {
-			c.t.Fatal(err)
+	for _, name := range names {
+		for node, b := range c.HistoryBlobs(name, final) {
+			if _, err := history.WriteFile(dir, node+"-"+name, b); err != nil {
+				c.t.Fatal(err)
+			}
+			h, err := history.Decode(b)
+			if err != nil {
+				c.t.Fatalf("history %s of %s: %v", name, node, err)
+			}
+			hs = append(hs, h)
 		}
-		h, err := history.Decode(b)
-		if err != nil {
-			c.t.Fatalf("history of %s: %v", node, err)
-		}
-		hs = append(hs, h)
 	}
 	h := history.Merge(hs...)
 	opts.VisualizeDir = filepath.Join(dir, "failed")
