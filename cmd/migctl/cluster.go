@@ -746,7 +746,11 @@ func msText(ms int64) string {
 }
 
 func printHeal(w io.Writer, f cliutil.Format, p *cluster.Plan, rep *cluster.HealReport) error {
+	// Sections with their own headers (an empty row ends tabwriter's
+	// column block): backups and merges used to sit under the step
+	// columns.
 	return cliutil.Print(w, f, rep, func(tw *tabwriter.Writer) {
+		cliutil.Row(tw, "STEP", "TOOK", "RESULT", "DETAIL")
 		for _, s := range rep.Steps {
 			st := "ok"
 			if rep.DryRun {
@@ -757,21 +761,36 @@ func printHeal(w io.Writer, f cliutil.Format, p *cluster.Plan, rep *cluster.Heal
 			}
 			cliutil.Row(tw, s.Step, s.Duration.Round(time.Millisecond), st, s.Detail)
 		}
-		for _, b := range rep.Backups {
-			cliutil.Row(tw, "backup", b.Node, b.Table, b.Count, b.File)
-		}
-		for _, m := range rep.Merged {
-			cliutil.Row(tw, "merged", m.Table, fmt.Sprintf("written %d, skipped %d, deleted %d, kept %d", m.Written, m.Skipped, m.Deleted, m.Kept))
-		}
-		for _, r := range rep.Repaired {
-			cliutil.Row(tw, "replicas repaired", r)
-		}
-		if !rep.DryRun {
-			if rep.LongestFence > 0 {
-				cliutil.Row(tw, "writers held", rep.LongestFence.Round(time.Millisecond), "the longest the losers' clients could have waited")
+		if len(rep.Backups) > 0 {
+			cliutil.Row(tw)
+			cliutil.Row(tw, "BACKUP OF", "TABLE", "ROWS", "FILE")
+			for _, b := range rep.Backups {
+				cliutil.Row(tw, b.Node, b.Table, b.Count, b.File)
 			}
-			cliutil.Row(tw, "healed", rep.Healed, rep.Duration.Round(time.Millisecond))
 		}
+		if len(rep.Merged) > 0 {
+			cliutil.Row(tw)
+			cliutil.Row(tw, "MERGED INTO", "WRITTEN", "SKIPPED", "DELETED", "KEPT")
+			for _, m := range rep.Merged {
+				cliutil.Row(tw, m.Table, m.Written, m.Skipped, m.Deleted, m.Kept)
+			}
+		}
+		cliutil.Row(tw)
+		if len(rep.Repaired) > 0 {
+			cliutil.Row(tw, "replicas repaired", rep.Repaired)
+		}
+		if rep.DryRun {
+			cliutil.Row(tw, "result", "plan only (--dry-run): nothing changed")
+			return
+		}
+		if rep.LongestFence > 0 {
+			cliutil.Row(tw, "writers held", rep.LongestFence.Round(time.Millisecond).String()+" (the longest the losers' clients could have waited)")
+		}
+		res := "healed"
+		if !rep.Healed {
+			res = "NOT healed (resume it: migctl cluster heal --resume " + rep.ID + ")"
+		}
+		cliutil.Row(tw, "result", res+" in "+rep.Duration.Round(time.Millisecond).String())
 	})
 }
 

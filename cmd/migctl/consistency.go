@@ -299,19 +299,33 @@ them.`,
 	return cmd
 }
 
+// printRepair prints a repair's plan or result: the actions, then what
+// happened. With nothing to repair it says so (the planning run behind it
+// is a dry run, which used to print "DRY RUN").
 func printRepair(tw *tabwriter.Writer, r *consistency.RepairResult) {
-	if r.DryRun {
-		cliutil.Row(tw, "DRY RUN: nothing changed")
-	} else if r.Run != 0 {
-		cliutil.Row(tw, "run", r.Run, "(undo: migctl consistency undo-repair "+strconv.FormatUint(r.Run, 10)+")")
-	}
 	cliutil.Row(tw, "checked", fmt.Sprintf("%d sessions, %d difference(s)", r.Check.Processed, len(r.Actions)))
+	if len(r.Actions) == 0 {
+		cliutil.Row(tw, "result", "nothing to repair")
+		return
+	}
+	cliutil.Row(tw)
 	cliutil.Row(tw, "OP", "MODE", "KIND", "ID", "WHY")
 	for _, x := range r.Actions {
 		cliutil.Row(tw, string(x.Op), string(x.Mode), string(x.Kind), fmt.Sprintf("%q", x.ID), x.Why)
 	}
-	if !r.DryRun {
-		cliutil.Row(tw, "written", r.Written, "deleted", r.Deleted, "skipped", r.Skipped, "saved", r.Saved)
+	cliutil.Row(tw)
+	if r.DryRun {
+		cliutil.Row(tw, "result", "plan only (--dry-run): nothing changed")
+		return
+	}
+	cliutil.Row(tw, "written", r.Written)
+	cliutil.Row(tw, "deleted", r.Deleted)
+	cliutil.Row(tw, "skipped", r.Skipped)
+	cliutil.Row(tw, "saved", fmt.Sprintf("%d (the rows as they were, for undo)", r.Saved))
+	if r.Run != 0 {
+		cliutil.Row(tw, "result", fmt.Sprintf("repaired, run %d (undo: migctl consistency undo-repair %s)", r.Run, strconv.FormatUint(r.Run, 10)))
+	} else {
+		cliutil.Row(tw, "result", "repaired")
 	}
 }
 

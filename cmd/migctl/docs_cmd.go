@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -59,10 +60,12 @@ func newDocsCmd(a *app) *cobra.Command {
 				Manual:  "migctl manual",
 			}
 			// Reproducible pages: the date comes from SOURCE_DATE_EPOCH
-			// (cobra reads it) or, failing that, is left at the Unix epoch
-			// rather than today, so regenerating changes nothing.
+			// (cobra reads it; make man sets it to the last commit's time),
+			// else from the commit time the Go toolchain stamped into this
+			// binary, else today. The Unix epoch (1970) was reproducible
+			// but wrong on every page.
 			if os.Getenv("SOURCE_DATE_EPOCH") == "" {
-				t := time.Unix(0, 0).UTC()
+				t := buildTime()
 				hdr.Date = &t
 			}
 			return doc.GenManTree(root, hdr, dir)
@@ -111,4 +114,18 @@ func neutralRoot() *cobra.Command {
 	}
 	walk(root)
 	return root
+}
+
+// buildTime is the commit time of this build (vcs.time), or now.
+func buildTime() time.Time {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.time" {
+				if t, err := time.Parse(time.RFC3339, s.Value); err == nil {
+					return t.UTC()
+				}
+			}
+		}
+	}
+	return time.Now().UTC()
 }

@@ -101,7 +101,15 @@ func (a *app) showPhase(ctx context.Context, m *migrate.Migrator, out io.Writer,
 	if err != nil {
 		return err
 	}
-	if err := cliutil.Print(out, fm, st, func(tw *tabwriter.Writer) {
+	if err := printPhaseStatus(out, fm, st); err != nil {
+		return err
+	}
+	return st.Ready()
+}
+
+// printPhaseStatus prints ShowPhase's answer.
+func printPhaseStatus(out io.Writer, fm cliutil.Format, st migrate.ClusterStatus) error {
+	return cliutil.Print(out, fm, st, func(tw *tabwriter.Writer) {
 		cliutil.Row(tw, "NODE", "PHASE", "PERCENT", "EPOCH", "MODE", "PRIMARY", "SECONDARY", "COUNTERS")
 		for _, n := range st.Nodes {
 			switch {
@@ -124,20 +132,32 @@ func (a *app) showPhase(ctx context.Context, m *migrate.Migrator, out io.Writer,
 		if st.Pending != nil {
 			fmt.Fprintf(tw, "UNFINISHED change in the journal (#%d): %s; the next change settles it\n", st.Pending.Seq, st.Pending.Summary())
 		}
-	}); err != nil {
-		return err
-	}
-	return st.Ready()
+	})
 }
 
-// printChange prints a change record.
+// printChange prints a change record on stdout.
 func (a *app) printChange(cmd *cobra.Command, rec *migrate.ChangeRecord) error {
+	return a.printChangeTo(cmd.OutOrStdout(), rec, "")
+}
+
+// printChangeTo prints a change record; as "plan" its result row says
+// that nothing is changed yet (the planning run's state is "dry-run").
+func (a *app) printChangeTo(w io.Writer, rec *migrate.ChangeRecord, as string) error {
 	if rec == nil {
 		return nil
 	}
-	return cliutil.Print(cmd.OutOrStdout(), a.format, rec, func(tw *tabwriter.Writer) {
+	if as == "plan" {
+		r := *rec
+		r.State = "plan"
+		rec = &r
+	}
+	return printChangeRecord(w, a.format, rec)
+}
+
+func printChangeRecord(w io.Writer, fm cliutil.Format, rec *migrate.ChangeRecord) error {
+	return cliutil.Print(w, fm, rec, func(tw *tabwriter.Writer) {
 		cliutil.Row(tw, "change", fmt.Sprintf("%s/%d%% -> %s/%d%%", rec.From, rec.FromPercent, rec.To, rec.ToPercent))
-		cliutil.Row(tw, "nodes", fmt.Sprint(rec.Nodes))
+		cliutil.Row(tw, "nodes", rec.Nodes)
 		cliutil.Row(tw, "mode", rec.Mode)
 		for _, g := range rec.Gates {
 			v := "ok"
@@ -149,12 +169,11 @@ func (a *app) printChange(cmd *cobra.Command, rec *migrate.ChangeRecord) error {
 			}
 			cliutil.Row(tw, "gate "+g.Name, v+": "+g.Value)
 		}
-		cliutil.Row(tw, "result", rec.State)
 		if len(rec.Switched) > 0 {
-			cliutil.Row(tw, "switched", fmt.Sprint(rec.Switched))
+			cliutil.Row(tw, "switched", rec.Switched)
 		}
 		if len(rec.Reverted) > 0 {
-			cliutil.Row(tw, "reverted", fmt.Sprint(rec.Reverted))
+			cliutil.Row(tw, "reverted", rec.Reverted)
 		}
 		if rec.CommitMs > 0 {
 			cliutil.Row(tw, "commit", fmt.Sprintf("%.1f ms", rec.CommitMs))
@@ -168,6 +187,14 @@ func (a *app) printChange(cmd *cobra.Command, rec *migrate.ChangeRecord) error {
 		if rec.Error != "" {
 			cliutil.Row(tw, "error", rec.Error)
 		}
+		res := rec.State
+		switch rec.State {
+		case "dry-run":
+			res = "plan only (--dry-run): nothing changed"
+		case "plan":
+			res = "plan: nothing changed yet"
+		}
+		cliutil.Row(tw, "result", res)
 	})
 }
 
@@ -208,9 +235,11 @@ func newPhaseSetCmd(a *app) *cobra.Command {
 				}
 				return err
 			}
-			if a.format != cliutil.JSON {
-				// The operator sees the plan and the gates before agreeing.
-				if perr := a.printChange(cmd, rec); perr != nil {
+			if a.format != cliutil.JSON && !ch.yes {
+				// The operator sees the plan and the gates before agreeing
+				// (on stderr, with the prompt: stdout holds the result
+				// only). With --yes nobody is asked: the result alone.
+				if perr := a.printChangeTo(a.err, rec, "plan"); perr != nil {
 					return perr
 				}
 			}

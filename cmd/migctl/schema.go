@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,14 +196,7 @@ first. Run it when nothing writes the DETS files any more (phase3).`,
 			}
 			rep, err := m.ArchiveDETS(ctx, o)
 			if rep != nil {
-				if perr := cliutil.Print(cmd.OutOrStdout(), a.format, rep, func(tw *tabwriter.Writer) {
-					cliutil.Row(tw, "NODE", "FILE", "BYTES", "SHA256", "VIA")
-					for _, f := range rep.Files {
-						cliutil.Row(tw, f.Node, f.Source, f.Bytes, f.SHA256, f.Via)
-					}
-					abs, _ := filepath.Abs(rep.Path)
-					fmt.Fprintf(tw, "archive %s sha256 %s verified=%v\n", abs, rep.SHA256, rep.Verified)
-				}); perr != nil {
+				if perr := printArchive(cmd.OutOrStdout(), a.format, rep, ch.dryRun); perr != nil {
 					return perr
 				}
 			}
@@ -214,6 +208,42 @@ first. Run it when nothing writes the DETS files any more (phase3).`,
 	dets.Flags().BoolVar(&remote, "remote", false, "stream through the nodes even when the files are readable here")
 	cmd.AddCommand(dets)
 	return cmd
+}
+
+// printArchive prints an archive report. A dry run has no archive to
+// checksum or verify: it says so instead of "verified=false".
+func printArchive(w io.Writer, fm cliutil.Format, rep *migrate.ArchiveReport, dryRun bool) error {
+	return cliutil.Print(w, fm, rep, func(tw *tabwriter.Writer) {
+		cliutil.Row(tw, "NODE", "FILE", "BYTES", "SHA256", "VIA")
+		for _, f := range rep.Files {
+			cliutil.Row(tw, f.Node, f.Source, f.Bytes, dash(f.SHA256), f.Via)
+		}
+		cliutil.Row(tw)
+		abs, _ := filepath.Abs(rep.Path)
+		cliutil.Row(tw, "archive", abs)
+		if dryRun {
+			cliutil.Row(tw, "result", "plan only (--dry-run): nothing written")
+			return
+		}
+		cliutil.Row(tw, "sha256", rep.SHA256)
+		cliutil.Row(tw, "verified", rep.Verified)
+		res := "written and verified"
+		if !rep.Verified {
+			res = "written, NOT verified"
+		}
+		cliutil.Row(tw, "result", res)
+	})
+}
+
+// PersistencePlan is `migctl verify persistence --dry-run -o json`.
+type PersistencePlan struct {
+	DryRun     bool     `json:"dry_run"`
+	Node       string   `json:"node"`
+	Store      string   `json:"store"`
+	File       string   `json:"file,omitempty"`
+	RestartCmd string   `json:"restart_cmd"`
+	Wait       string   `json:"wait"`
+	Steps      []string `json:"steps"`
 }
 
 func newVerifyCmd(a *app) *cobra.Command {
@@ -241,8 +271,21 @@ func newVerifyCmd(a *app) *cobra.Command {
 				node = m.Nodes()[0]
 			}
 			if ch.dryRun {
-				fmt.Fprintf(cmd.OutOrStdout(), "would snapshot dets:%s on %s, run %q, wait up to %s, compare\n", table, node, restartCmd, wait)
-				return nil
+				p := PersistencePlan{DryRun: true, Node: node, Store: "dets:" + table, File: file, RestartCmd: restartCmd, Wait: wait.String(),
+					Steps: []string{"snapshot the sessions (count, checksum, each session's digest)", "run the restart command", "wait for the node and its store", "compare every session no client touched"}}
+				return cliutil.Print(cmd.OutOrStdout(), a.format, p, func(tw *tabwriter.Writer) {
+					cliutil.Row(tw, "node", p.Node)
+					cliutil.Row(tw, "store", p.Store)
+					if p.File != "" {
+						cliutil.Row(tw, "file", p.File)
+					}
+					cliutil.Row(tw, "restart", p.RestartCmd)
+					cliutil.Row(tw, "wait", p.Wait)
+					for i, s := range p.Steps {
+						cliutil.Row(tw, fmt.Sprintf("step %d", i+1), s)
+					}
+					cliutil.Row(tw, "result", "plan only (--dry-run): nothing restarted")
+				})
 			}
 			if err := cliutil.Confirm(a.in, a.err, ch.yes, fmt.Sprintf("restart %s with %q?", node, restartCmd)); err != nil {
 				return err
@@ -261,7 +304,7 @@ func newVerifyCmd(a *app) *cobra.Command {
 					cliutil.Row(tw, "", "SESSIONS", "CHECKSUM")
 					cliutil.Row(tw, "before", rep.Before.Count, fmt.Sprintf("%016x", rep.Before.Sum))
 					cliutil.Row(tw, "after", rep.After.Count, fmt.Sprintf("%016x", rep.After.Sum))
-					fmt.Fprintf(tw, "%s on %s: restored=%v (restart took %.1fs)\n", rep.Store, rep.Node, rep.Restored, rep.Seconds)
+					fmt.Fprintf(tw, "%s on %s: restored=%s (restart took %.1fs)\n", rep.Store, rep.Node, cliutil.Cell(rep.Restored), rep.Seconds)
 					for _, l := range rep.Lines() {
 						fmt.Fprintln(tw, l)
 					}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"runtime"
 	"runtime/debug"
 	"text/tabwriter"
@@ -26,17 +27,35 @@ func newVersionCmd(a *app) *cobra.Command {
 		Short: "Print migctl's version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			v := VersionInfo{Version: version, Go: runtime.Version()}
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				for _, s := range bi.Settings {
-					if s.Key == "vcs.revision" {
-						v.Commit = s.Value
-					}
-				}
-			}
-			return cliutil.Print(cmd.OutOrStdout(), a.format, v, func(tw *tabwriter.Writer) {
-				cliutil.Row(tw, "migctl", v.Version, v.Commit, v.Go)
-			})
+			return printVersion(cmd.OutOrStdout(), a.format, versionInfo())
 		},
 	}
+}
+
+// versionInfo is this binary's version; the commit comes from the Go
+// toolchain's VCS stamp, when the build had one.
+func versionInfo() VersionInfo {
+	v := VersionInfo{Version: version, Go: runtime.Version()}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				v.Commit = s.Value
+			}
+		}
+	}
+	return v
+}
+
+// printVersion: one "key value" row each, so no cell is ever an empty gap
+// (the commit is unknown in a build without VCS information).
+func printVersion(w io.Writer, fm cliutil.Format, v VersionInfo) error {
+	return cliutil.Print(w, fm, v, func(tw *tabwriter.Writer) {
+		cliutil.Row(tw, "version", v.Version)
+		commit := v.Commit
+		if commit == "" {
+			commit = "unknown (built without VCS information)"
+		}
+		cliutil.Row(tw, "commit", commit)
+		cliutil.Row(tw, "go", v.Go)
+	})
 }
