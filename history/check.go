@@ -393,9 +393,10 @@ func segmentOps(ops []Op, sg segment, inf int64) ([]porcupine.Operation, int) {
 
 // candidates are the values the heal rule may leave a key with at the end
 // of a heal (time at): every change called before then, acknowledged or
-// maybe, unless an acknowledged change was called after it returned (that
-// one is definitely the later change), and "absent" from before the first
-// change unless an acknowledged change came since. With touches, a fetch
+// maybe, unless an acknowledged change that returned before the heal
+// ended was called after it returned (that one is definitely the later
+// change), and "absent" from before the first change unless such a change
+// came since. With touches, a fetch
 // that found the session is a change that rewrote the value it read:
 // erlmcp's backends update last_accessed in the same transaction, and the
 // heal's rule counts that write like any other.
@@ -403,9 +404,12 @@ func candidates(ops []Op, at int64, touches bool) []int64 {
 	change := func(op Op) bool {
 		return op.Kind != Fetch || (touches && op.Outcome == OK)
 	}
+	// Only a change that returned before the heal ended certainly took
+	// effect by then; one still in flight may land after it (the segment
+	// after the heal has it as a write of its own).
 	var lastAckedCall int64 = math.MinInt64
 	for _, op := range ops {
-		if change(op) && op.Outcome == OK && op.Call < at {
+		if change(op) && op.Outcome == OK && op.Return < at {
 			lastAckedCall = max(lastAckedCall, op.Call)
 		}
 	}

@@ -264,3 +264,23 @@ func TestDecode(t *testing.T) {
 	_, err = Decode([]byte{131, 100, 0, 1, 'x'})
 	require.ErrorIs(t, err, ErrFormat)
 }
+
+// A store on the winner's side still in flight when the heal ended may
+// land after a read that saw the loser's value: that read is fine (seen
+// in a real run).
+func TestWriteInFlightAtHealEnd(t *testing.T) {
+	base := time.Unix(0, 0)
+	win := []Window{{Start: base.Add(10 * time.Millisecond), End: base.Add(20 * time.Millisecond)}}
+	r := check(t, Options{Splits: win},
+		store("n3", 1, "k", 1, 12, 13, OK),
+		store("n2", 1, "k", 2, 19, 25, OK),
+		fetch("n1", 1, "k", 1, 21, 22),
+		fetch("n1", 1, "k", 2, 26, 27))
+	require.True(t, r.OK())
+	r = check(t, Options{Splits: win},
+		store("n3", 1, "k", 1, 12, 13, OK),
+		store("n2", 1, "k", 2, 19, 25, OK),
+		fetch("n1", 1, "k", 2, 21, 22),
+		fetch("n1", 1, "k", 1, 26, 27))
+	requireFailure(t, r, "k", "") // the old value after the store returned
+}

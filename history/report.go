@@ -24,8 +24,9 @@ func (r *Result) Report(w io.Writer) {
 	fmt.Fprintf(w, "  judged %d operations; %d failed reads left out; %d failed writes taken as maybe\n",
 		r.Judged, r.FailedReads, r.MaybeWrites)
 	for i, s := range r.Splits {
-		fmt.Fprintf(w, "  split %d: %s .. %s (%v): %d operations not judged (%d reads), %d keys written, %d deleted; heal rule judged for %d keys (%d with a single allowed value, %d kept an older value a later fetch touched)\n",
+		fmt.Fprintf(w, "  split %d: %s .. %s (%.0f .. %.0f ms) (%v): %d operations not judged (%d reads), %d keys written, %d deleted; heal rule judged for %d keys (%d with a single allowed value, %d kept an older value a later fetch touched)\n",
 			i+1, s.Start.UTC().Format("15:04:05.000"), s.End.UTC().Format("15:04:05.000"),
+			float64(s.Start.UnixNano()-r.Start)/1e6, float64(s.End.UnixNano()-r.Start)/1e6,
 			s.End.Sub(s.Start).Round(time.Millisecond), s.Ops, s.Reads, s.KeysWritten, s.Deletes, s.HealKeys, s.HealExact, s.KeptByTouch)
 	}
 	if len(r.Unknown) > 0 {
