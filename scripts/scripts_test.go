@@ -168,8 +168,9 @@ func TestRunbookScripts(t *testing.T) {
 	require.Equal(t, 2, r.code)
 	r = e.run("create_mnesia_tables.sh", "erlmcp_session", "erlmcp_state", "--yes", "--reason", "test")
 	require.Equal(t, 0, r.code)
-	require.Contains(t, r.out, "table erlmcp_session")
-	require.Contains(t, r.out, "table migctl_migration")
+	require.Regexp(t, `(?m)^erlmcp_session +created$`, r.out)
+	require.Regexp(t, `(?m)^migctl_migration +created$`, r.out)
+	require.Regexp(t, `(?m)^result +done$`, r.out)
 
 	// erlmcp deployed with the hybrid backend in phase0.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
