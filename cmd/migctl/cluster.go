@@ -406,7 +406,7 @@ Runs until interrupted; exits 0.`,
 						_ = enc.Encode(map[string]any{"report": r})
 						return
 					}
-					fmt.Fprintf(out, "%s %s (%s) islands %v\n", r.Time.Format(time.RFC3339Nano), strings.ToUpper(string(r.Status.Verdict)), r.Trigger, r.Status.Islands)
+					fmt.Fprintf(out, "%s %s (%s) islands %s\n", r.Time.Format(time.RFC3339Nano), strings.ToUpper(string(r.Status.Verdict)), r.Trigger, islandsText(r.Status.Islands))
 					for _, p := range r.Status.Problems {
 						fmt.Fprintf(out, "  %s\n", p)
 					}
@@ -547,7 +547,7 @@ steps it would run.`,
 					return err
 				}
 			}
-			if err := cliutil.Confirm(a.in, a.err, ch.yes, fmt.Sprintf("heal: %v win, %v reload from them?", p.WinnerNodes(), p.LoserNodes())); err != nil {
+			if err := cliutil.Confirm(a.in, a.err, ch.yes, fmt.Sprintf("heal: %s win, %s reload from them?", cliutil.Cell(p.WinnerNodes()), cliutil.Cell(p.LoserNodes()))); err != nil {
 				return err
 			}
 			j, err := a.journal()
@@ -646,7 +646,7 @@ func (a *app) resumeHeal(cmd *cobra.Command, cf *clusterFlags, ch changeFlags, i
 			return err
 		}
 	}
-	if err := cliutil.Confirm(a.in, a.err, ch.yes, fmt.Sprintf("resume heal %s: %v win, %v reload from them?", id, plan.Winner, plan.Losers)); err != nil {
+	if err := cliutil.Confirm(a.in, a.err, ch.yes, fmt.Sprintf("resume heal %s: %s win, %s reload from them?", id, cliutil.Cell(plan.Winner), cliutil.Cell(plan.Losers))); err != nil {
 		return err
 	}
 	rep, err := cl.Resume(ctx, id, opts)
@@ -883,4 +883,13 @@ func newClusterRestoreCmd(a *app, cf *clusterFlags) *cobra.Command {
 	cmd.Flags().StringVar(&table, "table", "", "table to restore into (default: the one in the file)")
 	cmd.Flags().BoolVar(&list, "list", false, "list heals in the journal and their backup files")
 	return cmd
+}
+
+// islandsText is "a, b | c": each island's nodes, islands apart.
+func islandsText(islands [][]string) string {
+	parts := make([]string, len(islands))
+	for i, is := range islands {
+		parts[i] = cliutil.Cell(is)
+	}
+	return strings.Join(parts, " | ")
 }
