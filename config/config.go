@@ -46,6 +46,8 @@ type Config struct {
 	Journal string `json:"journal,omitempty"`
 	// LogLevel: debug, info, warn, error.
 	LogLevel string `json:"log_level,omitempty"`
+	// LogFormat: text or json (one object a line).
+	LogFormat string `json:"log_format,omitempty"`
 	// Stores names erlmcp's tables (the defaults are erlmcp's).
 	Stores Stores `json:"stores"`
 	// Migration settings (gates and throttling).
@@ -295,6 +297,11 @@ func (c *Config) Validate() error {
 	default:
 		bad("log_level", "%q: want debug, info, warn or error", c.LogLevel)
 	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		bad("log_format", "%q: want text or json", c.LogFormat)
+	}
 	for field, u := range map[string]string{"migration.prometheus": c.Migration.Prometheus, "monitor.alert_webhook": c.Monitor.AlertWebhook} {
 		if u == "" {
 			continue
@@ -355,6 +362,7 @@ func (c *Config) Bindings() []Binding {
 	add("", "timeout", "MIGCTL_TIMEOUT", c.Timeout)
 	add("", "journal", "MIGCTL_JOURNAL", c.Journal)
 	add("", "log-level", "MIGCTL_LOG_LEVEL", c.LogLevel)
+	add("", "log-format", "MIGCTL_LOG_FORMAT", c.LogFormat)
 	add("", "ets-table", "MIGCTL_ETS_TABLE", c.Stores.ETSTable)
 	add("", "dets-table", "MIGCTL_DETS_TABLE", c.Stores.DETSTable)
 	add("", "dets-file", "MIGCTL_DETS_FILE", c.Stores.DETSFile)
@@ -402,6 +410,7 @@ epmd_port: 4369             # --epmd-port, ERL_EPMD_PORT
 timeout: 30s                # --timeout: each call to a node
 journal: /var/lib/migctl/journal.db   # --journal
 log_level: info             # --log-level
+log_format: text            # --log-format: text, or json for a log shipper
 stores:
   ets_table: erlmcp_sessions_ets      # --ets-table
   dets_table: erlmcp_sessions_dets    # --dets-table

@@ -36,6 +36,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"nodes: [not-a-node]":                     "nodes[0]",
 		"timeout: soon":                           "timeout",
 		"log_level: loud":                         "log_level",
+		"log_format: xml":                         "log_format",
 		"migration: {max_read_error_rate: 5}":     "migration.max_read_error_rate",
 		"migration: {prometheus: 'ftp://x'}":      "migration.prometheus",
 		"stores: {dets_fil: x}":                   "dets_fil",
