@@ -89,6 +89,10 @@ func scanPull(ctx context.Context, s Store, cursor Cursor, batch int, fn func(Ba
 // pushCredit is how many batches the node may read ahead.
 const pushCredit = 3
 
+// pushPieces is the most messages one pushed batch comes in
+// (migctl_agent:pieces/1): a subscriber drops what does not fit.
+const pushPieces = 16
+
 // push runs a scan with the agent's stream_push: the node reads ahead up
 // to pushCredit batches.
 func (s *agentStore) push(ctx context.Context, cursor Cursor, batch int, fn func(Batch) error) error {
@@ -99,7 +103,7 @@ func (s *agentStore) push(ctx context.Context, cursor Cursor, batch int, fn func
 		cursor = Cursor{}
 	}
 	tag := newTag()
-	msgs, unsub := s.c.SubscribeKey("migctl_stream", tag, pushCredit+1)
+	msgs, unsub := s.c.SubscribeKey("migctl_stream", tag, (pushCredit+1)*pushPieces)
 	defer unsub()
 	if err := s.c.Connect(ctx, s.node); err != nil {
 		return err
@@ -134,7 +138,7 @@ func (s *agentStore) pushParts(ctx context.Context, batch, parts int, fn func(Ba
 	for i := range tags {
 		tags[i] = newTag()
 		var unsub func()
-		chans[i], unsub = s.c.SubscribeKey("migctl_stream", tags[i], pushCredit+1)
+		chans[i], unsub = s.c.SubscribeKey("migctl_stream", tags[i], (pushCredit+1)*pushPieces)
 		defer unsub()
 		list[i] = tags[i]
 	}
@@ -205,6 +209,8 @@ func (s *agentStore) drain(ctx context.Context, pid etf.Pid, tag []byte, msgs <-
 	stop := func() { _ = s.c.Send(pid, etf.Tuple{etf.Atom("migctl_stop"), tag}) }
 	idle := time.NewTimer(time.Minute)
 	defer idle.Stop()
+	var pending []Row // rows of a batch that came ahead
+	pendingBytes := 0
 	for {
 		var m erl.Term
 		select {
@@ -225,6 +231,18 @@ func (s *agentStore) drain(ctx context.Context, pid etf.Pid, tag []byte, msgs <-
 		if len(body) == 3 {
 			res, _ = body[2].(etf.Tuple)
 		}
+		if len(res) == 2 && res[0] == etf.Atom("more") {
+			// The first rows of a batch, sent apart (migctl_agent:pieces/1).
+			bin := erl.Bytes(res[1])
+			rows, err := ParseRows(bin, 0)
+			if err != nil {
+				stop()
+				return fmt.Errorf("stream %s on %s: %w", s.spec, s.node, err)
+			}
+			pending = append(pending, rows...)
+			pendingBytes += len(bin)
+			continue
+		}
 		if len(res) == 2 && res[0] == etf.Atom("error") {
 			return s.mapErr(&erl.Error{Op: "stream", Node: s.node, Err: &erl.RPCError{Class: "error", Reason: fmt.Sprint(res[1])}})
 		}
@@ -237,7 +255,14 @@ func (s *agentStore) drain(ctx context.Context, pid etf.Pid, tag []byte, msgs <-
 		var err error
 		if rt, ok := res[1].(etf.Tuple); ok && len(rt) == 2 && rt[0] == etf.Atom("rows") {
 			frames = erl.Bytes(rt[1])
-			rows, err = ParseRows(frames, int(erl.Int64(res[3])))
+			rows, err = ParseRows(frames, 0)
+			if len(pending) > 0 {
+				rows = append(pending, rows...)
+				pending = nil
+			}
+			if err == nil && len(rows) != int(erl.Int64(res[3])) {
+				err = fmt.Errorf("%d rows in a batch of %d", len(rows), erl.Int64(res[3]))
+			}
 		} else {
 			frames = erl.Bytes(res[1])
 			rows, err = ParseFrames(frames, int(erl.Int64(res[3])))
@@ -246,7 +271,8 @@ func (s *agentStore) drain(ctx context.Context, pid etf.Pid, tag []byte, msgs <-
 			stop()
 			return fmt.Errorf("stream %s on %s: %w", s.spec, s.node, err)
 		}
-		b := Batch{Rows: rows, WireBytes: len(frames)}
+		b := Batch{Rows: rows, WireBytes: len(frames) + pendingBytes}
+		pendingBytes = 0
 		if n, ok := res[2].([]byte); ok {
 			b.Next = Cursor(n)
 			// Take the batch: the node may read one more ahead.
