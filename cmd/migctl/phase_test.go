@@ -121,6 +121,11 @@ func TestPhaseCLI(t *testing.T) {
 	require.True(t, rep.Record.Complete)
 	require.True(t, rep.Record.Resumed, "resumed from the checkpoint")
 	require.Positive(t, rep.Record.ResumedAt, "did not start over")
+	// Without a terminal and at the default log level (warn), the resume
+	// and the progress still show on stderr (a systemd unit, CI).
+	require.Contains(t, res.stderr, `msg="resuming backfill from checkpoint"`)
+	require.Contains(t, res.stderr, "msg=progress op=backfill")
+	require.Contains(t, res.stderr, "final=true")
 	require.Less(t, rep.Record.ResumedAt, int64(20000))
 	t.Logf("killed after %d of 20000 sessions; the rerun resumed there", rep.Record.ResumedAt)
 	n := cl.Call(0, "dets", "info", etf.Atom("erlmcp_sessions_dets"), etf.Atom("size"))
