@@ -368,7 +368,6 @@ func (c *Config) Bindings() []Binding {
 	add("", "dets-file", "MIGCTL_DETS_FILE", c.Stores.DETSFile)
 	add("", "mnesia-table", "MIGCTL_MNESIA_TABLE", c.Stores.MnesiaTable)
 	add("migctl cluster", "tables", "MIGCTL_MNESIA_TABLE", c.Stores.MnesiaTable)
-	add("migctl tables create", "table", "MIGCTL_MNESIA_TABLE", c.Stores.MnesiaTable)
 	add("migctl phase", "prometheus", "", c.Migration.Prometheus)
 	if c.Migration.MaxReadErrorRate > 0 {
 		add("migctl phase", "max-read-error-rate", "", strconv.FormatFloat(c.Migration.MaxReadErrorRate, 'g', -1, 64))

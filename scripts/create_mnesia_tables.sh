@@ -4,7 +4,7 @@
 # Runbook (DATABASE MIGRATION RUNBOOK, DETS -> Mnesia, Phase 0 step 3):
 #   ./scripts/create_mnesia_tables.sh erlmcp_sessions erlmcp_state
 # Maps to:
-#   migctl tables create --table SESSION_TABLE [flags]
+#   migctl tables create --mnesia-table SESSION_TABLE [flags]
 # which creates the session table (erlmcp's layout: session_id,
 # session_data, last_accessed) and the hybrid backend's phase table as
 # disc_copies on every node; existing tables with the right layout are
@@ -19,7 +19,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_migctl.sh"
 split_args "$@"
 table=()
-if [ ${#POS[@]} -ge 1 ]; then table=(--table "${POS[0]}"); fi
+if [ ${#POS[@]} -ge 1 ]; then table=(--mnesia-table "${POS[0]}"); fi
 if [ ${#POS[@]} -ge 2 ]; then
     case ${POS[1]} in
         erlmcp_state | migctl_migration) ;;

@@ -91,6 +91,10 @@ func TestExitCodes(t *testing.T) {
 		{"ERL_EPMD_PORT not a number", []string{"ERL_EPMD_PORT=abc"}, []string{"config", "check"}, 2, []string{"ERL_EPMD_PORT", "invalid syntax"}},
 		{"MIGCTL_OUTPUT unknown", []string{"MIGCTL_OUTPUT=yaml"}, []string{"version"}, 2, []string{"table or json"}},
 		{"bad --log-format", nil, []string{"--log-format", "xml", "version"}, 2, []string{"--log-format"}},
+		// Renamed flags: an alias says so and still works; the old
+		// destructive spelling is refused.
+		{"tables create --table", nil, []string{"tables", "create", "--table", "t", "--dry-run"}, 2, []string{"--table is deprecated: use --mnesia-table", "no nodes"}},
+		{"schema create --force", []string{"MIGCTL_NODES=a@127.0.0.1"}, []string{"schema", "create", "--force", "--yes"}, 2, []string{"--delete-existing-schema", "nothing changed"}},
 		// Arguments.
 		{"phase set without a phase", nil, []string{"phase", "set"}, 2, []string{"accepts 1 arg(s), received 0"}},
 		{"sessions get without an id", nil, []string{"sessions", "get"}, 2, []string{"accepts 1 arg(s)", "sessions get ID"}},

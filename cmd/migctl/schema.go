@@ -158,8 +158,11 @@ func newTablesCmd(a *app) *cobra.Command {
 		},
 	}
 	ch.add(create, false)
-	create.Flags().StringVar(&table, "table", backends.DefaultMnesiaTable, "the Mnesia session table (env MIGCTL_MNESIA_TABLE)")
-	withEnv(create.Flags(), "table", "MIGCTL_MNESIA_TABLE")
+	// --mnesia-table, as on every other command that names the Mnesia
+	// session table (one name for one variable); --table was its name here.
+	create.Flags().StringVar(&table, "mnesia-table", backends.DefaultMnesiaTable, "the Mnesia session table (env MIGCTL_MNESIA_TABLE)")
+	withEnv(create.Flags(), "mnesia-table", "MIGCTL_MNESIA_TABLE")
+	deprecatedAlias(create.Flags(), "table", "mnesia-table")
 	cmd.AddCommand(create)
 	return cmd
 }
