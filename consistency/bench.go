@@ -135,19 +135,27 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// BenchSample measures a sample check of n sessions.
-func BenchSample(ctx context.Context, source, target backends.Store, n int, opts Options) (BenchResult, error) {
+// BenchSample measures a sample check of n sessions, runs times (each
+// with its own seed unless opts.Seed is set); Check is the median.
+func BenchSample(ctx context.Context, source, target backends.Store, n, runs int, opts Options) (BenchResult, error) {
 	r := BenchResult{Name: fmt.Sprintf("sample-%d", n)}
 	var err error
 	if r.DataBytes, r.Rows, err = DataSize(ctx, opts.Client, source); err != nil {
 		return r, err
 	}
 	opts.Sample = n
-	rep, err := Check(ctx, source, target, opts)
-	if err != nil {
-		return r, err
+	var ds []time.Duration
+	var last *Report
+	for range max(runs, 1) {
+		rep, err := Check(ctx, source, target, opts)
+		if err != nil {
+			return r, err
+		}
+		ds, last = append(ds, rep.Duration), rep
+		r.Runs = append(r.Runs, [2]time.Duration{rep.Duration, 0})
 	}
-	r.fill(rep)
+	r.fill(last)
+	r.Check = median(ds)
 	return r, nil
 }
 

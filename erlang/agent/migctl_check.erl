@@ -413,8 +413,10 @@ dets_used_slots(Tab) ->
         U -> U
     end.
 
-dets_slot(Key, Next) ->
-    M = 1 bsl (bits(Next) - 1),
+dets_slot(Key, Next) -> dets_slot(Key, 1 bsl (bits(Next) - 1), Next).
+
+%% dets_slot(Key, M, Next), M the largest power of two =< Next.
+dets_slot(Key, M, Next) ->
     H = erlang:phash2(Key),
     case H band (M - 1) of
         S when S < Next - M -> H band (2 * M - 1);
@@ -455,26 +457,48 @@ slot_objects(Tab, I) ->
     end.
 
 %% dets_slot_listing(Spec, <<Slot:32>>*, Next) -> {ok, Digests, N, Odd}
-%% The other side of a DETS-slot sample: one pass over this store, every
-%% session whose key falls in one of the slots (of a DETS file of Next
-%% slots), listed as digests/3 lists them.
+%% The other side of a DETS-slot sample: one pass over this store's KEYS
+%% (a select that copies out the key only: copying every session out of
+%% the table, as a fold does, cost 1.5 s of the 1.9 s a sample took at 1M
+%% sessions), the slot of each, and a lookup of the few that fall in one
+%% of the slots (of a DETS file of Next slots), listed as digests/3 lists
+%% them. Odd: the rows in those slots that are not sessions.
 dets_slot_listing(Spec, SlotsBin, Next) ->
     safe(fun() ->
         _ = ready(Spec),
         Set = maps:from_list([{I, []} || <<I:32>> <= SlotsBin]),
-        Key = make_ref(),
-        put(Key, []),
-        fold(Spec, fun(Id, S) ->
-                           case maps:is_key(dets_slot(Id, Next), Set) of
-                               true ->
-                                   put(Key, [[<<(byte_size(Id)):32>>, Id,
-                                              <<(digest(Id, S, 0)):32, (la(S)):64/signed>>] | get(Key)]);
-                               false -> ok
-                           end
-                   end),
-        Acc = erase(Key),
-        {ok, iolist_to_binary(Acc), length(Acc), odd()}
+        M = 1 bsl (bits(Next) - 1),
+        In = fun(K) -> maps:is_key(dets_slot(K, M, Next), Set) end,
+        Keys = select_keys(Spec, In),
+        odd_reset(),
+        Rows = lists:flatmap(fun(K) when is_binary(K) ->
+                                     case lookup(Spec, K) of
+                                         [] -> odd_row(K), [];
+                                         L -> L
+                                     end;
+                                (K) -> odd_row(K), []
+                             end, Keys),
+        {ok, iolist_to_binary([[<<(byte_size(I)):32>>, I, <<(digest(I, S, 0)):32, (la(S)):64/signed>>]
+                               || {I, S} <- Rows]), length(Rows), odd()}
     end).
+
+%% select_keys(Spec, In) -> the keys K of the store with In(K), read in
+%% chunks of keys only. The session shape first: a pattern that binds the
+%% key is matched fastest (1M keys of an ETS table, chunks of 1,000:
+%% 0.29 s; a body element(1, '$1') for every row, chunks of 10,000: 0.98
+%% s); the second clause picks up the keys of rows of any other shape.
+select_keys({ets, Tab}, In) ->
+    keys_loop(ets:select(Tab, [{{'$1', '_'}, [], ['$1']}, {'$1', [], [{element, 1, '$1'}]}], 1000), fun ets:select/1, In, []);
+select_keys({mnesia, Tab}, In) ->
+    local_copy(Tab),
+    keys_loop(ets:select(Tab, [{{'_', '$1', '_', '_'}, [], ['$1']}, {'$1', [], [{element, 2, '$1'}]}], 1000), fun ets:select/1, In, []);
+select_keys({dets, Tab, _, _, _}, In) ->
+    keys_loop(dets:select(Tab, [{{'$1', '_'}, [], ['$1']}, {'$1', [], [{element, 1, '$1'}]}], 1000), fun dets:select/1, In, []).
+
+keys_loop('$end_of_table', _, _, Acc) -> Acc;
+keys_loop({error, E}, _, _, _) -> fail(iolist_to_binary(io_lib:format("select: ~0P", [E, 10])));
+keys_loop({Keys, Cont}, Next, In, Acc) ->
+    keys_loop(Next(Cont), Next, In, [K || K <- Keys, In(K)] ++ Acc).
 
 %% --------------------------------------------------------- native compare
 
