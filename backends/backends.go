@@ -478,7 +478,7 @@ func ParseRows(bin []byte, hint int) ([]Row, error) {
 		return nil, fmt.Errorf("rows: not a list (tag %d)", bin[p])
 	}
 	type span struct{ id, idEnd, s, sEnd int }
-	spans := make([]span, 0, max(hint, n))
+	spans := make([]span, 0, min(max(hint, n), len(bin)/8)) // a row takes 8 bytes at least
 	idBytes := 0
 	for range n {
 		if p+2 > len(bin) || bin[p] != 104 { // SMALL_TUPLE_EXT
