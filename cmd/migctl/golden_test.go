@@ -13,6 +13,7 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
@@ -145,4 +146,16 @@ func TestGoldenPrinters(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestCutKeepsCharacters: the journal's DATA column is cut at a character
+// boundary, never inside a multi-byte one.
+func TestCutKeepsCharacters(t *testing.T) {
+	s := strings.Repeat("é", 100) // 2 bytes each
+	for n := 1; n < 12; n++ {
+		c := cut(s, n)
+		require.True(t, utf8.ValidString(c), "cut(%d) = %q", n, c)
+		require.LessOrEqual(t, len(strings.TrimSuffix(c, "...")), n)
+	}
+	require.Equal(t, "short", cut("short", 10))
 }

@@ -141,7 +141,7 @@ func cut(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	i := n - 3
+	i := max(n-3, 0) // room for the "..."
 	for i > 0 && !utf8.RuneStart(s[i]) {
 		i--
 	}
