@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
@@ -436,7 +437,10 @@ func TestWatchUntilInterrupt(t *testing.T) {
 			go func() { done <- cmd.Wait() }()
 			t.Cleanup(func() {
 				_ = cmd.Process.Kill()
-				<-done
+				select { // already collected when the test got that far
+				case <-done:
+				case <-time.After(5 * time.Second):
+				}
 			})
 			dec := json.NewDecoder(stdout)
 			for i := 0; i < 3; i++ {
@@ -447,7 +451,6 @@ func TestWatchUntilInterrupt(t *testing.T) {
 			require.NoError(t, cmd.Process.Signal(os.Interrupt))
 			_, _ = io.Copy(io.Discard, stdout)
 			require.NoError(t, <-done, "stopped by Ctrl-C: exit 0; stderr: %s", se.String())
-			done <- nil // for the cleanup
 		})
 	}
 }
