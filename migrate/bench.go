@@ -26,12 +26,14 @@ type BackfillBench struct {
 	MigctlRowsPerSec float64 `json:"migctl_rows_per_sec"`
 	// Ratio is migctl / native (goal >= 0.9).
 	Ratio float64 `json:"ratio"`
+	// RunRatios are migctl/native of each round.
+	RunRatios []float64 `json:"run_ratios"`
 }
 
 // String is the line a harness prints.
 func (b BackfillBench) String() string {
-	return fmt.Sprintf("backfill of %d sessions DETS -> Mnesia: native %.0f rows/s (%.1fs), migctl %.0f rows/s (%.1fs), ratio %.2f",
-		b.Sessions, b.NativeRowsPerSec, b.NativeSeconds, b.MigctlRowsPerSec, b.MigctlSeconds, b.Ratio)
+	return fmt.Sprintf("backfill of %d sessions DETS -> Mnesia: native %.0f rows/s (%.1fs), migctl %.0f rows/s (%.1fs), ratio %.2f (goal >= 0.9; rounds %.2f)",
+		b.Sessions, b.NativeRowsPerSec, b.NativeSeconds, b.MigctlRowsPerSec, b.MigctlSeconds, b.Ratio, b.RunRatios)
 }
 
 // BenchBackfill copies the DETS primary of node into the Mnesia secondary
@@ -66,27 +68,47 @@ func (m *Migrator) BenchBackfill(ctx context.Context, node string, batch, rounds
 		return nil
 	}
 	var native, mig []float64
-	for i := 0; i < rounds; i++ {
+	runNative := func() error {
 		if err := clear(); err != nil {
-			return r, err
+			return err
 		}
 		t, err := m.c.Agent(ctx, node, "migctl_migrate:native_copy", etf.Atom(st.Primary.Table), tab, batch)
 		if err != nil {
-			return r, err
+			return err
 		}
 		r.Sessions = erl.Int64(t[1])
 		native = append(native, float64(erl.Int64(t[2]))/1e6)
+		return nil
+	}
+	runMigctl := func() error {
 		if err := clear(); err != nil {
-			return r, err
+			return err
 		}
 		rep, err := m.Backfill(ctx, BackfillOptions{BatchSize: batch, NoThrottle: true, Restart: true, Reason: "benchmark"})
 		if err != nil {
-			return r, err
+			return err
 		}
 		if rep.Record.Stats.Scanned != r.Sessions {
-			return r, fmt.Errorf("benchmark: the backfill scanned %d sessions, the native loop %d", rep.Record.Stats.Scanned, r.Sessions)
+			return fmt.Errorf("benchmark: the backfill scanned %d sessions, the native loop %d", rep.Record.Stats.Scanned, r.Sessions)
 		}
 		mig = append(mig, rep.Record.Seconds)
+		return nil
+	}
+	for i := 0; i < rounds; i++ {
+		// The order turns each round, so that a neighbour's load that
+		// comes and goes does not fall on one of them only. (The first
+		// round runs native first: it sets r.Sessions.)
+		first, second := runNative, runMigctl
+		if i%2 == 1 {
+			first, second = runMigctl, runNative
+		}
+		if err := first(); err != nil {
+			return r, err
+		}
+		if err := second(); err != nil {
+			return r, err
+		}
+		r.RunRatios = append(r.RunRatios, native[i]/mig[i])
 	}
 	r.NativeSeconds, r.MigctlSeconds = median(native), median(mig)
 	if r.NativeSeconds > 0 {
