@@ -348,6 +348,13 @@ rwrong=$(kv "$total" read_wrong)
 rres=$(kv "$total" read_resurrected)
 maxwait=$(kv "$total" max_latency_us)
 rows=$("$MIGCTL" sessions count --store mnesia -o json | sed -n 's/.*"count": \([0-9]*\).*/\1/p' | head -n 1)
+# The independent checker (package history): every operation every client
+# made, with its call and return times, linearizable per session outside
+# the split (the watch log gives the window), and after the heal each
+# session holds what the heal's rule allows.
+HIST_RC=0
+HIST_OUT=$("$DC" load history --out "$OUT/history" >/dev/null 2>&1 &&
+    go run ./history/cmd/historycheck -watch "$OUT/watch.log" -vis "$OUT/history/failed" "$OUT"/history/*.history.etf 2>&1) || HIST_RC=$?
 printf '\n'
 bold "== report"
 printf '   %-42s %s\n' "sessions seeded in DETS" "$COUNT"
@@ -365,6 +372,7 @@ printf '   %-42s %s (seen by the live reads: %s)\n' "wrong value" "$wrong" "$rwr
 printf '   %-42s %s (seen by the live reads: %s)\n' "deleted but back (resurrected)" "$resurrected" "$rres"
 printf '   %-42s %s\n' "uncertain (store/delete not acknowledged)" "$uncertain"
 printf '   %-42s %s\n' "application errors" "$errors"
+printf '   %-42s %s\n' "history (independent checker)" "$(head -n 1 <<<"$HIST_OUT")"
 printf '   %-42s %s (one call to the store, over the nodes; %s before the heal; a call that timed out counts as its 5 s)\n' \
     "longest client wait" "$(ms "$maxwait" 1e3)" "$(ms "$WAIT_BEFORE_HEAL" 1e3)"
 printf '   %-42s %s\n' "heal --execute: exit, duration" "$HEAL_RC, $(ms "$HEAL_NS" 1e6)"
@@ -383,6 +391,11 @@ if [ "$rlost" != 0 ] || [ "$rwrong" != 0 ] || [ "$rres" != 0 ]; then
     die "the live reads saw lost ($rlost), wrong ($rwrong) or resurrected ($rres) sessions (see load stats above)"
 fi
 [ "$HEAL_RC" = 0 ] || die "migctl cluster heal --execute: exit $HEAL_RC (see $OUT/heal.json)"
+if [ "$HIST_RC" != 0 ]; then
+    DEMO_KEEP_OUT=1
+    head -n 80 <<<"$HIST_OUT" | sed 's/^/   | /'
+    die "the history checker found problems (exit $HIST_RC; histories and visualizations in $OUT/history)"
+fi
 if [ -n "$PLOT" ]; then
     sleep 6 # the last scrapes
     secs=$(awk -v t="$(since "$T_START")" 'BEGIN { printf "%d", t + 30 }')

@@ -47,7 +47,9 @@
 # the nodes in the total); errors groups each node's last errors by reason;
 # verify checks every acknowledged write against --store (default mnesia:
 # erlmcp_session; dets: erlmcp_sessions_dets; ets: erlmcp_sessions_ets) and
-# exits 1 if one is lost, wrong or resurrected; close drops the records.
+# exits 1 if one is lost, wrong or resurrected; history --out DIR saves
+# each node's recorded history (every operation, for package history's
+# checker); close drops the records.
 # split cuts one node (default the last) from the others; the cut stays
 # until `reconnect` (or migctl cluster heal) since nodes run with
 # dist_auto_connect once. Mnesia stays split after a reconnect: that is
@@ -385,7 +387,7 @@ running_nodes() {
 cmd_load() {
     local sub=${1:-}
     [ $# -gt 0 ] && shift
-    local rate=500 keyspace=3000 name=${DEVCLUSTER_LOAD_NAME:-devload} store=mnesia table=""
+    local rate=500 keyspace=3000 name=${DEVCLUSTER_LOAD_NAME:-devload} store=mnesia table="" out=""
     while [ $# -gt 0 ]; do
         case $1 in
             --rate) rate=${2:?}; shift 2 ;;
@@ -393,6 +395,7 @@ cmd_load() {
             --name) name=${2:?}; shift 2 ;;
             --store) store=${2:?}; shift 2 ;;
             --table) table=${2:?}; shift 2 ;;
+            --out) out=${2:?}; shift 2 ;;
             *) die "load: unknown argument $1" ;;
         esac
     done
@@ -421,7 +424,9 @@ cmd_load() {
             fi
             ctl2 load_verify "$name" "$store" "$table" "${nodes[@]}" ;;
         close) ctl2 load_close "$name" "${nodes[@]}" ;;
-        *) die "load: start, rate, stats, errors, stop, verify or close" ;;
+        history) [ -n "$out" ] || die "load history: --out DIR"
+            ctl2 load_history "$name" "$out" "${nodes[@]}" ;;
+        *) die "load: start, rate, stats, errors, stop, verify, history or close" ;;
     esac
 }
 

@@ -13,6 +13,9 @@
 %%   load_verify Name Store Table Node...   every acknowledged write against
 %%                                          the store (halts 1 on any loss)
 %%   load_close Name Node...                drop the coordinators and records
+%%   load_history Name Dir Node...          each node's recorded history (with
+%%                                          a final read of every key in
+%%                                          Mnesia) to Dir/<node>.history.etf
 %%   split IslandA IslandB                  comma-separated node lists: every
 %%                                          node is cut from the other island
 %%   reconnect Node...                      connect every pair again
@@ -34,7 +37,7 @@ main() ->
 
 run(["load_start", Name, Rate, Keyspace | Nodes]) ->
     Opts = #{name => list_to_atom(Name), rate => list_to_integer(Rate),
-             keyspace => list_to_integer(Keyspace)},
+             keyspace => list_to_integer(Keyspace), history => true},
     Bad = lists:filtermap(
             fun(N) ->
                     case rpc:call(node_(N), erlmcp_loadgen, start, [Opts], 10000) of
@@ -92,6 +95,24 @@ run(["load_verify", Name, Store, Table | Nodes]) ->
     case Bad of
         0 -> ok;
         _ -> {error, "verify: ~b problem(s) (lost, wrong, resurrected or unreadable)", [Bad]}
+    end;
+run(["load_history", Name, Dir | Nodes]) ->
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    Bad = lists:filtermap(
+            fun(N) ->
+                    case rpc:call(node_(N), erlmcp_loadgen, history,
+                                  [list_to_atom(Name), #{final => {mnesia, erlmcp_session}}], 120000) of
+                        B when is_binary(B) ->
+                            F = filename:join(Dir, N ++ ".history.etf"),
+                            ok = file:write_file(F, B),
+                            io:format("~s history=~s bytes=~b~n", [N, F, byte_size(B)]),
+                            false;
+                        E -> {true, {N, E}}
+                    end
+            end, Nodes),
+    case Bad of
+        [] -> ok;
+        _ -> {error, "load history failed: ~p", [Bad]}
     end;
 run(["load_close", Name | Nodes]) ->
     [rpc:call(node_(N), erlmcp_loadgen, close, [list_to_atom(Name)], 10000) || N <- Nodes],
