@@ -9,7 +9,7 @@ DEBS  := erlang-base erlang-mnesia erlang-crypto erlang-runtime-tools rebar3 ope
 AGENT_SRC  := $(wildcard erlang/agent/*.erl)
 AGENT_BEAM := $(AGENT_SRC:.erl=.beam)
 
-.PHONY: all build deps erlang agent test test-go test-erlang bench demo lint clean release man
+.PHONY: all build deps erlang agent test test-go test-erlang bench bench-scale demo lint clean release man
 
 all: build
 
@@ -58,6 +58,13 @@ bench: deps erlang build
 	@echo "== issues 3, 4, 5: backfill, hybrid latency, phase set; consistency check; split detection and heal" ; \
 	MIGCTL_BENCH=1 $(GO) test -count=1 -timeout 120m -run 'TestBench' -v ./migrate/ ./consistency/ 2>&1 | tee -a .bench.log | grep -E '(_test\.go:[0-9]+:|^--- FAIL|^FAIL|^ok)'
 	@MIGCTL_BENCH=1 $(GO) test -count=1 -timeout 60m -v ./cluster/clusterbench/ 2>&1 | tee -a .bench.log | grep -E '(_test\.go:[0-9]+:|^--- FAIL|^FAIL|^ok)'
+
+## bench-scale: issue 13's big run (not part of test): BENCH_SCALE_SESSIONS (default
+## 1.8M, ~1.9 GB of DETS) on one node, 5-node disc_copies Mnesia, BENCH_SCALE_RATE
+## ops/s (default 1000); each step's time, migctl's peak RSS, the nodes' peak memory,
+## load verify. Try BENCH_SCALE_SESSIONS=100000 first; watch free -g.
+bench-scale: deps erlang build
+	./bench/scale/run.sh
 
 ## demo: the whole story on one machine: a 3-node cluster with live traffic migrated
 ## DETS -> Mnesia, checked, split, healed; a final report with 0 lost writes; stops all it started

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# bench/scale/run.sh (make bench-scale): issue 13's big run. One node's DETS
+# file near DETS's 2 GB limit (BENCH_SCALE_SESSIONS erlmcp sessions, default
+# 1,800,000, ~1.9 GB) on a 5-node dev cluster running erlmcp's store with the
+# hybrid backend (DETS primary, Mnesia secondary, disc_copies), live traffic
+# (BENCH_SCALE_RATE ops/s in all, default 1000, spread over the nodes),
+# migrated as the runbook does: tables, phase1, backfill, full check,
+# phase2 -> phase3, archive. Prints each step's time and migctl's peak RSS
+# (GNU time), the nodes' peak memory (RSS of each beam, sampled every
+# second), client errors and `load verify` (0 lost).
+#
+# Everything it starts (the dev cluster in its own state folder, the
+# sampler) is stopped at exit, by pid. Work files: $BENCH_SCALE_DIR
+# (default a fresh folder under /tmp), removed unless BENCH_SCALE_KEEP=1.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+MIGCTL=$ROOT/bin/migctl
+N=${BENCH_SCALE_SESSIONS:-1800000}
+RATE=${BENCH_SCALE_RATE:-1000}
+NODES=${BENCH_SCALE_NODES:-5}
+OUT=${BENCH_SCALE_DIR:-$(mktemp -d -t migctl-scale.XXXXXX)}
+mkdir -p "$OUT"
+export DEVCLUSTER_STATE=$OUT/cluster
+DC="$ROOT/scripts/devcluster.sh"
+SAMPLER_PID=""
+STARTED=0
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$SAMPLER_PID" ] && kill -0 "$SAMPLER_PID" 2>/dev/null; then
+        kill "$SAMPLER_PID" 2>/dev/null || true
+        wait "$SAMPLER_PID" 2>/dev/null || true
+    fi
+    [ "$STARTED" = 1 ] && { "$DC" down >/dev/null 2>&1 || true; }
+    if [ "${BENCH_SCALE_KEEP:-}" = 1 ]; then echo "work directory kept: $OUT"; else rm -rf "$OUT"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ -x "$MIGCTL" ] || { echo "no $MIGCTL (make build)" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time)" >&2; exit 1; }
+
+declare -A SECS RSS
+ORDER=()
+# run NAME ARGS...: one migctl step, timed, with its peak RSS.
+run() {
+    local name=$1
+    shift
+    printf '$ migctl %s\n' "$*"
+    local t0 t1
+    t0=$(date +%s.%N)
+    /usr/bin/time -f '%M' -o "$OUT/$name.rss" "$MIGCTL" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" || {
+        echo "step $name failed (exit $?):" >&2
+        tail -n 20 "$OUT/$name.out" "$OUT/$name.err" >&2
+        exit 1
+    }
+    t1=$(date +%s.%N)
+    SECS[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    RSS[$name]=$(tail -n 1 "$OUT/$name.rss")
+    ORDER+=("$name")
+    printf '  %-10s %8ss  migctl peak RSS %6.1f MB\n' "$name" "${SECS[$name]}" "$(awk -v k="${RSS[$name]}" 'BEGIN { print k / 1024 }')"
+}
+
+echo "== bench-scale: $N sessions in one DETS file, $NODES nodes, $RATE ops/s; work dir $OUT"
+free -g | sed -n 1,2p
+STARTED=1
+"$DC" up --nodes "$NODES" --backend hybrid --phase phase0 --store-server erlmcp >"$OUT/up.log" 2>&1
+# shellcheck disable=SC1091
+source "$DEVCLUSTER_STATE/env"
+export MIGCTL_NODES MIGCTL_COOKIE_FILE ERL_EPMD_PORT
+export MIGCTL_JOURNAL=$OUT/journal.db
+IFS=, read -r -a NODELIST <<<"$MIGCTL_NODES"
+FIRST=${NODELIST[0]}
+
+# The nodes' memory: every beam's RSS each second, the peak per node kept.
+(
+    while sleep 1; do
+        ps -C beam.smp -o pid=,rss=,args= 2>/dev/null | awk -v st="$DEVCLUSTER_STATE" '
+            index($0, st) { n = ""; for (i = 3; i <= NF; i++) if ($i == "-sname" || $i == "-name") n = $(i + 1); if (n ~ /^migctl_dev/) print n, $2 }'
+    done
+) >"$OUT/mem.samples" &
+SAMPLER_PID=$!
+
+t0=$(date +%s)
+"$DC" seed --store dets --count "$N" --node "$FIRST" >"$OUT/seed.log" 2>&1
+SEED_S=$(($(date +%s) - t0))
+DETS_BYTES=$(find "$DEVCLUSTER_STATE/data/node1" -name '*.dets' -printf '%s %p\n' | sort -n | tail -n 1)
+echo "seeded $N sessions in ${SEED_S}s; largest DETS file: $DETS_BYTES"
+
+PER_NODE=$(((RATE + NODES - 1) / NODES))
+"$DC" load start --rate "$PER_NODE" >"$OUT/load-start.log" 2>&1
+sleep 3
+
+run tables tables create --yes --reason bench-scale
+run phase1 phase set phase1 --yes --reason bench-scale
+run backfill backfill --from dets --to mnesia --yes --reason bench-scale --log-level info
+run check consistency check --source dets --target mnesia --full -o json
+run phase2 phase set phase2 --percent 100 --yes --reason bench-scale
+sleep 5
+run phase3 phase set phase3 --yes --reason bench-scale --min-reads 1000
+run archive archive dets --yes --reason bench-scale --out "$OUT/dets_archive.tar.gz"
+
+"$DC" load stop >"$OUT/load-stop.log" 2>&1 || true
+VERIFY_RC=0
+"$DC" load verify --store mnesia >"$OUT/verify.log" 2>&1 || VERIFY_RC=$?
+kill "$SAMPLER_PID" 2>/dev/null || true
+wait "$SAMPLER_PID" 2>/dev/null || true
+SAMPLER_PID=""
+
+echo
+echo "== results ($N sessions, DETS $DETS_BYTES)"
+for s in "${ORDER[@]}"; do
+    printf 'BENCH scale step=%-9s seconds=%-8s migctl_peak_rss_mb=%.1f\n' "$s" "${SECS[$s]}" "$(awk -v k="${RSS[$s]}" 'BEGIN { print k / 1024 }')"
+done
+BF=$(awk -v a="${SECS[backfill]}" -v b="${SECS[check]}" 'BEGIN { printf "%.1f", a + b }')
+echo "BENCH scale backfill+check=${BF}s (goal <= 120s)"
+sed -n 's/.*"processed": \([0-9]*\).*/check processed \1/p; s/.*"mismatched": \([0-9]*\).*/check mismatched \1/p; s/.*"missing_in_target": \([0-9]*\).*/check missing_in_target \1/p; s/.*"bytes_moved": \([0-9]*\).*/check bytes_moved \1/p' "$OUT/check.out" | head -n 4
+awk '{ if ($2 > m[$1]) m[$1] = $2 } END { for (n in m) printf "BENCH scale node=%s peak_rss_mb=%.1f\n", n, m[n] / 1024 }' "$OUT/mem.samples" | sort
+echo "load (stop):"
+cat "$OUT/load-stop.log"
+echo "load verify (exit $VERIFY_RC):"
+cat "$OUT/verify.log"
+[ "$VERIFY_RC" = 0 ]
