@@ -448,7 +448,8 @@ the run changed and how many saved values would be put back.`,
 
 func newConsistencyMonitorCmd(a *app) *cobra.Command {
 	var pf pairFlags
-	var duration, interval time.Duration
+	var duration, interval, fullInterval time.Duration
+	var incremental bool
 	var alert, watchCluster bool
 	var listen, webhook, name string
 	var rate float64
@@ -489,7 +490,8 @@ systemd unit.`,
 			cfg := consistency.MonitorConfig{Source: src, Target: tgt, Journal: j, Name: name,
 				Duration: duration, Interval: interval, Sample: o.Sample, Full: pf.full,
 				AlertOnMismatch: alert, AlertWebhook: webhook, Listen: listen,
-				Check: o, CallsPerSecond: rate, Log: a.log}
+				Check: o, CallsPerSecond: rate, Log: a.log,
+				Incremental: incremental, FullInterval: fullInterval}
 			if mg, err := migrate.New(migrate.Config{Client: a.client, Nodes: a.nodes, Journal: j, Logger: a.log}); err == nil {
 				cfg.Phases = func(ctx context.Context) (map[string]consistency.NodeMigration, error) {
 					st, err := mg.ShowPhase(ctx)
@@ -555,6 +557,8 @@ systemd unit.`,
 	f := cmd.Flags()
 	f.Var(dayDuration{&duration}, "duration", "stop this long after the monitor first started, e.g. 14d; 0: run until stopped")
 	f.DurationVar(&interval, "interval", 5*time.Minute, "time between checks")
+	f.BoolVar(&incremental, "incremental", false, "verify only the sessions changed since the last cycle (Mnesia's change record), with a full check every --full-interval and after any gap in the record")
+	f.DurationVar(&fullInterval, "full-interval", 24*time.Hour, "with --incremental: time between full checks")
 	f.BoolVar(&alert, "alert-on-mismatch", false, "alert (log line, and --alert-webhook) once per new mismatch")
 	f.StringVar(&listen, "metrics-addr", "127.0.0.1:9464", "address of /metrics and /healthz (\"\": none) (env MIGCTL_METRICS_ADDR, or the older MIGCTL_MONITOR_LISTEN)")
 	withEnv(f, "metrics-addr", "MIGCTL_METRICS_ADDR", "MIGCTL_MONITOR_LISTEN")
