@@ -85,7 +85,16 @@ FIRST=${NODELIST[0]}
 SAMPLER_PID=$!
 
 t0=$(date +%s)
-"$DC" seed --store dets --count "$N" --node "$FIRST" >"$OUT/seed.log" 2>&1
+if ! "$DC" seed --store dets --count "$N" --node "$FIRST" >"$OUT/seed.log" 2>&1; then
+    # The usual cause at this size: DETS's 2 GB file limit. Seeded row by
+    # row, the fixture's ~1 KB sessions filled the file (2,097,352,803
+    # bytes) before 1.8M were in, although 900k take 954 MB: the file
+    # grows faster than its contents as it fills.
+    echo "seeding $N sessions failed after $(($(date +%s) - t0))s:" >&2
+    tail -n 20 "$OUT/seed.log" >&2
+    find "$DEVCLUSTER_STATE/data/node1" -name '*.dets' -printf '%s bytes %p\n' >&2
+    exit 1
+fi
 SEED_S=$(($(date +%s) - t0))
 DETS_BYTES=$(find "$DEVCLUSTER_STATE/data/node1" -name '*.dets' -printf '%s %p\n' | sort -n | tail -n 1)
 echo "seeded $N sessions in ${SEED_S}s; largest DETS file: $DETS_BYTES"
