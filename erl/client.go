@@ -27,6 +27,18 @@ import (
 // way; session data travels as binaries.
 type Term = etf.Term
 
+// The term types callers build requests from, as aliases so that only
+// package erl (and the typed stubs in erl/agentapi) import ergo's etf: the
+// pre-release ergo module stays pinned behind this one line.
+type (
+	Atom  = etf.Atom
+	Tuple = etf.Tuple
+	List  = etf.List
+	Map   = etf.Map
+	Pid   = etf.Pid
+	Ref   = etf.Ref
+)
+
 // Options configure a Client.
 type Options struct {
 	// Cookie is the Erlang cookie (see LoadCookie). Required.
