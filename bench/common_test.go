@@ -9,6 +9,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/erlmcp/migctl/erl"
+	"github.com/stretchr/testify/require"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,9 +19,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ergo-services/ergo/etf"
-	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/testkit"
 )
@@ -72,8 +71,8 @@ func loadRef(t *testing.T, cl *testkit.Cluster, idx ...int) {
 	beam, err := os.ReadFile(filepath.Join(dir, "bench_ref.beam"))
 	require.NoError(t, err)
 	for _, i := range idx {
-		r := cl.Call(i, "code", "load_binary", etf.Atom("bench_ref"), "bench_ref.beam", beam)
-		require.Equal(t, etf.Atom("module"), r.(etf.Tuple)[0])
+		r := cl.Call(i, "code", "load_binary", erl.Atom("bench_ref"), "bench_ref.beam", beam)
+		require.Equal(t, erl.Atom("module"), r.(erl.Tuple)[0])
 	}
 }
 

@@ -3,15 +3,14 @@
 package bench
 
 import (
+	"github.com/erlmcp/migctl/erl"
+	"github.com/stretchr/testify/require"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/ergo-services/ergo/etf"
-	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/backends/exportfile"
@@ -29,10 +28,10 @@ func TestBenchExport(t *testing.T) {
 	// Node 1 holds the stores; node 2 is the native reader.
 	cl := testkit.Start(t, testkit.Options{Nodes: 2, Mnesia: true, MnesiaNodes: 1, Backend: ""})
 	require.NoError(t, cl.Nodes[0].StartApp(bctx(t), "erlmcp_session_dets"))
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, 1)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
-	r = cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, n, 2)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, n, 1)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
+	r = cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, n, 2)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 	loadRef(t, cl, 0, 1)
 	c := cl.Client()
 	node := cl.Nodes[0].Name
@@ -55,11 +54,11 @@ func TestBenchExport(t *testing.T) {
 			}
 			ref := func() {
 				fn := "dets_pull"
-				tab := etf.Atom(backends.DefaultDETSTable)
+				tab := erl.Atom(backends.DefaultDETSTable)
 				if kind == backends.KindMnesia {
-					fn, tab = "ets_pull", etf.Atom(backends.DefaultMnesiaTable)
+					fn, tab = "ets_pull", erl.Atom(backends.DefaultMnesiaTable)
 				}
-				res := cl.Call(1, "bench_ref", fn, etf.Atom(node), tab, batch).(etf.Tuple)
+				res := cl.Call(1, "bench_ref", fn, erl.Atom(node), tab, batch).(erl.Tuple)
 				// The reference's select continuations run in a new rex
 				// process each time, so the table is not fixed and DETS's
 				// incremental rehash can return a few rows twice; migctl's
@@ -101,10 +100,10 @@ func TestBenchExportRSS(t *testing.T) {
 		file := filepath.Join(cl.Nodes[0].Dir, "rss.dets")
 		// Seeding a million rows into DETS takes minutes here: call
 		// with the bench's own deadline, not testkit's.
-		r, err := cl.Client().Call(bctx(t), cl.Nodes[0].Name, "erlmcp_fixture_seed", "seed", etf.Atom("dets"),
-			etf.Map{etf.Atom("file_path"): file, etf.Atom("table_name"): etf.Atom("rss_tab")}, n-prev, n)
+		r, err := cl.Client().Call(bctx(t), cl.Nodes[0].Name, "erlmcp_fixture_seed", "seed", erl.Atom("dets"),
+			erl.Map{erl.Atom("file_path"): file, erl.Atom("table_name"): erl.Atom("rss_tab")}, n-prev, n)
 		require.NoError(t, err)
-		require.Equal(t, etf.Atom("ok"), r.(etf.Tuple)[0])
+		require.Equal(t, erl.Atom("ok"), r.(erl.Tuple)[0])
 		prev = n
 		out := filepath.Join(t.TempDir(), "rss.mexp")
 		cmd := exec.Command(bin, "sessions", "export", "--store", "dets", "--table", "rss_tab", "--dets-file", file,

@@ -2,13 +2,11 @@ package history_test
 
 import (
 	"context"
+	"github.com/stretchr/testify/require"
 	"os"
 	"sort"
 	"testing"
 	"time"
-
-	"github.com/ergo-services/ergo/etf"
-	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/history"
@@ -21,12 +19,12 @@ func startLoadgen(t *testing.T, tk *testkit.Cluster, i int, name, opts string) {
 	t.Helper()
 	r := tk.Eval(i, `{ok, T, _} = erl_scan:string(Opts ++ "."), {ok, O} = erl_parse:parse_term(T),
 	    case erlmcp_loadgen:start(O#{name => N}) of {ok, _} -> ok; E -> E end`,
-		map[string]erl.Term{"N": etf.Atom(name), "Opts": opts})
-	require.Equal(t, etf.Atom("ok"), r, tk.Nodes[i].Name)
+		map[string]erl.Term{"N": erl.Atom(name), "Opts": opts})
+	require.Equal(t, erl.Atom("ok"), r, tk.Nodes[i].Name)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, _ = tk.Client().Call(ctx, tk.Nodes[i].Name, "erlmcp_loadgen", "close", etf.Atom(name))
+		_, _ = tk.Client().Call(ctx, tk.Nodes[i].Name, "erlmcp_loadgen", "close", erl.Atom(name))
 	})
 }
 
@@ -34,7 +32,7 @@ func startLoadgen(t *testing.T, tk *testkit.Cluster, i int, name, opts string) {
 func stopLoadgen(t *testing.T, tk *testkit.Cluster, i int, name string) (int64, int64) {
 	t.Helper()
 	r := tk.Eval(i, `S = erlmcp_loadgen:stop(N), {maps:get(ops, S), maps:get(errors, S)}`,
-		map[string]erl.Term{"N": etf.Atom(name)}).(etf.Tuple)
+		map[string]erl.Term{"N": erl.Atom(name)}).(erl.Tuple)
 	return erl.Int64(r[0]), erl.Int64(r[1])
 }
 
@@ -111,7 +109,7 @@ func TestLoadgenHistoryETS(t *testing.T) {
 	// Without the option there is no history.
 	startLoadgen(t, tk, 0, "nohist", `#{rate => 100, keyspace => 10}`)
 	r := tk.Eval(0, `erlmcp_loadgen:history(nohist)`, nil)
-	require.Equal(t, etf.Tuple{etf.Atom("error"), etf.Atom("no_history")}, r)
+	require.Equal(t, erl.Tuple{erl.Atom("error"), erl.Atom("no_history")}, r)
 }
 
 // Three Mnesia nodes, clients on all of them on the same sessions: the
@@ -128,7 +126,7 @@ func TestLoadgenHistorySharedMnesia(t *testing.T) {
 		require.Zero(t, errs)
 	}
 	r := tk.Eval(0, `erlmcp_loadgen:verify(sh, {mnesia, erlmcp_session})`, nil)
-	require.Equal(t, etf.Tuple{etf.Atom("error"), etf.Atom("shared_sessions")}, r)
+	require.Equal(t, erl.Tuple{erl.Atom("error"), erl.Atom("shared_sessions")}, r)
 
 	res, h := tk.CheckHistory(context.Background(), "{mnesia, erlmcp_session}", history.Options{}, "sh")
 	require.True(t, res.OK(), res.Summary())
@@ -168,7 +166,7 @@ func TestHistoryCost(t *testing.T) {
 		    timer:sleep(3000), S = erlmcp_loadgen:stop(cost),
 		    Bytes = case H of true -> byte_size(erlmcp_loadgen:history(cost)); false -> 0 end,
 		    erlmcp_loadgen:close(cost), {maps:get(rate, S), maps:get(ops, S), Bytes}`,
-			map[string]erl.Term{"H": hist}).(etf.Tuple)
+			map[string]erl.Term{"H": hist}).(erl.Tuple)
 		rate, _ := r[0].(float64)
 		t.Logf("history=%v: %.0f ops/s (%d ops, history %d bytes)", hist, rate, erl.Int64(r[1]), erl.Int64(r[2]))
 		if hist {

@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/erlmcp/migctl/erl"
+	"github.com/stretchr/testify/require"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +20,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ergo-services/ergo/etf"
-	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/testkit"
 )
@@ -126,10 +125,10 @@ func (e *env) migctl(args ...string) result {
 
 // requireSeeded checks erlmcp_fixture_seed:seed/4's {ok, N} (ergo decodes
 // small integers as int, larger ones as int64).
-func requireSeeded(t *testing.T, r etf.Term, n int) {
+func requireSeeded(t *testing.T, r erl.Term, n int) {
 	t.Helper()
-	tt, ok := r.(etf.Tuple)
-	require.True(t, ok && len(tt) == 2 && tt[0] == etf.Atom("ok"), "seed: %v", r)
+	tt, ok := r.(erl.Tuple)
+	require.True(t, ok && len(tt) == 2 && tt[0] == erl.Atom("ok"), "seed: %v", r)
 	require.Equal(t, fmt.Sprint(n), fmt.Sprint(tt[1]), "seed: %v", r)
 }
 
@@ -220,7 +219,7 @@ func TestRunbookScripts(t *testing.T) {
 	require.Equal(t, 0, r.code)
 
 	// A healthy cluster with data.
-	seed := tk.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, 500, 42)
+	seed := tk.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, 500, 42)
 	requireSeeded(t, seed, 500)
 	r = e.run("check_mnesia_health.sh")
 	require.Equal(t, 0, r.code)
@@ -242,7 +241,7 @@ func TestRunbookScripts(t *testing.T) {
 
 	// Split brain: node 3 cut off, and writes on the larger side only.
 	tk.Partition([]int{0, 1}, []int{2})
-	seed = tk.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, 50, 7)
+	seed = tk.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, 50, 7)
 	requireSeeded(t, seed, 50)
 	r = e.run("check_mnesia_health.sh")
 	require.Equal(t, 7, r.code)
@@ -278,7 +277,7 @@ func TestRunbookScripts(t *testing.T) {
 // TestScaleMnesiaCluster adds a third node to a 2-node Mnesia cluster.
 func TestScaleMnesiaCluster(t *testing.T) {
 	tk := testkit.Start(t, testkit.Options{Nodes: 2, Mnesia: true, Backend: "erlmcp_session_mnesia"})
-	seed := tk.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, 300, 1)
+	seed := tk.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, 300, 1)
 	requireSeeded(t, seed, 300)
 	extra := testkit.Start(t, testkit.Options{Nodes: 1})
 	newNode := extra.Nodes[0].Name

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/erl"
 )
 
@@ -342,7 +340,7 @@ func (c *Cluster) ConnectAll(ctx context.Context) {
 	c.t.Helper()
 	for i, a := range c.Nodes {
 		for _, b := range c.Nodes[i+1:] {
-			t, err := c.e.client.Call(ctx, a.Name, "net_kernel", "connect_node", etf.Atom(b.Name))
+			t, err := c.e.client.Call(ctx, a.Name, "net_kernel", "connect_node", erl.Atom(b.Name))
 			if err != nil || t != true {
 				c.t.Fatalf("connect %s to %s: %v %v", a.Name, b.Name, t, err)
 			}
@@ -365,7 +363,7 @@ func (c *Cluster) Partition(islands ...[]int) {
 	for i := range c.Nodes {
 		for j := range c.Nodes {
 			if i < j && island[i] != island[j] {
-				_, err := c.e.client.Call(ctx, c.Nodes[i].Name, "erlang", "disconnect_node", etf.Atom(c.Nodes[j].Name))
+				_, err := c.e.client.Call(ctx, c.Nodes[i].Name, "erlang", "disconnect_node", erl.Atom(c.Nodes[j].Name))
 				if err != nil {
 					c.t.Fatalf("disconnect: %v", err)
 				}
@@ -386,7 +384,7 @@ func (c *Cluster) Partition(islands ...[]int) {
 				c.t.Fatalf("nodes() on %s: %v", n.Name, err)
 			}
 			seen := map[string]bool{}
-			if l, ok := t.(etf.List); ok {
+			if l, ok := t.(erl.List); ok {
 				for _, x := range l {
 					seen[fmt.Sprint(x)] = true
 				}
@@ -397,7 +395,7 @@ func (c *Cluster) Partition(islands ...[]int) {
 				}
 				settled = false
 				if island[i] == island[j] {
-					_, _ = c.e.client.Call(ctx, n.Name, "net_kernel", "connect_node", etf.Atom(m.Name))
+					_, _ = c.e.client.Call(ctx, n.Name, "net_kernel", "connect_node", erl.Atom(m.Name))
 				}
 			}
 		}
@@ -429,9 +427,9 @@ func (c *Cluster) BuildMnesia(ctx context.Context) error {
 	if m := c.opts.MnesiaNodes; m > 0 && m < len(members) {
 		members = members[:m]
 	}
-	names := make(etf.List, len(members))
+	names := make(erl.List, len(members))
 	for i, n := range members {
-		names[i] = etf.Atom(n.Name)
+		names[i] = erl.Atom(n.Name)
 	}
 	for _, n := range members {
 		if _, err := c.e.client.Call(ctx, n.Name, "mnesia", "stop"); err != nil {
@@ -442,27 +440,27 @@ func (c *Cluster) BuildMnesia(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if r != etf.Atom("ok") {
+	if r != erl.Atom("ok") {
 		return fmt.Errorf("create_schema: %v", r)
 	}
 	for _, n := range members {
-		if r, err := c.e.client.Call(ctx, n.Name, "mnesia", "start"); err != nil || r != etf.Atom("ok") {
+		if r, err := c.e.client.Call(ctx, n.Name, "mnesia", "start"); err != nil || r != erl.Atom("ok") {
 			return fmt.Errorf("mnesia:start on %s: %v %v", n.Name, r, err)
 		}
 	}
 	tab := c.opts.SessionTable
 	src := `mnesia:create_table(Tab, [{attributes, [session_id, session_data, last_accessed]},
 	           {record_name, Tab}, {type, set}, {disc_copies, Nodes}])`
-	r, err = c.e.client.Eval(ctx, c.Nodes[0].Name, src, map[string]erl.Term{"Tab": etf.Atom(tab), "Nodes": names})
+	r, err = c.e.client.Eval(ctx, c.Nodes[0].Name, src, map[string]erl.Term{"Tab": erl.Atom(tab), "Nodes": names})
 	if err != nil {
 		return err
 	}
-	if t, ok := r.(etf.Tuple); !ok || t[0] != etf.Atom("atomic") {
+	if t, ok := r.(erl.Tuple); !ok || t[0] != erl.Atom("atomic") {
 		return fmt.Errorf("create_table: %v", r)
 	}
 	for _, n := range members {
-		r, err := c.e.client.Call(ctx, n.Name, "mnesia", "wait_for_tables", etf.List{etf.Atom(tab)}, 30000)
-		if err != nil || r != etf.Atom("ok") {
+		r, err := c.e.client.Call(ctx, n.Name, "mnesia", "wait_for_tables", erl.List{erl.Atom(tab)}, 30000)
+		if err != nil || r != erl.Atom("ok") {
 			return fmt.Errorf("wait_for_tables on %s: %v %v", n.Name, r, err)
 		}
 	}
@@ -489,7 +487,7 @@ func (n *Node) StartApp(ctx context.Context, backend string, appEnv ...string) e
 	if err != nil {
 		return err
 	}
-	if t, ok := r.(etf.Tuple); !ok || t[0] != etf.Atom("ok") {
+	if t, ok := r.(erl.Tuple); !ok || t[0] != erl.Atom("ok") {
 		return fmt.Errorf("start erlmcp_fixture: %v", r)
 	}
 	// The change recorder (migctl_node, started with the fixture as an
@@ -517,7 +515,7 @@ func (n *Node) StartApp(ctx context.Context, backend string, appEnv ...string) e
 	if err != nil {
 		return err
 	}
-	if r != etf.Atom("ok") {
+	if r != erl.Atom("ok") {
 		return fmt.Errorf("the change recorder did not subscribe: %v", r)
 	}
 	return nil

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/history"
 )
@@ -35,13 +33,13 @@ func (c *Cluster) HistoryBlobs(name, final string) map[string][]byte {
 		    case erlmcp_loadgen:history(N, Opts) of
 		        B when is_binary(B) -> {ok, B};
 		        E -> {error, iolist_to_binary(io_lib:format("~0p", [E]))}
-		    end`, map[string]erl.Term{"N": etf.Atom(name), "Spec": final})
-		tt, ok := r.(etf.Tuple)
+		    end`, map[string]erl.Term{"N": erl.Atom(name), "Spec": final})
+		tt, ok := r.(erl.Tuple)
 		if !ok || len(tt) != 2 {
 			c.t.Fatalf("history of %s on %s: %v", name, n.Name, r)
 		}
 		b, _ := tt[1].([]byte)
-		if tt[0] != etf.Atom("ok") {
+		if tt[0] != erl.Atom("ok") {
 			c.t.Fatalf("history of %s on %s: %s", name, n.Name, b)
 		}
 		out[n.Name] = b

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/erl"
 )
 
@@ -191,7 +189,7 @@ func (c *NetCluster) Reconnect(ctx context.Context) {
 	c.t.Helper()
 	for i, a := range c.Nodes {
 		for _, b := range c.Nodes[i+1:] {
-			r, err := c.e.client.Call(ctx, a.Name, "net_kernel", "connect_node", etf.Atom(b.Name))
+			r, err := c.e.client.Call(ctx, a.Name, "net_kernel", "connect_node", erl.Atom(b.Name))
 			if err != nil || r != true {
 				c.t.Fatalf("connect %s to %s: %v %v", a.Name, b.Name, r, err)
 			}
@@ -212,16 +210,16 @@ func (c *NetCluster) Eval(i int, src string, bindings map[string]erl.Term) erl.T
 }
 
 func (c *NetCluster) buildMnesia(ctx context.Context) error {
-	names := make(etf.List, len(c.Nodes))
+	names := make(erl.List, len(c.Nodes))
 	for i, n := range c.Nodes {
-		names[i] = etf.Atom(n.Name)
+		names[i] = erl.Atom(n.Name)
 	}
 	cl := c.e.client
-	if r, err := cl.Call(ctx, c.Nodes[0].Name, "mnesia", "create_schema", names); err != nil || r != etf.Atom("ok") {
+	if r, err := cl.Call(ctx, c.Nodes[0].Name, "mnesia", "create_schema", names); err != nil || r != erl.Atom("ok") {
 		return fmt.Errorf("create_schema: %v %v", r, err)
 	}
 	for _, n := range c.Nodes {
-		if r, err := cl.Call(ctx, n.Name, "mnesia", "start"); err != nil || r != etf.Atom("ok") {
+		if r, err := cl.Call(ctx, n.Name, "mnesia", "start"); err != nil || r != erl.Atom("ok") {
 			return fmt.Errorf("mnesia:start on %s: %v %v", n.Name, r, err)
 		}
 	}
@@ -230,11 +228,11 @@ func (c *NetCluster) buildMnesia(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if t, ok := r.(etf.Tuple); !ok || t[0] != etf.Atom("atomic") {
+	if t, ok := r.(erl.Tuple); !ok || t[0] != erl.Atom("atomic") {
 		return fmt.Errorf("create_table: %v", r)
 	}
 	for _, n := range c.Nodes {
-		if r, err := cl.Call(ctx, n.Name, "mnesia", "wait_for_tables", etf.List{etf.Atom("erlmcp_session")}, 30000); err != nil || r != etf.Atom("ok") {
+		if r, err := cl.Call(ctx, n.Name, "mnesia", "wait_for_tables", erl.List{erl.Atom("erlmcp_session")}, 30000); err != nil || r != erl.Atom("ok") {
 			return fmt.Errorf("wait_for_tables on %s: %v %v", n.Name, r, err)
 		}
 	}

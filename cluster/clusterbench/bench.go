@@ -21,8 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/cluster"
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/journal"
@@ -78,7 +76,7 @@ func Detection(t testing.TB, runs int) DetectionResult {
 		mu.Unlock()
 		at := time.Now()
 		for _, a := range []int{0, 1} {
-			_, _ = tk.Client().Call(ctx, tk.Nodes[a].Name, "net_kernel", "connect_node", etf.Atom(tk.Nodes[2].Name))
+			_, _ = tk.Client().Call(ctx, tk.Nodes[a].Name, "net_kernel", "connect_node", erl.Atom(tk.Nodes[2].Name))
 		}
 		var took time.Duration
 		for took == 0 {
@@ -195,7 +193,7 @@ func Heal(t testing.TB, sessions, changed int) HealResult {
 		    Gone = length([K || K <- D, [] =:= mnesia:dirty_read(erlmcp_session, K)]),
 		    {Kept, Gone}`, map[string]erl.Term{"B": blob})
 		must(t, err)
-		ct := c.(etf.Tuple)
+		ct := c.(erl.Tuple)
 		k, g := toInt(ct[0]), toInt(ct[1])
 		if res.Kept < 0 || k < res.Kept {
 			res.Kept = k
@@ -217,8 +215,8 @@ func logger() *slog.Logger {
 
 func seed(t testing.TB, tk *testkit.Cluster, n int) {
 	t.Helper()
-	r := tk.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, n, 42)
-	if tt, ok := r.(etf.Tuple); !ok || tt[0] != etf.Atom("ok") {
+	r := tk.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, n, 42)
+	if tt, ok := r.(erl.Tuple); !ok || tt[0] != erl.Atom("ok") {
 		t.Fatalf("seed: %v", r)
 	}
 }

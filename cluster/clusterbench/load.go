@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/cluster"
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/journal"
@@ -238,17 +236,17 @@ const lgStatsSrc = `S = erlmcp_loadgen:stats(N),
 
 func readStats(ctx context.Context, t testing.TB, tk *testkit.Cluster, i int, name string) lgStats {
 	t.Helper()
-	r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name, lgStatsSrc, map[string]erl.Term{"N": etf.Atom(name)})
+	r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name, lgStatsSrc, map[string]erl.Term{"N": erl.Atom(name)})
 	must(t, err)
-	tt, ok := r.(etf.Tuple)
+	tt, ok := r.(erl.Tuple)
 	if !ok || len(tt) != 9 {
 		t.Fatalf("loadgen stats on %s: %v", tk.Nodes[i].Name, r)
 	}
 	rate, _ := tt[6].(float64)
 	errs := map[string]int{}
-	if l, ok := tt[7].(etf.List); ok {
+	if l, ok := tt[7].(erl.List); ok {
 		for _, e := range l {
-			if et, ok := e.(etf.Tuple); ok && len(et) == 2 {
+			if et, ok := e.(erl.Tuple); ok && len(et) == 2 {
 				k, _ := et[0].([]byte)
 				errs[string(k)] += toInt(et[1])
 			}
@@ -286,7 +284,7 @@ func HealUnderLoad(t testing.TB, sessions, rate, runs int, split time.Duration) 
 		started := 0
 		stop := func() {
 			for i := 0; i < started; i++ {
-				_, _ = tk.Client().Eval(ctx, tk.Nodes[i].Name, `erlmcp_loadgen:stop(N), ok`, map[string]erl.Term{"N": etf.Atom(name)})
+				_, _ = tk.Client().Eval(ctx, tk.Nodes[i].Name, `erlmcp_loadgen:stop(N), ok`, map[string]erl.Term{"N": erl.Atom(name)})
 			}
 			started = 0
 		}
@@ -297,9 +295,9 @@ func HealUnderLoad(t testing.TB, sessions, rate, runs int, split time.Duration) 
 			}
 			r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name,
 				`case erlmcp_loadgen:start(#{name => N, rate => R, keyspace => 2000}) of {ok, _} -> ok; E -> E end`,
-				map[string]erl.Term{"N": etf.Atom(name), "R": per})
+				map[string]erl.Term{"N": erl.Atom(name), "R": per})
 			must(t, err)
-			if r != etf.Atom("ok") {
+			if r != erl.Atom("ok") {
 				stop()
 				t.Fatalf("start load generator on %s: %v", tk.Nodes[i].Name, r)
 			}
@@ -392,7 +390,7 @@ func HealUnderLoad(t testing.TB, sessions, rate, runs int, split time.Duration) 
 		}()
 
 		for i := range tk.Nodes {
-			r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name, `erlmcp_loadgen:stop(N), ok`, map[string]erl.Term{"N": etf.Atom(name)})
+			r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name, `erlmcp_loadgen:stop(N), ok`, map[string]erl.Term{"N": erl.Atom(name)})
 			must(t, err)
 			_ = r
 		}
@@ -415,9 +413,9 @@ func HealUnderLoad(t testing.TB, sessions, rate, runs int, split time.Duration) 
 			}
 			r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name, `R = erlmcp_loadgen:verify(N, {mnesia, erlmcp_session}),
 			    {maps:get(checked, R), maps:get(lost, R), maps:get(wrong_value, R), maps:get(resurrected, R)}`,
-				map[string]erl.Term{"N": etf.Atom(name)})
+				map[string]erl.Term{"N": erl.Atom(name)})
 			must(t, err)
-			tt, ok := r.(etf.Tuple)
+			tt, ok := r.(erl.Tuple)
 			if !ok || len(tt) != 4 {
 				t.Fatalf("verify on %s: %v", tk.Nodes[i].Name, r)
 			}
@@ -425,7 +423,7 @@ func HealUnderLoad(t testing.TB, sessions, rate, runs int, split time.Duration) 
 			x.Lost += toInt(tt[1])
 			x.Wrong += toInt(tt[2])
 			x.Resurrected += toInt(tt[3])
-			_, _ = tk.Client().Eval(ctx, tk.Nodes[i].Name, `erlmcp_loadgen:close(N)`, map[string]erl.Term{"N": etf.Atom(name)})
+			_, _ = tk.Client().Eval(ctx, tk.Nodes[i].Name, `erlmcp_loadgen:close(N)`, map[string]erl.Term{"N": erl.Atom(name)})
 		}
 		res.Runs = append(res.Runs, x)
 	}
@@ -510,9 +508,9 @@ func RecorderCost(t testing.TB, sessions, pairs int, d time.Duration) []CostResu
 		for _, i := range nodes {
 			r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name,
 				`case erlmcp_loadgen:start(#{name => N, rate => 20000, keyspace => 10000}) of {ok, _} -> ok; E -> E end`,
-				map[string]erl.Term{"N": etf.Atom(name)})
+				map[string]erl.Term{"N": erl.Atom(name)})
 			must(t, err)
-			if r != etf.Atom("ok") {
+			if r != erl.Atom("ok") {
 				t.Fatalf("start load generator on %s: %v", tk.Nodes[i].Name, r)
 			}
 		}
@@ -522,9 +520,9 @@ func RecorderCost(t testing.TB, sessions, pairs int, d time.Duration) []CostResu
 		for _, i := range nodes {
 			r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name,
 				`S = erlmcp_loadgen:stop(N), erlmcp_loadgen:close(N), {float(maps:get(rate, S)), maps:get(errors, S), maps:get(ops, S)}`,
-				map[string]erl.Term{"N": etf.Atom(name)})
+				map[string]erl.Term{"N": erl.Atom(name)})
 			must(t, err)
-			tt := r.(etf.Tuple)
+			tt := r.(erl.Tuple)
 			r0, _ := tt[0].(float64)
 			if e := toInt(tt[1]); e != 0 {
 				t.Logf("%s: %d errors on %s", name, e, tk.Nodes[i].Name)
@@ -650,7 +648,7 @@ func recorders(ctx context.Context, t testing.TB, tk *testkit.Cluster, on bool) 
 	for i := range tk.Nodes {
 		r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name, src, nil)
 		must(t, err)
-		if r != etf.Atom("ok") {
+		if r != erl.Atom("ok") {
 			t.Fatalf("recorder on=%v on %s: %v", on, tk.Nodes[i].Name, r)
 		}
 	}
@@ -694,7 +692,7 @@ func snapshot(ctx context.Context, t testing.TB, tk *testkit.Cluster) recSnap {
 			 end,
 			 {C, R, Total}`, nil)
 		must(t, err)
-		tt := r.(etf.Tuple)
+		tt := r.(erl.Tuple)
 		s.changes += toInt(tt[0])
 		s.recRed += toInt(tt[1])
 		s.nodeRed += toInt(tt[2])
