@@ -152,6 +152,10 @@ type sideEvidence struct {
 	Cleared int64
 	// Last: each key's latest recorded change among the island's nodes.
 	Last map[string]change
+	// ByNode: each node's own record of the keys, for the nodes whose
+	// recorder was read (a key without a change there has no entry). The
+	// merge compares the merge node's record with what it is then.
+	ByNode map[string]map[string]change
 	// Why says, when Since is -1 or late, which recorders were missing.
 	Why string
 }
@@ -168,7 +172,7 @@ func (s sideEvidence) last(id string) (change, bool) {
 
 // islandEvidence reads the recorders of every node of an island for ids.
 func (cl *Cluster) islandEvidence(ctx context.Context, nodes []string, tab string, ids []string) (sideEvidence, error) {
-	ev := sideEvidence{Since: -1, Last: map[string]change{}}
+	ev := sideEvidence{Since: -1, Last: map[string]change{}, ByNode: map[string]map[string]change{}}
 	infos := make([]RecorderInfo, len(nodes))
 	chs := make([]map[string]change, len(nodes))
 	errs := make([]error, len(nodes))
@@ -199,6 +203,7 @@ func (cl *Cluster) islandEvidence(ctx context.Context, nodes []string, tab strin
 			ev.Since = s
 		}
 		ev.Cleared = max(ev.Cleared, ri.Cleared[tab])
+		ev.ByNode[ri.Node] = chs[i]
 		for id, c := range chs[i] {
 			if o, ok := ev.Last[id]; !ok || c.At > o.At {
 				ev.Last[id] = c
@@ -220,6 +225,24 @@ type evidence struct {
 	// was made by that island (not replicated to it from the other side
 	// before the split).
 	wNodes, lNodes []string
+	// wRep is the winner's node the merge runs on: the decisions carry
+	// its record of each key (Decision.WinnerSeen).
+	wRep string
+}
+
+// seenOn is node's own record of id as this evidence read it, for
+// Decision.WinnerSeen: the time of its last change (ms), 0 when it
+// recorded none, nil when its recorder was not read.
+func (s sideEvidence) seenOn(node, id string) *int64 {
+	m, ok := s.ByNode[node]
+	if !ok {
+		return nil
+	}
+	var at int64
+	if c, ok := m[id]; ok {
+		at = c.At
+	}
+	return &at
 }
 
 // madeBy says whether c was made on one of nodes.
@@ -254,8 +277,9 @@ func (e *evidence) complete() (bool, string) {
 }
 
 // readEvidence reads both islands' records for the keys that differ.
-func (cl *Cluster) readEvidence(ctx context.Context, tab string, wNodes, lNodes []string, ids []string) (*evidence, error) {
-	ev := evidence{wNodes: wNodes, lNodes: lNodes}
+// wRep is the winner's node the merge will run on (IslandPlan.Rep).
+func (cl *Cluster) readEvidence(ctx context.Context, tab string, wNodes, lNodes []string, wRep string, ids []string) (*evidence, error) {
+	ev := evidence{wNodes: wNodes, lNodes: lNodes, wRep: wRep}
 	var werr, lerr error
 	t0 := time.Now()
 	forEach([]string{"w", "l"}, func(i int, _ string) {

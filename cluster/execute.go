@@ -483,13 +483,35 @@ func (cl *Cluster) settleGone(ctx context.Context, p *Plan, lp *LoserPlan, ids [
 			}
 		}
 	}
-	wk, err := cl.keyInfos(ctx, p.Islands[p.Winner].Rep, tab, missing)
-	if err != nil {
-		return "", err
-	}
 	gone := map[string]bool{}
 	for _, id := range missing {
 		gone[id] = true
+	}
+	if lp.EvidenceComplete {
+		// Decide those keys again from both sides' rows and records as
+		// they are now: the loser's deletion against whatever the winner
+		// did meanwhile, and the decisions carry what the merge must
+		// find unchanged on the winner.
+		sub, ok, err := cl.redecide(ctx, p, tab, lp, missing)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			dels := 0
+			for _, d := range sub.Decisions {
+				if d.Action == ActDelete {
+					dels++
+				}
+			}
+			lp.Decisions = append(slices.DeleteFunc(lp.Decisions, func(d Decision) bool { return gone[d.ID] }), sub.Decisions...)
+			sort.Slice(lp.Decisions, func(a, b int) bool { return lp.Decisions[a].ID < lp.Decisions[b].ID })
+			return fmt.Sprintf("%s island %d: %d rows deleted on the loser since the comparison (%d now deletions, %d need nothing)",
+				tab, lp.Island, len(missing), dels, len(missing)-dels), nil
+		}
+	}
+	wk, err := cl.keyInfos(ctx, p.Islands[p.Winner].Rep, tab, missing)
+	if err != nil {
+		return "", err
 	}
 	dels, nothing := 0, 0
 	var out []Decision
@@ -703,11 +725,23 @@ func (cl *Cluster) stepMerge(ctx context.Context, p *Plan, opts ExecuteOptions, 
 				return "", err
 			}
 			rep.Merged = append(rep.Merged, res)
-			parts = append(parts, fmt.Sprintf("%s: %d written, %d skipped (newer in cluster), %d deleted, %d kept (rewritten after split)",
-				tp.Table, res.Written, res.Skipped, res.Deleted, res.Kept))
+			part := fmt.Sprintf("%s: %d written, %d skipped (newer in cluster), %d deleted, %d kept (rewritten after split), %d changed on the winner during the heal (winner kept)",
+				tp.Table, res.Written, res.Skipped, res.Deleted, res.Kept, res.WinnerChanged)
+			if len(res.WinnerChangedIDs) > 0 {
+				part += ": " + sampleIDs(res.WinnerChangedIDs, 5)
+			}
+			parts = append(parts, part)
 		}
 	}
 	return strings.Join(parts, "; "), nil
+}
+
+// sampleIDs lists the first n ids, and how many more there are.
+func sampleIDs(ids []string, n int) string {
+	if len(ids) <= n {
+		return strings.Join(ids, " ")
+	}
+	return fmt.Sprintf("%s ... %d more (-o json for all)", strings.Join(ids[:n], " "), len(ids)-n)
 }
 
 func (cl *Cluster) stepVerify(ctx context.Context, _ *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
@@ -901,33 +935,14 @@ func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, re
 	for _, j := range jobs {
 		tp := &p.Tables[j.ti]
 		lp := &tp.Losers[j.li]
-		w, l := p.Islands[p.Winner], p.Islands[lp.Island]
+		l := p.Islands[lp.Island]
 		key := fmt.Sprintf("%s/%d", tp.Table, lp.Island)
 		rows := rep.changes[key]
 		if len(j.ids) > 0 {
-			var wk, lk map[string]keyInfo
-			var werr, lerr error
-			forEach([]string{w.Rep, l.Rep}, func(i int, node string) {
-				if i == 0 {
-					wk, werr = cl.keyInfos(ctx, node, tp.Table, j.ids)
-				} else {
-					lk, lerr = cl.keyInfos(ctx, node, tp.Table, j.ids)
-				}
-			})
-			if err := errors.Join(werr, lerr); err != nil {
+			sub, ok, err := cl.redecide(ctx, p, tp.Table, lp, j.ids)
+			if err != nil || !ok {
 				return "", false, err
 			}
-			ev, err := cl.readEvidence(ctx, tp.Table, w.Nodes, l.Nodes, j.ids)
-			if err != nil {
-				cl.log.Warn("heal: change records unreadable under the fence; reading in full", "err", err)
-				return "", false, nil
-			}
-			ev.Need = lp.deleteBefore() - 250
-			if ok, _ := ev.complete(); !ok {
-				return "", false, nil
-			}
-			sub := LoserPlan{SplitAt: lp.SplitAt, KeepFrom: lp.KeepFrom}
-			classifyEvidence(&sub, wk, lk, ev)
 			changed := map[string]bool{}
 			for _, id := range j.ids {
 				changed[id] = true
@@ -961,6 +976,38 @@ func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, re
 			tp.Table, lp.Island, len(j.ids), len(lp.Decisions)))
 	}
 	return fmt.Sprintf("%d rows (%s)", n, strings.Join(parts, "; ")), true, nil
+}
+
+// redecide decides ids again from both sides' rows and change records as
+// they are now, with lp's split time and keep window, into a plan of its
+// own (for keys changed after the comparison). ok is false when the
+// records no longer cover what the decisions need.
+func (cl *Cluster) redecide(ctx context.Context, p *Plan, tab string, lp *LoserPlan, ids []string) (LoserPlan, bool, error) {
+	w, l := p.Islands[p.Winner], p.Islands[lp.Island]
+	sub := LoserPlan{Island: lp.Island, SplitAt: lp.SplitAt, KeepFrom: lp.KeepFrom}
+	var wk, lk map[string]keyInfo
+	var werr, lerr error
+	forEach([]string{w.Rep, l.Rep}, func(i int, node string) {
+		if i == 0 {
+			wk, werr = cl.keyInfos(ctx, node, tab, ids)
+		} else {
+			lk, lerr = cl.keyInfos(ctx, node, tab, ids)
+		}
+	})
+	if err := errors.Join(werr, lerr); err != nil {
+		return sub, false, err
+	}
+	ev, err := cl.readEvidence(ctx, tab, w.Nodes, l.Nodes, w.Rep, ids)
+	if err != nil {
+		cl.log.Warn("heal: change records unreadable; reading in full", "err", err)
+		return sub, false, nil
+	}
+	ev.Need = lp.deleteBefore() - 250
+	if ok, _ := ev.complete(); !ok {
+		return sub, false, nil
+	}
+	classifyEvidence(&sub, wk, lk, ev)
+	return sub, true, nil
 }
 
 // reachableLosers are the losing nodes migctl can reach.

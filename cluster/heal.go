@@ -36,14 +36,24 @@ type Decision struct {
 	Why      string `json:"why"`
 	LoserLA  int64  `json:"loser_last_accessed,omitempty"`
 	WinnerLA int64  `json:"winner_last_accessed,omitempty"`
-	// Evidence: decided from the recorded history of both sides. The merge
-	// then applies it only while the winner's row is still the one the
-	// decision saw (WinnerDigest, the digest bucket_keys reports; 0 when
-	// the winner had no row): a row changed since is a newer change of the
-	// healed cluster and stays. Without evidence the merge re-checks by
+	// Evidence: decided from the recorded history of both sides. The
+	// winner keeps taking traffic until the merge, and a change it makes
+	// after the decision is later than the loser's change, so by the same
+	// rule it wins: the merge applies the decision only while the winner
+	// has not changed the key since, that is while its row is still the
+	// one the decision saw (WinnerDigest, the digest bucket_keys reports;
+	// 0 when the winner had no row) AND the merge node's change recorder
+	// has recorded no change of the key after WinnerSeen. The digest alone
+	// misses a delete of a row already absent, and a write then a delete
+	// that leave it absent again. Without evidence the merge re-checks by
 	// last_accessed and write time instead.
 	Evidence     bool   `json:"evidence,omitempty"`
 	WinnerDigest uint32 `json:"winner_digest,omitempty"`
+	// WinnerSeen is the time (ms, that node's clock) of the last change of
+	// the key the merge node's recorder had when the decision was made
+	// (IslandPlan.Rep of the winner), 0 when it had none; nil when that
+	// recorder was not read (the digest alone is checked).
+	WinnerSeen *int64 `json:"winner_seen,omitempty"`
 }
 
 // Action values of a Decision.
@@ -445,7 +455,7 @@ func (cl *Cluster) compare(ctx context.Context, tab string, wIs, lIs IslandPlan,
 	// before it, the decisions come from what each side recorded; the
 	// rows' times are only the fallback.
 	ids := differing(wk, lk)
-	ev, err := cl.readEvidence(ctx, tab, wIs.Nodes, lIs.Nodes, ids)
+	ev, err := cl.readEvidence(ctx, tab, wIs.Nodes, lIs.Nodes, wRep, ids)
 	if err != nil {
 		lp.Evidence = "change records could not be read: " + err.Error()
 		classify(&lp, wk, lk)
@@ -523,6 +533,7 @@ func classifyEvidence(lp *LoserPlan, wk, lk map[string]keyInfo, ev *evidence) {
 		if inW {
 			d.WinnerLA, d.WinnerDigest = w.LastAccessed, w.Digest
 		}
+		d.WinnerSeen = ev.W.seenOn(ev.wRep, id)
 		desc := func(c change, ok bool, side sideEvidence) string {
 			if !ok {
 				return "none recorded since " + msTime(side.Since)
@@ -661,27 +672,48 @@ type MergeResult struct {
 	Table   string `json:"table"`
 	Written int    `json:"written"`
 	// Skipped: loser rows not written because the healed cluster had a
-	// newer one by the time of the merge.
+	// newer one by the time of the merge (decisions without evidence).
 	Skipped int `json:"skipped"`
 	Deleted int `json:"deleted"`
 	// Kept: deletions not applied because the row was rewritten after the
-	// split.
+	// split (decisions without evidence).
 	Kept int `json:"kept"`
+	// WinnerChanged: decisions made on evidence (the loser's write or
+	// deletion was the later change) that were not applied because the
+	// winner changed the key after the decision, while the heal ran: that
+	// change is the later one, and the winner's row (or its absence)
+	// stands. WinnerChangedIDs lists those keys.
+	WinnerChanged    int      `json:"winner_changed"`
+	WinnerChangedIDs []string `json:"winner_changed_ids,omitempty"`
+}
+
+// mergeCond is the condition frame of one change (migctl_cluster:merge/3):
+// Cond 1 with the winner's digest and the merge node's record time for a
+// decision on evidence (-1: that record was not read), Cond 0 otherwise.
+func mergeCond(d Decision, ok bool) []byte {
+	if !ok || !d.Evidence {
+		return make([]byte, 1+4+8)
+	}
+	b := binary.BigEndian.AppendUint32([]byte{1}, d.WinnerDigest)
+	seen := int64(-1)
+	if d.WinnerSeen != nil {
+		seen = *d.WinnerSeen
+	}
+	return binary.BigEndian.AppendUint64(b, uint64(seen))
 }
 
 // merge applies the loser's changes on node in batches, each one
 // transaction that re-checks every decision against the current row
 // (migctl_cluster:merge/3): decisions made on evidence apply while the
-// winner's row is still the one they saw, the others by last_accessed and
-// write time.
+// winner has not changed the key since (its row, and node's change
+// record; see Decision.WinnerSeen), the others by last_accessed and
+// write time. node must be the winner's Rep, whose record the decisions
+// carry.
 func (cl *Cluster) merge(ctx context.Context, node, tab string, writes []backends.Row, deletes []string, before int64, dec map[string]Decision) (MergeResult, error) {
 	res := MergeResult{Table: tab}
 	cond := func(id string) []byte {
 		d, ok := dec[id]
-		if !ok || !d.Evidence {
-			return []byte{0, 0, 0, 0, 0}
-		}
-		return binary.BigEndian.AppendUint32([]byte{1}, d.WinnerDigest)
+		return mergeCond(d, ok)
 	}
 	const batch = 500
 	for start := 0; start < max(len(writes), len(deletes)); start += batch {
@@ -707,12 +739,42 @@ func (cl *Cluster) merge(ctx context.Context, node, tab string, writes []backend
 		if err != nil {
 			return res, err
 		}
+		if len(t) != 7 {
+			return res, fmt.Errorf("merge on %s: reply of %d elements, want 7 (an older migctl_cluster?)", node, len(t))
+		}
 		res.Written += int(erl.Int64(t[1]))
 		res.Skipped += int(erl.Int64(t[2]))
 		res.Deleted += int(erl.Int64(t[3]))
 		res.Kept += int(erl.Int64(t[4]))
+		res.WinnerChanged += int(erl.Int64(t[5]))
+		ids, err := idFrames(t[6])
+		if err != nil {
+			return res, fmt.Errorf("merge on %s: %w", node, err)
+		}
+		res.WinnerChangedIDs = append(res.WinnerChangedIDs, ids...)
 	}
 	return res, nil
+}
+
+// idFrames reads <<Len:32, Id>>* frames.
+func idFrames(x any) ([]string, error) {
+	b, ok := x.([]byte)
+	if !ok {
+		return nil, fmt.Errorf("id frames: not a binary: %T", x)
+	}
+	var out []string
+	for len(b) > 0 {
+		if len(b) < 4 {
+			return nil, errors.New("id frames: truncated")
+		}
+		l := int(binary.BigEndian.Uint32(b))
+		if len(b) < 4+l {
+			return nil, errors.New("id frames: truncated")
+		}
+		out = append(out, string(b[4:4+l]))
+		b = b[4+l:]
+	}
+	return out, nil
 }
 
 // downRecord is one node's record of when Mnesia on a peer went down.

@@ -21,7 +21,7 @@
          join/3, del_copies/2, del_schema/1, stop_mnesia/0, fence/3, unfence/0,
          fence_flag/1, fence_held/1, recorder_info/1, changes/2, changed_since/2]).
 
--define(VSN, 4).
+-define(VSN, 5).
 %% Read by erlmcp_session_backend_hybrid: while this persistent_term holds a
 %% time in the future, its dual-write phases write Mnesia in transactions
 %% (which wait on the fence's lock) instead of sync_dirty (which would not).
@@ -594,62 +594,93 @@ start_mnesia() ->
         {error, R} -> fail(iolist_to_binary(io_lib:format("mnesia:start: ~0P", [R, 10])))
     end.
 
-%% merge(Tab, Writes, Deletes) -> {ok, Written, Skipped, Deleted, Kept}
-%% in one transaction on the healed cluster. Every change carries the
-%% condition under which it still applies, checked against the row as it
-%% is now (under a write lock):
-%%  Writes: <<IdLen:32, Id, BlobLen:32, Blob, Cond:8, Digest:32>>* rows
-%%    from the losing side;
-%%  Deletes: <<IdLen:32, Id, Before:64/signed, Cond:8, Digest:32>>*: the
-%%    losing side deleted the key.
+%% merge(Tab, Writes, Deletes) -> {ok, Written, Skipped, Deleted, Kept,
+%% WinnerChanged, ChangedIds} in one transaction on the healed cluster.
+%% Every change carries the condition under which it still applies, checked
+%% against the row as it is now (under a write lock):
+%%  Writes: <<IdLen:32, Id, BlobLen:32, Blob, Cond:8, Digest:32, Seen:64/signed>>*
+%%    rows from the losing side;
+%%  Deletes: <<IdLen:32, Id, Before:64/signed, Cond:8, Digest:32, Seen:64/signed>>*:
+%%    the losing side deleted the key.
 %% Cond 1 (evidence): the heal decided this change from the recorded
-%%   history; it applies when the row is still as the heal last read it on
-%%   the winner (Digest, the bucket digest of the record, or 0 for absent):
-%%   a row changed since is a newer change of the healed cluster, and stays.
+%%   history, when the winner's last change of the key was the older one.
+%%   The winner kept taking traffic since, and a change it made after the
+%%   decision is later than the loser's, so it wins (the later-change rule)
+%%   and the decision no longer applies. The decision applies only while
+%%   (a) the row is still the one the heal last read on the winner
+%%   (Digest, the bucket digest of the record, or 0 for absent), and
+%%   (b) this node's change recorder has no change of the key later than
+%%   Seen, the time of the last change it had recorded when the decision
+%%   was made (0: none; -1: that record was not read, (a) alone decides).
+%%   (b) is what catches the changes (a) cannot see: a delete of a row
+%%   already absent, or a write and a delete that leave the row absent
+%%   again. The recorder is asked after the table lock is taken, so every
+%%   commit that came before ours has been reported to it (Mnesia reports a
+%%   commit before the transaction returns). A Cond 1 change that does not
+%%   apply is counted in WinnerChanged and its id listed in ChangedIds
+%%   (<<Len:32, Id>>*): changed on the winner during the heal, winner kept.
 %% Cond 0 (inference, when a side has no record): a write applies when the
-%%   key is absent or the stored session's last_accessed is older; a
-%%   deletion unless the stored record was written at or after Before.
+%%   key is absent or the stored session's last_accessed is older (else
+%%   Skipped); a deletion unless the stored record was written at or after
+%%   Before (else Kept).
 %% A written row carries the write time in its last field, as erlmcp's
 %% store/3 does.
 merge(Tab, Writes, Deletes) ->
     safe(fun() ->
         Ws = rows(Writes, []),
         Ds = dels(Deletes, []),
+        Watched = [Id || {Id, _, 1, _, Seen} <- Ws ++ Ds, Seen >= 0],
+        %% Without a running recorder the merge could not tell whether the
+        %% winner changed a key since the decision: stop (a resume decides
+        %% again, from the records readable then).
+        Watched =:= [] orelse recorder_running()
+            orelse fail(<<"the change recorder on this node is not running (it was when the heal's decisions were made)">>),
         F = fun() ->
                 %% One table lock rather than a row lock per change: each
                 %% row lock is a round trip to every replica's lock manager,
                 %% which made the merge (done while the losers' writers
                 %% wait) the longest part of the fence.
                 ok = mnesia:write_lock_table(Tab),
+                Rec = recorded(Tab, Watched),
                 Now = erlang:system_time(millisecond),
-                {W, S} = lists:foldl(
-                           fun({Id, New, Cond, Dg}, {W, S}) ->
-                                   Cur = mnesia:read(Tab, Id, write),
-                                   case write_applies(Cond, Dg, Id, New, Cur) of
-                                       true -> mnesia:write(Tab, {Tab, Id, New, Now}, write), {W + 1, S};
-                                       false -> {W, S + 1}
-                                   end
-                           end, {0, 0}, Ws),
-                {D, K} = lists:foldl(
-                           fun({Id, Before, Cond, Dg}, {D, K}) ->
-                                   case mnesia:read(Tab, Id, write) of
-                                       %% Nothing to delete here; but with
-                                       %% evidence the deletion is still
-                                       %% written, so that a replica that
-                                       %% holds the row (replica repair)
-                                       %% drops it too.
-                                       [] when Cond =/= 1 -> {D, K};
-                                       Cur ->
-                                           case delete_applies(Cond, Dg, Id, Before, Cur) of
-                                               true -> mnesia:delete(Tab, Id, write), {D + 1, K};
-                                               false -> {D, K + 1}
-                                           end
-                                   end
-                           end, {0, 0}, Ds),
-                {W, S, D, K}
+                {W, S, C1} = lists:foldl(
+                               fun({Id, New, Cond, Dg, Seen}, {W, S, C}) ->
+                                       Cur = mnesia:read(Tab, Id, write),
+                                       case write_applies(Cond, Dg, Id, New, Cur) of
+                                           true when Cond =:= 1 ->
+                                               case winner_changed(Rec, Id, Seen) of
+                                                   false -> mnesia:write(Tab, {Tab, Id, New, Now}, write), {W + 1, S, C};
+                                                   true -> {W, S, [Id | C]}
+                                               end;
+                                           true -> mnesia:write(Tab, {Tab, Id, New, Now}, write), {W + 1, S, C};
+                                           false when Cond =:= 1 -> {W, S, [Id | C]};
+                                           false -> {W, S + 1, C}
+                                       end
+                               end, {0, 0, []}, Ws),
+                {D, K, C2} = lists:foldl(
+                               fun({Id, Before, Cond, Dg, Seen}, {D, K, C}) ->
+                                       case mnesia:read(Tab, Id, write) of
+                                           %% Nothing to delete here; but with
+                                           %% evidence the deletion is still
+                                           %% written, so that a replica that
+                                           %% holds the row (replica repair)
+                                           %% drops it too.
+                                           [] when Cond =/= 1 -> {D, K, C};
+                                           Cur ->
+                                               case delete_applies(Cond, Dg, Id, Before, Cur) andalso
+                                                    not (Cond =:= 1 andalso winner_changed(Rec, Id, Seen)) of
+                                                   true -> mnesia:delete(Tab, Id, write), {D + 1, K, C};
+                                                   false when Cond =:= 1 -> {D, K, [Id | C]};
+                                                   false -> {D, K + 1, C}
+                                               end
+                                       end
+                               end, {0, 0, C1}, Ds),
+                {W, S, D, K, C2}
             end,
         case mnesia:transaction(F) of
-            {atomic, {W, S, D, K}} -> {ok, W, S, D, K};
+            {atomic, {W, S, D, K, C}} ->
+                {ok, W, S, D, K, length(C),
+                 iolist_to_binary([[<<(byte_size(Id)):32>>, Id] || Id <- lists:reverse(C)])};
             {aborted, R} -> fail(iolist_to_binary(io_lib:format("mnesia aborted: ~0P", [R, 12])))
         end
     end).
@@ -661,6 +692,24 @@ write_applies(_, _, _, _, _) -> true.
 delete_applies(1, Dg, Id, _Before, Cur) -> digest(Id, Cur) =:= Dg;
 delete_applies(_, _, _, Before, [{_, _, _, Wt}]) -> wtime(Wt) < Before;
 delete_applies(_, _, _, _, _) -> false.
+
+%% recorded(Tab, Ids) -> #{Id => Millis}: this node's recorder's last
+%% change of each of Ids.
+recorded(_, []) -> #{};
+recorded(Tab, Ids) ->
+    maps:from_list([{Id, Ms} || {Id, _Op, Ms, _O, _D} <- migctl_recorder:lookup(Tab, Ids)]).
+
+recorder_running() ->
+    code:is_loaded(migctl_recorder) =/= false andalso is_pid(whereis(migctl_recorder)).
+
+%% A change of Id recorded after Seen: the winner changed the key after the
+%% decision was made. Seen -1: no record was read, nothing to compare.
+winner_changed(_, _, Seen) when Seen < 0 -> false;
+winner_changed(Rec, Id, Seen) ->
+    case maps:find(Id, Rec) of
+        {ok, Ms} -> Ms > Seen;
+        error -> false
+    end.
 
 %% The digest bucket_keys/3 reports for a row; 0 for no row.
 digest(_, []) -> 0;
@@ -674,15 +723,15 @@ la(S) ->
     end.
 
 rows(<<>>, Acc) -> lists:reverse(Acc);
-rows(<<L:32, Id:L/binary, BL:32, B:BL/binary, Cond:8, Dg:32, Rest/binary>>, Acc) ->
+rows(<<L:32, Id:L/binary, BL:32, B:BL/binary, Cond:8, Dg:32, Seen:64/signed, Rest/binary>>, Acc) ->
     S = binary_to_term(B),
     is_map(S) orelse fail(not_a_session),
-    rows(Rest, [{Id, S, Cond, Dg} | Acc]);
+    rows(Rest, [{Id, S, Cond, Dg, Seen} | Acc]);
 rows(_, _) -> fail(bad_frame).
 
 dels(<<>>, Acc) -> lists:reverse(Acc);
-dels(<<L:32, Id:L/binary, Before:64/signed, Cond:8, Dg:32, Rest/binary>>, Acc) ->
-    dels(Rest, [{Id, Before, Cond, Dg} | Acc]);
+dels(<<L:32, Id:L/binary, Before:64/signed, Cond:8, Dg:32, Seen:64/signed, Rest/binary>>, Acc) ->
+    dels(Rest, [{Id, Before, Cond, Dg, Seen} | Acc]);
 dels(_, _) -> fail(bad_frame).
 
 %% ------------------------------------------------------- add / remove node
