@@ -102,9 +102,8 @@
 // losers' changes are read a last time under it. It backs up the winner's
 // rows the merge will overwrite or delete, merges the losers' changes into
 // the winners in transactions that re-check every decision against the
-// current row (an evidence decision applies only while the winner's row is
-// the one it saw: a client's write in between is newer and stays), and
-// only then makes the losers take the winners' (merged) data without
+// winner as it is at that moment (the conditional merge, below), and only
+// then makes the losers take the winners' (merged) data without
 // restarting their Erlang nodes: the losers that hold no fence stop first,
 // then each fence holder right after a check that its lock is still held
 // (ErrFenceLost otherwise: nothing discarded, resume), master nodes,
@@ -126,6 +125,25 @@
 // their backups, and RestoreBackup writes a backup back (if_newer by
 // default). The journal is bound to the schema cookie, the same identity
 // package migrate uses.
+//
+// Conditional merge. The winners' clients are never held: between the
+// last read of the evidence and the merge they keep changing keys, and a
+// change they make after a decision for the loser's side is later than the
+// loser's change, so by the same rule it must win. A decision on evidence
+// therefore carries what it saw on the winner: the row's digest (0 when
+// absent) and the merge node's own record of the key (Decision.WinnerSeen,
+// the time of the last change its recorder had; that node records its
+// whole island). In the merge's transaction, under the table write lock
+// (every commit before it has then been reported to the recorder),
+// migctl_cluster:merge/3 applies the decision only if the row is unchanged
+// and the recorder has no later change of the key; the digest alone would
+// miss a delete of a row the winner did not hold, or a write and a delete
+// that leave it absent again. Otherwise the winner's change stands and the
+// key is counted as changed on the winner during the heal
+// (MergeResult.WinnerChanged and WinnerChangedIDs, the merge step's
+// detail). A resume decides again from fresh reads, so the conditions of
+// an interrupted merge are those of the new decisions. Decisions without
+// evidence re-check by last_accessed and write time.
 //
 // When a loser's Mnesia is wedged, ExecuteOptions.OutOfBand (package
 // cluster/sshrun: the operator's commands over SSH, host keys checked
