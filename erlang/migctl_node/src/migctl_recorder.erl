@@ -38,7 +38,7 @@
 %% horizon if that is later. Rows older than
 %% `recorder_window_ms' are pruned every 10 s; past `recorder_max_keys' rows
 %% the horizon moves forward until the table fits. Memory is therefore
-%% bounded by the window and the key cap (about 150 bytes a key for erlmcp's
+%% bounded by the window and the key cap (about 300 bytes a key, with the time index, for erlmcp's
 %% 32-character ids).
 %%
 %% A clear_table (Mnesia reports it as {delete, {schema, Tab}, _}) is
@@ -51,6 +51,12 @@
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(TAB, ?MODULE).
+%% The time index: {{Millis, Tab, Key}} for every row of ?TAB, in time
+%% order (ordered_set), so that changed_since/2 and the prune read only
+%% the rows after (before) a time instead of scanning every key: the
+%% monitor's incremental cycle then costs O(changes) with a million keys
+%% recorded. put/5 keeps it in step with ?TAB (one entry per key).
+-define(TIME, migctl_recorder_time).
 -define(PRUNE_MS, 10000).
 -define(RETRY_MS, 100).
 
@@ -105,7 +111,9 @@ changed_since(Tab, Millis) ->
         undefined -> [];
         _ ->
             ok = gen_server:call(?MODULE, sync, 15000),
-            ets:select(?TAB, [{{{Tab, '$1'}, '_', '$2', '_', '_'}, [{'>=', '$2', Millis}], ['$1']}])
+            %% {Millis - 1, [], []} sorts after every {Millis - 1, Tab, _}
+            %% (an atom sorts before a list) and before every {Millis, _, _}.
+            since_walk(Tab, ets:next(?TIME, {Millis - 1, [], []}), [])
     end.
 
 %%% gen_server
@@ -120,6 +128,7 @@ init(Opts) ->
     process_flag(message_queue_data, off_heap),
     Tabs = opt(Opts, tables, recorder_tables, [erlmcp_session]),
     ?TAB = ets:new(?TAB, [named_table, protected, set, {read_concurrency, true}]),
+    ?TIME = ets:new(?TIME, [named_table, protected, ordered_set]),
     St = #{tables => maps:from_list([{T, #{since => undefined, cleared => 0}} || T <- Tabs]),
            window => opt(Opts, window_ms, recorder_window_ms, 21600000),
            max_keys => opt(Opts, max_keys, recorder_max_keys, 1000000),
@@ -137,7 +146,7 @@ handle_call(info, _From, St = #{tables := Ts, horizon := H}) ->
               || {T, #{since := S, cleared := C}} <- maps:to_list(Ts)],
     {reply, #{running => true, tables => Tables, horizon => H,
               keys => ets:info(?TAB, size),
-              memory_bytes => ets:info(?TAB, memory) * erlang:system_info(wordsize),
+              memory_bytes => (ets:info(?TAB, memory) + ets:info(?TIME, memory)) * erlang:system_info(wordsize),
               window_ms => maps:get(window, St), max_keys => maps:get(max_keys, St),
               started => maps:get(started, St),
               writes => maps:get(writes, St), deletes => maps:get(deletes, St),
@@ -219,7 +228,13 @@ event(_, St) ->
 %% Only the recorded tables' rows: Mnesia also reports schema changes
 %% (a clear_table writes the table's definition) to table subscribers.
 put(Tab, Key, {Op, Digest}, Act, St = #{tables := Ts}) when is_map_key(Tab, Ts) ->
-    ets:insert(?TAB, {{Tab, Key}, Op, now_ms(), origin(Act), Digest}),
+    Now = now_ms(),
+    case ets:lookup(?TAB, {Tab, Key}) of
+        [{_, _, Old, _, _}] -> ets:delete(?TIME, {Old, Tab, Key});
+        [] -> ok
+    end,
+    ets:insert(?TAB, {{Tab, Key}, Op, Now, origin(Act), Digest}),
+    ets:insert(?TIME, {{Now, Tab, Key}}),
     case Op of
         write -> St#{writes := maps:get(writes, St) + 1};
         delete -> St#{deletes := maps:get(deletes, St) + 1}
@@ -254,5 +269,20 @@ shrink(Now, Cut, Max, St) ->
         false -> St
     end.
 
-drop_before(Cut) ->
-    ets:select_delete(?TAB, [{{'_', '_', '$1', '_', '_'}, [{'<', '$1', Cut}], [true]}]).
+%% Oldest first through the time index: the cost is the rows dropped.
+drop_before(Cut) -> drop_before(Cut, ets:first(?TIME), 0).
+
+drop_before(Cut, {Ms, Tab, Key} = K, N) when Ms < Cut ->
+    Next = ets:next(?TIME, K),
+    ets:delete(?TIME, K),
+    ets:delete(?TAB, {Tab, Key}),
+    drop_before(Cut, Next, N + 1);
+drop_before(_, _, N) -> N.
+
+%% The keys of Tab from index entry K on (the table is read by the caller
+%% while the recorder writes: ets:next/2 on an ordered_set is defined for a
+%% key that is gone, and an entry moved meanwhile has a time after the
+%% caller's cycle began, so the next cycle sees it).
+since_walk(_, '$end_of_table', Acc) -> Acc;
+since_walk(Tab, {_, Tab, Key} = K, Acc) -> since_walk(Tab, ets:next(?TIME, K), [Key | Acc]);
+since_walk(Tab, K, Acc) -> since_walk(Tab, ets:next(?TIME, K), Acc).
