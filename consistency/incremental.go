@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,12 @@ type IncrementalResult struct {
 	// left for the next cycle because they changed during this one.
 	Changed int
 	Carried int
+	// Suspects is the number of ids whose digests (or last_accessed) the
+	// two sides did not agree on at first look, and which were therefore
+	// read as sessions and judged by the rule. On quiet stores it is the
+	// differences; a digest computed otherwise on one side would make it
+	// every changed key.
+	Suspects int
 	// Gap, when not empty, says why the record does not cover the time
 	// since the last cycle (recorder restarted, window pruned, table
 	// cleared, too many changes, first cycle): nothing was verified, and a
@@ -212,10 +219,17 @@ func Incremental(ctx context.Context, source, target backends.Store, cur Cursor,
 		return res, nil
 	}
 
-	// 1. The changed keys, with the record side's digests of them.
+	// 1. The changed keys and the carried ids, with the record side's
+	// digests of them: one call.
 	from := cur.Since - inc.Overlap.Milliseconds()
 	t0 := time.Now()
-	t, err := rs.incr(ctx, "changes", 0, rs.term, from, etf.List{etf.Tuple{etf.Atom("max_keys"), inc.MaxChanges}})
+	copts := etf.List{etf.Tuple{etf.Atom("max_keys"), inc.MaxChanges}}
+	sent := 0
+	if len(cur.Pending) > 0 {
+		z := zip(encodeIDs16(cur.Pending))
+		copts, sent = append(copts, etf.Tuple{etf.Atom("pending"), z}), len(z)
+	}
+	t, err := rs.incr(ctx, "changes", sent, rs.term, from, copts)
 	if err != nil {
 		return nil, err
 	}
@@ -244,33 +258,14 @@ func Incremental(ctx context.Context, source, target backends.Store, cur Cursor,
 	if err != nil {
 		return nil, fmt.Errorf("changes on %s: %w", rs.name(), err)
 	}
-	res.Changed = len(recRows) + len(absent)
-	ids := make([]string, 0, res.Changed+len(cur.Pending))
-	known := make(map[string]bool, res.Changed)
+	// The record's keys and the carried ids, each once (the node lists a
+	// carried id the record has too only once).
+	res.Changed = int(erl.Int64(t[3]))
+	ids := make([]string, 0, len(recRows)+len(absent))
 	for id := range recRows {
-		ids, known[id] = append(ids, id), true
+		ids = append(ids, id)
 	}
-	for _, id := range absent {
-		ids, known[id] = append(ids, id), true
-	}
-	// Carried ids the record did not list again: the record side's
-	// digests of them too.
-	var extra []string
-	for _, id := range cur.Pending {
-		if !known[id] {
-			extra, known[id] = append(extra, id), true
-		}
-	}
-	if len(extra) > 0 {
-		m, err := rs.digestsAt(ctx, extra)
-		if err != nil {
-			return nil, err
-		}
-		for id, r := range m {
-			recRows[id] = r
-		}
-		ids = append(ids, extra...)
-	}
+	ids = append(ids, absent...)
 	sort.Strings(ids)
 
 	// 2. The other side's digests of the same ids.
@@ -303,6 +298,7 @@ func Incremental(ctx context.Context, source, target backends.Store, cur Cursor,
 		}
 		suspects = append(suspects, id)
 	}
+	res.Suspects = len(suspects)
 	diffs, err := judgeAll(ctx, src, tgt, suspects, o, rep)
 	rep.Phases.Compare = time.Since(t1)
 	if err != nil {
@@ -415,15 +411,30 @@ func (s *side) digestsAt(ctx context.Context, ids []string) (map[string]digestRo
 	for i := 0; i < len(ids); i += batch {
 		chunk := ids[i:min(i+batch, len(ids))]
 		buf := zip(encodeIDs16(chunk))
-		for _, p := range parts {
-			t, err := p.incr(ctx, "digests_at", len(buf), p.term, buf)
-			if err != nil {
-				return nil, err
-			}
-			b, err := unzip(erl.Bytes(t[1]))
-			if err != nil {
-				return nil, fmt.Errorf("digests_at on %s: %w", p.name(), err)
-			}
+		// The members of a union read at once, each on its own node.
+		replies := make([][]byte, len(parts))
+		errs := make([]error, len(parts))
+		var wg sync.WaitGroup
+		for j, p := range parts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t, err := p.incr(ctx, "digests_at", len(buf), p.term, buf)
+				if err == nil {
+					replies[j], err = unzip(erl.Bytes(t[1]))
+					if err != nil {
+						err = fmt.Errorf("digests_at on %s: %w", p.name(), err)
+					}
+				}
+				errs[j] = err
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		for j, p := range parts {
+			b := replies[j]
 			for _, id := range chunk {
 				if len(b) == 0 {
 					return nil, fmt.Errorf("digests_at on %s: short reply", p.name())

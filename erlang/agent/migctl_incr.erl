@@ -6,15 +6,18 @@
 %% node records, per key, the last change its replica applied, whichever
 %% node made it. One node's record therefore covers the whole table.
 %%
-%% A cycle is three calls:
+%% A cycle is two calls (three when something still differs):
 %%   changes(MnesiaSpec, Since, Opts) on a node of the Mnesia side: the
-%%     keys changed at or after Since (recorder time, ms), each with its
-%%     digest and last_accessed as migctl_check:digests_of/2 computes them
-%%     (the SAME digest the full check compares), the keys now absent
-%%     apart, the recorder's time when the call began, and its coverage
-%%     (when recording started for the table, when it was last cleared),
-%%     from which migctl decides whether the record covers the whole
-%%     interval since its last cycle.
+%%     keys changed at or after Since (recorder time, ms) and the ids
+%%     carried over from the last cycle (Opts' pending: one call, not a
+%%     second round for them), each with its digest and last_accessed as
+%%     migctl_check:digests_of/2 computes them (the SAME digest the full
+%%     check compares), the keys now absent apart, the recorder's time
+%%     when the call began, and its coverage (when recording started for
+%%     the table, when it was last cleared), from which migctl decides
+%%     whether the record covers the whole interval since its last cycle.
+%%     The record is read through its time index (migctl_recorder): the
+%%     cost is the changes, not the keys recorded.
 %%   digests_at(Spec, Ids) on the other side (each node of a union):
 %%     per id, in order, absent or {digest, last_accessed}: 1 or 13 bytes,
 %%     not the id again.
@@ -85,7 +88,9 @@ mark(_) -> {error, not_mnesia}.
 %% (Z: zlib:compress/1)
 %%   | {ok, too_many, Count, NowMs, Coverage}
 %% Opts: [{max_keys, N}]: more changed keys than that is reported as
-%% too_many (migctl then runs a full pass instead).
+%% too_many (migctl then runs a full pass instead); [{pending, Z(<<Len:16,
+%% Id>>*)}]: ids to list as well (present or absent) whether or not the
+%% record has them. Count is the number of keys the record listed.
 changes({mnesia, Tab} = Spec, Since, Opts) when is_integer(Since) ->
     safe(fun() ->
         %% The time is read BEFORE the recorder syncs: every change it
@@ -102,14 +107,21 @@ changes({mnesia, Tab} = Spec, Since, Opts) when is_integer(Since) ->
         case N > Max of
             true -> {ok, too_many, N, Now, Cov};
             false ->
-                Rows = rows(Spec, Keys),
+                Pending = case proplists:get_value(pending, Opts) of
+                              undefined -> [];
+                              Z -> Listed = maps:from_keys(Keys, []),
+                                   [P || P <- lists:usort(ids16(zlib:uncompress(Z), [])),
+                                         not is_map_key(P, Listed)]
+                          end,
+                All = Pending ++ Keys,
+                Rows = rows(Spec, All),
                 {Present, Absent} = lists:foldl(
                     fun(K, {P, A}) ->
                             case maps:find(K, Rows) of
                                 {ok, {D, LA}} -> {[[<<(byte_size(K)):16>>, K, <<D:32, LA:64/signed>>] | P], A};
                                 error -> {P, [[<<(byte_size(K)):16>>, K] | A]}
                             end
-                    end, {[], []}, Keys),
+                    end, {[], []}, All),
                 {ok, zlib:compress(Present), zlib:compress(Absent), N, Now, Cov}
         end
     end);
