@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"github.com/ergo-services/ergo/etf"
 
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // RecorderInfo is what one node's change recorder (migctl_recorder, in the
@@ -70,8 +70,8 @@ func parseRecorder(node string, t etf.Tuple) RecorderInfo {
 
 // Change ops as the recorder reports them.
 const (
-	opWrite  = 1
-	opDelete = 2
+	opWrite  = agentapi.OpWrite
+	opDelete = agentapi.OpDelete
 )
 
 // change is one key's last recorded change on one node.
@@ -109,34 +109,12 @@ func (cl *Cluster) changes(ctx context.Context, node, tab string, ids []string) 
 	out := map[string]change{}
 	const chunk = 5000
 	for start := 0; start < len(ids); start += chunk {
-		buf := []byte{}
-		for _, id := range ids[start:min(start+chunk, len(ids))] {
-			buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
-			buf = append(buf, id...)
-		}
-		t, err := cl.agent(ctx, node, "changes", etf.Atom(tab), buf)
+		cs, err := cl.api().Changes(ctx, node, tab, ids[start:min(start+chunk, len(ids))])
 		if err != nil {
 			return nil, err
 		}
-		b, _ := t[1].([]byte)
-		for len(b) > 0 {
-			if len(b) < 4 {
-				return nil, fmt.Errorf("changes from %s: truncated", node)
-			}
-			n := int(binary.BigEndian.Uint32(b))
-			if len(b) < 4+n+15 {
-				return nil, fmt.Errorf("changes from %s: truncated", node)
-			}
-			id := string(b[4 : 4+n])
-			r := b[4+n:]
-			c := change{Op: r[0], At: int64(binary.BigEndian.Uint64(r[1:])), Digest: binary.BigEndian.Uint32(r[9:]), Node: node}
-			on := int(binary.BigEndian.Uint16(r[13:]))
-			if len(r) < 15+on {
-				return nil, fmt.Errorf("changes from %s: truncated", node)
-			}
-			c.Origin = string(r[15 : 15+on])
-			out[id] = c
-			b = r[15+on:]
+		for id, c := range cs {
+			out[id] = change{Op: c.Op, At: c.At, Digest: c.Digest, Origin: c.Origin, Node: node}
 		}
 	}
 	return out, nil

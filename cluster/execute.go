@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,8 +12,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/ergo-services/ergo/etf"
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/backends/exportfile"
@@ -832,7 +829,7 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 	losers := reachableLosers(p)
 	errs := make([]error, len(losers))
 	forEach(losers, func(i int, n string) {
-		_, errs[i] = cl.agent(ctx, n, "fence_flag", int64(until))
+		errs[i] = cl.api().FenceFlag(ctx, n, until)
 	})
 	rep.flagged = losers
 	if err := errors.Join(errs...); err != nil {
@@ -842,11 +839,11 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 		if i == p.Winner || is.Unreachable {
 			continue
 		}
-		t, err := cl.agent(ctx, is.Rep, "fence", cl.tableAtoms(), etf.Atom(cl.c.Name()), int(opts.FenceTimeout/time.Millisecond))
+		running, err := cl.api().Fence(ctx, is.Rep, cl.tables, cl.c.Name(), opts.FenceTimeout.Milliseconds())
 		if err != nil {
 			return "", fmt.Errorf("fence %s: %w", is.Rep, err)
 		}
-		if t[1] == etf.Atom("not_running") {
+		if !running {
 			skip[i] = true
 			stopped = append(stopped, is.Rep)
 			continue
@@ -907,24 +904,18 @@ func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, re
 			seen := map[string]bool{}
 			var ids []string
 			for _, n := range p.Islands[lp.Island].Nodes {
-				t, err := cl.agent(ctx, n, "changed_since", etf.Atom(tp.Table), since)
+				changed, known, err := cl.api().ChangedSince(ctx, n, tp.Table, since)
 				if err != nil {
 					return "", false, err
 				}
-				b, ok := t[1].([]byte)
-				if !ok {
-					return "", false, nil // unknown: the records do not reach back
+				if !known {
+					return "", false, nil // the records do not reach back
 				}
-				for len(b) >= 4 {
-					l := int(binary.BigEndian.Uint32(b))
-					if len(b) < 4+l {
-						return "", false, fmt.Errorf("changed_since from %s: truncated", n)
-					}
-					if id := string(b[4 : 4+l]); !seen[id] {
+				for _, id := range changed {
+					if !seen[id] {
 						seen[id] = true
 						ids = append(ids, id)
 					}
-					b = b[4+l:]
 				}
 			}
 			jobs = append(jobs, job{ti, li, ids})
@@ -1027,12 +1018,12 @@ func (cl *Cluster) unfence(rep *HealReport) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, n := range rep.fenced {
-		if _, err := cl.agent(ctx, n, "unfence"); err != nil {
+		if err := cl.api().Unfence(ctx, n); err != nil {
 			cl.log.Warn("heal: could not release the fence; it ends by itself when migctl exits or after the fence timeout", "node", n, "err", err)
 		}
 	}
 	forEach(rep.flagged, func(_ int, n string) {
-		if _, err := cl.agent(ctx, n, "fence_flag", 0); err != nil {
+		if err := cl.api().FenceFlag(ctx, n, 0); err != nil {
 			cl.log.Warn("heal: could not clear the dirty writers' fence flag; it ends by itself after the fence timeout", "node", n, "err", err)
 		}
 	})
@@ -1234,11 +1225,11 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 		return "", err
 	}
 	for _, n := range holders {
-		t, err := cl.agent(ctx, n, "fence_held", cl.tableAtoms())
+		held, err := cl.api().FenceHeld(ctx, n, cl.tables)
 		if err != nil {
 			return "", fmt.Errorf("check the fence on %s: %w", n, err)
 		}
-		if t[1] != true && t[1] != etf.Atom("true") {
+		if !held {
 			return "", fmt.Errorf("%w on %s: its writers may have committed since the last read of its changes; nothing was discarded (resume fences and merges again)", ErrFenceLost, n)
 		}
 		if _, err := cl.agent(ctx, n, "prepare_reload", winners); err != nil {

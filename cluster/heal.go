@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // KeyChange is evidence: one key changed on one side since the split.
@@ -646,22 +646,12 @@ func (cl *Cluster) getRows(ctx context.Context, node, tab string, ids []string) 
 	var rows []backends.Row
 	const chunk = 1000
 	for start := 0; start < len(ids); start += chunk {
-		var buf []byte
-		for _, id := range ids[start:min(start+chunk, len(ids))] {
-			buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
-			buf = append(buf, id...)
-		}
-		t, err := cl.agent(ctx, node, "get_rows", etf.Atom(tab), buf)
-		if err != nil {
-			return nil, err
-		}
-		b, _ := t[1].([]byte)
-		r, err := backends.ParseFrames(b, chunk)
+		r, err := cl.api().GetRows(ctx, node, tab, ids[start:min(start+chunk, len(ids))])
 		if err != nil {
 			return nil, err
 		}
 		for _, x := range r {
-			rows = append(rows, backends.Row{ID: slices.Clone(x.ID), Blob: slices.Clone(x.Blob)})
+			rows = append(rows, backends.Row{ID: x.ID, Blob: x.Blob})
 		}
 	}
 	return rows, nil
@@ -687,19 +677,21 @@ type MergeResult struct {
 	WinnerChangedIDs []string `json:"winner_changed_ids,omitempty"`
 }
 
-// mergeCond is the condition frame of one change (migctl_cluster:merge/3):
-// Cond 1 with the winner's digest and the merge node's record time for a
-// decision on evidence (-1: that record was not read), Cond 0 otherwise.
-func mergeCond(d Decision, ok bool) []byte {
+// api is the typed stub of migctl_cluster (erl/agentapi).
+func (cl *Cluster) api() agentapi.Cluster { return agentapi.Cluster{C: cl.c} }
+
+// mergeCond is the condition of one change (migctl_cluster:merge/3): for a
+// decision on evidence the winner's digest and the merge node's record
+// time (-1: that record was not read), else the inference rules.
+func mergeCond(d Decision, ok bool) agentapi.MergeCond {
 	if !ok || !d.Evidence {
-		return make([]byte, 1+4+8)
+		return agentapi.MergeCond{}
 	}
-	b := binary.BigEndian.AppendUint32([]byte{1}, d.WinnerDigest)
-	seen := int64(-1)
+	c := agentapi.MergeCond{Evidence: true, WinnerDigest: d.WinnerDigest, WinnerSeen: -1}
 	if d.WinnerSeen != nil {
-		seen = *d.WinnerSeen
+		c.WinnerSeen = *d.WinnerSeen
 	}
-	return binary.BigEndian.AppendUint64(b, uint64(seen))
+	return c
 }
 
 // merge applies the loser's changes on node in batches, each one
@@ -711,70 +703,36 @@ func mergeCond(d Decision, ok bool) []byte {
 // carry.
 func (cl *Cluster) merge(ctx context.Context, node, tab string, writes []backends.Row, deletes []string, before int64, dec map[string]Decision) (MergeResult, error) {
 	res := MergeResult{Table: tab}
-	cond := func(id string) []byte {
+	cond := func(id string) agentapi.MergeCond {
 		d, ok := dec[id]
 		return mergeCond(d, ok)
 	}
 	const batch = 500
 	for start := 0; start < max(len(writes), len(deletes)); start += batch {
-		wb, db := []byte{}, []byte{}
+		var ws []agentapi.MergeWrite
+		var ds []agentapi.MergeDelete
 		if start < len(writes) {
 			for _, r := range writes[start:min(start+batch, len(writes))] {
-				wb = binary.BigEndian.AppendUint32(wb, uint32(len(r.ID)))
-				wb = append(wb, r.ID...)
-				wb = binary.BigEndian.AppendUint32(wb, uint32(len(r.Blob)))
-				wb = append(wb, r.Blob...)
-				wb = append(wb, cond(string(r.ID))...)
+				ws = append(ws, agentapi.MergeWrite{ID: r.ID, Blob: r.Blob, Cond: cond(string(r.ID))})
 			}
 		}
 		if start < len(deletes) {
 			for _, id := range deletes[start:min(start+batch, len(deletes))] {
-				db = binary.BigEndian.AppendUint32(db, uint32(len(id)))
-				db = append(db, id...)
-				db = binary.BigEndian.AppendUint64(db, uint64(before))
-				db = append(db, cond(id)...)
+				ds = append(ds, agentapi.MergeDelete{ID: []byte(id), Before: before, Cond: cond(id)})
 			}
 		}
-		t, err := cl.agent(ctx, node, "merge", etf.Atom(tab), wb, db)
+		r, err := cl.api().Merge(ctx, node, tab, ws, ds)
 		if err != nil {
 			return res, err
 		}
-		if len(t) != 7 {
-			return res, fmt.Errorf("merge on %s: reply of %d elements, want 7 (an older migctl_cluster?)", node, len(t))
-		}
-		res.Written += int(erl.Int64(t[1]))
-		res.Skipped += int(erl.Int64(t[2]))
-		res.Deleted += int(erl.Int64(t[3]))
-		res.Kept += int(erl.Int64(t[4]))
-		res.WinnerChanged += int(erl.Int64(t[5]))
-		ids, err := idFrames(t[6])
-		if err != nil {
-			return res, fmt.Errorf("merge on %s: %w", node, err)
-		}
-		res.WinnerChangedIDs = append(res.WinnerChangedIDs, ids...)
+		res.Written += r.Written
+		res.Skipped += r.Skipped
+		res.Deleted += r.Deleted
+		res.Kept += r.Kept
+		res.WinnerChanged += r.WinnerChanged
+		res.WinnerChangedIDs = append(res.WinnerChangedIDs, r.WinnerChangedIDs...)
 	}
 	return res, nil
-}
-
-// idFrames reads <<Len:32, Id>>* frames.
-func idFrames(x any) ([]string, error) {
-	b, ok := x.([]byte)
-	if !ok {
-		return nil, fmt.Errorf("id frames: not a binary: %T", x)
-	}
-	var out []string
-	for len(b) > 0 {
-		if len(b) < 4 {
-			return nil, errors.New("id frames: truncated")
-		}
-		l := int(binary.BigEndian.Uint32(b))
-		if len(b) < 4+l {
-			return nil, errors.New("id frames: truncated")
-		}
-		out = append(out, string(b[4:4+l]))
-		b = b[4+l:]
-	}
-	return out, nil
 }
 
 // downRecord is one node's record of when Mnesia on a peer went down.
@@ -804,18 +762,13 @@ func (cl *Cluster) downs(ctx context.Context, a, b []string) []downRecord {
 		if i >= len(a) {
 			peers = a
 		}
-		t, err := cl.agent(ctx, n, "downs", atomList(peers))
+		ds, err := cl.api().Downs(ctx, n, peers)
 		if err != nil {
 			cl.log.Debug("plan: no mnesia_down records", "node", n, "err", err)
 			return
 		}
-		l, _ := t[1].(etf.List)
-		for _, x := range l {
-			r, ok := x.(etf.Tuple)
-			if !ok || len(r) != 3 {
-				continue
-			}
-			res[i] = append(res[i], downRecord{Node: n, Peer: fmt.Sprint(r[0]), Millis: erl.Int64(r[1]), Resolution: erl.Int64(r[2])})
+		for _, d := range ds {
+			res[i] = append(res[i], downRecord{Node: n, Peer: d.Peer, Millis: d.Millis, Resolution: d.Resolution})
 		}
 	})
 	var out []downRecord
