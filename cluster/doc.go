@@ -134,7 +134,9 @@
 // absent) and the merge node's own record of the key (Decision.WinnerSeen,
 // the time of the last change its recorder had; that node records its
 // whole island). In the merge's transaction, under the table write lock
-// (every commit before it has then been reported to the recorder),
+// (every commit before it is then applied on the merge node, after one
+// system call that waits for its transaction manager, and reported to the
+// recorder),
 // migctl_cluster:merge/3 applies the decision only if the row is unchanged
 // and the recorder has no later change of the key; the digest alone would
 // miss a delete of a row the winner did not hold, or a write and a delete

@@ -641,6 +641,16 @@ merge(Tab, Writes, Deletes) ->
                 %% which made the merge (done while the losers' writers
                 %% wait) the longest part of the fence.
                 ok = mnesia:write_lock_table(Tab),
+                %% A transaction coordinated on another winner node returns
+                %% to its client, and releases its locks, right after
+                %% sending the commit to this node's transaction manager
+                %% (sym_trans: abcast, no wait), so it can be acknowledged
+                %% and unlocked before it is applied here. Its commit was
+                %% sent before the lock grants we hold came over the same
+                %% connection: one system call to mnesia_tm, answered after
+                %% the messages ahead of it, makes sure it is applied (and
+                %% reported to the recorder) before we read the row.
+                _ = (catch sys:statistics(mnesia_tm, get, 5000)),
                 Rec = recorded(Tab, Watched),
                 Now = erlang:system_time(millisecond),
                 {W, S, C1} = lists:foldl(
