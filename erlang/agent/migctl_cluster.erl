@@ -242,6 +242,10 @@ int(_) -> -1.
 %% delete); ids without a recorded change are left out.
 changes(Tab, Ids) ->
     safe(fun() ->
+        %% Commits already sent here are applied and recorded first, so
+        %% that this node's record agrees with the other nodes' records of
+        %% its island read at the same moment (the merge compares with it).
+        tm_barrier(),
         L = case code:is_loaded(migctl_recorder) of
                 {file, _} -> migctl_recorder:lookup(Tab, ids(Ids, []));
                 false -> []
@@ -344,7 +348,10 @@ fence(Tabs, Owner, Timeout) ->
                 Ref = make_ref(),
                 {Pid, M} = spawn_monitor(fun() -> fence_init(Caller, Ref, Tabs, Owner, Timeout) end),
                 receive
-                    {Ref, locked} -> erlang:demonitor(M, [flush]), {ok, fenced};
+                    %% The lock is ours: every loser's write before it
+                    %% is applied on this node too (the heal reads the
+                    %% losers' rows here) once tm_barrier/0 returns.
+                    {Ref, locked} -> erlang:demonitor(M, [flush]), tm_barrier(), {ok, fenced};
                     {'DOWN', M, process, Pid, R} ->
                         fail(iolist_to_binary(io_lib:format("fence: ~0P", [R, 10])))
                 after 15000 ->
@@ -641,16 +648,10 @@ merge(Tab, Writes, Deletes) ->
                 %% which made the merge (done while the losers' writers
                 %% wait) the longest part of the fence.
                 ok = mnesia:write_lock_table(Tab),
-                %% A transaction coordinated on another winner node returns
-                %% to its client, and releases its locks, right after
-                %% sending the commit to this node's transaction manager
-                %% (sym_trans: abcast, no wait), so it can be acknowledged
-                %% and unlocked before it is applied here. Its commit was
-                %% sent before the lock grants we hold came over the same
-                %% connection: one system call to mnesia_tm, answered after
-                %% the messages ahead of it, makes sure it is applied (and
-                %% reported to the recorder) before we read the row.
-                _ = (catch sys:statistics(mnesia_tm, get, 5000)),
+                %% A commit coordinated on another winner node before our
+                %% lock was granted is applied here (and reported to the
+                %% recorder) before we read the row: see tm_barrier/0.
+                tm_barrier(),
                 Rec = recorded(Tab, Watched),
                 Now = erlang:system_time(millisecond),
                 {W, S, C1} = lists:foldl(
@@ -708,6 +709,21 @@ delete_applies(_, _, _, _, _) -> false.
 recorded(_, []) -> #{};
 recorded(Tab, Ids) ->
     maps:from_list([{Id, Ms} || {Id, _Op, Ms, _O, _D} <- migctl_recorder:lookup(Tab, Ids)]).
+
+%% tm_barrier(): wait until this node's Mnesia transaction manager has
+%% handled every message ahead of ours. A transaction coordinated on
+%% another node returns to its client, and releases its locks, right after
+%% sending the commit to this node's transaction manager (sym_trans: an
+%% abcast, no wait; OTP's mnesia_tm:multi_commit/5), so it can be
+%% acknowledged, and its locks granted to us, before it is applied here.
+%% Its commit message came first on the same connection: one system call to
+%% mnesia_tm, answered in order (doit_loop), makes sure it is applied here
+%% and reported to this node's recorder.
+tm_barrier() ->
+    case whereis(mnesia_tm) of
+        undefined -> ok;
+        _ -> _ = (catch sys:statistics(mnesia_tm, get, 5000)), ok
+    end.
 
 recorder_running() ->
     code:is_loaded(migctl_recorder) =/= false andalso is_pid(whereis(migctl_recorder)).
