@@ -49,6 +49,13 @@ func TestHealUnderTrafficSharedSessions(t *testing.T) {
 	runTrafficHeal(t, trafficCase{nodes: 3, islands: [][]int{{0, 1}, {2}}, rounds: 3, shared: true})
 }
 
+// Shared sessions with three winning nodes: most of the winners' changes
+// are made on nodes other than the one the merge runs on, and reach it by
+// replication.
+func TestHealUnderTraffic5NodesSharedSessions(t *testing.T) {
+	runTrafficHeal(t, trafficCase{nodes: 5, islands: [][]int{{0, 1, 2}, {3, 4}}, rounds: 2, shared: true})
+}
+
 // The same mid-migration: the hybrid backend in phase2 at 50 % (DETS per
 // node and Mnesia written together, half the reads from Mnesia, Mnesia
 // written with sync_dirty, which the fence turns into transactions).
