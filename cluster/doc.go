@@ -158,7 +158,9 @@
 // in its moved-aside Mnesia directory, as the plan says.
 //
 // Tested with load generators on every node throughout (never paused):
-// 3-node 2|1 and 5-node 3|2 splits, the hybrid backend in phase2 at 50 %,
+// 3-node 2|1 and 5-node 3|2 splits, also with every node's clients on the
+// same sessions (checked by package history), the hybrid backend in
+// phase2 at 50 %,
 // a heal SIGKILLed after each step and resumed, a split during a backfill;
 // every acknowledged operation kept, nothing deleted brought back.
 //
