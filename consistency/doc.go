@@ -108,14 +108,17 @@
 //
 // # Monitor
 //
-// Monitor is the daemon: Open / Run / Close, a check every interval
+// Monitor is the daemon's loop: Open / Run / Close, a check every interval
 // (sampled by default), metrics on its own Prometheus registry
-// (migctl_consistency_*), /healthz, an alert in Alertmanager's format (POST
-// /api/v2/alerts) and a log line for every NEW mismatch (never twice: the
+// (migctl_consistency_*), Health for /healthz, a log line and a
+// MismatchAlert (OnMismatch; MismatchAlert.Alertmanager is the alert in
+// Alertmanager's format) for every NEW mismatch (never twice: the
 // mismatches already alerted on are kept in the journal), its history and
 // state in the journal (a restart continues; the duration counts from the
 // first start). It bounds its load: calls to the nodes are paced
 // (CallsPerSecond), a check is postponed with exponential back-off when a
-// node's run queue is long or a check failed. deploy/ holds the alert
+// node's run queue is long or a check failed. It serves nothing itself:
+// `migctl consistency monitor` serves the registry (package
+// metricsserver) and posts the alerts (package alerting). deploy/ holds the alert
 // rules, a Grafana dashboard and a systemd unit.
 package consistency

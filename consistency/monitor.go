@@ -1,14 +1,10 @@
 package consistency
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -17,7 +13,6 @@ import (
 
 	"github.com/ergo-services/ergo/etf"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/erl"
@@ -58,14 +53,14 @@ type MonitorConfig struct {
 	IncrementalRecheckDelay time.Duration
 	// IncrementalOptions tune the cycles.
 	IncrementalOptions IncrementalOptions
-	// AlertOnMismatch sends an alert (log line, and AlertWebhook when set)
-	// for every new mismatch, once.
+	// AlertOnMismatch alerts once on every new mismatch: a log line, the
+	// alerts_sent_total counter, and OnMismatch when set.
 	AlertOnMismatch bool
-	// AlertWebhook is an Alertmanager base URL (alerts are POSTed to
-	// URL/api/v2/alerts) or a full URL ending in /api/v2/alerts.
-	AlertWebhook string
-	// Listen is the address of /metrics and /healthz ("" serves nothing).
-	Listen string
+	// OnMismatch receives each alert (with AlertOnMismatch), in the
+	// check's goroutine: the next check waits for it. The daemon posts it
+	// to Alertmanager (MismatchAlert.Alertmanager, package alerting); the
+	// library itself sends nothing over the network but to the nodes.
+	OnMismatch func(ctx context.Context, a MismatchAlert)
 	// Check tunes each check (Client is required there).
 	Check Options
 	// CallsPerSecond bounds the calls the monitor makes to the nodes.
@@ -80,9 +75,8 @@ type MonitorConfig struct {
 	// secondary_write_failures, ...) for the migctl_node_migration_phase
 	// and migctl_hybrid_events metrics.
 	Phases func(ctx context.Context) (map[string]NodeMigration, error)
-	// HTTPClient posts alerts; default a client with a 10 s timeout.
-	HTTPClient *http.Client
-	// Log receives the monitor's log lines; default slog.Default().
+	// Log receives the monitor's log lines; nil discards them (the
+	// project's rule: a library logs only to the logger it is given).
 	Log *slog.Logger
 }
 
@@ -117,10 +111,13 @@ const monitorBucket = "consistency.monitor"
 // maxAlerted bounds the remembered alerts; the oldest are forgotten first.
 const maxAlerted = 100000
 
-// Monitor is the consistency monitor daemon: it checks the stores every
-// Interval, exports metrics, alerts on new mismatches and records its
-// history in the journal. Lifecycle: NewMonitor, Open, Run (until the
-// context is cancelled or the duration runs out), Close.
+// Monitor is the consistency monitor's loop: it checks the stores every
+// Interval, keeps its metrics on its own registry (Registry), reports new
+// mismatches once (OnMismatch) and records its history in the journal.
+// It serves nothing: the daemon serves Registry and Health over HTTP
+// (package metricsserver) and posts the alerts (package alerting).
+// Lifecycle: NewMonitor, Open, Run (until the context is cancelled or the
+// duration runs out), Close.
 type Monitor struct {
 	cfg MonitorConfig
 	log *slog.Logger
@@ -131,8 +128,6 @@ type Monitor struct {
 	backoff time.Duration
 	lastErr error
 
-	srv     *http.Server
-	ln      net.Listener
 	done    chan struct{}
 	started atomic.Bool
 
@@ -156,11 +151,8 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 	if cfg.BusyRunQueue <= 0 {
 		cfg.BusyRunQueue = 4
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
-	}
 	if cfg.Log == nil {
-		cfg.Log = slog.Default()
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.FullInterval <= 0 {
 		cfg.FullInterval = 24 * time.Hour
@@ -192,16 +184,7 @@ func (m *Monitor) State() MonitorState {
 	return s
 }
 
-// Addr is the address /metrics is served on (after Open), "" if none.
-func (m *Monitor) Addr() string {
-	if m.ln == nil {
-		return ""
-	}
-	return m.ln.Addr().String()
-}
-
-// Open loads (or creates) the monitor's state from the journal and starts
-// serving /metrics and /healthz.
+// Open loads (or creates) the monitor's state from the journal.
 func (m *Monitor) Open(ctx context.Context) error {
 	var st MonitorState
 	ok, err := m.cfg.Journal.GetState(monitorBucket, m.cfg.Name, &st)
@@ -228,46 +211,35 @@ func (m *Monitor) Open(ctx context.Context) error {
 		m.m.ends.Set(float64(st.FirstStart.Add(m.cfg.Duration).UnixMilli()) / 1000)
 	}
 	m.log.Info("monitor open", "first_start", st.FirstStart, "starts", st.Starts, "checks_so_far", st.Checks)
-	if m.cfg.Listen == "" {
-		return nil
-	}
-	ln, err := net.Listen("tcp", m.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("monitor: listen %s: %w", m.cfg.Listen, err)
-	}
-	m.ln = ln
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.m.reg, promhttp.HandlerOpts{Registry: m.m.reg}))
-	mux.HandleFunc("/healthz", m.healthz)
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.log.Error("metrics server", "err", err)
-		}
-	}()
-	m.log.Info("serving metrics", "addr", ln.Addr().String())
 	return nil
 }
 
-func (m *Monitor) healthz(w http.ResponseWriter, _ *http.Request) {
-	m.mu.Lock()
-	body := map[string]any{"name": m.state.Name, "checks": m.state.Checks, "first_start": m.state.FirstStart,
-		"last_check": m.state.LastCheck, "backoff_seconds": m.backoff.Seconds()}
-	err := m.lastErr
-	m.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	if err != nil {
-		body["status"], body["error"] = "failing", err.Error()
-		w.WriteHeader(http.StatusServiceUnavailable)
-	} else {
-		body["status"] = "ok"
-	}
-	_ = json.NewEncoder(w).Encode(body)
+// MonitorHealth is the monitor's /healthz document.
+type MonitorHealth struct {
+	Name           string    `json:"name"`
+	Status         string    `json:"status"` // ok, or failing: the last check failed
+	Error          string    `json:"error,omitempty"`
+	Checks         int64     `json:"checks"`
+	FirstStart     time.Time `json:"first_start"`
+	LastCheck      time.Time `json:"last_check"`
+	BackoffSeconds float64   `json:"backoff_seconds"`
 }
 
-// Close stops serving /metrics and /healthz. If Run was started it first
-// waits for it to return (cancel Run's context to stop it) or for ctx to
-// end.
+// Health is the monitor's health: failing while its last check failed.
+func (m *Monitor) Health() MonitorHealth {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := MonitorHealth{Name: m.state.Name, Status: "ok", Checks: m.state.Checks, FirstStart: m.state.FirstStart,
+		LastCheck: m.state.LastCheck, BackoffSeconds: m.backoff.Seconds()}
+	if m.lastErr != nil {
+		h.Status, h.Error = "failing", m.lastErr.Error()
+	}
+	return h
+}
+
+// Close waits for Run to return, if it was started (cancel Run's context
+// to stop it), or for ctx to end. The journal stays open: it is the
+// caller's.
 func (m *Monitor) Close(ctx context.Context) error {
 	if m.started.Load() {
 		select {
@@ -276,11 +248,7 @@ func (m *Monitor) Close(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	var err error
-	if m.srv != nil {
-		err = m.srv.Shutdown(ctx)
-	}
-	return err
+	return nil
 }
 
 // Run checks every Interval until ctx is cancelled (nil is returned: a
@@ -604,85 +572,15 @@ func trimAlerted(a map[string]time.Time) {
 	}
 }
 
-// AlertmanagerAlert is one alert of Alertmanager's API v2
-// (POST /api/v2/alerts takes a JSON array of them).
-type AlertmanagerAlert struct {
-	Labels       map[string]string `json:"labels"`
-	Annotations  map[string]string `json:"annotations,omitempty"`
-	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt,omitzero"`
-	GeneratorURL string            `json:"generatorURL,omitempty"`
-}
-
-// AlertName is the alertname of the monitor's own alerts.
-const AlertName = "MigctlConsistencyMismatch"
-
+// alert reports fresh mismatches: a log line, the counter, OnMismatch.
 func (m *Monitor) alert(ctx context.Context, rep *Report, fresh []Difference, seq uint64) {
-	counts := map[Kind]int{}
-	var ids []string
-	for _, d := range fresh {
-		counts[d.Kind]++
-		if len(ids) < 10 {
-			ids = append(ids, fmt.Sprintf("%s %q (%s)", d.Kind, d.ID, d.Diff))
-		}
-	}
-	summary := fmt.Sprintf("%d new session mismatch(es) between %s and %s", len(fresh), rep.Source, rep.Target)
-	m.log.Warn("ALERT "+summary, "mismatched", counts[KindMismatched], "missing_in_target", counts[KindMissingInTarget],
-		"extra_in_target", counts[KindExtraInTarget], "check", seq, "first", strings.Join(ids, "; "))
+	a := newMismatchAlert(m.cfg.Name, rep, fresh, seq)
+	m.log.Warn("ALERT "+a.Summary(), "mismatched", a.Counts[KindMismatched], "missing_in_target", a.Counts[KindMissingInTarget],
+		"extra_in_target", a.Counts[KindExtraInTarget], "check", seq, "first", strings.Join(a.First(), "; "))
 	m.m.alerts.Inc()
-	if m.cfg.AlertWebhook == "" {
-		return
+	if m.cfg.OnMismatch != nil {
+		m.cfg.OnMismatch(ctx, a)
 	}
-	gen := ""
-	if a := m.Addr(); a != "" {
-		gen = "http://" + a + "/metrics"
-	}
-	al := []AlertmanagerAlert{{
-		Labels: map[string]string{"alertname": AlertName, "severity": "critical", "sender": "migctl-monitor",
-			"monitor": m.cfg.Name, "source_store": rep.Source, "target_store": rep.Target, "check": fmt.Sprint(seq)},
-		Annotations: map[string]string{"summary": summary,
-			"description": fmt.Sprintf("mismatched %d, missing in target %d, extra in target %d; %s. `migctl consistency history` has the check, `migctl consistency repair --dry-run` shows a fix.",
-				counts[KindMismatched], counts[KindMissingInTarget], counts[KindExtraInTarget], strings.Join(ids, "; "))},
-		StartsAt:     time.Now().UTC(),
-		GeneratorURL: gen,
-	}}
-	if err := m.post(ctx, al); err != nil {
-		m.log.Error("alert webhook", "url", m.cfg.AlertWebhook, "err", err)
-	}
-}
-
-func (m *Monitor) post(ctx context.Context, al []AlertmanagerAlert) error {
-	url := strings.TrimRight(m.cfg.AlertWebhook, "/")
-	if !strings.HasSuffix(url, "/api/v2/alerts") {
-		url += "/api/v2/alerts"
-	}
-	body, err := json.Marshal(al)
-	if err != nil {
-		return err
-	}
-	var last error
-	for attempt := 0; attempt < 3; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := m.cfg.HTTPClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode/100 == 2 {
-				return nil
-			}
-			err = fmt.Errorf("%s", resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(attempt+1) * time.Second):
-		}
-	}
-	return last
 }
 
 // pacer spaces calls to the nodes at most rate per second.

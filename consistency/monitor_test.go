@@ -21,8 +21,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/erlmcp/migctl/alerting"
 	"github.com/erlmcp/migctl/consistency"
 	"github.com/erlmcp/migctl/journal"
+	"github.com/erlmcp/migctl/metricsserver"
 	"github.com/erlmcp/migctl/testkit"
 )
 
@@ -30,7 +32,7 @@ import (
 // /api/v2/alerts, by Prometheus and by the monitor.
 type receiver struct {
 	mu     sync.Mutex
-	alerts []consistency.AlertmanagerAlert
+	alerts []alerting.Alert
 	srv    *httptest.Server
 }
 
@@ -41,7 +43,7 @@ func newReceiver(t *testing.T) *receiver {
 			http.NotFound(w, req)
 			return
 		}
-		var as []consistency.AlertmanagerAlert
+		var as []alerting.Alert
 		if err := json.NewDecoder(req.Body).Decode(&as); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -56,16 +58,48 @@ func newReceiver(t *testing.T) *receiver {
 
 // named returns the alerts with that alertname, from the monitor itself
 // (sender label) or from Prometheus.
-func (r *receiver) named(name string, fromMonitor bool) []consistency.AlertmanagerAlert {
+func (r *receiver) named(name string, fromMonitor bool) []alerting.Alert {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []consistency.AlertmanagerAlert
+	var out []alerting.Alert
 	for _, a := range r.alerts {
 		if a.Labels["alertname"] == name && (a.Labels["sender"] == "migctl-monitor") == fromMonitor {
 			out = append(out, a)
 		}
 	}
 	return out
+}
+
+// daemon wires a monitor the way `migctl consistency monitor` does: its
+// registry and health on /metrics and /healthz (addr; "" serves nothing),
+// its alerts posted to webhook ("" posts nothing). The server is shut down
+// at cleanup; the returned address is "" without one.
+func daemon(t *testing.T, cfg consistency.MonitorConfig, addr, webhook string) (*consistency.Monitor, string) {
+	t.Helper()
+	var srv *metricsserver.Server
+	if webhook != "" {
+		am := alerting.New(webhook, nil)
+		cfg.OnMismatch = func(ctx context.Context, a consistency.MismatchAlert) {
+			gen := ""
+			if srv != nil {
+				gen = srv.URL()
+			}
+			// The Run goroutine: report, do not FailNow.
+			if err := am.Post(ctx, a.Alertmanager(gen)); err != nil {
+				t.Errorf("posting the alert: %v", err)
+			}
+		}
+	}
+	mon, err := consistency.NewMonitor(cfg)
+	require.NoError(t, err)
+	if addr == "" {
+		return mon, ""
+	}
+	srv, err = metricsserver.Start(metricsserver.Options{Addr: addr, Registry: mon.Registry(),
+		Health: func() (any, bool) { h := mon.Health(); return h, h.Status == "ok" }})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	return mon, srv.Addr()
 }
 
 func freePort(t *testing.T) int {
@@ -151,19 +185,17 @@ func TestMonitorUnderPrometheus(t *testing.T) {
 	cfg := consistency.MonitorConfig{
 		Source: p.src, Target: p.tgt, Journal: j,
 		Interval: time.Second, Full: true, AlertOnMismatch: true,
-		AlertWebhook: recv.srv.URL, Listen: "127.0.0.1:0",
 		Duration: time.Hour,
 		Check:    p.opts(),
 	}
-	mon, err := consistency.NewMonitor(cfg)
-	require.NoError(t, err)
+	mon, addr := daemon(t, cfg, "127.0.0.1:0", recv.srv.URL)
 	ctx, cancel := context.WithCancel(tctx(t))
 	defer cancel()
 	require.NoError(t, mon.Open(ctx))
 	runDone := make(chan error, 1)
 	go func() { runDone <- mon.Run(ctx) }()
 
-	prom := startPrometheus(t, mon.Addr(), amAddr)
+	prom := startPrometheus(t, addr, amAddr)
 	require.Eventually(t, func() bool {
 		v := query(t, prom, `migctl_consistency_checks_total{job="migctl-consistency",result="clean"}`)
 		return len(v) == 1 && v[0] != "0"
@@ -173,7 +205,7 @@ func TestMonitorUnderPrometheus(t *testing.T) {
 
 	// promtool accepts the exposition (names, _total, _seconds, help).
 	if promtool, err := exec.LookPath("promtool"); err == nil {
-		resp, err := http.Get("http://" + mon.Addr() + "/metrics")
+		resp, err := http.Get("http://" + addr + "/metrics")
 		require.NoError(t, err)
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -185,10 +217,15 @@ func TestMonitorUnderPrometheus(t *testing.T) {
 		require.NoError(t, err, "%s", out)
 		checkDeployFiles(t, prom, string(body))
 	}
-	resp, err := http.Get("http://" + mon.Addr() + "/healthz")
+	resp, err := http.Get("http://" + addr + "/healthz")
 	require.NoError(t, err)
 	require.Equal(t, 200, resp.StatusCode)
+	var health consistency.MonitorHealth
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&health))
 	resp.Body.Close()
+	require.Equal(t, "ok", health.Status)
+	require.Equal(t, mon.State().Name, health.Name)
+	require.Positive(t, health.Checks)
 
 	// Inject a mismatch: the monitor alerts once, Prometheus fires its rule.
 	p.eval(t, p.ids[5], corruptTarget+", ok")
@@ -222,8 +259,7 @@ func TestMonitorUnderPrometheus(t *testing.T) {
 
 	// Restarted, it continues: same first start, the count goes on, and
 	// the known mismatch is still not alerted again.
-	mon2, err := consistency.NewMonitor(cfg)
-	require.NoError(t, err)
+	mon2, _ := daemon(t, cfg, "", recv.srv.URL)
 	ctx2, cancel2 := context.WithCancel(tctx(t))
 	defer cancel2()
 	require.NoError(t, mon2.Open(ctx2))
@@ -330,9 +366,8 @@ func TestMonitorAlertsRealAlertmanager(t *testing.T) {
 	p := newPair(t, 1, 300)
 	j, err := journal.Open(filepath.Join(t.TempDir(), "journal.db"), journal.Options{})
 	require.NoError(t, err)
-	mon, err := consistency.NewMonitor(consistency.MonitorConfig{Source: p.src, Target: p.tgt, Journal: j,
-		Full: true, AlertOnMismatch: true, AlertWebhook: "http://" + addr, Check: p.opts()})
-	require.NoError(t, err)
+	mon, _ := daemon(t, consistency.MonitorConfig{Source: p.src, Target: p.tgt, Journal: j,
+		Full: true, AlertOnMismatch: true, Check: p.opts()}, "", "http://"+addr)
 	require.NoError(t, mon.Open(tctx(t)))
 	defer mon.Close(context.Background())
 	p.eval(t, p.ids[3], deleteTarget+", ok")
@@ -343,7 +378,7 @@ func TestMonitorAlertsRealAlertmanager(t *testing.T) {
 	resp, err := http.Get("http://" + addr + "/api/v2/alerts")
 	require.NoError(t, err)
 	defer resp.Body.Close()
-	var got []consistency.AlertmanagerAlert
+	var got []alerting.Alert
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
 	require.Len(t, got, 1)
 	require.Equal(t, consistency.AlertName, got[0].Labels["alertname"])

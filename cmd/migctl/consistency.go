@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -18,7 +17,6 @@ import (
 	"github.com/erlmcp/migctl/consistency"
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
-	"github.com/erlmcp/migctl/migrate"
 )
 
 func newConsistencyCmd(a *app) *cobra.Command {
@@ -82,11 +80,11 @@ func (p *pairFlags) options(cmd *cobra.Command) (consistency.Options, backends.K
 	}
 	sk, err := backends.ParseKind(p.source)
 	if err != nil {
-		return o, "", "", cliutil.WithCode(cliutil.ExitUsage, fmt.Errorf("--source: %w", err))
+		return o, "", "", fmt.Errorf("--source: %w", err) // backends.ErrUnknownStore: 2
 	}
 	tk, err := backends.ParseKind(p.target)
 	if err != nil {
-		return o, "", "", cliutil.WithCode(cliutil.ExitUsage, fmt.Errorf("--target: %w", err))
+		return o, "", "", fmt.Errorf("--target: %w", err)
 	}
 	if p.full && cmd.Flags().Changed("sample") {
 		return o, "", "", cliutil.Usage("--sample and --full exclude each other")
@@ -198,6 +196,7 @@ func newConsistencyCheckCmd(a *app) *cobra.Command {
 				return err
 			}
 			if !rep.Clean() {
+				// The verdict (printed above): differences found.
 				return cliutil.WithCode(cliutil.ExitDifferences, cliutil.ErrSilent)
 			}
 			return nil
@@ -375,7 +374,7 @@ the run changed and how many saved values would be put back.`,
 			}
 			e, err := j.Get(run)
 			if err != nil {
-				return cliutil.WithCode(cliutil.ExitUsage, err)
+				return cliutil.Usage("%w", err) // RUN names no entry of the journal
 			}
 			var rec consistency.RepairRecord
 			if e.Kind != consistency.EntryRepair || e.Decode(&rec) != nil {
@@ -443,131 +442,6 @@ the run changed and how many saved values would be put back.`,
 	f.BoolVar(&yes, "yes", false, "do not ask for confirmation (required without a terminal)")
 	f.BoolVar(&force, "force", false, "restore even sessions the service changed after the repair")
 	f.StringVar(&reason, "reason", "", "why (journaled)")
-	return cmd
-}
-
-func newConsistencyMonitorCmd(a *app) *cobra.Command {
-	var pf pairFlags
-	var duration, interval, fullInterval time.Duration
-	var incremental bool
-	var alert, watchCluster bool
-	var listen, webhook, name string
-	var rate float64
-	cmd := &cobra.Command{
-		Use:   "monitor --source dets --target mnesia --duration 14d --interval 5m --sample 10000 --alert-on-mismatch",
-		Short: "Check the stores periodically, serve /metrics and /healthz, alert on new mismatches; exit 4 at the end if any were seen",
-		Long: `monitor is the runbook's phase1 watch: a sample check every --interval until
---duration has passed since the monitor FIRST started (it continues after a
-restart, from the journal). It serves Prometheus metrics and /healthz on
---metrics-addr, alerts on every new mismatch once (a log line, and Alertmanager's
-POST /api/v2/alerts on --alert-webhook), keeps its history in the journal,
-paces its calls and backs off when the nodes are busy. SIGTERM (systemctl
-stop) or Ctrl-C stops it within seconds with exit 0, whatever it saw: the
-verdict so far is in the journal (migctl consistency history) and in
-/metrics. Only a run that reaches --duration exits 4 for mismatches. deploy/ has the alert rules, a Grafana dashboard and a
-systemd unit.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, sk, tk, err := pf.options(cmd)
-			if err != nil {
-				return err
-			}
-			if interval <= 0 {
-				return cliutil.Usage("--interval must be positive")
-			}
-			if duration < 0 {
-				return cliutil.Usage("--duration must not be negative")
-			}
-			j, err := a.journal()
-			if err != nil {
-				return err
-			}
-			src, tgt, err := pf.open(cmd.Context(), a, sk, tk)
-			if err != nil {
-				return err
-			}
-			o.Client, o.Log = a.client, a.log
-			cfg := consistency.MonitorConfig{Source: src, Target: tgt, Journal: j, Name: name,
-				Duration: duration, Interval: interval, Sample: o.Sample, Full: pf.full,
-				AlertOnMismatch: alert, AlertWebhook: webhook, Listen: listen,
-				Check: o, CallsPerSecond: rate, Log: a.log,
-				Incremental: incremental, FullInterval: fullInterval}
-			if mg, err := migrate.New(migrate.Config{Client: a.client, Nodes: a.nodes, Journal: j, Logger: a.log}); err == nil {
-				cfg.Phases = func(ctx context.Context) (map[string]consistency.NodeMigration, error) {
-					st, err := mg.ShowPhase(ctx)
-					if err != nil {
-						return nil, err
-					}
-					out := map[string]consistency.NodeMigration{}
-					for _, n := range st.Nodes {
-						if n.Reachable && n.Installed {
-							out[n.Node] = consistency.NodeMigration{Phase: n.Phase.String(), Counters: n.Counters}
-						}
-					}
-					return out, nil
-				}
-			}
-			mon, err := consistency.NewMonitor(cfg)
-			if err != nil {
-				return cliutil.WithCode(cliutil.ExitUsage, err)
-			}
-			// The backfill runs in the CLI, which Prometheus does not
-			// scrape; its progress is in the journal this monitor shares.
-			mon.Registry().MustRegister(migrate.NewBackfillCollector(j, a.log))
-			if watchCluster {
-				stop, err := a.watchClusterInto(cmd.Context(), mon.Registry())
-				if err != nil {
-					return err
-				}
-				defer stop()
-			}
-			if err := mon.Open(cmd.Context()); err != nil {
-				return err
-			}
-			runErr := mon.Run(cmd.Context())
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := mon.Close(ctx); err != nil {
-				a.log.Warn("closing the monitor", "err", err)
-			}
-			st := mon.State()
-			// Stopped by a signal (systemctl stop, Ctrl-C): exit 0 whatever
-			// it saw. The verdict so far is in the journal (consistency
-			// history) and was in /metrics; a 4 here would leave the unit
-			// "failed" after a routine stop, and a wrapper could not tell a
-			// stop from a finished run.
-			stopped := cmd.Context().Err() != nil
-			a.log.Info("monitor stopped", "by_signal", stopped, "checks", st.Checks, "mismatches", st.Mismatches, "first_start", st.FirstStart)
-			if stopped {
-				if errors.Is(runErr, context.Canceled) {
-					runErr = nil
-				}
-				return runErr
-			}
-			if runErr == nil && st.Mismatches > 0 {
-				// The runbook's wrapper runs the monitor for its duration
-				// and then tests the exit status: mismatches seen during
-				// the run make it fail, like a check that finds them.
-				return cliutil.WithCode(cliutil.ExitDifferences, fmt.Errorf("%d mismatches seen during the monitor's run (see migctl consistency history)", st.Mismatches))
-			}
-			return runErr
-		},
-	}
-	pf.addFlags(cmd, 10000)
-	f := cmd.Flags()
-	f.Var(dayDuration{&duration}, "duration", "stop this long after the monitor first started, e.g. 14d; 0: run until stopped")
-	f.DurationVar(&interval, "interval", 5*time.Minute, "time between checks")
-	f.BoolVar(&incremental, "incremental", false, "verify only the sessions changed since the last cycle (Mnesia's change record), with a full check every --full-interval and after any gap in the record")
-	f.DurationVar(&fullInterval, "full-interval", 24*time.Hour, "with --incremental: time between full checks")
-	f.BoolVar(&alert, "alert-on-mismatch", false, "alert (log line, and --alert-webhook) once per new mismatch")
-	f.StringVar(&listen, "metrics-addr", "127.0.0.1:9464", "address of /metrics and /healthz (\"\": none) (env MIGCTL_METRICS_ADDR, or the older MIGCTL_MONITOR_LISTEN)")
-	withEnv(f, "metrics-addr", "MIGCTL_METRICS_ADDR", "MIGCTL_MONITOR_LISTEN")
-	deprecatedAlias(f, "listen", "metrics-addr")
-	f.StringVar(&webhook, "alert-webhook", "", "Alertmanager URL (alerts are POSTed to URL/api/v2/alerts) (env MIGCTL_ALERT_WEBHOOK)")
-	withEnv(f, "alert-webhook", "MIGCTL_ALERT_WEBHOOK")
-	f.StringVar(&name, "name", "", "monitor name in the journal (default: SOURCE→TARGET)")
-	f.Float64Var(&rate, "calls-per-second", 20, "most calls per second to the nodes")
-	f.BoolVar(&watchCluster, "watch-cluster", false, "also watch the Mnesia cluster of --nodes, as `migctl cluster watch` does, and serve its migctl_mnesia_* metrics on the same /metrics")
 	return cmd
 }
 
