@@ -143,11 +143,11 @@ Needs phase1 or phase2 (phase2 for --reverse).`,
 			if from != "" || to != "" {
 				fk, err := backends.ParseKind(from)
 				if err != nil {
-					return cliutil.WithCode(cliutil.ExitUsage, err)
+					return fmt.Errorf("--from: %w", err) // backends.ErrUnknownStore: 2
 				}
 				tk, err := backends.ParseKind(to)
 				if err != nil {
-					return cliutil.WithCode(cliutil.ExitUsage, err)
+					return fmt.Errorf("--to: %w", err)
 				}
 				switch {
 				case fk == p && tk == s:

@@ -18,11 +18,14 @@ import (
 	"github.com/erlmcp/migctl/migrate"
 )
 
-// exitCodes is the one table from the libraries' sentinel errors to
-// migctl's exit codes (README, "Exit codes"). Commands return errors as the
-// libraries made them; main looks the code up here. An explicit
-// cliutil.CodeError (a flag check, a refusal, a verdict) wins over the
-// table; an error that matches nothing here is 1 (failed).
+// exitTable is the one table from the libraries' sentinel errors to
+// migctl's exit codes (README, "Exit codes"), each with the hint main
+// prints under the error. Commands return errors as the libraries made
+// them; main looks the code up here. Flag checks return cliutil.Usage
+// (2), and a command's verdict that is not an error (cluster status
+// partitioned → 7, a check that found differences → 4) is an inline
+// cliutil.WithCode with a comment; either wins over the table. An error
+// that matches no row is 1 (failed).
 //
 // The rule for nodes: a command that needs a node it cannot reach (the
 // name does not resolve, no epmd, the node is not registered, the cookie is
@@ -34,58 +37,96 @@ import (
 //
 // Rows are tried in order, so that an error wrapping two sentinels (a
 // phase change that met a node that went down: migrate.ErrNodeDown and
-// erl.ErrNodeDown) gets the first row's code.
-var exitCodes = []struct {
+// erl.ErrNodeDown) gets the first row's code: bad input first, then
+// unreachable, partitioned, refused, differences.
+//
+// A hint says what to look at next, not what the error already says; ""
+// when the error says it all. erl's errors carry their own hint (the
+// message has "(hint: ...)"), and then the table's is not printed.
+var exitTable = []struct {
+	err  error
 	code int
-	errs []error
+	hint string
 }{
-	{cliutil.ExitUsage, []error{
-		erl.ErrBadNodeName, erl.ErrNoCookie,
-		config.ErrInvalid,
-		journal.ErrOtherCluster, journal.ErrNoJournal,
-		migrate.ErrUnknownPhase, migrate.ErrBadPercent, migrate.ErrNotSessions,
-		backends.ErrUnknownStore, backends.ErrNotSessions, backends.ErrOtherFile,
-		exportfile.ErrCorrupt,
-		cluster.ErrUnknownNode, cluster.ErrBadPlan, cluster.ErrUnknownStep,
-		consistency.ErrNotRepair,
-	}},
-	{cliutil.ExitUnreachable, []error{
-		erl.ErrHostNotFound, erl.ErrEPMDUnreachable, erl.ErrNotRegistered, erl.ErrBadCookie,
-		erl.ErrUnreachable, erl.ErrNodeDown, erl.ErrTimeout,
-		migrate.ErrNodeDown,
-	}},
-	{cliutil.ExitPartitioned, []error{
-		migrate.ErrPartitioned,
-	}},
-	{cliutil.ExitRefused, []error{
-		cliutil.ErrNotConfirmed,
-		migrate.ErrSkipPhase, migrate.ErrGate, migrate.ErrMixed, migrate.ErrNotInstalled,
-		migrate.ErrWrongPhase, migrate.ErrConflict, migrate.ErrExists,
-		cluster.ErrNotPartitioned, cluster.ErrNotHealthy, cluster.ErrPlanStale,
-		consistency.ErrAlreadyUndone,
-	}},
-	{cliutil.ExitDifferences, []error{
-		migrate.ErrVerify,
-	}},
+	// 2: bad input, nothing changed.
+	{erl.ErrBadNodeName, cliutil.ExitUsage, "node names look like erlmcp1@host (--nodes, MIGCTL_NODES)"},
+	{erl.ErrNoCookie, cliutil.ExitUsage, "give the nodes' cookie with --cookie-file, MIGCTL_COOKIE_FILE or MIGCTL_COOKIE, or in ~/.erlang.cookie"},
+	{config.ErrInvalid, cliutil.ExitUsage, "docs/config.md has every field; migctl config example prints a valid file"},
+	{journal.ErrOtherCluster, cliutil.ExitUsage, "each cluster has its own journal: pass this cluster's with --journal (MIGCTL_JOURNAL)"},
+	{journal.ErrNoJournal, cliutil.ExitUsage, "check --journal (MIGCTL_JOURNAL); commands that change something create it"},
+	{migrate.ErrUnknownPhase, cliutil.ExitUsage, "the phases are phase0, phase1, phase2 and phase3"},
+	{migrate.ErrBadPercent, cliutil.ExitUsage, "phase2 takes --percent 0..100"},
+	{migrate.ErrNotSessions, cliutil.ExitUsage, "the table does not have erlmcp's session layout: check --ets-table, --dets-table, --mnesia-table"},
+	{backends.ErrUnknownStore, cliutil.ExitUsage, "the stores are ets, dets and mnesia"},
+	{backends.ErrNotSessions, cliutil.ExitUsage, "the table does not have erlmcp's session layout: check --ets-table, --dets-table, --mnesia-table"},
+	{backends.ErrOtherFile, cliutil.ExitUsage, "the node has that DETS table open from another file: check --dets-file"},
+	{exportfile.ErrCorrupt, cliutil.ExitUsage, "nothing was imported; export the sessions again (migctl sessions export)"},
+	{cluster.ErrUnknownNode, cliutil.ExitUsage, "migctl cluster status lists the cluster's nodes"},
+	{cluster.ErrBadPlan, cliutil.ExitUsage, "write the plan with migctl cluster heal --plan -o json"},
+	{cluster.ErrUnknownStep, cliutil.ExitUsage, ""},
+	{consistency.ErrNotRepair, cliutil.ExitUsage, "migctl consistency history lists the repairs and their numbers"},
+	// 3: a node unreachable.
+	{erl.ErrHostNotFound, cliutil.ExitUnreachable, ""},
+	{erl.ErrEPMDUnreachable, cliutil.ExitUnreachable, ""},
+	{erl.ErrNotRegistered, cliutil.ExitUnreachable, ""},
+	{erl.ErrBadCookie, cliutil.ExitUnreachable, ""},
+	{erl.ErrUnreachable, cliutil.ExitUnreachable, ""},
+	{erl.ErrNodeDown, cliutil.ExitUnreachable, "the node went down during the command: check it, then run the command again"},
+	{erl.ErrTimeout, cliutil.ExitUnreachable, "the node did not answer within --timeout (MIGCTL_TIMEOUT); a busy node may need a longer one"},
+	{migrate.ErrNodeDown, cliutil.ExitUnreachable, "every node of --nodes must answer: migctl ping shows which does not"},
+	// 7: the Mnesia cluster is split.
+	{migrate.ErrPartitioned, cliutil.ExitPartitioned, "heal the split first: migctl cluster heal --plan"},
+	// 5: refused.
+	{cliutil.ErrNotConfirmed, cliutil.ExitRefused, ""}, // the message says --yes / --dry-run
+	{migrate.ErrSkipPhase, cliutil.ExitRefused, "phases go one step at a time: migctl phase show has the current one"},
+	{migrate.ErrGate, cliutil.ExitRefused, ""}, // the message names the gate
+	{migrate.ErrMixed, cliutil.ExitRefused, "migctl phase show lists each node's phase"},
+	{migrate.ErrNotInstalled, cliutil.ExitRefused, "migctl phase show names the nodes whose application does not run the hybrid backend"},
+	{migrate.ErrWrongPhase, cliutil.ExitRefused, "migctl phase show has the current phase"},
+	{migrate.ErrConflict, cliutil.ExitRefused, "someone changed the phase meanwhile: read it again with migctl phase show"},
+	{migrate.ErrExists, cliutil.ExitRefused, ""},
+	{cluster.ErrNotPartitioned, cliutil.ExitRefused, "migctl cluster status shows the verdict: there is no split to heal"},
+	{cluster.ErrNotHealthy, cliutil.ExitRefused, "migctl cluster status shows what is wrong; a split cluster needs migctl cluster heal"},
+	{cluster.ErrPlanStale, cliutil.ExitRefused, "make a new plan with migctl cluster heal --plan"},
+	{consistency.ErrAlreadyUndone, cliutil.ExitRefused, ""},
+	// 4: a check found a problem.
+	{migrate.ErrVerify, cliutil.ExitDifferences, ""},
+}
+
+// exitStatus is the process's exit status for err, and the hint to print
+// under it ("" for none).
+func exitStatus(err error) (int, string) {
+	if err == nil {
+		return cliutil.ExitOK, ""
+	}
+	code := -1
+	var ce *cliutil.CodeError
+	if errors.As(err, &ce) {
+		code = ce.Code
+	}
+	for _, row := range exitTable {
+		if !errors.Is(err, row.err) {
+			continue
+		}
+		if code < 0 {
+			code = row.code
+		}
+		hint := row.hint
+		if strings.Contains(err.Error(), "(hint: ") {
+			hint = "" // erl.Error brought its own
+		}
+		return code, hint
+	}
+	if code < 0 {
+		code = cliutil.ExitFailure
+	}
+	return code, ""
 }
 
 // exitCode is the process's exit status for err.
 func exitCode(err error) int {
-	if err == nil {
-		return cliutil.ExitOK
-	}
-	var ce *cliutil.CodeError
-	if errors.As(err, &ce) {
-		return ce.Code
-	}
-	for _, row := range exitCodes {
-		for _, e := range row.errs {
-			if errors.Is(err, e) {
-				return row.code
-			}
-		}
-	}
-	return cliutil.ExitFailure
+	code, _ := exitStatus(err)
+	return code
 }
 
 // usageErrors makes every mistake on the command line exit 2 (bad input,
@@ -191,7 +232,7 @@ func unknownCommand(cmd *cobra.Command, word string) error {
 
 // exitHelp is what each command's help says about its exit codes (its
 // "Exit codes:" paragraph); TestCommandConventions checks that every
-// command that runs has one. The words follow exitCodes and the rule for
+// command that runs has one. The words follow exitTable and the rule for
 // unreachable nodes above.
 var exitHelp = map[string]string{
 	"version":                    "0 ok; 2 bad input",

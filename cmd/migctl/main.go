@@ -29,8 +29,12 @@ func main() {
 	root := newRootCmd(os.Stdin, os.Stdout, os.Stderr)
 	err := root.ExecuteContext(ctx)
 	cancel()
+	code, hint := exitStatus(err)
 	if err != nil && !errors.Is(err, cliutil.ErrSilent) {
 		fmt.Fprintln(os.Stderr, "migctl:", err)
+		if hint != "" {
+			fmt.Fprintln(os.Stderr, "migctl: hint:", hint)
+		}
 	}
-	os.Exit(exitCode(err))
+	os.Exit(code)
 }

@@ -47,7 +47,7 @@ func (a *app) migrator(ctx context.Context) (*migrate.Migrator, error) {
 	}
 	hook, err := failpoint(ctx, os.Getenv("MIGCTL_FAILPOINT"), a.err)
 	if err != nil {
-		return nil, cliutil.WithCode(cliutil.ExitUsage, err)
+		return nil, cliutil.Usage("%w", err)
 	}
 	return migrate.New(migrate.Config{Client: c, Nodes: nodes, Journal: j, Logger: a.log, StepHook: hook})
 }
@@ -208,7 +208,7 @@ func newPhaseSetCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			to, err := migrate.ParsePhase(args[0])
 			if err != nil {
-				return cliutil.WithCode(cliutil.ExitUsage, err)
+				return err // migrate.ErrUnknownPhase: 2
 			}
 			given := cmd.Flags().Changed("percent")
 			switch {

@@ -55,6 +55,8 @@ func newPingCmd(a *app) *cobra.Command {
 			}
 			for _, r := range res {
 				if !r.Reachable || r.Error != "" {
+					// The verdict (the table names the node): 3, as for
+					// any command that cannot reach a node.
 					return cliutil.WithCode(cliutil.ExitUnreachable, fmt.Errorf("%w: %s unreachable", cliutil.ErrSilent, r.Node))
 				}
 			}

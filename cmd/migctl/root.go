@@ -254,7 +254,7 @@ func (a *app) applyEnv(cmd *cobra.Command) error {
 		a.fromEnv[f.Name] = true
 	})
 	if len(errs) > 0 {
-		return cliutil.WithCode(cliutil.ExitUsage, errors.Join(errs...))
+		return cliutil.Usage("%w", errors.Join(errs...))
 	}
 	return nil
 }
@@ -278,7 +278,7 @@ func (a *app) applyConfig(cmd *cobra.Command) error {
 	}
 	c, err := config.Load(a.configPath)
 	if err != nil {
-		return cliutil.WithCode(cliutil.ExitUsage, err)
+		return cliutil.Usage("%w", err) // unreadable, or config.ErrInvalid
 	}
 	a.cfg = c
 	vals := c.For(cmd.CommandPath())
@@ -298,7 +298,7 @@ func (a *app) applyConfig(cmd *cobra.Command) error {
 		a.fromConfig[f.Name] = true
 	})
 	if len(errs) > 0 {
-		return cliutil.WithCode(cliutil.ExitUsage, errors.Join(errs...))
+		return cliutil.Usage("%w", errors.Join(errs...))
 	}
 	return nil
 }
@@ -318,7 +318,7 @@ func (a *app) erlClient(ctx context.Context) (*erl.Client, error) {
 	}
 	cookie, src, err := erl.LoadCookie(a.cookieFile, os.Getenv)
 	if err != nil {
-		return nil, cliutil.WithCode(cliutil.ExitUsage, err)
+		return nil, cliutil.Usage("%w", err) // erl.ErrNoCookie, or an unreadable cookie file
 	}
 	a.log.Debug("cookie", "source", string(src))
 	// The node lives until close(), not until Ctrl-C: cleanup (stopping

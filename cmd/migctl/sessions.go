@@ -78,7 +78,7 @@ func newSessionsGetCmd(a *app) *cobra.Command {
 				return err
 			}
 			if !ok {
-				return cliutil.WithCode(cliutil.ExitFailure, fmt.Errorf("session %q not found in %s on %s", args[0], s.Spec(), s.Node()))
+				return fmt.Errorf("session %q not found in %s on %s", args[0], s.Spec(), s.Node()) // 1
 			}
 			sess, err := session.Parse(blob)
 			if err != nil {
@@ -291,13 +291,13 @@ file's checksum, the mode, the counts and --reason.`,
 			}
 			f, err := os.Open(inPath)
 			if err != nil {
-				return cliutil.WithCode(cliutil.ExitUsage, err)
+				return cliutil.Usage("%w", err)
 			}
 			defer f.Close()
 			// Verify the whole file before touching the store.
 			hdr, tr, err := exportfile.Verify(f)
 			if err != nil {
-				return cliutil.WithCode(cliutil.ExitUsage, fmt.Errorf("%s: %w; nothing was imported", inPath, err))
+				return cliutil.Usage("%s: %w; nothing was imported", inPath, err)
 			}
 			s, err := sf.open(cmd.Context(), a)
 			if err != nil {

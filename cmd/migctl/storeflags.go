@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
@@ -68,7 +69,7 @@ func (s *storeFlags) open(ctx context.Context, a *app) (backends.Store, error) {
 	}
 	k, err := backends.ParseKind(s.store)
 	if err != nil {
-		return nil, cliutil.WithCode(cliutil.ExitUsage, err)
+		return nil, fmt.Errorf("--store: %w", err) // backends.ErrUnknownStore: 2
 	}
 	node := s.node
 	if node == "" {
