@@ -191,7 +191,7 @@ say "achieved so far: $(kv "$line" rate) ops/s over the 3 nodes ($(kv "$line" op
 
 if [ -n "$PLOT" ]; then
     "$MIGCTL" consistency monitor --source dets --target mnesia --interval 10s --sample 2000 \
-        --listen "$MON_ADDR" --log-level info >"$OUT/monitor.log" 2>&1 &
+        --metrics-addr "$MON_ADDR" --log-level info >"$OUT/monitor.log" 2>&1 &
     MON_PID=$!
     "$MIGCTL" cluster watch --interval 1s --metrics-addr "$WATCH_ADDR" >"$OUT/watch.log" 2>&1 &
     WATCH_PID=$!
