@@ -26,9 +26,14 @@ type BackfillOptions struct {
 	// Reverse copies new → old (after a rollback from phase3) and prunes
 	// from the old store what the new one no longer has.
 	Reverse bool
-	// BatchSize is the number of sessions per batch (default 500). A batch
-	// holds the store server of its node for its duration (a few ms).
+	// BatchSize is the most sessions per batch (default 500). A batch
+	// holds the store server of its node for its duration: while the
+	// application's requests queue behind it, batches are sized on the
+	// node to take TurnBudget each; on a quiet node they grow to BatchSize.
 	BatchSize int
+	// TurnBudget is how long one batch may hold a store server while the
+	// application's requests wait (default 25 ms).
+	TurnBudget time.Duration
 	// RatePerSec caps the rows scanned per second over all nodes (0: no cap).
 	RatePerSec float64
 	// DryRun counts what would be written and writes nothing.
@@ -125,6 +130,9 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	}
 	if o.CallBudget <= 0 {
 		o.CallBudget = 250 * time.Millisecond
+	}
+	if o.TurnBudget <= 0 {
+		o.TurnBudget = 25 * time.Millisecond
 	}
 	dir := "forward"
 	if o.Reverse {
@@ -436,7 +444,8 @@ func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int
 			}
 		}
 		t, err := m.c.Agent(sctx, node, "migctl_migrate:backfill_steps", etf.Atom(op), cp.Cursor, o.BatchSize, o.DryRun,
-			int(o.StepTimeout/time.Millisecond), maxRows, int(o.CallBudget/time.Millisecond), owners)
+			int(o.StepTimeout/time.Millisecond), maxRows, int(o.CallBudget/time.Millisecond), owners,
+			max(1, int(o.TurnBudget/time.Millisecond)))
 		cancel()
 		if err != nil {
 			var re *erl.RPCError

@@ -13,7 +13,8 @@
 %% ever crosses the wire as a decoded term.
 -module(migctl_migrate).
 
--export([status/0, set_phase/4, reset_counters/0, backfill_step/5, backfill_steps/7, backfill_steps/8, load/1,
+-export([status/0, set_phase/4, reset_counters/0, backfill_step/5, backfill_steps/7, backfill_steps/8,
+         backfill_steps/9, load/1,
          stop_watch/0, cluster_id/0, schema_state/1, create_schema/2, create_tables/2,
          dets_files/0, read_chunk/3, store_counts/0,
          native_copy/3, bench_latency/1,
@@ -24,6 +25,12 @@
 -define(WATCH, migctl_overload_watch).
 -define(HYBRID_TAB, migctl_migration).
 -define(SESSION_ATTRS, [session_id, session_data, last_accessed]).
+%% A backfill batch's turn of the store server while the application's
+%% requests queue behind it (backfill_steps/9), and the fewest rows a
+%% batch reads (below that a batch costs more in fixed overhead, one
+%% Mnesia commit, than in rows).
+-define(TURN_MS, 25).
+-define(MIN_ROWS, 50).
 
 safe(F) ->
     try F()
@@ -129,34 +136,67 @@ backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs) ->
 %% its prune follow the per-node ownership rule of the hybrid backend (each
 %% session back to the one node that serves it); [] copies every row.
 backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs, Nodes) ->
+    backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs, Nodes, ?TURN_MS).
+
+%% backfill_steps/9: TurnMs is how long one batch may hold the store server
+%% while the application's requests are waiting behind it.
+%%
+%% How batches are sized. A batch is one turn of the store server: every
+%% application call that arrives meanwhile waits for it (erlmcp's clients
+%% give up after 5 s). The hybrid reports what each batch cost it
+%% (turn_us) and how many requests queued up behind it (waiting). While
+%% requests queue up, the next batch is sized to take TurnMs at the rate
+%% just measured (at least ?MIN_ROWS rows); when none did, it doubles, up
+%% to Batch rows (as large as the operator allows: a quiet node copies in
+%% big batches, as the native loop does, and a node whose traffic is light
+%% goes back to the budget at the first request that waited). The size carries over from call to call in
+%% the cursor, which stays opaque to migctl.
+backfill_steps(Op, Cursor, Batch, DryRun, TimeoutMs, MaxRows, BudgetMs, Nodes, TurnMs) ->
     safe(fun() ->
         Server = must_hybrid(),
-        C = case Cursor of
-                <<>> -> start;
-                [] -> start;
-                B when is_binary(B) -> binary_to_term(B)
-            end,
+        {C, Limit} = case Cursor of
+                         <<>> -> {start, min(Batch, ?MIN_ROWS)};
+                         [] -> {start, min(Batch, ?MIN_ROWS)};
+                         B when is_binary(B) ->
+                             case binary_to_term(B) of
+                                 {sized, C0, L0} -> {C0, min(Batch, L0)};
+                                 C0 -> {C0, min(Batch, ?MIN_ROWS)}
+                             end
+                     end,
         Until = erlang:monotonic_time(millisecond) + BudgetMs,
-        steps(Server, {Op, Nodes}, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {0, 0, 0, 0, 0})
+        steps(Server, {Op, Nodes}, C, {Limit, Batch, TurnMs}, DryRun, TimeoutMs, MaxRows, Until,
+              {0, 0, 0, 0, 0})
     end).
 
-steps(Server, Op, C, Batch, DryRun, TimeoutMs, MaxRows, Until, {Sc0, W0, Sk0, Ex0, D0}) ->
-    case step(Server, Op, C, Batch, DryRun, TimeoutMs) of
+steps(Server, Op, C, {Limit, Batch, TurnMs}, DryRun, TimeoutMs, MaxRows, Until, {Sc0, W0, Sk0, Ex0, D0}) ->
+    case step(Server, Op, C, Limit, DryRun, TimeoutMs) of
         {ok, #{scanned := Sc, written := W, skipped := Sk, expired := Ex, deleted := D,
-               next := Next, done := Done}} ->
+               next := Next, done := Done} = R} ->
             Acc = {Sc0 + Sc, W0 + W, Sk0 + Sk, Ex0 + Ex, D0 + D},
+            Limit1 = next_limit(Limit, Batch, TurnMs, Sc, R),
             case Done orelse element(1, Acc) >= MaxRows
                 orelse erlang:monotonic_time(millisecond) >= Until of
                 true ->
-                    NextBin = case Next of done -> <<>>; _ -> term_to_binary(Next) end,
+                    NextBin = case Next of done -> <<>>; _ -> term_to_binary({sized, Next, Limit1}) end,
                     {A, B, Cc, Dd, E} = Acc,
                     {ok, A, B, Cc, Dd, E, NextBin, Done};
                 false ->
-                    steps(Server, Op, Next, Batch, DryRun, TimeoutMs, MaxRows, Until, Acc)
+                    steps(Server, Op, Next, {Limit1, Batch, TurnMs}, DryRun, TimeoutMs, MaxRows, Until, Acc)
             end;
         {error, _} = Err ->
             Err
     end.
+
+%% next_limit(Limit, Batch, TurnMs, Scanned, Reply): see backfill_steps/9.
+%% An older hybrid reports neither turn_us nor waiting: Batch rows.
+next_limit(Limit, Batch, TurnMs, Sc, #{turn_us := Us, waiting := Waiting}) ->
+    case Waiting of
+        0 -> min(Batch, 2 * Limit);
+        _ when Sc =:= 0 -> Limit;
+        _ -> max(min(Batch, ?MIN_ROWS), min(Batch, (Sc * TurnMs * 1000) div max(Us, 1)))
+    end;
+next_limit(_Limit, Batch, _TurnMs, _Sc, _R) ->
+    Batch.
 
 %% One batch, as a fetch of the id {migctl_backfill, Req}: erlmcp's store
 %% server and the fixture's both answer {ok, Session} with what the

@@ -85,6 +85,9 @@
 -define(TAB, migctl_migration).
 -define(TOUCHED, migctl_backfill_touched).
 -define(BFKEYS, migctl_backfill_keys).
+%% Rows per dets:select chunk of a backfill traversal (a batch reads as
+%% many chunks as its size asks for).
+-define(SEL_CHUNK, 100).
 -define(PENDING, migctl_pending_deletes).
 -define(PT_PHASE, {?MODULE, phase}).
 -define(PT_MODE, {?MODULE, mode}).
@@ -94,7 +97,8 @@
 -define(MNESIA_WAIT, 30000).
 -define(COUNTERS, [primary_reads, secondary_reads, read_errors, fallbacks,
                    misses, secondary_write_failures, primary_write_failures,
-                   phase_read_errors, backfill_written, backfill_skipped]).
+                   phase_read_errors, backfill_written, backfill_skipped,
+                   backfill_slot_passes, backfill_key_listings]).
 -define(HYBRID_KEYS, [primary_backend, secondary_backend, migration_phase,
                       migration_percent, primary_opts, secondary_opts,
                       dual_write_transactions]).
@@ -163,6 +167,7 @@ test_fault_skip_secondary_write() ->
 %% is the "session" returned, so the server answers {ok, Reply}.
 -spec fetch(term(), state()) -> {ok, term(), state()} | {error, term(), state()}.
 fetch({migctl_backfill, Req}, St0) ->
+    T0 = erlang:monotonic_time(microsecond),
     St = refresh(St0),
     Reply = try backfill(Req, St)
             catch
@@ -171,7 +176,17 @@ fetch({migctl_backfill, Req}, St0) ->
                     _ = erase(mnesia_activity_state),
                     {error, iolist_to_binary(io_lib:format("~p:~0P", [C, R, 20]))}
             end,
-    {ok, {migctl_backfill_reply, Reply}, St};
+    %% What the batch cost this server (turn_us) and how many requests
+    %% queued up behind it meanwhile (waiting): migctl_migrate sizes the
+    %% next batch from them, so that the application's calls are not held
+    %% longer than a budget while requests are arriving.
+    Reply1 = case Reply of
+                 {ok, #{} = M} ->
+                     {message_queue_len, Q} = process_info(self(), message_queue_len),
+                     {ok, M#{turn_us => erlang:monotonic_time(microsecond) - T0, waiting => Q}};
+                 _ -> Reply
+             end,
+    {ok, {migctl_backfill_reply, Reply1}, St};
 fetch({migctl_persist, Req}, St) ->
     {ok, {migctl_persist_reply, watch_request(Req)}, St};
 fetch(Id, St0) ->
@@ -681,7 +696,8 @@ fallback_read(Id, Why, St1) ->
 %% Nodes: the migration's nodes. Given for a way back to per-node primaries
 %%   (a DETS file on each node): each session goes back to the ONE node
 %%   that serves it (owner/3), not to every node's file.
-%% Reply: {ok, #{scanned, written, skipped, expired, deleted, next, done}};
+%% Reply: {ok, #{scanned, written, skipped, expired, deleted, next, done,
+%%              turn_us, waiting}};
 %%   skipped counts rows not copied because the target is newer or
 %%   because another node owns them.
 backfill({copy, Dir, Cursor, Limit, DryRun}, St) ->
@@ -838,19 +854,25 @@ scan(dets, #{table_name := T}, Cursor, Limit) ->
             %% has not returned are read by key.
             Size = case dets:info(T, size) of N when is_integer(N) -> N; _ -> 0 end,
             Budget = Size + Size div 2 + 1000,
-            select_batch(T, dets:select(T, [{'_', [], ['$_']}], Limit), Limit, Budget);
+            %% Small select chunks, several per batch: a batch is as many
+            %% rows as migctl_migrate asks for this turn (fewer while the
+            %% application's requests queue up), and the chunk size of a
+            %% select continuation is fixed when the traversal starts.
+            select_batch(T, dets:select(T, [{'_', [], ['$_']}], min(Limit, ?SEL_CHUNK)), Limit, Budget);
         {dsel, C, Budget} ->
             pass_state(T),
             ets:info(?BFKEYS, type) =:= set orelse throw({hybrid, {cursor, stale_cursor}}),
-            case Budget =< 0 of
-                true -> leftovers(T, Limit);
-                false ->
-                    select_batch(T, try dets:select(C) catch error:badarg -> {error, stale_cursor} end,
-                                 Limit, Budget)
+            case {C, Budget =< 0} of
+                {eot, _} -> leftovers(T, Limit, complete);
+                {_, true} -> leftovers(T, Limit, gave_up);
+                {_, false} -> select_batch(T, select_next(C), Limit, Budget)
             end;
         {dkey, K} ->
             pass_state(T),
             key_batch(T, ets:next(?BFKEYS, K), Limit);
+        {dslot, I} ->
+            pass_state(T),
+            slot_batch(T, ets:next(?BFKEYS, I), Limit, [], I);
         _ ->
             %% A cursor of a pass begun by an older version: start again
             %% (batches are idempotent).
@@ -891,33 +913,151 @@ returned_table() ->
     _ = ets:new(?BFKEYS, [set, protected, named_table]),
     ok.
 
-%% leftovers(T, Limit): the traversal is over (or gave up). With nothing
-%% written since the fixation it returned every row. Otherwise every key
-%% is listed now, in this server turn, and ?BFKEYS becomes the keys the
-%% traversal did not return, read by key from here on.
-leftovers(T, Limit) ->
+%% leftovers(T, Limit, How): the traversal is over (complete) or gave up.
+%% With nothing written since the fixation it returned every row.
+%% Otherwise it may have missed rows, and only rows of the slots whose
+%% objects were rewritten since the fixation: DETS keeps the objects of a
+%% hash slot together and rewrites them elsewhere in the file when one of
+%% them is inserted or deleted, and the traversal follows the file; a
+%% fixed table does not grow (dets_v9:may_grow/3), so every key keeps its
+%% slot. Every such write went through this server and its key is in the
+%% touched set: the slots of the touched keys are read again, one batch
+%% at a time (dets:slot/2, current values), in as many turns as it takes.
+%% The slot of a key is computed as dets_v9:db_hash/2 does (linear hashing
+%% over phash2); the rule is checked on keys of the table first, and when
+%% it does not hold (another hash method, another DETS), when the
+%% traversal gave up, or when a cleanup deleted rows (their keys are not
+%% recorded), every key is listed in one turn instead (list_leftovers/2):
+%% ~0.5 s per 100,000 sessions, too long for the application's calls at
+%% the 2 GB limit (erlmcp's clients give up after 5 s), so it is the
+%% exception.
+leftovers(T, Limit, How) ->
     case ets:info(?TOUCHED, size) of
-        0 ->
+        0 when How =:= complete ->
             end_pass(T),
             {[], done};
         _ ->
-            Keys = case dets:select(T, [{{'$1', '_'}, [], ['$1']}]) of
-                       {error, E} -> end_pass(T), throw({hybrid, {cursor, E}});
-                       L -> L
-                   end,
-            Left = [{K} || K <- Keys, not ets:member(?BFKEYS, K)],
-            ets:delete(?BFKEYS),
-            _ = ets:new(?BFKEYS, [ordered_set, protected, named_table]),
-            ets:insert(?BFKEYS, Left),
-            key_batch(T, ets:first(?BFKEYS), Limit)
+            case How =:= complete andalso touched_slots(T) of
+                {ok, Slots} ->
+                    add(backfill_slot_passes, 1),
+                    ets:delete(?BFKEYS),
+                    _ = ets:new(?BFKEYS, [ordered_set, protected, named_table]),
+                    ets:insert(?BFKEYS, [{I} || I <- Slots]),
+                    slot_batch(T, ets:first(?BFKEYS), Limit, [], none);
+                _ ->
+                    list_leftovers(T, Limit)
+            end
     end.
 
-%% select_batch(T, SelectResult, Limit, Budget): a batch of the traversal;
-%% at its end, the listed keys it did not return.
+%% touched_slots(T) -> {ok, [Slot]} | fallback.
+touched_slots(T) ->
+    case {dets:info(T, hash), dets:info(T, no_slots)} of
+        {phash2, {_, Next, _}} when is_integer(Next), Next > 0 ->
+            case ets:member(?TOUCHED, '$cleanup') of
+                true -> fallback;
+                false ->
+                    M = pow2_floor(Next, 1),
+                    case slot_rule_holds(T, M, Next) of
+                        true ->
+                            {ok, lists:usort([slot_of(K, M, Next) || {K} <- ets:tab2list(?TOUCHED)])};
+                        false ->
+                            logger:warning("hybrid session backend: the DETS slot rule does not "
+                                           "hold for ~p; listing every key", [T]),
+                            fallback
+                    end
+            end;
+        _ -> fallback
+    end.
+
+%% As dets_v9:db_hash/2 for phash2: M is the largest power of two =< Next
+%% (the slots in use), slots below Next - M have been split.
+slot_of(Key, M, Next) ->
+    H = erlang:phash2(Key),
+    case H band (M - 1) of
+        S when S < Next - M -> H band (2 * M - 1);
+        S -> S
+    end.
+
+pow2_floor(N, P) when P * 2 =< N -> pow2_floor(N, P * 2);
+pow2_floor(_, P) -> P.
+
+%% The rule, checked on up to 16 keys the traversal returned that the
+%% table still holds: each must be in the slot computed for it. None to
+%% check (the table emptied): not trusted.
+slot_rule_holds(T, M, Next) ->
+    Ks = sample_keys(ets:first(?BFKEYS), 64, []),
+    Held = lists:sublist([K || K <- Ks, dets:member(T, K) =:= true], 16),
+    Held =/= [] andalso
+        lists:all(fun(K) ->
+                          case dets:slot(T, slot_of(K, M, Next)) of
+                              Objs when is_list(Objs) -> lists:keymember(K, 1, Objs);
+                              _ -> false
+                          end
+                  end, Held).
+
+sample_keys('$end_of_table', _, Acc) -> Acc;
+sample_keys(_, 0, Acc) -> Acc;
+sample_keys(K, N, Acc) -> sample_keys(ets:next(?BFKEYS, K), N - 1, [K | Acc]).
+
+%% slot_batch(T, From, Limit, Acc, Last) -> {Rows, {dslot, Last} | done}:
+%% the current objects of the next Limit slots (at least one slot per row
+%% counted) from From on.
+slot_batch(T, '$end_of_table', _N, Acc, _Last) ->
+    end_pass(T),
+    {Acc, done};
+slot_batch(_T, _I, N, Acc, Last) when N =< 0 ->
+    {Acc, {dslot, Last}};
+slot_batch(T, I, N, Acc, _Last) ->
+    Objs = case dets:slot(T, I) of
+               L when is_list(L) -> L;
+               '$end_of_table' -> [];
+               {error, E} -> end_pass(T), throw({hybrid, {cursor, E}})
+           end,
+    slot_batch(T, ets:next(?BFKEYS, I), N - max(1, length(Objs)), Objs ++ Acc, I).
+
+%% list_leftovers(T, Limit): every key is listed now, in this server turn,
+%% and ?BFKEYS becomes the keys the traversal did not return, read by key
+%% from here on.
+list_leftovers(T, Limit) ->
+    add(backfill_key_listings, 1),
+    Keys = case dets:select(T, [{{'$1', '_'}, [], ['$1']}]) of
+               {error, E} -> end_pass(T), throw({hybrid, {cursor, E}});
+               L -> L
+           end,
+    Left = [{K} || K <- Keys, not ets:member(?BFKEYS, K)],
+    ets:delete(?BFKEYS),
+    _ = ets:new(?BFKEYS, [ordered_set, protected, named_table]),
+    ets:insert(?BFKEYS, Left),
+    key_batch(T, ets:first(?BFKEYS), Limit).
+
+select_next(C) ->
+    try dets:select(C) catch error:badarg -> {error, stale_cursor} end.
+
+%% select_batch(T, SelectResult, Limit, Budget): a batch of the traversal,
+%% chunks until Limit rows; at its end, what it may have missed
+%% (leftovers/3).
 select_batch(T, R, Limit, Budget) ->
+    select_batch(T, R, Limit, Budget, [], 0).
+
+select_batch(T, '$end_of_table', Limit, _Budget, [], _N) ->
+    leftovers(T, Limit, complete);
+select_batch(_T, '$end_of_table', _Limit, _Budget, Acc, _N) ->
+    %% The rows of this batch first; the leftovers in the next turn.
+    {lists:append(lists:reverse(Acc)), {dsel, eot, 0}};
+select_batch(T, R, Limit, Budget, Acc, N) ->
+    {Rows, Next} = select_chunk(T, R, Budget),
+    N1 = N + length(Rows),
+    case Next of
+        {dsel, C1, B1} when N1 < Limit, B1 > 0 ->
+            select_batch(T, select_next(C1), Limit, B1, [Rows | Acc], N1);
+        _ ->
+            {lists:append(lists:reverse([Rows | Acc])), Next}
+    end.
+
+%% select_chunk(T, SelectResult, Budget) -> {Rows, {dsel, C, Budget1}}: one
+%% chunk of the traversal, stale rows read again.
+select_chunk(T, R, Budget) ->
     case R of
-        '$end_of_table' ->
-            leftovers(T, Limit);
         {error, E} ->
             end_pass(T), throw({hybrid, {cursor, E}});
         {Rows, C1} ->
@@ -1180,12 +1320,23 @@ required(K, Opts) ->
 
 ensure_counters() ->
     case persistent_term:get(?PT_CTR, undefined) of
-        undefined ->
-            C = counters:new(length(?COUNTERS), [write_concurrency]),
-            persistent_term:put(?PT_CTR, C),
-            C;
-        C -> C
+        undefined -> new_counters();
+        C ->
+            %% A newer version of this module (loaded into a running
+            %% node) may count more: a larger array, the old values kept.
+            case counters:info(C) of
+                #{size := N} when N >= length(?COUNTERS) -> C;
+                #{size := N} ->
+                    C1 = new_counters(),
+                    [counters:put(C1, I, counters:get(C, I)) || I <- lists:seq(1, N)],
+                    C1
+            end
     end.
+
+new_counters() ->
+    C = counters:new(length(?COUNTERS), [write_concurrency]),
+    persistent_term:put(?PT_CTR, C),
+    C.
 
 bump(Name) -> add(Name, 1).
 
