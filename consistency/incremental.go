@@ -1,10 +1,7 @@
 package consistency
 
 import (
-	"bytes"
-	"compress/zlib"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
@@ -12,10 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // Cursor is where an incremental verify stands: the recorder time from
@@ -117,54 +113,39 @@ func MarkCursor(ctx context.Context, source, target backends.Store, o Options) (
 	}
 	var wire, trips atomic.Int64
 	s := newSide(o.Client, rec, &wire, &trips, o.Pace)
-	t, err := s.incr(ctx, "mark", 0, s.term)
+	var now int64
+	var cov agentapi.Coverage
+	err = s.paced(ctx, "mark", func(st agentapi.Store) (n int64, err error) {
+		now, cov, err = agentapi.Incr{C: s.c}.Mark(ctx, s.node, st)
+		return 0, err
+	})
 	if err != nil {
 		return Cursor{}, err
 	}
-	cov := parseCoverage(t[2])
-	if !cov.running {
+	if !cov.Running {
 		return Cursor{}, fmt.Errorf("consistency: no change recorder runs on %s", s.node)
 	}
-	return Cursor{Node: s.node, Since: erl.Int64(t[1]), Started: cov.started}, nil
+	return Cursor{Node: s.node, Since: now, Started: cov.Started}, nil
 }
 
-type coverage struct {
-	running       bool
-	started       int64
-	since         int64 // -1: not subscribed
-	cleared       int64
-	subscribedNow bool
-}
-
-func parseCoverage(t etf.Term) coverage {
-	tt, ok := t.(etf.Tuple)
-	if !ok || len(tt) != 4 || tt[0] != etf.Atom("coverage") {
-		return coverage{}
-	}
-	c := coverage{running: true, started: erl.Int64(tt[1]), cleared: erl.Int64(tt[3]), since: -1}
-	if tt[2] != etf.Atom("undefined") {
-		c.since, c.subscribedNow = erl.Int64(tt[2]), true
-	}
-	return c
-}
-
-// gap says why the record does not cover [from, now), "" when it does.
-func (c coverage) gap(cur Cursor, from int64, node string) string {
+// coverageGap says why the record (coverage c, read on node) does not
+// cover [from, now), "" when it does.
+func coverageGap(c agentapi.Coverage, cur Cursor, from int64, node string) string {
 	switch {
 	case cur.Since == 0:
 		return "no previous cycle"
 	case cur.Node != node:
 		return fmt.Sprintf("the change record is read on %s now, on %s before", node, cur.Node)
-	case !c.running:
+	case !c.Running:
 		return "no change recorder runs on " + node
-	case !c.subscribedNow:
+	case !c.Subscribed:
 		return "the change recorder is not subscribed to the table (Mnesia restarting?)"
-	case cur.Started != 0 && c.started != cur.Started:
+	case cur.Started != 0 && c.Started != cur.Started:
 		return "the change recorder restarted since the last cycle"
-	case c.since > cur.Since:
+	case c.Since > cur.Since:
 		return fmt.Sprintf("the change record starts at %s, after the last cycle (%s): recorder resubscribed or window pruned",
-			time.UnixMilli(c.since).UTC().Format(time.RFC3339Nano), time.UnixMilli(cur.Since).UTC().Format(time.RFC3339Nano))
-	case c.cleared >= from:
+			time.UnixMilli(c.Since).UTC().Format(time.RFC3339Nano), time.UnixMilli(cur.Since).UTC().Format(time.RFC3339Nano))
+	case c.Cleared >= from:
 		return "the table was cleared since the last cycle"
 	}
 	return ""
@@ -223,49 +204,33 @@ func Incremental(ctx context.Context, source, target backends.Store, cur Cursor,
 	// digests of them: one call.
 	from := cur.Since - inc.Overlap.Milliseconds()
 	t0 := time.Now()
-	copts := etf.List{etf.Tuple{etf.Atom("max_keys"), inc.MaxChanges}}
-	sent := 0
-	if len(cur.Pending) > 0 {
-		z := zip(encodeIDs16(cur.Pending))
-		copts, sent = append(copts, etf.Tuple{etf.Atom("pending"), z}), len(z)
-	}
-	t, err := rs.incr(ctx, "changes", sent, rs.term, from, copts)
+	var ch *agentapi.Changes
+	err = rs.paced(ctx, "changes", func(st agentapi.Store) (n int64, err error) {
+		ch, n, err = agentapi.Incr{C: rs.c}.Changes(ctx, rs.node, st, from, inc.MaxChanges, cur.Pending)
+		return n, err
+	})
 	if err != nil {
 		return nil, err
 	}
-	if len(t) == 5 && t[1] == etf.Atom("too_many") {
-		res.Gap = fmt.Sprintf("%d keys changed since the last cycle, more than %d", erl.Int64(t[2]), inc.MaxChanges)
+	if ch.TooMany {
+		res.Gap = fmt.Sprintf("%d keys changed since the last cycle, more than %d", ch.Count, inc.MaxChanges)
 		return res, nil
 	}
-	if len(t) != 6 {
-		return nil, fmt.Errorf("changes on %s: unexpected reply", rs.name())
-	}
-	now, cov := erl.Int64(t[4]), parseCoverage(t[5])
-	if g := cov.gap(cur, from, rec.Node()); g != "" {
+	now, cov := ch.Now, ch.Coverage
+	if g := coverageGap(cov, cur, from, rec.Node()); g != "" {
 		res.Gap = g
 		return res, nil
 	}
-	pb, err1 := unzip(erl.Bytes(t[1]))
-	ab, err2 := unzip(erl.Bytes(t[2]))
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("changes on %s: %w", rs.name(), err)
-	}
-	recRows, err := parsePresent(pb)
-	if err != nil {
-		return nil, fmt.Errorf("changes on %s: %w", rs.name(), err)
-	}
-	absent, err := parseIDs16(ab)
-	if err != nil {
-		return nil, fmt.Errorf("changes on %s: %w", rs.name(), err)
-	}
 	// The record's keys and the carried ids, each once (the node lists a
 	// carried id the record has too only once).
-	res.Changed = int(erl.Int64(t[3]))
-	ids := make([]string, 0, len(recRows)+len(absent))
-	for id := range recRows {
+	res.Changed = ch.Count
+	recRows := make(map[string]digestRow, len(ch.Present))
+	ids := make([]string, 0, len(ch.Present)+len(ch.Absent))
+	for id, d := range ch.Present {
+		recRows[id] = digestRow(d)
 		ids = append(ids, id)
 	}
-	ids = append(ids, absent...)
+	ids = append(ids, ch.Absent...)
 	sort.Strings(ids)
 
 	// 2. The other side's digests of the same ids.
@@ -369,35 +334,38 @@ func Incremental(ctx context.Context, source, target backends.Store, cur Cursor,
 	rep.BytesMoved, rep.RoundTrips = wire.Load(), trips.Load()
 	rep.Duration = time.Since(start)
 	res.Report = rep
-	res.Next = Cursor{Node: rec.Node(), Since: now, Started: cov.started, Pending: pending}
+	res.Next = Cursor{Node: rec.Node(), Since: now, Started: cov.Started, Pending: pending}
 	return res, nil
 }
 
-// incr calls migctl_incr:fun on the side's node, counting the wire as
-// call1 does for migctl_check.
-func (s *side) incr(ctx context.Context, fun string, sent int, args ...erl.Term) (etf.Tuple, error) {
+// paced runs one migctl_incr call of the side (through the typed stub,
+// given the side's store): the monitor's pace first, then the call,
+// counted as a round trip with the bytes it moved, as call1 counts those
+// of migctl_check.
+func (s *side) paced(ctx context.Context, fun string, call func(agentapi.Store) (int64, error)) error {
 	if s.pace != nil {
 		if err := s.pace(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	s.trips.Add(1)
-	s.wire.Add(int64(sent))
-	t, err := s.c.Agent(ctx, s.node, "migctl_incr:"+fun, args...)
+	wire, err := call(agentStore(s.store))
+	s.wire.Add(wire)
 	if err != nil {
-		return nil, fmt.Errorf("%s on %s: %w", fun, s.name(), err)
+		return fmt.Errorf("%s on %s: %w", fun, s.name(), err)
 	}
-	for _, x := range t[1:] {
-		if b, ok := x.([]byte); ok {
-			s.wire.Add(int64(len(b)))
-		}
-	}
-	return t, nil
+	return nil
 }
 
-// digestsAt asks the side for the digests of ids (migctl_incr:digests_at,
-// positional replies); a union asks every member and takes the one that
-// holds the session.
+// agentStore names a store for the agent stubs.
+func agentStore(s backends.Store) agentapi.Store {
+	sp := s.Spec()
+	return agentapi.Store{Kind: string(sp.Kind), Table: sp.Table, File: sp.File, Create: sp.Create}
+}
+
+// digestsAt asks the side for the digests of ids (migctl_incr:digests_at);
+// a union asks every member at once and takes the one that holds the
+// session (a session lives on one member).
 func (s *side) digestsAt(ctx context.Context, ids []string) (map[string]digestRow, error) {
 	out := make(map[string]digestRow, len(ids))
 	if len(ids) == 0 {
@@ -410,44 +378,26 @@ func (s *side) digestsAt(ctx context.Context, ids []string) (map[string]digestRo
 	const batch = 20000
 	for i := 0; i < len(ids); i += batch {
 		chunk := ids[i:min(i+batch, len(ids))]
-		buf := zip(encodeIDs16(chunk))
-		// The members of a union read at once, each on its own node.
-		replies := make([][]byte, len(parts))
+		replies := make([]map[string]agentapi.Digest, len(parts))
 		errs := make([]error, len(parts))
 		var wg sync.WaitGroup
 		for j, p := range parts {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				t, err := p.incr(ctx, "digests_at", len(buf), p.term, buf)
-				if err == nil {
-					replies[j], err = unzip(erl.Bytes(t[1]))
-					if err != nil {
-						err = fmt.Errorf("digests_at on %s: %w", p.name(), err)
-					}
-				}
-				errs[j] = err
+				errs[j] = p.paced(ctx, "digests_at", func(st agentapi.Store) (n int64, err error) {
+					replies[j], n, err = agentapi.Incr{C: p.c}.DigestsAt(ctx, p.node, st, chunk)
+					return n, err
+				})
 			}()
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
 		}
-		for j, p := range parts {
-			b := replies[j]
-			for _, id := range chunk {
-				if len(b) == 0 {
-					return nil, fmt.Errorf("digests_at on %s: short reply", p.name())
-				}
-				if b[0] == 0 {
-					b = b[1:]
-					continue
-				}
-				if len(b) < 13 {
-					return nil, fmt.Errorf("digests_at on %s: short reply", p.name())
-				}
-				out[id] = digestRow{Digest: binary.BigEndian.Uint32(b[1:]), LastAccessed: int64(binary.BigEndian.Uint64(b[5:]))}
-				b = b[13:]
+		for _, m := range replies {
+			for id, d := range m {
+				out[id] = digestRow(d)
 			}
 		}
 	}
@@ -456,86 +406,12 @@ func (s *side) digestsAt(ctx context.Context, ids []string) (map[string]digestRo
 
 // changedAt returns when each id last changed in the record (0: never).
 func (s *side) changedAt(ctx context.Context, ids []string) (map[string]int64, error) {
-	buf := zip(encodeIDs16(ids))
-	t, err := s.incr(ctx, "changed_at", len(buf), s.term, buf)
-	if err != nil {
-		return nil, err
-	}
-	b := erl.Bytes(t[1])
-	if len(b) != 8*len(ids) {
-		return nil, fmt.Errorf("changed_at on %s: %d bytes for %d ids", s.name(), len(b), len(ids))
-	}
-	out := make(map[string]int64, len(ids))
-	for i, id := range ids {
-		out[id] = int64(binary.BigEndian.Uint64(b[8*i:]))
-	}
-	return out, nil
-}
-
-// zip and unzip are zlib (erlang's zlib:compress/uncompress): lists of
-// ids are half their size compressed, and bytes on the wire are what a
-// cycle is measured on.
-func zip(b []byte) []byte {
-	var out bytes.Buffer
-	w := zlib.NewWriter(&out)
-	_, _ = w.Write(b)
-	_ = w.Close()
-	return out.Bytes()
-}
-
-func unzip(b []byte) ([]byte, error) {
-	r, err := zlib.NewReader(bytes.NewReader(b))
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	var out bytes.Buffer
-	if _, err := out.ReadFrom(r); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
-}
-
-func encodeIDs16(ids []string) []byte {
-	n := 0
-	for _, id := range ids {
-		n += 2 + len(id)
-	}
-	buf := make([]byte, 0, n)
-	for _, id := range ids {
-		buf = binary.BigEndian.AppendUint16(buf, uint16(len(id)))
-		buf = append(buf, id...)
-	}
-	return buf
-}
-
-func parseIDs16(b []byte) ([]string, error) {
-	var out []string
-	for len(b) > 0 {
-		if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
-			return nil, errors.New("truncated id frame")
-		}
-		n := int(binary.BigEndian.Uint16(b))
-		out = append(out, string(b[2:2+n]))
-		b = b[2+n:]
-	}
-	return out, nil
-}
-
-func parsePresent(b []byte) (map[string]digestRow, error) {
-	out := map[string]digestRow{}
-	for len(b) > 0 {
-		if len(b) < 2 {
-			return nil, errors.New("truncated row frame")
-		}
-		n := int(binary.BigEndian.Uint16(b))
-		if len(b) < 2+n+12 {
-			return nil, errors.New("truncated row frame")
-		}
-		out[string(b[2:2+n])] = digestRow{Digest: binary.BigEndian.Uint32(b[2+n:]), LastAccessed: int64(binary.BigEndian.Uint64(b[6+n:]))}
-		b = b[14+n:]
-	}
-	return out, nil
+	var out map[string]int64
+	err := s.paced(ctx, "changed_at", func(st agentapi.Store) (n int64, err error) {
+		out, n, err = agentapi.Incr{C: s.c}.ChangedAt(ctx, s.node, st, ids)
+		return n, err
+	})
+	return out, err
 }
 
 // NativeIncremental runs the native reference of a cycle on the Mnesia
@@ -547,15 +423,12 @@ func NativeIncremental(ctx context.Context, c *erl.Client, source, target backen
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	var wire, trips atomic.Int64
-	rs := newSide(c, rec, &wire, &trips, nil)
-	ot := newSide(c, other, &wire, &trips, nil)
-	if len(ot.parts) > 0 {
+	if _, ok := other.(*backends.Union); ok {
 		return 0, 0, 0, errors.New("native incremental: the other side must be one store")
 	}
-	t, err := c.Agent(ctx, rs.node, "migctl_incr:native", rs.term, etf.Atom(ot.node), ot.term, since)
+	changed, differ, d, err = agentapi.Incr{C: c}.Native(ctx, rec.Node(), agentStore(rec), other.Node(), agentStore(other), since)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("native incremental on %s: %w", rs.node, err)
+		return 0, 0, 0, fmt.Errorf("native incremental on %s: %w", rec.Node(), err)
 	}
-	return int(erl.Int64(t[1])), int(erl.Int64(t[2])), time.Duration(erl.Int64(t[3])) * time.Microsecond, nil
+	return changed, differ, d, nil
 }

@@ -2,6 +2,7 @@ package consistency_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -133,7 +134,7 @@ func benchIncrementalCycles(ctx context.Context, t *testing.T, cl *testkit.Clust
 	cur, err := consistency.MarkCursor(ctx, src, tgt, opts)
 	require.NoError(t, err)
 
-	var cyc, nat, query, recDigests, detsDigests, trip []time.Duration
+	var cyc, nat, query, recDigests, detsDigests, detsByKey, trip []time.Duration
 	var wire []int64
 	for run := 0; run < runs; run++ {
 		// The changes, made on node 0 to both stores as dual-write does;
@@ -181,24 +182,30 @@ func benchIncrementalCycles(ctx context.Context, t *testing.T, cl *testkit.Clust
 		b := cl.Eval(1, `{Tq, Keys} = timer:tc(fun() -> [K || K <- migctl_recorder:changed_since(erlmcp_session, From), is_binary(K)] end),
 			Bin = iolist_to_binary([[<<(byte_size(I)):32>>, I] || I <- Keys]),
 			{Tm, {ok, _, _}} = timer:tc(fun() -> migctl_check:digests_of({mnesia, erlmcp_session}, Bin) end),
-			{Tq, Tm, Bin}`, map[string]erl.Term{"From": from}).(etf.Tuple)
-		td := cl.Eval(0, `{Td, {ok, _, _}} = timer:tc(fun() -> migctl_check:digests_of({dets, bench_sessions, F, false, self()}, Bin) end), Td`,
-			map[string]erl.Term{"F": file, "Bin": b[2]})
+			{Tq, Tm, Bin, zlib:compress([[<<(byte_size(I)):16>>, I] || I <- Keys])}`, map[string]erl.Term{"From": from}).(etf.Tuple)
+		// The DETS side as the cycle reads it (migctl_incr:digests_at, in
+		// batches), and key by key (migctl_check:digests_of) for
+		// comparison.
+		td := cl.Eval(0, `Spec = {dets, bench_sessions, F, false, self()},
+			{Tb, {ok, _, _}} = timer:tc(fun() -> migctl_incr:digests_at(Spec, Z) end),
+			{Tk, {ok, _, _}} = timer:tc(fun() -> migctl_check:digests_of(Spec, Bin) end),
+			{Tb, Tk}`, map[string]erl.Term{"F": file, "Bin": b[2], "Z": b[3]}).(etf.Tuple)
 		t1 := time.Now()
 		_, err = cl.Client().Agent(ctx, cl.Nodes[1].Name, "migctl_incr:version")
 		require.NoError(t, err)
 		trip = append(trip, time.Since(t1))
 		us := func(x erl.Term) time.Duration { return time.Duration(erl.Int64(x)) * time.Microsecond }
-		query, recDigests, detsDigests = append(query, us(b[0])), append(recDigests, us(b[1])), append(detsDigests, us(td))
-		t.Logf("run %d: cycle %s, %d bytes, %d round trips; native %s; parts: record query %s, Mnesia digests %s, DETS digests %s, round trip %s",
-			run, res.Report.Duration, res.Report.BytesMoved, res.Report.RoundTrips, nat[len(nat)-1], query[run], recDigests[run], detsDigests[run], trip[run])
+		query, recDigests = append(query, us(b[0])), append(recDigests, us(b[1]))
+		detsDigests, detsByKey = append(detsDigests, us(td[0])), append(detsByKey, us(td[1]))
+		t.Logf("run %d: cycle %s, %d bytes, %d round trips; native %s; parts: record query %s, Mnesia digests %s, DETS digests %s (key by key %s), round trip %s",
+			run, res.Report.Duration, res.Report.BytesMoved, res.Report.RoundTrips, nat[len(nat)-1], query[run], recDigests[run], detsDigests[run], detsByKey[run], trip[run])
 		cur = res.Next
 	}
 	mc, mn, mw := median(cyc), median(nat), medianInt(wire)
 	t.Logf("BENCH incremental rows=%d changed=%d cycle=%.3fs bytes=%d native=%.3fs ratio=%.2f (goals: cycle <= 0.200s, bytes <= 100000; medians of %d runs; %s)",
 		n, changes, mc.Seconds(), mw, mn.Seconds(), mc.Seconds()/mn.Seconds(), runs, loadavg())
-	t.Logf("BENCH incremental parts (medians, each on its node): record query %s, Mnesia digests %s, DETS digests %s, one round trip %s",
-		median(query), median(recDigests), median(detsDigests), median(trip))
+	t.Logf("BENCH incremental parts (medians, each on its node): record query %s, Mnesia digests %s, DETS digests %s (key by key %s), one round trip %s",
+		median(query), median(recDigests), median(detsDigests), median(detsByKey), median(trip))
 }
 
 // benchSampleUnderLoad: a 10,000-session sample check on the 1M stores,
@@ -209,7 +216,7 @@ func benchIncrementalCycles(ctx context.Context, t *testing.T, cl *testkit.Clust
 // they run at once.
 func benchSampleUnderLoad(ctx context.Context, t *testing.T, cl *testkit.Cluster, src, tgt backends.Store, file string, n, runs int) {
 	so := consistency.Options{Client: cl.Client(), Sample: 10000, RecheckDelay: 300 * time.Millisecond, Rechecks: 1}
-	native := func() time.Duration {
+	native := func() (time.Duration, string) {
 		r := cl.Eval(0, `Spec = {dets, bench_sessions, F, false, self()},
 			{ok, Next, phash2} = migctl_check:dets_next(Spec),
 			K = (10000 * Next + N - 1) div N,
@@ -218,7 +225,8 @@ func benchSampleUnderLoad(ctx context.Context, t *testing.T, cl *testkit.Cluster
 			{T, Slots, Next}`, map[string]erl.Term{"F": file, "N": n}).(etf.Tuple)
 		tl := cl.Eval(1, `{T, {ok, _, _, _}} = timer:tc(fun() -> migctl_check:dets_slot_listing({mnesia, erlmcp_session}, Slots, Next) end), T`,
 			map[string]erl.Term{"Slots": r[1], "Next": r[2]})
-		return time.Duration(max(erl.Int64(r[0]), erl.Int64(tl))) * time.Microsecond
+		d, l := time.Duration(erl.Int64(r[0]))*time.Microsecond, time.Duration(erl.Int64(tl))*time.Microsecond
+		return max(d, l), fmt.Sprintf("DETS slots %s, Mnesia listing %s", d, l)
 	}
 	measure := func(label string) {
 		var ds, nat []time.Duration
@@ -226,9 +234,10 @@ func benchSampleUnderLoad(ctx context.Context, t *testing.T, cl *testkit.Cluster
 			rep, err := consistency.Check(ctx, src, tgt, so)
 			require.NoError(t, err)
 			ds = append(ds, rep.Duration)
-			nat = append(nat, native())
-			t.Logf("sample %s run %d: %s (listing %s), %d sessions, %d bytes, %d differences; native %s",
-				label, run, rep.Duration, rep.Phases.Listing, rep.Processed, rep.BytesMoved, len(rep.Differences), nat[run])
+			d, parts := native()
+			nat = append(nat, d)
+			t.Logf("sample %s run %d: %s (listing %s), %d sessions, %d bytes, %d differences; native %s (%s)",
+				label, run, rep.Duration, rep.Phases.Listing, rep.Processed, rep.BytesMoved, len(rep.Differences), d, parts)
 			if label == "quiet" {
 				require.True(t, rep.Clean(), "%v", rep.Samples)
 			}
