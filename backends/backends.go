@@ -9,7 +9,9 @@ import (
 
 	"github.com/ergo-services/ergo/etf"
 
+	"github.com/erlmcp/migctl/backends/bucketdiff"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 	"github.com/erlmcp/migctl/term"
 )
 
@@ -110,13 +112,12 @@ type PutResult struct {
 	Skipped int `json:"skipped"`
 }
 
-// HashRange is a half-open range [Lo, Hi) of erlang:phash2(Id, 2^32).
-type HashRange struct {
-	Lo, Hi uint64
-}
+// HashRange is a half-open range [Lo, Hi) of erlang:phash2(Id, 2^32)
+// (bucketdiff's Span: the bucket arithmetic is that package's).
+type HashRange = bucketdiff.Span
 
 // FullRange covers every key.
-var FullRange = HashRange{Lo: 0, Hi: 1 << 32}
+var FullRange = bucketdiff.Full
 
 // BucketSum is the checksum of one bucket of a HashRange.
 type BucketSum struct {
@@ -126,7 +127,8 @@ type BucketSum struct {
 
 // ChecksumOptions tune Checksum.
 type ChecksumOptions struct {
-	// WithLastAccessed includes last_accessed in each row's digest.
+	// WithLastAccessed digests the whole record: last_accessed included,
+	// and for Mnesia the record's write time.
 	WithLastAccessed bool
 }
 
@@ -396,26 +398,30 @@ func (s *agentStore) Delete(ctx context.Context, ids [][]byte) (int, error) {
 	return int(erl.Int64(t[1])), nil
 }
 
+// Checksum is migctl_buckets:sums/3 over one range. A store holding rows
+// that are not sessions fails with ErrNotSessions: the sums leave them out,
+// and a checksum must not call two stores equal over rows it did not read.
 func (s *agentStore) Checksum(ctx context.Context, r HashRange, buckets int, opts ChecksumOptions) ([]BucketSum, error) {
 	if buckets <= 0 || r.Hi <= r.Lo || r.Hi > 1<<32 {
 		return nil, fmt.Errorf("checksum: bad range %v/%d", r, buckets)
 	}
-	o := etf.List{}
+	o := agentapi.SumOptions{}
 	if opts.WithLastAccessed {
-		o = append(o, etf.Atom("with_last_accessed"))
+		o.Digest = agentapi.DigestRecord
 	}
-	t, err := s.call(ctx, "checksum", s.term, int64(r.Lo), int64(r.Hi), buckets, o)
+	st := agentapi.Store{Kind: string(s.spec.Kind), Table: s.spec.Table, File: s.spec.File, Create: s.spec.Create}
+	rep, err := agentapi.Buckets{C: s.c}.Sums(ctx, s.node, st, []bucketdiff.Range{{Span: r, Buckets: buckets}}, o)
 	if err != nil {
-		return nil, err
+		return nil, s.mapErr(err)
 	}
-	b := erl.Bytes(t[1])
-	if len(b) != 16*buckets {
-		return nil, fmt.Errorf("checksum %s on %s: %d bytes for %d buckets", s.spec, s.node, len(b), buckets)
+	if rep.Odd.N > 0 {
+		return nil, &erl.Error{Op: s.spec.String(), Node: s.node,
+			Err:  fmt.Errorf("%w: %d rows, e.g. %v", ErrNotSessions, rep.Odd.N, rep.Odd.Keys),
+			Hint: "the table's rows are not erlmcp sessions ({Id, #{id, last_accessed, ...}}); check --table"}
 	}
 	out := make([]BucketSum, buckets)
-	for i := range out {
-		out[i].Count = binary.BigEndian.Uint64(b[16*i:])
-		out[i].Sum = binary.BigEndian.Uint64(b[16*i+8:])
+	for i, b := range rep.Sums {
+		out[i] = BucketSum{Count: b.Count, Sum: b.Sum}
 	}
 	return out, nil
 }

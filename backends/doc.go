@@ -40,7 +40,10 @@
 // Checksums are computed on the node over a range of hash space (keys are
 // placed by erlang:phash2(Id, 2^32)), in buckets, so that two stores can be
 // compared by moving only the sums. The digest leaves out last_accessed,
-// which every fetch rewrites.
+// which every fetch rewrites. It is migctl's one bucket protocol
+// (migctl_buckets through agentapi.Buckets; the bucket arithmetic is
+// backends/bucketdiff's), the one consistency checks and cluster
+// verify-replication use as well.
 //
 // DETS tables that the application does not have open are opened by a
 // long-lived owner process of the agent, read-only unless written to, and

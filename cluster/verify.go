@@ -7,20 +7,24 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
+	"github.com/erlmcp/migctl/backends/bucketdiff"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
-// bucketSum is one hash bucket of a node's local copy.
-type bucketSum struct {
-	Count      uint64
-	Sum        uint64
-	MaxWritten int64 // latest record write time in the bucket (ms)
-}
+// bucketSum is one hash bucket of a node's local copy (count, sum of the
+// whole-record digests, latest write time).
+type bucketSum = bucketdiff.Sum
+
+// keyInfo is what a node says about one key of its local copy: the
+// record's write time (its 4th field, ms), the session's created_at and
+// last_accessed (-1 if absent), and the whole record's digest.
+type keyInfo = agentapi.Key
 
 // bucketsFor is the number of buckets for a table of about size rows:
 // the fixed Options.Buckets, or about 8 rows a bucket (at least 1024, at
@@ -49,116 +53,53 @@ func tableSize(st *Status, tab string) int64 {
 	return n
 }
 
+// localCopy is a node's local copy of tab as the bucket protocol names it.
+func localCopy(tab string) agentapi.Store { return agentapi.Store{Kind: "mnesia", Table: tab} }
+
+// recordKeys: the frames of the plan and the rechecks carry the times.
+var recordKeys = agentapi.KeyOptions{Digest: agentapi.DigestRecord, Times: true}
+
+// bucketSums checksums node's local copy of table in n fixed buckets of
+// the whole hash space (bucket B holds H*n div 2^32), with the latest
+// write time of each (migctl_buckets:sums/3).
 func (cl *Cluster) bucketSums(ctx context.Context, node, table string, n int) ([]bucketSum, error) {
-	t, err := cl.agent(ctx, node, "bucket_sums", etf.Atom(table), n)
+	r, err := agentapi.Buckets{C: cl.c}.Sums(ctx, node, localCopy(table), bucketdiff.Even(n),
+		agentapi.SumOptions{Digest: agentapi.DigestRecord, MaxWritten: true})
 	if err != nil {
 		return nil, err
 	}
-	b, _ := t[1].([]byte)
-	if len(b) != 24*n {
-		return nil, fmt.Errorf("bucket sums of %s on %s: %d bytes for %d buckets", table, node, len(b), n)
-	}
-	out := make([]bucketSum, n)
-	for i := range out {
-		out[i] = bucketSum{
-			Count:      binary.BigEndian.Uint64(b[24*i:]),
-			Sum:        binary.BigEndian.Uint64(b[24*i+8:]),
-			MaxWritten: int64(binary.BigEndian.Uint64(b[24*i+16:])),
-		}
-	}
-	return out, nil
+	return r.Sums, nil
 }
 
-// keyInfo is what a node says about one key of its local copy.
-type keyInfo struct {
-	Written      int64  // the record's write time (its 4th field), ms
-	Created      int64  // the session's created_at, -1 if absent
-	LastAccessed int64  // the session's last_accessed, -1 if absent
-	Digest       uint32 // hash of the whole record
-}
-
-// bucketKeys lists the keys of the given buckets on node.
+// bucketKeys lists the keys of the given buckets (of n) on node.
 func (cl *Cluster) bucketKeys(ctx context.Context, node, table string, n int, idx []int) (map[string]keyInfo, error) {
 	out := map[string]keyInfo{}
 	// Each call folds the whole local copy once; the chunk bounds the
 	// reply (about 8 keys of ~70 bytes a bucket).
 	const chunk = 8192
 	for start := 0; start < len(idx); start += chunk {
-		part := idx[start:min(start+chunk, len(idx))]
-		l := make(etf.List, len(part))
-		for i, b := range part {
-			l[i] = b
-		}
-		t, err := cl.agent(ctx, node, "bucket_keys", etf.Atom(table), n, l)
+		rs := bucketdiff.Merge(bucketdiff.Spans(bucketdiff.Even(n), idx[start:min(start+chunk, len(idx))]))
+		r, err := agentapi.Buckets{C: cl.c}.Keys(ctx, node, localCopy(table), rs, recordKeys)
 		if err != nil {
 			return nil, err
 		}
-		b, _ := t[1].([]byte)
-		if err := parseKeyInfos(b, node, out); err != nil {
-			return nil, err
-		}
+		maps.Copy(out, r.Keys)
 	}
 	return out, nil
-}
-
-func parseKeyInfos(b []byte, node string, out map[string]keyInfo) error {
-	for len(b) > 0 {
-		if len(b) < 4 {
-			return fmt.Errorf("keys from %s: truncated", node)
-		}
-		n := int(binary.BigEndian.Uint32(b))
-		if len(b) < 4+n+28 {
-			return fmt.Errorf("keys from %s: truncated", node)
-		}
-		id := string(b[4 : 4+n])
-		r := b[4+n:]
-		out[id] = keyInfo{
-			Written:      int64(binary.BigEndian.Uint64(r)),
-			Created:      int64(binary.BigEndian.Uint64(r[8:])),
-			LastAccessed: int64(binary.BigEndian.Uint64(r[16:])),
-			Digest:       binary.BigEndian.Uint32(r[24:]),
-		}
-		b = r[28:]
-	}
-	return nil
 }
 
 // keyInfos says what node's local copy holds for the given ids (absent ids
 // are not in the map).
 func (cl *Cluster) keyInfos(ctx context.Context, node, table string, ids []string) (map[string]keyInfo, error) {
-	out := map[string]keyInfo{}
-	const chunk = 5000
-	for start := 0; start < len(ids); start += chunk {
-		var buf []byte
-		for _, id := range ids[start:min(start+chunk, len(ids))] {
-			buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
-			buf = append(buf, id...)
-		}
-		if buf == nil {
-			buf = []byte{}
-		}
-		t, err := cl.agent(ctx, node, "key_infos", etf.Atom(table), buf)
-		if err != nil {
-			return nil, err
-		}
-		b, _ := t[1].([]byte)
-		if err := parseKeyInfos(b, node, out); err != nil {
-			return nil, err
-		}
+	r, err := agentapi.Buckets{C: cl.c}.OfIDs(ctx, node, localCopy(table), ids, 5000, recordKeys)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return r.Keys, nil
 }
 
 // diffBuckets returns the indexes where a and b differ.
-func diffBuckets(a, b []bucketSum) []int {
-	var out []int
-	for i := range a {
-		if a[i].Count != b[i].Count || a[i].Sum != b[i].Sum {
-			out = append(out, i)
-		}
-	}
-	return out
-}
+func diffBuckets(a, b []bucketSum) []int { return bucketdiff.Diff(a, b) }
 
 // NodeReplica is one node's copy of a table.
 type NodeReplica struct {

@@ -5,14 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"sync/atomic"
-	"time"
 
 	"github.com/ergo-services/ergo/etf"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/backends/bucketdiff"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // ErrNoClient is returned when Options.Client is missing: the node-side
@@ -62,11 +62,10 @@ func (s *side) name() string { return s.store.Spec().String() + "@" + s.node }
 // call runs migctl_check:fun(Args) where args[0] is the side's spec term.
 // On a union side it runs on every part (each with its own spec term) and
 // merges the replies, which all have the shape {ok, Binary, Count} or
-// {ok, Binary, Count, Odd}: bucket sums (sums/3: <<Count:32, Sum:64>> per
-// bucket) are added bucket by bucket; listings (digests, digests_of,
-// get_many, slot_sample) are concatenated; the rows that are not sessions
-// (Odd) are added up. A session lives on one member, so the merges are
-// exact.
+// {ok, Binary, Count, Odd}: listings (get_many, slot_sample, the DETS-slot
+// listings) are concatenated; the rows that are not sessions (Odd) are
+// added up. A session lives on one member, so the merges are exact. (The
+// bucket protocol goes through the typed stub instead: see pass.)
 func (s *side) call(ctx context.Context, fun string, sent int, args ...erl.Term) (etf.Tuple, error) {
 	if len(s.parts) == 0 {
 		return s.call1(ctx, fun, sent, args...)
@@ -92,20 +91,7 @@ func (s *side) call(ctx context.Context, fun string, sent int, args ...erl.Term)
 			}
 			merged[3] = o
 		}
-		b := erl.Bytes(t[1])
-		acc := merged[1].([]byte)
-		if fun == "sums" {
-			if len(b) != len(acc) {
-				return nil, fmt.Errorf("sums on %s: members disagree on the bucket count", s.name())
-			}
-			for i := 0; i+12 <= len(acc); i += 12 {
-				binary.BigEndian.PutUint32(acc[i:], binary.BigEndian.Uint32(acc[i:])+binary.BigEndian.Uint32(b[i:]))
-				binary.BigEndian.PutUint64(acc[i+4:], binary.BigEndian.Uint64(acc[i+4:])+binary.BigEndian.Uint64(b[i+4:]))
-			}
-		} else {
-			acc = append(acc, b...)
-		}
-		merged[1] = acc
+		merged[1] = append(merged[1].([]byte), erl.Bytes(t[1])...)
 		merged[2] = merged[2].(int64) + erl.Int64(t[2])
 	}
 	return merged, nil
@@ -147,20 +133,8 @@ func parseOdd(t etf.Tuple) (oddRows, error) {
 	if len(t) < 4 {
 		return oddRows{}, nil
 	}
-	b := erl.Bytes(t[3])
-	if len(b) < 4 {
-		return oddRows{}, errors.New("odd rows: truncated reply")
-	}
-	o := oddRows{N: int64(binary.BigEndian.Uint32(b))}
-	for b = b[4:]; len(b) > 0; {
-		if len(b) < 4 || len(b) < 4+int(binary.BigEndian.Uint32(b)) {
-			return oddRows{}, errors.New("odd rows: bad frame")
-		}
-		n := int(binary.BigEndian.Uint32(b))
-		o.Keys = append(o.Keys, string(b[4:4+n]))
-		b = b[4+n:]
-	}
-	return o, nil
+	o, err := agentapi.ParseOdd(erl.Bytes(t[3]))
+	return oddRows(o), err
 }
 
 // mergeOdd adds two Odd binaries (union members): counts add up, keys are
@@ -174,61 +148,58 @@ func mergeOdd(a, b []byte) ([]byte, error) {
 	return append(out, b[4:]...), nil
 }
 
-// bucketRange is one range and how many equal buckets it is cut into.
-type bucketRange struct {
-	backends.HashRange
-	Buckets int
+// pass runs one call of a stub on every part of the side (one, unless
+// the side is a union), after the pace, counting the round trips; f
+// returns the payload bytes it moved.
+func (s *side) pass(ctx context.Context, f func(p *side) (int64, error)) error {
+	parts := s.parts
+	if len(parts) == 0 {
+		parts = []*side{s}
+	}
+	for _, p := range parts {
+		if s.pace != nil {
+			if err := s.pace(ctx); err != nil {
+				return err
+			}
+		}
+		s.trips.Add(1)
+		n, err := f(p)
+		s.wire.Add(n)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name(), err)
+		}
+	}
+	return nil
 }
 
-// bucket returns the i-th bucket of r as a range.
-func (r bucketRange) bucket(i int) backends.HashRange {
-	w := r.Hi - r.Lo
-	lo := r.Lo + ceilDiv(uint64(i)*w, uint64(r.Buckets))
-	hi := r.Lo + ceilDiv(uint64(i+1)*w, uint64(r.Buckets))
-	return backends.HashRange{Lo: lo, Hi: hi}
-}
-
-// ceilDiv matches the node's placement: H is in bucket (H-Lo)*B div W, so
-// bucket i starts at the least H with (H-Lo)*B >= i*W.
-func ceilDiv(a, b uint64) uint64 { return (a + b - 1) / b }
-
-func encodeRanges(rs []bucketRange) []byte {
-	buf := make([]byte, 0, 20*len(rs))
-	for _, r := range rs {
-		buf = binary.BigEndian.AppendUint64(buf, r.Lo)
-		buf = binary.BigEndian.AppendUint64(buf, r.Hi)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(r.Buckets))
-	}
-	return buf
-}
-
-// sums is migctl_check:sums/3: one pass, every bucket of every range. It
-// also returns the rows of the whole table that are not sessions.
-func (s *side) sums(ctx context.Context, rs []bucketRange, quantum int64) ([]backends.BucketSum, oddRows, error) {
-	enc := encodeRanges(rs)
-	opts := etf.List{}
-	if quantum > 0 {
-		opts = append(opts, etf.Tuple{etf.Atom("la_quantum"), quantum})
-	}
-	t, err := s.call(ctx, "sums", len(enc), s.term, enc, opts)
-	if err != nil {
-		return nil, oddRows{}, err
-	}
-	b, _ := t[1].([]byte)
-	total := 0
-	for _, r := range rs {
-		total += r.Buckets
-	}
-	if len(b) != 12*total {
-		return nil, oddRows{}, fmt.Errorf("sums on %s: %d bytes for %d buckets", s.name(), len(b), total)
-	}
-	out := make([]backends.BucketSum, total)
-	for i := range out {
-		out[i].Count = uint64(binary.BigEndian.Uint32(b[12*i:]))
-		out[i].Sum = binary.BigEndian.Uint64(b[12*i+4:])
-	}
-	odd, err := parseOdd(t)
+// sums is migctl_buckets:sums/3: one pass, every bucket of every range
+// (on a union side, the members' sums added bucket by bucket: a session
+// lives on one member). It also returns the rows of the whole table that
+// are not sessions.
+func (s *side) sums(ctx context.Context, rs []bucketdiff.Range, quantum int64) ([]bucketdiff.Sum, oddRows, error) {
+	var out []bucketdiff.Sum
+	var odd oddRows
+	err := s.pass(ctx, func(p *side) (int64, error) {
+		r, err := agentapi.Buckets{C: p.c}.Sums(ctx, p.node, agentStore(p.store), rs, agentapi.SumOptions{LAQuantum: quantum})
+		if err != nil {
+			return r.Bytes, err
+		}
+		if out == nil {
+			out = r.Sums
+		} else {
+			for i := range out {
+				out[i].Add(r.Sums[i])
+			}
+		}
+		odd.add(r.Odd)
+		return r.Bytes, nil
+	})
 	return out, odd, err
+}
+
+func (o *oddRows) add(x agentapi.Odd) {
+	o.N += x.N
+	o.Keys = append(o.Keys, x.Keys...)
 }
 
 // digestRow is one row as migctl_check:digests/3 lists it.
@@ -237,20 +208,20 @@ type digestRow struct {
 	LastAccessed int64
 }
 
-// digests lists the rows in rs, and the rows of the table that are not
-// sessions and fall in rs.
-func (s *side) digests(ctx context.Context, rs []bucketRange, limit int) (map[string]digestRow, oddRows, error) {
-	enc := encodeRanges(rs)
-	t, err := s.call(ctx, "digests", len(enc), s.term, enc, etf.List{etf.Tuple{etf.Atom("limit"), limit}})
-	if err != nil {
-		return nil, oddRows{}, err
-	}
-	m, err := parseDigests(t)
-	if err != nil {
-		return nil, oddRows{}, err
-	}
-	odd, err := parseOdd(t)
-	return m, odd, err
+// digests lists the rows in rs (migctl_buckets:keys/3), and the rows of
+// the table that are not sessions and fall in rs.
+func (s *side) digests(ctx context.Context, rs []bucketdiff.Range, limit int) (map[string]digestRow, oddRows, error) {
+	out := map[string]digestRow{}
+	var odd oddRows
+	err := s.pass(ctx, func(p *side) (int64, error) {
+		r, err := agentapi.Buckets{C: p.c}.Keys(ctx, p.node, agentStore(p.store), rs, agentapi.KeyOptions{Limit: limit})
+		for id, k := range r.Keys {
+			out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
+		}
+		odd.add(r.Odd)
+		return r.Bytes, err
+	})
+	return out, odd, err
 }
 
 // byIDs calls fun with the ids in batches of 5,000 and hands each reply
@@ -270,13 +241,16 @@ func (s *side) byIDs(ctx context.Context, fun string, ids []string, each func(et
 	return nil
 }
 
-// digestsOf lists the given ids' digests (those present), by lookup.
+// digestsOf lists the given ids' digests (those present), by lookup
+// (migctl_buckets:of_ids/3).
 func (s *side) digestsOf(ctx context.Context, ids []string) (map[string]digestRow, error) {
 	out := map[string]digestRow{}
-	err := s.byIDs(ctx, "digests_of", ids, func(t etf.Tuple) error {
-		m, err := parseDigests(t)
-		maps.Copy(out, m)
-		return err
+	err := s.pass(ctx, func(p *side) (int64, error) {
+		r, err := agentapi.Buckets{C: p.c}.OfIDs(ctx, p.node, agentStore(p.store), ids, 5000, agentapi.KeyOptions{})
+		for id, k := range r.Keys {
+			out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
+		}
+		return r.Bytes, err
 	})
 	return out, err
 }
@@ -299,29 +273,16 @@ func (s *side) membersOf(ctx context.Context, ids []string) (map[string]bool, er
 	return out, err
 }
 
-func encodeIDs(ids []string) []byte {
-	var buf []byte
-	for _, id := range ids {
-		buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
-		buf = append(buf, id...)
-	}
-	return buf
-}
+func encodeIDs(ids []string) []byte { return agentapi.EncodeIDs(ids) }
 
 func parseDigests(t etf.Tuple) (map[string]digestRow, error) {
-	b, _ := t[1].([]byte)
-	out := make(map[string]digestRow, erl.Int64(t[2]))
-	for len(b) > 0 {
-		if len(b) < 4 {
-			return nil, errors.New("digests: truncated reply")
-		}
-		n := int(binary.BigEndian.Uint32(b))
-		if len(b) < 4+n+12 {
-			return nil, errors.New("digests: truncated reply")
-		}
-		id := string(b[4 : 4+n])
-		out[id] = digestRow{Digest: binary.BigEndian.Uint32(b[4+n:]), LastAccessed: int64(binary.BigEndian.Uint64(b[8+n:]))}
-		b = b[16+n:]
+	keys := make(map[string]agentapi.Key, erl.Int64(t[2]))
+	if err := agentapi.ParseKeyFrames(erl.Bytes(t[1]), keys); err != nil {
+		return nil, err
+	}
+	out := make(map[string]digestRow, len(keys))
+	for id, k := range keys {
+		out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
 	}
 	return out, nil
 }
@@ -361,20 +322,4 @@ func (s *side) slotSample(ctx context.Context, n int, seed int64) (map[string]di
 	}
 	odd, err := parseOdd(t)
 	return m, odd, err
-}
-
-// NativeCompare runs the native reference on node: migctl_check's loop
-// that checksums both stores there, one after the other, in buckets hash
-// buckets and compares the sums (no Go in the loop). Both stores must be
-// readable on that node. It returns the number of differing buckets and
-// the time the node measured.
-func NativeCompare(ctx context.Context, c *erl.Client, node string, a, b backends.Store, buckets int) (int, time.Duration, error) {
-	var wire, trips atomic.Int64
-	sa := newSide(c, a, &wire, &trips, nil)
-	sb := newSide(c, b, &wire, &trips, nil)
-	t, err := c.Agent(ctx, node, "migctl_check:native_compare", sa.term, sb.term, buckets)
-	if err != nil {
-		return 0, 0, fmt.Errorf("native compare on %s: %w", node, err)
-	}
-	return int(erl.Int64(t[1])), time.Duration(erl.Int64(t[2])) * time.Microsecond, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/consistency"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/internal/benchkit"
 	"github.com/erlmcp/migctl/testkit"
 )
 
@@ -79,7 +80,7 @@ func TestBenchConsistency(t *testing.T) {
 		return v == "" || slices.Contains(strings.Split(v, ","), p)
 	}
 	if part("full") {
-		full, err := consistency.BenchFull(ctx, src, tgt, cl.Nodes[0].Name, runs, opts)
+		full, err := benchkit.BenchFull(ctx, src, tgt, cl.Nodes[0].Name, runs, opts)
 		require.NoError(t, err)
 		t.Log(full)
 		require.True(t, full.Report.Clean())
@@ -91,7 +92,7 @@ func TestBenchConsistency(t *testing.T) {
 		if !part("sample") {
 			break
 		}
-		sample, err := consistency.BenchSample(ctx, src, tgt, 10000, runs, o)
+		sample, err := benchkit.BenchSample(ctx, src, tgt, 10000, runs, o)
 		require.NoError(t, err)
 		t.Logf("%s (method %q)", sample, m)
 	}
@@ -99,7 +100,7 @@ func TestBenchConsistency(t *testing.T) {
 	if !part("diff") {
 		return
 	}
-	diff, ids, err := consistency.BenchDifferences(ctx, src, tgt, 100, opts)
+	diff, ids, err := benchkit.BenchDifferences(ctx, src, tgt, 100, opts)
 	require.NoError(t, err)
 	t.Log(diff)
 	require.Equal(t, len(ids), diff.Found, "every injected difference is found")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/backends/bucketdiff"
 	"github.com/erlmcp/migctl/erl"
 )
 
@@ -426,12 +427,12 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 	rep.SourceRows, rep.TargetRows = counts, countt
 	n := max(counts, countt)
 	b := int(min(max(n/int64(o.BucketRows), 16), 1<<20))
-	ranges := []bucketRange{{HashRange: backends.FullRange, Buckets: b}}
+	ranges := []bucketdiff.Range{{Span: bucketdiff.Full, Buckets: b}}
 	quantum := o.Rule.toleranceMs()
 	var matched int64
 	var odd [2]oddRows // from the first round, a pass over each whole table
 	type sumsOdd struct {
-		sums []backends.BucketSum
+		sums []bucketdiff.Sum
 		odd  oddRows
 	}
 	for {
@@ -448,44 +449,25 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 		if err != nil {
 			return listing{}, err
 		}
-		sa, sb := ra.sums, rb.sums
 		if rep.Rounds == 1 {
 			odd = [2]oddRows{ra.odd, rb.odd}
 		}
-		var differ []backends.HashRange
-		var rows int64
-		i := 0
-		for _, r := range ranges {
-			for k := 0; k < r.Buckets; k, i = k+1, i+1 {
-				if sa[i] == sb[i] {
-					matched += int64(sa[i].Count)
-					continue
-				}
-				differ = append(differ, r.bucket(k))
-				rows += int64(max(sa[i].Count, sb[i].Count))
-			}
-		}
-		log.Debug("checksum round", "round", rep.Rounds, "ranges", len(ranges), "differing", len(differ), "rows", rows)
-		if len(differ) == 0 {
+		round := bucketdiff.Compare(ranges, ra.sums, rb.sums)
+		matched += round.Matched
+		log.Debug("checksum round", "round", rep.Rounds, "ranges", len(ranges), "differing", len(round.Differ), "rows", round.Rows)
+		list, split := round.Next(int64(o.ListRows), o.SplitFactor)
+		if list == nil && split == nil {
 			rep.Phases.Checksums = time.Since(t0)
 			rep.Processed += matched
 			return listing{src: map[string]digestRow{}, tgt: map[string]digestRow{}, odd: odd}, nil
 		}
-		splittable := false
-		for _, d := range differ {
-			if d.Hi-d.Lo > 1 {
-				splittable = true
-				break
-			}
-		}
-		if rows <= int64(o.ListRows) || !splittable {
+		if list != nil {
 			rep.Phases.Checksums = time.Since(t0)
 			t1 := time.Now()
-			lr := mergeRanges(differ)
-			limit := int(rows) + o.ListRows // rows may grow under live load
+			limit := int(round.Rows) + o.ListRows // rows may grow under live load
 			lctx, cancel := scanContext(ctx, n)
 			a, bb, err := both(lctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
-				m, _, err := s.digests(ctx, lr, limit) // odd rows: counted in round 1
+				m, _, err := s.digests(ctx, list, limit) // odd rows: counted in round 1
 				return m, err
 			})
 			cancel()
@@ -496,10 +478,7 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 			rep.Processed += matched
 			return listing{src: a, tgt: bb, odd: odd}, nil
 		}
-		ranges = ranges[:0:0]
-		for _, d := range differ {
-			ranges = append(ranges, bucketRange{HashRange: d, Buckets: int(min(uint64(o.SplitFactor), d.Hi-d.Lo))})
-		}
+		ranges = split
 	}
 }
 
@@ -509,19 +488,6 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 // A shorter deadline of the caller's is kept.
 func scanContext(ctx context.Context, rows int64) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, time.Minute+time.Duration(rows)*50*time.Microsecond)
-}
-
-// mergeRanges joins adjacent ranges (sorted input) into one-bucket ranges.
-func mergeRanges(rs []backends.HashRange) []bucketRange {
-	var out []bucketRange
-	for _, r := range rs {
-		if n := len(out); n > 0 && out[n-1].Hi == r.Lo {
-			out[n-1].Hi = r.Hi
-			continue
-		}
-		out = append(out, bucketRange{HashRange: r, Buckets: 1})
-	}
-	return out
 }
 
 // sampleList draws the sample: the hash space is cut into equal strata and
@@ -686,10 +652,10 @@ func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int
 
 // sampleRanges covers fraction sample/rows of the hash space with
 // stratified random subranges.
-func sampleRanges(rows int64, sample int, seed uint64) []bucketRange {
-	const space = uint64(1) << 32
+func sampleRanges(rows int64, sample int, seed uint64) []bucketdiff.Range {
+	const space = bucketdiff.Space
 	if rows <= int64(sample) || rows == 0 {
-		return []bucketRange{{HashRange: backends.FullRange, Buckets: 1}}
+		return []bucketdiff.Range{{Span: bucketdiff.Full, Buckets: 1}}
 	}
 	frac := float64(sample) / float64(rows)
 	// About 8 sessions per subrange: small enough to spread the sample
@@ -701,10 +667,10 @@ func sampleRanges(rows int64, sample int, seed uint64) []bucketRange {
 		width = 1
 	}
 	rng := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	out := make([]bucketRange, 0, strata)
+	out := make([]bucketdiff.Range, 0, strata)
 	for i := uint64(0); i < strata; i++ {
 		lo := i*stratum + rng.Uint64N(stratum-width+1)
-		out = append(out, bucketRange{HashRange: backends.HashRange{Lo: lo, Hi: lo + width}, Buckets: 1})
+		out = append(out, bucketdiff.Range{Span: bucketdiff.Span{Lo: lo, Hi: lo + width}, Buckets: 1})
 	}
 	return slices.Clip(out)
 }

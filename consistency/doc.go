@@ -16,8 +16,11 @@
 // H = erlang:phash2(Id, 2^32). A full check asks each node, in parallel,
 // for the checksums (row count and the sum of a 32-bit digest per row) of
 // equal buckets of that space (about Options.BucketRows rows a bucket),
-// computed where the data lives by the agent module migctl_check in ONE
-// pass over the table for all buckets. Only the sums (12 bytes a bucket)
+// computed where the data lives by the agent module migctl_buckets in ONE
+// pass over the table for all buckets (the protocol backends' checksums
+// and cluster verify-replication use too; the bucket bounds and the
+// bisection's choices are package backends/bucketdiff's). Only the sums
+// (12 bytes a bucket)
 // cross the network. Buckets whose sums agree are done. Buckets that differ
 // are split again (Options.SplitFactor sub-buckets each, all of a round in
 // one pass) until they hold at most Options.ListRows rows, and then both
@@ -26,25 +29,29 @@
 // compared field by field. When the stores agree a full check is one pass
 // per side and moves about 0.2 bytes per session (~0.04 % of the data).
 //
-// Sampling (Options.Sample = N) draws about N sessions uniformly at random,
-// never the first N, in one of two ways (Options.SampleMethod):
+// Sampling (Options.Sample = N) draws about N sessions uniformly at random
+// over the union of both stores' keys, never the first N, in one of three
+// ways (Options.SampleMethod):
 //
 //   - hash-ranges: the hash space is cut into strata and in each a subrange
 //     at a random offset is taken, the subranges together covering N/rows
 //     of the space; both sides list {Id, digest, last_accessed} in them.
 //     Key hashes are uniform, so every session of either store has the
 //     same chance. Costs one pass over each table.
-//   - slots: each side draws rows from random hash slots of its table
-//     (ets:slot/2, dets:slot/2) at the same rate N/rows, and the other side
-//     looks the drawn ids up. A session on both sides counts only when
-//     drawn from the source and one on the target only when drawn from the
-//     target, so every session of the union has the same chance; the
-//     source therefore only says which of the target's ids it holds
-//     (dets:member/2, no session decoded). Each side's questions start as
-//     soon as the other side's draw is in, so a DETS file works on its own
-//     draw and on those questions at once. No scan: the cost grows with N,
-//     not with the table (a DETS slot read or lookup costs 20-90 µs, one
-//     at a time; an ETS one a few µs).
+//   - slots, when one side is a single DETS file (detsslots.go): random
+//     slots of that file are read (the only random reads), and the other
+//     side lists its sessions whose keys fall in the same slots, computing
+//     DETS's slot function (a function of the key's phash2 and the file's
+//     slot count alone) in one pass over its keys. Exactly uniform over
+//     the union, and no key is looked up one at a time in the DETS file.
+//     With no DETS side, slots is slots-lookup.
+//   - slots-lookup: each side draws rows from random hash slots of its
+//     table (ets:slot/2, dets:slot/2) at the same rate N/rows and the
+//     other side looks the drawn ids up; a session on both sides counts
+//     only when drawn from the source, so the source only says which of
+//     the target's ids it holds (no session decoded). No scan: the cost
+//     grows with N, not with the table, but on a DETS file every draw and
+//     lookup is a random read (20-90 µs, one at a time).
 //
 // The default (auto) takes hash-ranges up to 16 × N rows and slots above.
 //

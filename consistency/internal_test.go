@@ -19,34 +19,6 @@ func TestThrottle(t *testing.T) {
 	}
 }
 
-// The Go side's bucket boundaries must match the node's placement
-// B = (H - Lo) * Buckets div (Hi - Lo).
-func TestBucketBoundaries(t *testing.T) {
-	for _, r := range []bucketRange{
-		{HashRange: backends.FullRange, Buckets: 1000},
-		{HashRange: backends.HashRange{Lo: 12345, Hi: 99999}, Buckets: 7},
-		{HashRange: backends.HashRange{Lo: 10, Hi: 17}, Buckets: 7},
-	} {
-		w := r.Hi - r.Lo
-		var prevHi uint64 = r.Lo
-		for i := 0; i < r.Buckets; i++ {
-			b := r.bucket(i)
-			if b.Lo != prevHi {
-				t.Fatalf("%v bucket %d starts at %d, previous ended at %d", r, i, b.Lo, prevHi)
-			}
-			for _, h := range []uint64{b.Lo, b.Hi - 1} {
-				if b.Hi > b.Lo && int((h-r.Lo)*uint64(r.Buckets)/w) != i {
-					t.Fatalf("%v: hash %d is in bucket %d on the node, not %d", r, h, (h-r.Lo)*uint64(r.Buckets)/w, i)
-				}
-			}
-			prevHi = b.Hi
-		}
-		if prevHi != r.Hi {
-			t.Fatalf("%v: buckets end at %d", r, prevHi)
-		}
-	}
-}
-
 func TestSampleRangesCoverTheRightShare(t *testing.T) {
 	rs := sampleRanges(1000000, 10000, 7)
 	var covered uint64

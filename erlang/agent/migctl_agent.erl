@@ -18,25 +18,18 @@
 -module(migctl_agent).
 
 -export([version/0, describe/2, count/1, stream/3, get/2, put/3, put_if/2, routed/2, delete/2,
-         checksum/5, dets_release/1, release_all/0,
+         dets_release/1, release_all/0,
          stream_push/6, stream_push_parts/6]).
 
--define(VSN, 2).
+-define(VSN, 3).
 %% Slots per chunk in a partitioned scan: chunk C goes to part C rem Parts.
 -define(CHUNK, 256).
 
+%% safe/1, fail/1 and the frames are migctl_lib's (shared by every agent
+%% module); the bucket checksums of a store are migctl_buckets's.
+-import(migctl_lib, [safe/1, fail/1, enc/2]).
+
 version() -> {ok, ?VSN}.
-
-%% ---------------------------------------------------------------- helpers
-
-safe(F) ->
-    try F()
-    catch
-        throw:{migctl, R} -> {error, R};
-        C:R:St -> {error, iolist_to_binary(io_lib:format("~p:~0P at ~0P", [C, R, 30, St, 8]))}
-    end.
-
-fail(R) -> throw({migctl, R}).
 
 now_ms() -> erlang:system_time(millisecond).
 
@@ -255,10 +248,6 @@ session_rows(_, Rows) ->
     lists:foreach(fun({Id, S}) when is_binary(Id), is_map(S) -> ok;
                      (_) -> fail(not_session_rows)
                   end, Rows).
-
-enc(Id, S) ->
-    B = term_to_binary(S),
-    [<<(byte_size(Id)):32>>, Id, <<(byte_size(B)):32>>, B].
 
 next_rows({ets, Tab}, Cursor, Limit) ->
     K0 = case Cursor of
@@ -590,7 +579,7 @@ put_if(Spec, Frames) ->
 routed(Ids, Percent) ->
     safe(fun() ->
         {ok, << <<(case erlang:phash2(I, 100) < Percent of true -> 1; false -> 0 end):8>>
-                || I <- unframe_ids(Ids, []) >>}
+                || I <- migctl_lib:ids(Ids) >>}
     end).
 
 unframe_cas(<<>>, Acc) -> lists:reverse(Acc);
@@ -645,7 +634,7 @@ cas_one(_, _, _, {W, D, S}, _Put, _Del) -> {W, D, S + 1}.
 delete(Spec, Ids) ->
     safe(fun() ->
         ok = open(Spec, read_write, none),
-        L = unframe_ids(Ids, []),
+        L = migctl_lib:ids(Ids),
         case Spec of
             {ets, Tab} -> [ets:delete(Tab, I) || I <- L];
             {dets, Tab, _, _, _} -> [ok = dets:delete(Tab, I) || I <- L];
@@ -654,55 +643,6 @@ delete(Spec, Ids) ->
         end,
         {ok, length(L)}
     end).
-
-unframe_ids(<<>>, Acc) -> lists:reverse(Acc);
-unframe_ids(<<L:32, Id:L/binary, Rest/binary>>, Acc) -> unframe_ids(Rest, [Id | Acc]);
-unframe_ids(_, _) -> fail(bad_frame).
-
-%% -------------------------------------------------------------- checksums
-
-%% checksum(Spec, Lo, Hi, Buckets, Opts) -> {ok, <<Count:64, Sum:64>>*Buckets}
-%%
-%% Keys are placed in hash space by H = erlang:phash2(Id, 2^32); the range
-%% [Lo, Hi) is split into Buckets equal buckets. Each bucket holds the count
-%% of its rows and the sum (mod 2^64) of a 32-bit digest of each row. The
-%% digest covers the id and the whole session except last_accessed, which
-%% every fetch rewrites (so it differs between stores without anything being
-%% wrong); Opts may contain with_last_accessed to include it. Only these
-%% sums cross the network, never rows.
-checksum(Spec, Lo, Hi, Buckets, Opts) ->
-    safe(fun() ->
-        ok = open(Spec, read, none),
-        Hi > Lo orelse fail(bad_range),
-        Buckets > 0 orelse fail(bad_range),
-        WithLA = lists:member(with_last_accessed, Opts),
-        C = counters:new(2 * Buckets, [write_concurrency]),
-        Width = Hi - Lo,
-        F = fun(Id, S) ->
-                H = erlang:phash2(Id, 4294967296),
-                case H >= Lo andalso H < Hi of
-                    true ->
-                        B = ((H - Lo) * Buckets) div Width,
-                        D = digest(Id, S, WithLA),
-                        counters:add(C, 2 * B + 1, 1),
-                        counters:add(C, 2 * B + 2, D);
-                    false -> ok
-                end
-            end,
-        fold(Spec, F),
-        {ok, << <<(counters:get(C, 2 * I + 1)):64, (counters:get(C, 2 * I + 2)):64>>
-                || I <- lists:seq(0, Buckets - 1) >>}
-    end).
-
-digest(Id, S, true) -> erlang:phash2({Id, S}, 4294967296);
-digest(Id, S, false) -> erlang:phash2({Id, maps:remove(last_accessed, S)}, 4294967296).
-
-fold({ets, Tab}, F) ->
-    ets:foldl(fun({Id, S}, A) -> F(Id, S), A end, ok, Tab);
-fold({dets, Tab, _, _, _}, F) ->
-    dets:foldl(fun({Id, S}, A) -> F(Id, S), A end, ok, Tab);
-fold({mnesia, Tab}, F) ->
-    ets:foldl(fun({_, Id, S, _}, A) -> F(Id, S), A end, ok, Tab).
 
 %% release_all(): close every DETS table an owner of ours holds (at unload).
 release_all() ->

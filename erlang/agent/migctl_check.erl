@@ -1,258 +1,41 @@
-%% migctl_check: the node-side half of `migctl consistency'.
+%% migctl_check: the node-side half of `migctl consistency' that is not
+%% bucket sums: samples, reads by id, the native reference.
 %%
-%% A consistency check must move checksums, not rows. The functions here
-%% compute, in ONE pass over a store, the checksums of many hash ranges at
-%% once (so a bisecting check costs one table scan per round, not one per
-%% range), list {Id, Digest, LastAccessed} for the few ranges that differ,
-%% read a batch of sessions by id without touching them, and run the native
-%% reference comparison that `make bench' measures migctl against.
+%% The bucket protocol (the sums of many hash ranges in one pass, the
+%% keys of the buckets that differ, the digests) is migctl_buckets's; the
+%% Go side calls it directly. What is here: read a batch of sessions by id
+%% without touching them, the digests of given ids, which ids a store
+%% holds, random samples without a scan (hash slots of ETS and DETS
+%% tables), the size of a store's data, and the native comparison that
+%% `make bench' measures migctl against.
 %%
-%% Keys are placed in hash space by H = erlang:phash2(Id, 2^32), exactly as
-%% migctl_agent:checksum/5 does. A row's digest is
-%%   phash2({Id, Session without last_accessed}, 2^32)            (Q = 0)
-%%   phash2({Id, Session without last_accessed, LA div Q}, 2^32)  (Q > 0)
-%% where LA is last_accessed and Q the tolerance in ms: two copies whose
-%% last_accessed differ by Q or more always land in different quanta, so a
-%% stale copy always changes its bucket's sum; copies closer than Q may
-%% differ too (a quantum boundary between them), which only sends that
-%% bucket to the next round where the exact rule is applied in Go.
+%% Listings are <<IdLen:32, Id/binary, Digest:32, LastAccessed:64/signed>>*
+%% (migctl_buckets:content_frame/2: the content digest, last_accessed apart
+%% so the caller applies its tolerance exactly).
 %%
 %% Contract (as migctl_agent): store specs {ets, Tab} | {dets, Tab, File,
 %% Create, Owner} | {mnesia, Tab}; every exported function catches
 %% everything and returns {ok, ...} | {error, Atom | Binary}; sessions only
 %% ever leave as term_to_binary blobs inside binaries.
-%%
-%% Ranges are a binary of <<Lo:64, Hi:64, Buckets:32>>* sorted by Lo and
-%% not overlapping; buckets split each range [Lo, Hi) into equal parts.
 -module(migctl_check).
 
--export([version/0, sums/3, digests/3, get_many/2, native_compare/3,
+-export([version/0, get_many/2, native_compare/3,
          slot_sample/3, data_size/1, digests_of/2, members_of/2,
          dets_next/1, dets_slot_rows/3, dets_slot_listing/3]).
 
--define(VSN, 1).
+-define(VSN, 2).
 -define(M32, 4294967296).
+
+-import(migctl_lib, [safe/1, fail/1, odd_reset/0, odd_row/1, odd/0, key/2]).
+-import(migctl_buckets, [ready/1, content_frame/2]).
 
 version() -> {ok, ?VSN}.
 
-safe(F) ->
-    try F()
-    catch
-        throw:{migctl, R} -> {error, R};
-        C:R:St -> {error, iolist_to_binary(io_lib:format("~p:~0P at ~0P", [C, R, 30, St, 8]))}
-    end.
-
-fail(R) -> throw({migctl, R}).
-
-%% ready(Spec): the store exists and is open (migctl_agent opens a DETS file
-%% the application does not hold, with an owner process). Returns its size.
-ready(Spec) ->
-    case migctl_agent:count(Spec) of
-        {ok, N} -> N;
-        {error, R} -> fail(R)
-    end.
-
-quantum(Opts) ->
-    case lists:keyfind(la_quantum, 1, Opts) of
-        {la_quantum, Q} when is_integer(Q), Q > 0 -> Q;
-        _ -> 0
-    end.
-
-digest(Id, S, 0) ->
-    erlang:phash2({Id, maps:remove(last_accessed, S)}, ?M32);
-digest(Id, S, Q) ->
-    erlang:phash2({Id, maps:remove(last_accessed, S), la(S) div Q}, ?M32).
-
-la(S) ->
-    case maps:get(last_accessed, S, 0) of
-        L when is_integer(L) -> L;
-        _ -> 0
-    end.
-
-%% ------------------------------------------------------------------ ranges
-
-%% parse_ranges(Bin) -> {Tuple of {Lo, Hi, Buckets, Base}, TotalBuckets}
-parse_ranges(Bin) -> parse_ranges(Bin, 0, -1, []).
-
-parse_ranges(<<>>, Total, _, Acc) -> {list_to_tuple(lists:reverse(Acc)), Total};
-parse_ranges(<<Lo:64, Hi:64, B:32, Rest/binary>>, Total, PrevHi, Acc)
-  when Hi > Lo, Hi =< ?M32, B > 0, Lo >= PrevHi ->
-    parse_ranges(Rest, Total + B, Hi, [{Lo, Hi, B, Total} | Acc]);
-parse_ranges(_, _, _, _) -> fail(bad_ranges).
-
-%% locate(H, Ranges) -> none | {Lo, Hi, Buckets, Base}, by binary search.
-locate(H, R) -> locate(H, R, 1, tuple_size(R)).
-
-locate(_, _, I, J) when I > J -> none;
-locate(H, R, I, J) ->
-    M = (I + J) div 2,
-    {Lo, Hi, _, _} = E = element(M, R),
-    if
-        H < Lo -> locate(H, R, I, M - 1);
-        H >= Hi -> locate(H, R, M + 1, J);
-        true -> E
-    end.
-
-%% ------------------------------------------------------------------- sums
-
-%% sums(Spec, Ranges, Opts) -> {ok, <<Count:32, Sum:64>>*TotalBuckets, Size, Odd}
-%% Opts: [{la_quantum, Q}]. One pass over the store for all ranges. Odd
-%% (odd/0) counts the rows of the whole store that are not sessions.
-sums(Spec, RangesBin, Opts) ->
-    safe(fun() ->
-        Size = ready(Spec),
-        {Bin, _} = sums_local(Spec, RangesBin, quantum(Opts)),
-        {ok, Bin, Size, odd()}
-    end).
-
-sums_local(Spec, RangesBin, Q) ->
-    {R, Total} = parse_ranges(RangesBin),
-    C = counters:new(2 * max(Total, 1), []),
-    F = case R of
-            {{Lo, Hi, B, 0}} ->
-                %% One range (the first round of every full check): no search.
-                W = Hi - Lo,
-                fun(Id, S) ->
-                        H = erlang:phash2(Id, ?M32),
-                        if
-                            H >= Lo, H < Hi ->
-                                I = 2 * (((H - Lo) * B) div W),
-                                counters:add(C, I + 1, 1),
-                                counters:add(C, I + 2, digest(Id, S, Q));
-                            true -> ok
-                        end
-                end;
-            _ ->
-                fun(Id, S) ->
-                        H = erlang:phash2(Id, ?M32),
-                        case locate(H, R) of
-                            none -> ok;
-                            {Lo, Hi, B, Base} ->
-                                I = 2 * (Base + ((H - Lo) * B) div (Hi - Lo)),
-                                counters:add(C, I + 1, 1),
-                                counters:add(C, I + 2, digest(Id, S, Q))
-                        end
-                end
-        end,
-    fold(Spec, F),
-    Bin = << <<(counters:get(C, 2 * I + 1)):32, (counters:get(C, 2 * I + 2)):64>>
-             || I <- lists:seq(0, Total - 1) >>,
-    {Bin, Total}.
-
-%% fold(Spec, F) calls F(Id, S) for every erlmcp session of the store: a
-%% binary id and a map. Any other row cannot be digested or compared, and a
-%% check must not call two stores equal because it skipped what it could
-%% not read: such rows are counted (with the first keys, printed) in this
-%% process's dictionary, and the caller returns them with odd/0. The
-%% dictionary because fold's callers thread no state of their own through
-%% it, and every agent call runs in a fresh process.
-fold({ets, Tab}, F) ->
-    odd_reset(),
-    ets:foldl(fun({Id, S}, A) when is_binary(Id), is_map(S) -> F(Id, S), A;
-                 (Row, A) -> odd_row(key(ets, Row)), A end, ok, Tab);
-fold({dets, Tab, _, _, _}, F) ->
-    odd_reset(),
-    case dets:foldl(fun({Id, S}, A) when is_binary(Id), is_map(S) -> F(Id, S), A;
-                       (Row, A) -> odd_row(key(dets, Row)), A end, ok, Tab) of
-        {error, E} -> fail(iolist_to_binary(io_lib:format("dets: ~0P", [E, 10])));
-        _ -> ok
-    end;
-fold({mnesia, Tab}, F) ->
-    %% A disc_copies/ram_copies table is an ETS table of the same name.
-    local_copy(Tab),
-    odd_reset(),
-    ets:foldl(fun({_, Id, S, _}, A) when is_binary(Id), is_map(S) -> F(Id, S), A;
-                 (Row, A) -> odd_row(key(mnesia, Row)), A end, ok, Tab).
-
-local_copy(Tab) ->
-    case mnesia:table_info(Tab, storage_type) of
-        T when T =:= disc_copies; T =:= ram_copies -> ok;
-        _ -> fail(no_local_copy)
-    end.
-
-%% ------------------------------------------------------ rows not sessions
-
--define(ODD_KEYS, 10).
-
-key(mnesia, Row) when is_tuple(Row), tuple_size(Row) >= 2 -> element(2, Row);
-key(_, Row) when is_tuple(Row), tuple_size(Row) >= 1 -> element(1, Row);
-key(_, Row) -> Row.
-
-odd_reset() -> put(migctl_odd, {0, []}).
-
-odd_row(Key) ->
-    {N, Keys} = case get(migctl_odd) of
-                    undefined -> {0, []};
-                    V -> V
-                end,
-    Keys2 = case length(Keys) < ?ODD_KEYS of
-                true -> [show(Key) | Keys];
-                false -> Keys
-            end,
-    put(migctl_odd, {N + 1, Keys2}).
-
-%% odd() -> <<Count:32, (KeyLen:32, Key/binary)*>>: the rows fold/2 (or a
-%% slot draw) met that are not sessions, and the first of their keys as
-%% Erlang prints them.
-odd() ->
-    {N, Keys} = case erase(migctl_odd) of
-                    undefined -> {0, []};
-                    V -> V
-                end,
-    iolist_to_binary([<<N:32>> | [[<<(byte_size(K)):32>>, K] || K <- lists:reverse(Keys)]]).
-
-show(Key) ->
-    B = iolist_to_binary(io_lib:format("~0tP", [Key, 8])),
-    case byte_size(B) > 120 of
-        true -> <<(binary:part(B, 0, 117))/binary, "...">>;
-        false -> B
-    end.
-
-%% ---------------------------------------------------------------- digests
-
-%% digests(Spec, Ranges, Opts) ->
-%%   {ok, <<IdLen:32, Id/binary, Digest:32, LastAccessed:64/signed>>*, N, Odd}
-%% Every row whose hash is in one of the ranges (bucket counts are ignored).
-%% Digest is the content digest (Q = 0): last_accessed travels apart so the
-%% caller can apply its tolerance exactly. Opts: [{limit, N}] fails with
-%% too_many_rows beyond N, so a mistaken call cannot ship a whole table.
-digests(Spec, RangesBin, Opts) ->
-    safe(fun() ->
-        _ = ready(Spec),
-        {R, _} = parse_ranges(RangesBin),
-        Limit = case lists:keyfind(limit, 1, Opts) of
-                    {limit, L} when is_integer(L) -> L;
-                    _ -> infinity
-                end,
-        Key = make_ref(),
-        put(Key, {0, []}),
-        F = fun(Id, S) ->
-                    H = erlang:phash2(Id, ?M32),
-                    case locate(H, R) of
-                        none -> ok;
-                        _ ->
-                            {N, Acc} = get(Key),
-                            N < Limit orelse fail(too_many_rows),
-                            D = digest(Id, S, 0),
-                            put(Key, {N + 1, [[<<(byte_size(Id)):32>>, Id,
-                                               <<D:32, (la(S)):64/signed>>] | Acc]})
-                    end
-            end,
-        fold(Spec, F),
-        {N, Acc} = erase(Key),
-        {ok, iolist_to_binary(Acc), N, odd()}
-    end).
-
 %% digests_of(Spec, <<IdLen:32, Id/binary>>*) -> {ok, Rows, N}
-%% As digests/3, for the given ids that are present (a sample drawn by
-%% slot_sample/3 is compared this way, without a scan).
-digests_of(Spec, IdsBin) ->
-    safe(fun() ->
-        _ = ready(Spec),
-        Rows = lists:flatmap(fun(Id) -> lookup(Spec, Id) end, ids(IdsBin, [])),
-        {ok, iolist_to_binary([[<<(byte_size(Id)):32>>, Id, <<(digest(Id, S, 0)):32, (la(S)):64/signed>>]
-                               || {Id, S} <- Rows]), length(Rows)}
-    end).
+%% The listing of the given ids that are present (a sample drawn by
+%% slot_sample/3 is compared this way, without a scan):
+%% migctl_buckets:of_ids/3 with the content digest.
+digests_of(Spec, IdsBin) -> migctl_buckets:of_ids(Spec, IdsBin, []).
 
 %% members_of(Spec, <<IdLen:32, Id/binary>>*) -> {ok, <<IdLen:32, Id/binary>>*, N}
 %% The given ids that are present. A sample asks this of the source for
@@ -262,14 +45,14 @@ digests_of(Spec, IdsBin) ->
 members_of(Spec, IdsBin) ->
     safe(fun() ->
         _ = ready(Spec),
-        Present = [Id || Id <- ids(IdsBin, []), member(Spec, Id)],
+        Present = [Id || Id <- migctl_lib:ids(IdsBin), member(Spec, Id)],
         {ok, iolist_to_binary([[<<(byte_size(Id)):32>>, Id] || Id <- Present]), length(Present)}
     end).
 
 member({dets, Tab, _, _, _}, Id) ->
     case dets:member(Tab, Id) of
         B when is_boolean(B) -> B;
-        {error, E} -> fail(iolist_to_binary(io_lib:format("dets: ~0P", [E, 10])))
+        {error, E} -> fail(migctl_lib:error_text("dets", E))
     end;
 member(Spec, Id) -> lookup(Spec, Id) =/= [].
 
@@ -281,26 +64,13 @@ member(Spec, Id) -> lookup(Spec, Id) =/= [].
 get_many(Spec, IdsBin) ->
     safe(fun() ->
         _ = ready(Spec),
-        Ids = ids(IdsBin, []),
+        Ids = migctl_lib:ids(IdsBin),
         Rows = lists:flatmap(fun(Id) -> lookup(Spec, Id) end, Ids),
-        {ok, iolist_to_binary([enc(Id, S) || {Id, S} <- Rows]), length(Rows)}
+        {ok, iolist_to_binary([migctl_lib:enc(Id, S) || {Id, S} <- Rows]), length(Rows)}
     end).
 
-ids(<<>>, Acc) -> lists:reverse(Acc);
-ids(<<L:32, Id:L/binary, Rest/binary>>, Acc) -> ids(Rest, [Id | Acc]);
-ids(_, _) -> fail(bad_frame).
-
-lookup({ets, Tab}, Id) -> [R || {_, S} = R <- ets:lookup(Tab, Id), is_map(S)];
-lookup({dets, Tab, _, _, _}, Id) ->
-    case dets:lookup(Tab, Id) of
-        {error, E} -> fail(iolist_to_binary(io_lib:format("dets: ~0P", [E, 10])));
-        L -> [R || {_, S} = R <- L, is_map(S)]
-    end;
-lookup({mnesia, Tab}, Id) -> [{I, S} || {_, I, S, _} <- mnesia:dirty_read(Tab, Id), is_map(S)].
-
-enc(Id, S) ->
-    B = term_to_binary(S),
-    [<<(byte_size(Id)):32>>, Id, <<(byte_size(B)):32>>, B].
+%% lookup(Spec, Id) -> [{Id, Session}]: the session, if Id holds one.
+lookup(Spec, Id) -> [{I, S} || {I, S, _} <- migctl_buckets:lookup(Spec, 0, Id)].
 
 %% ------------------------------------------------------------ slot sample
 
@@ -321,8 +91,7 @@ slot_sample(Spec, N, Seed) ->
         {Rows, Odd} = draw(SlotFun, Slots, Want, 0, 10 * Want + 100, {#{}, #{}}),
         odd_reset(),
         _ = [odd_row(K) || K <- maps:keys(Odd)],
-        {ok, iolist_to_binary([[<<(byte_size(I)):32>>, I, <<(digest(I, S, 0)):32, (la(S)):64/signed>>]
-                               || {I, S} <- maps:to_list(Rows)]), map_size(Rows), odd()}
+        {ok, iolist_to_binary([content_frame(I, S) || {I, S} <- maps:to_list(Rows)]), map_size(Rows), odd()}
     end).
 
 slots({ets, Tab}, _) ->
@@ -335,7 +104,7 @@ slots({dets, Tab, _, _, _}, _) ->
            end,
     {fun(I) -> dets:slot(Tab, I) end, Used};
 slots({mnesia, Tab}, _) ->
-    local_copy(Tab),
+    migctl_lib:local_copy(Tab),
     {fun(I) -> [case R of
                     {_, Id, S, _} -> {Id, S};
                     _ -> {odd, key(mnesia, R)}
@@ -445,15 +214,14 @@ dets_slot_rows({dets, Tab, _, _, _} = Spec, SlotsBin, Next) ->
         Sessions = lists:filtermap(fun({_, {Id, S}}) when is_binary(Id), is_map(S) -> {true, {Id, S}};
                                       ({_, R}) -> odd_row(key(dets, R)), false
                                    end, Rows),
-        {ok, iolist_to_binary([[<<(byte_size(I)):32>>, I, <<(digest(I, S, 0)):32, (la(S)):64/signed>>]
-                               || {I, S} <- Sessions]), length(Sessions), odd()}
+        {ok, iolist_to_binary([content_frame(I, S) || {I, S} <- Sessions]), length(Sessions), odd()}
     end).
 
 slot_objects(Tab, I) ->
     case dets:slot(Tab, I) of
         L when is_list(L) -> L;
         '$end_of_table' -> [];
-        {error, E} -> fail(iolist_to_binary(io_lib:format("dets: ~0P", [E, 10])))
+        {error, E} -> fail(migctl_lib:error_text("dets", E))
     end.
 
 %% dets_slot_listing(Spec, <<Slot:32>>*, Next) -> {ok, Digests, N, Odd}
@@ -478,8 +246,7 @@ dets_slot_listing(Spec, SlotsBin, Next) ->
                                      end;
                                 (K) -> odd_row(K), []
                              end, Keys),
-        {ok, iolist_to_binary([[<<(byte_size(I)):32>>, I, <<(digest(I, S, 0)):32, (la(S)):64/signed>>]
-                               || {I, S} <- Rows]), length(Rows), odd()}
+        {ok, iolist_to_binary([content_frame(I, S) || {I, S} <- Rows]), length(Rows), odd()}
     end).
 
 %% select_keys(Spec, In) -> the keys K of the store with In(K), read in
@@ -490,13 +257,13 @@ dets_slot_listing(Spec, SlotsBin, Next) ->
 select_keys({ets, Tab}, In) ->
     keys_loop(ets:select(Tab, [{{'$1', '_'}, [], ['$1']}, {'$1', [], [{element, 1, '$1'}]}], 1000), fun ets:select/1, In, []);
 select_keys({mnesia, Tab}, In) ->
-    local_copy(Tab),
+    migctl_lib:local_copy(Tab),
     keys_loop(ets:select(Tab, [{{'_', '$1', '_', '_'}, [], ['$1']}, {'$1', [], [{element, 2, '$1'}]}], 1000), fun ets:select/1, In, []);
 select_keys({dets, Tab, _, _, _}, In) ->
     keys_loop(dets:select(Tab, [{{'$1', '_'}, [], ['$1']}, {'$1', [], [{element, 1, '$1'}]}], 1000), fun dets:select/1, In, []).
 
 keys_loop('$end_of_table', _, _, Acc) -> Acc;
-keys_loop({error, E}, _, _, _) -> fail(iolist_to_binary(io_lib:format("select: ~0P", [E, 10])));
+keys_loop({error, E}, _, _, _) -> fail(migctl_lib:error_text("select", E));
 keys_loop({Keys, Cont}, Next, In, Acc) ->
     keys_loop(Next(Cont), Next, In, [K || K <- Keys, In(K)] ++ Acc).
 
@@ -513,8 +280,8 @@ native_compare(SpecA, SpecB, Buckets) ->
         R = <<0:64, ?M32:64, Buckets:32>>,
         _ = ready(SpecA),
         _ = ready(SpecB),
-        {A, _} = sums_local(SpecA, R, 0),
-        {B, _} = sums_local(SpecB, R, 0),
+        {A, _} = migctl_buckets:sums_local(SpecA, R, []),
+        {B, _} = migctl_buckets:sums_local(SpecB, R, []),
         Diff = length([x || {<<X:96>>, <<Y:96>>} <- lists:zip(chunks(A), chunks(B)), X =/= Y]),
         {ok, Diff, erlang:monotonic_time(microsecond) - T0}
     end).
@@ -530,7 +297,7 @@ data_size(Spec) ->
         _ = ready(Spec),
         Key = make_ref(),
         put(Key, {0, 0}),
-        fold(Spec, fun(Id, S) ->
+        migctl_buckets:fold(Spec, 0, fun(Id, S, _) ->
                            {B, N} = get(Key),
                            put(Key, {B + byte_size(Id) + erlang:external_size(S), N + 1})
                    end),

@@ -12,11 +12,11 @@
 %% everything and returns {ok, ...} or {error, Atom | Binary}; sessions only
 %% leave as term_to_binary blobs inside framed binaries, never as maps.
 %%
-%% Hash placement is the one migctl_agent:checksum/5 uses:
+%% Hash placement and bucket sums are migctl_buckets's:
 %% H = erlang:phash2(Id, 2^32); bucket B of N holds H*N div 2^32.
 -module(migctl_cluster).
 
--export([version/0, view/1, bucket_sums/2, bucket_keys/3, key_infos/2, get_rows/2, downs/1,
+-export([version/0, view/1, get_rows/2, downs/1,
          prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
          join/3, del_copies/2, del_schema/1, stop_mnesia/0, fence/3, unfence/0,
          fence_flag/1, fence_held/1, recorder_info/1, changes/2, changed_since/2]).
@@ -93,96 +93,17 @@ table_view(T) ->
      mnesia:table_info(T, ram_copies),
      mnesia:table_info(T, master_nodes)}.
 
-%% -------------------------------------------------------------- checksums
+%% ---------------------------------------------------------- local copies
 
-%% bucket_sums(Tab, N) -> {ok, <<Count:64, Sum:64, MaxWritten:64>> * N}
-%% over the LOCAL copy (the ETS table of a disc_copies/ram_copies table).
-%% The digest covers the whole record, last_accessed included: replicas are
-%% copies of each other, so any difference is a difference. MaxWritten is
-%% the largest record write time (the 4th field) in the bucket; the plan
-%% uses it to date the split when the operator does not.
-bucket_sums(Tab, N) ->
-    safe(fun() ->
-        local(Tab),
-        C = counters:new(2 * N, [write_concurrency]),
-        M = atomics:new(N, [{signed, true}]),
-        ets:foldl(fun({_, Id, S, W}, A) ->
-                          B = bucket(Id, N),
-                          counters:add(C, 2 * B + 1, 1),
-                          counters:add(C, 2 * B + 2, erlang:phash2({Id, S, W}, ?SPACE)),
-                          Wi = wtime(W),
-                          case Wi > atomics:get(M, B + 1) of
-                              true -> atomics:put(M, B + 1, Wi);
-                              false -> ok
-                          end,
-                          A;
-                     (_, A) -> A
-                  end, ok, Tab),
-        {ok, << <<(counters:get(C, 2 * I + 1)):64, (counters:get(C, 2 * I + 2)):64,
-                  (atomics:get(M, I + 1)):64/signed>> || I <- lists:seq(0, N - 1) >>}
-    end).
-
-bucket(Id, N) -> (erlang:phash2(Id, ?SPACE) * N) div ?SPACE.
+%% The bucket sums and the keys of a node's local copy (verify-replication
+%% and the heal plan) are migctl_buckets's: sums/3, keys/3 and of_ids/3 of
+%% {mnesia, Tab} with the record digest, phash2({Id, Session, WriteTime}),
+%% the digest merge/3 compares (digest/2 below).
 
 wtime(W) when is_integer(W) -> W;
 wtime(_) -> 0.
 
-local(Tab) ->
-    mnesia:system_info(is_running) =:= yes orelse fail(mnesia_not_running),
-    lists:member(Tab, mnesia:system_info(tables)) orelse fail(no_such_table),
-    case mnesia:table_info(Tab, storage_type) of
-        T when T =:= disc_copies; T =:= ram_copies -> ok;
-        _ -> fail(no_local_copy)
-    end,
-    case ets:info(Tab, size) of
-        undefined -> fail(table_not_loaded);
-        _ -> ok
-    end.
-
-%% bucket_keys(Tab, N, Buckets) -> {ok, Frames}: every key of the local copy
-%% that falls in one of Buckets (of N), as
-%% <<IdLen:32, Id, Written:64/signed, Created:64/signed, LastAccessed:64/signed, Digest:32>>.
-%% Created/LastAccessed are -1 when the session map lacks them.
-bucket_keys(Tab, N, Buckets) ->
-    safe(fun() ->
-        local(Tab),
-        Want = maps:from_list([{B, true} || B <- Buckets]),
-        Out = ets:foldl(
-                fun({_, Id, S, W}, Acc) when is_binary(Id) ->
-                        case maps:is_key(bucket(Id, N), Want) of
-                            true ->
-                                [<<(byte_size(Id)):32, Id/binary, (wtime(W)):64/signed,
-                                   (mint(created_at, S)):64/signed,
-                                   (mint(last_accessed, S)):64/signed,
-                                   (erlang:phash2({Id, S, W}, ?SPACE)):32>> | Acc];
-                            false -> Acc
-                        end;
-                   (_, Acc) -> Acc
-                end, [], Tab),
-        {ok, iolist_to_binary(Out)}
-    end).
-
-%% key_infos(Tab, Ids) -> {ok, Frames}: the same frames as bucket_keys/3
-%% for the framed ids (<<Len:32, Id>>*) of the local copy; absent ids are
-%% left out. Reading a few keys is quick, so two nodes can be asked at
-%% nearly the same instant (verify-replication's rechecks).
-key_infos(Tab, Ids) ->
-    safe(fun() ->
-        local(Tab),
-        {ok, iolist_to_binary(
-               [<<(byte_size(Id)):32, Id/binary, (wtime(W)):64/signed,
-                  (mint(created_at, S)):64/signed,
-                  (mint(last_accessed, S)):64/signed,
-                  (erlang:phash2({Id, S, W}, ?SPACE)):32>>
-                || Id <- ids(Ids, []), {_, _, S, W} <- ets:lookup(Tab, Id)])}
-    end).
-
-mint(K, S) when is_map(S) ->
-    case maps:get(K, S, undefined) of
-        V when is_integer(V) -> V;
-        _ -> -1
-    end;
-mint(_, _) -> -1.
+local(Tab) -> migctl_lib:local_copy(Tab).
 
 %% get_rows(Tab, Ids) -> {ok, Frames}: the local copy's rows for the framed
 %% ids (<<Len:32, Id>>*), as <<IdLen:32, Id, BlobLen:32, Blob>> with Blob the

@@ -1,24 +1,26 @@
-package consistency
+package benchkit
 
 import (
 	"context"
 	"fmt"
 	mrand "math/rand/v2"
 	"sort"
-	"sync/atomic"
 	"time"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/consistency"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
-// The functions in this file are for `make bench` (issue 4's "Speed"): a
-// harness sets up the stores and calls them; each measures migctl and its
-// native reference in the same process and run, so the ratio is fair on a
-// noisy machine.
+// The consistency benches (issue 4's "Speed", `make bench`): a harness
+// sets up the stores and calls them; each measures migctl's
+// consistency.Check and its native reference in the same process and run,
+// so the ratio is fair on a noisy machine. InjectDifferences damages a
+// store on purpose, which is why this lives here and not in consistency.
 
-// BenchResult is one measured check.
-type BenchResult struct {
+// CheckBench is one measured check.
+type CheckBench struct {
 	Name string `json:"name"`
 	// Rows and DataBytes describe the source (DataBytes: ids plus the
 	// sessions' external size, what shipping every row would cost).
@@ -37,12 +39,12 @@ type BenchResult struct {
 	Found    int `json:"found,omitempty"`
 	// Runs holds every (check, native) pair when several were measured;
 	// Check and Native are then their medians.
-	Runs   [][2]time.Duration `json:"runs_ns,omitempty"`
-	Report *Report            `json:"report"`
+	Runs   [][2]time.Duration  `json:"runs_ns,omitempty"`
+	Report *consistency.Report `json:"report"`
 }
 
 // String is the line `make bench` prints.
-func (r BenchResult) String() string {
+func (r CheckBench) String() string {
 	s := fmt.Sprintf("BENCH %s rows=%d data=%.1fMB check=%.3fs bytes=%d (%.4f%% of data)",
 		r.Name, r.Rows, float64(r.DataBytes)/1e6, r.Check.Seconds(), r.BytesMoved, 100*r.BytesFraction)
 	if r.Native > 0 {
@@ -62,15 +64,42 @@ func (r BenchResult) String() string {
 }
 
 // DataSize measures a store on its node (ids plus external size of the
-// sessions, and the row count).
+// sessions, and the row count); a union adds up its members.
 func DataSize(ctx context.Context, c *erl.Client, s backends.Store) (bytes, rows int64, err error) {
-	var wire, trips atomic.Int64
-	sd := newSide(c, s, &wire, &trips, nil)
-	t, err := sd.call(ctx, "data_size", 0, sd.term)
-	if err != nil {
-		return 0, 0, err
+	for _, m := range members(s) {
+		b, r, err := agentapi.Check{C: c}.DataSize(ctx, m.Node(), apiStore(m))
+		if err != nil {
+			return 0, 0, err
+		}
+		bytes, rows = bytes+b, rows+r
 	}
-	return erl.Int64(t[1]), erl.Int64(t[2]), nil
+	return bytes, rows, nil
+}
+
+func members(s backends.Store) []backends.Store {
+	if u, ok := s.(*backends.Union); ok {
+		return u.Members
+	}
+	return []backends.Store{s}
+}
+
+// apiStore names a (single-node) store for the agent stubs.
+func apiStore(s backends.Store) agentapi.Store {
+	sp := s.Spec()
+	return agentapi.Store{Kind: string(sp.Kind), Table: sp.Table, File: sp.File, Create: sp.Create}
+}
+
+// NativeCompare runs the native reference on node: migctl_check's loop
+// that checksums both stores there, one after the other, in buckets hash
+// buckets and compares the sums (no Go in the loop). Both stores must be
+// readable on that node. It returns the number of differing buckets and
+// the time the node measured.
+func NativeCompare(ctx context.Context, c *erl.Client, node string, a, b backends.Store, buckets int) (int, time.Duration, error) {
+	n, d, err := agentapi.Check{C: c}.NativeCompare(ctx, node, apiStore(a), apiStore(b), buckets)
+	if err != nil {
+		return 0, 0, fmt.Errorf("native compare on %s: %w", node, err)
+	}
+	return n, d, nil
 }
 
 // BenchFull measures a full check of source against target next to the
@@ -78,8 +107,8 @@ func DataSize(ctx context.Context, c *erl.Client, s backends.Store) (bytes, rows
 // readable), runs times, alternating which goes first so that caches and
 // neighbours' load fall on both alike; Check and Native are the medians.
 // opts.Client is required.
-func BenchFull(ctx context.Context, source, target backends.Store, nativeNode string, runs int, opts Options) (BenchResult, error) {
-	r := BenchResult{Name: "full"}
+func BenchFull(ctx context.Context, source, target backends.Store, nativeNode string, runs int, opts consistency.Options) (CheckBench, error) {
+	r := CheckBench{Name: "full"}
 	var err error
 	if r.DataBytes, r.Rows, err = DataSize(ctx, opts.Client, source); err != nil {
 		return r, err
@@ -87,7 +116,7 @@ func BenchFull(ctx context.Context, source, target backends.Store, nativeNode st
 	runs = max(runs, 1)
 	buckets := int(max(r.Rows/64, 16))
 	var checks, natives []time.Duration
-	var last *Report
+	var last *consistency.Report
 	for i := 0; i < runs; i++ {
 		native := func() error {
 			if nativeNode == "" {
@@ -98,7 +127,7 @@ func BenchFull(ctx context.Context, source, target backends.Store, nativeNode st
 			return err
 		}
 		check := func() error {
-			rep, err := Check(ctx, source, target, opts)
+			rep, err := consistency.Check(ctx, source, target, opts)
 			if err == nil {
 				checks, last = append(checks, rep.Duration), rep
 			}
@@ -121,15 +150,15 @@ func BenchFull(ctx context.Context, source, target backends.Store, nativeNode st
 		r.Runs = append(r.Runs, [2]time.Duration{checks[len(checks)-1], nd})
 	}
 	r.fill(last)
-	r.Check = median(checks)
+	r.Check = medianDuration(checks)
 	if len(natives) > 0 {
-		r.Native = median(natives)
+		r.Native = medianDuration(natives)
 		r.Ratio = r.Check.Seconds() / r.Native.Seconds()
 	}
 	return r, nil
 }
 
-func median(ds []time.Duration) time.Duration {
+func medianDuration(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
@@ -137,17 +166,17 @@ func median(ds []time.Duration) time.Duration {
 
 // BenchSample measures a sample check of n sessions, runs times (each
 // with its own seed unless opts.Seed is set); Check is the median.
-func BenchSample(ctx context.Context, source, target backends.Store, n, runs int, opts Options) (BenchResult, error) {
-	r := BenchResult{Name: fmt.Sprintf("sample-%d", n)}
+func BenchSample(ctx context.Context, source, target backends.Store, n, runs int, opts consistency.Options) (CheckBench, error) {
+	r := CheckBench{Name: fmt.Sprintf("sample-%d", n)}
 	var err error
 	if r.DataBytes, r.Rows, err = DataSize(ctx, opts.Client, source); err != nil {
 		return r, err
 	}
 	opts.Sample = n
 	var ds []time.Duration
-	var last *Report
+	var last *consistency.Report
 	for range max(runs, 1) {
-		rep, err := Check(ctx, source, target, opts)
+		rep, err := consistency.Check(ctx, source, target, opts)
 		if err != nil {
 			return r, err
 		}
@@ -155,11 +184,11 @@ func BenchSample(ctx context.Context, source, target backends.Store, n, runs int
 		r.Runs = append(r.Runs, [2]time.Duration{rep.Duration, 0})
 	}
 	r.fill(last)
-	r.Check = median(ds)
+	r.Check = medianDuration(ds)
 	return r, nil
 }
 
-func (r *BenchResult) fill(rep *Report) {
+func (r *CheckBench) fill(rep *consistency.Report) {
 	r.Report, r.Check, r.BytesMoved = rep, rep.Duration, rep.BytesMoved
 	if r.DataBytes > 0 {
 		r.BytesFraction = float64(rep.BytesMoved) / float64(r.DataBytes)
@@ -174,9 +203,8 @@ func (r *BenchResult) fill(rep *Report) {
 // rest overwritten with another session's value. It returns the damaged
 // ids, sorted.
 func InjectDifferences(ctx context.Context, c *erl.Client, target backends.Store, n int, seed uint64) ([]string, error) {
-	var wire, trips atomic.Int64
-	sd := newSide(c, target, &wire, &trips, nil)
-	drawn, _, err := sd.slotSample(ctx, 2*n+2, int64(seed))
+	st := apiStore(target)
+	drawn, _, err := agentapi.Check{C: c}.SlotSample(ctx, target.Node(), st, 2*n+2, int64(seed))
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +219,7 @@ func InjectDifferences(ctx context.Context, c *erl.Client, target backends.Store
 	rng := mrand.New(mrand.NewPCG(seed, seed+1))
 	rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	victims, donor := ids[:n], ids[n]
-	blobs, err := sd.getMany(ctx, []string{donor})
+	blobs, err := agentapi.Check{C: c}.GetMany(ctx, target.Node(), st, []string{donor})
 	if err != nil {
 		return nil, err
 	}
@@ -216,8 +244,8 @@ func InjectDifferences(ctx context.Context, c *erl.Client, target backends.Store
 
 // BenchDifferences injects n scattered differences into target, runs a
 // full check and reports time, bytes and how many were found.
-func BenchDifferences(ctx context.Context, source, target backends.Store, n int, opts Options) (BenchResult, []string, error) {
-	r := BenchResult{Name: fmt.Sprintf("full-%d-differences", n), Injected: n}
+func BenchDifferences(ctx context.Context, source, target backends.Store, n int, opts consistency.Options) (CheckBench, []string, error) {
+	r := CheckBench{Name: fmt.Sprintf("full-%d-differences", n), Injected: n}
 	var err error
 	if r.DataBytes, r.Rows, err = DataSize(ctx, opts.Client, source); err != nil {
 		return r, nil, err
@@ -226,7 +254,7 @@ func BenchDifferences(ctx context.Context, source, target backends.Store, n int,
 	if err != nil {
 		return r, nil, err
 	}
-	rep, err := Check(ctx, source, target, opts)
+	rep, err := consistency.Check(ctx, source, target, opts)
 	if err != nil {
 		return r, ids, err
 	}

@@ -1,0 +1,269 @@
+package agentapi
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/ergo-services/ergo/etf"
+
+	"github.com/erlmcp/migctl/backends/bucketdiff"
+	"github.com/erlmcp/migctl/erl"
+)
+
+// Buckets is the stub of migctl_buckets (erlang/agent/migctl_buckets.erl),
+// migctl's one bucket-checksum protocol: the sums of many hash ranges in
+// one pass over a store, the keys of chosen ranges, the same frames for
+// given ids. backends (a Store's checksums), consistency (Check) and
+// cluster (VerifyReplication, the heal plan) all call it; the bucket
+// arithmetic is package bucketdiff's.
+type Buckets struct{ C *erl.Client }
+
+func (s Buckets) mod() module { return module{c: s.C, name: "migctl_buckets"} }
+
+// DigestKind chooses what a row's digest covers.
+type DigestKind int
+
+const (
+	// DigestContent: the id and the session without last_accessed (which
+	// every fetch rewrites); what two stores must agree on.
+	DigestContent DigestKind = iota
+	// DigestRecord: the whole record, last_accessed included, and for a
+	// Mnesia row its write time; what replicas of one table must agree
+	// on, and the digest migctl_cluster's merge compares.
+	DigestRecord
+)
+
+func (d DigestKind) opts() etf.List {
+	if d == DigestRecord {
+		return etf.List{etf.Tuple{etf.Atom("digest"), etf.Atom("record")}}
+	}
+	return etf.List{}
+}
+
+// SumOptions tune Sums.
+type SumOptions struct {
+	Digest DigestKind
+	// LAQuantum > 0 (ms; content digest only) puts last_accessed div
+	// LAQuantum in the digest: copies whose last_accessed differ by that
+	// much or more always land in different sums.
+	LAQuantum int64
+	// MaxWritten asks for each bucket's latest Mnesia write time.
+	MaxWritten bool
+}
+
+// Odd are the rows of a store that are not erlmcp sessions: their number
+// and the first keys, as Erlang prints them.
+type Odd struct {
+	N    int64
+	Keys []string
+}
+
+// SumsReply is a store's answer to Sums.
+type SumsReply struct {
+	Sums []bucketdiff.Sum // one per bucket of every range, in order
+	Size int64            // the store's size before the pass
+	Odd  Odd              // rows the pass met that are not sessions
+	// Bytes is the payload that crossed the wire (request and reply
+	// binaries), since a check reports what it moved.
+	Bytes int64
+}
+
+// Sums is migctl_buckets:sums/3: one pass over st, every bucket of rs.
+// Reply {ok, <<Count:32, Sum:64[, MaxWritten:64/signed]>>*, Size, Odd}.
+func (s Buckets) Sums(ctx context.Context, node string, st Store, rs []bucketdiff.Range, o SumOptions) (SumsReply, error) {
+	const fun = "sums"
+	req := EncodeRanges(rs)
+	opts := o.Digest.opts()
+	if o.LAQuantum > 0 {
+		opts = append(opts, etf.Tuple{etf.Atom("la_quantum"), o.LAQuantum})
+	}
+	stride := 12
+	if o.MaxWritten {
+		opts = append(opts, etf.Atom("max_written"))
+		stride = 20
+	}
+	m := s.mod()
+	t, err := m.call(ctx, node, fun, st.term(s.C), req, opts)
+	if err != nil {
+		return SumsReply{}, err
+	}
+	if err := m.okN(node, fun, t, 3); err != nil {
+		return SumsReply{}, err
+	}
+	b, oddB := asBytes(t[1]), asBytes(t[3])
+	n := bucketdiff.Total(rs)
+	if len(b) != stride*n {
+		return SumsReply{}, m.shape(node, fun, fmt.Sprintf("%d bytes for %d buckets", len(b), n))
+	}
+	out := SumsReply{Sums: make([]bucketdiff.Sum, n), Size: asInt(t[2]), Bytes: int64(len(req) + len(b) + len(oddB))}
+	for i := range out.Sums {
+		r := b[stride*i:]
+		out.Sums[i].Count = uint64(binary.BigEndian.Uint32(r))
+		out.Sums[i].Sum = binary.BigEndian.Uint64(r[4:])
+		if o.MaxWritten {
+			out.Sums[i].MaxWritten = int64(binary.BigEndian.Uint64(r[12:]))
+		}
+	}
+	if out.Odd, err = ParseOdd(oddB); err != nil {
+		return SumsReply{}, m.shape(node, fun, err.Error())
+	}
+	return out, nil
+}
+
+// KeyOptions tune Keys and OfIDs.
+type KeyOptions struct {
+	Digest DigestKind // content: without last_accessed and without a quantum
+	// Times adds each row's write time (Mnesia; 0 for ETS/DETS) and
+	// created_at (-1 when absent); LastAccessed is then -1 when absent
+	// (else 0).
+	Times bool
+	// Limit > 0 makes Keys fail (too_many_rows) past that many rows.
+	Limit int
+}
+
+func (o KeyOptions) terms() etf.List {
+	l := o.Digest.opts()
+	if o.Times {
+		l = append(l, etf.Atom("times"))
+	}
+	if o.Limit > 0 {
+		l = append(l, etf.Tuple{etf.Atom("limit"), o.Limit})
+	}
+	return l
+}
+
+// Key is what a store holds for one key.
+type Key struct {
+	Digest       uint32
+	LastAccessed int64
+	Written      int64 // with Times
+	Created      int64 // with Times
+}
+
+// KeysReply is a store's answer to Keys or OfIDs.
+type KeysReply struct {
+	Keys  map[string]Key
+	Odd   Odd   // Keys only: rows in the ranges' pass that are not sessions
+	Bytes int64 // payload both ways
+}
+
+// Keys is migctl_buckets:keys/3: one pass over st, every row whose hash
+// is in rs. Reply {ok, Frames, N, Odd}, frames
+// <<IdLen:32, Id, Digest:32, LastAccessed:64/signed[, Written:64/signed, Created:64/signed]>>.
+func (s Buckets) Keys(ctx context.Context, node string, st Store, rs []bucketdiff.Range, o KeyOptions) (KeysReply, error) {
+	const fun = "keys"
+	req := EncodeRanges(rs)
+	m := s.mod()
+	t, err := m.call(ctx, node, fun, st.term(s.C), req, o.terms())
+	if err != nil {
+		return KeysReply{}, err
+	}
+	if err := m.okN(node, fun, t, 3); err != nil {
+		return KeysReply{}, err
+	}
+	b, oddB := asBytes(t[1]), asBytes(t[3])
+	out := KeysReply{Keys: make(map[string]Key, asInt(t[2])), Bytes: int64(len(req) + len(b) + len(oddB))}
+	if err := parseKeys(b, o.Times, out.Keys); err != nil {
+		return KeysReply{}, m.shape(node, fun, err.Error())
+	}
+	if out.Odd, err = ParseOdd(oddB); err != nil {
+		return KeysReply{}, m.shape(node, fun, err.Error())
+	}
+	return out, nil
+}
+
+// OfIDs is migctl_buckets:of_ids/3: the frames of Keys for the given ids
+// that st holds (absent ones are left out), by lookup, in calls of at
+// most batch ids (default 5,000). Reply {ok, Frames, N}.
+func (s Buckets) OfIDs(ctx context.Context, node string, st Store, ids []string, batch int, o KeyOptions) (KeysReply, error) {
+	const fun = "of_ids"
+	if batch <= 0 {
+		batch = 5000
+	}
+	o.Limit = 0
+	m := s.mod()
+	out := KeysReply{Keys: make(map[string]Key, len(ids))}
+	for i := 0; i < len(ids); i += batch {
+		req := EncodeIDs(ids[i:min(i+batch, len(ids))])
+		t, err := m.call(ctx, node, fun, st.term(s.C), req, o.terms())
+		if err != nil {
+			return KeysReply{}, err
+		}
+		if err := m.okN(node, fun, t, 2); err != nil {
+			return KeysReply{}, err
+		}
+		b := asBytes(t[1])
+		out.Bytes += int64(len(req) + len(b))
+		if err := parseKeys(b, o.Times, out.Keys); err != nil {
+			return KeysReply{}, m.shape(node, fun, err.Error())
+		}
+	}
+	return out, nil
+}
+
+// EncodeRanges is the ranges argument: <<Lo:64, Hi:64, Buckets:32>>*.
+func EncodeRanges(rs []bucketdiff.Range) []byte {
+	buf := make([]byte, 0, 20*len(rs))
+	for _, r := range rs {
+		buf = binary.BigEndian.AppendUint64(buf, r.Lo)
+		buf = binary.BigEndian.AppendUint64(buf, r.Hi)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(r.Buckets))
+	}
+	return buf
+}
+
+// EncodeIDs frames ids as <<IdLen:32, Id>>* (never nil: an empty binary).
+func EncodeIDs(ids []string) []byte {
+	buf := []byte{}
+	for _, id := range ids {
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
+		buf = append(buf, id...)
+	}
+	return buf
+}
+
+// parseKeys reads key frames (see Keys) into out.
+func parseKeys(b []byte, times bool, out map[string]Key) error {
+	tail := 12
+	if times {
+		tail = 28
+	}
+	for len(b) > 0 {
+		if len(b) < 4 || len(b) < 4+int(binary.BigEndian.Uint32(b))+tail {
+			return fmt.Errorf("key frames truncated")
+		}
+		n := int(binary.BigEndian.Uint32(b))
+		r := b[4+n:]
+		k := Key{Digest: binary.BigEndian.Uint32(r), LastAccessed: int64(binary.BigEndian.Uint64(r[4:]))}
+		if times {
+			k.Written = int64(binary.BigEndian.Uint64(r[12:]))
+			k.Created = int64(binary.BigEndian.Uint64(r[20:]))
+		}
+		out[string(b[4:4+n])] = k
+		b = r[tail:]
+	}
+	return nil
+}
+
+// ParseKeyFrames reads the key frames without times that migctl_check's
+// listings share with Keys (<<IdLen:32, Id, Digest:32, LastAccessed:64/signed>>*).
+func ParseKeyFrames(b []byte, out map[string]Key) error { return parseKeys(b, false, out) }
+
+// ParseOdd reads <<Count:32, (KeyLen:32, Key/binary)*>>, the rows that are
+// not sessions (migctl_lib:odd/0).
+func ParseOdd(b []byte) (Odd, error) {
+	if len(b) < 4 {
+		return Odd{}, fmt.Errorf("odd rows: truncated")
+	}
+	o := Odd{N: int64(binary.BigEndian.Uint32(b))}
+	for b = b[4:]; len(b) > 0; {
+		if len(b) < 4 || len(b) < 4+int(binary.BigEndian.Uint32(b)) {
+			return Odd{}, fmt.Errorf("odd rows: bad frame")
+		}
+		n := int(binary.BigEndian.Uint32(b))
+		o.Keys = append(o.Keys, string(b[4:4+n]))
+		b = b[4+n:]
+	}
+	return o, nil
+}

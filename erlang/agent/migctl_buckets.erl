@@ -1,0 +1,302 @@
+%% migctl_buckets: the one bucket-checksum protocol of migctl.
+%%
+%% Three things compare stores by hash buckets: a Store's checksums
+%% (package backends), `migctl consistency check' (two stores), and
+%% `migctl cluster verify-replication' and the heal plan (the local copies
+%% of one Mnesia table on several nodes). They all move checksums, not
+%% rows, and they all do it here:
+%%
+%%   sums(Spec, Ranges, Opts)   one pass over the store, the count and the
+%%                              digest sum of every bucket of many ranges
+%%                              (a bisecting caller costs one table scan
+%%                              per round, not one per range);
+%%   keys(Spec, Ranges, Opts)   one pass, the keys of the rows in the
+%%                              ranges (the buckets that differed) with
+%%                              their digests and times;
+%%   of_ids(Spec, Ids, Opts)    the same frames for given ids, by lookup
+%%                              (a recheck of a few keys).
+%%
+%% Placement: H = erlang:phash2(Id, 2^32). Ranges are a binary of
+%% <<Lo:64, Hi:64, Buckets:32>>* sorted by Lo and not overlapping; bucket
+%% K of a range [Lo, Hi) holds the H with (H - Lo) * Buckets div (Hi - Lo)
+%% =:= K (so bucket B of N over the whole space is H * N div 2^32).
+%%
+%% Digests (Opts {digest, D}; a row's digest is a 32-bit phash2, the
+%% bucket's Sum the sum mod 2^64 of its rows' digests):
+%%   content (default)  phash2({Id, Session without last_accessed}):
+%%                      what two stores must agree on; every fetch
+%%                      rewrites last_accessed. With {la_quantum, Q > 0}:
+%%                      phash2({Id, Session without last_accessed,
+%%                      LastAccessed div Q}): copies whose last_accessed
+%%                      differ by Q or more always land in different
+%%                      quanta, so a stale copy always changes its
+%%                      bucket's sum (closer copies may differ too, which
+%%                      only sends the bucket to the next round, where the
+%%                      caller applies the exact rule).
+%%   record             the whole record: phash2({Id, Session}) for ETS
+%%                      and DETS, phash2({Id, Session, WriteTime}) for a
+%%                      Mnesia row {Tab, Id, Session, WriteTime}: replicas
+%%                      are copies of each other, so any difference is one.
+%%                      migctl_cluster's merge compares this digest too.
+%%
+%% A Mnesia store is read from this node's local copy (the ETS table of a
+%% disc_copies or ram_copies table): no remote reads, no transaction.
+%%
+%% Rows that are not sessions ({Id :: binary(), Session :: map()}) cannot
+%% be digested by content, and a check must not call two stores equal
+%% because it skipped what it could not read: they are counted (with the
+%% first keys) and returned as Odd (migctl_lib:odd/0). Under the record
+%% digest a Mnesia row of any content is digested as it is.
+%%
+%% Contract: as migctl_agent (store specs {ets, Tab} | {dets, Tab, File,
+%% Create, Owner} | {mnesia, Tab}; {ok, ...} | {error, Reason}).
+-module(migctl_buckets).
+
+-export([version/0, sums/3, keys/3, of_ids/3]).
+%% For the other agent modules on the node.
+-export([sums_local/3, fold/3, ready/1, lookup/3, content_frame/2]).
+
+-define(VSN, 1).
+-define(M32, 4294967296).
+
+-import(migctl_lib, [safe/1, fail/1, la/1, mint/2]).
+
+version() -> {ok, ?VSN}.
+
+%% ready(Spec) -> Size: the store exists and is open (migctl_agent opens a
+%% DETS file the application does not hold, with an owner process). A
+%% Mnesia store must have its local copy here, which is what is read.
+ready({mnesia, Tab}) ->
+    migctl_lib:local_copy(Tab),
+    ets:info(Tab, size);
+ready(Spec) ->
+    case migctl_agent:count(Spec) of
+        {ok, N} -> N;
+        {error, R} -> fail(R)
+    end.
+
+%% mode(Opts) -> 0 | Q > 0 | record: the digest, as digest/4 takes it.
+mode(Opts) ->
+    case lists:keyfind(digest, 1, Opts) of
+        {digest, record} -> record;
+        _ ->
+            case lists:keyfind(la_quantum, 1, Opts) of
+                {la_quantum, Q} when is_integer(Q), Q > 0 -> Q;
+                _ -> 0
+            end
+    end.
+
+%% digest(Mode, Id, S, W): W is the Mnesia write time, none for ETS/DETS.
+digest(0, Id, S, _) -> erlang:phash2({Id, maps:remove(last_accessed, S)}, ?M32);
+digest(record, Id, S, none) -> erlang:phash2({Id, S}, ?M32);
+digest(record, Id, S, W) -> erlang:phash2({Id, S, W}, ?M32);
+digest(Q, Id, S, _) -> erlang:phash2({Id, maps:remove(last_accessed, S), la(S) div Q}, ?M32).
+
+wtime(W) when is_integer(W) -> W;
+wtime(_) -> 0.
+
+%% ------------------------------------------------------------------ ranges
+
+%% parse_ranges(Bin) -> {Tuple of {Lo, Hi, Buckets, Base}, TotalBuckets}
+parse_ranges(Bin) -> parse_ranges(Bin, 0, -1, []).
+
+parse_ranges(<<>>, Total, _, Acc) -> {list_to_tuple(lists:reverse(Acc)), Total};
+parse_ranges(<<Lo:64, Hi:64, B:32, Rest/binary>>, Total, PrevHi, Acc)
+  when Hi > Lo, Hi =< ?M32, B > 0, Lo >= PrevHi ->
+    parse_ranges(Rest, Total + B, Hi, [{Lo, Hi, B, Total} | Acc]);
+parse_ranges(_, _, _, _) -> fail(bad_ranges).
+
+%% locate(H, Ranges) -> none | {Lo, Hi, Buckets, Base}, by binary search.
+locate(H, R) -> locate(H, R, 1, tuple_size(R)).
+
+locate(_, _, I, J) when I > J -> none;
+locate(H, R, I, J) ->
+    M = (I + J) div 2,
+    {Lo, Hi, _, _} = E = element(M, R),
+    if
+        H < Lo -> locate(H, R, I, M - 1);
+        H >= Hi -> locate(H, R, M + 1, J);
+        true -> E
+    end.
+
+%% index(H, Ranges) -> none | the bucket's 0-based index over all ranges.
+index(H, {{Lo, Hi, B, 0}}) when H >= Lo, H < Hi -> ((H - Lo) * B) div (Hi - Lo);
+index(_, {{_, _, _, 0}}) -> none;
+index(H, R) ->
+    case locate(H, R) of
+        none -> none;
+        {Lo, Hi, B, Base} -> Base + ((H - Lo) * B) div (Hi - Lo)
+    end.
+
+%% ------------------------------------------------------------------- sums
+
+%% sums(Spec, Ranges, Opts) ->
+%%   {ok, <<Count:32, Sum:64>>*TotalBuckets, Size, Odd}
+%%   {ok, <<Count:32, Sum:64, MaxWritten:64/signed>>*TotalBuckets, Size, Odd}
+%%   with max_written in Opts.
+%% Opts: {digest, content | record}, {la_quantum, Q}, max_written (the
+%% latest Mnesia write time in each bucket, 0 for ETS/DETS; the heal plan
+%% dates a split with it). Size is the store's size before the pass.
+sums(Spec, RangesBin, Opts) ->
+    safe(fun() ->
+        Size = ready(Spec),
+        {Bin, _} = sums_local(Spec, RangesBin, Opts),
+        {ok, Bin, Size, migctl_lib:odd()}
+    end).
+
+%% sums_local(Spec, Ranges, Opts) -> {Bin, TotalBuckets}, for a caller on
+%% this node (migctl_check:native_compare/3). Fails instead of returning.
+sums_local(Spec, RangesBin, Opts) ->
+    {R, Total} = parse_ranges(RangesBin),
+    Mode = mode(Opts),
+    C = counters:new(2 * max(Total, 1), []),
+    Count = case R of
+                {{Lo, Hi, B, 0}} ->
+                    %% One range (the first round of every full check): no search.
+                    W = Hi - Lo,
+                    fun(Id, S, Wt) ->
+                            H = erlang:phash2(Id, ?M32),
+                            if
+                                H >= Lo, H < Hi ->
+                                    I = 2 * (((H - Lo) * B) div W),
+                                    counters:add(C, I + 1, 1),
+                                    counters:add(C, I + 2, digest(Mode, Id, S, Wt)),
+                                    I;
+                                true -> none
+                            end
+                    end;
+                _ ->
+                    fun(Id, S, Wt) ->
+                            H = erlang:phash2(Id, ?M32),
+                            case locate(H, R) of
+                                none -> none;
+                                {Lo, Hi, B, Base} ->
+                                    I = 2 * (Base + ((H - Lo) * B) div (Hi - Lo)),
+                                    counters:add(C, I + 1, 1),
+                                    counters:add(C, I + 2, digest(Mode, Id, S, Wt)),
+                                    I
+                            end
+                    end
+            end,
+    case lists:member(max_written, Opts) of
+        false ->
+            fold(Spec, Mode, Count),
+            {<< <<(counters:get(C, 2 * I + 1)):32, (counters:get(C, 2 * I + 2)):64>>
+                || I <- lists:seq(0, Total - 1) >>, Total};
+        true ->
+            M = atomics:new(max(Total, 1), [{signed, true}]),
+            fold(Spec, Mode, fun(Id, S, Wt) ->
+                                     case Count(Id, S, Wt) of
+                                         none -> ok;
+                                         I ->
+                                             K = I div 2 + 1,
+                                             Wi = wtime(Wt),
+                                             Wi > atomics:get(M, K) andalso atomics:put(M, K, Wi)
+                                     end
+                             end),
+            {<< <<(counters:get(C, 2 * I + 1)):32, (counters:get(C, 2 * I + 2)):64,
+                  (atomics:get(M, I + 1)):64/signed>> || I <- lists:seq(0, Total - 1) >>, Total}
+    end.
+
+%% fold(Spec, Mode, F) calls F(Id, S, W) for every row the digest Mode can
+%% take (W: the Mnesia write time, none for ETS/DETS) and counts the others
+%% (migctl_lib:odd_row/1) for the caller to return with migctl_lib:odd/0.
+fold({ets, Tab}, _, F) ->
+    migctl_lib:odd_reset(),
+    ets:foldl(fun({Id, S}, A) when is_binary(Id), is_map(S) -> F(Id, S, none), A;
+                 (Row, A) -> migctl_lib:odd_row(migctl_lib:key(ets, Row)), A end, ok, Tab);
+fold({dets, Tab, _, _, _}, _, F) ->
+    migctl_lib:odd_reset(),
+    case dets:foldl(fun({Id, S}, A) when is_binary(Id), is_map(S) -> F(Id, S, none), A;
+                       (Row, A) -> migctl_lib:odd_row(migctl_lib:key(dets, Row)), A end, ok, Tab) of
+        {error, E} -> fail(migctl_lib:error_text("dets", E));
+        _ -> ok
+    end;
+fold({mnesia, Tab}, record, F) ->
+    migctl_lib:local_copy(Tab),
+    migctl_lib:odd_reset(),
+    ets:foldl(fun({_, Id, S, W}, A) -> F(Id, S, W), A;
+                 (Row, A) -> migctl_lib:odd_row(migctl_lib:key(mnesia, Row)), A end, ok, Tab);
+fold({mnesia, Tab}, _, F) ->
+    migctl_lib:local_copy(Tab),
+    migctl_lib:odd_reset(),
+    ets:foldl(fun({_, Id, S, W}, A) when is_binary(Id), is_map(S) -> F(Id, S, W), A;
+                 (Row, A) -> migctl_lib:odd_row(migctl_lib:key(mnesia, Row)), A end, ok, Tab).
+
+%% ------------------------------------------------------------------- keys
+
+%% keys(Spec, Ranges, Opts) -> {ok, Frames, N, Odd}
+%% Every row whose hash is in one of the ranges (bucket counts are
+%% ignored), as frame/4 writes it. Opts: {digest, D} (default content
+%% WITHOUT a quantum: last_accessed travels apart so the caller can apply
+%% its tolerance exactly), times (the frame carries the write and creation
+%% times), {limit, N} (fails with too_many_rows beyond N rows, so that a
+%% mistaken call cannot ship a whole table).
+keys(Spec, RangesBin, Opts) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        {R, _} = parse_ranges(RangesBin),
+        Mode = case mode(Opts) of record -> record; _ -> 0 end,
+        Times = lists:member(times, Opts),
+        Limit = case lists:keyfind(limit, 1, Opts) of
+                    {limit, L} when is_integer(L) -> L;
+                    _ -> infinity
+                end,
+        Key = make_ref(),
+        put(Key, {0, []}),
+        fold(Spec, Mode, fun(Id, S, W) when is_binary(Id) ->
+                                 case index(erlang:phash2(Id, ?M32), R) of
+                                     none -> ok;
+                                     _ ->
+                                         {N, Acc} = get(Key),
+                                         N < Limit orelse fail(too_many_rows),
+                                         put(Key, {N + 1, [frame(Mode, Times, Id, S, W) | Acc]})
+                                 end;
+                            (_, _, _) -> ok
+                         end),
+        {N, Acc} = erase(Key),
+        {ok, iolist_to_binary(Acc), N, migctl_lib:odd()}
+    end).
+
+%% frame(Mode, Times, Id, S, W) ->
+%%   <<IdLen:32, Id, Digest:32, LastAccessed:64/signed>>                 (no times)
+%%   <<IdLen:32, Id, Digest:32, LastAccessed:64/signed,
+%%     Written:64/signed, Created:64/signed>>                            (times)
+%% Without times LastAccessed is 0 when absent, with times -1 (as Created;
+%% Written is 0 for ETS/DETS rows).
+frame(Mode, false, Id, S, W) ->
+    [<<(byte_size(Id)):32>>, Id, <<(digest(Mode, Id, S, W)):32, (la(S)):64/signed>>];
+frame(Mode, true, Id, S, W) ->
+    [<<(byte_size(Id)):32>>, Id, <<(digest(Mode, Id, S, W)):32, (mint(last_accessed, S)):64/signed,
+                                   (wtime(W)):64/signed, (mint(created_at, S)):64/signed>>].
+
+%% of_ids(Spec, <<IdLen:32, Id/binary>>*, Opts) -> {ok, Frames, N}
+%% The frames of keys/3 (same Opts but limit) for the given ids that are
+%% present, by lookup: reading a few keys is quick, so two nodes can be
+%% asked at nearly the same instant (rechecks), and a sample is compared
+%% without a scan.
+of_ids(Spec, IdsBin, Opts) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        Mode = case mode(Opts) of record -> record; _ -> 0 end,
+        Times = lists:member(times, Opts),
+        _ = [migctl_lib:local_copy(T) || {mnesia, T} <- [Spec]],
+        Rows = lists:flatmap(fun(Id) -> lookup(Spec, Mode, Id) end, migctl_lib:ids(IdsBin)),
+        {ok, iolist_to_binary([frame(Mode, Times, Id, S, W) || {Id, S, W} <- Rows]), length(Rows)}
+    end).
+
+%% lookup(Spec, Mode, Id) -> [{Id, S, W}]: the row of Id if the digest Mode
+%% can take it. Mnesia: a dirty read, which on a node with a local copy
+%% (of_ids/3 checks it) reads that copy.
+lookup({ets, Tab}, _, Id) -> [{I, S, none} || {I, S} <- ets:lookup(Tab, Id), is_map(S)];
+lookup({dets, Tab, _, _, _}, _, Id) ->
+    case dets:lookup(Tab, Id) of
+        {error, E} -> fail(migctl_lib:error_text("dets", E));
+        L -> [{I, S, none} || {I, S} <- L, is_map(S)]
+    end;
+lookup({mnesia, Tab}, Mode, Id) ->
+    [{I, S, W} || {_, I, S, W} <- mnesia:dirty_read(Tab, Id), Mode =:= record orelse is_map(S)].
+
+%% content_frame(Id, S): the frame keys/3 writes by default, for the
+%% listings of migctl_check's samples.
+content_frame(Id, S) -> frame(0, false, Id, S, none).
