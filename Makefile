@@ -56,7 +56,7 @@ bench: deps erlang build
 	@echo "== issue 2: export vs rpc:call, RSS" ; \
 	$(GO) test -tags bench -count=1 -timeout 120m -v ./bench/ 2>&1 | tee .bench.log | grep -E '^(BENCH|--- FAIL|FAIL)'
 	@echo "== issues 3, 4, 5: backfill, hybrid latency, phase set; consistency check; split detection and heal" ; \
-	MIGCTL_BENCH=1 $(GO) test -count=1 -timeout 120m -run 'TestBench' -v ./migrate/ ./consistency/ 2>&1 | tee -a .bench.log | grep -E '(_test\.go:[0-9]+:|^--- FAIL|^FAIL|^ok)'
+	MIGCTL_BENCH=1 $(GO) test -count=1 -timeout 120m -run 'TestBench' -v ./migrate/ ./consistency/ ./internal/benchkit/ 2>&1 | tee -a .bench.log | grep -E '(_test\.go:[0-9]+:|^--- FAIL|^FAIL|^ok)'
 	@MIGCTL_BENCH=1 $(GO) test -count=1 -timeout 60m -v ./cluster/clusterbench/ 2>&1 | tee -a .bench.log | grep -E '(_test\.go:[0-9]+:|^--- FAIL|^FAIL|^ok)'
 
 ## bench-scale: issue 13's big run (not part of test): BENCH_SCALE_SESSIONS (default

@@ -10,14 +10,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/backends"
-	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
+	"github.com/erlmcp/migctl/journal"
 )
 
-// ProgressSink receives progress (*cliutil.Progress is one).
+// ProgressSink receives progress (cmd/migctl's adapter of
+// cliutil.Progress is one): SetTotal once, before the first batch, with
+// the number of rows the copy will scan, then Add after every call.
 type ProgressSink interface {
+	SetTotal(n int64)
 	Add(n int64)
 }
 
@@ -122,18 +124,7 @@ func ckptKey(dir, node string) string { return "ckpt:" + dir + ":" + node }
 // writing both. See the package documentation for why it cannot overwrite
 // a newer value or resurrect a deleted one.
 func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillReport, error) {
-	if o.BatchSize <= 0 {
-		o.BatchSize = 500
-	}
-	if o.StepTimeout <= 0 {
-		o.StepTimeout = 60 * time.Second
-	}
-	if o.CallBudget <= 0 {
-		o.CallBudget = 250 * time.Millisecond
-	}
-	if o.TurnBudget <= 0 {
-		o.TurnBudget = 25 * time.Millisecond
-	}
+	o = o.withDefaults()
 	dir := "forward"
 	if o.Reverse {
 		dir = "reverse"
@@ -148,43 +139,15 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	if err := st.Ready(); err != nil {
 		return nil, err
 	}
-	okPhase := st.Phase == Phase1 || st.Phase == Phase2
-	if o.Reverse {
-		okPhase = st.Phase == Phase2
+	if err := backfillPhaseOK(st, dir, o.Force); err != nil {
+		return nil, err
 	}
-	if !okPhase && !o.Force {
-		want := "phase1 or phase2 (dual-writes must flow while it copies)"
-		if o.Reverse {
-			want = "phase2 (after migctl phase rollback from phase3)"
-		}
-		return nil, fmt.Errorf("%w: the cluster is at %s; a %s backfill runs in %s", ErrWrongPhase, st.Phase, dir, want)
-	}
-	var total int64
-	for _, n := range st.Nodes {
-		for _, side := range []StoreRef{n.Primary, n.Secondary} {
-			s, err := backends.Open(m.c, n.Node, side.Spec())
-			if err != nil {
-				return nil, err
-			}
-			info, err := s.Describe(ctx)
-			if err != nil {
-				if errors.Is(err, backends.ErrNotSessions) {
-					return nil, fmt.Errorf("%w: %s on %s: %v", ErrNotSessions, side.Spec(), n.Node, err)
-				}
-				return nil, err
-			}
-			if info.Exists && info.Layout != "ok" {
-				return nil, fmt.Errorf("%w: %s on %s: %s", ErrNotSessions, side.Spec(), n.Node, info.Layout)
-			}
-			if (side == n.Primary) != o.Reverse {
-				total += info.Size
-			}
-		}
+	total, err := m.backfillTotal(ctx, st, o.Reverse)
+	if err != nil {
+		return nil, err
 	}
 	if o.Progress != nil {
-		if p, ok := o.Progress.(interface{ SetTotal(int64) }); ok {
-			p.SetTotal(total)
-		}
+		o.Progress.SetTotal(total)
 	}
 	rec := BackfillRecord{Direction: dir, Nodes: m.Nodes(), Phase: st.Phase, Epoch: st.Epoch, DryRun: o.DryRun,
 		FailuresAtStart: map[string]int64{}}
@@ -194,7 +157,6 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	rep := &BackfillReport{PerNode: map[string]Stats{}}
 	t0 := time.Now()
 
-	wctx, stopWatch := context.WithCancel(ctx)
 	var pw *progressWriter
 	if !o.DryRun {
 		pw = newProgressWriter(m.j, m.log, dir, total, false)
@@ -202,48 +164,11 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 		go pw.run()
 	}
 	defer pw.stop()
-	var watch *loadWatch
-	if !o.NoThrottle {
-		watch = m.watchLoad(wctx, m.nodes)
-	}
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
-	perNodeRate := 0.0
-	if o.RatePerSec > 0 {
-		perNodeRate = o.RatePerSec / float64(len(m.nodes))
-	}
-	for _, node := range m.nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, resumed, reason, err := m.backfillNode(ctx, node, dir, st.Epoch, o, perNodeRate, watch, pw, &rec.ResumedAt, rec.FailuresAtStart, &mu)
-			mu.Lock()
-			defer mu.Unlock()
-			rep.PerNode[node] = s
-			rec.Stats.add(s)
-			rec.Resumed = rec.Resumed || resumed
-			if reason != "" {
-				rep.LastThrottle = reason
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", node, err))
-			}
-		}()
-	}
-	wg.Wait()
-	stopWatch()
-	if watch != nil {
-		watch.wg.Wait()
-		for _, n := range m.nodes {
-			_, _ = m.c.Agent(context.WithoutCancel(ctx), n, "migctl_migrate:stop_watch")
-		}
-	}
+	err = m.backfillNodes(ctx, dir, st.Epoch, o, pw, &rec, rep)
 	rec.Seconds = time.Since(t0).Seconds()
 	if rec.Seconds > 0 {
 		rep.RowsPerSec = float64(rec.Stats.Scanned) / rec.Seconds
 	}
-	err := errors.Join(errs...)
 	if err == nil && !o.DryRun {
 		// The guarantees hold only if dual-writes flowed the whole time.
 		end := m.status(ctx)
@@ -255,19 +180,20 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	if err != nil {
 		rec.Error = err.Error()
 	}
+	interrupted := errors.Is(err, errInterrupted) || ctx.Err() != nil
 	if pw != nil {
 		pw.stop() // no periodic save may land after the final one
 		switch {
 		case rec.Complete:
 			pw.save(BackfillDone, "")
-		case errors.Is(err, errInterrupted) || ctx.Err() != nil:
+		case interrupted:
 			pw.save(BackfillInterrupted, "interrupted; rerun to resume from the checkpoint")
 		default:
 			pw.save(BackfillFailed, rec.Error)
 		}
 	}
 	if rec.Complete || !o.DryRun {
-		if errors.Is(err, errInterrupted) || ctx.Err() != nil {
+		if interrupted {
 			// A crash or Ctrl-C: the checkpoints say where to resume;
 			// journal the interruption without marking completion.
 			rec.Error = "interrupted; rerun to resume from the checkpoint"
@@ -287,211 +213,388 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	return rep, err
 }
 
-// backfillNode runs the batches of one node from its checkpoint on.
-func (m *Migrator) backfillNode(ctx context.Context, node, dir string, epoch int64, o BackfillOptions, rate float64, watch *loadWatch, pw *progressWriter, resumedAt *int64, failuresAtStart map[string]int64, mu *sync.Mutex) (Stats, bool, string, error) {
-	var cp checkpoint
-	// resumedFrom takes the secondary write failures a resumed pass was
-	// started with (see checkpoint.FailuresAtStart).
-	resumedFrom := func(cp checkpoint) {
-		if cp.FailuresAtStart != nil {
-			failuresAtStart[node] = *cp.FailuresAtStart
+func (o BackfillOptions) withDefaults() BackfillOptions {
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.StepTimeout <= 0 {
+		o.StepTimeout = 60 * time.Second
+	}
+	if o.CallBudget <= 0 {
+		o.CallBudget = 250 * time.Millisecond
+	}
+	if o.TurnBudget <= 0 {
+		o.TurnBudget = 25 * time.Millisecond
+	}
+	return o
+}
+
+// backfillPhaseOK: a backfill runs while dual-writes flow (phase1 or
+// phase2; the way back in phase2 only), unless forced.
+func backfillPhaseOK(st ClusterStatus, dir string, force bool) error {
+	ok := st.Phase == Phase1 || st.Phase == Phase2
+	want := "phase1 or phase2 (dual-writes must flow while it copies)"
+	if dir == "reverse" {
+		ok = st.Phase == Phase2
+		want = "phase2 (after migctl phase rollback from phase3)"
+	}
+	if ok || force {
+		return nil
+	}
+	return fmt.Errorf("%w: the cluster is at %s; a %s backfill runs in %s", ErrWrongPhase, st.Phase, dir, want)
+}
+
+// backfillTotal checks that every store holds sessions and returns the
+// rows the copy will scan (the source side of every node).
+func (m *Migrator) backfillTotal(ctx context.Context, st ClusterStatus, reverse bool) (int64, error) {
+	var total int64
+	for _, n := range st.Nodes {
+		for _, side := range []StoreRef{n.Primary, n.Secondary} {
+			s, err := backends.Open(m.c, n.Node, side.Spec())
+			if err != nil {
+				return 0, err
+			}
+			info, err := s.Describe(ctx)
+			if err != nil {
+				if errors.Is(err, backends.ErrNotSessions) {
+					return 0, fmt.Errorf("%w: %s on %s: %v", ErrNotSessions, side.Spec(), n.Node, err)
+				}
+				return 0, err
+			}
+			if info.Exists && info.Layout != "ok" {
+				return 0, fmt.Errorf("%w: %s on %s: %s", ErrNotSessions, side.Spec(), n.Node, info.Layout)
+			}
+			if (side == n.Primary) != reverse {
+				total += info.Size
+			}
 		}
 	}
-	resumed := false
-	if !o.Restart && !o.DryRun {
-		if ok, err := m.j.GetState(stateBucket, ckptKey(dir, node), &cp); err != nil {
-			return Stats{}, false, "", err
-		} else if ok && cp.Done && cp.Epoch == epoch {
+	return total, nil
+}
+
+// backfillNodes runs every node's share at once and gathers the results
+// into rec and rep.
+func (m *Migrator) backfillNodes(ctx context.Context, dir string, epoch int64, o BackfillOptions, pw *progressWriter, rec *BackfillRecord, rep *BackfillReport) error {
+	wctx, stopWatch := context.WithCancel(ctx)
+	var watch *loadWatch
+	if !o.NoThrottle {
+		watch = m.watchLoad(wctx, m.nodes)
+	}
+	perNodeRate := 0.0
+	if o.RatePerSec > 0 {
+		perNodeRate = o.RatePerSec / float64(len(m.nodes))
+	}
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, node := range m.nodes {
+		b := &nodeBackfill{m: m, node: node, dir: dir, epoch: epoch, o: o, rate: perNodeRate, watch: watch, pw: pw,
+			ckpt: &checkpointer{j: m.j, key: ckptKey(dir, node), off: o.DryRun}}
+		if f, ok := rec.FailuresAtStart[node]; ok {
+			b.failures = &f
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := b.run(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			rep.PerNode[node] = b.cp.Stats
+			rec.Stats.add(b.cp.Stats)
+			rec.Resumed = rec.Resumed || b.resumed
+			rec.ResumedAt += b.resumedAt
+			if b.failures != nil {
+				rec.FailuresAtStart[node] = *b.failures
+			}
+			if b.lastReason != "" {
+				rep.LastThrottle = b.lastReason
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", node, err))
+			}
+		}()
+	}
+	wg.Wait()
+	stopWatch()
+	if watch != nil {
+		watch.wg.Wait()
+		for _, n := range m.nodes {
+			_, _ = m.c.Agent(context.WithoutCancel(ctx), n, "migctl_migrate:stop_watch")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nodeBackfill is one node's share of a backfill: its pass (copy, and
+// prune after a reverse copy) from its checkpoint on, one call of
+// migctl_migrate:backfill_steps after the other, with the throttle and the
+// rate limit between calls.
+type nodeBackfill struct {
+	m     *Migrator
+	node  string
+	dir   string // forward or reverse
+	epoch int64  // the phase epoch the run began in
+	o     BackfillOptions
+	rate  float64 // rows per second for this node (0: no cap)
+	watch *loadWatch
+	pw    *progressWriter
+	ckpt  *checkpointer
+	// failures is the node's secondary_write_failures counter the phase2
+	// gate judges from: the run's start, or that of the pass it resumes
+	// (see checkpoint.FailuresAtStart).
+	failures *int64
+
+	cp         checkpoint
+	resumed    bool  // a pass of an interrupted run goes on
+	resumedAt  int64 // rows that pass had scanned
+	lastReason string
+}
+
+// run does the node's share; b.cp.Stats is what it did, also on error.
+func (b *nodeBackfill) run(ctx context.Context) error {
+	defer b.ckpt.wait()
+	finished, err := b.load()
+	if err != nil || finished {
+		return err
+	}
+	op := b.dir
+	if b.cp.Pass == "prune" {
+		op = agentapi.OpPrune
+	}
+	api := agentapi.Migrate{C: b.m.c}
+	start := time.Now()
+	var paced int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return b.stop(err)
+		}
+		if err := b.throttle(ctx); err != nil {
+			return b.stop(err)
+		}
+		if err := b.pace(ctx, start, paced); err != nil {
+			return b.stop(err)
+		}
+		callStart := time.Now()
+		sctx, cancel := context.WithTimeout(ctx, b.o.StepTimeout+b.o.CallBudget)
+		r, err := api.BackfillSteps(sctx, b.node, b.request(op))
+		cancel()
+		if errors.Is(err, agentapi.ErrCursorExpired) {
+			// The DETS file was reopened since the checkpoint: start the
+			// pass again (batches are idempotent).
+			b.m.log.Warn("backfill cursor expired, restarting the pass", "node", b.node, "pass", b.cp.Pass)
+			b.cp.Cursor = nil
+			b.cp.Stats.Restarts++
+			continue
+		}
+		if err != nil {
+			return b.stop(err)
+		}
+		s := Stats{Scanned: r.Scanned, Written: r.Written, Skipped: r.Skipped, Expired: r.Expired,
+			Deleted: r.Deleted, Batches: 1, CallSeconds: time.Since(callStart).Seconds()}
+		b.cp.Stats.add(s)
+		b.pw.node(b.node, b.cp.Stats)
+		paced += s.Scanned
+		if b.o.Progress != nil && op != agentapi.OpPrune {
+			b.o.Progress.Add(s.Scanned)
+		}
+		b.cp.Cursor = r.Next
+		if r.Done {
+			if b.dir == "reverse" && b.cp.Pass == "copy" {
+				b.cp.Pass, b.cp.Cursor, op = "prune", nil, agentapi.OpPrune
+				if err := b.ckpt.save(b.cp); err != nil {
+					return err
+				}
+				continue
+			}
+			b.cp.Done = true
+			return b.ckpt.save(b.cp)
+		}
+		if err := b.ckpt.saveSoon(b.cp); err != nil {
+			return err
+		}
+		if err := b.m.step("backfill:batch:" + b.node); err != nil {
+			return b.stop(errors.Join(errInterrupted, err))
+		}
+	}
+}
+
+// load reads the node's checkpoint: finished = the node's pass of this
+// epoch is already done (an interrupted run got that far).
+func (b *nodeBackfill) load() (finished bool, err error) {
+	var cp checkpoint
+	if !b.o.Restart && !b.o.DryRun {
+		ok, err := b.m.j.GetState(stateBucket, b.ckpt.key, &cp)
+		switch {
+		case err != nil:
+			return false, err
+		case ok && cp.Done && cp.Epoch == b.epoch:
 			// This node finished in the interrupted run and the phase has
 			// not changed since: its copy still holds.
-			mu.Lock()
-			*resumedAt += cp.Stats.Scanned
-			resumedFrom(cp)
-			mu.Unlock()
-			pw.node(node, cp.Stats)
-			return cp.Stats, true, "", nil
-		} else if ok && cp.Epoch != epoch {
+			b.resumeFrom(cp)
+			b.pw.node(b.node, cp.Stats)
+			return true, nil
+		case ok && cp.Epoch != b.epoch:
 			// The phase changed since this pass began (phase1 -> phase0 ->
 			// phase1, say): writes made meanwhile went to one store only,
 			// and those behind the cursor would never be read again. The
 			// pass starts over; batches are idempotent.
-			m.log.Warn("backfill checkpoint from another phase epoch, starting the pass over", "node", node,
-				"checkpoint_epoch", cp.Epoch, "epoch", epoch, "scanned", cp.Stats.Scanned)
+			b.m.log.Warn("backfill checkpoint from another phase epoch, starting the pass over", "node", b.node,
+				"checkpoint_epoch", cp.Epoch, "epoch", b.epoch, "scanned", cp.Stats.Scanned)
 			cp = checkpoint{}
-		} else if ok && !cp.Done {
-			resumed = true
-			mu.Lock()
-			*resumedAt += cp.Stats.Scanned
-			resumedFrom(cp)
-			mu.Unlock()
-			m.log.Info("resuming backfill from checkpoint", "node", node, "pass", cp.Pass, "scanned", cp.Stats.Scanned)
-		} else {
+		case ok && !cp.Done:
+			b.resumeFrom(cp)
+			b.m.log.Info("resuming backfill from checkpoint", "node", b.node, "pass", cp.Pass, "scanned", cp.Stats.Scanned)
+		default:
 			cp = checkpoint{}
 		}
 	}
 	if cp.Pass == "" {
-		cp = checkpoint{Pass: "copy", Epoch: epoch}
-		mu.Lock()
-		if f, ok := failuresAtStart[node]; ok {
-			cp.FailuresAtStart = &f
-		}
-		mu.Unlock()
+		cp = checkpoint{Pass: "copy", Epoch: b.epoch, FailuresAtStart: b.failures}
 	}
-	op := dir
-	if cp.Pass == "prune" {
-		op = "prune"
-	}
-	// Checkpoints are written by a goroutine while the next call runs (a
-	// bbolt commit with fsync costs milliseconds the node would otherwise
-	// sit idle); a crash then resumes at most one call earlier, and calls
-	// are idempotent. A forced save waits for the one in flight first.
-	var lastSave time.Time
-	var inflight sync.WaitGroup
-	var busy atomic.Bool
-	var saveMu sync.Mutex
-	var saveErr error
-	defer inflight.Wait()
-	save := func(force bool) error {
-		if o.DryRun {
-			return nil
-		}
-		if force {
-			inflight.Wait()
-			saveMu.Lock()
-			err := saveErr
-			saveMu.Unlock()
-			if err != nil {
-				return err
-			}
-			return m.j.PutState(stateBucket, ckptKey(dir, node), cp)
-		}
-		if time.Since(lastSave) < time.Second || busy.Load() {
-			return nil
-		}
-		lastSave = time.Now()
-		c := cp
-		c.Cursor = append([]byte(nil), cp.Cursor...)
-		busy.Store(true)
-		inflight.Add(1)
-		go func() {
-			defer inflight.Done()
-			defer busy.Store(false)
-			if err := m.j.PutState(stateBucket, ckptKey(dir, node), c); err != nil {
-				saveMu.Lock()
-				saveErr = err
-				saveMu.Unlock()
-			}
-		}()
-		return nil
-	}
-	start := time.Now()
-	var paced int64
-	lastReason := ""
-	for {
-		if err := ctx.Err(); err != nil {
-			_ = save(true)
-			return cp.Stats, resumed, lastReason, err
-		}
-		// Throttle: wait while the node is loaded.
-		if watch != nil {
-			for {
-				th, why := Throttle(watch.get(node), o.Limits, time.Now())
-				if !th {
-					break
-				}
-				if why != lastReason {
-					m.log.Info("backfill throttled", "reason", why)
-					lastReason = why
-				}
-				t := time.Now()
-				select {
-				case <-ctx.Done():
-					_ = save(true)
-					return cp.Stats, resumed, lastReason, ctx.Err()
-				case <-time.After(250 * time.Millisecond):
-				}
-				cp.Stats.Throttled += time.Since(t).Seconds()
-			}
-		}
-		// Rate limit: stay on the line rate*elapsed.
-		if rate > 0 {
-			due := start.Add(time.Duration(float64(paced) / rate * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				select {
-				case <-ctx.Done():
-					_ = save(true)
-					return cp.Stats, resumed, lastReason, ctx.Err()
-				case <-time.After(d):
-				}
-			}
-		}
-		// Several batches per call (each its own turn of the store
-		// server), bounded by the budget and, with a rate limit, by what
-		// the rate allows in one budget.
-		maxRows := 1 << 30
-		if rate > 0 {
-			maxRows = max(o.BatchSize, int(rate*o.CallBudget.Seconds()))
-		}
-		callStart := time.Now()
-		sctx, cancel := context.WithTimeout(ctx, o.StepTimeout+o.CallBudget)
-		// The way back (reverse, prune) names the migration's nodes: each
-		// session goes back to the one node that serves it (see the
-		// hybrid backend's ownership rule), not into every node's file.
-		owners := etf.List{}
-		if op != "forward" {
-			for _, n := range m.nodes {
-				owners = append(owners, etf.Atom(n))
-			}
-		}
-		t, err := m.c.Agent(sctx, node, "migctl_migrate:backfill_steps", etf.Atom(op), cp.Cursor, o.BatchSize, o.DryRun,
-			int(o.StepTimeout/time.Millisecond), maxRows, int(o.CallBudget/time.Millisecond), owners,
-			max(1, int(o.TurnBudget/time.Millisecond)))
-		cancel()
-		if err != nil {
-			var re *erl.RPCError
-			if errors.As(err, &re) && re.Reason == "cursor_expired" {
-				// The DETS file was reopened since the checkpoint: start the
-				// pass again (batches are idempotent).
-				m.log.Warn("backfill cursor expired, restarting the pass", "node", node, "pass", cp.Pass)
-				cp.Cursor = nil
-				cp.Stats.Restarts++
-				continue
-			}
-			_ = save(true)
-			return cp.Stats, resumed, lastReason, err
-		}
-		// {ok, Scanned, Written, Skipped, Expired, Deleted, Next, Done}
-		b := Stats{Scanned: erl.Int64(t[1]), Written: erl.Int64(t[2]), Skipped: erl.Int64(t[3]),
-			Expired: erl.Int64(t[4]), Deleted: erl.Int64(t[5]), Batches: 1, CallSeconds: time.Since(callStart).Seconds()}
-		cp.Stats.add(b)
-		pw.node(node, cp.Stats)
-		paced += b.Scanned
-		if o.Progress != nil && op != "prune" {
-			o.Progress.Add(b.Scanned)
-		}
-		next, _ := t[6].([]byte)
-		done, _ := t[7].(bool)
-		cp.Cursor = next
-		if done {
-			if dir == "reverse" && cp.Pass == "copy" {
-				cp.Pass, cp.Cursor, op = "prune", nil, "prune"
-				if err := save(true); err != nil {
-					return cp.Stats, resumed, lastReason, err
-				}
-				continue
-			}
-			cp.Done = true
-			return cp.Stats, resumed, lastReason, save(true)
-		}
-		if err := save(false); err != nil {
-			return cp.Stats, resumed, lastReason, err
-		}
-		if err := m.step("backfill:batch:" + node); err != nil {
-			_ = save(true)
-			return cp.Stats, resumed, lastReason, errors.Join(errInterrupted, err)
-		}
+	b.cp = cp
+	return false, nil
+}
+
+// resumeFrom takes over a checkpoint's pass, and the secondary write
+// failures it was started with (see checkpoint.FailuresAtStart).
+func (b *nodeBackfill) resumeFrom(cp checkpoint) {
+	b.cp = cp
+	b.resumed = true
+	b.resumedAt = cp.Stats.Scanned
+	if cp.FailuresAtStart != nil {
+		f := *cp.FailuresAtStart
+		b.failures = &f
 	}
 }
+
+// stop saves the checkpoint (best effort) and returns err.
+func (b *nodeBackfill) stop(err error) error {
+	_ = b.ckpt.save(b.cp)
+	return err
+}
+
+// throttle waits while the node is loaded.
+func (b *nodeBackfill) throttle(ctx context.Context) error {
+	if b.watch == nil {
+		return nil
+	}
+	for {
+		th, why := Throttle(b.watch.get(b.node), b.o.Limits, time.Now())
+		if !th {
+			return nil
+		}
+		if why != b.lastReason {
+			b.m.log.Info("backfill throttled", "reason", why)
+			b.lastReason = why
+		}
+		t := time.Now()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+		b.cp.Stats.Throttled += time.Since(t).Seconds()
+	}
+}
+
+// pace keeps the node on the line rate*elapsed (no-op without a rate).
+func (b *nodeBackfill) pace(ctx context.Context, start time.Time, paced int64) error {
+	if b.rate <= 0 {
+		return nil
+	}
+	due := start.Add(time.Duration(float64(paced) / b.rate * float64(time.Second)))
+	if d := time.Until(due); d > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+	}
+	return nil
+}
+
+// request is the next call: several batches (each its own turn of the
+// store server), bounded by the call budget and, with a rate limit, by
+// what the rate allows in one budget. The way back (reverse, prune) names
+// the migration's nodes: each session goes back to the one node that
+// serves it (see the hybrid backend's ownership rule), not into every
+// node's file.
+func (b *nodeBackfill) request(op string) agentapi.StepsRequest {
+	maxRows := 1 << 30
+	if b.rate > 0 {
+		maxRows = max(b.o.BatchSize, int(b.rate*b.o.CallBudget.Seconds()))
+	}
+	var owners []string
+	if op != agentapi.OpForward {
+		owners = b.m.nodes
+	}
+	return agentapi.StepsRequest{Op: op, Cursor: b.cp.Cursor, Batch: b.o.BatchSize, TurnBudget: b.o.TurnBudget,
+		DryRun: b.o.DryRun, StepTimeout: b.o.StepTimeout, MaxRows: maxRows, CallBudget: b.o.CallBudget, Owners: owners}
+}
+
+// checkpointer saves a node's checkpoint in the journal. Periodic saves
+// (saveSoon) run in a goroutine while the next call runs (a bbolt commit
+// with fsync costs milliseconds the node would otherwise sit idle), at
+// most one a second and one at a time; a crash then resumes at most a
+// second earlier, and calls are idempotent. save waits for the one in
+// flight first, so an older position never lands after a newer one.
+type checkpointer struct {
+	j   *journal.Journal
+	key string
+	off bool // a dry run saves nothing
+
+	last     time.Time
+	inflight sync.WaitGroup
+	busy     atomic.Bool
+	mu       sync.Mutex
+	err      error // of the last background save
+}
+
+func (c *checkpointer) save(cp checkpoint) error {
+	if c.off {
+		return nil
+	}
+	c.inflight.Wait()
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return c.j.PutState(stateBucket, c.key, cp)
+}
+
+func (c *checkpointer) saveSoon(cp checkpoint) error {
+	if c.off {
+		return nil
+	}
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if time.Since(c.last) < time.Second || c.busy.Load() {
+		return nil
+	}
+	c.last = time.Now()
+	cp.Cursor = append([]byte(nil), cp.Cursor...)
+	c.busy.Store(true)
+	c.inflight.Add(1)
+	go func() {
+		defer c.inflight.Done()
+		defer c.busy.Store(false)
+		if err := c.j.PutState(stateBucket, c.key, cp); err != nil {
+			c.mu.Lock()
+			c.err = err
+			c.mu.Unlock()
+		}
+	}()
+	return nil
+}
+
+// wait returns when no save is in flight.
+func (c *checkpointer) wait() { c.inflight.Wait() }
 
 // Checkpoints lists the saved backfill positions (for `migctl backfill
 // status`).

@@ -51,7 +51,18 @@
 // server fixes it for the pass) returns rows as they were at the fixation
 // (measured: 89 of 4,898 rows deleted meanwhile came back); so the hybrid
 // records every id the application touches while a pass runs, and a batch
-// reads those ids again before copying. And in the dual-write phases the
+// reads those ids again before copying. A traversal that follows the file
+// also misses rows whose slot the application rewrote meanwhile (DETS
+// moves a slot's objects when one of them is written); the slot of every
+// touched id is read again at the end of the pass, a batch at a time (the
+// rule and its fallback: the hybrid's leftovers/3).
+//
+// A batch holds its store server: every application call of that node
+// waits for it. The node sizes batches (migctl_migrate:backfill_steps/9):
+// while application requests queue behind a batch, the next one is sized
+// to take BackfillOptions.TurnBudget (25 ms) at the rate just measured;
+// when none did, batches double up to BatchSize, so a quiet node copies in
+// large transactions. And in the dual-write phases the
 // hybrid writes a Mnesia side with sync_dirty (it returns once every replica
 // applied it: ~0.3 ms here) rather than one transaction per operation
 // (~3 ms on three disc replicas here, which capped a store server at a few

@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -73,4 +74,11 @@ func TestProfileBackfillTurns(t *testing.T) {
 		t.Logf("Backfill: %.2fs total, %.2fs recorded, %.2fs in calls to node 0, %d calls", time.Since(t0).Seconds(),
 			rep.Record.Seconds, ps.CallSeconds, ps.Batches)
 	}
+}
+
+func envInt(k string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil && n > 0 {
+		return n
+	}
+	return def
 }

@@ -82,7 +82,7 @@ func (m *Migrator) CreateSchema(ctx context.Context, o SchemaOptions) (*SchemaRe
 	}
 	if len(have) > 0 {
 		if !o.Force {
-			return rep, fmt.Errorf("%w: a Mnesia schema exists on %v; migctl will not touch it (pass --force to delete it and every table in it)", ErrExists, have)
+			return rep, fmt.Errorf("%w: a Mnesia schema exists on %v; migctl will not touch it (pass --delete-existing-schema to delete it and every table in it)", ErrExists, have)
 		}
 		rep.Action = "recreated"
 		rep.Comment = fmt.Sprintf("deleted the existing schema on %v", have)

@@ -41,7 +41,7 @@ func TestBackfillUnderLoadNoClientErrors(t *testing.T) {
 	// listing of every key in one turn.
 	require.Equal(t, before["backfill_key_listings"], after["backfill_key_listings"], "a listing of every key in one turn")
 	require.Greater(t, after["backfill_slot_passes"], before["backfill_slot_passes"], "the traffic wrote during the pass: the touched slots are read again")
-	require.Greater(t, mapInt(stats[0], "ops"), int64(1000))
+	require.Greater(t, mapInt(stats[0], "ops"), int64(100), "traffic ran")
 	require.Zero(t, mapInt(stats[0], "errors"), "client calls failed during the backfill")
 
 	// Every DETS session is in Mnesia, equal (dual-writes run; the load
