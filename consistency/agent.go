@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync/atomic"
 
 	"github.com/ergo-services/ergo/etf"
@@ -148,25 +150,18 @@ func mergeOdd(a, b []byte) ([]byte, error) {
 	return append(out, b[4:]...), nil
 }
 
-// pass runs one call of a stub on every part of the side (one, unless
-// the side is a union), after the pace, counting the round trips; f
-// returns the payload bytes it moved.
-func (s *side) pass(ctx context.Context, f func(p *side) (int64, error)) error {
+// pass runs one call of a typed stub on every part of the side (one,
+// unless the side is a union), each paced and counted like any call of
+// the side (paced); f gets the part and its store and returns the payload
+// bytes it moved.
+func (s *side) pass(ctx context.Context, fun string, f func(p *side, st agentapi.Store) (int64, error)) error {
 	parts := s.parts
 	if len(parts) == 0 {
 		parts = []*side{s}
 	}
 	for _, p := range parts {
-		if s.pace != nil {
-			if err := s.pace(ctx); err != nil {
-				return err
-			}
-		}
-		s.trips.Add(1)
-		n, err := f(p)
-		s.wire.Add(n)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.name(), err)
+		if err := p.paced(ctx, fun, func(st agentapi.Store) (int64, error) { return f(p, st) }); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -179,8 +174,8 @@ func (s *side) pass(ctx context.Context, f func(p *side) (int64, error)) error {
 func (s *side) sums(ctx context.Context, rs []bucketdiff.Range, quantum int64) ([]bucketdiff.Sum, oddRows, error) {
 	var out []bucketdiff.Sum
 	var odd oddRows
-	err := s.pass(ctx, func(p *side) (int64, error) {
-		r, err := agentapi.Buckets{C: p.c}.Sums(ctx, p.node, agentStore(p.store), rs, agentapi.SumOptions{LAQuantum: quantum})
+	err := s.pass(ctx, "sums", func(p *side, st agentapi.Store) (int64, error) {
+		r, err := agentapi.Buckets{C: p.c}.Sums(ctx, p.node, st, rs, agentapi.SumOptions{LAQuantum: quantum})
 		if err != nil {
 			return r.Bytes, err
 		}
@@ -213,8 +208,8 @@ type digestRow struct {
 func (s *side) digests(ctx context.Context, rs []bucketdiff.Range, limit int) (map[string]digestRow, oddRows, error) {
 	out := map[string]digestRow{}
 	var odd oddRows
-	err := s.pass(ctx, func(p *side) (int64, error) {
-		r, err := agentapi.Buckets{C: p.c}.Keys(ctx, p.node, agentStore(p.store), rs, agentapi.KeyOptions{Limit: limit})
+	err := s.pass(ctx, "keys", func(p *side, st agentapi.Store) (int64, error) {
+		r, err := agentapi.Buckets{C: p.c}.Keys(ctx, p.node, st, rs, agentapi.KeyOptions{Limit: limit})
 		for id, k := range r.Keys {
 			out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
 		}
@@ -224,29 +219,12 @@ func (s *side) digests(ctx context.Context, rs []bucketdiff.Range, limit int) (m
 	return out, odd, err
 }
 
-// byIDs calls fun with the ids in batches of 5,000 and hands each reply
-// to each.
-func (s *side) byIDs(ctx context.Context, fun string, ids []string, each func(etf.Tuple) error) error {
-	const batch = 5000
-	for i := 0; i < len(ids); i += batch {
-		buf := encodeIDs(ids[i:min(i+batch, len(ids))])
-		t, err := s.call(ctx, fun, len(buf), s.term, buf)
-		if err != nil {
-			return err
-		}
-		if err := each(t); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // digestsOf lists the given ids' digests (those present), by lookup
 // (migctl_buckets:of_ids/3).
 func (s *side) digestsOf(ctx context.Context, ids []string) (map[string]digestRow, error) {
 	out := map[string]digestRow{}
-	err := s.pass(ctx, func(p *side) (int64, error) {
-		r, err := agentapi.Buckets{C: p.c}.OfIDs(ctx, p.node, agentStore(p.store), ids, 5000, agentapi.KeyOptions{})
+	err := s.pass(ctx, "of_ids", func(p *side, st agentapi.Store) (int64, error) {
+		r, err := agentapi.Buckets{C: p.c}.OfIDs(ctx, p.node, st, ids, 5000, agentapi.KeyOptions{})
 		for id, k := range r.Keys {
 			out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
 		}
@@ -255,22 +233,33 @@ func (s *side) digestsOf(ctx context.Context, ids []string) (map[string]digestRo
 	return out, err
 }
 
-// membersOf says which of ids the store holds (migctl_check:members_of/2).
+// membersOf says which of ids the store holds (migctl_check:members_of/2),
+// in batches of 5,000.
 func (s *side) membersOf(ctx context.Context, ids []string) (map[string]bool, error) {
 	out := map[string]bool{}
-	err := s.byIDs(ctx, "members_of", ids, func(t etf.Tuple) error {
-		b, _ := t[1].([]byte)
-		for len(b) > 0 {
-			if len(b) < 4 || len(b) < 4+int(binary.BigEndian.Uint32(b)) {
-				return fmt.Errorf("members_of on %s: bad frame", s.name())
+	err := s.pass(ctx, "members_of", func(p *side, st agentapi.Store) (int64, error) {
+		var n int64
+		for i := 0; i < len(ids); i += 5000 {
+			part := ids[i:min(i+5000, len(ids))]
+			m, err := agentapi.Check{C: p.c}.MembersOf(ctx, p.node, st, part)
+			if err != nil {
+				return n, err
 			}
-			n := int(binary.BigEndian.Uint32(b))
-			out[string(b[4:4+n])] = true
-			b = b[4+n:]
+			maps.Copy(out, m)
+			n += idBytes(part) + idBytes(slices.Collect(maps.Keys(m)))
 		}
-		return nil
+		return n, nil
 	})
 	return out, err
+}
+
+// idBytes is the size of ids framed (what crossed the wire).
+func idBytes(ids []string) int64 {
+	n := int64(4 * len(ids))
+	for _, id := range ids {
+		n += int64(len(id))
+	}
+	return n
 }
 
 func encodeIDs(ids []string) []byte { return agentapi.EncodeIDs(ids) }
@@ -287,39 +276,44 @@ func parseDigests(t etf.Tuple) (map[string]digestRow, error) {
 	return out, nil
 }
 
-// getMany reads sessions by id without touching them, in batches.
+// getMany reads sessions by id without touching them
+// (migctl_check:get_many/2), in batches of 500.
 func (s *side) getMany(ctx context.Context, ids []string) (map[string][]byte, error) {
 	out := make(map[string][]byte, len(ids))
-	const batch = 500
-	for i := 0; i < len(ids); i += batch {
-		buf := encodeIDs(ids[i:min(i+batch, len(ids))])
-		t, err := s.call(ctx, "get_many", len(buf), s.term, buf)
-		if err != nil {
-			return nil, err
+	err := s.pass(ctx, "get_many", func(p *side, st agentapi.Store) (int64, error) {
+		var n int64
+		for i := 0; i < len(ids); i += 500 {
+			part := ids[i:min(i+500, len(ids))]
+			m, err := agentapi.Check{C: p.c}.GetMany(ctx, p.node, st, part)
+			if err != nil {
+				return n, err
+			}
+			n += idBytes(part)
+			for id, blob := range m {
+				out[id] = blob
+				n += int64(8 + len(id) + len(blob))
+			}
 		}
-		b, _ := t[1].([]byte)
-		rows, err := backends.ParseFrames(b, int(erl.Int64(t[2])))
-		if err != nil {
-			return nil, fmt.Errorf("get_many on %s: %w", s.name(), err)
-		}
-		for _, r := range rows {
-			out[string(r.ID)] = r.Blob
-		}
-	}
-	return out, nil
+		return n, nil
+	})
+	return out, err
 }
 
-// slotSample draws about n rows at random from the store without a scan,
-// with their digests, and the drawn rows that are not sessions.
+// slotSample draws about n rows at random from the store without a scan
+// (migctl_check:slot_sample/3), with their digests, and the drawn rows
+// that are not sessions.
 func (s *side) slotSample(ctx context.Context, n int, seed int64) (map[string]digestRow, oddRows, error) {
-	t, err := s.call(ctx, "slot_sample", 0, s.term, n, seed)
-	if err != nil {
-		return nil, oddRows{}, err
-	}
-	m, err := parseDigests(t)
-	if err != nil {
-		return nil, oddRows{}, err
-	}
-	odd, err := parseOdd(t)
-	return m, odd, err
+	out := map[string]digestRow{}
+	var odd oddRows
+	err := s.pass(ctx, "slot_sample", func(p *side, st agentapi.Store) (int64, error) {
+		keys, o, err := agentapi.Check{C: p.c}.SlotSample(ctx, p.node, st, n, seed)
+		var b int64
+		for id, k := range keys {
+			out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
+			b += int64(16 + len(id))
+		}
+		odd.add(o)
+		return b + idBytes(o.Keys) + 4, err
+	})
+	return out, odd, err
 }

@@ -285,22 +285,8 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 		return nil, err
 	}
 	t1 := time.Now()
-	for round := 0; round < o.Rechecks && len(diffs) > 0; round++ {
-		if round == 0 {
-			rep.Rechecked = int64(len(diffs))
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(o.RecheckDelay):
-		}
-		ids := make([]string, 0, len(diffs))
-		for _, d := range diffs {
-			ids = append(ids, d.ID)
-		}
-		if diffs, err = judgeAll(ctx, src, tgt, ids, o, rep); err != nil {
-			return nil, err
-		}
+	if diffs, err = recheck(ctx, src, tgt, diffs, o, rep); err != nil {
+		return nil, err
 	}
 	rep.Phases.Recheck = time.Since(t1)
 	for _, d := range diffs {
@@ -336,6 +322,31 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 	rep.Duration = time.Since(start)
 	log.Debug("check done", "processed", rep.Processed, "differences", len(diffs), "bytes", rep.BytesMoved, "duration", rep.Duration)
 	return rep, nil
+}
+
+// recheck reads the differences again, o.Rechecks times o.RecheckDelay
+// apart, and returns those that still differ: a write in flight between
+// the stores settles meanwhile. rep.Rechecked counts the first round.
+func recheck(ctx context.Context, src, tgt *side, diffs []Difference, o Options, rep *Report) ([]Difference, error) {
+	var err error
+	for round := 0; round < o.Rechecks && len(diffs) > 0; round++ {
+		if round == 0 {
+			rep.Rechecked = int64(len(diffs))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(o.RecheckDelay):
+		}
+		ids := make([]string, 0, len(diffs))
+		for _, d := range diffs {
+			ids = append(ids, d.ID)
+		}
+		if diffs, err = judgeAll(ctx, src, tgt, ids, o, rep); err != nil {
+			return nil, err
+		}
+	}
+	return diffs, nil
 }
 
 // judgeAll reads the copies of ids on both sides and returns the ids that

@@ -102,3 +102,27 @@ func (s Check) GetMany(ctx context.Context, node string, st Store, ids []string)
 	}
 	return out, nil
 }
+
+// MembersOf is migctl_check:members_of/2: which of ids st holds (a DETS
+// file answers without decoding sessions). Reply {ok, <<IdLen:32, Id>>*, N}.
+func (s Check) MembersOf(ctx context.Context, node string, st Store, ids []string) (map[string]bool, error) {
+	const fun = "members_of"
+	m := s.mod()
+	t, err := m.call(ctx, node, fun, st.term(s.C), EncodeIDs(ids))
+	if err != nil {
+		return nil, err
+	}
+	if err := m.okN(node, fun, t, 2); err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, asInt(t[2]))
+	for b := asBytes(t[1]); len(b) > 0; {
+		id, rest, ok := frame(b)
+		if !ok {
+			return nil, m.shape(node, fun, "bad frame")
+		}
+		out[string(id)] = true
+		b = rest
+	}
+	return out, nil
+}
