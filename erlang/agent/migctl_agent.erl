@@ -1,8 +1,8 @@
 %% migctl_agent: the node-side half of migctl's session-store access.
 %%
 %% migctl pushes this module with code:load_binary/3 when it needs a hot path
-%% (streaming, batch writes, checksums) and unloads it when it is done. It
-%% keeps no state of its own except, for DETS files that the application does
+%% (streaming, batch writes; checksums are migctl_buckets's) and unloads it
+%% when it is done. It keeps no state of its own except, for DETS files that the application does
 %% not have open, one owner process per table that closes the table when the
 %% migctl node that asked for it goes away.
 %%
