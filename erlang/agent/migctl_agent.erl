@@ -2,9 +2,9 @@
 %%
 %% migctl pushes this module with code:load_binary/3 when it needs a hot path
 %% (streaming, batch writes; checksums are migctl_buckets's) and unloads it
-%% when it is done. It keeps no state of its own except, for DETS files that the application does
-%% not have open, one owner process per table that closes the table when the
-%% migctl node that asked for it goes away.
+%% when it is done. It keeps no state of its own except, for DETS files that
+%% the application does not have open, one owner process per table that
+%% closes the table when the migctl node that asked for it goes away.
 %%
 %% Contract with the Go side (package backends):
 %%   * Store specs: {ets, Tab} | {dets, Tab, File, Create, Owner} | {mnesia, Tab};
