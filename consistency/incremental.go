@@ -270,22 +270,8 @@ func Incremental(ctx context.Context, source, target backends.Store, cur Cursor,
 		return nil, err
 	}
 	t2 := time.Now()
-	for round := 0; round < o.Rechecks && len(diffs) > 0; round++ {
-		if round == 0 {
-			rep.Rechecked = int64(len(diffs))
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(o.RecheckDelay):
-		}
-		again := make([]string, 0, len(diffs))
-		for _, d := range diffs {
-			again = append(again, d.ID)
-		}
-		if diffs, err = judgeAll(ctx, src, tgt, again, o, rep); err != nil {
-			return nil, err
-		}
+	if diffs, err = recheck(ctx, src, tgt, diffs, o, rep); err != nil {
+		return nil, err
 	}
 
 	// 4. What still differs and changed during the cycle waits for the
