@@ -16,6 +16,8 @@
 %% H = erlang:phash2(Id, 2^32); bucket B of N holds H*N div 2^32.
 -module(migctl_cluster).
 
+%% safe/1 and fail/1 are the agents' one error convention (migctl_lib).
+-import(migctl_lib, [safe/1, fail/1]).
 -export([version/0, view/1, get_rows/2, downs/1,
          prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
          join/3, del_copies/2, del_schema/1, stop_mnesia/0, fence/3, unfence/0,
@@ -35,14 +37,6 @@
 
 version() -> {ok, ?VSN}.
 
-safe(F) ->
-    try F()
-    catch
-        throw:{migctl, R} -> {error, R};
-        C:R:St -> {error, iolist_to_binary(io_lib:format("~p:~0P at ~0P", [C, R, 30, St, 8]))}
-    end.
-
-fail(R) -> throw({migctl, R}).
 
 %% ------------------------------------------------------------------ view
 

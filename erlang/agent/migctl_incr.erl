@@ -40,20 +40,14 @@
 %% and returns {ok, ...} | {error, Atom | Binary}.
 -module(migctl_incr).
 
+%% safe/1 and fail/1 are the agents' one error convention (migctl_lib).
+-import(migctl_lib, [safe/1, fail/1]).
 -export([version/0, mark/1, changes/3, digests_at/2, changed_at/2, native/4]).
 
 -define(VSN, 1).
 
 version() -> {ok, ?VSN}.
 
-safe(F) ->
-    try F()
-    catch
-        throw:{migctl, R} -> {error, R};
-        C:R:St -> {error, iolist_to_binary(io_lib:format("~p:~0P at ~0P", [C, R, 30, St, 8]))}
-    end.
-
-fail(R) -> throw({migctl, R}).
 
 now_ms() -> erlang:system_time(millisecond).
 

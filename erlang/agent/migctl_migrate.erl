@@ -13,6 +13,8 @@
 %% ever crosses the wire as a decoded term.
 -module(migctl_migrate).
 
+%% safe/1 and fail/1 are the agents' one error convention (migctl_lib).
+-import(migctl_lib, [safe/1, fail/1]).
 -export([status/0, set_phase/4, reset_counters/0, backfill_step/5, backfill_steps/7, backfill_steps/8,
          backfill_steps/9, load/1,
          stop_watch/0, cluster_id/0, schema_state/1, create_schema/2, create_tables/2,
@@ -34,14 +36,6 @@
 %% The longest turn a busy application's queue earns the backfill.
 -define(MAX_TURN_MS, 250).
 
-safe(F) ->
-    try F()
-    catch
-        throw:{migctl, R} -> {error, R};
-        C:R:St -> {error, iolist_to_binary(io_lib:format("~p:~0P at ~0P", [C, R, 30, St, 8]))}
-    end.
-
-fail(R) -> throw({migctl, R}).
 
 %% status() -> {ok, [{Key, Value}]}: the store's backend and, when it is
 %% the hybrid, its phase, sides and counters. installed = false when the
