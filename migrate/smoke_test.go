@@ -3,6 +3,7 @@ package migrate
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -66,7 +67,18 @@ func TestETSToDETS(t *testing.T) {
 		require.NoError(t, err)
 		time.Sleep(500 * time.Millisecond)
 	}
-	rec, err := m.SetPhase(ctx, Phase3, ChangeOptions{MinReads: 100}) // a short test: hundreds of reads
+	// A short test: the gate wants 100 secondary reads since phase2 began.
+	// On a loaded machine the load generator may not have made them yet:
+	// wait for the traffic (the gate's own "not enough reads" answer),
+	// never for anything else.
+	var rec *ChangeRecord
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		rec, err = m.SetPhase(ctx, Phase3, ChangeOptions{MinReads: 100})
+		if err == nil || !errors.Is(err, ErrGate) || !strings.Contains(err.Error(), "not enough reads") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	require.NoError(t, err, "%+v", rec)
 	time.Sleep(500 * time.Millisecond)
 	stats := stopLoad(t, cl)
