@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -29,8 +28,8 @@ func tctx(t *testing.T) context.Context {
 // seed fills a store on node i through the fixture and returns the count.
 func seed(t *testing.T, cl *testkit.Cluster, i int, store string, n int) {
 	t.Helper()
-	r := cl.Call(i, "erlmcp_fixture_seed", "seed", etf.Atom(store), etf.Map{}, n, 42)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	r := cl.Call(i, "erlmcp_fixture_seed", "seed", erl.Atom(store), erl.Map{}, n, 42)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 }
 
 func streamAll(t *testing.T, s backends.Store, batch int) map[string][]byte {
@@ -159,15 +158,15 @@ func TestDETSOpenedByApplication(t *testing.T) {
 func TestDETSFileNotOpen(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1})
 	file := filepath.Join(cl.Nodes[0].Dir, "closed.dets")
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"),
-		etf.Map{etf.Atom("file_path"): file, etf.Atom("table_name"): etf.Atom("closed_tab")}, 1200, 7)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(1200)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"),
+		erl.Map{erl.Atom("file_path"): file, erl.Atom("table_name"): erl.Atom("closed_tab")}, 1200, 7)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(1200)}, r)
 	s, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.Spec{Kind: backends.KindDETS, Table: "closed_tab", File: file})
 	require.NoError(t, err)
 	exerciseStore(t, cl, s, 1200)
 	// The owner process closes the table when released.
 	require.NoError(t, s.Release(tctx(t)))
-	require.Equal(t, etf.Atom("undefined"), cl.Call(0, "dets", "info", etf.Atom("closed_tab")))
+	require.Equal(t, erl.Atom("undefined"), cl.Call(0, "dets", "info", erl.Atom("closed_tab")))
 }
 
 func TestMnesiaCluster(t *testing.T) {
@@ -208,7 +207,7 @@ func TestMnesiaPutWriteTime(t *testing.T) {
 	stored := func(id string) (int64, int64) {
 		r := cl.Eval(0, `[{erlmcp_session, Id, #{last_accessed := LA}, W}] = mnesia:dirty_read(erlmcp_session, Id), {W, LA}`,
 			map[string]erl.Term{"Id": []byte(id)})
-		tup := r.(etf.Tuple)
+		tup := r.(erl.Tuple)
 		return erl.Int64(tup[0]), erl.Int64(tup[1])
 	}
 	old := nodeNow() - 24*3600*1000
@@ -359,8 +358,8 @@ func TestScanUnderConcurrentWrites(t *testing.T) {
 	}
 }
 
-func idList(m map[string][]byte) etf.List {
-	l := make(etf.List, 0, len(m))
+func idList(m map[string][]byte) erl.List {
+	l := make(erl.List, 0, len(m))
 	for id := range m {
 		l = append(l, []byte(id))
 	}

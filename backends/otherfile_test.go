@@ -4,7 +4,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -21,13 +20,13 @@ func TestDETSFileOfAnotherTableIsRefused(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_dets"})
 	seed(t, cl, 0, "dets", 300)
 	c, node, ctx := cl.Client(), cl.Nodes[0].Name, tctx(t)
-	open := string(erl.Bytes(cl.Call(0, "erlang", "list_to_binary", cl.Call(0, "dets", "info", etf.Atom(backends.DefaultDETSTable), etf.Atom("filename")))))
+	open := string(erl.Bytes(cl.Call(0, "erlang", "list_to_binary", cl.Call(0, "dets", "info", erl.Atom(backends.DefaultDETSTable), erl.Atom("filename")))))
 	require.NotEmpty(t, open)
 
 	other := filepath.Join(cl.Nodes[0].Dir, "other.dets")
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"),
-		etf.Map{etf.Atom("file_path"): other, etf.Atom("table_name"): etf.Atom("other_tab")}, 700, 3)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(700)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"),
+		erl.Map{erl.Atom("file_path"): other, erl.Atom("table_name"): erl.Atom("other_tab")}, 700, 3)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(700)}, r)
 
 	s, err := backends.Open(c, node, backends.Spec{Kind: backends.KindDETS, Table: backends.DefaultDETSTable, File: other})
 	require.NoError(t, err)

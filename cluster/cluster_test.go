@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -42,8 +41,8 @@ func newCluster(t *testing.T, tk *testkit.Cluster) *cluster.Cluster {
 
 func seed(t *testing.T, tk *testkit.Cluster, i, n int) {
 	t.Helper()
-	r := tk.Call(i, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, n, 42)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	r := tk.Call(i, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, n, 42)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 }
 
 func openJournal(t *testing.T) *journal.Journal {
@@ -75,7 +74,7 @@ func touch(t *testing.T, tk *testkit.Cluster, i int, id string, la int64, mark s
 	    [{T, K, S, _}] = mnesia:read(erlmcp_session, Id, write),
 	    mnesia:write({T, K, S#{last_accessed => LA, metadata => #{<<"mark">> => Mark}}, erlang:system_time(millisecond)})
 	  end)`, map[string]erl.Term{"Id": []byte(id), "LA": la, "Mark": []byte(mark)})
-	require.Equal(t, etf.Tuple{etf.Atom("atomic"), etf.Atom("ok")}, r, "touch %s on %d", id, i)
+	require.Equal(t, erl.Tuple{erl.Atom("atomic"), erl.Atom("ok")}, r, "touch %s on %d", id, i)
 }
 
 // touchKeepLA rewrites a session's metadata on node i without changing its
@@ -86,7 +85,7 @@ func touchKeepLA(t *testing.T, tk *testkit.Cluster, i int, id, mark string) {
 	    [{T, K, S, _}] = mnesia:read(erlmcp_session, Id, write),
 	    mnesia:write({T, K, S#{metadata => #{<<"mark">> => Mark}}, erlang:system_time(millisecond)})
 	  end)`, map[string]erl.Term{"Id": []byte(id), "Mark": []byte(mark)})
-	require.Equal(t, etf.Tuple{etf.Atom("atomic"), etf.Atom("ok")}, r, "touch %s on %d", id, i)
+	require.Equal(t, erl.Tuple{erl.Atom("atomic"), erl.Atom("ok")}, r, "touch %s on %d", id, i)
 }
 
 // stopRecorders stops the change recorders (the migctl_node application)
@@ -94,14 +93,14 @@ func touchKeepLA(t *testing.T, tk *testkit.Cluster, i int, id, mark string) {
 func stopRecorders(t *testing.T, tk *testkit.Cluster) {
 	t.Helper()
 	for i := range tk.Nodes {
-		require.Equal(t, etf.Atom("ok"), tk.Eval(i, `application:stop(migctl_node)`, nil))
+		require.Equal(t, erl.Atom("ok"), tk.Eval(i, `application:stop(migctl_node)`, nil))
 	}
 }
 
 func del(t *testing.T, tk *testkit.Cluster, i int, id string) {
 	t.Helper()
 	r := tk.Eval(i, `mnesia:transaction(fun() -> mnesia:delete({erlmcp_session, Id}) end)`, map[string]erl.Term{"Id": []byte(id)})
-	require.Equal(t, etf.Tuple{etf.Atom("atomic"), etf.Atom("ok")}, r)
+	require.Equal(t, erl.Tuple{erl.Atom("atomic"), erl.Atom("ok")}, r)
 }
 
 // present tells whether id is in the table as read on node i, and its mark.
@@ -109,20 +108,20 @@ func present(t *testing.T, tk *testkit.Cluster, i int, id string) (bool, string)
 	r := tk.Eval(i, `case mnesia:dirty_read(erlmcp_session, Id) of
 	    [{_, _, S, _}] -> {true, case maps:get(metadata, S, #{}) of #{<<"mark">> := M} -> M; _ -> <<>> end};
 	    [] -> {false, <<>>} end`, map[string]erl.Term{"Id": []byte(id)})
-	tt := r.(etf.Tuple)
+	tt := r.(erl.Tuple)
 	return tt[0] == true, string(tt[1].([]byte))
 }
 
 func startLoad(t *testing.T, tk *testkit.Cluster, i int, name string) {
 	t.Helper()
 	r := tk.Eval(i, `case erlmcp_loadgen:start(#{name => N, rate => 300, keyspace => 400}) of {ok, _} -> ok; E -> E end`,
-		map[string]erl.Term{"N": etf.Atom(name)})
-	require.Equal(t, etf.Atom("ok"), r)
+		map[string]erl.Term{"N": erl.Atom(name)})
+	require.Equal(t, erl.Atom("ok"), r)
 }
 
 func stopLoad(t *testing.T, tk *testkit.Cluster, i int, name string) int64 {
 	t.Helper()
-	r := tk.Eval(i, `S = erlmcp_loadgen:stop(N), maps:get(ops, S, 0)`, map[string]erl.Term{"N": etf.Atom(name)})
+	r := tk.Eval(i, `S = erlmcp_loadgen:stop(N), maps:get(ops, S, 0)`, map[string]erl.Term{"N": erl.Atom(name)})
 	return toInt(r)
 }
 
@@ -132,8 +131,8 @@ func verifyLoad(t *testing.T, tk *testkit.Cluster, i int, name string) [4]int64 
 	t.Helper()
 	r := tk.Eval(i, `R = erlmcp_loadgen:verify(N, {mnesia, erlmcp_session}),
 	    {maps:get(checked, R), maps:get(lost, R), maps:get(wrong_value, R), maps:get(resurrected, R)}`,
-		map[string]erl.Term{"N": etf.Atom(name)})
-	tt := r.(etf.Tuple)
+		map[string]erl.Term{"N": erl.Atom(name)})
+	tt := r.(erl.Tuple)
 	return [4]int64{toInt(tt[0]), toInt(tt[1]), toInt(tt[2]), toInt(tt[3])}
 }
 
@@ -318,7 +317,7 @@ func runHeal(t *testing.T, sc splitCase) {
 	reconnectAt := time.Now()
 	for a := range tk.Nodes {
 		for b := a + 1; b < len(tk.Nodes); b++ {
-			_, _ = tk.Client().Call(ctx, tk.Nodes[a].Name, "net_kernel", "connect_node", etf.Atom(tk.Nodes[b].Name))
+			_, _ = tk.Client().Call(ctx, tk.Nodes[a].Name, "net_kernel", "connect_node", erl.Atom(tk.Nodes[b].Name))
 		}
 	}
 	var detected time.Duration
@@ -447,7 +446,7 @@ func runHeal(t *testing.T, sc splitCase) {
 		          metadata => #{<<"mark">> => <<"stop">>}}, Now}) end)`, nil)
 		wcancel()
 		require.NoError(t, werr, "a write on the loser while the heal is stopped")
-		require.Equal(t, etf.Tuple{etf.Atom("atomic"), etf.Atom("ok")}, r)
+		require.Equal(t, erl.Tuple{erl.Atom("atomic"), erl.Atom("ok")}, r)
 		// A fresh handle, as a new migctl process would have.
 		cl2 := newCluster(t, tk)
 		rep, err = cl2.Resume(ctx, rep.ID, cluster.ExecuteOptions{Journal: j, Reason: "resume"})
@@ -772,17 +771,17 @@ func runRealNetworkPartition(t *testing.T, evidence bool) {
 			                    end
 			        end,
 			    W(100)`, nil)
-			require.Equal(t, etf.Atom("ok"), r, nc.Nodes[i].Name)
+			require.Equal(t, erl.Atom("ok"), r, nc.Nodes[i].Name)
 		}
 		time.Sleep(500 * time.Millisecond) // the records reach back before the cut
 	}
 	r := nc.Eval(0, `erlmcp_fixture_seed:seed(mnesia, #{}, 500, 7)`, nil)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(500)}, r)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(500)}, r)
 	st, err := cl.Status(ctx)
 	require.NoError(t, err)
 	require.Equal(t, cluster.Healthy, st.Verdict, st.Problems)
 
-	atomicOK := etf.Tuple{etf.Atom("atomic"), etf.Atom("ok")}
+	atomicOK := erl.Tuple{erl.Atom("atomic"), erl.Atom("ok")}
 	tryWrite := func(i int, id string) erl.Term {
 		return nc.Eval(i, `Now = erlang:system_time(millisecond),
 		    mnesia:transaction(fun() -> mnesia:write({erlmcp_session, Id,
@@ -850,7 +849,7 @@ func runRealNetworkPartition(t *testing.T, evidence bool) {
 	for i := range nc.Nodes {
 		n := nc.Eval(i, `list_to_tuple([length(mnesia:dirty_read(erlmcp_session, K)) || K <- [<<"written-on-winner">>,
 		    <<"written-on-loser">>, <<"in-window-on-winner">>, <<"in-window-on-loser">>]])`, nil)
-		require.Equal(t, etf.Tuple{1, 1, 1, 1}, n, nc.Nodes[i].Name)
+		require.Equal(t, erl.Tuple{1, 1, 1, 1}, n, nc.Nodes[i].Name)
 	}
 }
 
@@ -867,7 +866,7 @@ func TestResyncDivergedReplica(t *testing.T) {
 	j := openJournal(t)
 	ids := someIDs(t, tk, 0, 2)
 	odd := tk.Nodes[2].Name
-	require.Equal(t, etf.Atom("ok"), tk.Eval(2, `[{T, K, S, W}] = ets:lookup(erlmcp_session, A),
+	require.Equal(t, erl.Atom("ok"), tk.Eval(2, `[{T, K, S, W}] = ets:lookup(erlmcp_session, A),
 	    ets:insert(erlmcp_session, {T, K, S#{metadata => #{<<"mark">> => <<"odd">>}}, W}),
 	    ets:delete(erlmcp_session, B),
 	    ets:insert(erlmcp_session, {erlmcp_session, <<"only-on-2">>, #{id => <<"only-on-2">>, created_at => 1,
@@ -910,7 +909,7 @@ func TestResyncDivergedReplica(t *testing.T) {
 
 	// Mnesia stopped on the node (a resync that failed half way): it is
 	// started, then resynced.
-	require.Equal(t, etf.Atom("stopped"), tk.Eval(2, `mnesia:stop()`, nil))
+	require.Equal(t, erl.Atom("stopped"), tk.Eval(2, `mnesia:stop()`, nil))
 	rep, err = cl.ResyncNode(ctx, odd, cluster.MembershipOptions{Journal: j, BackupDir: t.TempDir(), Reason: "test"})
 	require.NoError(t, err, "%+v", rep)
 	require.Equal(t, "Mnesia started on "+odd, rep.Done[0])

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/cluster"
@@ -23,7 +22,7 @@ func writeNew(t *testing.T, tk *testkit.Cluster, i int, id, mark string) {
 	        #{id => Id, created_at => Now, last_accessed => Now, timeout_ms => infinity,
 	          metadata => #{<<"mark">> => Mark}}, Now}) end)`,
 		map[string]erl.Term{"Id": []byte(id), "Mark": []byte(mark)})
-	require.Equal(t, etf.Tuple{etf.Atom("atomic"), etf.Atom("ok")}, r, "write %s on %d", id, i)
+	require.Equal(t, erl.Tuple{erl.Atom("atomic"), erl.Atom("ok")}, r, "write %s on %d", id, i)
 }
 
 func decisionsByID(lp cluster.LoserPlan) map[string]cluster.Decision {
@@ -158,7 +157,7 @@ func TestVerifyReplicationUnderLoad(t *testing.T) {
 	ctx := tctx(t)
 	for i := range tk.Nodes {
 		r := tk.Eval(i, `case erlmcp_loadgen:start(#{name => lgv, rate => 400, keyspace => 2000}) of {ok, _} -> ok; E -> E end`, nil)
-		require.Equal(t, etf.Atom("ok"), r)
+		require.Equal(t, erl.Atom("ok"), r)
 	}
 	t.Cleanup(func() {
 		for i := range tk.Nodes {
@@ -313,7 +312,7 @@ func TestRepairReplicas(t *testing.T) {
 	local := func(i int, src string, id string) {
 		t.Helper()
 		// (ok at the end: a session map must not come back to Go.)
-		require.Equal(t, etf.Atom("ok"), tk.Eval(i, src+", ok", map[string]erl.Term{"Id": []byte(id)}))
+		require.Equal(t, erl.Atom("ok"), tk.Eval(i, src+", ok", map[string]erl.Term{"Id": []byte(id)}))
 	}
 	// No record: node 2 alone lost a row, node 1 alone has a changed one.
 	local(2, `ets:delete(erlmcp_session, Id)`, ids[0])

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/cluster"
@@ -99,8 +98,8 @@ func runTrafficHeal(t *testing.T, tc trafficCase) {
 	for i := range tk.Nodes {
 		for _, name := range loads {
 			r := tk.Eval(i, `case erlmcp_loadgen:start(#{name => N, rate => R, keyspace => K, history => true, shared => N =:= lgshared}) of {ok, _} -> ok; E -> E end`,
-				map[string]erl.Term{"N": etf.Atom(name), "R": map[bool]int{true: 250, false: 100}[name == lg], "K": map[bool]int{true: 300, false: 150}[name == lg]})
-			require.Equal(t, etf.Atom("ok"), r)
+				map[string]erl.Term{"N": erl.Atom(name), "R": map[bool]int{true: 250, false: 100}[name == lg], "K": map[bool]int{true: 300, false: 150}[name == lg]})
+			require.Equal(t, erl.Atom("ok"), r)
 		}
 	}
 	running := true
@@ -169,7 +168,7 @@ func runTrafficHeal(t *testing.T, tc trafficCase) {
 			    {lists:keymember(erlmcp_fixture, 1, application:which_applications()),
 			     is_pid(Sup) andalso lists:nth(2, element(4, sys:get_status(Sup, 5000))) =:= running,
 			     is_pid(whereis(erlmcp_session_store))}`, nil)
-			require.Equal(t, etf.Tuple{true, true, true}, r, "round %d: %s: {application running, supervisor not suspended, store server up}", round, tk.Nodes[i].Name)
+			require.Equal(t, erl.Tuple{true, true, true}, r, "round %d: %s: {application running, supervisor not suspended, store server up}", round, tk.Nodes[i].Name)
 		}
 	}
 	time.Sleep(500 * time.Millisecond) // traffic on the healed cluster
@@ -179,7 +178,7 @@ func runTrafficHeal(t *testing.T, tc trafficCase) {
 	for i := range tk.Nodes {
 		v := verifyLoad(t, tk, i, lg)
 		st := tk.Eval(i, `S = erlmcp_loadgen:stats(N), {maps:get(ops, S), maps:get(errors, S), maps:get(max_latency_us, S)}`,
-			map[string]erl.Term{"N": etf.Atom(lg)}).(etf.Tuple)
+			map[string]erl.Term{"N": erl.Atom(lg)}).(erl.Tuple)
 		t.Logf("%s: checked %d lost %d wrong %d resurrected %d; %d ops, %d errors, longest call %d ms",
 			tk.Nodes[i].Name, v[0], v[1], v[2], v[3], toInt(st[0]), toInt(st[1]), toInt(st[2])/1000)
 		worst = max(worst, toInt(st[2]))
@@ -225,8 +224,8 @@ func verifyLoadIn(t *testing.T, tk *testkit.Cluster, i int, name, spec string) [
 	r := tk.Eval(i, `{ok, T, _} = erl_scan:string(Spec ++ "."), {ok, S} = erl_parse:parse_term(T),
 	    V = erlmcp_loadgen:verify(N, S),
 	    {maps:get(checked, V), maps:get(lost, V), maps:get(wrong_value, V), maps:get(resurrected, V)}`,
-		map[string]erl.Term{"N": etf.Atom(name), "Spec": spec})
-	tt, ok := r.(etf.Tuple)
+		map[string]erl.Term{"N": erl.Atom(name), "Spec": spec})
+	tt, ok := r.(erl.Tuple)
 	require.True(t, ok, "verify: %v", r)
 	return [4]int64{toInt(tt[0]), toInt(tt[1]), toInt(tt[2]), toInt(tt[3])}
 }

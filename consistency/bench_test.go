@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -41,7 +40,7 @@ func TestBenchConsistency(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true})
 	file := filepath.Join(cl.Nodes[0].Dir, "bench_sessions.dets")
 	t0 := time.Now()
-	require.Equal(t, etf.Atom("ok"), cl.Eval(0, `P = spawn(fun() ->
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `P = spawn(fun() ->
 			R = erlmcp_fixture_seed:seed(dets, #{file_path => F, table_name => bench_sessions}, N, 42),
 			persistent_term:put(migctl_bench_seed, R),
 			{ok, T} = dets:open_file(bench_sessions, [{file, F}, {access, read}]),
@@ -55,11 +54,11 @@ func TestBenchConsistency(t *testing.T) {
 			persistent_term:put(migctl_bench_copied, true) end),
 		ok`, map[string]erl.Term{"F": file, "N": n}))
 	for {
-		if cl.Call(0, "persistent_term", "get", etf.Atom("migctl_bench_copied"), false) == true {
+		if cl.Call(0, "persistent_term", "get", erl.Atom("migctl_bench_copied"), false) == true {
 			break
 		}
-		if r := cl.Call(0, "persistent_term", "get", etf.Atom("migctl_bench_seed"), etf.Atom("pending")); r != etf.Atom("pending") {
-			require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+		if r := cl.Call(0, "persistent_term", "get", erl.Atom("migctl_bench_seed"), erl.Atom("pending")); r != erl.Atom("pending") {
+			require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 		}
 		time.Sleep(time.Second)
 	}

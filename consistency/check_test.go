@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -36,8 +35,8 @@ type pair struct {
 func newPair(t *testing.T, nodes, n int) *pair {
 	t.Helper()
 	cl := testkit.Start(t, testkit.Options{Nodes: nodes, Mnesia: true, Backend: "erlmcp_session_dets"})
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, 42)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, n, 42)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 	src, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.DefaultSpec(backends.KindDETS))
 	require.NoError(t, err)
 	tgt, err := backends.Open(cl.Client(), cl.Nodes[nodes-1].Name, backends.DefaultSpec(backends.KindMnesia))
@@ -47,10 +46,10 @@ func newPair(t *testing.T, nodes, n int) *pair {
 	r = cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
 			[mnesia:write({erlmcp_session, I, S, maps:get(last_accessed, S)}) || {I, S} <- dets:match_object(erlmcp_sessions_dets, '_')],
 			ok end), ok`, nil)
-	require.Equal(t, etf.Atom("ok"), r)
+	require.Equal(t, erl.Atom("ok"), r)
 	p := &pair{cl: cl, src: src, tgt: tgt}
 	ids := cl.Eval(0, `dets:select(erlmcp_sessions_dets, [{{'$1', '_'}, [], ['$1']}])`, nil)
-	for _, x := range ids.(etf.List) {
+	for _, x := range ids.(erl.List) {
 		p.ids = append(p.ids, string(x.([]byte)))
 	}
 	sort.Strings(p.ids)
@@ -65,7 +64,7 @@ func (p *pair) opts() consistency.Options {
 func (p *pair) eval(t *testing.T, id, src string) {
 	t.Helper()
 	r := p.cl.Eval(0, src, map[string]erl.Term{"Id": []byte(id)})
-	require.Equal(t, etf.Atom("ok"), r, "%s", src)
+	require.Equal(t, erl.Atom("ok"), r, "%s", src)
 }
 
 // Damage: the kinds of loss a migration can suffer.
@@ -264,7 +263,7 @@ func TestCleanUnderLiveLoadReportsNothing(t *testing.T) {
 	// the load rewrites both copies of the ones it picks, which would
 	// repair the damage before the check sees it (seen once in CI).
 	const quiet = "quiet-under-load"
-	require.Equal(t, etf.Atom("ok"), p.cl.Eval(0, `[{_, S}] = dets:lookup(erlmcp_sessions_dets, From),
+	require.Equal(t, erl.Atom("ok"), p.cl.Eval(0, `[{_, S}] = dets:lookup(erlmcp_sessions_dets, From),
 	    New = S#{id => Id}, ok = dets:insert(erlmcp_sessions_dets, {Id, New}),
 	    mnesia:dirty_write({erlmcp_session, Id, New, maps:get(last_accessed, New)})`,
 		map[string]erl.Term{"From": []byte(p.ids[7]), "Id": []byte(quiet)}))

@@ -6,13 +6,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/consistency"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/journal"
 	"github.com/erlmcp/migctl/migrate"
 	"github.com/erlmcp/migctl/testkit"
@@ -56,5 +56,5 @@ func TestMonitorExportsHybridState(t *testing.T) {
 	text := string(out)
 	require.Contains(t, text, `migctl_node_migration_phase{node="`+cl.Nodes[0].Name+`",phase="phase1"} 1`)
 	require.True(t, strings.Contains(text, `migctl_hybrid_events{event="`), text)
-	_ = etf.Atom("")
+	_ = erl.Atom("")
 }

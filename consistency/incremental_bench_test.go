@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -53,7 +52,7 @@ func TestBenchIncremental(t *testing.T) {
 	file := filepath.Join(cl.Nodes[0].Dir, "bench_sessions.dets")
 	// A fresh recorder on node 1 with room for every key (a node configured
 	// with recorder_max_keys above the session count): it records the copy.
-	require.Equal(t, etf.Atom("ok"), cl.Eval(1, `ok = supervisor:terminate_child(migctl_node_sup, migctl_recorder),
+	require.Equal(t, erl.Atom("ok"), cl.Eval(1, `ok = supervisor:terminate_child(migctl_node_sup, migctl_recorder),
 		application:set_env(migctl_node, recorder_max_keys, 4000000),
 		{ok, _} = supervisor:restart_child(migctl_node_sup, migctl_recorder),
 		W = fun W(0) -> timeout; W(K) ->
@@ -64,7 +63,7 @@ func TestBenchIncremental(t *testing.T) {
 	t0 := time.Now()
 	// As TestBenchConsistency: a DETS file sized for n, copied to Mnesia on
 	// the node in transactions of 1,000.
-	require.Equal(t, etf.Atom("ok"), cl.Eval(0, `P = spawn(fun() -> try
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `P = spawn(fun() -> try
 			R = erlmcp_fixture_seed:seed(dets, #{file_path => F, table_name => bench_sessions}, N, 42),
 			persistent_term:put(migctl_bench_seed, R),
 			{ok, _} = dets:open_file(bench_sessions, [{file, F}, {access, read}]),
@@ -87,22 +86,22 @@ func TestBenchIncremental(t *testing.T) {
 		catch C:E -> persistent_term:put(migctl_bench_copied, iolist_to_binary(io_lib:format("~p:~0P", [C, E, 20]))) end end),
 		ok`, map[string]erl.Term{"F": file, "N": n}))
 	for {
-		done := cl.Call(0, "persistent_term", "get", etf.Atom("migctl_bench_copied"), false)
+		done := cl.Call(0, "persistent_term", "get", erl.Atom("migctl_bench_copied"), false)
 		if done == true {
 			break
 		}
 		if b, ok := done.([]byte); ok {
 			t.Fatalf("setup failed: %s", b)
 		}
-		if r := cl.Call(0, "persistent_term", "get", etf.Atom("migctl_bench_seed"), etf.Atom("pending")); r != etf.Atom("pending") {
-			require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+		if r := cl.Call(0, "persistent_term", "get", erl.Atom("migctl_bench_seed"), erl.Atom("pending")); r != erl.Atom("pending") {
+			require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 		}
 		time.Sleep(time.Second)
 	}
 	t.Logf("setup %d sessions in %s", n, time.Since(t0))
 	// The recorder on node 1 records the copy: then wait until it has (node
 	// 1 applies node 0's commits asynchronously).
-	require.Equal(t, etf.Atom("ok"), cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
+	require.Equal(t, erl.Atom("ok"), cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
 			_ = migctl_recorder:lookup(erlmcp_session, []),
 			case maps:get(keys, migctl_recorder:info()) >= N of
 				true -> ok;
@@ -140,7 +139,7 @@ func benchIncrementalCycles(ctx context.Context, t *testing.T, cl *testkit.Clust
 		// The changes, made on node 0 to both stores as dual-write does;
 		// then wait until node 1 recorded them (remote dirty writes are
 		// applied asynchronously).
-		require.Equal(t, etf.Atom("ok"), cl.Eval(0, `Ids = persistent_term:get(migctl_bench_ids),
+		require.Equal(t, erl.Atom("ok"), cl.Eval(0, `Ids = persistent_term:get(migctl_bench_ids),
 			Pick = lists:usort([element(rand:uniform(tuple_size(Ids)), Ids) || _ <- lists:seq(1, 2 * C)]),
 			lists:foreach(fun(Id) ->
 				[{_, S}] = dets:lookup(bench_sessions, Id),
@@ -149,7 +148,7 @@ func benchIncrementalCycles(ctx context.Context, t *testing.T, cl *testkit.Clust
 				ok = dets:insert(bench_sessions, {Id, S2}),
 				ok = mnesia:dirty_write({erlmcp_session, Id, S2, 0})
 			end, lists:sublist(Pick, C))`, map[string]erl.Term{"C": changes, "R": run}))
-		require.Equal(t, etf.Atom("ok"), cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
+		require.Equal(t, erl.Atom("ok"), cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
 				case length(migctl_recorder:changed_since(erlmcp_session, Since)) >= C of
 					true -> ok;
 					false -> timer:sleep(20), W(K - 1)
@@ -182,7 +181,7 @@ func benchIncrementalCycles(ctx context.Context, t *testing.T, cl *testkit.Clust
 		b := cl.Eval(1, `{Tq, Keys} = timer:tc(fun() -> [K || K <- migctl_recorder:changed_since(erlmcp_session, From), is_binary(K)] end),
 			Bin = iolist_to_binary([[<<(byte_size(I)):32>>, I] || I <- Keys]),
 			{Tm, {ok, _, _}} = timer:tc(fun() -> migctl_check:digests_of({mnesia, erlmcp_session}, Bin) end),
-			{Tq, Tm, Bin, zlib:compress([[<<(byte_size(I)):16>>, I] || I <- Keys])}`, map[string]erl.Term{"From": from}).(etf.Tuple)
+			{Tq, Tm, Bin, zlib:compress([[<<(byte_size(I)):16>>, I] || I <- Keys])}`, map[string]erl.Term{"From": from}).(erl.Tuple)
 		// The DETS side as the cycle reads it (migctl_incr:digests_at). The
 		// cycle or the native run before it paid the DETS server's delayed
 		// writes of the changes (the first read after them does).
@@ -220,7 +219,7 @@ func benchSampleUnderLoad(ctx context.Context, t *testing.T, cl *testkit.Cluster
 			K = (10000 * Next + N - 1) div N,
 			Slots = iolist_to_binary([<<S:32>> || S <- lists:usort([rand:uniform(Next) - 1 || _ <- lists:seq(1, K)])]),
 			{T, {ok, _, _, _}} = timer:tc(fun() -> migctl_check:dets_slot_rows(Spec, Slots, Next) end),
-			{T, Slots, Next}`, map[string]erl.Term{"F": file, "N": n}).(etf.Tuple)
+			{T, Slots, Next}`, map[string]erl.Term{"F": file, "N": n}).(erl.Tuple)
 		tl := cl.Eval(1, `{T, {ok, _, _, _}} = timer:tc(fun() -> migctl_check:dets_slot_listing({mnesia, erlmcp_session}, Slots, Next) end), T`,
 			map[string]erl.Term{"Slots": r[1], "Next": r[2]})
 		d, l := time.Duration(erl.Int64(r[0]))*time.Microsecond, time.Duration(erl.Int64(tl))*time.Microsecond

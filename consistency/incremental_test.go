@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -26,12 +25,12 @@ func dualWrite(t *testing.T, n int) *pair {
 	cl := testkit.Start(t, testkit.Options{Nodes: 2, Mnesia: true, Backend: "erlmcp_session_backend_hybrid",
 		AppEnv: []string{"{primary_backend, erlmcp_session_dets}", "{secondary_backend, erlmcp_session_mnesia}",
 			"{migration_phase, phase1}", "{session_cleanup_interval, infinity}"}})
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, 42)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, n, 42)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 	r = cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
 			[mnesia:write({erlmcp_session, I, S, maps:get(last_accessed, S)}) || {I, S} <- dets:match_object(erlmcp_sessions_dets, '_')],
 			ok end), ok`, nil)
-	require.Equal(t, etf.Atom("ok"), r)
+	require.Equal(t, erl.Atom("ok"), r)
 	// The copy is in the change record of node 1 before the monitor starts
 	// (as for a monitor started after the backfill, not during it).
 	settle(t, cl, n)
@@ -47,7 +46,7 @@ func dualWrite(t *testing.T, n int) *pair {
 	require.NoError(t, err)
 	p := &pair{cl: cl, src: src, tgt: tgt}
 	ids := cl.Eval(0, `dets:select(erlmcp_sessions_dets, [{{'$1', '_'}, [], ['$1']}])`, nil)
-	for _, x := range ids.(etf.List) {
+	for _, x := range ids.(erl.List) {
 		p.ids = append(p.ids, string(x.([]byte)))
 	}
 	sort.Strings(p.ids)
@@ -59,7 +58,7 @@ func dualWrite(t *testing.T, n int) *pair {
 // transaction has returned).
 func settle(t *testing.T, cl *testkit.Cluster, n int) {
 	t.Helper()
-	require.Equal(t, etf.Atom("ok"), cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
+	require.Equal(t, erl.Atom("ok"), cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
 			_ = migctl_recorder:lookup(erlmcp_session, []),
 			case maps:get(keys, migctl_recorder:info()) >= N of
 				true -> ok;
@@ -69,16 +68,16 @@ func settle(t *testing.T, cl *testkit.Cluster, n int) {
 
 // startLoadgen runs the fixture's load generator on node 0 (through the
 // store server, so through the hybrid backend) and stops it at cleanup.
-func startLoadgen(t *testing.T, p *pair, rate, keyspace int) (stop func() etf.Map) {
+func startLoadgen(t *testing.T, p *pair, rate, keyspace int) (stop func() erl.Map) {
 	t.Helper()
 	r := p.cl.Eval(0, `element(1, erlmcp_loadgen:start(#{rate => R, keyspace => K, name => lg}))`,
 		map[string]erl.Term{"R": rate, "K": keyspace})
-	require.Equal(t, etf.Atom("ok"), r)
-	var stats etf.Map
-	stop = func() etf.Map {
+	require.Equal(t, erl.Atom("ok"), r)
+	var stats erl.Map
+	stop = func() erl.Map {
 		if stats == nil {
 			r := p.cl.Eval(0, `maps:without([last_errors], erlmcp_loadgen:stop(lg))`, nil)
-			stats, _ = r.(etf.Map)
+			stats, _ = r.(erl.Map)
 		}
 		return stats
 	}
@@ -86,7 +85,7 @@ func startLoadgen(t *testing.T, p *pair, rate, keyspace int) (stop func() etf.Ma
 		stop()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, _ = p.cl.Client().Call(ctx, p.cl.Nodes[0].Name, "erlmcp_loadgen", "close", etf.Atom("lg"))
+		_, _ = p.cl.Client().Call(ctx, p.cl.Nodes[0].Name, "erlmcp_loadgen", "close", erl.Atom("lg"))
 	})
 	return stop
 }
@@ -139,16 +138,16 @@ func TestIncrementalUnderLoadNoFalseAlarms(t *testing.T) {
 	require.EqualValues(t, 0, st.Mismatches)
 	stats := stop()
 	t.Logf("load: %v; verified per cycle %v", stats, changed)
-	require.Greater(t, erl.Int64(stats[etf.Atom("ops")]), int64(2000))
+	require.Greater(t, erl.Int64(stats[erl.Atom("ops")]), int64(2000))
 	// The cycles saw the traffic (writes through the hybrid reach Mnesia).
 	var sum int64
 	for _, c := range changed {
 		sum += c
 	}
 	require.Greater(t, sum, int64(1000))
-	v := p.cl.Eval(0, `maps:without([samples], erlmcp_loadgen:verify(lg, {mnesia, erlmcp_session}))`, nil).(etf.Map)
+	v := p.cl.Eval(0, `maps:without([samples], erlmcp_loadgen:verify(lg, {mnesia, erlmcp_session}))`, nil).(erl.Map)
 	t.Logf("verify: %v", v)
-	require.EqualValues(t, 0, erl.Int64(v[etf.Atom("lost")]))
+	require.EqualValues(t, 0, erl.Int64(v[erl.Atom("lost")]))
 }
 
 // A real difference made while the load runs (a session the target lost,
@@ -180,11 +179,11 @@ func TestIncrementalFlagsDifferenceWithinOneCycle(t *testing.T) {
 	// reach other replicas asynchronously) and recorded them. A change
 	// the record shows at or after a cycle's start is looked at in the
 	// next cycle instead.
-	require.Equal(t, etf.Atom("ok"), p.cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
+	require.Equal(t, erl.Atom("ok"), p.cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
 			case length(migctl_recorder:lookup(erlmcp_session, Ids)) of
 				3 -> ok;
 				_ -> timer:sleep(20), W(K - 1)
-			end end, W(500)`, map[string]erl.Term{"Ids": etf.List{[]byte(p.ids[10]), []byte(p.ids[20]), []byte(p.ids[30] + "-extra")}}))
+			end end, W(500)`, map[string]erl.Term{"Ids": erl.List{[]byte(p.ids[10]), []byte(p.ids[20]), []byte(p.ids[30] + "-extra")}}))
 	rep, err = mon.CheckNow(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "incremental", rep.Mode)
@@ -208,7 +207,7 @@ func TestIncrementalFlagsDifferenceWithinOneCycle(t *testing.T) {
 
 	// The recorder restarts (its supervisor brings it back): the record
 	// no longer covers the time since the last cycle.
-	require.Equal(t, etf.Atom("ok"), p.cl.Eval(1, `P = whereis(migctl_recorder), exit(P, kill),
+	require.Equal(t, erl.Atom("ok"), p.cl.Eval(1, `P = whereis(migctl_recorder), exit(P, kill),
 		W = fun W(0) -> timeout; W(K) ->
 			case catch migctl_recorder:info() of
 				#{running := true, tables := [#{subscribed := true}]} -> ok;
@@ -239,19 +238,19 @@ func TestIncrementalQuietCycle(t *testing.T) {
 	opts := consistency.Options{Client: p.cl.Client(), RecheckDelay: 100 * time.Millisecond, Rechecks: 1}
 	cur, err := consistency.MarkCursor(ctx, p.src, p.tgt, opts)
 	require.NoError(t, err)
-	changed := etf.List{}
+	changed := erl.List{}
 	for _, id := range p.ids[:changes] {
 		changed = append(changed, []byte(id))
 	}
 	// Both stores, as dual-write does; then wait until node 1 recorded
 	// them (a remote dirty write is applied there asynchronously).
-	require.Equal(t, etf.Atom("ok"), p.cl.Eval(0, `lists:foreach(fun(Id) ->
+	require.Equal(t, erl.Atom("ok"), p.cl.Eval(0, `lists:foreach(fun(Id) ->
 			[{_, S}] = dets:lookup(erlmcp_sessions_dets, Id),
 			S2 = S#{last_accessed => erlang:system_time(millisecond)},
 			ok = dets:insert(erlmcp_sessions_dets, {Id, S2}),
 			ok = mnesia:dirty_write({erlmcp_session, Id, S2, maps:get(last_accessed, S2)})
 		end, Ids)`, map[string]erl.Term{"Ids": changed}))
-	require.Equal(t, etf.Atom("ok"), p.cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
+	require.Equal(t, erl.Atom("ok"), p.cl.Eval(1, `W = fun W(0) -> timeout; W(K) ->
 			case length(migctl_recorder:changed_since(erlmcp_session, Since)) >= C of
 				true -> ok;
 				false -> timer:sleep(20), W(K - 1)

@@ -4,7 +4,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -23,7 +22,7 @@ func TestRowsThatAreNotSessions(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true})
 	ctx := tctx(t)
 	file := filepath.Join(cl.Nodes[0].Dir, "odd.dets")
-	require.Equal(t, etf.Atom("ok"), cl.Eval(0, `{ok, T} = dets:open_file(odd_sessions, [{file, F}]),
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `{ok, T} = dets:open_file(odd_sessions, [{file, F}]),
 		Now = erlang:system_time(millisecond),
 		S = #{id => <<"real">>, created_at => Now, last_accessed => Now, timeout_ms => 3600000, metadata => #{}},
 		ok = dets:insert(T, [{a, 1}, {b, <<"x">>}, {<<"c">>, not_a_map}, {123, S#{id => 123}}, {<<"real">>, S}]),
@@ -68,7 +67,7 @@ func TestRowsThatAreNotSessions(t *testing.T) {
 	}
 
 	// Without any odd row the same pair is clean but for the real session.
-	require.Equal(t, etf.Atom("ok"), cl.Eval(0, `mnesia:dirty_delete(erlmcp_session, 42)`, nil))
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `mnesia:dirty_delete(erlmcp_session, 42)`, nil))
 	rep, err := consistency.Check(ctx, src, tgt, consistency.Options{Client: cl.Client(), Rechecks: -1})
 	require.NoError(t, err)
 	require.EqualValues(t, 4, rep.NotSessions)

@@ -4,7 +4,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -26,12 +25,12 @@ func TestRepairFollowsThePhase(t *testing.T) {
 		AppEnv: []string{"{primary_backend, erlmcp_session_dets}", "{secondary_backend, erlmcp_session_mnesia}",
 			"{migration_phase, phase1}", "{session_cleanup_interval, infinity}"}})
 	ctx := tctx(t)
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 500, 21)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(500)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 500, 21)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(500)}, r)
 	// Mnesia is a copy of DETS, as after a backfill.
 	cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
 	    [mnesia:write({erlmcp_session, I, S, 0}) || {I, S} <- dets:match_object(erlmcp_sessions_dets, '_')], ok end), ok`, nil)
-	ids := cl.Eval(0, `lists:sublist(lists:sort(mnesia:dirty_all_keys(erlmcp_session)), 3)`, nil).(etf.List)
+	ids := cl.Eval(0, `lists:sublist(lists:sort(mnesia:dirty_all_keys(erlmcp_session)), 3)`, nil).(erl.List)
 	deleted, updated, extra := ids[0], ids[1], ids[2]
 	src, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.DefaultSpec(backends.KindDETS))
 	require.NoError(t, err)
@@ -43,14 +42,14 @@ func TestRepairFollowsThePhase(t *testing.T) {
 	setPhase := func(p string) {
 		r := cl.Eval(0, `[{_, _, V}] = mnesia:dirty_read(migctl_migration, phase),
 		    {ok, _} = erlmcp_session_backend_hybrid:set_phase(P, 100, element(3, V)), ok`,
-			map[string]erl.Term{"P": etf.Atom(p)})
-		require.Equal(t, etf.Atom("ok"), r)
+			map[string]erl.Term{"P": erl.Atom(p)})
+		require.Equal(t, erl.Atom("ok"), r)
 	}
 	// state is {in DETS, in Mnesia, DETS marked, Mnesia marked} for an id.
-	state := func(id etf.Term) [4]bool {
+	state := func(id erl.Term) [4]bool {
 		r := cl.Eval(0, `D = dets:lookup(erlmcp_sessions_dets, Id), M = mnesia:dirty_read(erlmcp_session, Id),
 		    Mk = fun([{_, S}]) -> maps:is_key(<<"mark">>, maps:get(metadata, S)); ([{_, _, S, _}]) -> maps:is_key(<<"mark">>, maps:get(metadata, S)); ([]) -> false end,
-		    [D =/= [], M =/= [], Mk(D), Mk(M)]`, map[string]erl.Term{"Id": id}).(etf.List)
+		    [D =/= [], M =/= [], Mk(D), Mk(M)]`, map[string]erl.Term{"Id": id}).(erl.List)
 		return [4]bool{r[0].(bool), r[1].(bool), r[2].(bool), r[3].(bool)}
 	}
 
@@ -62,7 +61,7 @@ func TestRepairFollowsThePhase(t *testing.T) {
 		    [{_, S}] = dets:lookup(erlmcp_sessions_dets, Up),
 		    ok = erlmcp_session_store:store(Up, S#{metadata => (maps:get(metadata, S))#{<<"mark">> => 1}}), ok`,
 			map[string]erl.Term{"Del": deleted, "Up": updated})
-		require.Equal(t, etf.Atom("ok"), r)
+		require.Equal(t, erl.Atom("ok"), r)
 		require.Equal(t, [4]bool{true, false, false, false}, state(deleted))
 		require.Equal(t, [4]bool{true, true, false, true}, state(updated))
 
@@ -88,7 +87,7 @@ func TestRepairFollowsThePhase(t *testing.T) {
 		// Deleted in phase1 while Mnesia refused the delete: DETS (read)
 		// lost it, Mnesia still has it.
 		r := cl.Eval(0, `ok = dets:delete(erlmcp_sessions_dets, Id), ok`, map[string]erl.Term{"Id": extra})
-		require.Equal(t, etf.Atom("ok"), r)
+		require.Equal(t, erl.Atom("ok"), r)
 		require.Equal(t, [4]bool{false, true, false, false}, state(extra))
 		res, err := consistency.Repair(ctx, src, tgt, opts)
 		require.NoError(t, err)

@@ -4,10 +4,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/consistency"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/journal"
 )
 
@@ -69,8 +69,8 @@ func dump(t *testing.T, p *pair) map[string]string {
 	out := map[string]string{}
 	read := func(prefix string, node int, src string) {
 		r := p.cl.Eval(node, src, nil)
-		for _, x := range r.(etf.List) {
-			tu := x.(etf.Tuple)
+		for _, x := range r.(erl.List) {
+			tu := x.(erl.Tuple)
 			out[prefix+string(tu[0].([]byte))] = string(tu[1].([]byte))
 		}
 	}

@@ -3,7 +3,6 @@ package consistency_test
 import (
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -19,8 +18,8 @@ func TestUnionOfPerNodeDETS(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_dets"})
 	var members []backends.Store
 	for i, n := range cl.Names() {
-		r := cl.Call(i, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 700, 100+i)
-		require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(700)}, r)
+		r := cl.Call(i, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 700, 100+i)
+		require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(700)}, r)
 		// Each node's sessions into the shared Mnesia table.
 		cl.Eval(i, `{atomic, ok} = mnesia:transaction(fun() ->
 			[mnesia:write({erlmcp_session, I, S, maps:get(last_accessed, S)}) || {I, S} <- dets:match_object(erlmcp_sessions_dets, '_')],

@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -31,12 +30,12 @@ func TestSetPhase2FromPhase3(t *testing.T) {
 
 	// Clients delete sessions in phase3: gone from Mnesia, still in DETS.
 	ids := cl.Eval(0, `Ids = lists:sublist(lists:sort(mnesia:dirty_all_keys(erlmcp_session)), 20),
-	    [ok = erlmcp_session_store:delete(Id) || Id <- Ids], Ids`, nil).(etf.List)
+	    [ok = erlmcp_session_store:delete(Id) || Id <- Ids], Ids`, nil).(erl.List)
 	require.Len(t, ids, 20)
 	where := func() [2]int64 {
 		r := cl.Eval(0, `{length([I || I <- Ids, dets:lookup(erlmcp_sessions_dets, I) =/= []]),
 		    length([I || I <- Ids, mnesia:dirty_read(erlmcp_session, I) =/= []])}`,
-			map[string]erl.Term{"Ids": ids}).(etf.Tuple)
+			map[string]erl.Term{"Ids": ids}).(erl.Tuple)
 		return [2]int64{erl.Int64(r[0]), erl.Int64(r[1])}
 	}
 	require.Equal(t, [2]int64{20, 0}, where(), "{in DETS, in Mnesia}")

@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -28,8 +27,8 @@ func TestBackfillWhileDETSGrows(t *testing.T) {
 		AppEnv: hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase0")})
 	ctx := tctx(t, 170*time.Second)
 	m := newMigrator(t, cl, newJournal(t))
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 1500, 11)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(1500)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 1500, 11)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(1500)}, r)
 	_, err := m.SetPhase(ctx, Phase1, ChangeOptions{Reason: "growth test"})
 	require.NoError(t, err)
 	defer closeLoad(cl)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -60,40 +59,40 @@ func evalTerm(t *testing.T, cl *testkit.Cluster, i int, src string, b map[string
 	return cl.Eval(i, src, b)
 }
 
-func mapInt(m etf.Term, k string) int64 {
-	mm, ok := m.(etf.Map)
+func mapInt(m erl.Term, k string) int64 {
+	mm, ok := m.(erl.Map)
 	if !ok {
 		return -1
 	}
-	return erl.Int64(mm[etf.Atom(k)])
+	return erl.Int64(mm[erl.Atom(k)])
 }
 
 func startLoad(t *testing.T, cl *testkit.Cluster, rate, keyspace int) {
 	for i := range cl.Nodes {
 		r := evalTerm(t, cl, i, `element(1, erlmcp_loadgen:start(#{rate => R, keyspace => K, name => lg}))`,
 			map[string]erl.Term{"R": rate, "K": keyspace})
-		require.Equal(t, etf.Atom("ok"), r)
+		require.Equal(t, erl.Atom("ok"), r)
 	}
 }
 
 // stopLoad stops every loadgen and returns its stats (without the error
 // samples, which hold ids and sessions).
-func stopLoad(t *testing.T, cl *testkit.Cluster) []etf.Map {
-	var out []etf.Map
+func stopLoad(t *testing.T, cl *testkit.Cluster) []erl.Map {
+	var out []erl.Map
 	for i := range cl.Nodes {
 		r := evalTerm(t, cl, i, `S = erlmcp_loadgen:stop(lg), (maps:without([last_errors], S))#{errs => iolist_to_binary(io_lib:format("~0P", [lists:sublist(maps:get(last_errors, S), 3), 30]))}`, nil)
-		out = append(out, r.(etf.Map))
+		out = append(out, r.(erl.Map))
 	}
 	return out
 }
 
-func verifyLoad(t *testing.T, cl *testkit.Cluster, spec string) []etf.Map {
-	var out []etf.Map
+func verifyLoad(t *testing.T, cl *testkit.Cluster, spec string) []erl.Map {
+	var out []erl.Map
 	for i := range cl.Nodes {
 		r := evalTerm(t, cl, i, `case erlmcp_loadgen:verify(lg, `+spec+`) of
 		    M when is_map(M) -> (maps:without([samples], M))#{sample => iolist_to_binary(io_lib:format("~0P", [maps:get(samples, M), 40]))};
 		    E -> #{error => iolist_to_binary(io_lib:format("~0p", [E]))} end`, nil)
-		out = append(out, r.(etf.Map))
+		out = append(out, r.(erl.Map))
 	}
 	return out
 }
@@ -101,12 +100,12 @@ func verifyLoad(t *testing.T, cl *testkit.Cluster, spec string) []etf.Map {
 func closeLoad(cl *testkit.Cluster) {
 	for i := range cl.Nodes {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _ = cl.Client().Call(ctx, cl.Nodes[i].Name, "erlmcp_loadgen", "close", etf.Atom("lg"))
+		_, _ = cl.Client().Call(ctx, cl.Nodes[i].Name, "erlmcp_loadgen", "close", erl.Atom("lg"))
 		cancel()
 	}
 }
 
-func describe(m etf.Map) string {
+func describe(m erl.Map) string {
 	s := ""
 	for k, v := range m {
 		if b, ok := v.([]byte); ok {
@@ -135,7 +134,7 @@ func dualWriteNode(t *testing.T, n int, seed int) (*testkit.Cluster, *journal.Jo
 		AppEnv: hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase0")})
 	j := newJournal(t)
 	m := newMigrator(t, cl, j)
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, seed)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, n, seed)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 	return cl, j, m
 }

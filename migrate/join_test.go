@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -41,8 +40,8 @@ func TestPhaseSurvivesRestartAndJoin(t *testing.T) {
 	r := cl.Eval(2, `ok = mnesia:start(), {ok, _} = mnesia:change_config(extra_db_nodes, [N1]),
 	   {atomic, ok} = mnesia:change_table_copy_type(schema, node(), disc_copies),
 	   {atomic, ok} = mnesia:add_table_copy(erlmcp_session, node(), disc_copies), ok`,
-		map[string]erl.Term{"N1": etf.Atom(cl.Nodes[0].Name)})
-	require.Equal(t, etf.Atom("ok"), r)
+		map[string]erl.Term{"N1": erl.Atom(cl.Nodes[0].Name)})
+	require.Equal(t, erl.Atom("ok"), r)
 	require.NoError(t, cl.Nodes[2].StartApp(ctx, "erlmcp_session_backend_hybrid", env...))
 	m3, err := New(Config{Client: cl.Client(), Nodes: cl.Names(), Journal: j, Logger: testLogger()})
 	require.NoError(t, err)
@@ -56,5 +55,5 @@ func TestPhaseSurvivesRestartAndJoin(t *testing.T) {
 	// And it dual-writes.
 	r = cl.Eval(2, `S = erlmcp_session_store:new_session(#{}), Id = maps:get(id, S), ok = erlmcp_session_store:store(Id, S),
 	   {length(dets:lookup(erlmcp_sessions_dets, Id)), length(mnesia:dirty_read(erlmcp_session, Id))}`, nil)
-	require.Equal(t, etf.Tuple{1, 1}, r)
+	require.Equal(t, erl.Tuple{1, 1}, r)
 }

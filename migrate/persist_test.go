@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -24,7 +23,7 @@ const persistRate = 400
 // before runs first, on the node still up.
 func persistRestart(t *testing.T, cl *testkit.Cluster, env []string, before func()) func(context.Context) error {
 	return func(ctx context.Context) error {
-		st := evalTerm(t, cl, 0, `maps:without([last_errors], erlmcp_loadgen:stats(lg))`, nil).(etf.Map)
+		st := evalTerm(t, cl, 0, `maps:without([last_errors], erlmcp_loadgen:stats(lg))`, nil).(erl.Map)
 		t.Logf("load before the restart: %s", describe(st))
 		if before != nil {
 			before()
@@ -53,7 +52,7 @@ func watchGone(t *testing.T, cl *testkit.Cluster) {
 	                  filelib:is_regular(filename:join(Dir, "migctl_touched.dets")),
 	                  ets:whereis(migctl_persist_seen)}`,
 		map[string]erl.Term{"Dir": cl.Nodes[0].Dir})
-	require.Equal(t, etf.Tuple{etf.Atom("undefined"), false, etf.Atom("undefined")}, r, "the watch is off and its file deleted")
+	require.Equal(t, erl.Tuple{erl.Atom("undefined"), false, erl.Atom("undefined")}, r, "the watch is off and its file deleted")
 }
 
 // TestVerifyPersistenceUnderTraffic: ETS → DETS in phase3 (the runbook's
@@ -71,8 +70,8 @@ func TestVerifyPersistenceUnderTraffic(t *testing.T) {
 	require.Equal(t, Phase3, st.Phase)
 	require.Equal(t, "file", st.Mode)
 	const seeded = 3000
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, seeded, 7)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(seeded)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, seeded, 7)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(seeded)}, r)
 
 	startLoad(t, cl, persistRate, 1000)
 	defer closeLoad(cl)
@@ -134,9 +133,9 @@ func TestVerifyPersistenceCatchesLoss(t *testing.T) {
 		   [begin [{_, S}] = dets:lookup(T, K), ok = dets:insert(T, {K, S#{<<"tampered">> => true}}) end || K <- Alt],
 		   New = [<<"tamper-appeared-1">>, <<"tamper-appeared-2">>],
 		   [ok = dets:insert(T, {K, erlmcp_session_store:new_session(#{})}) || K <- New],
-		   {Del, Alt, New}`, nil).(etf.Tuple)
+		   {Del, Alt, New}`, nil).(erl.Tuple)
 		for i, dst := range []*[]string{&lost, &changed, &appeared} {
-			for _, id := range r[i].(etf.List) {
+			for _, id := range r[i].(erl.List) {
 				*dst = append(*dst, string(erl.Bytes(id)))
 			}
 			sort.Strings(*dst)
@@ -177,8 +176,8 @@ func TestVerifyPersistenceWithoutHybrid(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_dets"})
 	ctx := tctx(t, 60*time.Second)
 	m := newMigrator(t, cl, newJournal(t))
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 500, 3)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(500)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 500, 3)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(500)}, r)
 	rep, err := m.VerifyPersistence(ctx, PersistOptions{Reason: "test", Restart: func(ctx context.Context) error {
 		if err := cl.Nodes[0].Restart(ctx); err != nil {
 			return err
@@ -202,8 +201,8 @@ func TestVerifyPersistenceNoRestart(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_backend_hybrid", AppEnv: env})
 	ctx := tctx(t, 60*time.Second)
 	m := newMigrator(t, cl, newJournal(t))
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 300, 5)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(300)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 300, 5)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(300)}, r)
 	_, err := m.VerifyPersistence(ctx, PersistOptions{Reason: "test", Wait: 2 * time.Second,
 		Restart: func(context.Context) error { return nil }})
 	require.ErrorIs(t, err, ErrNodeDown)

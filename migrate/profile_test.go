@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -27,8 +26,8 @@ func TestProfileBackfillTurns(t *testing.T) {
 	n := envInt("MIGCTL_BENCH_SESSIONS", 50000)
 	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_backend_hybrid",
 		AppEnv: hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase1")})
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, 42)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, n, 42)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 	m := newMigrator(t, cl, newJournal(t))
 	st := m.nodeStatus(ctx, cl.Nodes[0].Name) // pushes the agent modules too
 	require.True(t, st.Installed)
@@ -55,10 +54,10 @@ func TestProfileBackfillTurns(t *testing.T) {
 		eprof:start(), profiling = eprof:start_profiling([Srv]),
 		Loop(<<>>, 0, 0),
 		eprof:stop_profiling(), eprof:log(Out), eprof:analyze(total), eprof:stop(),
-		Rounds`, map[string]erl.Term{"T": etf.Atom(st.Secondary.Table), "D": etf.Atom(st.Primary.Table),
+		Rounds`, map[string]erl.Term{"T": erl.Atom(st.Secondary.Table), "D": erl.Atom(st.Primary.Table),
 		"B": 1000, "Out": out})
-	for _, x := range res.(etf.List) {
-		tu := x.(etf.Tuple)
+	for _, x := range res.(erl.List) {
+		tu := x.(erl.Tuple)
 		tn, tm := float64(erl.Int64(tu[0]))/1e6, float64(erl.Int64(tu[1]))/1e6
 		t.Logf("native %.2fs, migctl loop on the node %.2fs (ratio %.2f), rows %d/%d, calls %d",
 			tn, tm, tn/tm, erl.Int64(tu[2]), erl.Int64(tu[3]), erl.Int64(tu[4]))
@@ -66,7 +65,7 @@ func TestProfileBackfillTurns(t *testing.T) {
 	t.Logf("eprof of the store server: %s", out)
 	for i := 0; i < 3; i++ {
 		cl.Eval(0, `{atomic, ok} = mnesia:clear_table(T), [rpc:call(N, mnesia, dump_log, []) || N <- [node() | nodes()]], ok`,
-			map[string]erl.Term{"T": etf.Atom(st.Secondary.Table)})
+			map[string]erl.Term{"T": erl.Atom(st.Secondary.Table)})
 		t0 := time.Now()
 		rep, err := m.Backfill(ctx, BackfillOptions{BatchSize: 1000, NoThrottle: true, Restart: true})
 		require.NoError(t, err)

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -78,7 +77,7 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("table that is not a session table", func(t *testing.T) {
 		r := cl.Eval(0, `mnesia:create_table(not_sessions, [{attributes, [a, b, c]}, {disc_copies, [node()]}])`, nil)
-		require.Equal(t, etf.Atom("atomic"), r.(etf.Tuple)[0])
+		require.Equal(t, erl.Atom("atomic"), r.(erl.Tuple)[0])
 		_, err := m.CreateTables(ctx, TablesOptions{SessionTable: "not_sessions"})
 		require.ErrorIs(t, err, ErrNotSessions)
 		// The right layout is accepted as it is.
@@ -137,7 +136,7 @@ func TestRefusals(t *testing.T) {
 		require.False(t, st.Mixed)
 		// ... and a failure on the second node reverts the first: make the
 		// second node's store refuse by stopping its application.
-		_, err = cl.Client().Call(ctx, other.Nodes[0].Name, "application", "stop", etf.Atom("erlmcp_fixture"))
+		_, err = cl.Client().Call(ctx, other.Nodes[0].Name, "application", "stop", erl.Atom("erlmcp_fixture"))
 		require.NoError(t, err)
 		rec := &ChangeRecord{From: Phase1, FromPercent: 100, To: Phase0, ToPercent: 100, Mode: "file"}
 		st = mm.status(ctx)

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -50,13 +49,13 @@ func TestBackfillCheckpointEpoch(t *testing.T) {
 	           ok = erlmcp_session_store:store(Id, S#{metadata => #{<<"mark">> => <<"phase0">>},
 	                                                   last_accessed => erlang:system_time(millisecond)})
 	     end || Id <- Ids],
-	    Ids`, nil).(etf.List)
+	    Ids`, nil).(erl.List)
 	require.Len(t, ids, 50)
 	marked := func() [2]int64 {
 		r := cl.Eval(0, `Mark = fun([{_, _, S, _}]) -> maps:get(metadata, S); ([{_, S}]) -> maps:get(metadata, S); (_) -> none end,
 		    {length([I || I <- Ids, Mark(dets:lookup(erlmcp_sessions_dets, I)) =:= #{<<"mark">> => <<"phase0">>}]),
 		     length([I || I <- Ids, Mark(mnesia:dirty_read(erlmcp_session, I)) =:= #{<<"mark">> => <<"phase0">>}])}`,
-			map[string]erl.Term{"Ids": ids}).(etf.Tuple)
+			map[string]erl.Term{"Ids": ids}).(erl.Tuple)
 		return [2]int64{erl.Int64(r[0]), erl.Int64(r[1])}
 	}
 	require.Equal(t, [2]int64{50, 0}, marked(), "{DETS, Mnesia} with the phase0 update")

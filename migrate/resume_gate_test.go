@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -48,16 +47,16 @@ func TestResumedBackfillGate(t *testing.T) {
 	                                          last_accessed => erlang:system_time(millisecond)}),
 	    {atomic, ok} = mnesia:change_table_access_mode(erlmcp_session, read_write),
 	    {R, counters:get(persistent_term:get({erlmcp_session_backend_hybrid, counters}), 6)}`,
-		map[string]erl.Term{"Id": id}).(etf.Tuple)
-	require.Equal(t, etf.Atom("ok"), res[0], "store acknowledged")
+		map[string]erl.Term{"Id": id}).(erl.Tuple)
+	require.Equal(t, erl.Atom("ok"), res[0], "store acknowledged")
 	require.EqualValues(t, 1, erl.Int64(res[1]), "one secondary write failure")
-	mark := func() etf.Tuple {
+	mark := func() erl.Tuple {
 		return cl.Eval(0, `M = fun([{_, _, S, _}]) -> S; ([{_, S}]) -> S; ([]) -> none end,
 		    Mark = fun(none) -> none; (S) -> maps:get(<<"mark">>, maps:get(metadata, S), none) end,
 		    {Mark(M(dets:lookup(erlmcp_sessions_dets, Id))), Mark(M(mnesia:dirty_read(erlmcp_session, Id)))}`,
-			map[string]erl.Term{"Id": id}).(etf.Tuple)
+			map[string]erl.Term{"Id": id}).(erl.Tuple)
 	}
-	require.Equal(t, etf.Tuple{[]byte("after the copy"), etf.Atom("none")}, mark(), "{DETS, Mnesia}")
+	require.Equal(t, erl.Tuple{[]byte("after the copy"), erl.Atom("none")}, mark(), "{DETS, Mnesia}")
 
 	// The rerun resumes from the checkpoint and completes.
 	m = newMigrator(t, cl, j)
@@ -70,7 +69,7 @@ func TestResumedBackfillGate(t *testing.T) {
 	// session. The gate cannot tell which failures a pass repaired (one
 	// after the pass's last read of its slots is not): it refuses all the
 	// same.
-	require.Equal(t, etf.Tuple{[]byte("after the copy"), []byte("after the copy")}, mark(),
+	require.Equal(t, erl.Tuple{[]byte("after the copy"), []byte("after the copy")}, mark(),
 		"the resumed pass reads the touched session again")
 
 	// So phase2 must wait for another backfill.
@@ -80,7 +79,7 @@ func TestResumedBackfillGate(t *testing.T) {
 	rep, err = m.Backfill(ctx, opts)
 	require.NoError(t, err)
 	require.False(t, rep.Record.Resumed)
-	require.Equal(t, etf.Tuple{[]byte("after the copy"), []byte("after the copy")}, mark(), "{DETS, Mnesia}")
+	require.Equal(t, erl.Tuple{[]byte("after the copy"), []byte("after the copy")}, mark(), "{DETS, Mnesia}")
 	_, err = m.SetPhase(ctx, Phase2, ChangeOptions{Percent: 10})
 	require.NoError(t, err)
 }

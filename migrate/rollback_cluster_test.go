@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -31,10 +30,10 @@ func TestRollbackFromPhase3ToPerNodeDETS(t *testing.T) {
 
 	// 200 sessions on node 1 no load generator touches: some will be
 	// served by node 2 in phase3, some deleted through node 3.
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 200, 7).(etf.Tuple)
-	require.Equal(t, etf.Atom("ok"), r[0])
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 200, 7).(erl.Tuple)
+	require.Equal(t, erl.Atom("ok"), r[0])
 	require.EqualValues(t, 200, erl.Int64(r[1]))
-	seeded := cl.Eval(0, `lists:sort(dets:select(erlmcp_sessions_dets, [{{'$1', '_'}, [], ['$1']}]))`, nil).(etf.List)
+	seeded := cl.Eval(0, `lists:sort(dets:select(erlmcp_sessions_dets, [{{'$1', '_'}, [], ['$1']}]))`, nil).(erl.List)
 	require.Len(t, seeded, 200)
 	moved, deleted := seeded[:50], seeded[50:70]
 
@@ -64,7 +63,7 @@ func TestRollbackFromPhase3ToPerNodeDETS(t *testing.T) {
 	// The per-node shape: node 2 now holds the sessions it served, node 1
 	// no longer does, nobody holds the deleted ones, and no session is in
 	// two files.
-	in := func(i int, ids etf.List) int64 {
+	in := func(i int, ids erl.List) int64 {
 		return erl.Int64(cl.Eval(i, `length([I || I <- Ids, dets:member(erlmcp_sessions_dets, I)])`,
 			map[string]erl.Term{"Ids": ids}))
 	}

@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/testkit"
 )
 
@@ -34,9 +34,9 @@ func TestSchemaAndTables(t *testing.T) {
 	require.Equal(t, []TableState{{"erlmcp_session", "created"}, {"migctl_migration", "created"}}, rep.Tables)
 	for i := range cl.Nodes {
 		r := cl.Eval(i, `{lists:sort(mnesia:table_info(erlmcp_session, disc_copies)), mnesia:table_info(erlmcp_session, attributes)}`, nil)
-		tt := r.(etf.Tuple)
+		tt := r.(erl.Tuple)
 		require.Len(t, tt[0], 2, "disc_copies on both nodes")
-		require.Equal(t, etf.List{etf.Atom("session_id"), etf.Atom("session_data"), etf.Atom("last_accessed")}, tt[1])
+		require.Equal(t, erl.List{erl.Atom("session_id"), erl.Atom("session_data"), erl.Atom("last_accessed")}, tt[1])
 	}
 	rep, err = m.CreateTables(ctx, TablesOptions{})
 	require.NoError(t, err)

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
@@ -48,7 +47,7 @@ func TestETSToDETS(t *testing.T) {
 	dry, err := m.Backfill(ctx, BackfillOptions{BatchSize: 200, DryRun: true})
 	require.NoError(t, err)
 	require.Positive(t, dry.Record.Stats.Written, "dry-run counts what it would copy")
-	n := cl.Call(0, "dets", "info", etf.Atom("erlmcp_sessions_dets"), etf.Atom("size"))
+	n := cl.Call(0, "dets", "info", erl.Atom("erlmcp_sessions_dets"), erl.Atom("size"))
 	require.Less(t, erl.Int64(n), dry.Record.Stats.Scanned, "and copies nothing")
 	rep, err := m.Backfill(ctx, BackfillOptions{BatchSize: 200})
 	require.NoError(t, err)
@@ -119,7 +118,7 @@ func TestETSToDETS(t *testing.T) {
 	st, err = m.ShowPhase(ctx)
 	require.NoError(t, err)
 	require.Equal(t, Phase3, st.Phase, "the phase survived the restart")
-	_ = etf.Atom("")
+	_ = erl.Atom("")
 }
 
 // checkProgressMetrics: the journal holds the finished backfill's progress

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -50,26 +49,26 @@ func TestSplitDuringBackfill(t *testing.T) {
 	// Sessions that lived in each node's DETS file before the migration
 	// (a different seed per node: distinct ids).
 	for i := range tk.Nodes {
-		r := tk.Call(i, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, perNode, 100+i)
-		require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(perNode)}, r)
+		r := tk.Call(i, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, perNode, 100+i)
+		require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(perNode)}, r)
 	}
 	seeded := int64(0)
 	for i := range tk.Nodes {
-		seeded += erl.Int64(tk.Call(i, "dets", "info", etf.Atom("erlmcp_sessions_dets"), etf.Atom("size")))
+		seeded += erl.Int64(tk.Call(i, "dets", "info", erl.Atom("erlmcp_sessions_dets"), erl.Atom("size")))
 	}
 	require.EqualValues(t, 3*perNode, seeded)
 
 	for i := range tk.Nodes {
 		r := evalTerm(t, tk, i, `element(1, erlmcp_loadgen:start(#{rate => R, keyspace => K, name => lg}))`,
 			map[string]erl.Term{"R": rate, "K": keyspace})
-		require.Equal(t, etf.Atom("ok"), r)
+		require.Equal(t, erl.Atom("ok"), r)
 	}
 	loadOn := true
 	t.Cleanup(func() {
 		if loadOn {
 			for i := range tk.Nodes {
 				c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, _ = tk.Client().Call(c, tk.Nodes[i].Name, "erlmcp_loadgen", "stop", etf.Atom("lg"))
+				_, _ = tk.Client().Call(c, tk.Nodes[i].Name, "erlmcp_loadgen", "stop", erl.Atom("lg"))
 				cancel()
 			}
 		}
@@ -97,7 +96,7 @@ func TestSplitDuringBackfill(t *testing.T) {
 
 	// Split once a good part of the sessions is in Mnesia.
 	mnesiaSize := func(i int) int64 {
-		return erl.Int64(tk.Call(i, "mnesia", "table_info", etf.Atom("erlmcp_session"), etf.Atom("size")))
+		return erl.Int64(tk.Call(i, "mnesia", "table_info", erl.Atom("erlmcp_session"), erl.Atom("size")))
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for mnesiaSize(0) < seeded/5 {

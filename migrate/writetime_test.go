@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -25,8 +24,8 @@ func TestBackfillWriteTime(t *testing.T) {
 	const n = 500
 	// Sessions last accessed ten minutes ago (the shortest timeout is 30
 	// minutes: none expires during the test).
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{etf.Atom("now"): nodeNow() - 10*60*1000}, n, 5)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{erl.Atom("now"): nodeNow() - 10*60*1000}, n, 5)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 	_, err := m.SetPhase(ctx, Phase1, ChangeOptions{Reason: "write time test"})
 	require.NoError(t, err)
 
@@ -39,7 +38,7 @@ func TestBackfillWriteTime(t *testing.T) {
 		     length([I || {_, I, _, W} <- Rows, W < B orelse W > A]),
 		     length([I || {_, I, #{last_accessed := LA}, W} <- Rows, W =:= LA]),
 		     length([I || {_, I, #{last_accessed := LA}, _} <- Rows, LA >= B])}`,
-			map[string]erl.Term{"B": before, "A": after}).(etf.Tuple)
+			map[string]erl.Term{"B": before, "A": after}).(erl.Tuple)
 		return [4]int64{erl.Int64(r[0]), erl.Int64(r[1]), erl.Int64(r[2]), erl.Int64(r[3])}
 	}
 
@@ -52,9 +51,9 @@ func TestBackfillWriteTime(t *testing.T) {
 		"backfill: {rows, last field not the write time, last field = last_accessed, recent last_accessed}")
 
 	// The benchmark's reference loop writes the same way.
-	cl.Call(0, "mnesia", "clear_table", etf.Atom("erlmcp_session"))
+	cl.Call(0, "mnesia", "clear_table", erl.Atom("erlmcp_session"))
 	before = nodeNow()
-	tup, err := m.c.Agent(ctx, cl.Nodes[0].Name, "migctl_migrate:native_copy", etf.Atom("erlmcp_sessions_dets"), etf.Atom("erlmcp_session"), 100)
+	tup, err := m.c.Agent(ctx, cl.Nodes[0].Name, "migctl_migrate:native_copy", erl.Atom("erlmcp_sessions_dets"), erl.Atom("erlmcp_session"), 100)
 	require.NoError(t, err)
 	after = nodeNow()
 	require.EqualValues(t, n, erl.Int64(tup[1]))

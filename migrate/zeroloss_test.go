@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -145,7 +144,7 @@ func TestZeroLossDETSToMnesia(t *testing.T) {
 		lost += mapInt(v[i], "lost")
 		wrong += mapInt(v[i], "wrong_value")
 		res += mapInt(v[i], "resurrected")
-		if r, ok := stats[i][etf.Atom("rate")].(float64); ok {
+		if r, ok := stats[i][erl.Atom("rate")].(float64); ok {
 			secs += r
 		}
 	}
@@ -176,8 +175,8 @@ func startHistoryLoad(t *testing.T, cl *testkit.Cluster, name string, rate, keys
 	t.Helper()
 	for i := range cl.Nodes {
 		r := evalTerm(t, cl, i, `element(1, erlmcp_loadgen:start(#{rate => R, keyspace => K, name => N, history => true, shared => S}))`,
-			map[string]erl.Term{"R": rate, "K": keyspace, "N": etf.Atom(name), "S": shared})
-		require.Equal(t, etf.Atom("ok"), r)
+			map[string]erl.Term{"R": rate, "K": keyspace, "N": erl.Atom(name), "S": shared})
+		require.Equal(t, erl.Atom("ok"), r)
 	}
 }
 
@@ -200,14 +199,14 @@ func TestHistoryCatchesSkippedSecondaryWrite(t *testing.T) {
 		t.Cleanup(func() {
 			for i := range cl.Nodes {
 				c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, _ = cl.Client().Call(c, cl.Nodes[i].Name, "erlmcp_loadgen", "close", etf.Atom(name))
+				_, _ = cl.Client().Call(c, cl.Nodes[i].Name, "erlmcp_loadgen", "close", erl.Atom(name))
 				cancel()
 			}
 		})
 		time.Sleep(3 * time.Second)
 		for i := range cl.Nodes {
 			evalTerm(t, cl, i, `erlmcp_loadgen:stop(N), application:set_env(migctl_node, test_fault_skip_phase2_secondary_write, false)`,
-				map[string]erl.Term{"N": etf.Atom(name)})
+				map[string]erl.Term{"N": erl.Atom(name)})
 		}
 		res, _ := cl.CheckHistory(ctx, "{mnesia, erlmcp_session}", history.Options{}, name)
 		return res

@@ -12,17 +12,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/cluster"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
 	"github.com/erlmcp/migctl/testkit"
 )
 
 func TestClusterCommands(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_mnesia"})
-	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, 1500, 5)
+	cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, 1500, 5)
 	env := nodeEnv(t, cl)
 
 	r := run(t, env, "cluster", "status", "-o", "json")
@@ -195,7 +195,7 @@ func TestClusterWatchCLI(t *testing.T) {
 
 func TestClusterResyncCLI(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_mnesia"})
-	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, 500, 5)
+	cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, 500, 5)
 	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+filepath.Join(t.TempDir(), "journal.db"))
 	odd := cl.Nodes[2].Name
 	// One row changed in node 2's copy only, behind Mnesia's back.

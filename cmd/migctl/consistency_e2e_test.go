@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/consistency"
@@ -26,9 +25,9 @@ import (
 // the real binary and decodes -o json into the library's types.
 func TestConsistencyCLI(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_dets"})
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 2000, 7)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(2000)}, r)
-	require.Equal(t, etf.Atom("ok"), cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 2000, 7)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(2000)}, r)
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
 		[mnesia:write({erlmcp_session, I, S, 0}) || {I, S} <- dets:match_object(erlmcp_sessions_dets, '_')], ok end), ok`, nil))
 	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+filepath.Join(t.TempDir(), "journal.db"))
 	check := func(extra ...string) (*consistency.Report, int) {
@@ -45,9 +44,9 @@ func TestConsistencyCLI(t *testing.T) {
 	require.Equal(t, "full", rep.Mode)
 
 	// Damage the target: one changed, one deleted.
-	ids := cl.Eval(0, `lists:sublist(lists:sort(dets:select(erlmcp_sessions_dets, [{{'$1', '_'}, [], ['$1']}])), 2)`, nil).(etf.List)
+	ids := cl.Eval(0, `lists:sublist(lists:sort(dets:select(erlmcp_sessions_dets, [{{'$1', '_'}, [], ['$1']}])), 2)`, nil).(erl.List)
 	a, b := ids[0].([]byte), ids[1].([]byte)
-	require.Equal(t, etf.Atom("ok"), cl.Eval(0, `[{T, I, S, L}] = mnesia:dirty_read(erlmcp_session, A),
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `[{T, I, S, L}] = mnesia:dirty_read(erlmcp_session, A),
 		mnesia:dirty_write({T, I, S#{timeout_ms => infinity}, L}), mnesia:dirty_delete(erlmcp_session, B), ok`,
 		map[string]erl.Term{"A": a, "B": b}))
 	rep, code = check()
@@ -108,9 +107,9 @@ func TestConsistencyCLI(t *testing.T) {
 // stop must not leave the unit failed); the mismatches stay in the history.
 func TestConsistencyMonitorCLI(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_dets"})
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 500, 7)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(500)}, r)
-	require.Equal(t, etf.Atom("ok"), cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 500, 7)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(500)}, r)
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
 		[mnesia:write({erlmcp_session, I, S, 0}) || {I, S} <- dets:match_object(erlmcp_sessions_dets, '_')], ok end), ok`, nil))
 	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+filepath.Join(t.TempDir(), "journal.db"))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -176,7 +175,7 @@ func TestConsistencyMonitorCLI(t *testing.T) {
 
 	// Mismatches, then SIGTERM: exit 0, the mismatches in the history. The
 	// deprecated --listen still works (same flag).
-	require.Equal(t, etf.Atom("ok"), cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `{atomic, ok} = mnesia:transaction(fun() ->
 		[mnesia:delete({erlmcp_session, K}) || K <- lists:sublist(mnesia:all_keys(erlmcp_session), 5)], ok end), ok`, nil))
 	cmd = migctl(t, env, "consistency", "monitor", "--source", "dets", "--target", "mnesia",
 		"--interval", "300ms", "--full", "--duration", "1d", "--listen", addr)

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
@@ -89,8 +88,8 @@ func nodeEnv(t *testing.T, cl *testkit.Cluster) []string {
 
 func TestPingAndCount(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_dets"})
-	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 1500, 3)
-	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, 700, 4)
+	cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 1500, 3)
+	cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, 700, 4)
 
 	r := run(t, nodeEnv(t, cl), "ping", "-o", "json")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -124,13 +123,13 @@ func TestPingAndCount(t *testing.T) {
 
 	// The agent is gone from every node afterwards.
 	for i := range cl.Nodes {
-		require.Equal(t, false, cl.Call(i, "code", "is_loaded", etf.Atom("migctl_agent")))
+		require.Equal(t, false, cl.Call(i, "code", "is_loaded", erl.Atom("migctl_agent")))
 	}
 }
 
 func TestExportImportByteIdentical(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_dets"})
-	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, 3000, 5)
+	cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, 3000, 5)
 	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+filepath.Join(t.TempDir(), "journal.db"))
 	file := filepath.Join(t.TempDir(), "s.mexp")
 
@@ -144,12 +143,12 @@ func TestExportImportByteIdentical(t *testing.T) {
 	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", file)
 	require.Equal(t, cliutil.ExitRefused, r.code, r.stderr)
 	require.Contains(t, r.stderr, "--yes")
-	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", etf.Atom("erlmcp_session"), etf.Atom("size")))
+	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", erl.Atom("erlmcp_session"), erl.Atom("size")))
 
 	// Dry run: the plan, nothing written.
 	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", file, "--dry-run", "-o", "json")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", etf.Atom("erlmcp_session"), etf.Atom("size")))
+	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", erl.Atom("erlmcp_session"), erl.Atom("size")))
 
 	nodeNow := func() int64 { return erl.Int64(cl.Eval(0, `erlang:system_time(millisecond)`, nil)) }
 	before := nodeNow()
@@ -194,11 +193,11 @@ func TestExportImportByteIdentical(t *testing.T) {
 	b[len(b)/2] ^= 0xff
 	bad := filepath.Join(t.TempDir(), "bad.mexp")
 	require.NoError(t, os.WriteFile(bad, b, 0o600))
-	cl.Call(0, "mnesia", "clear_table", etf.Atom("erlmcp_session"))
+	cl.Call(0, "mnesia", "clear_table", erl.Atom("erlmcp_session"))
 	r = run(t, env, "sessions", "import", "--store", "mnesia", "--in", bad, "--yes")
 	require.Equal(t, cliutil.ExitUsage, r.code)
 	require.Contains(t, r.stderr, "corrupt")
-	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", etf.Atom("erlmcp_session"), etf.Atom("size")))
+	require.EqualValues(t, 0, cl.Call(0, "mnesia", "table_info", erl.Atom("erlmcp_session"), erl.Atom("size")))
 }
 
 func TestBadInputAndUnreachable(t *testing.T) {
@@ -241,7 +240,7 @@ func TestBadInputAndUnreachable(t *testing.T) {
 // is contacted, naming the field.
 func TestConfigFile(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_ets"})
-	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("ets"), etf.Map{}, 321, 9)
+	cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("ets"), erl.Map{}, 321, 9)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "migctl.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(strings.Join([]string{

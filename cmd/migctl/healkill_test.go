@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/cluster"
@@ -30,20 +29,20 @@ import (
 func TestHealKilledAtEachStepUnderTraffic(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_mnesia"})
 	time.Sleep(500 * time.Millisecond) // the recorders cover the time before the first split
-	cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("mnesia"), etf.Map{}, 2000, 7)
+	cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, 2000, 7)
 	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+filepath.Join(t.TempDir(), "journal.db"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	const lg = "lgk"
 	for i := range cl.Nodes {
 		r := cl.Eval(i, `case erlmcp_loadgen:start(#{name => N, rate => 200, keyspace => 300}) of {ok, _} -> ok; E -> E end`,
-			map[string]erl.Term{"N": etf.Atom(lg)})
-		require.Equal(t, etf.Atom("ok"), r)
+			map[string]erl.Term{"N": erl.Atom(lg)})
+		require.Equal(t, erl.Atom("ok"), r)
 	}
 	running := true
 	stopLoad := func() {
 		for i := range cl.Nodes {
-			cl.Eval(i, `erlmcp_loadgen:stop(N), ok`, map[string]erl.Term{"N": etf.Atom(lg)})
+			cl.Eval(i, `erlmcp_loadgen:stop(N), ok`, map[string]erl.Term{"N": erl.Atom(lg)})
 		}
 		running = false
 	}
@@ -126,8 +125,8 @@ func TestHealKilledAtEachStepUnderTraffic(t *testing.T) {
 	for i := range cl.Nodes {
 		v := cl.Eval(i, `V = erlmcp_loadgen:verify(N, {mnesia, erlmcp_session}),
 		    {maps:get(checked, V), maps:get(lost, V), maps:get(wrong_value, V), maps:get(resurrected, V)}`,
-			map[string]erl.Term{"N": etf.Atom(lg)}).(etf.Tuple)
+			map[string]erl.Term{"N": erl.Atom(lg)}).(erl.Tuple)
 		t.Logf("%s: checked %v lost %v wrong %v resurrected %v", cl.Nodes[i].Name, v[0], v[1], v[2], v[3])
-		require.Equal(t, etf.Tuple{0, 0, 0}, etf.Tuple{v[1], v[2], v[3]}, "%s: lost, wrong, resurrected", cl.Nodes[i].Name)
+		require.Equal(t, erl.Tuple{0, 0, 0}, erl.Tuple{v[1], v[2], v[3]}, "%s: lost, wrong, resurrected", cl.Nodes[i].Name)
 	}
 }

@@ -5,9 +5,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/internal/cliutil"
 	"github.com/erlmcp/migctl/migrate"
 	"github.com/erlmcp/migctl/testkit"
@@ -21,8 +21,8 @@ func TestPhasePercent(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_backend_hybrid",
 		AppEnv: []string{"{primary_backend, erlmcp_session_ets}", "{secondary_backend, erlmcp_session_dets}",
 			"{migration_phase, phase0}", "{session_cleanup_interval, infinity}"}})
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("ets"), etf.Map{}, 200, 3)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), 200}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("ets"), erl.Map{}, 200, 3)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), 200}, r)
 	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+filepath.Join(t.TempDir(), "journal.db"))
 	res := run(t, env, "phase", "set", "phase1", "--yes")
 	require.Equal(t, 0, res.code, res.stderr)

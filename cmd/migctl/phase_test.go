@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/journal"
 	"github.com/erlmcp/migctl/migrate"
 	"github.com/erlmcp/migctl/testkit"
@@ -23,8 +23,8 @@ func TestPhaseCLI(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_backend_hybrid",
 		AppEnv: []string{"{primary_backend, erlmcp_session_ets}", "{secondary_backend, erlmcp_session_dets}",
 			"{migration_phase, phase0}", "{session_cleanup_interval, infinity}"}})
-	r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("ets"), etf.Map{}, 20000, 7)
-	require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(20000)}, r)
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("ets"), erl.Map{}, 20000, 7)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(20000)}, r)
 	jpath := filepath.Join(t.TempDir(), "journal.db")
 	env := append(nodeEnv(t, cl), "MIGCTL_JOURNAL="+jpath)
 
@@ -128,7 +128,7 @@ func TestPhaseCLI(t *testing.T) {
 	require.Contains(t, res.stderr, "final=true")
 	require.Less(t, rep.Record.ResumedAt, int64(20000))
 	t.Logf("killed after %d of 20000 sessions; the rerun resumed there", rep.Record.ResumedAt)
-	n := cl.Call(0, "dets", "info", etf.Atom("erlmcp_sessions_dets"), etf.Atom("size"))
+	n := cl.Call(0, "dets", "info", erl.Atom("erlmcp_sessions_dets"), erl.Atom("size"))
 	require.EqualValues(t, 20000, n, "every session copied")
 	res = run(t, env, "backfill", "status", "-o", "json")
 	require.Equal(t, 0, res.code, res.stderr)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/erl"
@@ -34,8 +33,8 @@ func TestBenchMigration(t *testing.T) {
 	t.Run("backfill", func(t *testing.T) {
 		n := migEnvInt("MIGCTL_BENCH_SESSIONS", 100000)
 		cl := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_backend_hybrid", AppEnv: env})
-		r := cl.Call(0, "erlmcp_fixture_seed", "seed", etf.Atom("dets"), etf.Map{}, n, 42)
-		require.Equal(t, etf.Tuple{etf.Atom("ok"), int64(n)}, r)
+		r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, n, 42)
+		require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 		m := migMigrator(t, cl)
 		b, err := BenchBackfill(ctx, cl.Client(), m, cl.Nodes[0].Name, 1000, migEnvInt("MIGCTL_BENCH_ROUNDS", 3))
 		require.NoError(t, err)
@@ -56,12 +55,12 @@ func TestBenchMigration(t *testing.T) {
 		m := migMigrator(t, cl)
 		for i := range cl.Nodes { // 5 x 200 = 1,000 ops/s
 			r := cl.Eval(i, `element(1, erlmcp_loadgen:start(#{rate => 200, keyspace => 2000, name => lg}))`, nil)
-			require.Equal(t, etf.Atom("ok"), r)
+			require.Equal(t, erl.Atom("ok"), r)
 		}
 		t.Cleanup(func() {
 			for i := range cl.Nodes {
 				cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, _ = cl.Client().Call(cctx, cl.Nodes[i].Name, "erlmcp_loadgen", "close", etf.Atom("lg"))
+				_, _ = cl.Client().Call(cctx, cl.Nodes[i].Name, "erlmcp_loadgen", "close", erl.Atom("lg"))
 				cancel()
 			}
 		})
@@ -70,8 +69,8 @@ func TestBenchMigration(t *testing.T) {
 		require.NoError(t, err)
 		var ops, errs, anomalies int64
 		for i := range cl.Nodes {
-			s := cl.Eval(i, `maps:without([last_errors], erlmcp_loadgen:stop(lg))`, nil).(etf.Map)
-			get := func(k string) int64 { return erl.Int64(s[etf.Atom(k)]) }
+			s := cl.Eval(i, `maps:without([last_errors], erlmcp_loadgen:stop(lg))`, nil).(erl.Map)
+			get := func(k string) int64 { return erl.Int64(s[erl.Atom(k)]) }
 			ops += get("ops")
 			errs += get("errors")
 			anomalies += get("read_lost") + get("read_wrong") + get("read_resurrected")
