@@ -40,12 +40,14 @@ test: deps erlang build test-erlang test-go
 test-erlang:
 	@$(MAKE) -s -C erlang test
 
+# MIGCTL_REQUIRE_ERLANG: an integration test fails, not skips, without
+# Erlang (a bare `go test ./...` skips them and runs the pure tests).
 test-go:
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout 14m $(PKGS)
+	MIGCTL_REQUIRE_ERLANG=1 $(GO) test -count=1 -timeout 14m $(PKGS)
 	# the connection layer once more under the race detector (ergo's
 	# atom cache and mailbox are where races would hide)
-	$(GO) test -race -count=1 -timeout 5m ./erl/
+	MIGCTL_REQUIRE_ERLANG=1 $(GO) test -race -count=1 -timeout 5m ./erl/
 
 ## bench: migctl vs native Erlang, side by side, medians of several runs
 # Every bench measures migctl and the native Erlang reference in the same run

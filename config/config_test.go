@@ -68,3 +68,42 @@ func TestErrorsGiveTheLine(t *testing.T) {
 		require.Contains(t, err.Error(), want, doc)
 	}
 }
+
+// TestBounds: each bounded field accepts its edges and rejects just past
+// them, and the error names the field (table-driven; runs without Erlang).
+func TestBounds(t *testing.T) {
+	cases := []struct {
+		doc   string
+		field string // "" = valid
+	}{
+		{"epmd_port: 0\n", ""},
+		{"epmd_port: 65535\n", ""},
+		{"epmd_port: 65536\n", "epmd_port"},
+		{"epmd_port: -1\n", "epmd_port"},
+		{"timeout: 1ms\n", ""},
+		{"timeout: 0s\n", "timeout"},
+		{"timeout: -5s\n", "timeout"},
+		{"monitor:\n  interval: 30s\n", ""},
+		{"monitor:\n  interval: 0s\n", "monitor.interval"},
+		{"migration:\n  max_read_error_rate: 0\n", ""},
+		{"migration:\n  max_read_error_rate: 1\n", ""},
+		{"migration:\n  max_read_error_rate: 1.01\n", "migration.max_read_error_rate"},
+		{"migration:\n  max_read_error_rate: -0.1\n", "migration.max_read_error_rate"},
+		{"monitor:\n  sample: 0\n", ""},
+		{"monitor:\n  sample: -1\n", "monitor.sample"},
+		{"migration:\n  prometheus: http://127.0.0.1:9090\n", ""},
+		{"migration:\n  prometheus: 127.0.0.1:9090\n", "migration.prometheus"},
+		{"monitor:\n  alert_webhook: ftp://x/y\n", "monitor.alert_webhook"},
+		{"log_level: trace\n", "log_level"},
+		{"log_format: xml\n", "log_format"},
+	}
+	for _, c := range cases {
+		_, err := Parse([]byte(c.doc), "t.yaml")
+		if c.field == "" {
+			require.NoError(t, err, c.doc)
+			continue
+		}
+		require.ErrorIs(t, err, ErrInvalid, c.doc)
+		require.Contains(t, err.Error(), c.field+":", c.doc)
+	}
+}

@@ -113,6 +113,7 @@ func (r *rehearsal) sysConfig(env, text string) {
 // from phase3, and forward again, asserting each documented exit code and,
 // at the end, 0 lost / wrong / resurrected and stores that agree.
 func TestRunbookRehearsal(t *testing.T) {
+	testkit.RequireErlang(t) // devcluster.sh starts real nodes
 	t.Run("ets-to-dets", func(t *testing.T) {
 		r := newRehearsal(t, "ets.db")
 		r.dc("up", "--nodes", "1", "--backend", "ets")

@@ -151,10 +151,27 @@ func TestExpired(t *testing.T) {
 	}
 }
 
-func TestNewer(t *testing.T) {
-	a, b := Session{LastAccessed: 2}, Session{LastAccessed: 1}
-	if !Newer(a, b) || Newer(b, a) || Newer(a, a) {
-		t.Error("Newer")
+// TestNewerRule: the write rule every copy path shares (backfill, import
+// if_newer, repair, the heal's merge): a copy replaces another only when
+// its last_accessed is strictly later; a tie keeps what is there.
+func TestNewerRule(t *testing.T) {
+	cases := []struct {
+		name     string
+		a, b     int64 // last_accessed of the incoming and the existing copy
+		replaces bool
+	}{
+		{"later replaces", 2, 1, true},
+		{"earlier does not", 1, 2, false},
+		{"tie keeps the existing copy", 5, 5, false},
+		{"a millisecond is enough", 1_700_000_000_001, 1_700_000_000_000, true},
+		{"zero (never accessed) loses to any access", 0, 1, false},
+		{"negative clock values still order", -1, -2, true},
+	}
+	for _, c := range cases {
+		got := Newer(Session{LastAccessed: c.a}, Session{LastAccessed: c.b})
+		if got != c.replaces {
+			t.Errorf("%s: Newer(%d, %d) = %v, want %v", c.name, c.a, c.b, got, c.replaces)
+		}
 	}
 }
 
