@@ -9,10 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // agentMod is the node-side module of this package (erlang/agent).
@@ -102,17 +101,55 @@ func (cl *Cluster) Tables() []string { return append([]string(nil), cl.tables...
 // Client is the underlying Erlang client.
 func (cl *Cluster) Client() *erl.Client { return cl.c }
 
-func (cl *Cluster) tableAtoms() etf.List {
-	l := make(etf.List, len(cl.tables))
-	for i, t := range cl.tables {
-		l[i] = etf.Atom(t)
+// mnesia is the stub of the plain Mnesia calls.
+func (cl *Cluster) mnesia() agentapi.Mnesia { return agentapi.Mnesia{C: cl.c} }
+
+// api is the stub of migctl_cluster, the node-side half of this package
+// (defined in heal.go). From here to forEach: the helpers of the heal's
+// calls that do not go through it yet (in execute.go and evidence.go),
+// which build and read terms themselves; they go when those calls move to
+// erl/agentapi.
+
+func (cl *Cluster) tableAtoms() erl.List { return atomList(cl.tables) }
+
+// agent calls migctl_cluster:fun on node.
+func (cl *Cluster) agent(ctx context.Context, node, fun string, args ...erl.Term) (erl.Tuple, error) {
+	return cl.c.Agent(ctx, node, agentMod+fun, args...)
+}
+
+func atoms(t erl.Term) []string {
+	l, _ := t.(erl.List)
+	out := make([]string, 0, len(l))
+	for _, x := range l {
+		out = append(out, str(x))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func atomList(ns []string) erl.List {
+	l := make(erl.List, len(ns))
+	for i, n := range ns {
+		l[i] = erl.Atom(n)
 	}
 	return l
 }
 
-// agent calls migctl_cluster:fun on node.
-func (cl *Cluster) agent(ctx context.Context, node, fun string, args ...erl.Term) (etf.Tuple, error) {
-	return cl.c.Agent(ctx, node, agentMod+fun, args...)
+func str(t erl.Term) string {
+	switch v := t.(type) {
+	case erl.Atom:
+		return string(v)
+	case []byte:
+		return string(v)
+	case string:
+		return v
+	case bool:
+		if v {
+			return "true"
+		}
+		return "false"
+	}
+	return fmt.Sprint(t)
 }
 
 // forEach runs fn for every node concurrently and waits.
@@ -135,52 +172,6 @@ func dedupe(in []string) []string {
 		if !seen[n] {
 			seen[n] = true
 			out = append(out, n)
-		}
-	}
-	return out
-}
-
-func atoms(t erl.Term) []string {
-	l, _ := t.(etf.List)
-	out := make([]string, 0, len(l))
-	for _, x := range l {
-		out = append(out, str(x))
-	}
-	sort.Strings(out)
-	return out
-}
-
-func atomList(ns []string) etf.List {
-	l := make(etf.List, len(ns))
-	for i, n := range ns {
-		l[i] = etf.Atom(n)
-	}
-	return l
-}
-
-func str(t erl.Term) string {
-	switch v := t.(type) {
-	case etf.Atom:
-		return string(v)
-	case []byte:
-		return string(v)
-	case string:
-		return v
-	case bool:
-		if v {
-			return "true"
-		}
-		return "false"
-	}
-	return fmt.Sprint(t)
-}
-
-func props(t erl.Term) map[string]erl.Term {
-	out := map[string]erl.Term{}
-	l, _ := t.(etf.List)
-	for _, p := range l {
-		if pt, ok := p.(etf.Tuple); ok && len(pt) == 2 {
-			out[str(pt[0])] = pt[1]
 		}
 	}
 	return out

@@ -9,9 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 	"github.com/erlmcp/migctl/journal"
 )
 
@@ -100,33 +99,25 @@ func (cl *Cluster) AddNode(ctx context.Context, node string, opts MembershipOpti
 
 // join runs migctl_cluster:join on node.
 func (cl *Cluster) join(ctx context.Context, node string, seeds []string, timeout time.Duration) (string, error) {
-	t, err := cl.agent(ctx, node, "join", atomList(seeds), cl.tableAtoms(), int(timeout/time.Millisecond))
+	steps, err := cl.api().Join(ctx, node, seeds, cl.tables, int64(timeout/time.Millisecond))
 	if err != nil {
 		return "", err
 	}
-	return stepsText(t[1]), nil
+	return stepsText(steps), nil
 }
 
-func stepsText(t etf.Term) string {
-	l, _ := t.(etf.List)
+// stepsText is the operator's line for the steps of a membership change:
+// "What: outcome, ...", a list outcome as [a b].
+func stepsText(steps []agentapi.MembershipStep) string {
 	var parts []string
-	for _, x := range l {
-		if tt, ok := x.(etf.Tuple); ok && len(tt) == 2 {
-			parts = append(parts, fmt.Sprintf("%s: %s", str(tt[0]), fmtTerm(tt[1])))
+	for _, s := range steps {
+		o := s.Outcome
+		if o == "" {
+			o = "[" + strings.Join(s.Names, " ") + "]"
 		}
+		parts = append(parts, fmt.Sprintf("%s: %s", s.What, o))
 	}
 	return strings.Join(parts, ", ")
-}
-
-func fmtTerm(t etf.Term) string {
-	if l, ok := t.(etf.List); ok {
-		var p []string
-		for _, x := range l {
-			p = append(p, str(x))
-		}
-		return "[" + strings.Join(p, " ") + "]"
-	}
-	return str(t)
 }
 
 // RemoveNode takes node out of the cluster: Mnesia stopped there, its copy
@@ -200,23 +191,27 @@ func (cl *Cluster) RemoveNode(ctx context.Context, node string, opts MembershipO
 func (cl *Cluster) removeSteps(ctx context.Context, node, stay string, rep *MembershipReport) error {
 	// Table copies go first, while the node still runs Mnesia: Mnesia
 	// refuses to drop a disc copy it cannot reach.
-	t, err := cl.agent(ctx, stay, "del_copies", etf.Atom(node), cl.tableAtoms())
+	steps, err := cl.api().DelCopies(ctx, stay, node, cl.tables)
 	if err != nil {
 		return err
 	}
-	rep.Done = append(rep.Done, stepsText(t[1]))
-	if v, err := cl.c.Call(ctx, node, "mnesia", "system_info", etf.Atom("is_running")); err == nil && v != etf.Atom("no") {
-		if _, err := cl.agent(ctx, node, "stop_mnesia"); err != nil {
+	rep.Done = append(rep.Done, stepsText(steps))
+	running, err := cl.mnesia().IsRunning(ctx, node)
+	switch {
+	case errors.Is(err, agentapi.ErrReplyShape):
+		return err
+	case err != nil:
+		rep.Done = append(rep.Done, fmt.Sprintf("%s unreachable (%v); removing it from the schema anyway", node, err))
+	case running != "no":
+		if err := cl.api().StopMnesia(ctx, node); err != nil {
 			return err
 		}
 		rep.Done = append(rep.Done, "mnesia stopped on "+node)
-	} else if err != nil {
-		rep.Done = append(rep.Done, fmt.Sprintf("%s unreachable (%v); removing it from the schema anyway", node, err))
 	}
 	// The others learn that Mnesia stopped there asynchronously
 	// (mnesia_down): retry briefly while they still list it as running.
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		t, err = cl.agent(ctx, stay, "del_schema", etf.Atom(node))
+		steps, err = cl.api().DelSchema(ctx, stay, node)
 		if err == nil || !strings.Contains(err.Error(), "node_still_running_mnesia") || time.Now().After(deadline) {
 			break
 		}
@@ -225,7 +220,7 @@ func (cl *Cluster) removeSteps(ctx context.Context, node, stay string, rep *Memb
 	if err != nil {
 		return err
 	}
-	rep.Done = append(rep.Done, stepsText(t[1]))
+	rep.Done = append(rep.Done, stepsText(steps))
 	return nil
 }
 
@@ -307,7 +302,7 @@ func (cl *Cluster) ResyncNode(ctx context.Context, node string, opts MembershipO
 		return nil, err
 	}
 	if restart {
-		if _, err = cl.agent(ctx, node, "finish_reload", cl.tableAtoms(), int(opts.WaitTimeout/time.Millisecond)); err == nil {
+		if _, _, err = cl.api().FinishReload(ctx, node, cl.tables, int64(opts.WaitTimeout/time.Millisecond)); err == nil {
 			rep.Done = append(rep.Done, "Mnesia started on "+node)
 			_, err = cl.waitHealthy(ctx, 30*time.Second)
 		}
@@ -358,7 +353,7 @@ func (cl *Cluster) resyncSteps(ctx context.Context, node string, from []string, 
 		}
 	}
 	rep.Done = append(rep.Done, fmt.Sprintf("backed up to %s", dir))
-	if _, err := cl.agent(ctx, node, "prepare_reload", atomList(from)); err != nil {
+	if err := cl.api().PrepareReload(ctx, node, from); err != nil {
 		return err
 	}
 	rep.Done = append(rep.Done, fmt.Sprintf("Mnesia stopped on %s, master nodes %v", node, from))
@@ -367,10 +362,10 @@ func (cl *Cluster) resyncSteps(ctx context.Context, node string, from []string, 
 	if _, err := cl.reconnect(ctx, dedupe(append([]string{node}, from...))); err != nil {
 		return err
 	}
-	t, err := cl.agent(ctx, node, "finish_reload", cl.tableAtoms(), int(opts.WaitTimeout/time.Millisecond))
+	ms, _, err := cl.api().FinishReload(ctx, node, cl.tables, int64(opts.WaitTimeout/time.Millisecond))
 	if err != nil {
 		return err
 	}
-	rep.Done = append(rep.Done, fmt.Sprintf("%s reloaded from %v in %d ms", node, from, erl.Int64(t[1])))
+	rep.Done = append(rep.Done, fmt.Sprintf("%s reloaded from %v in %d ms", node, from, ms))
 	return nil
 }

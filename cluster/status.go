@@ -7,9 +7,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
-	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // Verdict is the cluster's overall state.
@@ -170,7 +168,7 @@ func (cl *Cluster) view(ctx context.Context, n string) NodeView {
 	ctx, cancel := context.WithTimeout(ctx, cl.viewTimeout)
 	defer cancel()
 	v := NodeView{Node: n, Mnesia: "unknown"}
-	t, err := cl.agent(ctx, n, "view", cl.tableAtoms())
+	r, err := cl.api().View(ctx, n, cl.tables)
 	if err != nil {
 		v.Error = err.Error()
 		// Reachable but the call failed (an agent error): say so apart from
@@ -179,44 +177,46 @@ func (cl *Cluster) view(ctx context.Context, n string) NodeView {
 		return v
 	}
 	v.Reachable = true
-	p := props(t[1])
-	v.Mnesia = str(p["is_running"])
-	if c, ok := p["cookie"].([]byte); ok {
-		v.SchemaCookie = string(c)
+	v.Mnesia = r.IsRunning
+	v.SchemaCookie = r.Cookie
+	ri := recorderInfo(n, r.Recorder)
+	v.Recorder = &ri
+	// Sorted, so that views compare and print the same whatever order
+	// each node keeps its lists in.
+	v.Connected = sorted(r.Connected)
+	v.DBNodes = sorted(r.DBNodes)
+	v.RunningDBNodes = sorted(r.RunningDBNodes)
+	for _, t := range r.Tables {
+		v.Tables = append(v.Tables, TableView{
+			Name: t.Name, Storage: t.Storage, Size: t.Size, LoadedFrom: t.LoadedFrom,
+			ActiveReplicas: sorted(t.ActiveReplicas), DiscCopies: sorted(t.DiscCopies), RAMCopies: sorted(t.RAMCopies),
+			MasterNodes: sorted(t.MasterNodes),
+		})
 	}
-	if r, ok := p["recorder"].(etf.Tuple); ok {
-		ri := parseRecorder(n, r)
-		v.Recorder = &ri
-	}
-	v.Connected = atoms(p["connected"])
-	v.DBNodes = atoms(p["db_nodes"])
-	v.RunningDBNodes = atoms(p["running_db_nodes"])
-	if l, ok := p["tables"].(etf.List); ok {
-		for _, x := range l {
-			tt, ok := x.(etf.Tuple)
-			if !ok || len(tt) != 8 {
-				continue
+	for t, m := range r.MasterNodes {
+		if len(m) > 0 {
+			if v.MasterNodes == nil {
+				v.MasterNodes = map[string][]string{}
 			}
-			v.Tables = append(v.Tables, TableView{
-				Name: str(tt[0]), Storage: str(tt[1]), Size: erl.Int64(tt[2]), LoadedFrom: str(tt[3]),
-				ActiveReplicas: atoms(tt[4]), DiscCopies: atoms(tt[5]), RAMCopies: atoms(tt[6]),
-				MasterNodes: atoms(tt[7]),
-			})
-		}
-	}
-	if l, ok := p["master_nodes"].(etf.List); ok {
-		for _, x := range l {
-			if tt, ok := x.(etf.Tuple); ok && len(tt) == 2 {
-				if m := atoms(tt[1]); len(m) > 0 {
-					if v.MasterNodes == nil {
-						v.MasterNodes = map[string][]string{}
-					}
-					v.MasterNodes[str(tt[0])] = m
-				}
-			}
+			v.MasterNodes[t] = sorted(m)
 		}
 	}
 	return v
+}
+
+// recorderInfo is node's recorder as Status and the heal report it.
+func recorderInfo(node string, r agentapi.Recorder) RecorderInfo {
+	return RecorderInfo{Node: node, Running: r.Running, Since: r.Since, Cleared: r.Cleared,
+		Keys: r.Keys, MemoryBytes: r.MemoryBytes, WindowMillis: r.WindowMillis,
+		Writes: r.Writes, Deletes: r.Deletes, Pruned: r.Pruned}
+}
+
+// sorted returns a sorted copy of l, never nil (a node list prints as []
+// in JSON, not null).
+func sorted(l []string) []string {
+	out := append(make([]string, 0, len(l)), l...)
+	sort.Strings(out)
+	return out
 }
 
 // judge computes islands, splits, problems and the verdict.

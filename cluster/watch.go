@@ -8,9 +8,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
+
+	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // eventTag is the first element of every message the forwarders send.
@@ -64,7 +66,7 @@ func (cl *Cluster) Watch(ctx context.Context, opts WatchOptions) error {
 	downs, unsubDown := cl.c.Subscribe("nodedown", 64)
 	defer unsubDown()
 
-	w := &watcher{cl: cl, fwd: map[string]etf.Pid{}, overload: map[string]int{}}
+	w := &watcher{cl: cl, fwd: map[string]erl.Pid{}, overload: map[string]int{}}
 	defer w.stopAll()
 
 	var pending []Event
@@ -123,8 +125,7 @@ func (cl *Cluster) Watch(ctx context.Context, opts WatchOptions) error {
 			}
 			evaluate("event")
 		case m := <-downs:
-			if t, ok := m.(etf.Tuple); ok && len(t) == 2 {
-				n := str(t[1])
+			if n, ok := agentapi.ParseNodeDown(m); ok {
 				w.mu.Lock()
 				delete(w.fwd, n)
 				w.mu.Unlock()
@@ -140,7 +141,7 @@ func (cl *Cluster) Watch(ctx context.Context, opts WatchOptions) error {
 type watcher struct {
 	cl       *Cluster
 	mu       sync.Mutex
-	fwd      map[string]etf.Pid
+	fwd      map[string]erl.Pid
 	overload map[string]int
 }
 
@@ -166,15 +167,13 @@ func (w *watcher) ensureForwarders(ctx context.Context, nodes []string) {
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		t, err := w.cl.agent(cctx, n, "forwarder", w.cl.c.Self(), etf.Atom(eventTag))
+		pid, err := w.cl.api().Forwarder(cctx, n, w.cl.c.Self(), eventTag)
 		if err != nil {
 			return
 		}
-		if pid, ok := t[1].(etf.Pid); ok {
-			w.mu.Lock()
-			w.fwd[n] = pid
-			w.mu.Unlock()
-		}
+		w.mu.Lock()
+		w.fwd[n] = pid
+		w.mu.Unlock()
 	})
 }
 
@@ -183,7 +182,7 @@ func (w *watcher) stopAll() {
 	defer cancel()
 	w.mu.Lock()
 	fwd := w.fwd
-	w.fwd = map[string]etf.Pid{}
+	w.fwd = map[string]erl.Pid{}
 	w.mu.Unlock()
 	// forwarder_stop waits until the forwarder is gone, so that unloading
 	// the agent right after finds no process running its code.
@@ -192,20 +191,17 @@ func (w *watcher) stopAll() {
 		nodes = append(nodes, n)
 	}
 	forEach(nodes, func(_ int, n string) {
-		_, _ = w.cl.agent(ctx, n, "forwarder_stop", fwd[n])
+		_ = w.cl.api().ForwarderStop(ctx, n, fwd[n])
 	})
 }
 
-func parseEvent(m etf.Term) (Event, bool) {
-	t, ok := m.(etf.Tuple)
-	if !ok || len(t) != 5 {
+// parseEvent reads a forwarder's message.
+func parseEvent(m erl.Term) (Event, bool) {
+	e, ok := agentapi.ParseClusterEvent(m)
+	if !ok {
 		return Event{}, false
 	}
-	e := Event{Time: time.Now().UTC(), Node: str(t[1]), Kind: str(t[2]), Text: str(t[4])}
-	if p := str(t[3]); p != "none" {
-		e.Peer = p
-	}
-	return e, true
+	return Event{Time: time.Now().UTC(), Node: e.Node, Kind: e.Kind, Peer: e.Peer, Text: e.Text}, true
 }
 
 // WriteMetrics writes st in the Prometheus text format: the series of a

@@ -11,9 +11,16 @@ import (
 )
 
 // Cluster is the stub of migctl_cluster (erlang/agent/migctl_cluster.erl),
-// the node-side half of package cluster. So far it covers the heal's
-// functions: the change records, the fence, the rows and the merge (issue
-// 12; the rest of package cluster still calls the module itself).
+// the node-side half of package cluster; every function of the module but
+// version/0 (which Go does not call) has a method here. This file holds the heal's own (the change records, the
+// fence, the rows and the merge); clusterstatus.go holds those of Status,
+// Watch and the membership changes (the view, join and removal, the event
+// forwarder) and the ones the heal shares with them (recorder_info,
+// connect, prepare_reload, finish_reload). Package cluster calls the module
+// only through them, except in the heal's execution and evidence
+// (cluster/execute.go, cluster/evidence.go), which still call
+// connect, prepare_reload, finish_reload and recorder_info directly
+// (issue 12).
 type Cluster struct{ C *erl.Client }
 
 func (s Cluster) mod() module { return module{c: s.C, name: "migctl_cluster"} }
