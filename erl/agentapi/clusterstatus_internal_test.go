@@ -137,6 +137,7 @@ func TestViewReplyWrongShape(t *testing.T) {
 		"recorder running":    set("recorder", erl.Tuple{erl.Atom("ok"), erl.Atom("maybe"), erl.List{}, 0, 0, 0, 0, 0, 0}),
 		"recorder count":      set("recorder", erl.Tuple{erl.Atom("ok"), true, erl.List{}, 0, 0, []byte("x"), 0, 0, 0}),
 		"table arity":         set("tables", erl.List{erl.Tuple{erl.Atom("session")}}),
+		"table arity 9":       set("tables", erl.List{append(append(erl.Tuple{}, badTable[:2]...), 1, erl.Atom("a@h"), atomL(), atomL(), atomL(), atomL(), atomL())}),
 		"table size":          set("tables", erl.List{badTable}),
 		"master_nodes entry":  set("master_nodes", erl.List{erl.Atom("session")}),
 		"master_nodes nodes":  set("master_nodes", erl.List{erl.Tuple{erl.Atom("session"), erl.Atom("b@h")}}),
