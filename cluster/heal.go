@@ -8,10 +8,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/backends"
-	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
@@ -220,18 +217,12 @@ func (cl *Cluster) keepWindow(ctx context.Context, opts PlanOptions, nodes []str
 	}
 	ticks := make([]int64, len(nodes))
 	forEach(nodes, func(i int, n string) {
-		t, err := cl.c.Call(ctx, n, "net_kernel", "get_net_ticktime")
+		t, err := cl.api().NetTicktime(ctx, n)
 		if err != nil {
+			cl.log.Debug("plan: net_ticktime unreadable", "node", n, "err", err)
 			return
 		}
-		switch v := t.(type) {
-		case etf.Tuple: // {ongoing_change_to, New}
-			if len(v) == 2 {
-				ticks[i] = erl.Int64(v[1])
-			}
-		default:
-			ticks[i] = erl.Int64(v)
-		}
+		ticks[i] = t
 	})
 	tick := slices.Max(append(ticks, 0))
 	what := fmt.Sprintf("largest net_ticktime of the nodes %d s", tick)
