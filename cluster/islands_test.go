@@ -143,3 +143,12 @@ func TestHealThreeIslandsLaterLoserWins(t *testing.T) {
 		require.True(t, r.Consistent, r.Text())
 	}
 }
+
+// TestHealUnderTrafficThreeIslands: the heal under live traffic
+// (runTrafficHeal) with five nodes split three ways, 2|2|1, and clients
+// on every node also working on the same sessions, so both losing
+// islands change the same keys during the split and the heal must keep
+// the later of their changes (weighLosers), not the one merged first.
+func TestHealUnderTrafficThreeIslands(t *testing.T) {
+	runTrafficHeal(t, trafficCase{nodes: 5, islands: [][]int{{0, 1}, {2, 3}, {4}}, rounds: 2, shared: true})
+}
