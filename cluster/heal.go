@@ -615,7 +615,32 @@ func classifyEvidence(lp *LoserPlan, wk, lk map[string]keyInfo, ev *evidence) {
 // earlier weighing are undone first: the heal weighs again after each read
 // of the losers' changes, from the decisions as they are then.
 func (cl *Cluster) weighLosers(ctx context.Context, p *Plan, tp *TablePlan) (string, error) {
-	var in []int // indexes into tp.Losers
+	in, ids := weighPrepare(tp)
+	if len(ids) == 0 {
+		return "", nil
+	}
+	// Every losing island's records of those keys, also of the islands
+	// that decided nothing for a key (their copy is the winner's).
+	evs := make([]sideEvidence, len(in))
+	errs := make([]error, len(in))
+	forEach(make([]string, len(in)), func(k int, _ string) {
+		evs[k], errs[k] = cl.islandEvidence(ctx, p.Islands[tp.Losers[in[k]].Island].Nodes, tp.Table, ids)
+	})
+	if err := errors.Join(errs...); err != nil {
+		return "", fmt.Errorf("plan: weigh the losing islands' changes of %s: %w", tp.Table, err)
+	}
+	n := overrule(tp, in, ids, evs)
+	if n == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("%s: %d changes of losing islands overruled by a later change on another losing island", tp.Table, n), nil
+}
+
+// weighPrepare undoes the overrules of an earlier weighing and lists the
+// losers taking part (indexes into tp.Losers: those decided from complete
+// records) and the keys to weigh (those any of them decided to write or
+// delete); no keys when fewer than two losers take part.
+func weighPrepare(tp *TablePlan) (in []int, ids []string) {
 	for i := range tp.Losers {
 		lp := &tp.Losers[i]
 		for j := range lp.Decisions {
@@ -628,36 +653,39 @@ func (cl *Cluster) weighLosers(ctx context.Context, p *Plan, tp *TablePlan) (str
 		}
 	}
 	if len(in) < 2 {
-		return "", nil
+		return in, nil
 	}
-	decided := make([]map[string]int, len(in)) // id -> index into Decisions
 	keys := map[string]bool{}
+	for _, i := range in {
+		for _, d := range tp.Losers[i].Decisions {
+			if d.Action == ActWrite || d.Action == ActDelete {
+				keys[d.ID] = true
+			}
+		}
+	}
+	for id := range keys {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return in, ids
+}
+
+// overrule keeps, for each of ids, only the decision of the losing island
+// (of in, indexes into tp.Losers) whose change is the latest, and drops
+// and marks the others' write and delete decisions. evs[k] are the records
+// of island in[k]. An island's change is its decision's (LoserChanged,
+// the change that decision is about) or, without one, its latest record;
+// an island with neither did not change the key since its records began.
+// It returns how many decisions it overruled.
+func overrule(tp *TablePlan, in []int, ids []string, evs []sideEvidence) int {
+	decided := make([]map[string]int, len(in)) // id -> index into Decisions
 	for k, i := range in {
 		decided[k] = map[string]int{}
 		for j, d := range tp.Losers[i].Decisions {
 			if d.Action == ActWrite || d.Action == ActDelete {
 				decided[k][d.ID] = j
-				keys[d.ID] = true
 			}
 		}
-	}
-	if len(keys) == 0 {
-		return "", nil
-	}
-	ids := make([]string, 0, len(keys))
-	for id := range keys {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	// Every losing island's records of those keys, also of the islands
-	// that decided nothing for a key (their copy is the winner's).
-	evs := make([]sideEvidence, len(in))
-	errs := make([]error, len(in))
-	forEach(make([]string, len(in)), func(k int, _ string) {
-		evs[k], errs[k] = cl.islandEvidence(ctx, p.Islands[tp.Losers[in[k]].Island].Nodes, tp.Table, ids)
-	})
-	if err := errors.Join(errs...); err != nil {
-		return "", fmt.Errorf("plan: weigh the losing islands' changes of %s: %w", tp.Table, err)
 	}
 	type cand struct {
 		k   int
@@ -694,6 +722,8 @@ func (cl *Cluster) weighLosers(ctx context.Context, p *Plan, tp *TablePlan) (str
 			default:
 				continue // no record of the key: the island did not change it since its records began
 			}
+			// Later wins; at the same millisecond a row over a deletion,
+			// then the island listed first.
 			if !found || c.at > best.at || (c.at == best.at && c.op == opWrite && best.op == opDelete) {
 				best, found = c, true
 			}
@@ -727,10 +757,7 @@ func (cl *Cluster) weighLosers(ctx context.Context, p *Plan, tp *TablePlan) (str
 			n++
 		}
 	}
-	if n == 0 {
-		return "", nil
-	}
-	return fmt.Sprintf("%s: %d changes of losing islands overruled by a later change on another losing island", tp.Table, n), nil
+	return n
 }
 
 // classify decides every key that differs between the winner's keys wk

@@ -14,8 +14,8 @@ import (
 type RecorderInfo struct {
 	// Running is false when the library is not there or its recorder is
 	// not running (then Tables is empty).
-	Running bool
-	Tables  []RecorderTable
+	Running                         bool
+	Tables                          []RecorderTable
 	Keys, MemoryBytes, WindowMillis int64
 	Writes, Deletes, Pruned         int64
 }
