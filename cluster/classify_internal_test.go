@@ -64,3 +64,84 @@ func TestAutoKeepWindow(t *testing.T) {
 	require.Equal(t, "1m17s", autoKeepWindow(60).String(), "OTP's default net_ticktime")
 	require.Equal(t, "4.5s", autoKeepWindow(2).String())
 }
+
+// The weighing of losing islands against each other (three or more
+// islands): per key, only the island with the later change keeps its
+// decision; at the same millisecond a row wins over a deletion, then the
+// island listed first; an island whose copy equals the winner's (no
+// decision) overrules with its record alone.
+func TestWeighLosers(t *testing.T) {
+	dec := func(id, act string, at int64) Decision {
+		return Decision{ID: id, Action: act, Why: "own " + act, Evidence: true, LoserChanged: at}
+	}
+	rec := func(op byte, at int64) change { return change{Op: op, At: at, Origin: "n"} }
+	tp := TablePlan{Table: "t", Losers: []LoserPlan{
+		{Island: 1, EvidenceComplete: true, Decisions: []Decision{
+			dec("ww", ActWrite, 100), dec("wd", ActWrite, 200), dec("dw", ActDelete, 100),
+			dec("eq", ActWrite, 200), dec("tie-wd", ActDelete, 150), dec("tie-ww", ActWrite, 150),
+			dec("alone", ActWrite, 50), dec("drop", ActDrop, 500)}},
+		{Island: 2, EvidenceComplete: true, Decisions: []Decision{
+			dec("ww", ActWrite, 200), dec("wd", ActDelete, 100), dec("dw", ActWrite, 50),
+			dec("tie-wd", ActWrite, 150), dec("tie-ww", ActWrite, 150), dec("drop", ActWrite, 400)}},
+		{Island: 3, EvidenceComplete: true}, // decided nothing: its copies equal the winner's
+		{Island: 4, EvidenceComplete: false, Decisions: []Decision{{ID: "ww", Action: ActWrite, Why: "by times"}}},
+	}}
+	evs := map[int]sideEvidence{
+		1: {Last: map[string]change{}},
+		2: {Last: map[string]change{}},
+		// Island 3 deleted "eq" last (the winner had deleted it too).
+		3: {Last: map[string]change{"eq": rec(opDelete, 300), "ww": rec(opWrite, 10)}},
+	}
+	weigh := func() map[int]map[string]Decision {
+		in, ids := weighPrepare(&tp)
+		require.Equal(t, []int{0, 1, 2}, in, "the loser decided from the rows' times does not take part")
+		require.Equal(t, []string{"alone", "drop", "dw", "eq", "tie-wd", "tie-ww", "wd", "ww"}, ids)
+		ev := make([]sideEvidence, len(in))
+		for k, i := range in {
+			ev[k] = evs[tp.Losers[i].Island]
+		}
+		require.Equal(t, 6, overrule(&tp, in, ids, ev))
+		out := map[int]map[string]Decision{}
+		for _, lp := range tp.Losers {
+			out[lp.Island] = map[string]Decision{}
+			for _, d := range lp.Decisions {
+				out[lp.Island][d.ID] = d
+			}
+		}
+		return out
+	}
+	for round := range 2 { // weighing again gives the same result
+		got := weigh()
+		kept := func(island int, id, act string) {
+			d := got[island][id]
+			require.Equal(t, act, d.Action, "round %d: island %d %s: %s", round, island, id, d.Why)
+			require.Nil(t, d.Overruled, "round %d: island %d %s", round, island, id)
+		}
+		over := func(island int, id, was string, by int, op string, at int64, applied string) {
+			d := got[island][id]
+			require.Equal(t, ActDrop, d.Action, "round %d: island %d %s", round, island, id)
+			require.Equal(t, &Overrule{Was: was, WasWhy: "own " + was, Island: by, Op: op, At: at, Applied: applied}, d.Overruled, "round %d: %s", round, id)
+			require.Contains(t, d.Why, "overruled: losing island")
+		}
+		over(1, "ww", ActWrite, 2, "write", 200, ActWrite)
+		kept(2, "ww", ActWrite)
+		kept(1, "wd", ActWrite)
+		over(2, "wd", ActDelete, 1, "write", 200, ActWrite)
+		kept(1, "dw", ActDelete)
+		over(2, "dw", ActWrite, 1, "delete", 100, ActDelete)
+		over(1, "eq", ActWrite, 3, "delete", 300, "none")
+		over(1, "tie-wd", ActDelete, 2, "write", 150, ActWrite) // same ms: the row
+		kept(2, "tie-wd", ActWrite)
+		kept(1, "tie-ww", ActWrite) // same ms, two rows: the island listed first
+		over(2, "tie-ww", ActWrite, 1, "write", 150, ActWrite)
+		kept(1, "alone", ActWrite)
+		kept(1, "drop", ActDrop) // the winner's change was later than island 1's
+		kept(2, "drop", ActWrite)
+		kept(4, "ww", ActWrite)
+	}
+
+	// One loser decided from complete records: nothing to weigh.
+	one := TablePlan{Losers: []LoserPlan{{EvidenceComplete: true, Decisions: []Decision{dec("a", ActWrite, 1)}}, {Decisions: []Decision{dec("a", ActWrite, 2)}}}}
+	_, ids := weighPrepare(&one)
+	require.Empty(t, ids)
+}

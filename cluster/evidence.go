@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/erl/agentapi"
 )
@@ -37,34 +35,31 @@ type RecorderInfo struct {
 // recorder reads one node's change recorder (Error set when the node
 // cannot be read).
 func (cl *Cluster) recorder(ctx context.Context, node string) RecorderInfo {
-	ri := RecorderInfo{Node: node}
-	t, err := cl.agent(ctx, node, "recorder_info", cl.tableAtoms())
+	ri, err := cl.api().RecorderInfo(ctx, node, cl.tables)
 	if err != nil {
-		ri.Error = err.Error()
-		return ri
+		return RecorderInfo{Node: node, Error: err.Error()}
 	}
-	return parseRecorder(node, t)
+	return recorderInfo(node, ri)
 }
 
 // parseRecorder reads migctl_cluster:recorder_info/1's reply (also part of
-// every node's view).
-func parseRecorder(node string, t etf.Tuple) RecorderInfo {
-	ri := RecorderInfo{Node: node}
-	if len(t) != 9 {
-		ri.Error = fmt.Sprintf("unexpected recorder_info reply of %d elements", len(t))
-		return ri
+// every node's view); a wrong shape is reported in Error.
+func parseRecorder(node string, t erl.Tuple) RecorderInfo {
+	ri, err := agentapi.DecodeRecorderInfo(node, t)
+	if err != nil {
+		return RecorderInfo{Node: node, Error: err.Error()}
 	}
-	ri.Running = t[1] == true || t[1] == etf.Atom("true")
-	ri.Since, ri.Cleared = map[string]int64{}, map[string]int64{}
-	l, _ := t[2].(etf.List)
-	for _, x := range l {
-		if e, ok := x.(etf.Tuple); ok && len(e) == 3 {
-			ri.Since[str(e[0])] = erl.Int64(e[1])
-			ri.Cleared[str(e[0])] = erl.Int64(e[2])
-		}
+	return recorderInfo(node, ri)
+}
+
+// recorderInfo is the stub's decode as the status and the plan show it.
+func recorderInfo(node string, a agentapi.RecorderInfo) RecorderInfo {
+	ri := RecorderInfo{Node: node, Running: a.Running, Since: map[string]int64{}, Cleared: map[string]int64{},
+		Keys: a.Keys, MemoryBytes: a.MemoryBytes, WindowMillis: a.WindowMillis,
+		Writes: a.Writes, Deletes: a.Deletes, Pruned: a.Pruned}
+	for _, t := range a.Tables {
+		ri.Since[t.Table], ri.Cleared[t.Table] = t.Since, t.Cleared
 	}
-	ri.Keys, ri.MemoryBytes, ri.WindowMillis = erl.Int64(t[3]), erl.Int64(t[4]), erl.Int64(t[5])
-	ri.Writes, ri.Deletes, ri.Pruned = erl.Int64(t[6]), erl.Int64(t[7]), erl.Int64(t[8])
 	return ri
 }
 

@@ -430,6 +430,11 @@ func (cl *Cluster) refresh(ctx context.Context, p *Plan, skip map[int]bool) (str
 			before := map[string]string{}
 			for _, d := range old.Decisions {
 				before[d.ID] = d.Action
+				if d.Overruled != nil {
+					// Compared as its own comparison decided: the
+					// losers are weighed again after this.
+					before[d.ID] = d.Overruled.Was
+				}
 			}
 			added, changed := 0, 0
 			now := map[string]bool{}
@@ -638,7 +643,11 @@ func planMerge(_ *Cluster, p *Plan, _ ExecuteOptions) string {
 	for _, t := range p.Tables {
 		for _, l := range t.Losers {
 			w, d, x := l.Counts()
-			parts = append(parts, fmt.Sprintf("%s: write %d, delete %d, drop %d", t.Table, w, d, x))
+			part := fmt.Sprintf("%s: write %d, delete %d, drop %d", t.Table, w, d, x)
+			if o := l.Overruled(); o > 0 {
+				part += fmt.Sprintf(" (%d of the drops overruled by a later change on another losing island)", o)
+			}
+			parts = append(parts, part)
 		}
 	}
 	return fmt.Sprintf("back up the winner's rows the merge touches, then merge the losers' changes into the winners %v: ", p.WinnerNodes()) + strings.Join(parts, "; ")
@@ -709,13 +718,21 @@ func (cl *Cluster) stepMerge(ctx context.Context, p *Plan, opts ExecuteOptions, 
 					dels = append(dels, d.ID)
 				}
 			}
-			rows := rep.changes[fmt.Sprintf("%s/%d", tp.Table, lp.Island)]
-			if err := cl.backupBeforeMerge(ctx, target, tp.Table, lp.Island, rows, dels, opts, rep); err != nil {
-				return "", err
-			}
 			dec := map[string]Decision{}
 			for _, d := range lp.Decisions {
 				dec[d.ID] = d
+			}
+			// Only the rows of write decisions: a row read for a write
+			// that was overruled since (another losing island changed
+			// the key later) must not be merged.
+			var rows []backends.Row
+			for _, r := range rep.changes[fmt.Sprintf("%s/%d", tp.Table, lp.Island)] {
+				if dec[string(r.ID)].Action == ActWrite {
+					rows = append(rows, r)
+				}
+			}
+			if err := cl.backupBeforeMerge(ctx, target, tp.Table, lp.Island, rows, dels, opts, rep); err != nil {
+				return "", err
 			}
 			res, err := cl.merge(ctx, target, tp.Table, rows, dels, lp.deleteBefore(), dec)
 			if err != nil {
@@ -806,6 +823,15 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 	detail := fmt.Sprintf("%d rows (%s)", n, refreshed)
 	if len(gone) > 0 {
 		detail += "; " + strings.Join(gone, "; ")
+	}
+	// Each loser was compared with the winner alone: weigh the losers'
+	// changes of the same keys against each other (rows of a decision
+	// overruled here stay in the changes file; the merge writes only the
+	// rows of write decisions).
+	if note, err := cl.weighAll(ctx, p); err != nil {
+		return "", err
+	} else if note != "" {
+		detail += "; " + note
 	}
 	rep.readAt = started
 	return detail, nil
@@ -966,7 +992,31 @@ func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, re
 		parts = append(parts, fmt.Sprintf("%s island %d: %d keys changed on the loser since the last read, re-decided from the change records (%d decisions)",
 			tp.Table, lp.Island, len(j.ids), len(lp.Decisions)))
 	}
-	return fmt.Sprintf("%d rows (%s)", n, strings.Join(parts, "; ")), true, nil
+	out := fmt.Sprintf("%d rows (%s)", n, strings.Join(parts, "; "))
+	note, err := cl.weighAll(ctx, p)
+	if err != nil {
+		return "", false, err
+	}
+	if note != "" {
+		out += "; " + note
+	}
+	return out, true, nil
+}
+
+// weighAll weighs the losing islands' decisions against each other in
+// every table (weighLosers), and says what it overruled.
+func (cl *Cluster) weighAll(ctx context.Context, p *Plan) (string, error) {
+	var notes []string
+	for ti := range p.Tables {
+		note, err := cl.weighLosers(ctx, p, &p.Tables[ti])
+		if err != nil {
+			return "", err
+		}
+		if note != "" {
+			notes = append(notes, note)
+		}
+	}
+	return strings.Join(notes, "; "), nil
 }
 
 // redecide decides ids again from both sides' rows and change records as

@@ -8,10 +8,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/backends"
-	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
@@ -54,6 +51,35 @@ type Decision struct {
 	// (IslandPlan.Rep of the winner), 0 when it had none; nil when that
 	// recorder was not read (the digest alone is checked).
 	WinnerSeen *int64 `json:"winner_seen,omitempty"`
+	// LoserChanged is the time (ms, the recording node's clock) of the
+	// loser's last recorded change of the key, for a decision on evidence;
+	// 0 when it recorded none. With more than one losing island it is what
+	// the losers' changes of one key are weighed by (Overruled).
+	LoserChanged int64 `json:"loser_changed,omitempty"`
+	// Overruled is set when another losing island changed the key later:
+	// this loser's change is dropped (Action "drop") and the later change
+	// decides, as if the losers had been one side. Nil otherwise.
+	Overruled *Overrule `json:"overruled,omitempty"`
+}
+
+// Overrule says which later change overruled a loser's decision: with
+// three or more islands, two losing islands may have changed the same key
+// during the split, each later than the winner; the later of the two
+// wins (see weighLosers).
+type Overrule struct {
+	// Was and WasWhy are the decision this loser's own comparison with
+	// the winner made.
+	Was    string `json:"was"`
+	WasWhy string `json:"was_why"`
+	// Island is the losing island whose change is the later one; Op
+	// ("write" or "delete") and At (ms) that change.
+	Island int    `json:"island"`
+	Op     string `json:"op"`
+	At     int64  `json:"at"`
+	// Applied is what that change comes to in the merge: that island's
+	// decision ("write", "delete"), or "none" when its copy is already the
+	// winner's (the winner's row, or its absence, stands).
+	Applied string `json:"applied"`
 }
 
 // Action values of a Decision.
@@ -135,6 +161,18 @@ func (lp *LoserPlan) Counts() (write, del, drop int) {
 		}
 	}
 	return
+}
+
+// Overruled counts the decisions dropped because another losing island
+// changed the key later (Decision.Overruled).
+func (lp *LoserPlan) Overruled() int {
+	n := 0
+	for _, d := range lp.Decisions {
+		if d.Overruled != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // TablePlan is the plan for one table.
@@ -220,18 +258,12 @@ func (cl *Cluster) keepWindow(ctx context.Context, opts PlanOptions, nodes []str
 	}
 	ticks := make([]int64, len(nodes))
 	forEach(nodes, func(i int, n string) {
-		t, err := cl.c.Call(ctx, n, "net_kernel", "get_net_ticktime")
+		t, err := cl.api().NetTicktime(ctx, n)
 		if err != nil {
+			cl.log.Debug("plan: net_ticktime unreadable", "node", n, "err", err)
 			return
 		}
-		switch v := t.(type) {
-		case etf.Tuple: // {ongoing_change_to, New}
-			if len(v) == 2 {
-				ticks[i] = erl.Int64(v[1])
-			}
-		default:
-			ticks[i] = erl.Int64(v)
-		}
+		ticks[i] = t
 	})
 	tick := slices.Max(append(ticks, 0))
 	what := fmt.Sprintf("largest net_ticktime of the nodes %d s", tick)
@@ -331,6 +363,9 @@ func (cl *Cluster) Plan(ctx context.Context, opts PlanOptions) (*Plan, error) {
 			}
 			lp.Island = l
 			tp.Losers = append(tp.Losers, lp)
+		}
+		if _, err := cl.weighLosers(ctx, p, &tp); err != nil {
+			return nil, err
 		}
 		p.Tables = append(p.Tables, tp)
 	}
@@ -527,6 +562,9 @@ func classifyEvidence(lp *LoserPlan, wk, lk map[string]keyInfo, ev *evidence) {
 		}
 		loserLast := okL && (!okW || eL.At > eW.At || (eL.At == eW.At && inL && !inW))
 		d := Decision{ID: id, Evidence: true}
+		if okL {
+			d.LoserChanged = eL.At
+		}
 		if inL {
 			d.LoserLA = l.LastAccessed
 		}
@@ -557,6 +595,169 @@ func classifyEvidence(lp *LoserPlan, wk, lk map[string]keyInfo, ev *evidence) {
 		sort.Slice(l, func(i, j int) bool { return l[i].ID < l[j].ID })
 	}
 	sort.Slice(lp.Decisions, func(i, j int) bool { return lp.Decisions[i].ID < lp.Decisions[j].ID })
+}
+
+// weighLosers settles the keys more than one losing island changed. Each
+// loser is compared with the winner alone, so two losers can both decide
+// to merge their change of one key (each later than the winner's), or one
+// can decide to merge a change older than another loser's whose copy
+// happens to equal the winner's (both deleted the key). Merged one after
+// the other, the first applied would stand: the order of the islands
+// would decide, not the time of the changes. So for every key a loser
+// decided to write or delete, the change records of every losing island
+// are read and only the island with the latest change keeps its decision;
+// the others' are dropped and marked (Decision.Overruled). Equal times: a
+// row over a deletion, then the island listed first (the recorders are to
+// the millisecond; see docs/split-brain.md).
+//
+// Only losers whose decisions come from complete records take part (the
+// others are merged by the rows' times, as before). Overrules of an
+// earlier weighing are undone first: the heal weighs again after each read
+// of the losers' changes, from the decisions as they are then.
+func (cl *Cluster) weighLosers(ctx context.Context, p *Plan, tp *TablePlan) (string, error) {
+	in, ids := weighPrepare(tp)
+	if len(ids) == 0 {
+		return "", nil
+	}
+	// Every losing island's records of those keys, also of the islands
+	// that decided nothing for a key (their copy is the winner's).
+	evs := make([]sideEvidence, len(in))
+	errs := make([]error, len(in))
+	forEach(make([]string, len(in)), func(k int, _ string) {
+		evs[k], errs[k] = cl.islandEvidence(ctx, p.Islands[tp.Losers[in[k]].Island].Nodes, tp.Table, ids)
+	})
+	if err := errors.Join(errs...); err != nil {
+		return "", fmt.Errorf("plan: weigh the losing islands' changes of %s: %w", tp.Table, err)
+	}
+	n := overrule(tp, in, ids, evs)
+	if n == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("%s: %d changes of losing islands overruled by a later change on another losing island", tp.Table, n), nil
+}
+
+// weighPrepare undoes the overrules of an earlier weighing and lists the
+// losers taking part (indexes into tp.Losers: those decided from complete
+// records) and the keys to weigh (those any of them decided to write or
+// delete); no keys when fewer than two losers take part.
+func weighPrepare(tp *TablePlan) (in []int, ids []string) {
+	for i := range tp.Losers {
+		lp := &tp.Losers[i]
+		for j := range lp.Decisions {
+			if o := lp.Decisions[j].Overruled; o != nil {
+				lp.Decisions[j].Action, lp.Decisions[j].Why, lp.Decisions[j].Overruled = o.Was, o.WasWhy, nil
+			}
+		}
+		if lp.EvidenceComplete {
+			in = append(in, i)
+		}
+	}
+	if len(in) < 2 {
+		return in, nil
+	}
+	keys := map[string]bool{}
+	for _, i := range in {
+		for _, d := range tp.Losers[i].Decisions {
+			if d.Action == ActWrite || d.Action == ActDelete {
+				keys[d.ID] = true
+			}
+		}
+	}
+	for id := range keys {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return in, ids
+}
+
+// overrule keeps, for each of ids, only the decision of the losing island
+// (of in, indexes into tp.Losers) whose change is the latest, and drops
+// and marks the others' write and delete decisions. evs[k] are the records
+// of island in[k]. An island's change is its decision's (LoserChanged,
+// the change that decision is about) or, without one, its latest record;
+// an island with neither did not change the key since its records began.
+// It returns how many decisions it overruled.
+func overrule(tp *TablePlan, in []int, ids []string, evs []sideEvidence) int {
+	decided := make([]map[string]int, len(in)) // id -> index into Decisions
+	for k, i := range in {
+		decided[k] = map[string]int{}
+		for j, d := range tp.Losers[i].Decisions {
+			if d.Action == ActWrite || d.Action == ActDelete {
+				decided[k][d.ID] = j
+			}
+		}
+	}
+	type cand struct {
+		k   int
+		at  int64
+		op  byte
+		dec string // the island's decision, "" for none
+	}
+	opName := func(op byte) string {
+		if op == opDelete {
+			return "delete"
+		}
+		return "write"
+	}
+	n := 0
+	for _, id := range ids {
+		var best cand
+		found := false
+		for k, i := range in {
+			c := cand{k: k}
+			j, has := decided[k][id]
+			rec, ok := evs[k].last(id)
+			switch {
+			case has && tp.Losers[i].Decisions[j].Evidence && tp.Losers[i].Decisions[j].LoserChanged > 0:
+				d := tp.Losers[i].Decisions[j]
+				c.at, c.op, c.dec = d.LoserChanged, opWrite, d.Action
+				if d.Action == ActDelete {
+					c.op = opDelete
+				}
+			case ok:
+				c.at, c.op = rec.At, rec.Op
+				if has {
+					c.dec = tp.Losers[i].Decisions[j].Action
+				}
+			default:
+				continue // no record of the key: the island did not change it since its records began
+			}
+			// Later wins; at the same millisecond a row over a deletion,
+			// then the island listed first.
+			if !found || c.at > best.at || (c.at == best.at && c.op == opWrite && best.op == opDelete) {
+				best, found = c, true
+			}
+		}
+		if !found {
+			continue
+		}
+		applied := best.dec
+		if applied == "" {
+			applied = "none"
+		}
+		bi := tp.Losers[in[best.k]].Island
+		for k, i := range in {
+			j, has := decided[k][id]
+			if k == best.k || !has {
+				continue
+			}
+			d := &tp.Losers[i].Decisions[j]
+			o := &Overrule{Was: d.Action, WasWhy: d.Why, Island: bi, Op: opName(best.op), At: best.at, Applied: applied}
+			own := "none recorded"
+			if d.LoserChanged > 0 {
+				own = msTime(d.LoserChanged)
+			}
+			then := "that island's " + applied + " is merged"
+			if applied == "none" {
+				then = "its copy is the winner's, which stands"
+			}
+			d.Action, d.Overruled = ActDrop, o
+			d.Why = fmt.Sprintf("overruled: losing island %d changed it later (%s at %s; this island's last change: %s), %s; this island's own comparison said: %s: %s",
+				bi, o.Op, msTime(o.At), own, then, o.Was, o.WasWhy)
+			n++
+		}
+	}
+	return n
 }
 
 // classify decides every key that differs between the winner's keys wk

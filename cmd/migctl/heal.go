@@ -378,6 +378,9 @@ func printPlan(w io.Writer, f cliutil.Format, p *cluster.Plan) error {
 				}
 				wr, de, dr := l.Counts()
 				cliutil.Row(tw, "  merge", fmt.Sprintf("write %d, delete %d, drop %d (winner's newer)", wr, de, dr))
+				if o := l.Overruled(); o > 0 {
+					cliutil.Row(tw, "  overruled", fmt.Sprintf("%d of the drops: another losing island changed those keys later, and its change decides", o))
+				}
 				for i, d := range l.Decisions {
 					if i == 10 {
 						cliutil.Row(tw, "", fmt.Sprintf("... %d more (-o json for all)", len(l.Decisions)-10))
