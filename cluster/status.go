@@ -179,7 +179,7 @@ func (cl *Cluster) view(ctx context.Context, n string) NodeView {
 	v.Reachable = true
 	v.Mnesia = r.IsRunning
 	v.SchemaCookie = r.Cookie
-	ri := recorderInfo(n, r.Recorder)
+	ri := recorderFromView(n, r.Recorder)
 	v.Recorder = &ri
 	// Sorted, so that views compare and print the same whatever order
 	// each node keeps its lists in.
@@ -204,8 +204,8 @@ func (cl *Cluster) view(ctx context.Context, n string) NodeView {
 	return v
 }
 
-// recorderInfo is node's recorder as Status and the heal report it.
-func recorderInfo(node string, r agentapi.Recorder) RecorderInfo {
+// recorderFromView is the recorder entry of a node's view as Status reports it.
+func recorderFromView(node string, r agentapi.Recorder) RecorderInfo {
 	return RecorderInfo{Node: node, Running: r.Running, Since: r.Since, Cleared: r.Cleared,
 		Keys: r.Keys, MemoryBytes: r.MemoryBytes, WindowMillis: r.WindowMillis,
 		Writes: r.Writes, Deletes: r.Deletes, Pruned: r.Pruned}

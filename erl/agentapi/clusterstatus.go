@@ -194,21 +194,6 @@ func parseViewTable(x etf.Term) (ViewTable, error) {
 	return tv, nil
 }
 
-// RecorderInfo reads what node's change recorder covers of tabs.
-//
-//	migctl_cluster:recorder_info(Tabs) ->
-//	    {ok, Running, [{Tab, Since, Cleared}], Keys, MemoryBytes, WindowMs,
-//	     Writes, Deletes, Pruned}
-func (s Cluster) RecorderInfo(ctx context.Context, node string, tabs []string) (Recorder, error) {
-	const fun = "recorder_info"
-	m := s.mod()
-	t, err := m.call(ctx, node, fun, atoms(tabs))
-	if err != nil {
-		return Recorder{}, err
-	}
-	return m.recorderReply(node, fun, t)
-}
-
 func (m module) recorderReply(node, fun string, t etf.Tuple) (Recorder, error) {
 	r, err := parseRecorder(t)
 	if err != nil {
