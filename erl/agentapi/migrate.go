@@ -94,7 +94,7 @@ func (s Migrate) BackfillSteps(ctx context.Context, node string, req StepsReques
 // SetPhase sets node's hybrid to phase (phase0..phase3) at percent, if its
 // epoch is still expect, and returns the new epoch. A changed epoch is an
 // *erl.RPCError with reason epoch_mismatch; a node without the hybrid,
-// reason not_installed (or another reason the hybrid gives).
+// reason hybrid_not_installed (or another reason the hybrid gives).
 // Reply: {ok, NewEpoch}.
 func (s Migrate) SetPhase(ctx context.Context, node, phase string, percent int, expect int64, fallback bool) (int64, error) {
 	m := s.mod()
