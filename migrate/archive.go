@@ -18,8 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/erl"
 )
 
@@ -83,17 +81,13 @@ func (m *Migrator) ArchiveDETS(ctx context.Context, o ArchiveOptions) (*ArchiveR
 	}
 	var srcs []src
 	for _, n := range m.nodes {
-		t, err := m.c.Agent(ctx, n, "migctl_migrate:dets_files")
+		files, err := m.api().DetsFiles(ctx, n)
 		if err != nil {
 			return nil, err
 		}
-		for _, x := range listOf(t[1]) {
-			xt, ok := x.(etf.Tuple)
-			if !ok || len(xt) != 3 {
-				continue
-			}
-			file := string(bytesOf(xt[1]))
-			f := ArchivedFile{Node: n, Table: fmt.Sprint(xt[0]), Source: file, Bytes: erl.Int64(xt[2]),
+		for _, df := range files {
+			file := df.File
+			f := ArchivedFile{Node: n, Table: df.Table, Source: file, Bytes: df.Bytes,
 				Name: path.Join(safeName(n), filepath.Base(file))}
 			local := !o.Remote && isLocalNode(n) && readable(file)
 			f.Via = "node"
@@ -253,26 +247,15 @@ func (m *Migrator) readFile(ctx context.Context, node, file string, local bool) 
 	const chunk = 1 << 20
 	var out []byte
 	for off := int64(0); ; off += chunk {
-		t, err := m.c.Agent(ctx, node, "migctl_migrate:read_chunk", []byte(file), off, chunk)
+		b, err := m.api().ReadChunk(ctx, node, file, off, chunk)
 		if err != nil {
 			return nil, err
 		}
-		b := bytesOf(t[1])
 		out = append(out, b...)
 		if len(b) < chunk {
 			return out, nil
 		}
 	}
-}
-
-func bytesOf(t etf.Term) []byte {
-	switch v := t.(type) {
-	case []byte:
-		return v
-	case string:
-		return []byte(v)
-	}
-	return nil
 }
 
 func readable(file string) bool {

@@ -319,7 +319,7 @@ func (m *Migrator) backfillNodes(ctx context.Context, dir string, epoch int64, o
 	if watch != nil {
 		watch.wg.Wait()
 		for _, n := range m.nodes {
-			_, _ = m.c.Agent(context.WithoutCancel(ctx), n, "migctl_migrate:stop_watch")
+			_ = m.api().StopWatch(context.WithoutCancel(ctx), n)
 		}
 	}
 	return errors.Join(errs...)

@@ -3,7 +3,6 @@ package migrate
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,10 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/backends"
-	"github.com/erlmcp/migctl/erl"
 )
 
 // PersistOptions tune VerifyPersistence.
@@ -169,7 +165,7 @@ func (m *Migrator) VerifyPersistence(ctx context.Context, o PersistOptions) (*Pe
 	}
 	if ns.Installed && o.Store.Kind == backends.KindDETS {
 		token := newToken()
-		_, err := m.c.Agent(ctx, o.Node, "migctl_migrate:persist_watch", etf.Atom("on"), []byte(token), o.WatchTTL.Milliseconds())
+		err := m.api().PersistWatchOn(ctx, o.Node, token, o.WatchTTL)
 		switch {
 		case err == nil:
 			return m.verifyPerSession(ctx, o, rep, token)
@@ -279,7 +275,7 @@ func (m *Migrator) verifyPerSession(ctx context.Context, o PersistOptions, rep *
 		// WatchTTL): with a context of its own, ctx may be done.
 		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if _, err := m.c.Agent(c, o.Node, "migctl_migrate:persist_watch", etf.Atom("off"), []byte(token), 0); err != nil {
+		if err := m.api().PersistWatchOff(c, o.Node, token); err != nil {
 			m.log.Warn("verify persistence: turning the watch off (it ends by itself later)", "node", o.Node, "ttl", o.WatchTTL, "err", err)
 		}
 	}()
@@ -389,64 +385,26 @@ func (m *Migrator) afterRestart(ctx context.Context, node, table, token string, 
 // persistSnapshot reads one digest per session of the DETS table (how:
 // "door", keys listed by the store server; "direct", a traversal).
 func (m *Migrator) persistSnapshot(ctx context.Context, node, table, how string) (persistSnap, error) {
-	t, err := m.c.Agent(ctx, node, "migctl_migrate:persist_snapshot", etf.Atom(table), etf.Atom(how), int64(60000))
+	snap, err := m.api().PersistSnapshot(ctx, node, table, how, time.Minute)
 	if err != nil {
 		return persistSnap{}, err
 	}
-	if len(t) != 4 {
-		return persistSnap{}, fmt.Errorf("persist_snapshot on %s: unexpected reply", node)
-	}
-	b := erl.Bytes(t[1])
-	n := erl.Int64(t[2])
-	out := persistSnap{rows: make(map[string]persistEntry, n), at: erl.Int64(t[3])}
-	for len(b) > 0 {
-		id, rest, ok := persistID(b)
-		if !ok || len(rest) < 16 {
-			return persistSnap{}, fmt.Errorf("persist_snapshot on %s: truncated frame", node)
-		}
-		out.rows[id] = persistEntry{digest: binary.BigEndian.Uint64(rest), expires: int64(binary.BigEndian.Uint64(rest[8:]))}
-		b = rest[16:]
+	out := persistSnap{rows: make(map[string]persistEntry, len(snap.Rows)), at: snap.At}
+	for id, d := range snap.Rows {
+		out.rows[id] = persistEntry{digest: d.Digest, expires: d.ExpiresAt}
 	}
 	return out, nil
-}
-
-// persistID splits <<Kind:8, Len:32, Id:Len/binary>> off b.
-func persistID(b []byte) (id string, rest []byte, ok bool) {
-	if len(b) < 5 {
-		return "", nil, false
-	}
-	n := int(binary.BigEndian.Uint32(b[1:]))
-	if len(b) < 5+n {
-		return "", nil, false
-	}
-	return string(b[:1]) + string(b[5:5+n]), b[5+n:], true
 }
 
 func (m *Migrator) persistTouched(ctx context.Context, node, token string) (touchedSet, error) {
-	t, err := m.c.Agent(ctx, node, "migctl_migrate:persist_touched", []byte(token), int64(60000))
+	t, err := m.api().PersistTouched(ctx, node, token, time.Minute)
 	if err != nil {
 		return touchedSet{}, err
 	}
-	if len(t) == 3 && t[1] == etf.Atom("off") {
-		return touchedSet{why: watchEnded(fmt.Sprint(t[2]))}, nil
+	if !t.On {
+		return touchedSet{why: watchEnded(t.Why)}, nil
 	}
-	if len(t) != 7 {
-		return touchedSet{}, fmt.Errorf("persist_touched on %s: unexpected reply", node)
-	}
-	out := touchedSet{on: true, ids: make(map[string]bool, erl.Int64(t[3]))}
-	out.cleanup, _ = t[4].(bool)
-	out.unclean, _ = t[5].(bool)
-	out.resumed, _ = t[6].(bool)
-	b := erl.Bytes(t[2])
-	for len(b) > 0 {
-		id, rest, ok := persistID(b)
-		if !ok {
-			return touchedSet{}, fmt.Errorf("persist_touched on %s: truncated frame", node)
-		}
-		out.ids[id] = true
-		b = rest
-	}
-	return out, nil
+	return touchedSet{on: true, ids: t.IDs, cleanup: t.Cleanup, unclean: t.Unclean, resumed: t.Resumed}, nil
 }
 
 func watchEnded(why string) string {

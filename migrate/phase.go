@@ -10,10 +10,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 	"github.com/erlmcp/migctl/journal"
 )
 
@@ -230,7 +229,7 @@ func (m *Migrator) status(ctx context.Context) ClusterStatus {
 
 func (m *Migrator) nodeStatus(ctx context.Context, node string) NodeStatus {
 	ns := NodeStatus{Node: node}
-	t, err := m.c.Agent(ctx, node, "migctl_migrate:status")
+	st, err := m.api().Status(ctx, node)
 	if err != nil {
 		var re *erl.RPCError
 		if errors.As(err, &re) {
@@ -241,64 +240,16 @@ func (m *Migrator) nodeStatus(ctx context.Context, node string) NodeStatus {
 		return ns
 	}
 	ns.Reachable = true
-	for _, p := range listOf(t[1]) {
-		pt, ok := p.(etf.Tuple)
-		if !ok || len(pt) != 2 {
-			continue
-		}
-		switch pt[0] {
-		case etf.Atom("installed"):
-			ns.Installed, _ = pt[1].(bool)
-		case etf.Atom("backend"):
-			ns.Backend = fmt.Sprint(pt[1])
-		case etf.Atom("phase"):
-			ns.Phase, _ = ParsePhase(fmt.Sprint(pt[1]))
-		case etf.Atom("percent"):
-			ns.Percent = int(erl.Int64(pt[1]))
-		case etf.Atom("epoch"):
-			ns.Epoch = erl.Int64(pt[1])
-		case etf.Atom("fallback"):
-			ns.Fallback, _ = pt[1].(bool)
-		case etf.Atom("mode"):
-			ns.Mode = fmt.Sprint(pt[1])
-		case etf.Atom("primary"):
-			ns.Primary = storeRef(pt[1])
-		case etf.Atom("secondary"):
-			ns.Secondary = storeRef(pt[1])
-		case etf.Atom("counters"):
-			ns.Counters = map[string]int64{}
-			for _, c := range listOf(pt[1]) {
-				if ct, ok := c.(etf.Tuple); ok && len(ct) == 2 {
-					ns.Counters[fmt.Sprint(ct[0])] = erl.Int64(ct[1])
-				}
-			}
-		}
-	}
+	ns.Installed, ns.Backend, ns.Percent, ns.Epoch = st.Installed, st.Backend, st.Percent, st.Epoch
+	ns.Fallback, ns.Mode, ns.Counters = st.Fallback, st.Mode, st.Counters
+	ns.Phase, _ = ParsePhase(st.Phase)
+	ns.Primary = StoreRef{Kind: backends.Kind(st.Primary.Kind), Table: st.Primary.Table}
+	ns.Secondary = StoreRef{Kind: backends.Kind(st.Secondary.Kind), Table: st.Secondary.Table}
 	return ns
 }
 
-func storeRef(t etf.Term) StoreRef {
-	tt, ok := t.(etf.Tuple)
-	if !ok || len(tt) != 2 {
-		return StoreRef{}
-	}
-	return StoreRef{Kind: backends.Kind(fmt.Sprint(tt[0])), Table: fmt.Sprint(tt[1])}
-}
-
-func listOf(t etf.Term) etf.List {
-	l, _ := t.(etf.List)
-	return l
-}
-
-func toFloat(t etf.Term) float64 {
-	switch v := t.(type) {
-	case float64:
-		return v
-	case float32:
-		return float64(v)
-	}
-	return float64(erl.Int64(t))
-}
+// api is the stub of the agent module this package drives.
+func (m *Migrator) api() agentapi.Migrate { return agentapi.Migrate{C: m.c} }
 
 // clusterID identifies the cluster for the journal: the Mnesia schema's
 // cookie when the nodes run Mnesia (the same names rebuilt are another
@@ -306,17 +257,16 @@ func toFloat(t etf.Term) float64 {
 func (m *Migrator) clusterID(ctx context.Context) (string, error) {
 	var id string
 	for _, n := range m.nodes {
-		t, err := m.c.Agent(ctx, n, "migctl_migrate:cluster_id")
+		b, ok, err := m.api().ClusterID(ctx, n)
 		if err != nil {
 			return "", fmt.Errorf("%w: %s: %w", ErrNodeDown, n, err)
 		}
-		b, ok := t[1].([]byte)
 		if !ok {
 			continue // no mnesia there
 		}
 		if id == "" {
-			id = string(b)
-		} else if id != string(b) {
+			id = b
+		} else if id != b {
 			return "", fmt.Errorf("%w: nodes belong to different Mnesia clusters", ErrMixed)
 		}
 	}

@@ -158,10 +158,12 @@ type BackfillCollector struct {
 	ratio                                       *prometheus.Desc
 }
 
-// NewBackfillCollector reads progress from j.
+// NewBackfillCollector reads progress from j; a nil log discards (a
+// library never writes to the process's default logger: the program
+// decides where its logs go, cmd/migctl passes its own).
 func NewBackfillCollector(j *journal.Journal, log *slog.Logger) *BackfillCollector {
 	if log == nil {
-		log = slog.Default()
+		log = slog.New(slog.DiscardHandler)
 	}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("migctl_backfill_"+name, help, append([]string{"direction"}, labels...), nil)

@@ -3,8 +3,6 @@ package migrate
 import (
 	"context"
 	"fmt"
-
-	"github.com/ergo-services/ergo/etf"
 )
 
 // SchemaOptions tune CreateSchema.
@@ -39,23 +37,13 @@ type TableState struct {
 
 // SchemaState reports whether each node has a Mnesia disc schema.
 func (m *Migrator) SchemaState(ctx context.Context) ([]SchemaNode, error) {
-	names := make(etf.List, len(m.nodes))
-	for i, n := range m.nodes {
-		names[i] = etf.Atom(n)
-	}
-	t, err := m.c.Agent(ctx, m.nodes[0], "migctl_migrate:schema_state", names)
+	got, err := m.api().SchemaState(ctx, m.nodes[0], m.nodes)
 	if err != nil {
 		return nil, err
 	}
 	var out []SchemaNode
-	for _, x := range listOf(t[1]) {
-		xt, ok := x.(etf.Tuple)
-		if !ok || len(xt) != 3 {
-			continue
-		}
-		h, _ := xt[1].(bool)
-		r, _ := xt[2].(bool)
-		out = append(out, SchemaNode{Node: fmt.Sprint(xt[0]), HasSchema: h, MnesiaRunning: r})
+	for _, n := range got {
+		out = append(out, SchemaNode{Node: n.Node, HasSchema: n.HasSchema, MnesiaRunning: n.MnesiaRunning})
 	}
 	return out, nil
 }
@@ -91,11 +79,7 @@ func (m *Migrator) CreateSchema(ctx context.Context, o SchemaOptions) (*SchemaRe
 		rep.Action = "dry-run: would be " + rep.Action
 		return rep, nil
 	}
-	names := make(etf.List, len(m.nodes))
-	for i, n := range m.nodes {
-		names[i] = etf.Atom(n)
-	}
-	if _, err := m.c.Agent(ctx, m.nodes[0], "migctl_migrate:create_schema", names, o.Force); err != nil {
+	if err := m.api().CreateSchema(ctx, m.nodes[0], m.nodes, o.Force); err != nil {
 		return rep, err
 	}
 	rep.Seq, err = m.j.Append(KindSchema, o.Reason, map[string]any{"op": "schema create", "nodes": m.nodes, "action": rep.Action})
@@ -133,21 +117,15 @@ func (m *Migrator) CreateTables(ctx context.Context, o TablesOptions) (*SchemaRe
 		rep.Tables = []TableState{{o.SessionTable, "would be created unless it exists"}, {"migctl_migration", "would be created unless it exists"}}
 		return rep, nil
 	}
-	names := make(etf.List, len(m.nodes))
-	for i, n := range m.nodes {
-		names[i] = etf.Atom(n)
-	}
-	t, err := m.c.Agent(ctx, m.nodes[0], "migctl_migrate:create_tables", names, etf.Atom(o.SessionTable))
+	tables, err := m.api().CreateTables(ctx, m.nodes[0], m.nodes, o.SessionTable)
 	if err != nil {
 		if isReason(err, "not_session_table") {
 			return rep, fmt.Errorf("%w: a table named %s exists with another layout", ErrNotSessions, o.SessionTable)
 		}
 		return rep, err
 	}
-	for _, x := range listOf(t[1]) {
-		if xt, ok := x.(etf.Tuple); ok && len(xt) == 2 {
-			rep.Tables = append(rep.Tables, TableState{Table: fmt.Sprint(xt[0]), State: fmt.Sprint(xt[1])})
-		}
+	for _, t := range tables {
+		rep.Tables = append(rep.Tables, TableState{Table: t.Table, State: t.State})
 	}
 	rep.Seq, err = m.j.Append(KindSchema, o.Reason, map[string]any{"op": "tables create", "nodes": m.nodes, "tables": rep.Tables})
 	return rep, err

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/cluster"
 	"github.com/erlmcp/migctl/erl"
 )
@@ -327,7 +325,7 @@ func (m *Migrator) switchNodes(ctx context.Context, rec *ChangeRecord, st Cluste
 }
 
 func (m *Migrator) setOn(ctx context.Context, node string, p Phase, pct int, epoch int64, fallback bool) (int64, error) {
-	t, err := m.c.Agent(ctx, node, "migctl_migrate:set_phase", etf.Atom(p.String()), pct, epoch, fallback)
+	e, err := m.api().SetPhase(ctx, node, p.String(), pct, epoch, fallback)
 	if err != nil {
 		var re *erl.RPCError
 		if errors.As(err, &re) && re.Reason == "epoch_mismatch" {
@@ -335,7 +333,7 @@ func (m *Migrator) setOn(ctx context.Context, node string, p Phase, pct int, epo
 		}
 		return 0, err
 	}
-	return erl.Int64(t[1]), nil
+	return e, nil
 }
 
 func (m *Migrator) awaitEpoch(ctx context.Context, e int64) error {

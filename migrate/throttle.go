@@ -5,10 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/ergo-services/ergo/etf"
-
-	"github.com/erlmcp/migctl/erl"
 )
 
 // LoadSample is one reading of a node's load.
@@ -138,29 +134,11 @@ func (w *loadWatch) get(node string) LoadSample {
 
 // sampleLoad reads one sample (the node measures for 250 ms).
 func (m *Migrator) sampleLoad(ctx context.Context, node string) (LoadSample, int64, error) {
-	t, err := m.c.Agent(ctx, node, "migctl_migrate:load", m.c.Self())
+	l, err := m.api().Load(ctx, node)
 	if err != nil {
 		return LoadSample{}, 0, err
 	}
-	s := LoadSample{Node: node, At: time.Now()}
-	var over int64
-	for _, p := range listOf(t[1]) {
-		pt, ok := p.(etf.Tuple)
-		if !ok || len(pt) != 2 {
-			continue
-		}
-		switch pt[0] {
-		case etf.Atom("sched_util"):
-			s.SchedUtil = toFloat(pt[1])
-		case etf.Atom("run_queue"):
-			s.RunQueue = erl.Int64(pt[1])
-		case etf.Atom("store_queue"):
-			s.StoreQueue = erl.Int64(pt[1])
-		case etf.Atom("mnesia_tm_queue"):
-			s.MnesiaQueue = erl.Int64(pt[1])
-		case etf.Atom("overloads"):
-			over = erl.Int64(pt[1])
-		}
-	}
-	return s, over, nil
+	s := LoadSample{Node: node, At: time.Now(), SchedUtil: l.SchedUtil, RunQueue: l.RunQueue,
+		StoreQueue: l.StoreQueue, MnesiaQueue: l.MnesiaQueue}
+	return s, l.Overloads, nil
 }

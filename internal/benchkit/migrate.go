@@ -7,9 +7,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 	"github.com/erlmcp/migctl/migrate"
 )
 
@@ -67,7 +66,7 @@ func BenchBackfill(ctx context.Context, c *erl.Client, m *migrate.Migrator, node
 	if rounds <= 0 {
 		rounds = 1
 	}
-	tab := etf.Atom(mn)
+	tab := erl.Atom(mn)
 	// Empty the table, then make every node dump its Mnesia log, so that
 	// neither run pays for dumping the other's writes.
 	clear := func() error {
@@ -86,12 +85,12 @@ func BenchBackfill(ctx context.Context, c *erl.Client, m *migrate.Migrator, node
 		if err := clear(); err != nil {
 			return err
 		}
-		t, err := c.Agent(ctx, node, "migctl_migrate:native_copy", etf.Atom(dets), tab, batch)
+		rows, took, err := agentapi.Migrate{C: c}.NativeCopy(ctx, node, dets, mn, batch)
 		if err != nil {
 			return err
 		}
-		r.Sessions = erl.Int64(t[1])
-		native = append(native, float64(erl.Int64(t[2]))/1e6)
+		r.Sessions = rows
+		native = append(native, took.Seconds())
 		return nil
 	}
 	runMigctl := func() error {
@@ -218,19 +217,12 @@ func (l LatencyBench) String() string {
 // node must run the hybrid DETS -> Mnesia at phase1.
 func BenchHybridLatency(ctx context.Context, c *erl.Client, node string, n int) (LatencyBench, error) {
 	r := LatencyBench{Node: node, N: n, P50: map[string]float64{}, P99: map[string]float64{}, Overhead: map[string]float64{}}
-	t, err := c.Agent(ctx, node, "migctl_migrate:bench_latency", n)
+	ls, err := agentapi.Migrate{C: c}.BenchLatency(ctx, node, n)
 	if err != nil {
 		return r, err
 	}
-	if len(t) != 2 {
-		return r, fmt.Errorf("migctl_migrate:bench_latency on %s: unexpected reply %v", node, t)
-	}
-	l, _ := t[1].(etf.List)
-	for _, x := range l {
-		if xt, ok := x.(etf.Tuple); ok && len(xt) == 3 {
-			k := fmt.Sprint(xt[0])
-			r.P50[k], r.P99[k] = toFloat(xt[1]), toFloat(xt[2])
-		}
+	for _, l := range ls {
+		r.P50[l.Name], r.P99[l.Name] = l.P50, l.P99
 	}
 	for _, op := range []string{"store", "fetch"} {
 		if b := r.P50["both_"+op]; b > 0 {
@@ -238,13 +230,4 @@ func BenchHybridLatency(ctx context.Context, c *erl.Client, node string, n int) 
 		}
 	}
 	return r, nil
-}
-
-func toFloat(t etf.Term) float64 {
-	switch v := t.(type) {
-	case float64:
-		return v
-	default:
-		return float64(erl.Int64(v))
-	}
 }
