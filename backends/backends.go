@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/backends/bucketdiff"
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/erl/agentapi"
@@ -196,16 +194,13 @@ func Open(c *erl.Client, node string, spec Spec) (Store, error) {
 	if spec.Table == "" {
 		spec.Table = DefaultSpec(spec.Kind).Table
 	}
-	base := agentStore{c: c, node: node, spec: spec}
+	base := agentStore{c: c, node: node, spec: spec, st: agentSpec(spec)}
 	switch spec.Kind {
 	case KindETS:
-		base.term = etf.Tuple{etf.Atom("ets"), etf.Atom(spec.Table)}
 		return &ETS{base}, nil
 	case KindDETS:
-		base.term = etf.Tuple{etf.Atom("dets"), etf.Atom(spec.Table), spec.File, spec.Create, c.Self()}
 		return &DETS{base}, nil
 	case KindMnesia:
-		base.term = etf.Tuple{etf.Atom("mnesia"), etf.Atom(spec.Table)}
 		return &Mnesia{base}, nil
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnknownStore, spec.Kind)
@@ -230,25 +225,25 @@ var (
 	_ Store = (*Mnesia)(nil)
 )
 
-// agentStore carries out Store through migctl_agent; the three layouts
-// differ only in the spec term the agent dispatches on.
+// agentSpec names spec the way the agent stubs do (the spec term the
+// agent modules dispatch on is built there, from this).
+func agentSpec(spec Spec) agentapi.Store {
+	return agentapi.Store{Kind: string(spec.Kind), Table: spec.Table, File: spec.File, Create: spec.Create}
+}
+
+// agentStore carries out Store through migctl_agent's stub; the three
+// layouts differ only in the spec term the agent dispatches on.
 type agentStore struct {
 	c    *erl.Client
 	node string
 	spec Spec
-	term etf.Tuple
+	st   agentapi.Store
 }
 
 func (s *agentStore) Spec() Spec   { return s.spec }
 func (s *agentStore) Node() string { return s.node }
 
-func (s *agentStore) call(ctx context.Context, fun string, args ...erl.Term) (etf.Tuple, error) {
-	t, err := s.c.Agent(ctx, s.node, fun, args...)
-	if err != nil {
-		return nil, s.mapErr(err)
-	}
-	return t, nil
-}
+func (s *agentStore) agent() agentapi.Agent { return agentapi.Agent{C: s.c} }
 
 // mapErr turns the agent's reason atoms into this package's sentinels with
 // a hint for the operator.
@@ -291,111 +286,69 @@ func (s *agentStore) mapErr(err error) error {
 
 func (s *agentStore) Describe(ctx context.Context) (Info, error) {
 	info := Info{Spec: s.spec, Node: s.node}
-	t, err := s.call(ctx, "describe", s.term, s.c.Self())
+	d, err := s.agent().Describe(ctx, s.node, s.st)
 	if err != nil {
-		return info, err
+		return info, s.mapErr(err)
 	}
-	props, _ := t[1].(etf.List)
-	for _, p := range props {
-		pt, ok := p.(etf.Tuple)
-		if !ok || len(pt) != 2 {
-			continue
-		}
-		switch pt[0] {
-		case etf.Atom("exists"):
-			info.Exists, _ = pt[1].(bool)
-		case etf.Atom("size"):
-			info.Size = erl.Int64(pt[1])
-		case etf.Atom("layout"):
-			info.Layout = fmt.Sprint(pt[1])
-		case etf.Atom("storage"):
-			info.Storage = fmt.Sprint(pt[1])
-		case etf.Atom("file"):
-			info.File = string(erl.Bytes(pt[1]))
-		case etf.Atom("copies"):
-			if l, ok := pt[1].(etf.List); ok {
-				for _, x := range l {
-					info.Copies = append(info.Copies, string(erl.Bytes(x)))
-				}
-			}
-		}
-	}
+	info.Exists, info.Size, info.Layout, info.Storage, info.File, info.Copies = d.Exists, d.Size, d.Layout, d.Storage, d.File, d.Copies
 	return info, nil
 }
 
 func (s *agentStore) Count(ctx context.Context) (int64, error) {
-	t, err := s.call(ctx, "count", s.term)
+	n, err := s.agent().Count(ctx, s.node, s.st)
 	if err != nil {
-		return 0, err
+		return 0, s.mapErr(err)
 	}
-	return erl.Int64(t[1]), nil
+	return n, nil
 }
 
 func (s *agentStore) Stream(ctx context.Context, cursor Cursor, limit int) (Batch, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
-	if cursor == nil {
-		cursor = Cursor{}
+	r, err := s.agent().Stream(ctx, s.node, s.st, cursor, limit)
+	if err != nil {
+		return Batch{}, s.mapErr(err)
 	}
-	t, err := s.call(ctx, "stream", s.term, []byte(cursor), limit)
+	rows, err := ParseFrames(r.Frames, r.N)
 	if err != nil {
 		return Batch{}, err
 	}
-	if len(t) != 4 {
-		return Batch{}, fmt.Errorf("stream %s on %s: unexpected reply", s.spec, s.node)
-	}
-	frames := erl.Bytes(t[1])
-	rows, err := ParseFrames(frames, int(erl.Int64(t[3])))
-	if err != nil {
-		return Batch{}, err
-	}
-	b := Batch{Rows: rows, WireBytes: len(frames)}
-	switch n := t[2].(type) {
-	case []byte:
-		b.Next = Cursor(n)
-	default:
-		b.Done = true
+	b := Batch{Rows: rows, WireBytes: len(r.Frames), Done: r.Done}
+	if !r.Done {
+		b.Next = Cursor(r.Next)
 	}
 	return b, nil
 }
 
 func (s *agentStore) Get(ctx context.Context, id []byte) ([]byte, bool, error) {
-	t, err := s.call(ctx, "get", s.term, id)
+	b, ok, err := s.agent().Get(ctx, s.node, s.st, id)
 	if err != nil {
-		return nil, false, err
+		return nil, false, s.mapErr(err)
 	}
-	if b, ok := t[1].([]byte); ok {
-		return b, true, nil
-	}
-	return nil, false, nil
+	return b, ok, nil
 }
 
 func (s *agentStore) Put(ctx context.Context, rows []Row, mode PutMode) (PutResult, error) {
 	if len(rows) == 0 {
 		return PutResult{}, nil
 	}
-	t, err := s.call(ctx, "put", s.term, AppendFrames(nil, rows), etf.Atom(mode))
+	w, sk, err := s.agent().Put(ctx, s.node, s.st, AppendFrames(nil, rows), string(mode))
 	if err != nil {
-		return PutResult{}, err
+		return PutResult{}, s.mapErr(err)
 	}
-	return PutResult{Written: int(erl.Int64(t[1])), Skipped: int(erl.Int64(t[2]))}, nil
+	return PutResult{Written: w, Skipped: sk}, nil
 }
 
 func (s *agentStore) Delete(ctx context.Context, ids [][]byte) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	var buf []byte
-	for _, id := range ids {
-		buf = binary.BigEndian.AppendUint32(buf, uint32(len(id)))
-		buf = append(buf, id...)
-	}
-	t, err := s.call(ctx, "delete", s.term, buf)
+	n, err := s.agent().Delete(ctx, s.node, s.st, ids)
 	if err != nil {
-		return 0, err
+		return 0, s.mapErr(err)
 	}
-	return int(erl.Int64(t[1])), nil
+	return n, nil
 }
 
 // Checksum is migctl_buckets:sums/3 over one range. A store holding rows
@@ -409,8 +362,7 @@ func (s *agentStore) Checksum(ctx context.Context, r HashRange, buckets int, opt
 	if opts.WithLastAccessed {
 		o.Digest = agentapi.DigestRecord
 	}
-	st := agentapi.Store{Kind: string(s.spec.Kind), Table: s.spec.Table, File: s.spec.File, Create: s.spec.Create}
-	rep, err := agentapi.Buckets{C: s.c}.Sums(ctx, s.node, st, []bucketdiff.Range{{Span: r, Buckets: buckets}}, o)
+	rep, err := agentapi.Buckets{C: s.c}.Sums(ctx, s.node, s.st, []bucketdiff.Range{{Span: r, Buckets: buckets}}, o)
 	if err != nil {
 		return nil, s.mapErr(err)
 	}
@@ -430,8 +382,10 @@ func (s *agentStore) Release(ctx context.Context) error {
 	if s.spec.Kind != KindDETS {
 		return nil
 	}
-	_, err := s.call(ctx, "dets_release", etf.Atom(s.spec.Table))
-	return err
+	if err := s.agent().DetsRelease(ctx, s.node, s.spec.Table); err != nil {
+		return s.mapErr(err)
+	}
+	return nil
 }
 
 // ParseFrames splits the agent's framing, <<IdLen:32, Id, BlobLen:32, Blob>>*.

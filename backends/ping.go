@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // PingResult is what `migctl ping` reports for one node.
@@ -38,16 +37,17 @@ func Ping(ctx context.Context, c *erl.Client, node string, specs []Spec) PingRes
 		return fail(err)
 	}
 	r.Reachable = true
+	n := agentapi.Node{C: c}
 	start := time.Now()
-	rel, err := c.Call(ctx, node, "erlang", "system_info", etf.Atom("otp_release"))
+	rel, err := n.OTPRelease(ctx, node)
 	if err != nil {
 		return fail(err)
 	}
 	r.RoundTripMs = float64(time.Since(start).Microseconds()) / 1000
-	r.OTPRelease = fmt.Sprint(rel)
-	if run, err := c.Call(ctx, node, "mnesia", "system_info", etf.Atom("is_running")); err == nil {
-		r.MnesiaRunning = run == etf.Atom("yes")
-	}
+	r.OTPRelease = rel
+	// A node without mnesia's application loaded answers with an error:
+	// that is "not running", not a failed ping.
+	r.MnesiaRunning, _ = n.MnesiaRunning(ctx, node)
 	for _, sp := range specs {
 		if sp.Kind == KindMnesia && !r.MnesiaRunning {
 			r.Stores = append(r.Stores, Info{Spec: sp, Node: node})

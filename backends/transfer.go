@@ -8,9 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // Scan streams the whole store, calling fn for each batch (Batch.Next is
@@ -99,9 +98,6 @@ func (s *agentStore) push(ctx context.Context, cursor Cursor, batch int, fn func
 	if batch <= 0 {
 		batch = 1000
 	}
-	if cursor == nil {
-		cursor = Cursor{}
-	}
 	tag := newTag()
 	msgs, unsub := s.c.SubscribeKey("migctl_stream", tag, (pushCredit+1)*pushPieces)
 	defer unsub()
@@ -110,13 +106,9 @@ func (s *agentStore) push(ctx context.Context, cursor Cursor, batch int, fn func
 	}
 	down, unwatch := s.c.WatchNode(s.node)
 	defer unwatch()
-	t, err := s.call(ctx, "stream_push", s.term, []byte(cursor), batch, pushCredit, s.c.Self(), tag)
+	pid, err := s.agent().StreamPush(ctx, s.node, s.st, cursor, batch, pushCredit, tag)
 	if err != nil {
-		return err
-	}
-	pid, ok := t[1].(etf.Pid)
-	if !ok {
-		return fmt.Errorf("stream %s on %s: unexpected reply %v", s.spec, s.node, t)
+		return s.mapErr(err)
 	}
 	return s.drain(ctx, pid, tag, msgs, down, fn)
 }
@@ -134,41 +126,31 @@ func (s *agentStore) pushParts(ctx context.Context, batch, parts int, fn func(Ba
 	}
 	tags := make([][]byte, parts)
 	chans := make([]<-chan erl.Term, parts)
-	list := make(etf.List, parts)
 	for i := range tags {
 		tags[i] = newTag()
 		var unsub func()
 		chans[i], unsub = s.c.SubscribeKey("migctl_stream", tags[i], (pushCredit+1)*pushPieces)
 		defer unsub()
-		list[i] = tags[i]
 	}
 	if err := s.c.Connect(ctx, s.node); err != nil {
 		return err
 	}
 	down, unwatch := s.c.WatchNode(s.node)
 	defer unwatch()
-	t, err := s.call(ctx, "stream_push_parts", s.term, parts, batch, pushCredit, s.c.Self(), list)
+	pids, err := s.agent().StreamPushParts(ctx, s.node, s.st, batch, pushCredit, tags)
 	if err != nil {
 		var re *erl.RPCError
 		if errors.As(err, &re) && re.Reason == "not_partitionable" {
 			return errNotPartitionable
 		}
-		return err
-	}
-	pids, _ := t[1].(etf.List)
-	if len(pids) != parts {
-		return fmt.Errorf("stream %s on %s: unexpected reply %v", s.spec, s.node, t)
+		return s.mapErr(err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex
 	errs := make([]error, parts)
 	var wg sync.WaitGroup
-	for i := range parts {
-		pid, ok := pids[i].(etf.Pid)
-		if !ok {
-			return fmt.Errorf("stream %s on %s: unexpected reply %v", s.spec, s.node, t)
-		}
+	for i, pid := range pids {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -205,8 +187,8 @@ func newTag() []byte {
 // drain receives one pushed stream's batches, acknowledges each it takes
 // and calls fn, until the stream is done, fn fails, or ctx ends (the node
 // process is told to stop).
-func (s *agentStore) drain(ctx context.Context, pid etf.Pid, tag []byte, msgs <-chan erl.Term, down <-chan struct{}, fn func(Batch) error) error {
-	stop := func() { _ = s.c.Send(pid, etf.Tuple{etf.Atom("migctl_stop"), tag}) }
+func (s *agentStore) drain(ctx context.Context, pid erl.Pid, tag []byte, msgs <-chan erl.Term, down <-chan struct{}, fn func(Batch) error) error {
+	stop := func() { _ = s.agent().Stop(pid, tag) }
 	idle := time.NewTimer(time.Minute)
 	defer idle.Stop()
 	var pending []Row // rows of a batch that came ahead
@@ -226,59 +208,50 @@ func (s *agentStore) drain(ctx context.Context, pid etf.Pid, tag []byte, msgs <-
 				Hint: "the node sent nothing for a minute; is it overloaded?"}
 		}
 		idle.Reset(time.Minute)
-		body, _ := m.(etf.Tuple)
-		var res etf.Tuple
-		if len(body) == 3 {
-			res, _ = body[2].(etf.Tuple)
+		sm, err := agentapi.ParseStreamMsg(m)
+		if err != nil {
+			stop()
+			return fmt.Errorf("stream %s on %s: %w", s.spec, s.node, err)
 		}
-		if len(res) == 2 && res[0] == etf.Atom("more") {
+		if sm.More {
 			// The first rows of a batch, sent apart (migctl_agent:pieces/1).
-			bin := erl.Bytes(res[1])
-			rows, err := ParseRows(bin, 0)
+			rows, err := ParseRows(sm.Bin, 0)
 			if err != nil {
 				stop()
 				return fmt.Errorf("stream %s on %s: %w", s.spec, s.node, err)
 			}
 			pending = append(pending, rows...)
-			pendingBytes += len(bin)
+			pendingBytes += len(sm.Bin)
 			continue
 		}
-		if len(res) == 2 && res[0] == etf.Atom("error") {
-			return s.mapErr(&erl.Error{Op: "stream", Node: s.node, Err: &erl.RPCError{Class: "error", Reason: fmt.Sprint(res[1])}})
+		if sm.Failed {
+			return s.mapErr(&erl.Error{Op: "stream", Node: s.node, Err: &erl.RPCError{Class: "error", Reason: sm.Reason}})
 		}
-		if len(res) != 4 {
-			stop()
-			return fmt.Errorf("stream %s on %s: unexpected message", s.spec, s.node)
-		}
-		var frames []byte
 		var rows []Row
-		var err error
-		if rt, ok := res[1].(etf.Tuple); ok && len(rt) == 2 && rt[0] == etf.Atom("rows") {
-			frames = erl.Bytes(rt[1])
-			rows, err = ParseRows(frames, 0)
+		if sm.Rows {
+			rows, err = ParseRows(sm.Bin, 0)
 			if len(pending) > 0 {
 				rows = append(pending, rows...)
 				pending = nil
 			}
-			if err == nil && len(rows) != int(erl.Int64(res[3])) {
-				err = fmt.Errorf("%d rows in a batch of %d", len(rows), erl.Int64(res[3]))
+			if err == nil && len(rows) != sm.N {
+				err = fmt.Errorf("%d rows in a batch of %d", len(rows), sm.N)
 			}
 		} else {
-			frames = erl.Bytes(res[1])
-			rows, err = ParseFrames(frames, int(erl.Int64(res[3])))
+			rows, err = ParseFrames(sm.Bin, sm.N)
 		}
 		if err != nil {
 			stop()
 			return fmt.Errorf("stream %s on %s: %w", s.spec, s.node, err)
 		}
-		b := Batch{Rows: rows, WireBytes: len(frames) + pendingBytes}
+		b := Batch{Rows: rows, WireBytes: len(sm.Bin) + pendingBytes}
 		pendingBytes = 0
-		if n, ok := res[2].([]byte); ok {
-			b.Next = Cursor(n)
-			// Take the batch: the node may read one more ahead.
-			_ = s.c.Send(pid, etf.Tuple{etf.Atom("migctl_ack"), tag})
-		} else {
+		if sm.Done {
 			b.Done = true
+		} else {
+			b.Next = Cursor(sm.Next)
+			// Take the batch: the node may read one more ahead.
+			_ = s.agent().Ack(pid, tag)
 		}
 		if err := fn(b); err != nil {
 			if !b.Done {

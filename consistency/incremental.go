@@ -175,7 +175,7 @@ func Incremental(ctx context.Context, source, target backends.Store, cur Cursor,
 	if opts.Client == nil {
 		return nil, ErrNoClient
 	}
-	o := opts.withDefaults()
+	o := quiet(opts).withDefaults()
 	inc = inc.withDefaults()
 	rec, _, recIsTarget, err := recordSide(source, target)
 	if err != nil {

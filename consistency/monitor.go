@@ -11,11 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/erlmcp/migctl/backends"
-	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 	"github.com/erlmcp/migctl/journal"
 )
 
@@ -345,15 +344,14 @@ func (m *Monitor) nodes() []string {
 }
 
 func (m *Monitor) busy(ctx context.Context) (bool, string) {
-	c := m.cfg.Check.Client
+	node := agentapi.Node{C: m.cfg.Check.Client}
 	var loads []nodeLoad
 	for _, n := range m.nodes() {
-		rq, err1 := c.Call(ctx, n, "erlang", "statistics", etf.Atom("total_run_queue_lengths"))
-		sc, err2 := c.Call(ctx, n, "erlang", "system_info", etf.Atom("schedulers_online"))
-		if err1 != nil || err2 != nil {
+		rq, sc, err := node.Load(ctx, n)
+		if err != nil {
 			continue // the check itself will report an unreachable node
 		}
-		loads = append(loads, nodeLoad{Node: n, RunQueue: erl.Int64(rq), Schedulers: erl.Int64(sc)})
+		loads = append(loads, nodeLoad{Node: n, RunQueue: rq, Schedulers: sc})
 	}
 	return throttle(loads, m.cfg.BusyRunQueue)
 }

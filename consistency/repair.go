@@ -6,15 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strconv"
 	"sync/atomic"
 	"time"
 
-	"github.com/ergo-services/ergo/etf"
-
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 	"github.com/erlmcp/migctl/journal"
 )
 
@@ -190,6 +190,7 @@ func decodeSaved(v []byte) (had bool, old, wrote []byte, ok bool) {
 // absence it fills, is saved in the journal first, so UndoRepair(run)
 // restores the stores as they were.
 func Repair(ctx context.Context, source, target backends.Store, opts RepairOptions) (*RepairResult, error) {
+	opts.Check = quiet(opts.Check)
 	rep, err := Check(ctx, source, target, opts.Check)
 	if err != nil {
 		return nil, err
@@ -334,6 +335,16 @@ func Repair(ctx context.Context, source, target backends.Store, opts RepairOptio
 	return res, nil
 }
 
+// quiet gives o a logger that discards when it has none: a library logs
+// only to the logger it is given, and a nil one means silence
+// (Options.withDefaults would fall back to slog.Default()).
+func quiet(o Options) Options {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
 // Authority is which of the two stores the service reads, per the phase of
 // the hybrid backend on the nodes: the primary in phase0 and phase1, the
 // secondary in phase3, in phase2 the secondary for the sessions with
@@ -382,7 +393,7 @@ func readAuthority(ctx context.Context, c *erl.Client, source, target backends.S
 		nodes = append(nodes, target.Node())
 	}
 	for _, n := range nodes {
-		t, err := c.Agent(ctx, n, "migctl_migrate:status")
+		h, err := agentapi.Migrate{C: c}.HybridSides(ctx, n)
 		if err != nil {
 			var re *erl.RPCError
 			if errors.As(err, &re) {
@@ -390,34 +401,11 @@ func readAuthority(ctx context.Context, c *erl.Client, source, target backends.S
 			}
 			return nil, fmt.Errorf("reading the migration phase on %s: %w", n, err)
 		}
-		var a Authority
-		var installed bool
-		var pk, sk string
-		for _, x := range listOf(t[1]) {
-			kv, ok := x.(etf.Tuple)
-			if !ok || len(kv) != 2 {
-				continue
-			}
-			switch kv[0] {
-			case etf.Atom("installed"):
-				installed, _ = kv[1].(bool)
-			case etf.Atom("phase"):
-				a.Phase = fmt.Sprint(kv[1])
-			case etf.Atom("percent"):
-				a.Percent = int(erl.Int64(kv[1]))
-			case etf.Atom("primary"):
-				if st, ok := kv[1].(etf.Tuple); ok && len(st) == 2 {
-					pk = fmt.Sprint(st[0])
-				}
-			case etf.Atom("secondary"):
-				if st, ok := kv[1].(etf.Tuple); ok && len(st) == 2 {
-					sk = fmt.Sprint(st[0])
-				}
-			}
-		}
-		if !installed {
+		if !h.Installed {
 			continue
 		}
+		a := Authority{Phase: h.Phase, Percent: h.Percent}
+		pk, sk := h.Primary, h.Secondary
 		sKind, tKind := string(source.Spec().Kind), string(target.Spec().Kind)
 		switch {
 		case sKind == pk && tKind == sk:
@@ -435,27 +423,18 @@ func readAuthority(ctx context.Context, c *erl.Client, source, target backends.S
 			a.routed = map[string]bool{}
 			for i := 0; i < len(ids); i += 5000 {
 				part := ids[i:min(i+5000, len(ids))]
-				rt, err := c.Agent(ctx, n, "routed", encodeIDs(part), a.Percent)
+				bits, err := agentapi.Agent{C: c}.Routed(ctx, n, part, a.Percent)
 				if err != nil {
 					return nil, fmt.Errorf("phase2 routing on %s: %w", n, err)
 				}
-				bits, _ := rt[1].([]byte)
-				if len(bits) != len(part) {
-					return nil, fmt.Errorf("phase2 routing on %s: %d answers for %d ids", n, len(bits), len(part))
-				}
 				for j, id := range part {
-					a.routed[id] = bits[j] == 1
+					a.routed[id] = bits[j]
 				}
 			}
 		}
 		return &a, nil
 	}
 	return nil, nil
-}
-
-func listOf(t etf.Term) etf.List {
-	l, _ := t.(etf.List)
-	return l
 }
 
 // PlanPhase is Plan for a cluster running the hybrid backend: only the
@@ -557,13 +536,13 @@ func applyCAS(ctx context.Context, src, tgt *side, res *RepairResult, curS, curT
 					buf = append(buf, f...)
 				}
 			}
-			t, err := x.sd.c.Agent(ctx, x.sd.node, "put_if", x.sd.term, buf)
+			r, err := agentapi.Agent{C: x.sd.c}.PutIf(ctx, x.sd.node, agentStore(x.sd.store), buf)
 			if err != nil {
 				return fmt.Errorf("put_if on %s: %w", x.sd.name(), err)
 			}
-			res.Written += int(erl.Int64(t[1]))
-			res.Deleted += int(erl.Int64(t[2]))
-			res.Skipped += int(erl.Int64(t[3]))
+			res.Written += r.Written
+			res.Deleted += r.Deleted
+			res.Skipped += r.Skipped
 		}
 	}
 	return nil
@@ -600,7 +579,7 @@ func UndoRepair(ctx context.Context, run uint64, source, target backends.Store, 
 	if opts.Client == nil {
 		return nil, ErrNoClient
 	}
-	o := opts.Options.withDefaults()
+	o := quiet(opts.Options).withDefaults()
 	j := opts.Journal
 	e, err := j.Get(run)
 	if err != nil {

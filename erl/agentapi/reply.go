@@ -50,7 +50,12 @@ func (m module) call(ctx context.Context, node, fun string, args ...etf.Term) (e
 
 // shape is the error for a reply of the wrong shape.
 func (m module) shape(node, fun string, got etf.Term) error {
-	return &erl.Error{Op: m.name + ":" + fun, Node: node, Err: fmt.Errorf("%w: %v", ErrReplyShape, got)}
+	// A batch can be half a megabyte: say enough to recognise the reply.
+	s := fmt.Sprint(got)
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return &erl.Error{Op: m.name + ":" + fun, Node: node, Err: fmt.Errorf("%w: %s", ErrReplyShape, s)}
 }
 
 // okN checks an {ok, ...} reply has n elements after ok.
@@ -86,4 +91,30 @@ func atoms(ss []string) etf.List {
 		l[i] = etf.Atom(s)
 	}
 	return l
+}
+
+// isInt says whether t is an integer as ergo decodes one (whatever Go
+// integer type it chose), for decodes that must tell a count from
+// something else rather than read it as 0.
+func isInt(t etf.Term) bool {
+	switch t.(type) {
+	case int, int64, int32, int16, int8, uint64, uint32, uint16, uint8:
+		return true
+	}
+	return false
+}
+
+// reasonText is an {error, Reason}'s reason as text: an atom's name, a
+// binary's or charlist's bytes, else as Go prints it (erl.Client.Agent
+// reads reasons the same way, so callers match one spelling).
+func reasonText(t etf.Term) string {
+	switch v := t.(type) {
+	case etf.Atom:
+		return string(v)
+	case []byte:
+		return string(v)
+	case string:
+		return v
+	}
+	return fmt.Sprint(t)
 }
