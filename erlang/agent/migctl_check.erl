@@ -327,7 +327,7 @@ sample_lookup(Spec, IdsBin, What) when What =:= members; What =:= digests ->
         _ = ready(Spec),
         Ids = migctl_lib:ids(IdsBin),
         Emit = case What of
-                   members -> fun({Id, _}) -> {Id, [<<(byte_size(Id)):32>>, Id]}; (Odd) -> Odd end;
+                   members -> fun({odd, _} = Odd) -> Odd; ({Id, _}) -> {Id, [<<(byte_size(Id)):32>>, Id]} end;
                    digests -> fun frame_of/1
                end,
         {Rows, Method} = lookup_rows(Spec, Ids, Emit),
@@ -339,8 +339,8 @@ sample_lookup(_, _, _) -> {error, badarg}.
 %% read so that only frames (not sessions) pile up in the heap: keeping
 %% 10,000 decoded sessions until the end cost more in garbage collection
 %% than reading them.
-frame_of({Id, S}) -> {Id, iolist_to_binary(content_frame(Id, S))};
-frame_of(Odd) -> Odd.
+frame_of({odd, _} = Odd) -> Odd;
+frame_of({Id, S}) -> {Id, iolist_to_binary(content_frame(Id, S))}.
 
 %% lookup_rows(Spec, Ids, Emit) -> {[Emitted], Method}: Emit({Id, Session})
 %% of the sessions of Ids the store holds.
