@@ -299,21 +299,21 @@ func (s *side) getMany(ctx context.Context, ids []string) (map[string][]byte, er
 	return out, err
 }
 
-// slotSample draws about n rows at random from the store without a scan
-// (migctl_check:slot_sample/3), with their digests, and the drawn rows
-// that are not sessions.
-func (s *side) slotSample(ctx context.Context, n int, seed int64) (map[string]digestRow, oddRows, error) {
-	out := map[string]digestRow{}
-	var odd oddRows
-	err := s.pass(ctx, "slot_sample", func(p *side, st agentapi.Store) (int64, error) {
-		keys, o, err := agentapi.Check{C: p.c}.SlotSample(ctx, p.node, st, n, seed)
-		var b int64
-		for id, k := range keys {
-			out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
-			b += int64(16 + len(id))
-		}
-		odd.add(o)
-		return b + idBytes(o.Keys) + 4, err
+// slotSample draws every row of a random set of the store's hash slots,
+// each slot with probability r, on the store's node in one call
+// (migctl_check:sample_draw/4), with their digests, and the drawn rows
+// that are not sessions. method is how the node read the store (ets, raw
+// or server; a union: the last member's).
+func (s *side) slotSample(ctx context.Context, r agentapi.Rate, seed int64) (rows map[string]digestRow, odd oddRows, method string, err error) {
+	var out sampleRows
+	err = s.pass(ctx, "sample_draw", func(p *side, st agentapi.Store) (int64, error) {
+		l, err := agentapi.Sample{C: p.c}.Draw(ctx, p.node, st, r, seed)
+		out.add(l)
+		method = l.Method
+		return l.Bytes, err
 	})
-	return out, odd, err
+	if out.rows == nil {
+		out.rows = map[string]digestRow{}
+	}
+	return out.rows, out.odd, method, err
 }

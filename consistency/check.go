@@ -17,6 +17,7 @@ import (
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/backends/bucketdiff"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // Kind is the kind of a difference.
@@ -44,25 +45,34 @@ type SampleMethod string
 const (
 	// SampleAuto uses SampleSlots when the stores hold more than
 	// 16 × Sample sessions, else SampleHashRanges: a scan costs about 1-8 µs
-	// a row (ETS to DETS), a random slot read or lookup 10-90 µs.
+	// a row (ETS to DETS), a slot read 10-30 µs.
 	SampleAuto SampleMethod = ""
 	// SampleHashRanges: random subranges of the hash space covering
 	// Sample/rows of it; both sides list the rows in them (one pass each).
 	// Exactly uniform over the union of both stores' keys.
 	SampleHashRanges SampleMethod = "hash-ranges"
-	// SampleSlots: random hash slots. When one side is a single DETS file,
-	// random slots of that file are read and the other side lists its
-	// sessions whose keys fall in the same slots (DETS's slot function is
-	// a function of the key and the file's slot count; one pass over the
-	// other side, no lookups on the DETS file): exactly uniform over the
-	// union. Otherwise as SampleSlotsLookup.
+	// SampleSlots: each side draws random hash slots of its own table on
+	// its node, in one call, every slot with the same probability
+	// Sample/rows (rows: the larger store's), and lists every row of them;
+	// then each side is asked, one call per batch, about the other's draw
+	// (the source: which of the target's ids it holds; the target: its
+	// digests of the source's ids). A session on both sides counts only
+	// when the source drew it: exactly uniform over the union (a key is in
+	// a drawn slot with the same probability whatever slot it is in). No
+	// scan; a DETS file is read directly on its node (validated slot by
+	// slot, through its server when that fails), not one request to its
+	// server per slot or key.
 	SampleSlots SampleMethod = "slots"
-	// SampleSlotsLookup: random hash slots of each table (ets:slot,
-	// dets:slot), about Sample sessions in all, drawn from each side in
-	// proportion to its size, then looked up on the other side. No scan:
-	// fast on large ETS tables; uniform as far as the tables' own hashing
-	// is. On a DETS file every draw and every lookup is a random read.
+	// SampleSlotsLookup is SampleSlots (its former name, when SampleSlots
+	// meant SampleDETSSlots).
 	SampleSlotsLookup SampleMethod = "slots-lookup"
+	// SampleDETSSlots: when one side is a single DETS file, random slots of
+	// that file are read and the other side lists its sessions whose keys
+	// fall in the same slots (DETS's slot function is a function of the
+	// key and the file's slot count; one pass over the other side's keys,
+	// no lookups on the DETS file): exactly uniform over the union.
+	// Otherwise as SampleSlots.
+	SampleDETSSlots SampleMethod = "dets-slots"
 )
 
 // Kinds lists every Kind in report order.
@@ -107,7 +117,7 @@ type Options struct {
 	Pace func(context.Context) error
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
-	// Log receives progress at debug level; default slog.Default().
+	// Log receives progress at debug level; nil discards it.
 	Log *slog.Logger
 }
 
@@ -135,7 +145,7 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	if o.Log == nil {
-		o.Log = slog.Default()
+		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Seed == 0 {
 		var b [8]byte
@@ -521,18 +531,18 @@ func sampleList(ctx context.Context, src, tgt *side, o Options, rep *Report, log
 			method = SampleSlots
 		}
 	}
-	if method == SampleSlots {
+	if method == SampleDETSSlots {
 		l, err := detsSlotList(ctx, src, tgt, o, counts, countt, log)
 		if errors.Is(err, errNoDETSSide) {
-			method = SampleSlotsLookup
+			method = SampleSlots
 		} else {
 			rep.Rounds = 1
 			rep.Phases.Listing = time.Since(t0)
 			return l, err
 		}
 	}
-	if method == SampleSlotsLookup {
-		l, err := slotList(ctx, src, tgt, o, counts, countt)
+	if method == SampleSlots || method == SampleSlotsLookup {
+		l, err := slotList(ctx, src, tgt, o, counts, countt, log)
 		rep.Rounds = 1
 		rep.Phases.Listing = time.Since(t0)
 		return l, err
@@ -557,27 +567,27 @@ func sampleList(ctx context.Context, src, tgt *side, o Options, rep *Report, log
 	return listing{src: a.rows, tgt: b.rows, odd: [2]oddRows{a.odd, b.odd}}, nil
 }
 
-// slotList draws rows from each side's hash slots at the same rate (with
-// their digests), then asks each side about the ids the other side drew.
+// slotList draws rows from each side's hash slots at the same rate
+// (SampleSlots), then asks each side about the ids the other side drew.
 // A session on both sides counts only when drawn from the source, one on
 // the target only when drawn from the target: so every session of the
 // union has the same chance, whichever side(s) hold it. The target gives
 // its digests of the source's draw; the source only says which of the
-// target's draw it holds (those leave the sample), which a DETS file
-// answers without decoding sessions.
+// target's draw it holds (those leave the sample).
 //
-// Each question goes out as soon as the draw it is about is in, not after
-// both draws: a DETS file answers one call at a time and draws slowly
-// (about one row per slot call), so its draw and its answers about the
-// other side's draw overlap instead of adding up.
-func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int64) (listing, error) {
+// Each side draws in one call on its node, and each question goes out as
+// soon as the draw it is about is in, not after both draws: the two
+// sides' draws and questions overlap instead of adding up.
+func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int64, log *slog.Logger) (listing, error) {
 	most := max(counts, countt)
 	if most == 0 {
 		return listing{src: map[string]digestRow{}, tgt: map[string]digestRow{}}, nil
 	}
-	ns := int((int64(o.Sample)*counts + most - 1) / most)
-	nt := int((int64(o.Sample)*countt + most - 1) / most)
-	seed := int64(o.Seed & (1<<62 - 1))
+	rate := agentapi.Rate{Num: int64(o.Sample), Den: most}
+	// Two seeds from one: the sides' draws are independent even when the
+	// stores hash alike (two DETS files of the same slot count).
+	seedS := int64(o.Seed & (1<<62 - 1))
+	seedT := int64((o.Seed*0x9e3779b97f4a7c15 + 0x632be59bd9b4e019) & (1<<62 - 1))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -602,17 +612,14 @@ func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int
 			}
 		}()
 	}
-	draw := func(s *side, n int, out *map[string]digestRow, outOdd *oddRows, in chan struct{}) func() error {
+	draw := func(s *side, seed int64, out *map[string]digestRow, outOdd *oddRows, in chan struct{}) func() error {
 		return func() error {
-			if n <= 0 {
-				*out = map[string]digestRow{}
-			} else {
-				m, odd, err := s.slotSample(ctx, n, seed)
-				if err != nil {
-					return err
-				}
-				*out, *outOdd = m, odd
+			m, odd, method, err := s.slotSample(ctx, rate, seed)
+			if err != nil {
+				return err
 			}
+			log.Debug("sample drawn", "side", s.name(), "rows", len(m), "method", method)
+			*out, *outOdd = m, odd
 			close(in)
 			return nil
 		}
@@ -627,14 +634,14 @@ func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int
 			return false
 		}
 	}
-	run(draw(src, ns, &a, &odd[0], aIn))
-	run(draw(tgt, nt, &b, &odd[1], bIn))
+	run(draw(src, seedS, &a, &odd[0], aIn))
+	run(draw(tgt, seedT, &b, &odd[1], bIn))
 	run(func() error {
 		if !ready(aIn) {
 			return nil
 		}
 		var err error
-		tgtOfA, err = tgt.digestsOf(ctx, slices.Collect(maps.Keys(a)))
+		tgtOfA, err = tgt.sampleDigests(ctx, slices.Sorted(maps.Keys(a)))
 		return err
 	})
 	run(func() error {
@@ -642,7 +649,7 @@ func slotList(ctx context.Context, src, tgt *side, o Options, counts, countt int
 			return nil
 		}
 		var err error
-		srcHasB, err = src.membersOf(ctx, slices.Collect(maps.Keys(b)))
+		srcHasB, err = src.sampleMembers(ctx, slices.Sorted(maps.Keys(b)))
 		return err
 	})
 	wg.Wait()

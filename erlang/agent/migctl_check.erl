@@ -21,10 +21,13 @@
 
 -export([version/0, get_many/2, native_compare/3,
          slot_sample/3, data_size/1, digests_of/2, members_of/2,
-         dets_next/1, dets_slot_rows/3, dets_slot_listing/3]).
+         dets_next/1, dets_slot_rows/3, dets_slot_listing/3,
+         sample_draw/4, sample_lookup/3]).
 
 -define(VSN, 2).
 -define(M32, 4294967296).
+%% dets_v9's collection status of a live object collection.
+-define(DETS_ACTIVE, 16#12345678).
 
 -import(migctl_lib, [safe/1, fail/1, odd_reset/0, odd_row/1, odd/0, key/2]).
 -import(migctl_buckets, [ready/1, content_frame/2]).
@@ -266,6 +269,275 @@ keys_loop('$end_of_table', _, _, Acc) -> Acc;
 keys_loop({error, E}, _, _, _) -> fail(migctl_lib:error_text("select", E));
 keys_loop({Keys, Cont}, Next, In, Acc) ->
     keys_loop(Next(Cont), Next, In, [K || K <- Keys, In(K)] ++ Acc).
+
+%% ------------------------------------------------------------ sample draw
+%%
+%% How `migctl consistency check --sample' draws (consistency/check.go,
+%% slotList): each side draws a random set of its own hash slots, every
+%% slot with the same probability Num/Den, and lists every row of them
+%% (sample_draw/4, one call); then each side is asked about the other's
+%% draw (sample_lookup/3, one call per batch). A key is in a drawn slot
+%% with probability Num/Den whatever the slot holds, so each side's draw
+%% is a uniform sample of its keys at that rate, and the Go side counts a
+%% key held by both only when the source drew it: uniform over the union.
+%%
+%% A DETS file answers through its server one slot or one key a request
+%% (~100 us each on a loaded node: 10,000 of them were the whole cost of a
+%% sample at 1M). So the drawn slots are read from the file directly, in
+%% one batch of preads: the file layout is dets_v9's (private to OTP, so
+%% it is checked, not trusted). The DETS server's write cache is flushed
+%% first (dets:slot/2 does that), a few slots are compared with what the
+%% server reads (any difference: every slot through the server), and
+%% every slot read directly is validated (the collection header, the
+%% status, every object decodes, every key hashes to that slot); a slot
+%% that fails (rewritten meanwhile by a live writer) is read again through
+%% the server. What the file held a moment ago can still be read under a
+%% live writer, as through the server: a sample's suspects are always read
+%% again by key before anything is reported.
+
+%% sample_draw(Spec, Num, Den, Seed) ->
+%%   {ok, <<IdLen:32, Id/binary, Digest:32, LastAccessed:64/signed>>*, N, Odd, Method}
+%% Every row of a random set of the store's hash slots, each slot drawn
+%% with probability Num/Den (K slots without replacement, K = Slots*Num/Den
+%% rounded at random so that its mean is exact), listed as digests/3 lists
+%% them; Odd: the drawn rows that are not sessions; Method: ets | raw
+%% (a DETS file read directly) | server (through the DETS server). The
+%% same Seed on the same store draws the same slots.
+sample_draw(Spec, Num, Den, Seed) when is_integer(Num), Num >= 0, is_integer(Den), Den > 0, is_integer(Seed) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        _ = rand:seed(exsss, Seed),
+        with_slots(Spec, fun(NSlots, Read, Method) ->
+            Slots = lists:sort(floyd(NSlots, draw_count(NSlots, Num, Den))),
+            {Frames, OddKeys} = split_rows(Read(Slots, fun frame_of/1)),
+            odd_reset(),
+            _ = [odd_row(K) || K <- OddKeys],
+            {ok, iolist_to_binary(Frames), length(Frames), odd(), Method}
+        end)
+    end);
+sample_draw(_, _, _, _) -> {error, badarg}.
+
+%% sample_lookup(Spec, <<IdLen:32, Id/binary>>*, What) -> {ok, Bin, N, Method}
+%% The other side's draw asked of this store: What = members, Bin the
+%% ids present (<<IdLen:32, Id>>*); What = digests, Bin the listing of the
+%% ids present (as sample_draw/4). A DETS file reads the slots the keys
+%% hash to directly (see above); other stores look the keys up.
+sample_lookup(Spec, IdsBin, What) when What =:= members; What =:= digests ->
+    safe(fun() ->
+        _ = ready(Spec),
+        Ids = migctl_lib:ids(IdsBin),
+        Emit = case What of
+                   members -> fun({odd, _} = Odd) -> Odd; ({Id, _}) -> {Id, [<<(byte_size(Id)):32>>, Id]} end;
+                   digests -> fun frame_of/1
+               end,
+        {Rows, Method} = lookup_rows(Spec, Ids, Emit),
+        {ok, iolist_to_binary([B || {_, B} <- Rows]), length(Rows), Method}
+    end);
+sample_lookup(_, _, _) -> {error, badarg}.
+
+%% frame_of(Row): a session's listing frame, made as soon as the row is
+%% read so that only frames (not sessions) pile up in the heap: keeping
+%% 10,000 decoded sessions until the end cost more in garbage collection
+%% than reading them.
+frame_of({odd, _} = Odd) -> Odd;
+frame_of({Id, S}) -> {Id, iolist_to_binary(content_frame(Id, S))}.
+
+%% lookup_rows(Spec, Ids, Emit) -> {[Emitted], Method}: Emit({Id, Session})
+%% of the sessions of Ids the store holds.
+lookup_rows({dets, _, _, _, _} = Spec, Ids, Emit) ->
+    with_slots(Spec, fun(Next, Read, Method) ->
+        M = 1 bsl (bits(Next) - 1),
+        Want = maps:from_list([{I, true} || I <- Ids]),
+        Keep = fun({I, _} = R) when is_binary(I) ->
+                       case maps:is_key(I, Want) of
+                           true -> Emit(R);
+                           false -> skip
+                       end;
+                  (_) -> skip
+               end,
+        {[E || {_, _} = E <- Read(lists:usort([dets_slot(I, M, Next) || I <- Ids]), Keep)], Method}
+    end);
+lookup_rows({mnesia, Tab} = Spec, Ids, Emit) ->
+    migctl_lib:local_copy(Tab),
+    {[Emit(R) || Id <- Ids, R <- lookup(Spec, Id)], ets};
+lookup_rows(Spec, Ids, Emit) ->
+    {[Emit(R) || Id <- Ids, R <- lookup(Spec, Id)], ets}.
+
+%% split_rows(Items) -> {[Frame], [OddKey]}, each key once (an ETS table
+%% rehashed while it is read can show a key in two slots).
+split_rows(Items) ->
+    {S, O} = lists:foldl(fun({odd, K}, {A, O}) -> {A, O#{K => true}};
+                            ({Id, F}, {A, O}) -> {A#{Id => F}, O}
+                         end, {#{}, #{}}, Items),
+    {maps:values(S), maps:keys(O)}.
+
+%% draw_count(Slots, Num, Den): Slots*Num/Den, the fraction rounded up with
+%% that probability.
+draw_count(Slots, Num, Den) when Num >= Den -> Slots;
+draw_count(Slots, Num, Den) ->
+    K = Slots * Num div Den,
+    R = Slots * Num rem Den,
+    case R > 0 andalso rand:uniform(Den) =< R of
+        true -> min(K + 1, Slots);
+        false -> K
+    end.
+
+%% floyd(N, K): K distinct integers of [0, N) drawn uniformly (Floyd's
+%% algorithm: K steps whatever N is).
+floyd(N, K) when K >= N -> lists:seq(0, N - 1);
+floyd(N, K) -> maps:keys(floyd(N - K, N, #{})).
+
+floyd(J, N, Acc) when J >= N -> Acc;
+floyd(J, N, Acc) ->
+    X = rand:uniform(J + 1) - 1,
+    case maps:is_key(X, Acc) of
+        true -> floyd(J + 1, N, Acc#{J => true});
+        false -> floyd(J + 1, N, Acc#{X => true})
+    end.
+
+%% with_slots(Spec, F) -> F(NSlots, Read, Method): Read(Slots, Emit) reads
+%% the given slots (ascending) and returns Emit of each row, a row being
+%% {Id, Session} or {odd, Key} (a row that is not a session).
+with_slots({ets, Tab}, F) ->
+    F(slot_count_ets(Tab), fun(Is, Emit) -> [Emit(R) || I <- Is, R <- ets_slot_rows(ets, Tab, I)] end, ets);
+with_slots({mnesia, Tab}, F) ->
+    migctl_lib:local_copy(Tab),
+    F(slot_count_ets(Tab), fun(Is, Emit) -> [Emit(R) || I <- Is, R <- ets_slot_rows(mnesia, Tab, I)] end, ets);
+with_slots({dets, Tab, _, _, _}, F) ->
+    Next = dets_used_slots(Tab),
+    case raw_open(Tab, Next) of
+        {ok, Raw} ->
+            try F(Next, fun(Is, Emit) -> raw_read(Raw, Is, Emit) end, raw)
+            after file:close(element(2, Raw))
+            end;
+        no ->
+            F(Next, fun(Is, Emit) -> [Emit(R) || I <- Is, R <- norm(dets, slot_objects(Tab, I))] end, server)
+    end.
+
+ets_slot_rows(Kind, Tab, I) ->
+    case catch ets:slot(Tab, I) of
+        L when is_list(L) -> norm(Kind, L);
+        _ -> []
+    end.
+
+norm(mnesia, Rows) ->
+    [case R of
+         {_, Id, S, _} when is_binary(Id), is_map(S) -> {Id, S};
+         _ -> {odd, key(mnesia, R)}
+     end || R <- Rows];
+norm(Kind, Rows) ->
+    [case R of
+         {Id, S} when is_binary(Id), is_map(S) -> {Id, S};
+         _ -> {odd, key(Kind, R)}
+     end || R <- Rows].
+
+%% raw_open(Tab, Next) -> {ok, {raw, Fd, Tab, Next, M}} | no
+%% The file of Tab opened for reading beside its server, when its layout
+%% is the one read_raw/2 knows (a set of version 9, phash2, keys at
+%% position 1, on disk) and a few slots read directly equal what the
+%% server reads.
+raw_open(Tab, Next) ->
+    try
+        set = dets:info(Tab, type),
+        1 = dets:info(Tab, keypos),
+        phash2 = dets:info(Tab, hash),
+        false = dets:info(Tab, ram_file),
+        true = Next > 0,
+        File = dets:info(Tab, filename),
+        %% dets:slot/2 writes the server's cache of pending writes to the
+        %% file before it reads (dets:sync/1 would also fsync).
+        _ = slot_objects(Tab, 0),
+        {ok, Fd} = file:open(File, [read, raw, binary]),
+        Raw = {raw, Fd, Tab, Next, 1 bsl (bits(Next) - 1)},
+        case check_raw(Raw) of
+            true -> {ok, Raw};
+            false -> file:close(Fd), no
+        end
+    catch _:_ -> no
+    end.
+
+%% check_raw(Raw): the header is dets_v9's and eight slots spread over
+%% the file read the same directly and through the server.
+check_raw({raw, Fd, Tab, Next, _} = Raw) ->
+    case file:pread(Fd, 0, 20) of
+        {ok, <<_:32, 16#0abcdef:32, _:32, _:32, 9:32>>} ->
+            Slots = lists:usort([J * (Next - 1) div 7 || J <- lists:seq(0, 7)]),
+            lists:all(fun(I) ->
+                          case raw_slots(Raw, [I], fun(_, R) -> R end) of
+                              [{ok, Objs}] -> lists:sort(Objs) =:= lists:sort(slot_objects(Tab, I));
+                              _ -> false
+                          end
+                      end, Slots);
+        _ -> false
+    end.
+
+%% raw_read(Raw, Slots, Emit): with_slots/2's Read for a file read
+%% directly, the slots that do not validate read through the server.
+raw_read({raw, _, Tab, _, _} = Raw, Slots, Emit) ->
+    lists:append(raw_slots(Raw, Slots, fun(_, {ok, Objs}) -> [Emit(R) || R <- norm(dets, Objs)];
+                                          (I, retry) -> [Emit(R) || R <- norm(dets, slot_objects(Tab, I))]
+                                       end)).
+
+%% raw_slots(Raw, Slots, OnSlot) -> [OnSlot(Slot, {ok, [Object]} | retry)]
+%% dets_v9's layout: the segment array parts' addresses at 312 + 4*Part
+%% (Part = Seg div 512), a part holds 512 segment addresses, a segment 256
+%% slot entries <<Size:32, Pos:32>>; at Pos the collection
+%% <<Size:32, ?ACTIVE:32, (<<ObjSize:32, term_to_binary(Object)>>)*>>
+%% (ObjSize counting its own 4 bytes). Two batches of preads: the slot
+%% entries, then the collections. Each slot is decoded and handed to
+%% OnSlot at once, so that no more than one slot's sessions are held.
+raw_slots({raw, Fd, _, _, _} = Raw, Slots, OnSlot) ->
+    Segs = lists:usort([I bsr 8 || I <- Slots]),
+    SegAddr = seg_addrs(Fd, Segs),
+    Entries = case file:pread(Fd, [{maps:get(I bsr 8, SegAddr) + 8 * (I band 255), 8} || I <- Slots]) of
+                  {ok, Es} -> Es;
+                  _ -> [eof || _ <- Slots]
+              end,
+    Ptrs = [case E of
+                <<0:32, _:32>> -> empty;
+                <<Size:32, Pos:32>> when Size >= 8 -> {Pos, Size};
+                _ -> bad
+            end || E <- Entries],
+    Colls = case file:pread(Fd, [P || {_, _} = P <- Ptrs]) of
+                {ok, Cs} -> Cs;
+                _ -> [eof || {_, _} <- Ptrs]
+            end,
+    zip_colls(Raw, OnSlot, Slots, Ptrs, Colls).
+
+zip_colls(_, _, [], [], _) -> [];
+zip_colls(Raw, On, [I | Is], [empty | Ps], Cs) -> [On(I, {ok, []}) | zip_colls(Raw, On, Is, Ps, Cs)];
+zip_colls(Raw, On, [I | Is], [bad | Ps], Cs) -> [On(I, retry) | zip_colls(Raw, On, Is, Ps, Cs)];
+zip_colls(Raw, On, [I | Is], [{_, Size} | Ps], [C | Cs]) ->
+    [On(I, decode_coll(Raw, I, Size, C)) | zip_colls(Raw, On, Is, Ps, Cs)].
+
+decode_coll({raw, _, _, Next, M}, I, Size, <<Size:32, ?DETS_ACTIVE:32, KO/binary>>) ->
+    try
+        Objs = objs(KO, []),
+        true = lists:all(fun(O) -> is_tuple(O) andalso tuple_size(O) >= 1
+                                       andalso dets_slot(element(1, O), M, Next) =:= I end, Objs),
+        {ok, Objs}
+    catch _:_ -> retry
+    end;
+decode_coll(_, _, _, _) -> retry.
+
+objs(<<>>, Acc) -> lists:reverse(Acc);
+objs(<<Sz:32, Rest/binary>>, Acc) when Sz >= 4 ->
+    L = Sz - 4,
+    <<Obj:L/binary, T/binary>> = Rest,
+    objs(T, [binary_to_term(Obj) | Acc]).
+
+%% seg_addrs(Fd, Segs) -> #{Seg => Address}: one pread per segment array
+%% part used (a part addresses 512 segments, 131,072 slots).
+seg_addrs(Fd, Segs) ->
+    Parts = lists:usort([S bsr 9 || S <- Segs]),
+    PartAddr = maps:from_list([{P, begin {ok, <<A:32>>} = file:pread(Fd, 312 + 4 * P, 4), A end} || P <- Parts]),
+    PartBins = maps:map(fun(_, A) -> {ok, B} = file:pread(Fd, A, 4 * 512), B end, PartAddr),
+    maps:from_list([{S, begin
+                            B = maps:get(S bsr 9, PartBins),
+                            Off = 4 * (S band 511),
+                            <<_:Off/binary, Addr:32, _/binary>> = B,
+                            Addr
+                        end} || S <- Segs]).
 
 %% --------------------------------------------------------- native compare
 
