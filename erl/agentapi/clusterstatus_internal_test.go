@@ -26,13 +26,6 @@ func kv(k string, v erl.Term) erl.Tuple { return erl.Tuple{erl.Atom(k), v} }
 var cm = module{name: "migctl_cluster"}
 
 // requireShape checks err is a reply-shape error naming fun.
-func requireShape(t *testing.T, err error, fun string) {
-	t.Helper()
-	require.Error(t, err)
-	require.True(t, errors.Is(err, ErrReplyShape), "%v", err)
-	require.Contains(t, err.Error(), fun)
-}
-
 func recorderTerm() erl.Tuple {
 	return erl.Tuple{erl.Atom("ok"), true,
 		erl.List{erl.Tuple{erl.Atom("session"), int64(1700000000000), 0}, erl.Tuple{erl.Atom("other"), -1, 0}},
