@@ -2,14 +2,8 @@ package consistency
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
-	"maps"
-	"slices"
 	"sync/atomic"
-
-	"github.com/ergo-services/ergo/etf"
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/backends/bucketdiff"
@@ -21,15 +15,14 @@ import (
 // check functions are called through it.
 var ErrNoClient = errors.New("consistency: Options.Client is required")
 
-// side is one store as the check sees it: its node, the spec term that the
-// agent modules dispatch on, and counters of what crossed the wire. A side
+// side is one store as the check sees it: its store (whose spec the
+// typed stubs send), its node, and counters of what crossed the wire. A side
 // made from a backends.Union has parts, one per member node: every agent
-// call goes to each part and the replies are merged (see call).
+// call goes to each part and the replies are merged (see pass).
 type side struct {
 	c     *erl.Client
 	store backends.Store
 	node  string
-	term  etf.Tuple
 	parts []*side
 	wire  *atomic.Int64 // bytes both ways, shared by both sides of a check
 	trips *atomic.Int64
@@ -42,82 +35,12 @@ func newSide(c *erl.Client, s backends.Store, wire, trips *atomic.Int64, pace fu
 		for _, m := range u.Members {
 			sd.parts = append(sd.parts, newSide(c, m, wire, trips, pace))
 		}
-		sd.term = sd.parts[0].term
 		return sd
 	}
-	sp := s.Spec()
-	var t etf.Tuple
-	// The same spec terms backends.Open builds (the agent contract).
-	switch sp.Kind {
-	case backends.KindETS:
-		t = etf.Tuple{etf.Atom("ets"), etf.Atom(sp.Table)}
-	case backends.KindDETS:
-		t = etf.Tuple{etf.Atom("dets"), etf.Atom(sp.Table), sp.File, sp.Create, c.Self()}
-	default:
-		t = etf.Tuple{etf.Atom("mnesia"), etf.Atom(sp.Table)}
-	}
-	return &side{c: c, store: s, node: s.Node(), term: t, wire: wire, trips: trips, pace: pace}
+	return &side{c: c, store: s, node: s.Node(), wire: wire, trips: trips, pace: pace}
 }
 
 func (s *side) name() string { return s.store.Spec().String() + "@" + s.node }
-
-// call runs migctl_check:fun(Args) where args[0] is the side's spec term.
-// On a union side it runs on every part (each with its own spec term) and
-// merges the replies, which all have the shape {ok, Binary, Count} or
-// {ok, Binary, Count, Odd}: listings (get_many, slot_sample, the DETS-slot
-// listings) are concatenated; the rows that are not sessions (Odd) are
-// added up. A session lives on one member, so the merges are exact. (The
-// bucket protocol goes through the typed stub instead: see pass.)
-func (s *side) call(ctx context.Context, fun string, sent int, args ...erl.Term) (etf.Tuple, error) {
-	if len(s.parts) == 0 {
-		return s.call1(ctx, fun, sent, args...)
-	}
-	var merged etf.Tuple
-	for _, p := range s.parts {
-		a := append([]erl.Term{p.term}, args[1:]...)
-		t, err := p.call1(ctx, fun, sent, a...)
-		if err != nil {
-			return nil, err
-		}
-		if merged == nil {
-			merged = etf.Tuple{t[0], append([]byte(nil), erl.Bytes(t[1])...), erl.Int64(t[2])}
-			if len(t) > 3 {
-				merged = append(merged, append([]byte(nil), erl.Bytes(t[3])...))
-			}
-			continue
-		}
-		if len(t) > 3 && len(merged) > 3 {
-			o, err := mergeOdd(merged[3].([]byte), erl.Bytes(t[3]))
-			if err != nil {
-				return nil, fmt.Errorf("%s on %s: %w", fun, s.name(), err)
-			}
-			merged[3] = o
-		}
-		merged[1] = append(merged[1].([]byte), erl.Bytes(t[1])...)
-		merged[2] = merged[2].(int64) + erl.Int64(t[2])
-	}
-	return merged, nil
-}
-
-func (s *side) call1(ctx context.Context, fun string, sent int, args ...erl.Term) (etf.Tuple, error) {
-	if s.pace != nil {
-		if err := s.pace(ctx); err != nil {
-			return nil, err
-		}
-	}
-	s.trips.Add(1)
-	s.wire.Add(int64(sent))
-	t, err := s.c.Agent(ctx, s.node, "migctl_check:"+fun, args...)
-	if err != nil {
-		return nil, fmt.Errorf("%s on %s: %w", fun, s.name(), err)
-	}
-	for _, x := range t[1:] {
-		if b, ok := x.([]byte); ok {
-			s.wire.Add(int64(len(b)))
-		}
-	}
-	return t, nil
-}
 
 // oddRows are the rows of a store that are not erlmcp sessions (an id
 // that is not a binary, a value that is not a map, a record of another
@@ -127,27 +50,6 @@ func (s *side) call1(ctx context.Context, fun string, sent int, args ...erl.Term
 type oddRows struct {
 	N    int64
 	Keys []string
-}
-
-// parseOdd reads the agent's <<Count:32, (KeyLen:32, Key/binary)*>>; a
-// reply without it (a reply shape with no Odd) is no odd rows.
-func parseOdd(t etf.Tuple) (oddRows, error) {
-	if len(t) < 4 {
-		return oddRows{}, nil
-	}
-	o, err := agentapi.ParseOdd(erl.Bytes(t[3]))
-	return oddRows(o), err
-}
-
-// mergeOdd adds two Odd binaries (union members): counts add up, keys are
-// concatenated.
-func mergeOdd(a, b []byte) ([]byte, error) {
-	if len(a) < 4 || len(b) < 4 {
-		return nil, errors.New("odd rows: truncated reply")
-	}
-	out := binary.BigEndian.AppendUint32(nil, binary.BigEndian.Uint32(a)+binary.BigEndian.Uint32(b))
-	out = append(out, a[4:]...)
-	return append(out, b[4:]...), nil
 }
 
 // pass runs one call of a typed stub on every part of the side (one,
@@ -219,40 +121,6 @@ func (s *side) digests(ctx context.Context, rs []bucketdiff.Range, limit int) (m
 	return out, odd, err
 }
 
-// digestsOf lists the given ids' digests (those present), by lookup
-// (migctl_buckets:of_ids/3).
-func (s *side) digestsOf(ctx context.Context, ids []string) (map[string]digestRow, error) {
-	out := map[string]digestRow{}
-	err := s.pass(ctx, "of_ids", func(p *side, st agentapi.Store) (int64, error) {
-		r, err := agentapi.Buckets{C: p.c}.OfIDs(ctx, p.node, st, ids, 5000, agentapi.KeyOptions{})
-		for id, k := range r.Keys {
-			out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
-		}
-		return r.Bytes, err
-	})
-	return out, err
-}
-
-// membersOf says which of ids the store holds (migctl_check:members_of/2),
-// in batches of 5,000.
-func (s *side) membersOf(ctx context.Context, ids []string) (map[string]bool, error) {
-	out := map[string]bool{}
-	err := s.pass(ctx, "members_of", func(p *side, st agentapi.Store) (int64, error) {
-		var n int64
-		for i := 0; i < len(ids); i += 5000 {
-			part := ids[i:min(i+5000, len(ids))]
-			m, err := agentapi.Check{C: p.c}.MembersOf(ctx, p.node, st, part)
-			if err != nil {
-				return n, err
-			}
-			maps.Copy(out, m)
-			n += idBytes(part) + idBytes(slices.Collect(maps.Keys(m)))
-		}
-		return n, nil
-	})
-	return out, err
-}
-
 // idBytes is the size of ids framed (what crossed the wire).
 func idBytes(ids []string) int64 {
 	n := int64(4 * len(ids))
@@ -260,20 +128,6 @@ func idBytes(ids []string) int64 {
 		n += int64(len(id))
 	}
 	return n
-}
-
-func encodeIDs(ids []string) []byte { return agentapi.EncodeIDs(ids) }
-
-func parseDigests(t etf.Tuple) (map[string]digestRow, error) {
-	keys := make(map[string]agentapi.Key, erl.Int64(t[2]))
-	if err := agentapi.ParseKeyFrames(erl.Bytes(t[1]), keys); err != nil {
-		return nil, err
-	}
-	out := make(map[string]digestRow, len(keys))
-	for id, k := range keys {
-		out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
-	}
-	return out, nil
 }
 
 // getMany reads sessions by id without touching them
