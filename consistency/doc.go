@@ -38,20 +38,22 @@
 //     of the space; both sides list {Id, digest, last_accessed} in them.
 //     Key hashes are uniform, so every session of either store has the
 //     same chance. Costs one pass over each table.
-//   - slots, when one side is a single DETS file (detsslots.go): random
-//     slots of that file are read (the only random reads), and the other
-//     side lists its sessions whose keys fall in the same slots, computing
-//     DETS's slot function (a function of the key's phash2 and the file's
-//     slot count alone) in one pass over its keys. Exactly uniform over
-//     the union, and no key is looked up one at a time in the DETS file.
-//     With no DETS side, slots is slots-lookup.
-//   - slots-lookup: each side draws rows from random hash slots of its
-//     table (ets:slot/2, dets:slot/2) at the same rate N/rows and the
-//     other side looks the drawn ids up; a session on both sides counts
-//     only when drawn from the source, so the source only says which of
-//     the target's ids it holds (no session decoded). No scan: the cost
-//     grows with N, not with the table, but on a DETS file every draw and
-//     lookup is a random read (20-90 µs, one at a time).
+//   - slots: each side draws, on its node in one call, every hash slot of
+//     its table with the same probability N/rows and lists the rows in
+//     them; then each side is asked, one call per batch of 5,000, about
+//     the other's draw (the source: which of the target's ids it holds;
+//     the target: its digests of the source's ids). A session on both
+//     sides counts only when the source drew it, so the sample is exactly
+//     uniform over the union. No scan: the cost grows with N, not with the
+//     table; a DETS file is read directly on its node (checked slot by
+//     slot, through its server when that fails). slots-lookup is its
+//     former name and still accepted.
+//   - dets-slots, when one side is a single DETS file (detsslots.go):
+//     random slots of that file are read and the other side lists its
+//     sessions whose keys fall in the same slots, computing DETS's slot
+//     function (a function of the key's phash2 and the file's slot count)
+//     in one pass over its keys. Exactly uniform over the union; costs a
+//     pass over the other side. Otherwise as slots.
 //
 // The default (auto) takes hash-ranges up to 16 × N rows and slots above.
 //

@@ -3,10 +3,14 @@
 //
 // # Model
 //
-// Each agent module has one Go file here that owns its request and reply
-// shapes: agent.go for migctl_agent, check.go for migctl_check, cluster.go
-// for migctl_cluster, migrate.go for migctl_migrate, incr.go for
-// migctl_incr. A stub is a small value type holding the client
+// Each agent module has a stub here that owns its request and reply
+// shapes: Agent (agent.go, store.go, repair.go) for migctl_agent, Check
+// (check.go) and Sample (sample.go) for migctl_check, Buckets (buckets.go) for the
+// one bucket protocol, Cluster (cluster.go, clusterstatus.go, recorder.go)
+// for migctl_cluster, Migrate (migrate.go, migratestatus.go) for
+// migctl_migrate, Incr (incr.go) for migctl_incr, and Node and Mnesia for
+// the few plain OTP calls (load, release, is_running). A stub is a small
+// value type holding the client
 // (`agentapi.Check{C: c}`); its methods take and return Go types
 // (`Sums(ctx, node, store, ranges) ([]BucketSum, error)`), build the
 // Erlang terms, call the module through erl.Client.Agent, and decode the
