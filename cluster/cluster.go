@@ -1,11 +1,8 @@
 package cluster
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -13,9 +10,6 @@ import (
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/erl/agentapi"
 )
-
-// agentMod is the node-side module of this package (erlang/agent).
-const agentMod = "migctl_cluster:"
 
 // Sentinel errors.
 var (
@@ -103,54 +97,6 @@ func (cl *Cluster) Client() *erl.Client { return cl.c }
 
 // mnesia is the stub of the plain Mnesia calls.
 func (cl *Cluster) mnesia() agentapi.Mnesia { return agentapi.Mnesia{C: cl.c} }
-
-// api is the stub of migctl_cluster, the node-side half of this package
-// (defined in heal.go). From here to forEach: the helpers of the heal's
-// calls that do not go through it yet (in execute.go and evidence.go),
-// which build and read terms themselves; they go when those calls move to
-// erl/agentapi.
-
-func (cl *Cluster) tableAtoms() erl.List { return atomList(cl.tables) }
-
-// agent calls migctl_cluster:fun on node.
-func (cl *Cluster) agent(ctx context.Context, node, fun string, args ...erl.Term) (erl.Tuple, error) {
-	return cl.c.Agent(ctx, node, agentMod+fun, args...)
-}
-
-func atoms(t erl.Term) []string {
-	l, _ := t.(erl.List)
-	out := make([]string, 0, len(l))
-	for _, x := range l {
-		out = append(out, str(x))
-	}
-	sort.Strings(out)
-	return out
-}
-
-func atomList(ns []string) erl.List {
-	l := make(erl.List, len(ns))
-	for i, n := range ns {
-		l[i] = erl.Atom(n)
-	}
-	return l
-}
-
-func str(t erl.Term) string {
-	switch v := t.(type) {
-	case erl.Atom:
-		return string(v)
-	case []byte:
-		return string(v)
-	case string:
-		return v
-	case bool:
-		if v {
-			return "true"
-		}
-		return "false"
-	}
-	return fmt.Sprint(t)
-}
 
 // forEach runs fn for every node concurrently and waits.
 func forEach(nodes []string, fn func(i int, n string)) {

@@ -16,6 +16,7 @@ import (
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/backends/exportfile"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 	"github.com/erlmcp/migctl/journal"
 )
 
@@ -1207,7 +1208,7 @@ func (cl *Cluster) reconnect(ctx context.Context, nodes []string) (string, error
 	deadline := time.Now().Add(15 * time.Second)
 	for attempt := 1; ; attempt++ {
 		forEach(nodes, func(i int, n string) {
-			_, _ = cl.agent(ctx, n, "connect", atomList(nodes))
+			_, _ = cl.api().Connect(ctx, n, nodes)
 		})
 		missing := cl.unconnected(ctx, nodes)
 		if len(missing) == 0 {
@@ -1223,12 +1224,11 @@ func (cl *Cluster) reconnect(ctx context.Context, nodes []string) (string, error
 func (cl *Cluster) unconnected(ctx context.Context, nodes []string) []string {
 	missing := make([][]string, len(nodes))
 	forEach(nodes, func(i int, n string) {
-		t, err := cl.c.Call(ctx, n, "erlang", "nodes")
+		seen, err := agentapi.Node{C: cl.c}.Connected(ctx, n)
 		if err != nil {
 			missing[i] = []string{n + ": " + err.Error()}
 			return
 		}
-		seen := atoms(t)
 		for _, m := range nodes {
 			if m != n && !contains(seen, m) {
 				missing[i] = append(missing[i], n+"-"+m)
@@ -1243,7 +1243,7 @@ func (cl *Cluster) unconnected(ctx context.Context, nodes []string) []string {
 }
 
 func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
-	winners := atomList(p.WinnerNodes())
+	winners := p.WinnerNodes()
 	losers := p.LoserNodes()
 	var inBand, oob []string
 	for _, n := range losers {
@@ -1269,7 +1269,7 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 	}
 	errs := make([]error, len(others))
 	forEach(others, func(i int, n string) {
-		_, errs[i] = cl.agent(ctx, n, "prepare_reload", winners)
+		errs[i] = cl.api().PrepareReload(ctx, n, winners)
 	})
 	if err := errors.Join(errs...); err != nil {
 		return "", err
@@ -1282,7 +1282,7 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 		if !held {
 			return "", fmt.Errorf("%w on %s: its writers may have committed since the last read of its changes; nothing was discarded (resume fences and merges again)", ErrFenceLost, n)
 		}
-		if _, err := cl.agent(ctx, n, "prepare_reload", winners); err != nil {
+		if err := cl.api().PrepareReload(ctx, n, winners); err != nil {
 			return "", err
 		}
 	}
@@ -1309,15 +1309,14 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 	// writing without the other in its replicas (seen with a 2-node losing
 	// island: 86 keys missing on one of them, more after every repair).
 	for _, n := range inBand {
-		t, err := cl.agent(ctx, n, "finish_reload", cl.tableAtoms(), int(opts.WaitTimeout/time.Millisecond))
+		ms, how, err := cl.api().FinishReload(ctx, n, cl.tables, opts.WaitTimeout.Milliseconds())
 		if err != nil {
 			return "", err
 		}
-		how := ""
-		if len(t) > 2 {
-			how = " (" + str(t[2]) + ")"
+		if how != "" {
+			how = " (" + how + ")"
 		}
-		detail = append(detail, fmt.Sprintf("%s reloaded from %v in %d ms%s", n, p.WinnerNodes(), erl.Int64(t[1]), how))
+		detail = append(detail, fmt.Sprintf("%s reloaded from %v in %d ms%s", n, p.WinnerNodes(), ms, how))
 	}
 	return strings.Join(detail, "; "), nil
 }

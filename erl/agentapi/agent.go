@@ -226,6 +226,20 @@ func (m module) releaseReply(node string, t etf.Term) (string, error) {
 	return "", m.shape(node, "system_info", t)
 }
 
+// Connected is erlang:nodes(): the nodes node is connected to (visible
+// ones; migctl's hidden node is not among them).
+func (s Node) Connected(ctx context.Context, node string) ([]string, error) {
+	t, err := s.C.Call(ctx, node, "erlang", "nodes")
+	if err != nil {
+		return nil, err
+	}
+	l, err := atomStrings(t)
+	if err != nil {
+		return nil, s.mod("erlang").shape(node, "nodes", t)
+	}
+	return l, nil
+}
+
 // MnesiaRunning is mnesia:system_info(is_running) =:= yes (the reply is
 // yes | no | starting | stopping).
 func (s Node) MnesiaRunning(ctx context.Context, node string) (bool, error) {

@@ -12,15 +12,12 @@ import (
 
 // Cluster is the stub of migctl_cluster (erlang/agent/migctl_cluster.erl),
 // the node-side half of package cluster; every function of the module but
-// version/0 (which Go does not call) has a method here. This file holds the heal's own (the change records, the
-// fence, the rows and the merge); clusterstatus.go holds those of Status,
-// Watch and the membership changes (the view, join and removal, the event
-// forwarder) and the ones the heal shares with them (recorder_info,
-// connect, prepare_reload, finish_reload). Package cluster calls the module
-// only through them, except in the heal's execution and evidence
-// (cluster/execute.go, cluster/evidence.go), which still call
-// connect, prepare_reload, finish_reload and recorder_info directly
-// (issue 12).
+// version/0 (which Go does not call) has a method here. This file holds
+// the heal's own (the change records, the fence, the rows and the merge);
+// clusterstatus.go holds those of Status, Watch and the membership changes
+// (the view, join and removal, the event forwarder, connect, the reload)
+// and recorder.go the change recorders' coverage. Package cluster calls
+// the module only through them.
 type Cluster struct{ C *erl.Client }
 
 func (s Cluster) mod() module { return module{c: s.C, name: "migctl_cluster"} }
