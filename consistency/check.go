@@ -215,6 +215,25 @@ type Report struct {
 
 // Clean reports whether the check found no difference and no row that is
 // not a session.
+// record counts the differences a check confirmed by kind, keeps up to
+// maxSamples of each kind to show, and keeps them all in Differences.
+func (r *Report) record(diffs []Difference, maxSamples int) {
+	for _, d := range diffs {
+		switch d.Kind {
+		case KindMismatched:
+			r.Mismatched++
+		case KindMissingInTarget:
+			r.MissingInTarget++
+		case KindExtraInTarget:
+			r.ExtraInTarget++
+		}
+		if len(r.Samples[d.Kind]) < maxSamples {
+			r.Samples[d.Kind] = append(r.Samples[d.Kind], d)
+		}
+	}
+	r.Differences = diffs
+}
+
 func (r *Report) Clean() bool {
 	return r.Mismatched+r.MissingInTarget+r.ExtraInTarget+r.NotSessions == 0
 }
@@ -299,20 +318,7 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 		return nil, err
 	}
 	rep.Phases.Recheck = time.Since(t1)
-	for _, d := range diffs {
-		switch d.Kind {
-		case KindMismatched:
-			rep.Mismatched++
-		case KindMissingInTarget:
-			rep.MissingInTarget++
-		case KindExtraInTarget:
-			rep.ExtraInTarget++
-		}
-		if len(rep.Samples[d.Kind]) < o.MaxSamples {
-			rep.Samples[d.Kind] = append(rep.Samples[d.Kind], d)
-		}
-	}
-	rep.Differences = diffs
+	rep.record(diffs, o.MaxSamples)
 	for i, odd := range listed.odd {
 		rep.NotSessions += odd.N
 		for _, k := range odd.Keys {

@@ -300,20 +300,7 @@ func Incremental(ctx context.Context, source, target backends.Store, cur Cursor,
 		diffs = kept
 	}
 	rep.Phases.Recheck = time.Since(t2)
-	for _, d := range diffs {
-		switch d.Kind {
-		case KindMismatched:
-			rep.Mismatched++
-		case KindMissingInTarget:
-			rep.MissingInTarget++
-		case KindExtraInTarget:
-			rep.ExtraInTarget++
-		}
-		if len(rep.Samples[d.Kind]) < o.MaxSamples {
-			rep.Samples[d.Kind] = append(rep.Samples[d.Kind], d)
-		}
-	}
-	rep.Differences = diffs
+	rep.record(diffs, o.MaxSamples)
 	// Carried ids count neither as matching nor as different.
 	rep.Processed -= int64(res.Carried)
 	rep.Matching = rep.Processed - rep.Mismatched - rep.MissingInTarget - rep.ExtraInTarget - rep.Expired
