@@ -67,7 +67,7 @@ func (p *pairFlags) addFlags(cmd *cobra.Command, sampleDefault int) {
 	f.BoolVar(&p.ignoreLA, "ignore-last-accessed", false, "do not compare last_accessed at all (phase1 when reads touch the old store only)")
 	f.DurationVar(&p.recheck, "recheck-delay", 2*time.Second, "wait before reading a difference again")
 	f.Uint64Var(&p.seed, "seed", 0, "seed of the sample (0: random), to repeat a sample")
-	f.StringVar(&p.method, "sample-method", "auto", "how a sample is drawn: auto, slots (fast, no scan) or hash-ranges (exactly uniform, one scan per side)")
+	f.StringVar(&p.method, "sample-method", "auto", "how a sample is drawn: auto, slots (drawn on the nodes, no scan), dets-slots (a DETS file's slots, one pass over the other side) or hash-ranges (one scan per side)")
 	p.sf.addFlags(cmd, false)
 }
 
@@ -108,10 +108,10 @@ func (p *pairFlags) options(cmd *cobra.Command) (consistency.Options, backends.K
 	o.RecheckDelay, o.Seed = p.recheck, p.seed
 	switch p.method {
 	case "auto", "":
-	case string(consistency.SampleSlots), string(consistency.SampleHashRanges):
+	case string(consistency.SampleSlots), string(consistency.SampleSlotsLookup), string(consistency.SampleDETSSlots), string(consistency.SampleHashRanges):
 		o.SampleMethod = consistency.SampleMethod(p.method)
 	default:
-		return o, "", "", cliutil.Usage("--sample-method %q: want auto, slots or hash-ranges", p.method)
+		return o, "", "", cliutil.Usage("--sample-method %q: want auto, slots, dets-slots or hash-ranges", p.method)
 	}
 	return o, sk, tk, nil
 }
