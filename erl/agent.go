@@ -184,13 +184,16 @@ func (c *Client) Agent(ctx context.Context, nodeName, fun string, args ...Term) 
 			return nil, &Error{Op: mod + ":" + fun, Node: nodeName, Err: fmt.Errorf("%w: unexpected reply %v", ErrBadRPC, t)}
 		}
 		if tup[0] == etf.Atom("error") && len(tup) == 2 {
-			return nil, &Error{Op: mod + ":" + fun, Node: nodeName, Err: &RPCError{Class: "error", Reason: reasonText(tup[1])}}
+			return nil, &Error{Op: mod + ":" + fun, Node: nodeName, Err: &RPCError{Class: "error", Reason: ReasonText(tup[1])}}
 		}
 		return tup, nil
 	}
 }
 
-func reasonText(t Term) string {
+// ReasonText is an {error, Reason}'s reason as text: an atom's name, a
+// binary's or charlist's bytes, else as Go prints it. Agent reads reasons
+// this way, and so do the stubs, so callers match one spelling.
+func ReasonText(t Term) string {
 	switch v := t.(type) {
 	case etf.Atom:
 		return string(v)

@@ -104,17 +104,3 @@ func isInt(t etf.Term) bool {
 	return false
 }
 
-// reasonText is an {error, Reason}'s reason as text: an atom's name, a
-// binary's or charlist's bytes, else as Go prints it (erl.Client.Agent
-// reads reasons the same way, so callers match one spelling).
-func reasonText(t etf.Term) string {
-	switch v := t.(type) {
-	case etf.Atom:
-		return string(v)
-	case []byte:
-		return string(v)
-	case string:
-		return v
-	}
-	return fmt.Sprint(t)
-}

@@ -171,7 +171,7 @@ func ParseStreamMsg(msg erl.Term) (StreamMsg, error) {
 		}
 		return StreamMsg{More: true, Rows: true, Bin: bin}, nil
 	case len(res) == 2 && res[0] == etf.Atom("error"):
-		return StreamMsg{Failed: true, Reason: reasonText(res[1])}, nil
+		return StreamMsg{Failed: true, Reason: erl.ReasonText(res[1])}, nil
 	case len(res) == 4 && res[0] == etf.Atom("ok"):
 		var out StreamMsg
 		var ok bool
