@@ -103,4 +103,3 @@ func isInt(t etf.Term) bool {
 	}
 	return false
 }
-
