@@ -119,23 +119,23 @@ func (m *Migrator) ArchiveDETS(ctx context.Context, o ArchiveOptions) (*ArchiveR
 	tw := tar.NewWriter(gz)
 	var manifest strings.Builder
 	for _, s := range srcs {
-		data, err := m.readFile(ctx, s.Node, s.Source, s.local)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("read %s on %s: %w", s.Source, s.Node, err)
-		}
-		sum := sha256.Sum256(data)
-		s.SHA256 = hex.EncodeToString(sum[:])
-		s.Bytes = int64(len(data))
+		// Streamed: the file goes from its source through the sum into
+		// the archive, so migctl holds one chunk of it, not the file (a
+		// DETS file near its 2 GB limit took 2 GB of RSS when read whole).
+		// The tar header needs the size first: the size the node gave
+		// after syncing the table, and a file that is longer or shorter
+		// than that when read is refused as changing under the archive.
+		sum := sha256.New()
 		hdr := &tar.Header{Name: s.Name, Mode: 0o600, Size: s.Bytes, ModTime: time.Now()}
 		if err := tw.WriteHeader(hdr); err != nil {
 			f.Close()
 			return nil, err
 		}
-		if _, err := tw.Write(data); err != nil {
+		if err := m.copyFile(ctx, io.MultiWriter(tw, sum), s.ArchivedFile, s.local); err != nil {
 			f.Close()
-			return nil, err
+			return nil, fmt.Errorf("read %s on %s: %w", s.Source, s.Node, err)
 		}
+		s.SHA256 = hex.EncodeToString(sum.Sum(nil))
 		fmt.Fprintf(&manifest, "%s  %s\n", s.SHA256, s.Name)
 		rep.Files = append(rep.Files, s.ArchivedFile)
 	}
@@ -240,22 +240,55 @@ func VerifyArchive(file string, want []ArchivedFile) error {
 	return nil
 }
 
-func (m *Migrator) readFile(ctx context.Context, node, file string, local bool) ([]byte, error) {
+// errFileChanged: a DETS file was not the size the node gave for it when
+// it was read (something still writes it).
+var errFileChanged = errors.New("the file changed while it was archived; archive when nothing writes the DETS files any more (phase3)")
+
+// copyFile writes exactly f.Bytes bytes of f.Source to w: from the local
+// file, or through the node in 1 MiB chunks.
+func (m *Migrator) copyFile(ctx context.Context, w io.Writer, f ArchivedFile, local bool) error {
 	if local {
-		return os.ReadFile(file)
+		src, err := os.Open(f.Source)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		n, err := io.Copy(w, io.LimitReader(src, f.Bytes))
+		if err != nil {
+			return err
+		}
+		more, _ := src.Read(make([]byte, 1))
+		if n != f.Bytes || more != 0 {
+			return fmt.Errorf("%w (%d bytes listed, %d read, more: %v)", errFileChanged, f.Bytes, n, more != 0)
+		}
+		return nil
 	}
 	const chunk = 1 << 20
-	var out []byte
-	for off := int64(0); ; off += chunk {
-		b, err := m.api().ReadChunk(ctx, node, file, off, chunk)
+	var off int64
+	for off < f.Bytes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b, err := m.api().ReadChunk(ctx, f.Node, f.Source, off, int(min(chunk, f.Bytes-off)))
 		if err != nil {
-			return nil, err
+			return err
 		}
-		out = append(out, b...)
-		if len(b) < chunk {
-			return out, nil
+		if len(b) == 0 {
+			return fmt.Errorf("%w (%d bytes listed, %d read)", errFileChanged, f.Bytes, off)
 		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		off += int64(len(b))
 	}
+	b, err := m.api().ReadChunk(ctx, f.Node, f.Source, off, 1)
+	if err != nil {
+		return err
+	}
+	if len(b) != 0 {
+		return fmt.Errorf("%w (%d bytes listed, more on disk)", errFileChanged, f.Bytes)
+	}
+	return nil
 }
 
 func readable(file string) bool {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/erl/agentapi"
 	"github.com/erlmcp/migctl/journal"
 )
@@ -54,6 +55,12 @@ type BackfillOptions struct {
 	NoThrottle bool
 	// StepTimeout bounds one batch (default 60 s).
 	StepTimeout time.Duration
+	// StepRetries is how many times in a row a batch that timed out is
+	// tried again before the run stops (default 5; the checkpoint is kept
+	// either way). A store server stalls for a minute at a time behind
+	// Mnesia's log dumps of a large disc_copies table (measured at 900k
+	// sessions), and a batch is idempotent, so a stall is waited out.
+	StepRetries int
 	// CallBudget is how long one call to a node keeps running batches
 	// before it reports back (default 250 ms); the checkpoint, the throttle
 	// and Ctrl-C act between calls.
@@ -73,6 +80,8 @@ type Stats struct {
 	// wall time is migctl's own: throttle waits, pacing, checkpoints).
 	CallSeconds float64 `json:"call_seconds"`
 	Restarts    int64   `json:"cursor_restarts,omitempty"`
+	// Retries counts batches tried again after a timeout.
+	Retries int64 `json:"timeout_retries,omitempty"`
 }
 
 func (s *Stats) add(o Stats) {
@@ -85,6 +94,7 @@ func (s *Stats) add(o Stats) {
 	s.Throttled += o.Throttled
 	s.CallSeconds += o.CallSeconds
 	s.Restarts += o.Restarts
+	s.Retries += o.Retries
 }
 
 // BackfillReport is Backfill's answer.
@@ -216,6 +226,9 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 func (o BackfillOptions) withDefaults() BackfillOptions {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
+	}
+	if o.StepRetries <= 0 {
+		o.StepRetries = 5
 	}
 	if o.StepTimeout <= 0 {
 		o.StepTimeout = 60 * time.Second
@@ -364,6 +377,7 @@ func (b *nodeBackfill) run(ctx context.Context) error {
 	api := agentapi.Migrate{C: b.m.c}
 	start := time.Now()
 	var paced int64
+	timeouts := 0 // in a row
 	for {
 		if err := ctx.Err(); err != nil {
 			return b.stop(err)
@@ -386,9 +400,24 @@ func (b *nodeBackfill) run(ctx context.Context) error {
 			b.cp.Stats.Restarts++
 			continue
 		}
+		if timedOut(ctx, err) && timeouts < b.o.StepRetries {
+			timeouts++
+			b.cp.Stats.Retries++
+			wait := retryWait(timeouts)
+			b.m.log.Warn("backfill batch timed out in the store server; trying it again (batches are idempotent)",
+				"node", b.node, "attempt", timeouts, "of", b.o.StepRetries, "wait", wait, "step_timeout", b.o.StepTimeout)
+			if err := sleepCtx(ctx, wait); err != nil {
+				return b.stop(err)
+			}
+			continue
+		}
 		if err != nil {
+			if timedOut(ctx, err) {
+				err = fmt.Errorf("%w (%d tries in a row; the node's store server is stalled: look for Mnesia overload events in its log; the checkpoint is kept, run the backfill again to resume)", err, timeouts+1)
+			}
 			return b.stop(err)
 		}
+		timeouts = 0
 		s := Stats{Scanned: r.Scanned, Written: r.Written, Skipped: r.Skipped, Expired: r.Expired,
 			Deleted: r.Deleted, Batches: 1, CallSeconds: time.Since(callStart).Seconds()}
 		b.cp.Stats.add(s)
@@ -611,4 +640,22 @@ func (m *Migrator) Checkpoints() (map[string]Stats, error) {
 		return nil
 	})
 	return out, err
+}
+
+// timedOut: a batch timed out in the store server, or the call to the node
+// did (the node answers nothing until the batch ends), while the run
+// itself goes on.
+func timedOut(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
+		return false
+	}
+	return errors.Is(err, agentapi.ErrBatchTimeout) || errors.Is(err, erl.ErrTimeout)
+}
+
+// retryWait is the pause before the n-th try in a row of a timed-out
+// batch: 2, 4, 8, ... s, at most 30 s (the late batch, still queued in the
+// server, runs meanwhile).
+func retryWait(n int) time.Duration {
+	d := time.Second << min(n, 5)
+	return min(d, 30*time.Second)
 }

@@ -24,6 +24,14 @@ func (s Migrate) mod() module { return module{c: s.C, name: "migctl_migrate"} }
 // again from the beginning (batches are idempotent).
 var ErrCursorExpired = errors.New("backfill cursor expired")
 
+// ErrBatchTimeout: the call's first batch did not get its turn of the
+// store server within StepTimeout (the server is stalled: a Mnesia log
+// dump under the node's commit, say). Nothing of the call is lost (a
+// batch is idempotent, and one that did run late only wrote what was
+// newer), so the same cursor can be tried again. A timeout after earlier
+// batches of the call is not an error: the reply carries their progress.
+var ErrBatchTimeout = errors.New("backfill batch timed out in the store server")
+
 // Backfill ops.
 const (
 	OpForward = "forward" // old store -> new store
@@ -61,7 +69,7 @@ type StepsReply struct {
 }
 
 // BackfillSteps runs req on node. ErrCursorExpired (wrapped) when the pass
-// is gone.
+// is gone; ErrBatchTimeout (wrapped) when its first batch timed out.
 func (s Migrate) BackfillSteps(ctx context.Context, node string, req StepsRequest) (StepsReply, error) {
 	const fun = "backfill_steps"
 	m := s.mod()
@@ -76,6 +84,9 @@ func (s Migrate) BackfillSteps(ctx context.Context, node string, req StepsReques
 		var re *erl.RPCError
 		if errors.As(err, &re) && re.Reason == "cursor_expired" {
 			return StepsReply{}, errors.Join(ErrCursorExpired, err)
+		}
+		if errors.As(err, &re) && re.Reason == "timeout" {
+			return StepsReply{}, errors.Join(ErrBatchTimeout, err)
 		}
 		return StepsReply{}, err
 	}

@@ -182,6 +182,14 @@ steps(Server, Op, C, {Limit, Batch, TurnMs}, DryRun, TimeoutMs, MaxRows, Until, 
                 false ->
                     steps(Server, Op, Next, {Limit1, Batch, TurnMs}, DryRun, TimeoutMs, MaxRows, Until, Acc)
             end;
+        %% A batch that did not get its turn in time after earlier ones of
+        %% this call did: report what they copied, with the cursor of the
+        %% batch that timed out, so that migctl keeps the progress and
+        %% tries that batch again (batches are idempotent: the writes are
+        %% conditional, and the late one, if the server still runs it, only
+        %% writes what is newer).
+        {error, timeout} when {Sc0, W0, Sk0, Ex0, D0} =/= {0, 0, 0, 0, 0} ->
+            {ok, Sc0, W0, Sk0, Ex0, D0, term_to_binary({sized, C, max(min(Batch, ?MIN_ROWS), Limit div 2)}), false};
         {error, _} = Err ->
             Err
     end.
