@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
@@ -42,25 +41,13 @@ func (cl *Cluster) recorder(ctx context.Context, node string) RecorderInfo {
 	return recorderInfo(node, ri)
 }
 
-// parseRecorder reads migctl_cluster:recorder_info/1's reply (also part of
-// every node's view); a wrong shape is reported in Error.
-func parseRecorder(node string, t erl.Tuple) RecorderInfo {
-	ri, err := agentapi.DecodeRecorderInfo(node, t)
-	if err != nil {
-		return RecorderInfo{Node: node, Error: err.Error()}
-	}
-	return recorderInfo(node, ri)
-}
-
-// recorderInfo is the stub's decode as the status and the plan show it.
-func recorderInfo(node string, a agentapi.RecorderInfo) RecorderInfo {
-	ri := RecorderInfo{Node: node, Running: a.Running, Since: map[string]int64{}, Cleared: map[string]int64{},
-		Keys: a.Keys, MemoryBytes: a.MemoryBytes, WindowMillis: a.WindowMillis,
-		Writes: a.Writes, Deletes: a.Deletes, Pruned: a.Pruned}
-	for _, t := range a.Tables {
-		ri.Since[t.Table], ri.Cleared[t.Table] = t.Since, t.Cleared
-	}
-	return ri
+// recorderInfo is the stub's decode of a node's recorder (from
+// recorder_info/1 or from the node's view) as the status and the plan show
+// it.
+func recorderInfo(node string, r agentapi.Recorder) RecorderInfo {
+	return RecorderInfo{Node: node, Running: r.Running, Since: r.Since, Cleared: r.Cleared,
+		Keys: r.Keys, MemoryBytes: r.MemoryBytes, WindowMillis: r.WindowMillis,
+		Writes: r.Writes, Deletes: r.Deletes, Pruned: r.Pruned}
 }
 
 // Change ops as the recorder reports them.

@@ -38,7 +38,7 @@ type Decision struct {
 	// after the decision is later than the loser's change, so by the same
 	// rule it wins: the merge applies the decision only while the winner
 	// has not changed the key since, that is while its row is still the
-	// one the decision saw (WinnerDigest, the digest bucket_keys reports;
+	// one the decision saw (WinnerDigest, the record digest migctl_buckets reports;
 	// 0 when the winner had no row) AND the merge node's change recorder
 	// has recorded no change of the key after WinnerSeen. The digest alone
 	// misses a delete of a row already absent, and a write then a delete

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"sort"
 	"time"
-
-	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // Verdict is the cluster's overall state.
@@ -179,7 +177,7 @@ func (cl *Cluster) view(ctx context.Context, n string) NodeView {
 	v.Reachable = true
 	v.Mnesia = r.IsRunning
 	v.SchemaCookie = r.Cookie
-	ri := recorderFromView(n, r.Recorder)
+	ri := recorderInfo(n, r.Recorder)
 	v.Recorder = &ri
 	// Sorted, so that views compare and print the same whatever order
 	// each node keeps its lists in.
@@ -202,13 +200,6 @@ func (cl *Cluster) view(ctx context.Context, n string) NodeView {
 		}
 	}
 	return v
-}
-
-// recorderFromView is the recorder entry of a node's view as Status reports it.
-func recorderFromView(node string, r agentapi.Recorder) RecorderInfo {
-	return RecorderInfo{Node: node, Running: r.Running, Since: r.Since, Cleared: r.Cleared,
-		Keys: r.Keys, MemoryBytes: r.MemoryBytes, WindowMillis: r.WindowMillis,
-		Writes: r.Writes, Deletes: r.Deletes, Pruned: r.Pruned}
 }
 
 // sorted returns a sorted copy of l, never nil (a node list prints as []

@@ -517,12 +517,15 @@ func scanContext(ctx context.Context, rows int64) (context.Context, context.Canc
 	return context.WithTimeout(ctx, time.Minute+time.Duration(rows)*50*time.Microsecond)
 }
 
-// sampleList draws the sample: the hash space is cut into equal strata and
-// in each a subrange at a random offset is taken, with the subranges
-// together covering Sample/rows of the space. Every session's key hash is
-// uniform, so every session is in the sample with the same probability,
-// wherever it sits in either store (not the first N), and a session that
-// exists on one side only is as likely to be drawn as any other.
+// sampleList draws the sample by o.SampleMethod (auto chosen here by the
+// row counts): dets-slots (detsSlotList, slots when no side is a single
+// DETS file), slots (slotList), or hash-ranges, done here: the hash space
+// is cut into equal strata and in each a subrange at a random offset is
+// taken, with the subranges together covering Sample/rows of the space.
+// Every session's key hash is uniform, so every session is in the sample
+// with the same probability, wherever it sits in either store (not the
+// first N), and a session that exists on one side only is as likely to be
+// drawn as any other.
 func sampleList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *slog.Logger) (listing, error) {
 	t0 := time.Now()
 	counts, countt, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (int64, error) { return s.store.Count(ctx) })

@@ -53,7 +53,8 @@
 //     sessions whose keys fall in the same slots, computing DETS's slot
 //     function (a function of the key's phash2 and the file's slot count)
 //     in one pass over its keys. Exactly uniform over the union; costs a
-//     pass over the other side. Otherwise as slots.
+//     pass over the other side. Otherwise as slots. (Formerly slots named
+//     this method, and slots-lookup the one above.)
 //
 // The default (auto) takes hash-ranges up to 16 × N rows and slots above.
 //
@@ -98,9 +99,11 @@
 //
 // Limits: a row's digest is 32 bits and a bucket's sum is their sum mod
 // 2^64 plus the count, so two different bucket contents collide with a
-// probability of about 2^-32 per differing bucket. Each round is one full
-// pass over each table (DETS and ETS have no index by hash); a sample check
-// is one pass too.
+// probability of about 2^-32 per differing bucket. Each round of a full
+// check is one pass over each table (DETS and ETS have no index by hash).
+// A hash-ranges sample is one pass over each table too, a dets-slots sample
+// one pass over the side that is not the DETS file, and a slots sample
+// none (its cost grows with N).
 //
 // # Repair
 //

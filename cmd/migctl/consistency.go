@@ -106,14 +106,24 @@ func (p *pairFlags) options(cmd *cobra.Command) (consistency.Options, backends.K
 		return o, "", "", cliutil.Usage("--recheck-delay must be positive")
 	}
 	o.RecheckDelay, o.Seed = p.recheck, p.seed
-	switch p.method {
-	case "auto", "":
-	case string(consistency.SampleSlots), string(consistency.SampleSlotsLookup), string(consistency.SampleDETSSlots), string(consistency.SampleHashRanges):
-		o.SampleMethod = consistency.SampleMethod(p.method)
-	default:
-		return o, "", "", cliutil.Usage("--sample-method %q: want auto, slots, dets-slots or hash-ranges", p.method)
+	if o.SampleMethod, err = parseSampleMethod(p.method); err != nil {
+		return o, "", "", err
 	}
 	return o, sk, tk, nil
+}
+
+// parseSampleMethod reads --sample-method: auto (or empty) is
+// consistency.SampleAuto; slots-lookup, the former name of slots, is
+// accepted as it is (package consistency reads it as slots) but not
+// advertised.
+func parseSampleMethod(s string) (consistency.SampleMethod, error) {
+	switch s {
+	case "auto", "":
+		return consistency.SampleAuto, nil
+	case string(consistency.SampleSlots), string(consistency.SampleSlotsLookup), string(consistency.SampleDETSSlots), string(consistency.SampleHashRanges):
+		return consistency.SampleMethod(s), nil
+	}
+	return "", cliutil.Usage("--sample-method %q: want auto, slots, dets-slots or hash-ranges", s)
 }
 
 // open connects and opens both stores. A node-local store (ETS, DETS)

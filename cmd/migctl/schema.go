@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -56,17 +55,6 @@ func (a *app) printSchema(cmd *cobra.Command, rep *migrate.SchemaReport, err err
 	})
 }
 
-// schemaFlagRenamed: --force on schema create used to delete the schema;
-// --force elsewhere overrides a gate. The old spelling is refused rather
-// than reinterpreted, so a script written for it neither deletes nor
-// silently stops deleting.
-type schemaFlagRenamed struct{ err error }
-
-func (e schemaFlagRenamed) Error() string {
-	return strings.ReplaceAll(e.err.Error(), "pass --force", "pass --delete-existing-schema")
-}
-func (e schemaFlagRenamed) Unwrap() error { return e.err }
-
 func newSchemaCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "schema",
@@ -83,6 +71,10 @@ func newSchemaCmd(a *app) *cobra.Command {
   migctl schema create --delete-existing-schema --yes --reason "rebuild the staging cluster"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// --force on schema create used to delete the schema; --force
+			// elsewhere overrides a gate. The old spelling is refused
+			// rather than reinterpreted, so a script written for it
+			// neither deletes nor silently stops deleting.
 			if oldForce {
 				return cliutil.Usage("schema create --force: renamed, it deleted the schema; to delete the existing schema and every table in it pass --delete-existing-schema (nothing changed)")
 			}
@@ -94,9 +86,6 @@ func newSchemaCmd(a *app) *cobra.Command {
 			plan := migrate.SchemaOptions{Force: ch.force, DryRun: true}
 			rep, err := m.CreateSchema(ctx, plan)
 			if err != nil || ch.dryRun {
-				if errors.Is(err, migrate.ErrExists) {
-					err = schemaFlagRenamed{err}
-				}
 				if perr := a.printSchema(cmd, rep, err); perr != nil {
 					return perr
 				}
@@ -110,9 +99,6 @@ func newSchemaCmd(a *app) *cobra.Command {
 				return err
 			}
 			rep, err = m.CreateSchema(ctx, migrate.SchemaOptions{Force: ch.force, Reason: ch.reason})
-			if errors.Is(err, migrate.ErrExists) {
-				err = schemaFlagRenamed{err}
-			}
 			if perr := a.printSchema(cmd, rep, err); perr != nil {
 				return perr
 			}

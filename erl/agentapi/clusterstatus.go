@@ -49,28 +49,11 @@ type ViewTable struct {
 	MasterNodes    []string
 }
 
-// Recorder is what a node's change recorder (migctl_recorder, in the
-// migctl_node library) covers.
-type Recorder struct {
-	// Running is false when the library is not there or its recorder is
-	// not running (the rest is then zero).
-	Running bool
-	// Since is, per table asked for, the start of the coverage (ms); -1
-	// while the table is not subscribed. Cleared is when it was last
-	// cleared (ms), or 0.
-	Since, Cleared map[string]int64
-
-	// Keys held, their memory, the window they span (ms), and the
-	// changes recorded and pruned since the recorder started.
-	Keys, MemoryBytes, WindowMillis int64
-	Writes, Deletes, Pruned         int64
-}
-
 // View reads node's view of the cluster, with tabs described in detail.
 //
 //	migctl_cluster:view(Tabs) -> {ok, [{Key, Value}]}, with the keys
 //	    node, connected, hidden: atom lists; is_running: atom;
-//	    recorder: the {ok, ...} of recorder_info/1 (see RecorderInfo);
+//	    recorder: the {ok, ...} of recorder_info/1 (see Cluster.RecorderInfo);
 //	    db_nodes, running_db_nodes: atom lists; tables: [TableView];
 //	  and, while Mnesia runs, also
 //	    cookie: binary; schema_location, use_dir, all_tables;
@@ -133,11 +116,7 @@ func parseView(x etf.Term) (View, error) {
 			return View{}, fmt.Errorf("%s: %w", f.key, err)
 		}
 	}
-	rt, ok := p["recorder"].(etf.Tuple)
-	if !ok {
-		return View{}, fmt.Errorf("recorder %v", p["recorder"])
-	}
-	if v.Recorder, err = parseRecorder(rt); err != nil {
+	if v.Recorder, err = parseRecorder(p["recorder"]); err != nil {
 		return View{}, fmt.Errorf("recorder: %w", err)
 	}
 	tl, ok := p["tables"].(etf.List)
@@ -192,48 +171,6 @@ func parseViewTable(x etf.Term) (ViewTable, error) {
 		}
 	}
 	return tv, nil
-}
-
-func (m module) recorderReply(node, fun string, t etf.Tuple) (Recorder, error) {
-	r, err := parseRecorder(t)
-	if err != nil {
-		return Recorder{}, m.shape(node, fun, err.Error())
-	}
-	return r, nil
-}
-
-// parseRecorder reads recorder_info/1's reply (also a view's recorder).
-func parseRecorder(t etf.Tuple) (Recorder, error) {
-	if len(t) != 9 || t[0] != etf.Atom("ok") {
-		return Recorder{}, fmt.Errorf("not {ok, ...} of 9 elements: %v", t)
-	}
-	running, ok := erlBool(t[1])
-	if !ok {
-		return Recorder{}, fmt.Errorf("running %v", t[1])
-	}
-	r := Recorder{Running: running, Since: map[string]int64{}, Cleared: map[string]int64{}}
-	l, ok := t[2].(etf.List)
-	if !ok {
-		return Recorder{}, fmt.Errorf("tables %v", t[2])
-	}
-	for _, x := range l {
-		e, ok := x.(etf.Tuple)
-		if !ok || len(e) != 3 || asAtom(e[0]) == "" {
-			return Recorder{}, fmt.Errorf("table entry %v", x)
-		}
-		since, ok1 := erlInt(e[1])
-		cleared, ok2 := erlInt(e[2])
-		if !ok1 || !ok2 {
-			return Recorder{}, fmt.Errorf("table entry %v", x)
-		}
-		r.Since[asAtom(e[0])], r.Cleared[asAtom(e[0])] = since, cleared
-	}
-	for i, dst := range []*int64{&r.Keys, &r.MemoryBytes, &r.WindowMillis, &r.Writes, &r.Deletes, &r.Pruned} {
-		if *dst, ok = erlInt(t[3+i]); !ok {
-			return Recorder{}, fmt.Errorf("element %d: %v", 4+i, t[3+i])
-		}
-	}
-	return r, nil
 }
 
 // MembershipStep is one step of a membership change as the node reports

@@ -126,6 +126,7 @@ func TestViewReplyWrongShape(t *testing.T) {
 		"cookie not binary":   set("cookie", erl.Atom("c")),
 		"connected not atoms": set("connected", erl.List{[]byte("b@h")}),
 		"db_nodes not list":   set("db_nodes", erl.Atom("a@h")),
+		"recorder not tuple":  set("recorder", erl.List{}),
 		"recorder short":      set("recorder", erl.Tuple{erl.Atom("ok"), true}),
 		"recorder running":    set("recorder", erl.Tuple{erl.Atom("ok"), erl.Atom("maybe"), erl.List{}, 0, 0, 0, 0, 0, 0}),
 		"recorder count":      set("recorder", erl.Tuple{erl.Atom("ok"), true, erl.List{}, 0, 0, []byte("x"), 0, 0, 0}),
@@ -140,23 +141,6 @@ func TestViewReplyWrongShape(t *testing.T) {
 			requireShape(t, err, "migctl_cluster:view")
 		})
 	}
-}
-
-func TestRecorderReply(t *testing.T) {
-	r, err := cm.recorderReply("a@h", "recorder_info", recorderTerm())
-	require.NoError(t, err)
-	require.True(t, r.Running)
-	require.Equal(t, int64(-1), r.Since["other"])
-	require.Equal(t, int64(11), r.Writes)
-	// An older ergo decodes booleans as atoms.
-	rt := recorderTerm()
-	rt[1] = erl.Atom("false")
-	r, err = cm.recorderReply("a@h", "recorder_info", rt)
-	require.NoError(t, err)
-	require.False(t, r.Running)
-	rt[2] = erl.List{erl.Tuple{erl.Atom("session"), 1}}
-	_, err = cm.recorderReply("a@h", "recorder_info", rt)
-	requireShape(t, err, "migctl_cluster:recorder_info")
 }
 
 func TestStepsReply(t *testing.T) {

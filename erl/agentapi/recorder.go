@@ -2,87 +2,94 @@ package agentapi
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/ergo-services/ergo/etf"
 
 	"github.com/erlmcp/migctl/erl"
 )
 
-// RecorderInfo is what one node's change recorder (migctl_recorder, in the
-// migctl_node library on the service's nodes) covers, as
-// migctl_cluster:recorder_info/1 reports it.
-type RecorderInfo struct {
+// Recorder is what a node's change recorder (migctl_recorder, in the
+// migctl_node library on the service's nodes) covers: the reply of
+// migctl_cluster:recorder_info/1, which is also the recorder entry of every
+// node's view (View.Recorder). Both are read by parseRecorder, so the two
+// cannot drift apart.
+type Recorder struct {
 	// Running is false when the library is not there or its recorder is
-	// not running (then Tables is empty).
-	Running                         bool
-	Tables                          []RecorderTable
+	// not running (the rest is then zero).
+	Running bool
+	// Since is, per table asked for, the start of the coverage (ms): every
+	// change of the table on the node since then is recorded; -1 while the
+	// table is not covered (Mnesia stopped, no such table). Cleared is when
+	// it was last cleared (ms), or 0.
+	Since, Cleared map[string]int64
+
+	// Keys held, their memory, the window they span (ms), and the
+	// changes recorded and pruned since the recorder started.
 	Keys, MemoryBytes, WindowMillis int64
 	Writes, Deletes, Pruned         int64
-}
-
-// RecorderTable is one table's coverage: every change of it on the node
-// since Since (ms) is recorded; Since is -1 while the table is not covered
-// (Mnesia stopped, no such table). Cleared is when it was last cleared
-// (ms), or 0.
-type RecorderTable struct {
-	Table          string
-	Since, Cleared int64
 }
 
 // RecorderInfo reads node's change recorder for tabs.
 //
 //	migctl_cluster:recorder_info(Tabs) ->
 //	    {ok, Running, [{Tab, Since, Cleared}], Keys, MemoryBytes, WindowMs, Writes, Deletes, Pruned}
-func (s Cluster) RecorderInfo(ctx context.Context, node string, tabs []string) (RecorderInfo, error) {
+func (s Cluster) RecorderInfo(ctx context.Context, node string, tabs []string) (Recorder, error) {
 	const fun = "recorder_info"
-	t, err := s.mod().call(ctx, node, fun, atoms(tabs))
+	m := s.mod()
+	t, err := m.call(ctx, node, fun, atoms(tabs))
 	if err != nil {
-		return RecorderInfo{}, err
+		return Recorder{}, err
 	}
-	return DecodeRecorderInfo(node, t)
+	return m.recorderReply(node, fun, t)
 }
 
-// DecodeRecorderInfo reads the reply of migctl_cluster:recorder_info/1,
-// which is also the recorder entry of every node's view
-// (migctl_cluster:view/1): a tuple of 9 elements, see RecorderInfo. A
-// wrong shape is an ErrReplyShape naming node.
-func DecodeRecorderInfo(node string, t erl.Term) (RecorderInfo, error) {
-	const fun = "recorder_info"
-	m := module{name: "migctl_cluster"}
-	tt, ok := t.(etf.Tuple)
+// recorderReply reads recorder_info/1's reply; a wrong shape is an
+// ErrReplyShape naming node and fun.
+func (m module) recorderReply(node, fun string, t etf.Tuple) (Recorder, error) {
+	r, err := parseRecorder(t)
+	if err != nil {
+		return Recorder{}, m.shape(node, fun, err.Error())
+	}
+	return r, nil
+}
+
+// parseRecorder reads recorder_info/1's reply, a tuple of 9 elements (see
+// Cluster.RecorderInfo), wherever it comes from (the call, or a view's
+// recorder entry); the error says which part is wrong, and the caller
+// wraps it as the shape error of its own function.
+func parseRecorder(x etf.Term) (Recorder, error) {
+	t, ok := x.(etf.Tuple)
+	if !ok || len(t) != 9 || t[0] != etf.Atom("ok") {
+		return Recorder{}, fmt.Errorf("not {ok, ...} of 9 elements: %v", x)
+	}
+	running, ok := erlBool(t[1])
 	if !ok {
-		return RecorderInfo{}, m.shape(node, fun, t)
+		return Recorder{}, fmt.Errorf("running %v", t[1])
 	}
-	if err := m.okN(node, fun, tt, 8); err != nil {
-		return RecorderInfo{}, err
-	}
-	var ri RecorderInfo
-	switch v := tt[1].(type) {
-	case bool: // ergo decodes true/false as Go bools
-		ri.Running = v
-	case etf.Atom:
-		ri.Running = v == "true"
-	default:
-		return RecorderInfo{}, m.shape(node, fun, t)
-	}
-	l, ok := tt[2].(etf.List)
-	if !ok && tt[2] != nil {
-		return RecorderInfo{}, m.shape(node, fun, t)
+	r := Recorder{Running: running, Since: map[string]int64{}, Cleared: map[string]int64{}}
+	l, ok := t[2].(etf.List)
+	if !ok {
+		return Recorder{}, fmt.Errorf("tables %v", t[2])
 	}
 	for _, x := range l {
 		e, ok := x.(etf.Tuple)
-		if !ok || len(e) != 3 {
-			return RecorderInfo{}, m.shape(node, fun, t)
+		if !ok || len(e) != 3 || asAtom(e[0]) == "" {
+			return Recorder{}, fmt.Errorf("table entry %v", x)
 		}
-		tab := asAtom(e[0])
-		if tab == "" {
-			tab = string(asBytes(e[0]))
+		since, ok1 := erlInt(e[1])
+		cleared, ok2 := erlInt(e[2])
+		if !ok1 || !ok2 {
+			return Recorder{}, fmt.Errorf("table entry %v", x)
 		}
-		ri.Tables = append(ri.Tables, RecorderTable{Table: tab, Since: asInt(e[1]), Cleared: asInt(e[2])})
+		r.Since[asAtom(e[0])], r.Cleared[asAtom(e[0])] = since, cleared
 	}
-	ri.Keys, ri.MemoryBytes, ri.WindowMillis = asInt(tt[3]), asInt(tt[4]), asInt(tt[5])
-	ri.Writes, ri.Deletes, ri.Pruned = asInt(tt[6]), asInt(tt[7]), asInt(tt[8])
-	return ri, nil
+	for i, dst := range []*int64{&r.Keys, &r.MemoryBytes, &r.WindowMillis, &r.Writes, &r.Deletes, &r.Pruned} {
+		if *dst, ok = erlInt(t[3+i]); !ok {
+			return Recorder{}, fmt.Errorf("element %d: %v", 4+i, t[3+i])
+		}
+	}
+	return r, nil
 }
 
 // NetTicktime reads node's net_ticktime (seconds), the heal's input for

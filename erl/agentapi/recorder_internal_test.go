@@ -4,44 +4,49 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/erlmcp/migctl/erl"
 )
 
-// The recorder_info reply as ergo decodes it: true/false as Go bools (or
-// atoms), integers as whichever Go type fits.
-func TestDecodeRecorderInfo(t *testing.T) {
+// The recorder_info reply as ergo decodes it: true/false as Go bools (or,
+// from an older ergo, atoms), integers as whichever Go type fits. The same
+// decode reads a view's recorder entry (see TestViewReply).
+func TestRecorderReply(t *testing.T) {
 	reply := erl.Tuple{erl.Atom("ok"), true,
 		erl.List{erl.Tuple{erl.Atom("erlmcp_session"), int64(1765000000123), 0}, erl.Tuple{erl.Atom("other"), -1, uint8(0)}},
 		uint16(300), 123456, int64(60000), 7, uint8(2), 0}
-	ri, err := DecodeRecorderInfo("n@h", reply)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := RecorderInfo{Running: true, Tables: []RecorderTable{{"erlmcp_session", 1765000000123, 0}, {"other", -1, 0}},
-		Keys: 300, MemoryBytes: 123456, WindowMillis: 60000, Writes: 7, Deletes: 2, Pruned: 0}
-	if len(ri.Tables) != 2 || ri.Tables[0] != want.Tables[0] || ri.Tables[1] != want.Tables[1] ||
-		ri.Running != want.Running || ri.Keys != want.Keys || ri.MemoryBytes != want.MemoryBytes ||
-		ri.WindowMillis != want.WindowMillis || ri.Writes != want.Writes || ri.Deletes != want.Deletes || ri.Pruned != want.Pruned {
-		t.Fatalf("got %+v, want %+v", ri, want)
-	}
+	r, err := cm.recorderReply("n@h", "recorder_info", reply)
+	require.NoError(t, err)
+	require.Equal(t, Recorder{Running: true,
+		Since:   map[string]int64{"erlmcp_session": 1765000000123, "other": -1},
+		Cleared: map[string]int64{"erlmcp_session": 0, "other": 0},
+		Keys:    300, MemoryBytes: 123456, WindowMillis: 60000, Writes: 7, Deletes: 2, Pruned: 0}, r)
 
 	// Not running: the agent's reply when the library is not there.
-	ri, err = DecodeRecorderInfo("n@h", erl.Tuple{erl.Atom("ok"), erl.Atom("false"), erl.List{}, 0, 0, 0, 0, 0, 0})
-	if err != nil || ri.Running || len(ri.Tables) != 0 {
-		t.Fatalf("not running: %+v %v", ri, err)
+	for _, f := range []erl.Term{false, erl.Atom("false")} {
+		r, err = cm.recorderReply("n@h", "recorder_info", erl.Tuple{erl.Atom("ok"), f, erl.List{}, 0, 0, 0, 0, 0, 0})
+		require.NoError(t, err)
+		require.False(t, r.Running)
+		require.Empty(t, r.Since)
 	}
 
-	for name, bad := range map[string]erl.Term{
-		"not a tuple":      erl.List{},
-		"short":            erl.Tuple{erl.Atom("ok"), true, erl.List{}},
-		"not ok":           erl.Tuple{erl.Atom("error"), true, erl.List{}, 0, 0, 0, 0, 0, 0},
-		"running not bool": erl.Tuple{erl.Atom("ok"), 1, erl.List{}, 0, 0, 0, 0, 0, 0},
-		"tables not list":  erl.Tuple{erl.Atom("ok"), true, 5, 0, 0, 0, 0, 0, 0},
-		"table arity":      erl.Tuple{erl.Atom("ok"), true, erl.List{erl.Tuple{erl.Atom("t"), 1}}, 0, 0, 0, 0, 0, 0},
+	for name, bad := range map[string]erl.Tuple{
+		"short":             {erl.Atom("ok"), true, erl.List{}},
+		"long":              {erl.Atom("ok"), true, erl.List{}, 0, 0, 0, 0, 0, 0, 0},
+		"not ok":            {erl.Atom("error"), true, erl.List{}, 0, 0, 0, 0, 0, 0},
+		"running not bool":  {erl.Atom("ok"), 1, erl.List{}, 0, 0, 0, 0, 0, 0},
+		"running atom":      {erl.Atom("ok"), erl.Atom("maybe"), erl.List{}, 0, 0, 0, 0, 0, 0},
+		"tables not list":   {erl.Atom("ok"), true, 5, 0, 0, 0, 0, 0, 0},
+		"table arity":       {erl.Atom("ok"), true, erl.List{erl.Tuple{erl.Atom("t"), 1}}, 0, 0, 0, 0, 0, 0},
+		"table name":        {erl.Atom("ok"), true, erl.List{erl.Tuple{[]byte("t"), 1, 0}}, 0, 0, 0, 0, 0, 0},
+		"table since":       {erl.Atom("ok"), true, erl.List{erl.Tuple{erl.Atom("t"), erl.Atom("x"), 0}}, 0, 0, 0, 0, 0, 0},
+		"count not integer": {erl.Atom("ok"), true, erl.List{}, 0, 0, []byte("x"), 0, 0, 0},
 	} {
-		if _, err := DecodeRecorderInfo("n@h", bad); !errors.Is(err, ErrReplyShape) {
-			t.Errorf("%s: %v, want ErrReplyShape", name, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			_, err := cm.recorderReply("n@h", "recorder_info", bad)
+			requireShape(t, err, "migctl_cluster:recorder_info")
+		})
 	}
 }
 

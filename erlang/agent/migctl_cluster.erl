@@ -153,8 +153,9 @@ int(_) -> -1.
 %% the framed ids (<<Len:32, Id>>*) on this node, as
 %% <<IdLen:32, Id, Op:8 (1 write, 2 delete), Millis:64/signed, Digest:32,
 %%   OriginLen:16, Origin>>
-%% (Digest: of the row written, as bucket_keys/3 reports it; 0 for a
-%% delete); ids without a recorded change are left out.
+%% (Digest: of the row written, the record digest migctl_buckets reports
+%% for it, see digest/2; 0 for a delete); ids without a recorded change
+%% are left out.
 changes(Tab, Ids) ->
     safe(fun() ->
         %% Commits already sent here are applied and recorded first, so
@@ -652,7 +653,10 @@ winner_changed(Rec, Id, Seen) ->
         error -> false
     end.
 
-%% The digest bucket_keys/3 reports for a row; 0 for no row.
+%% The record digest of a row, phash2({Id, Session, WriteTime}), as
+%% migctl_buckets reports it for {mnesia, Tab} (keys/3, of_ids/3) and the
+%% recorder records it for a write; 0 for no row (-1 for more than one,
+%% which matches no digest).
 digest(_, []) -> 0;
 digest(Id, [{_, _, S, W}]) -> erlang:phash2({Id, S, W}, ?SPACE);
 digest(_, _) -> -1.
