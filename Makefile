@@ -9,7 +9,7 @@ DEBS  := erlang-base erlang-mnesia erlang-crypto erlang-runtime-tools rebar3 ope
 AGENT_SRC  := $(wildcard erlang/agent/*.erl)
 AGENT_BEAM := $(AGENT_SRC:.erl=.beam)
 
-.PHONY: all build deps erlang agent test test-go test-erlang bench bench-scale demo lint clean release man
+.PHONY: all build deps erlang agent test test-go test-erlang bench bench-scale bench-cleanup demo lint clean release man
 
 all: build
 
@@ -67,6 +67,12 @@ bench: deps erlang build
 ## load verify. Try BENCH_SCALE_SESSIONS=100000 first; watch free -g.
 bench-scale: deps erlang build
 	./bench/scale/run.sh
+
+## bench-cleanup: erlmcp's cleanup of expired sessions inside the store server vs the
+## hybrid's cleaner, one node, BENCH_CLEANUP_SESSIONS (default 1.4M, ~1.8 GB of DETS):
+## the clients' errors and longest call under BENCH_CLEANUP_RATE ops/s (not part of test)
+bench-cleanup: deps erlang build
+	./bench/scale/cleanup.sh
 
 ## demo: the whole story on one machine: a 3-node cluster with live traffic migrated
 ## DETS -> Mnesia, checked, split, healed; a final report with 0 lost writes; stops all it started

@@ -61,6 +61,12 @@ type BackfillOptions struct {
 	// Mnesia's log dumps of a large disc_copies table (measured at 900k
 	// sessions), and a batch is idempotent, so a stall is waited out.
 	StepRetries int
+	// ConflictRetries is how many times in a row a batch that gave up on a
+	// Mnesia lock conflict is tried again (default 40, ~19 min at the
+	// longest pause). A batch does not wait for a table lock in the store
+	// server; other transactions can hold locks for minutes (erlmcp's
+	// cleanup of many sessions expiring together, on every node).
+	ConflictRetries int
 	// CallBudget is how long one call to a node keeps running batches
 	// before it reports back (default 250 ms); the checkpoint, the throttle
 	// and Ctrl-C act between calls.
@@ -80,8 +86,8 @@ type Stats struct {
 	// wall time is migctl's own: throttle waits, pacing, checkpoints).
 	CallSeconds float64 `json:"call_seconds"`
 	Restarts    int64   `json:"cursor_restarts,omitempty"`
-	// Retries counts batches tried again after a timeout.
-	Retries int64 `json:"timeout_retries,omitempty"`
+	// Retries counts batches tried again after a timeout or a lock conflict.
+	Retries int64 `json:"batch_retries,omitempty"`
 }
 
 func (s *Stats) add(o Stats) {
@@ -230,6 +236,9 @@ func (o BackfillOptions) withDefaults() BackfillOptions {
 	if o.StepRetries <= 0 {
 		o.StepRetries = 5
 	}
+	if o.ConflictRetries <= 0 {
+		o.ConflictRetries = 40
+	}
 	if o.StepTimeout <= 0 {
 		o.StepTimeout = 60 * time.Second
 	}
@@ -377,7 +386,7 @@ func (b *nodeBackfill) run(ctx context.Context) error {
 	api := agentapi.Migrate{C: b.m.c}
 	start := time.Now()
 	var paced int64
-	timeouts := 0 // in a row
+	timeouts, conflicts := 0, 0 // in a row
 	for {
 		if err := ctx.Err(); err != nil {
 			return b.stop(err)
@@ -400,6 +409,17 @@ func (b *nodeBackfill) run(ctx context.Context) error {
 			b.cp.Stats.Restarts++
 			continue
 		}
+		if ctx.Err() == nil && errors.Is(err, agentapi.ErrBatchConflict) && conflicts < b.o.ConflictRetries {
+			conflicts++
+			b.cp.Stats.Retries++
+			wait := retryWait(conflicts)
+			b.m.log.Warn("backfill batch gave up on a Mnesia lock conflict (another transaction holds locks on the table); trying it again",
+				"node", b.node, "attempt", conflicts, "of", b.o.ConflictRetries, "wait", wait)
+			if err := sleepCtx(ctx, wait); err != nil {
+				return b.stop(err)
+			}
+			continue
+		}
 		if timedOut(ctx, err) && timeouts < b.o.StepRetries {
 			timeouts++
 			b.cp.Stats.Retries++
@@ -415,9 +435,12 @@ func (b *nodeBackfill) run(ctx context.Context) error {
 			if timedOut(ctx, err) {
 				err = fmt.Errorf("%w (%d tries in a row; the node's store server is stalled: look for Mnesia overload events in its log; the checkpoint is kept, run the backfill again to resume)", err, timeouts+1)
 			}
+			if errors.Is(err, agentapi.ErrBatchConflict) {
+				err = fmt.Errorf("%w (%d tries in a row; look for long transactions on the table: mnesia:system_info(held_locks) on its nodes; the checkpoint is kept, run the backfill again to resume)", err, conflicts+1)
+			}
 			return b.stop(err)
 		}
-		timeouts = 0
+		timeouts, conflicts = 0, 0
 		s := Stats{Scanned: r.Scanned, Written: r.Written, Skipped: r.Skipped, Expired: r.Expired,
 			Deleted: r.Deleted, Batches: 1, CallSeconds: time.Since(callStart).Seconds()}
 		b.cp.Stats.add(s)

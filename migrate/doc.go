@@ -44,7 +44,17 @@
 // skipped. The pace is limited (rows/s) and paused by Throttle, one pure
 // function over samples that background collectors read from every node
 // (scheduler utilisation, the store server's and Mnesia's message queues,
-// mnesia_overload events).
+// mnesia_overload events). A batch that does not get its turn within
+// StepTimeout (the store server stalled: measured at ~62 s behind Mnesia's
+// log dumps of a 900k-row disc_copies table) is tried again from the same
+// cursor, up to StepRetries times in a row with growing pauses; the
+// batches of the same call that did finish are kept. Trying again is safe
+// because batches are idempotent, and a late batch the server still runs
+// writes only what is newer. Nor does a batch wait in the store server for
+// the Mnesia table's lock while another transaction holds locks on it
+// (erlmcp's cleanup of many sessions expiring together holds row locks on
+// every node for minutes): it gives up after two restarts, and migctl
+// tries it again after a pause (ConflictRetries).
 //
 // Two details make that hold under load. A DETS traversal that is not
 // fixed can miss rows when the table grows, and a fixed one (the store

@@ -32,6 +32,12 @@ var ErrCursorExpired = errors.New("backfill cursor expired")
 // batches of the call is not an error: the reply carries their progress.
 var ErrBatchTimeout = errors.New("backfill batch timed out in the store server")
 
+// ErrBatchConflict: the call's first batch gave up on a lock conflict on
+// the Mnesia table (another transaction holds locks on it for long; the
+// batch does not keep the store server waiting for them). Nothing was
+// written; the same cursor can be tried again later.
+var ErrBatchConflict = errors.New("backfill batch gave up on a Mnesia lock conflict")
+
 // Backfill ops.
 const (
 	OpForward = "forward" // old store -> new store
@@ -69,7 +75,8 @@ type StepsReply struct {
 }
 
 // BackfillSteps runs req on node. ErrCursorExpired (wrapped) when the pass
-// is gone; ErrBatchTimeout (wrapped) when its first batch timed out.
+// is gone; ErrBatchTimeout or ErrBatchConflict (wrapped) when its first
+// batch timed out or gave up on a lock conflict.
 func (s Migrate) BackfillSteps(ctx context.Context, node string, req StepsRequest) (StepsReply, error) {
 	const fun = "backfill_steps"
 	m := s.mod()
@@ -87,6 +94,9 @@ func (s Migrate) BackfillSteps(ctx context.Context, node string, req StepsReques
 		}
 		if errors.As(err, &re) && re.Reason == "timeout" {
 			return StepsReply{}, errors.Join(ErrBatchTimeout, err)
+		}
+		if errors.As(err, &re) && re.Reason == "lock_conflict" {
+			return StepsReply{}, errors.Join(ErrBatchConflict, err)
 		}
 		return StepsReply{}, err
 	}

@@ -188,7 +188,10 @@ steps(Server, Op, C, {Limit, Batch, TurnMs}, DryRun, TimeoutMs, MaxRows, Until, 
         %% tries that batch again (batches are idempotent: the writes are
         %% conditional, and the late one, if the server still runs it, only
         %% writes what is newer).
-        {error, timeout} when {Sc0, W0, Sk0, Ex0, D0} =/= {0, 0, 0, 0, 0} ->
+        %% Likewise a batch that gave up on a lock conflict (the hybrid's
+        %% copy_rows/4): the server is free, the table is not, for now.
+        {error, Busy} when (Busy =:= timeout orelse Busy =:= lock_conflict),
+                           {Sc0, W0, Sk0, Ex0, D0} =/= {0, 0, 0, 0, 0} ->
             {ok, Sc0, W0, Sk0, Ex0, D0, term_to_binary({sized, C, max(min(Batch, ?MIN_ROWS), Limit div 2)}), false};
         {error, _} = Err ->
             Err

@@ -71,7 +71,7 @@
 %% calls it when it switches backends; erlmcp's never does).
 -export([init/1, store/3, fetch/2, delete/2, list/1, cleanup_expired/1, terminate/2]).
 -export([phase/0, set_phase/3, set_phase/4, counters/0, reset_counters/0, info/0,
-         server/0, phase_table/0, is_expired/2, now_ms/0, held/2]).
+         server/0, phase_table/0, is_expired/2, now_ms/0, held/2, delete_unchanged/2]).
 
 -export_type([phase/0, phase_value/0]).
 
@@ -98,10 +98,21 @@
 -define(COUNTERS, [primary_reads, secondary_reads, read_errors, fallbacks,
                    misses, secondary_write_failures, primary_write_failures,
                    phase_read_errors, backfill_written, backfill_skipped,
-                   backfill_slot_passes, backfill_key_listings]).
+                   backfill_slot_passes, backfill_key_listings,
+                   dets_cleanup_runs, dets_cleanup_deleted]).
 -define(HYBRID_KEYS, [primary_backend, secondary_backend, migration_phase,
                       migration_percent, primary_opts, secondary_opts,
-                      dual_write_transactions]).
+                      dual_write_transactions, dets_cleanup_async_above]).
+%% Above this many objects a DETS side is cleaned of expired sessions by a
+%% process of the hybrid's own instead of in the store server (see
+%% clean_side/4); option dets_cleanup_async_above (infinity: never).
+-define(CLEANUP_ASYNC_ABOVE, 100000).
+-define(CLEANER, migctl_dets_cleaner).
+%% Tries of a backfill batch's Mnesia transaction before it gives up on a
+%% lock conflict (mnesia:transaction/2's Retries: 3 is two restarts).
+-define(COPY_TRIES, 3).
+%% Objects per dets:select chunk of that cleaner (one DETS request each).
+-define(CLEAN_CHUNK, 500).
 
 %%% ------------------------------------------------------------ behaviour
 
@@ -129,7 +140,8 @@ init(Opts) ->
         logger:notice("hybrid session backend: ~p -> ~p, phase ~p (~p)",
                       [PMod, SMod, Phase, mode_name(Mode)]),
         {ok, #{p => {PMod, PS}, s => {SMod, SS}, mode => Mode, phase => Phase,
-               dirty => not maps:get(dual_write_transactions, Opts, false)}}
+               dirty => not maps:get(dual_write_transactions, Opts, false),
+               cleanup_async_above => maps:get(dets_cleanup_async_above, Opts, ?CLEANUP_ASYNC_ABOVE)}}
     catch
         throw:{hybrid, R} -> {error, R};
         error:{badmatch, {error, R}} -> {error, R}
@@ -256,19 +268,111 @@ cleanup_expired(St0) ->
     St = refresh(St0),
     {PMod, PS} = maps:get(p, St),
     {SMod, SS} = maps:get(s, St),
-    Clean = fun(M, S) -> case guard(fun() -> M:cleanup_expired(S) end) of
-                             {ok, N, _} -> N;
-                             _ -> 0
-                         end end,
+    Above = maps:get(cleanup_async_above, St, ?CLEANUP_ASYNC_ABOVE),
+    Clean = fun(M, S) -> clean_side(kind(M), M, S, Above) end,
     N = case ph(St) of
             phase0 -> Clean(PMod, PS);
             phase3 -> Clean(SMod, SS);
             _ -> max(Clean(PMod, PS), Clean(SMod, SS))
         end,
-    %% A DETS pass in progress takes "nothing written since the fixation"
-    %% to mean that its traversal saw every row: deletions count as writes.
-    N > 0 andalso touch('$cleanup'),
     {ok, N, St}.
+
+%% clean_side(Kind, Mod, State, Above) -> the number of sessions deleted.
+%%
+%% erlmcp's DETS backend cleans by reading the whole file in the store
+%% server (a dets:foldl, then a delete per expired session): with 1.4M
+%% sessions (1.8 GB) that held the server 18-33 s of every minute in
+%% migctl's big run, and every application call of the node waited behind
+%% it (clients give up after 5 s). Above Above objects the hybrid cleans
+%% the DETS side from a process of its own instead (dets_cleaner/2): one
+%% DETS request per chunk, so the application's requests go in between,
+%% and the store server returns at once. The count it returns is then 0:
+%% the cleaner counts what it deleted in dets_cleanup_deleted. Below Above
+%% (and for ETS and Mnesia) the backend's own cleanup runs, as before.
+clean_side(dets, M, #{table_name := T} = S, Above) when is_integer(Above) ->
+    case dets:info(T, no_objects) of
+        N when is_integer(N), N > Above ->
+            dets_cleaner(T),
+            0;
+        _ ->
+            clean_sync(dets, M, S)
+    end;
+clean_side(K, M, S, _) ->
+    clean_sync(K, M, S).
+
+clean_sync(K, M, S) ->
+    N = case guard(fun() -> M:cleanup_expired(S) end) of
+            {ok, N0, _} -> N0;
+            _ -> 0
+        end,
+    %% A DETS pass in progress takes "nothing written since the fixation"
+    %% to mean that its traversal saw every row: deletions count as writes
+    %% (which ids the backend deleted is not known: the pass lists every
+    %% key at its end).
+    K =:= dets andalso N > 0 andalso touch('$cleanup'),
+    N.
+
+%% dets_cleaner(T): starts the cleaning of T unless a run is still going
+%% on (one per node). The run reads the file a chunk at a time and deletes
+%% an expired session only if it is still exactly the object it read: one
+%% select_delete whose clauses name each id and its object as constants
+%% (DETS looks the ids up, and checks and deletes within one request of
+%% its server), so a session the application refreshed or rewrote in
+%% between is kept, as with erlmcp's cleanup inside the store server.
+%% Every deleted id is touched like an application delete, so a backfill
+%% pass in progress reads its slot again. The traversal is not fixed: a
+%% session it misses is deleted by the next run. The process is not
+%% linked to the store server and ends with it (monitor).
+dets_cleaner(T) ->
+    case whereis(?CLEANER) of
+        P when is_pid(P) -> ok;
+        undefined ->
+            Server = self(),
+            _ = spawn(fun() ->
+                              case catch register(?CLEANER, self()) of
+                                  true -> clean_run(T, Server);
+                                  _ -> ok
+                              end
+                      end),
+            ok
+    end.
+
+clean_run(T, Server) ->
+    erlang:monitor(process, Server),
+    add(dets_cleanup_runs, 1),
+    Now = now_ms(),
+    clean_chunks(T, Server, dets:select(T, [{'_', [], ['$_']}], ?CLEAN_CHUNK), Now).
+
+clean_chunks(_T, _Server, '$end_of_table', _Now) -> ok;
+clean_chunks(_T, _Server, {error, R}, _Now) ->
+    logger:warning("hybrid session backend: DETS cleanup stopped: ~0P", [R, 20]);
+clean_chunks(T, Server, {Objs, Cont}, Now) ->
+    receive {'DOWN', _, process, Server, _} -> exit(normal) after 0 -> ok end,
+    Expired = [O || {Id, S} = O <- Objs, is_binary(Id), is_map(S), is_expired(S, Now)],
+    N = delete_unchanged(T, Expired),
+    N > 0 andalso add(dets_cleanup_deleted, N),
+    clean_chunks(T, Server, dets:select(Cont), Now).
+
+%% delete_unchanged(T, Objects) -> the number deleted: each {Id, Session}
+%% of Objects that T still holds exactly, in one request of the DETS
+%% server (the check and the delete are atomic). Every id is touched (a
+%% backfill pass reads its slot again). Exported for the cleaner's test.
+-spec delete_unchanged(atom(), [{binary(), session()}]) -> non_neg_integer().
+delete_unchanged(T, Objs) ->
+    case [{{Id, '$1'}, [{'=:=', '$1', {const, S}}], [true]} || {Id, S} <- Objs, is_binary(Id)] of
+        [] -> 0;
+        MS -> delete_matching(T, MS, Objs)
+    end.
+
+delete_matching(T, MS, Objs) ->
+    case dets:select_delete(T, MS) of
+        N when is_integer(N) ->
+            N > 0 andalso lists:foreach(fun({Id, _}) -> touch(Id) end, Objs),
+            N;
+        {error, R} ->
+            logger:warning("hybrid session backend: DETS cleanup delete failed: ~0P", [R, 20]),
+            0
+    end.
 
 -spec terminate(term(), state()) -> ok.
 terminate(Reason, #{p := {PMod, PS}, s := {SMod, SS}}) ->
@@ -1235,8 +1339,18 @@ copy_rows(mnesia, #{table_name := T}, Rows, DryRun) ->
                           end
                   end, {0, 0}, Rows)
         end,
-    case mnesia:transaction(F) of
+    %% The batch runs in the store server: every application call of the
+    %% node waits while it waits for the table lock. Other nodes' store
+    %% servers can hold row locks for minutes (erlmcp's Mnesia cleanup
+    %% deletes every expired session in one transaction, on every node at
+    %% once: 230k sessions expiring together stalled node 1's server for
+    %% minutes in migctl's big run). So the batch takes at most
+    %% ?COPY_TRIES tries (Mnesia restarts a transaction that loses a lock
+    %% conflict) and then gives up with lock_conflict, leaving the server
+    %% to the application; migctl tries the batch again after a pause.
+    case mnesia:transaction(F, ?COPY_TRIES) of
         {atomic, R} -> R;
+        {aborted, nomore} -> throw({hybrid, lock_conflict});
         {aborted, R} -> throw({hybrid, {mnesia, R}})
     end;
 copy_rows(K, St, Rows, DryRun) when K =:= ets; K =:= dets ->
