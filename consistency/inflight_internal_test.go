@@ -1,0 +1,60 @@
+package consistency
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/erlmcp/migctl/erl/agentapi"
+)
+
+func TestInFlightSince(t *testing.T) {
+	const tab = "erlmcp_session"
+	nodes := []string{"a@h", "b@h"}
+	rec := func(since int64) agentapi.Recorder {
+		return agentapi.Recorder{Running: true, Since: map[string]int64{tab: since}}
+	}
+	now := int64(1_765_000_000_000)
+
+	// Both recorders cover well before the start: now minus the margin.
+	since, why := inFlightSince(now, 5*time.Second, tab, nodes, []agentapi.Recorder{rec(now - 3_600_000), rec(now - 60_000)})
+	require.Empty(t, why)
+	require.Equal(t, now-5000, since)
+
+	// One started 2 s ago: the start moves to its coverage (earlier keys
+	// are compared in the buckets).
+	since, why = inFlightSince(now, 5*time.Second, tab, nodes, []agentapi.Recorder{rec(now - 3_600_000), rec(now - 2000)})
+	require.Empty(t, why)
+	require.Equal(t, now-2000, since)
+
+	// No exclusion, and the reason names the node.
+	for name, c := range map[string]struct {
+		infos []agentapi.Recorder
+		want  string
+	}{
+		"not running":       {[]agentapi.Recorder{rec(now - 60_000), {Running: false}}, "no change recorder runs on b@h"},
+		"not subscribed":    {[]agentapi.Recorder{rec(-1), rec(now - 60_000)}, "on a@h does not record erlmcp_session"},
+		"table not asked":   {[]agentapi.Recorder{rec(now - 60_000), {Running: true, Since: map[string]int64{"other": 1}}}, "on b@h does not record"},
+		"coverage from now": {[]agentapi.Recorder{rec(now - 60_000), rec(now + 10)}, "after the check's start"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, why := inFlightSince(now, 5*time.Second, tab, nodes, c.infos)
+			require.Contains(t, why, c.want)
+		})
+	}
+}
+
+// The keys read by key replace what the rounds listed for them, on both
+// sides; a key neither side holds leaves the listing; other rows stay.
+func TestMergeByKey(t *testing.T) {
+	l := listing{
+		src: map[string]digestRow{"keep": {Digest: 1}, "hot": {Digest: 2}, "gone": {Digest: 3}},
+		tgt: map[string]digestRow{"keep": {Digest: 1}, "gone": {Digest: 3}},
+	}
+	mergeByKey(&l, []string{"hot", "gone", "new"},
+		map[string]digestRow{"hot": {Digest: 20, LastAccessed: 5}, "new": {Digest: 7}},
+		map[string]digestRow{"hot": {Digest: 20, LastAccessed: 6}})
+	require.Equal(t, map[string]digestRow{"keep": {Digest: 1}, "hot": {Digest: 20, LastAccessed: 5}, "new": {Digest: 7}}, l.src)
+	require.Equal(t, map[string]digestRow{"keep": {Digest: 1}, "hot": {Digest: 20, LastAccessed: 6}}, l.tgt)
+}
