@@ -494,7 +494,7 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 		if ex != nil {
 			t1 := time.Now()
 			inf.ExcludedRows = excluded
-			verified, err := verifyInFlight(ctx, src, tgt, inf.Nodes, ex, &l)
+			verified, err := verifyInFlight(ctx, src, tgt, ex, &l)
 			rep.Phases.Listing += time.Since(t1)
 			if isNoCoverage(err) {
 				giveUp(err)

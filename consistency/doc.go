@@ -106,10 +106,12 @@
 // Options.InFlightMargin (5 s; see inFlightSince for why), and every sums
 // and listing pass on both sides leaves out the rows whose key the node's
 // own recorder lists as changed since SinceMs (migctl_buckets' option
-// exclude_changed). After the rounds, the union of the keys the recorders
-// list as changed since SinceMs is read by key on both sides (digests,
-// then the sessions of those that differ, then the rechecks), so a real
-// difference on such a key is still reported. A node whose recorder is not
+// exclude_changed). After the rounds, each node lists the keys its
+// recorder has as changed since SinceMs with its store's digests, zlib-
+// compressed (migctl_buckets:changed_rows); the union of those keys (all
+// that any pass left out) is compared like listed rows: digests, then the
+// sessions of those that differ, then the rechecks, so a real difference
+// on such a key is still reported. A node whose recorder is not
 // running or does not reach back to SinceMs makes the check compare every
 // row in the buckets instead, as does Options.NoInFlightExclusion;
 // Report.InFlight says which, and how many keys were read by key. A

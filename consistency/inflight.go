@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -169,60 +170,84 @@ func checkNodes(src, tgt *side) []string {
 	return out
 }
 
-// changedKeys is the union over nodes of the keys each node's recorder
-// lists as changed in the table since x.SinceMs: every key a pass left
-// out anywhere, since a node's list only grows while its coverage holds.
-// A node whose record no longer reaches back that far (recorder restarted,
-// pruned) is an error wrapping agentapi.ErrNoRecorderCoverage: what it
-// left out can no longer be listed.
-func changedKeys(ctx context.Context, s *side, nodes []string, x *agentapi.ExcludeChanged) ([]string, error) {
-	set := map[string]struct{}{}
-	for _, n := range nodes {
-		var ids []string
-		var known bool
-		err := rawCall(ctx, s, func() (int64, error) {
-			var err error
-			ids, known, err = agentapi.Cluster{C: s.c}.ChangedSince(ctx, n, x.Table, x.SinceMs)
-			return idBytes(ids), err
+// verifyInFlight reads back by key, on both sides, every key a pass left
+// out anywhere: each node of each side lists the keys its own recorder
+// has as changed since x.SinceMs with its store's digest of each
+// (migctl_buckets:changed_rows, one call per node); their union holds
+// every key left out, since a node's list only grows while its coverage
+// holds. A key one node listed and another did not (a commit stamped on
+// either side of SinceMs) is then read on the side that lacks it
+// (digests_at). The rows read replace in the listing whatever the rounds
+// listed for those keys, so that they are compared like every listed row:
+// digests read at nearly the same moment, then the sessions of those that
+// differ, then the rechecks. It returns how many keys it read. A node whose
+// record no longer reaches back to SinceMs (recorder restarted, pruned) is
+// an error wrapping agentapi.ErrNoRecorderCoverage: what it left out can
+// no longer be listed.
+func verifyInFlight(ctx context.Context, src, tgt *side, x *agentapi.ExcludeChanged, l *listing) (int64, error) {
+	type read struct {
+		rows   map[string]digestRow
+		listed []map[string]bool // per part
+	}
+	a, b, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (read, error) {
+		r := read{rows: map[string]digestRow{}}
+		err := s.pass(ctx, "changed_rows", func(p *side, st agentapi.Store) (int64, error) {
+			c, err := agentapi.Buckets{C: p.c}.ChangedRows(ctx, p.node, st, x.Table, x.SinceMs)
+			listed := make(map[string]bool, len(c.Listed))
+			for _, id := range c.Listed {
+				listed[id] = true
+			}
+			for id, k := range c.Present {
+				r.rows[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
+			}
+			r.listed = append(r.listed, listed)
+			return c.Bytes, err
 		})
-		if err != nil {
-			return nil, err
-		}
-		if !known {
-			return nil, fmt.Errorf("changed_since on %s: %w: its record of %s no longer reaches back to %s",
-				n, agentapi.ErrNoRecorderCoverage, x.Table, msText(x.SinceMs))
-		}
-		for _, id := range ids {
-			set[id] = struct{}{}
-		}
-	}
-	out := make([]string, 0, len(set))
-	for id := range set {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-// verifyInFlight reads the keys changed since x.SinceMs by key on both
-// sides (their digests and last_accessed, as the listing has them) and
-// puts them into the listing in place of whatever the rounds listed for
-// them, so that they are compared like every listed row: two reads made
-// at nearly the same moment, then, for those that differ, the sessions
-// and the rechecks. It returns how many keys it read.
-func verifyInFlight(ctx context.Context, src, tgt *side, nodes []string, x *agentapi.ExcludeChanged, l *listing) (int64, error) {
-	ids, err := changedKeys(ctx, src, nodes, x)
-	if err != nil || len(ids) == 0 {
-		return 0, err
-	}
-	a, b, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
-		return s.digestsAt(ctx, ids)
+		return r, err
 	})
 	if err != nil {
 		return 0, err
 	}
-	mergeByKey(l, ids, a, b)
-	return int64(len(ids)), nil
+	all := unionKeys(append(slices.Clone(a.listed), b.listed...))
+	fa, fb, err := both(ctx, src, tgt, func(ctx context.Context, s *side) (map[string]digestRow, error) {
+		r := a
+		if s == tgt {
+			r = b
+		}
+		return s.digestsAt(ctx, uncovered(all, r.listed))
+	})
+	if err != nil {
+		return 0, err
+	}
+	maps.Copy(a.rows, fa)
+	maps.Copy(b.rows, fb)
+	mergeByKey(l, all, a.rows, b.rows)
+	return int64(len(all)), nil
+}
+
+// unionKeys is every key of the sets, sorted.
+func unionKeys(sets []map[string]bool) []string {
+	u := map[string]bool{}
+	for _, s := range sets {
+		maps.Copy(u, s)
+	}
+	return slices.Sorted(maps.Keys(u))
+}
+
+// uncovered is the ids of all that some part of a side did not list: that
+// part's store was not read for them (a union side's session lives on one
+// member, which may be the one that did not list it).
+func uncovered(all []string, listed []map[string]bool) []string {
+	var out []string
+	for _, id := range all {
+		for _, l := range listed {
+			if !l[id] {
+				out = append(out, id)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // mergeByKey replaces the listing's rows of ids with the rows read by key

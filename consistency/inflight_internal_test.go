@@ -58,3 +58,16 @@ func TestMergeByKey(t *testing.T) {
 	require.Equal(t, map[string]digestRow{"keep": {Digest: 1}, "hot": {Digest: 20, LastAccessed: 5}, "new": {Digest: 7}}, l.src)
 	require.Equal(t, map[string]digestRow{"keep": {Digest: 1}, "hot": {Digest: 20, LastAccessed: 6}}, l.tgt)
 }
+
+// Every key any node listed is read back; on a side, the keys one of its
+// parts did not list are read again there (that part's store was not
+// asked about them).
+func TestUnionAndUncovered(t *testing.T) {
+	src := []map[string]bool{{"a": true, "b": true}}
+	tgt := []map[string]bool{{"b": true, "c": true}, {"a": true, "b": true, "c": true}}
+	all := unionKeys(append(src, tgt...))
+	require.Equal(t, []string{"a", "b", "c"}, all)
+	require.Equal(t, []string{"c"}, uncovered(all, src))
+	require.Equal(t, []string{"a"}, uncovered(all, tgt))
+	require.Empty(t, uncovered(all, []map[string]bool{{"a": true, "b": true, "c": true}}))
+}

@@ -369,3 +369,71 @@ func ParseOdd(b []byte) (Odd, error) {
 	}
 	return o, nil
 }
+
+// ChangedRows is the reply of ChangedRows: the keys a node's recorder
+// lists, each with the store's row.
+type ChangedRows struct {
+	// Listed is every key the recorder listed; Present those the store
+	// holds, with their digests (as Keys lists them, content digest).
+	Listed  []string
+	Present map[string]Key
+	Bytes   int64 // payload both ways
+}
+
+// ChangedRows is migctl_buckets:changed_rows/3: the keys node's change
+// recorder has as changed in the Mnesia table tab at or after sinceMs,
+// each with st's digest and last_accessed, or absent: what a full check
+// left out of its buckets as in flight, read back by key in one call.
+// A recorder that cannot say is an error wrapping ErrNoRecorderCoverage.
+//
+//	migctl_buckets:changed_rows(Spec, Tab, SinceMs) ->
+//	    {ok, Z(<<Len:16, Id, 0>> | <<Len:16, Id, 1, Digest:32, LA:64/signed>>)*, N}
+func (s Buckets) ChangedRows(ctx context.Context, node string, st Store, tab string, sinceMs int64) (ChangedRows, error) {
+	const fun = "changed_rows"
+	m := s.mod()
+	t, err := m.call(ctx, node, fun, st.term(s.C), etf.Atom(tab), sinceMs)
+	if err != nil {
+		return ChangedRows{}, recorderErr(node, "migctl_buckets:"+fun, err)
+	}
+	return m.changedRowsReply(node, t)
+}
+
+func (m module) changedRowsReply(node string, t etf.Tuple) (ChangedRows, error) {
+	const fun = "changed_rows"
+	if err := m.okN(node, fun, t, 2); err != nil {
+		return ChangedRows{}, err
+	}
+	z, ok := t[1].([]byte)
+	if !ok || !isInt(t[2]) {
+		return ChangedRows{}, m.shape(node, fun, t)
+	}
+	b, err := unzip(z)
+	if err != nil {
+		return ChangedRows{}, m.shape(node, fun, err.Error())
+	}
+	out := ChangedRows{Present: map[string]Key{}, Bytes: int64(len(z))}
+	for len(b) > 0 {
+		if len(b) < 3 || len(b) < 3+int(binary.BigEndian.Uint16(b)) {
+			return ChangedRows{}, m.shape(node, fun, "truncated frame")
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		id, r := string(b[2:2+n]), b[2+n:]
+		out.Listed = append(out.Listed, id)
+		switch r[0] {
+		case 0:
+			b = r[1:]
+		case 1:
+			if len(r) < 13 {
+				return ChangedRows{}, m.shape(node, fun, "truncated frame")
+			}
+			out.Present[id] = Key{Digest: binary.BigEndian.Uint32(r[1:]), LastAccessed: int64(binary.BigEndian.Uint64(r[5:]))}
+			b = r[13:]
+		default:
+			return ChangedRows{}, m.shape(node, fun, fmt.Sprintf("presence byte %d", r[0]))
+		}
+	}
+	if int64(len(out.Listed)) != asInt(t[2]) {
+		return ChangedRows{}, m.shape(node, fun, fmt.Sprintf("%d frames, count %d", len(out.Listed), asInt(t[2])))
+	}
+	return out, nil
+}

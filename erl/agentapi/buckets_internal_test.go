@@ -156,3 +156,35 @@ func TestRecorderErr(t *testing.T) {
 	require.Equal(t, error(other), recorderErr("n@h", "x", other))
 	require.False(t, errors.Is(recorderErr("n@h", "x", other), ErrNoRecorderCoverage))
 }
+
+func TestChangedRowsReply(t *testing.T) {
+	var b []byte
+	b = binary.BigEndian.AppendUint16(b, 2)
+	b = append(b, "ab"...)
+	b = append(b, 1)
+	b = binary.BigEndian.AppendUint32(b, 77)
+	b = binary.BigEndian.AppendUint64(b, uint64(1234))
+	b = binary.BigEndian.AppendUint16(b, 4)
+	b = append(b, "gone"...)
+	b = append(b, 0)
+	r, err := bm.changedRowsReply("n@h", erl.Tuple{erl.Atom("ok"), zip(b), 2})
+	require.NoError(t, err)
+	require.Equal(t, []string{"ab", "gone"}, r.Listed)
+	require.Equal(t, map[string]Key{"ab": {Digest: 77, LastAccessed: 1234}}, r.Present)
+	require.EqualValues(t, len(zip(b)), r.Bytes)
+
+	for name, bad := range map[string]erl.Tuple{
+		"count":     {erl.Atom("ok"), zip(b), 3},
+		"cut":       {erl.Atom("ok"), zip(b[:len(b)-2]), 2},
+		"cut row":   {erl.Atom("ok"), zip(b[:10]), 1},
+		"presence":  {erl.Atom("ok"), zip(append(binary.BigEndian.AppendUint16(nil, 1), 'x', 7)), 1},
+		"not zlib":  {erl.Atom("ok"), b, 2},
+		"arity":     {erl.Atom("ok"), zip(b)},
+		"not a bin": {erl.Atom("ok"), 5, 2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := bm.changedRowsReply("n@h", bad)
+			requireShape(t, err, "migctl_buckets:changed_rows")
+		})
+	}
+}

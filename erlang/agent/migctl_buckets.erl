@@ -14,7 +14,11 @@
 %%                              ranges (the buckets that differed) with
 %%                              their digests and times;
 %%   of_ids(Spec, Ids, Opts)    the same frames for given ids, by lookup
-%%                              (a recheck of a few keys).
+%%                              (a recheck of a few keys);
+%%   changed_rows(Spec, Tab, S) the keys this node's change recorder has as
+%%                              changed in Tab since S, each with Spec's
+%%                              row digest (the keys a check left out as
+%%                              in flight, read back by key).
 %%
 %% Placement: H = erlang:phash2(Id, 2^32). Ranges are a binary of
 %% <<Lo:64, Hi:64, Buckets:32>>* sorted by Lo and not overlapping; bucket
@@ -73,7 +77,7 @@
 %% Create, Owner} | {mnesia, Tab}; {ok, ...} | {error, Reason}).
 -module(migctl_buckets).
 
--export([version/0, sums/3, keys/3, of_ids/3]).
+-export([version/0, sums/3, keys/3, of_ids/3, changed_rows/3]).
 %% For the other agent modules on the node.
 -export([sums_local/3, fold/3, ready/1, lookup/3, content_frame/2]).
 
@@ -359,6 +363,29 @@ of_ids(Spec, IdsBin, Opts) ->
         _ = [migctl_lib:local_copy(T) || {mnesia, T} <- [Spec]],
         Rows = lists:flatmap(fun(Id) -> lookup(Spec, Mode, Id) end, migctl_lib:ids(IdsBin)),
         {ok, iolist_to_binary([frame(Mode, Times, Id, S, W) || {Id, S, W} <- Rows]), length(Rows)}
+    end).
+
+%% changed_rows(Spec, Tab, SinceMs) ->
+%%   {ok, Z(<<Len:16, Id, 0>> | <<Len:16, Id, 1, Digest:32, LA:64/signed>>)*, N}
+%% (Z: zlib:compress/1) The keys this node's change recorder has as changed
+%% in the Mnesia table Tab at or after SinceMs (binary keys: sessions'),
+%% each with what Spec (any store kind) holds for it now: absent (0), or
+%% the content digest and last_accessed keys/3 lists. Fails with
+%% no_recorder or recorder_gap as {exclude_changed, ...} does: a check that
+%% left these keys out of its buckets must read back every one of them.
+%% Ids are short binaries (erlmcp's 32 hex digits) and the reply is
+%% compressed: a check under traffic lists thousands of them.
+changed_rows(Spec, Tab, Since) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        Keys = [K || K <- maps:keys(excluded([{exclude_changed, Tab, Since}])), is_binary(K),
+                     byte_size(K) < 65536],
+        _ = [migctl_lib:local_copy(T) || {mnesia, T} <- [Spec]],
+        Frames = [case lookup(Spec, 0, K) of
+                      [{_, S, W} | _] -> [<<(byte_size(K)):16>>, K, <<1, (digest(0, K, S, W)):32, (la(S)):64/signed>>];
+                      [] -> [<<(byte_size(K)):16>>, K, <<0>>]
+                  end || K <- Keys],
+        {ok, zlib:compress(Frames), length(Keys)}
     end).
 
 %% lookup(Spec, Mode, Id) -> [{Id, S, W}]: the row of Id if the digest Mode
