@@ -124,7 +124,7 @@ type Options struct {
 	// is then compared in the buckets, as before.
 	NoInFlightExclusion bool
 	// InFlightMargin is how far before the check's start the keys left out
-	// as in flight reach back (see planInFlight for why). Default
+	// as in flight reach back (see inFlightSince for why). Default
 	// DefaultInFlightMargin.
 	InFlightMargin time.Duration
 }
