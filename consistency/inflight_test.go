@@ -7,8 +7,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/erlmcp/migctl/backends/bucketdiff"
 	"github.com/erlmcp/migctl/consistency"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // A full check under live traffic through the hybrid backend (phase1
@@ -24,7 +26,10 @@ func TestFullCheckUnderLoadExcludesKeysInFlight(t *testing.T) {
 	p := dualWrite(t, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	stop := startLoadgen(t, p, 500, 5000)
+	// 500 ops/s over 1,000 sessions of the load generator's own (each
+	// written about every 2 s: sessions in use are written again and
+	// again, which is what makes their buckets differ round after round).
+	stop := startLoadgen(t, p, 500, 1000)
 	// Past the margin (5 s) from the copy that filled Mnesia: the seeded
 	// sessions are then not "changed since the start" for the recorders.
 	time.Sleep(consistency.DefaultInFlightMargin + 2*time.Second)
@@ -116,4 +121,47 @@ func TestFullCheckUnderLoadExcludesKeysInFlight(t *testing.T) {
 	require.Equal(t, want, got)
 	// The ones made just before the check were read by key.
 	require.GreaterOrEqual(t, rep.InFlight.VerifiedByKey, int64(2))
+}
+
+// Without a change recorder on a node that computes sums, a full check
+// compares every row in the buckets (and says why); the node side refuses
+// to leave keys out when its recorder cannot say which, instead of leaving
+// out nothing silently. A difference is reported either way.
+func TestFullCheckWithoutRecorderFallsBack(t *testing.T) {
+	const n = 3000
+	p := newPair(t, 2, n)
+	ctx := tctx(t)
+	c := p.cl.Client()
+	dets := agentapi.Store{Kind: "dets", Table: "erlmcp_sessions_dets"}
+	one := []bucketdiff.Range{{Span: bucketdiff.Full, Buckets: 4}}
+
+	// A time before the recorder's coverage: recorder_gap.
+	_, err := agentapi.Buckets{C: c}.Sums(ctx, p.cl.Nodes[0].Name, dets, one, agentapi.SumOptions{Exclude: &agentapi.ExcludeChanged{Table: "erlmcp_session", SinceMs: 1}})
+	require.ErrorIs(t, err, agentapi.ErrNoRecorderCoverage)
+	require.Contains(t, err.Error(), "recorder_gap")
+	// Without the option the reply is as it always was.
+	r, err := agentapi.Buckets{C: c}.Sums(ctx, p.cl.Nodes[0].Name, dets, one, agentapi.SumOptions{})
+	require.NoError(t, err)
+	require.Len(t, r.Sums, 4)
+
+	p.eval(t, p.ids[10], staleTarget+", ok")
+	rep, err := consistency.Check(ctx, p.src, p.tgt, p.opts())
+	require.NoError(t, err)
+	t.Logf("recorders running: in flight %+v", *rep.InFlight)
+	require.True(t, rep.InFlight.Used, rep.InFlight.WhyNot)
+	require.Len(t, rep.Differences, 1)
+	require.Equal(t, p.ids[10], rep.Differences[0].ID)
+
+	// No recorder on node 0 (the DETS side's node).
+	require.Equal(t, erl.Atom("ok"), p.cl.Eval(0, `supervisor:terminate_child(migctl_node_sup, migctl_recorder)`, nil))
+	_, err = agentapi.Buckets{C: c}.Sums(ctx, p.cl.Nodes[0].Name, dets, one, agentapi.SumOptions{Exclude: &agentapi.ExcludeChanged{Table: "erlmcp_session", SinceMs: time.Now().UnixMilli()}})
+	require.ErrorIs(t, err, agentapi.ErrNoRecorderCoverage)
+	require.Contains(t, err.Error(), "no_recorder")
+	rep, err = consistency.Check(ctx, p.src, p.tgt, p.opts())
+	require.NoError(t, err)
+	t.Logf("no recorder on node 0: in flight %+v", *rep.InFlight)
+	require.False(t, rep.InFlight.Used)
+	require.Contains(t, rep.InFlight.WhyNot, "no change recorder runs on "+p.cl.Nodes[0].Name)
+	require.Len(t, rep.Differences, 1)
+	require.Equal(t, p.ids[10], rep.Differences[0].ID)
 }
