@@ -54,8 +54,9 @@
 %% differ between two reads made at slightly different moments, so the
 %% bisection chases it down to rows, round after round; left out of the
 %% buckets on both sides, such keys are verified by key at the end by the
-%% caller (which lists them with migctl_cluster:changed_since/2 and must
-%% read every key the recorders list, or it would skip what it left out).
+%% caller (which reads them back with changed_rows/3 on every node whose
+%% passes left keys out, and must read every key the recorders list, or it
+%% would skip what it left out).
 %% The set is the recorder's at the start of the pass (one read of its
 %% time index, after it has handled what was already sent to it). A
 %% recorder that is not running, or does not cover MnesiaTab back to
