@@ -2,6 +2,8 @@ package consistency_test
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -37,6 +39,9 @@ func TestFullCheckUnderLoadExcludesKeysInFlight(t *testing.T) {
 	opts := func(exclude bool) consistency.Options {
 		o := p.opts()
 		o.NoInFlightExclusion = !exclude
+		if os.Getenv("MIGCTL_TEST_DEBUG") != "" {
+			o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
 		return o
 	}
 	// Alternated, twice each: the traffic and the machine's load are the
