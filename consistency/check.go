@@ -475,7 +475,7 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 	}
 	rep.SourceRows, rep.TargetRows = counts, countt
 	n := max(counts, countt)
-	ex, inf := planInFlight(ctx, src, tgt, o, log)
+	ex, inf := planInFlight(ctx, src, tgt, n, o, log)
 	rep.InFlight = inf
 	giveUp := func(err error) {
 		log.Warn("keys in flight compared in the buckets after all", "err", err)

@@ -63,7 +63,7 @@ func isMnesia(s backends.Store) bool {
 // must run a recorder of the Mnesia table whose coverage reaches back to
 // SinceMs; the node side refuses otherwise (agentapi.ErrNoRecorderCoverage),
 // and then the check falls back to comparing every row.
-func planInFlight(ctx context.Context, src, tgt *side, o Options, log *slog.Logger) (*agentapi.ExcludeChanged, *InFlight) {
+func planInFlight(ctx context.Context, src, tgt *side, rows int64, o Options, log *slog.Logger) (*agentapi.ExcludeChanged, *InFlight) {
 	inf := &InFlight{}
 	if o.NoInFlightExclusion {
 		inf.WhyNot = "switched off (Options.NoInFlightExclusion)"
@@ -111,6 +111,24 @@ func planInFlight(ctx context.Context, src, tgt *side, o Options, log *slog.Logg
 		inf.WhyNot = why
 		return nil, inf
 	}
+	// When most rows changed since then (a check right after a bulk copy
+	// or a backfill), reading them all by key costs far more than the
+	// buckets it would spare: compare them in the buckets. Counted on the
+	// Mnesia node's recorder (changes/3 with no room for keys answers with
+	// the count alone).
+	var ch *agentapi.Changes
+	err = rec.paced(ctx, "changes", func(st agentapi.Store) (n int64, err error) {
+		ch, n, err = agentapi.Incr{C: rec.c}.Changes(ctx, rec.node, st, since, 0, nil)
+		return n, err
+	})
+	if err != nil {
+		inf.WhyNot = "counting the keys changed since the start: " + err.Error()
+		return nil, inf
+	}
+	if why := tooManyChanged(int64(ch.Count), rows); why != "" {
+		inf.WhyNot = why
+		return nil, inf
+	}
 	inf.Used, inf.SinceMs = true, since
 	log.Debug("keys in flight left out of the buckets", "table", inf.Table, "since", msText(since), "nodes", inf.Nodes)
 	return &agentapi.ExcludeChanged{Table: inf.Table, SinceMs: since}, inf
@@ -154,6 +172,17 @@ func inFlightSince(now int64, margin time.Duration, tab string, nodes []string, 
 		return 0, fmt.Sprintf("the change record starts at %s, after the check's start (%s)", msText(since), msText(now))
 	}
 	return since, ""
+}
+
+// tooManyChanged says why not to leave out changed keys when more than a
+// sixteenth of the rows (the larger store's) changed since the start:
+// each is then read by key (some 50 bytes a key, both sides), where a
+// quiet bucket costs 24 bytes for 64 rows.
+func tooManyChanged(changed, rows int64) string {
+	if changed*16 > rows {
+		return fmt.Sprintf("%d keys changed since the start, more than a sixteenth of the %d rows: comparing them in the buckets costs less than reading them by key", changed, rows)
+	}
+	return ""
 }
 
 // checkNodes are the nodes that compute a check's sums (each node of

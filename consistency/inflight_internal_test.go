@@ -71,3 +71,11 @@ func TestUnionAndUncovered(t *testing.T) {
 	require.Equal(t, []string{"a"}, uncovered(all, tgt))
 	require.Empty(t, uncovered(all, []map[string]bool{{"a": true, "b": true, "c": true}}))
 }
+
+func TestTooManyChanged(t *testing.T) {
+	require.Empty(t, tooManyChanged(0, 0))
+	require.Empty(t, tooManyChanged(1000, 30000))
+	require.Empty(t, tooManyChanged(100, 1600))
+	require.Contains(t, tooManyChanged(101, 1600), "101 keys changed")
+	require.NotEmpty(t, tooManyChanged(5000, 5000))
+}
