@@ -65,6 +65,11 @@ func TestFullCheckUnderLoadExcludesKeysInFlight(t *testing.T) {
 			}
 		}
 	}
+	// Logged, not asserted: in the runs made so far exclusion moved less
+	// (e.g. 345 and 153 KB against 630 KB and 1.9 MB), but a check without
+	// exclusion whose DETS pass happens to overlap few writes moves little
+	// too (65 KB once), so a comparison of two runs each way could fail by
+	// chance.
 	t.Logf("bytes moved with exclusion %v, without %v", bytesOn, bytesOff)
 
 	// Differences on keys the traffic never touches (its keys are lg-...):
