@@ -72,15 +72,15 @@ func (s *side) pass(ctx context.Context, fun string, f func(p *side, st agentapi
 // sums is migctl_buckets:sums/3: one pass, every bucket of every range
 // (on a union side, the members' sums added bucket by bucket: a session
 // lives on one member). It also returns the rows of the whole table that
-// are not sessions.
-func (s *side) sums(ctx context.Context, rs []bucketdiff.Range, quantum int64) ([]bucketdiff.Sum, oddRows, error) {
-	var out []bucketdiff.Sum
-	var odd oddRows
-	err := s.pass(ctx, "sums", func(p *side, st agentapi.Store) (int64, error) {
-		r, err := agentapi.Buckets{C: p.c}.Sums(ctx, p.node, st, rs, agentapi.SumOptions{LAQuantum: quantum})
+// are not sessions. With ex, the keys in flight are left out
+// (agentapi.ExcludeChanged), and excluded counts the rows left out.
+func (s *side) sums(ctx context.Context, rs []bucketdiff.Range, quantum int64, ex *agentapi.ExcludeChanged) (out []bucketdiff.Sum, odd oddRows, excluded int64, err error) {
+	err = s.pass(ctx, "sums", func(p *side, st agentapi.Store) (int64, error) {
+		r, err := agentapi.Buckets{C: p.c}.Sums(ctx, p.node, st, rs, agentapi.SumOptions{LAQuantum: quantum, Exclude: ex})
 		if err != nil {
 			return r.Bytes, err
 		}
+		excluded += r.Excluded
 		if out == nil {
 			out = r.Sums
 		} else {
@@ -91,7 +91,7 @@ func (s *side) sums(ctx context.Context, rs []bucketdiff.Range, quantum int64) (
 		odd.add(r.Odd)
 		return r.Bytes, nil
 	})
-	return out, odd, err
+	return out, odd, excluded, err
 }
 
 func (o *oddRows) add(x agentapi.Odd) {
@@ -106,12 +106,13 @@ type digestRow struct {
 }
 
 // digests lists the rows in rs (migctl_buckets:keys/3), and the rows of
-// the table that are not sessions and fall in rs.
-func (s *side) digests(ctx context.Context, rs []bucketdiff.Range, limit int) (map[string]digestRow, oddRows, error) {
+// the table that are not sessions and fall in rs; with ex, without the
+// keys in flight (see sums).
+func (s *side) digests(ctx context.Context, rs []bucketdiff.Range, limit int, ex *agentapi.ExcludeChanged) (map[string]digestRow, oddRows, error) {
 	out := map[string]digestRow{}
 	var odd oddRows
 	err := s.pass(ctx, "keys", func(p *side, st agentapi.Store) (int64, error) {
-		r, err := agentapi.Buckets{C: p.c}.Keys(ctx, p.node, st, rs, agentapi.KeyOptions{Limit: limit})
+		r, err := agentapi.Buckets{C: p.c}.Keys(ctx, p.node, st, rs, agentapi.KeyOptions{Limit: limit, Exclude: ex})
 		for id, k := range r.Keys {
 			out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
 		}

@@ -97,6 +97,32 @@
 // Rechecked counts the sessions read again. A lost or different write does
 // not settle and is always reported.
 //
+// Keys in flight (full check): under live traffic a key written while the
+// rounds run makes its bucket differ between the two sides' reads, so
+// buckets holding hot keys would be split down to rows round after round.
+// When one store is a Mnesia table and every node that computes sums runs
+// the change recorder (migctl_recorder) covering that table, the check
+// takes SinceMs = its start on the Mnesia node's clock minus
+// Options.InFlightMargin (5 s; see inFlightSince for why), and every sums
+// and listing pass on both sides leaves out the rows whose key the node's
+// own recorder lists as changed since SinceMs (migctl_buckets' option
+// exclude_changed; each side's set is taken when its pass starts, so a key
+// first written during a pass can still make its bucket differ: differing
+// buckets are therefore summed once more, when the new sets hold it, before
+// they are listed). After the rounds, each node lists the keys its
+// recorder has as changed since SinceMs with its store's digests, zlib-
+// compressed (migctl_buckets:changed_rows); the union of those keys (all
+// that any pass left out) is compared like listed rows: digests, then the
+// sessions of those that differ, then the rechecks, so a real difference
+// on such a key is still reported. A node whose recorder is not
+// running or does not reach back to SinceMs makes the check compare every
+// row in the buckets instead, as do more than a sixteenth of the rows
+// changed since SinceMs (a check right after a copy: reading them by key
+// would cost more) and Options.NoInFlightExclusion;
+// Report.InFlight says which, and how many keys were read by key. A
+// session changed after its bucket agreed is counted twice in Processed
+// (in its bucket and by key).
+//
 // Limits: a row's digest is 32 bits and a bucket's sum is their sum mod
 // 2^64 plus the count, so two different bucket contents collide with a
 // probability of about 2^-32 per differing bucket. Each round of a full

@@ -51,6 +51,7 @@ type pairFlags struct {
 	recheck    time.Duration
 	seed       uint64
 	method     string
+	noInFlight bool
 }
 
 func (p *pairFlags) addFlags(cmd *cobra.Command, sampleDefault int) {
@@ -68,6 +69,7 @@ func (p *pairFlags) addFlags(cmd *cobra.Command, sampleDefault int) {
 	f.DurationVar(&p.recheck, "recheck-delay", 2*time.Second, "wait before reading a difference again")
 	f.Uint64Var(&p.seed, "seed", 0, "seed of the sample (0: random), to repeat a sample")
 	f.StringVar(&p.method, "sample-method", "auto", "how a sample is drawn: auto, slots (drawn on the nodes, no scan), dets-slots (a DETS file's slots, one pass over the other side) or hash-ranges (one scan per side)")
+	f.BoolVar(&p.noInFlight, "no-in-flight-exclusion", false, "full check: compare the sessions written during the check in the checksum buckets too, instead of leaving them out (per the change recorders) and reading them by key at the end")
 	p.sf.addFlags(cmd, false)
 }
 
@@ -105,7 +107,7 @@ func (p *pairFlags) options(cmd *cobra.Command) (consistency.Options, backends.K
 	if p.recheck <= 0 {
 		return o, "", "", cliutil.Usage("--recheck-delay must be positive")
 	}
-	o.RecheckDelay, o.Seed = p.recheck, p.seed
+	o.RecheckDelay, o.Seed, o.NoInFlightExclusion = p.recheck, p.seed, p.noInFlight
 	if o.SampleMethod, err = parseSampleMethod(p.method); err != nil {
 		return o, "", "", err
 	}
@@ -234,6 +236,14 @@ func printReport(tw *tabwriter.Writer, rep *consistency.Report) {
 	cliutil.Row(tw, "rechecked", rep.Rechecked)
 	cliutil.Row(tw, "not sessions (not compared)", rep.NotSessions)
 	cliutil.Row(tw, "bytes moved", fmt.Sprintf("%d in %d round trips, %d checksum round(s)", rep.BytesMoved, rep.RoundTrips, rep.Rounds))
+	if inf := rep.InFlight; inf != nil {
+		if inf.Used {
+			cliutil.Row(tw, "in flight", fmt.Sprintf("%d key(s) changed since %s (%s's recorders) verified by key, out of the buckets",
+				inf.VerifiedByKey, time.UnixMilli(inf.SinceMs).UTC().Format(time.RFC3339), inf.Table))
+		} else {
+			cliutil.Row(tw, "in flight", "compared in the buckets: "+inf.WhyNot)
+		}
+	}
 	cliutil.Row(tw, "duration", rep.Duration.Round(time.Millisecond))
 	for _, k := range consistency.Kinds {
 		for _, d := range rep.Samples[k] {

@@ -3,6 +3,7 @@ package agentapi
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/ergo-services/ergo/etf"
@@ -41,6 +42,46 @@ func (d DigestKind) opts() etf.List {
 	return etf.List{}
 }
 
+// ExcludeChanged leaves out of a pass (Sums, Keys) the rows whose key the
+// node's own change recorder (migctl_recorder) has as changed in the
+// Mnesia table Table at or after SinceMs (the node's clock): the keys
+// written while a check runs, which the caller verifies by key instead.
+// The set is the recorder's at the start of the pass. A node whose
+// recorder is not running, or does not cover Table back to SinceMs,
+// answers with an error wrapping ErrNoRecorderCoverage: it never leaves
+// out nothing (or something else) silently.
+//
+//	Opts {exclude_changed, Table, SinceMs}
+type ExcludeChanged struct {
+	Table   string
+	SinceMs int64
+}
+
+func (x *ExcludeChanged) opt() etf.Tuple {
+	return etf.Tuple{etf.Atom("exclude_changed"), etf.Atom(x.Table), x.SinceMs}
+}
+
+// ErrNoRecorderCoverage: a pass asked to leave out the keys changed since
+// a time (ExcludeChanged) on a node whose change recorder is not running
+// (agent reason no_recorder) or does not cover the table back to that time
+// (recorder_gap: restarted, resubscribed, pruned, not subscribed).
+var ErrNoRecorderCoverage = errors.New("the change recorder does not cover the table since the time asked for")
+
+// recorderErr turns the agent's no_recorder / recorder_gap refusal into an
+// error wrapping ErrNoRecorderCoverage (keeping the node and the reason);
+// other errors pass unchanged.
+func recorderErr(node, op string, err error) error {
+	var re *erl.RPCError
+	if errors.As(err, &re) && (re.Reason == "no_recorder" || re.Reason == "recorder_gap") {
+		why := "no change recorder runs"
+		if re.Reason == "recorder_gap" {
+			why = "the change recorder does not cover the table back to the time asked for"
+		}
+		return &erl.Error{Op: op, Node: node, Err: fmt.Errorf("%w: %s (%s)", ErrNoRecorderCoverage, re.Reason, why)}
+	}
+	return err
+}
+
 // SumOptions tune Sums.
 type SumOptions struct {
 	Digest DigestKind
@@ -50,6 +91,9 @@ type SumOptions struct {
 	LAQuantum int64
 	// MaxWritten asks for each bucket's latest Mnesia write time.
 	MaxWritten bool
+	// Exclude, when set, leaves the keys changed since a time out of the
+	// sums (see ExcludeChanged).
+	Exclude *ExcludeChanged
 }
 
 // Odd are the rows of a store that are not erlmcp sessions: their number
@@ -67,36 +111,59 @@ type SumsReply struct {
 	// Bytes is the payload that crossed the wire (request and reply
 	// binaries), since a check reports what it moved.
 	Bytes int64
+	// Excluded is the number of rows the pass left out (with Exclude).
+	Excluded int64
 }
 
 // Sums is migctl_buckets:sums/3: one pass over st, every bucket of rs.
-// Reply {ok, <<Count:32, Sum:64[, MaxWritten:64/signed]>>*, Size, Odd}.
+// Reply {ok, <<Count:32, Sum:64[, MaxWritten:64/signed]>>*, Size, Odd}, and
+// with Exclude {ok, Sums, Size, Odd, Excluded}.
 func (s Buckets) Sums(ctx context.Context, node string, st Store, rs []bucketdiff.Range, o SumOptions) (SumsReply, error) {
 	const fun = "sums"
 	req := EncodeRanges(rs)
+	m := s.mod()
+	t, err := m.call(ctx, node, fun, st.term(s.C), req, o.terms())
+	if err != nil {
+		return SumsReply{}, recorderErr(node, "migctl_buckets:"+fun, err)
+	}
+	out, err := m.sumsReply(node, t, bucketdiff.Total(rs), o)
+	out.Bytes += int64(len(req))
+	return out, err
+}
+
+func (o SumOptions) terms() etf.List {
 	opts := o.Digest.opts()
 	if o.LAQuantum > 0 {
 		opts = append(opts, etf.Tuple{etf.Atom("la_quantum"), o.LAQuantum})
 	}
-	stride := 12
 	if o.MaxWritten {
 		opts = append(opts, etf.Atom("max_written"))
+	}
+	if o.Exclude != nil {
+		opts = append(opts, o.Exclude.opt())
+	}
+	return opts
+}
+
+// sumsReply reads sums/3's reply for n buckets (Bytes: the reply's
+// binaries only).
+func (m module) sumsReply(node string, t etf.Tuple, n int, o SumOptions) (SumsReply, error) {
+	const fun = "sums"
+	stride, arity := 12, 3
+	if o.MaxWritten {
 		stride = 20
 	}
-	m := s.mod()
-	t, err := m.call(ctx, node, fun, st.term(s.C), req, opts)
-	if err != nil {
-		return SumsReply{}, err
+	if o.Exclude != nil {
+		arity = 4
 	}
-	if err := m.okN(node, fun, t, 3); err != nil {
+	if err := m.okN(node, fun, t, arity); err != nil {
 		return SumsReply{}, err
 	}
 	b, oddB := asBytes(t[1]), asBytes(t[3])
-	n := bucketdiff.Total(rs)
 	if len(b) != stride*n {
 		return SumsReply{}, m.shape(node, fun, fmt.Sprintf("%d bytes for %d buckets", len(b), n))
 	}
-	out := SumsReply{Sums: make([]bucketdiff.Sum, n), Size: asInt(t[2]), Bytes: int64(len(req) + len(b) + len(oddB))}
+	out := SumsReply{Sums: make([]bucketdiff.Sum, n), Size: asInt(t[2]), Bytes: int64(len(b) + len(oddB))}
 	for i := range out.Sums {
 		r := b[stride*i:]
 		out.Sums[i].Count = uint64(binary.BigEndian.Uint32(r))
@@ -105,8 +172,15 @@ func (s Buckets) Sums(ctx context.Context, node string, st Store, rs []bucketdif
 			out.Sums[i].MaxWritten = int64(binary.BigEndian.Uint64(r[12:]))
 		}
 	}
+	var err error
 	if out.Odd, err = ParseOdd(oddB); err != nil {
 		return SumsReply{}, m.shape(node, fun, err.Error())
+	}
+	if o.Exclude != nil {
+		if !isInt(t[4]) {
+			return SumsReply{}, m.shape(node, fun, t)
+		}
+		out.Excluded = asInt(t[4])
 	}
 	return out, nil
 }
@@ -120,6 +194,9 @@ type KeyOptions struct {
 	Times bool
 	// Limit > 0 makes Keys fail (too_many_rows) past that many rows.
 	Limit int
+	// Exclude, when set, leaves the keys changed since a time out of Keys'
+	// listing (see ExcludeChanged); OfIDs ignores it.
+	Exclude *ExcludeChanged
 }
 
 func (o KeyOptions) terms() etf.List {
@@ -129,6 +206,9 @@ func (o KeyOptions) terms() etf.List {
 	}
 	if o.Limit > 0 {
 		l = append(l, etf.Tuple{etf.Atom("limit"), o.Limit})
+	}
+	if o.Exclude != nil {
+		l = append(l, o.Exclude.opt())
 	}
 	return l
 }
@@ -146,10 +226,13 @@ type KeysReply struct {
 	Keys  map[string]Key
 	Odd   Odd   // Keys only: rows in the ranges' pass that are not sessions
 	Bytes int64 // payload both ways
+	// Excluded (Keys with Exclude) is the number of rows the pass left out.
+	Excluded int64
 }
 
 // Keys is migctl_buckets:keys/3: one pass over st, every row whose hash
-// is in rs. Reply {ok, Frames, N, Odd}, frames
+// is in rs. Reply {ok, Frames, N, Odd}, with Exclude {ok, Frames, N, Odd,
+// Excluded}, frames
 // <<IdLen:32, Id, Digest:32, LastAccessed:64/signed[, Written:64/signed, Created:64/signed]>>.
 func (s Buckets) Keys(ctx context.Context, node string, st Store, rs []bucketdiff.Range, o KeyOptions) (KeysReply, error) {
 	const fun = "keys"
@@ -157,18 +240,37 @@ func (s Buckets) Keys(ctx context.Context, node string, st Store, rs []bucketdif
 	m := s.mod()
 	t, err := m.call(ctx, node, fun, st.term(s.C), req, o.terms())
 	if err != nil {
-		return KeysReply{}, err
+		return KeysReply{}, recorderErr(node, "migctl_buckets:"+fun, err)
 	}
-	if err := m.okN(node, fun, t, 3); err != nil {
+	out, err := m.keysReply(node, t, o)
+	out.Bytes += int64(len(req))
+	return out, err
+}
+
+// keysReply reads keys/3's reply (Bytes: the reply's binaries only).
+func (m module) keysReply(node string, t etf.Tuple, o KeyOptions) (KeysReply, error) {
+	const fun = "keys"
+	arity := 3
+	if o.Exclude != nil {
+		arity = 4
+	}
+	if err := m.okN(node, fun, t, arity); err != nil {
 		return KeysReply{}, err
 	}
 	b, oddB := asBytes(t[1]), asBytes(t[3])
-	out := KeysReply{Keys: make(map[string]Key, asInt(t[2])), Bytes: int64(len(req) + len(b) + len(oddB))}
+	out := KeysReply{Keys: make(map[string]Key, asInt(t[2])), Bytes: int64(len(b) + len(oddB))}
 	if err := parseKeys(b, o.Times, out.Keys); err != nil {
 		return KeysReply{}, m.shape(node, fun, err.Error())
 	}
+	var err error
 	if out.Odd, err = ParseOdd(oddB); err != nil {
 		return KeysReply{}, m.shape(node, fun, err.Error())
+	}
+	if o.Exclude != nil {
+		if !isInt(t[4]) {
+			return KeysReply{}, m.shape(node, fun, t)
+		}
+		out.Excluded = asInt(t[4])
 	}
 	return out, nil
 }
@@ -181,7 +283,7 @@ func (s Buckets) OfIDs(ctx context.Context, node string, st Store, ids []string,
 	if batch <= 0 {
 		batch = 5000
 	}
-	o.Limit = 0
+	o.Limit, o.Exclude = 0, nil
 	m := s.mod()
 	out := KeysReply{Keys: make(map[string]Key, len(ids))}
 	for i := 0; i < len(ids); i += batch {
@@ -266,4 +368,72 @@ func ParseOdd(b []byte) (Odd, error) {
 		b = b[4+n:]
 	}
 	return o, nil
+}
+
+// ChangedRows is the reply of ChangedRows: the keys a node's recorder
+// lists, each with the store's row.
+type ChangedRows struct {
+	// Listed is every key the recorder listed; Present those the store
+	// holds, with their digests (as Keys lists them, content digest).
+	Listed  []string
+	Present map[string]Key
+	Bytes   int64 // payload both ways
+}
+
+// ChangedRows is migctl_buckets:changed_rows/3: the keys node's change
+// recorder has as changed in the Mnesia table tab at or after sinceMs,
+// each with st's digest and last_accessed, or absent: what a full check
+// left out of its buckets as in flight, read back by key in one call.
+// A recorder that cannot say is an error wrapping ErrNoRecorderCoverage.
+//
+//	migctl_buckets:changed_rows(Spec, Tab, SinceMs) ->
+//	    {ok, Z(<<Len:16, Id, 0>> | <<Len:16, Id, 1, Digest:32, LA:64/signed>>)*, N}
+func (s Buckets) ChangedRows(ctx context.Context, node string, st Store, tab string, sinceMs int64) (ChangedRows, error) {
+	const fun = "changed_rows"
+	m := s.mod()
+	t, err := m.call(ctx, node, fun, st.term(s.C), etf.Atom(tab), sinceMs)
+	if err != nil {
+		return ChangedRows{}, recorderErr(node, "migctl_buckets:"+fun, err)
+	}
+	return m.changedRowsReply(node, t)
+}
+
+func (m module) changedRowsReply(node string, t etf.Tuple) (ChangedRows, error) {
+	const fun = "changed_rows"
+	if err := m.okN(node, fun, t, 2); err != nil {
+		return ChangedRows{}, err
+	}
+	z, ok := t[1].([]byte)
+	if !ok || !isInt(t[2]) {
+		return ChangedRows{}, m.shape(node, fun, t)
+	}
+	b, err := unzip(z)
+	if err != nil {
+		return ChangedRows{}, m.shape(node, fun, err.Error())
+	}
+	out := ChangedRows{Present: map[string]Key{}, Bytes: int64(len(z))}
+	for len(b) > 0 {
+		if len(b) < 3 || len(b) < 3+int(binary.BigEndian.Uint16(b)) {
+			return ChangedRows{}, m.shape(node, fun, "truncated frame")
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		id, r := string(b[2:2+n]), b[2+n:]
+		out.Listed = append(out.Listed, id)
+		switch r[0] {
+		case 0:
+			b = r[1:]
+		case 1:
+			if len(r) < 13 {
+				return ChangedRows{}, m.shape(node, fun, "truncated frame")
+			}
+			out.Present[id] = Key{Digest: binary.BigEndian.Uint32(r[1:]), LastAccessed: int64(binary.BigEndian.Uint64(r[5:]))}
+			b = r[13:]
+		default:
+			return ChangedRows{}, m.shape(node, fun, fmt.Sprintf("presence byte %d", r[0]))
+		}
+	}
+	if int64(len(out.Listed)) != asInt(t[2]) {
+		return ChangedRows{}, m.shape(node, fun, fmt.Sprintf("%d frames, count %d", len(out.Listed), asInt(t[2])))
+	}
+	return out, nil
 }

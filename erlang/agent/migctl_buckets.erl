@@ -14,7 +14,11 @@
 %%                              ranges (the buckets that differed) with
 %%                              their digests and times;
 %%   of_ids(Spec, Ids, Opts)    the same frames for given ids, by lookup
-%%                              (a recheck of a few keys).
+%%                              (a recheck of a few keys);
+%%   changed_rows(Spec, Tab, S) the keys this node's change recorder has as
+%%                              changed in Tab since S, each with Spec's
+%%                              row digest (the keys a check left out as
+%%                              in flight, read back by key).
 %%
 %% Placement: H = erlang:phash2(Id, 2^32). Ranges are a binary of
 %% <<Lo:64, Hi:64, Buckets:32>>* sorted by Lo and not overlapping; bucket
@@ -42,6 +46,28 @@
 %% A Mnesia store is read from this node's local copy (the ETS table of a
 %% disc_copies or ram_copies table): no remote reads, no transaction.
 %%
+%% Keys in flight (Opts {exclude_changed, MnesiaTab, SinceMs}, sums/3 and
+%% keys/3, any store kind): the rows whose key THIS node's change recorder
+%% (migctl_recorder, migctl_node library) has as changed at or after
+%% SinceMs in MnesiaTab are left out of the sums and the listing. Under
+%% live traffic a key written while a full check runs makes its bucket
+%% differ between two reads made at slightly different moments, so the
+%% bisection chases it down to rows, round after round; left out of the
+%% buckets on both sides, such keys are verified by key at the end by the
+%% caller (which reads them back with changed_rows/3 on every node whose
+%% passes left keys out, and must read every key the recorders list, or it
+%% would skip what it left out).
+%% The set is the recorder's at the start of the pass (one read of its
+%% time index, after it has handled what was already sent to it). A
+%% recorder that is not running, or does not cover MnesiaTab back to
+%% SinceMs (restarted, pruned, not subscribed), fails the call with
+%% no_recorder or recorder_gap: leaving out nothing would let the two
+%% sides' sums disagree silently, so the caller falls back to comparing
+%% every row. The reply then carries one more element, the number of rows
+%% of the store the pass left out (sums: {ok, Bin, Size, Odd, Excluded};
+%% keys: {ok, Frames, N, Odd, Excluded}); without the option the replies
+%% are as below.
+%%
 %% Rows that are not sessions ({Id :: binary(), Session :: map()}) cannot
 %% be digested by content, and a check must not call two stores equal
 %% because it skipped what it could not read: they are counted (with the
@@ -52,12 +78,14 @@
 %% Create, Owner} | {mnesia, Tab}; {ok, ...} | {error, Reason}).
 -module(migctl_buckets).
 
--export([version/0, sums/3, keys/3, of_ids/3]).
+-export([version/0, sums/3, keys/3, of_ids/3, changed_rows/3]).
 %% For the other agent modules on the node.
 -export([sums_local/3, fold/3, ready/1, lookup/3, content_frame/2]).
 
--define(VSN, 1).
+-define(VSN, 2).
 -define(M32, 4294967296).
+%% Process dictionary key: rows left out by {exclude_changed, ...}.
+-define(SKIPPED, {?MODULE, skipped}).
 
 -import(migctl_lib, [safe/1, fail/1, la/1, mint/2]).
 
@@ -136,17 +164,28 @@ index(H, R) ->
 %%   with max_written in Opts.
 %% Opts: {digest, content | record}, {la_quantum, Q}, max_written (the
 %% latest Mnesia write time in each bucket, 0 for ETS/DETS; the heal plan
-%% dates a split with it). Size is the store's size before the pass.
+%% dates a split with it), {exclude_changed, Tab, SinceMs} (see the top:
+%% the reply then ends with the number of rows left out). Size is the
+%% store's size before the pass.
 sums(Spec, RangesBin, Opts) ->
     safe(fun() ->
         Size = ready(Spec),
-        {Bin, _} = sums_local(Spec, RangesBin, Opts),
-        {ok, Bin, Size, migctl_lib:odd()}
+        case excluded(Opts) of
+            none ->
+                {Bin, _} = sums_local(Spec, RangesBin, Opts),
+                {ok, Bin, Size, migctl_lib:odd()};
+            Ex ->
+                {Bin, _} = sums_local(Spec, RangesBin, Opts, Ex),
+                {ok, Bin, Size, migctl_lib:odd(), erase(?SKIPPED)}
+        end
     end).
 
 %% sums_local(Spec, Ranges, Opts) -> {Bin, TotalBuckets}, for a caller on
 %% this node (migctl_check:native_compare/3). Fails instead of returning.
 sums_local(Spec, RangesBin, Opts) ->
+    sums_local(Spec, RangesBin, Opts, none).
+
+sums_local(Spec, RangesBin, Opts, Ex) ->
     {R, Total} = parse_ranges(RangesBin),
     Mode = mode(Opts),
     C = counters:new(2 * max(Total, 1), []),
@@ -180,22 +219,58 @@ sums_local(Spec, RangesBin, Opts) ->
             end,
     case lists:member(max_written, Opts) of
         false ->
-            fold(Spec, Mode, Count),
+            fold(Spec, Mode, skip(Ex, Count)),
             {<< <<(counters:get(C, 2 * I + 1)):32, (counters:get(C, 2 * I + 2)):64>>
                 || I <- lists:seq(0, Total - 1) >>, Total};
         true ->
             M = atomics:new(max(Total, 1), [{signed, true}]),
-            fold(Spec, Mode, fun(Id, S, Wt) ->
-                                     case Count(Id, S, Wt) of
-                                         none -> ok;
-                                         I ->
-                                             K = I div 2 + 1,
-                                             Wi = wtime(Wt),
-                                             Wi > atomics:get(M, K) andalso atomics:put(M, K, Wi)
-                                     end
-                             end),
+            fold(Spec, Mode, skip(Ex, fun(Id, S, Wt) ->
+                                              case Count(Id, S, Wt) of
+                                                  none -> ok;
+                                                  I ->
+                                                      K = I div 2 + 1,
+                                                      Wi = wtime(Wt),
+                                                      Wi > atomics:get(M, K) andalso atomics:put(M, K, Wi)
+                                              end
+                                      end)),
             {<< <<(counters:get(C, 2 * I + 1)):32, (counters:get(C, 2 * I + 2)):64,
                   (atomics:get(M, I + 1)):64/signed>> || I <- lists:seq(0, Total - 1) >>, Total}
+    end.
+
+%% excluded(Opts) -> none | #{Key => []}: the keys this node's change
+%% recorder has as changed in Tab at or after Since (Opts
+%% {exclude_changed, Tab, Since}), read once; fails with no_recorder or
+%% recorder_gap when the recorder cannot say (see the top). The count of
+%% rows left out is kept in the process dictionary (?SKIPPED) by skip/2.
+excluded(Opts) ->
+    case lists:keyfind(exclude_changed, 1, Opts) of
+        {exclude_changed, Tab, Since} when is_atom(Tab), is_integer(Since) ->
+            Info = case code:ensure_loaded(migctl_recorder) of
+                       {module, _} -> catch migctl_recorder:info();
+                       _ -> #{running => false}
+                   end,
+            case Info of
+                #{running := true, tables := Ts} ->
+                    case [C || #{table := T, since := C} <- Ts, T =:= Tab] of
+                        [C] when is_integer(C), C =< Since -> ok;
+                        _ -> fail(recorder_gap)
+                    end;
+                _ -> fail(no_recorder)
+            end,
+            put(?SKIPPED, 0),
+            maps:from_keys(migctl_recorder:changed_since(Tab, Since), []);
+        {exclude_changed, _, _} -> fail(bad_exclude);
+        false -> none
+    end.
+
+%% skip(Ex, F): F for the rows whose key is not in Ex, counting the others.
+skip(none, F) -> F;
+skip(Ex, F) ->
+    fun(Id, S, W) ->
+            case is_map_key(Id, Ex) of
+                true -> put(?SKIPPED, get(?SKIPPED) + 1), none;
+                false -> F(Id, S, W)
+            end
     end.
 
 %% fold(Spec, Mode, F) calls F(Id, S, W) for every row the digest Mode can
@@ -231,11 +306,14 @@ fold({mnesia, Tab}, _, F) ->
 %% WITHOUT a quantum: last_accessed travels apart so the caller can apply
 %% its tolerance exactly), times (the frame carries the write and creation
 %% times), {limit, N} (fails with too_many_rows beyond N rows, so that a
-%% mistaken call cannot ship a whole table).
+%% mistaken call cannot ship a whole table), {exclude_changed, Tab,
+%% SinceMs} (see the top: the reply then ends with the number of rows the
+%% pass left out, in the ranges or not: {ok, Frames, N, Odd, Excluded}).
 keys(Spec, RangesBin, Opts) ->
     safe(fun() ->
         _ = ready(Spec),
         {R, _} = parse_ranges(RangesBin),
+        Ex = excluded(Opts),
         Mode = case mode(Opts) of record -> record; _ -> 0 end,
         Times = lists:member(times, Opts),
         Limit = case lists:keyfind(limit, 1, Opts) of
@@ -244,18 +322,21 @@ keys(Spec, RangesBin, Opts) ->
                 end,
         Key = make_ref(),
         put(Key, {0, []}),
-        fold(Spec, Mode, fun(Id, S, W) when is_binary(Id) ->
-                                 case index(erlang:phash2(Id, ?M32), R) of
-                                     none -> ok;
-                                     _ ->
-                                         {N, Acc} = get(Key),
-                                         N < Limit orelse fail(too_many_rows),
-                                         put(Key, {N + 1, [frame(Mode, Times, Id, S, W) | Acc]})
-                                 end;
-                            (_, _, _) -> ok
-                         end),
+        fold(Spec, Mode, skip(Ex, fun(Id, S, W) when is_binary(Id) ->
+                                           case index(erlang:phash2(Id, ?M32), R) of
+                                               none -> ok;
+                                               _ ->
+                                                   {N, Acc} = get(Key),
+                                                   N < Limit orelse fail(too_many_rows),
+                                                   put(Key, {N + 1, [frame(Mode, Times, Id, S, W) | Acc]})
+                                           end;
+                                      (_, _, _) -> ok
+                                   end)),
         {N, Acc} = erase(Key),
-        {ok, iolist_to_binary(Acc), N, migctl_lib:odd()}
+        case Ex of
+            none -> {ok, iolist_to_binary(Acc), N, migctl_lib:odd()};
+            _ -> {ok, iolist_to_binary(Acc), N, migctl_lib:odd(), erase(?SKIPPED)}
+        end
     end).
 
 %% frame(Mode, Times, Id, S, W) ->
@@ -283,6 +364,29 @@ of_ids(Spec, IdsBin, Opts) ->
         _ = [migctl_lib:local_copy(T) || {mnesia, T} <- [Spec]],
         Rows = lists:flatmap(fun(Id) -> lookup(Spec, Mode, Id) end, migctl_lib:ids(IdsBin)),
         {ok, iolist_to_binary([frame(Mode, Times, Id, S, W) || {Id, S, W} <- Rows]), length(Rows)}
+    end).
+
+%% changed_rows(Spec, Tab, SinceMs) ->
+%%   {ok, Z(<<Len:16, Id, 0>> | <<Len:16, Id, 1, Digest:32, LA:64/signed>>)*, N}
+%% (Z: zlib:compress/1) The keys this node's change recorder has as changed
+%% in the Mnesia table Tab at or after SinceMs (binary keys: sessions'),
+%% each with what Spec (any store kind) holds for it now: absent (0), or
+%% the content digest and last_accessed keys/3 lists. Fails with
+%% no_recorder or recorder_gap as {exclude_changed, ...} does: a check that
+%% left these keys out of its buckets must read back every one of them.
+%% Ids are short binaries (erlmcp's 32 hex digits) and the reply is
+%% compressed: a check under traffic lists thousands of them.
+changed_rows(Spec, Tab, Since) ->
+    safe(fun() ->
+        _ = ready(Spec),
+        Keys = [K || K <- maps:keys(excluded([{exclude_changed, Tab, Since}])), is_binary(K),
+                     byte_size(K) < 65536],
+        _ = [migctl_lib:local_copy(T) || {mnesia, T} <- [Spec]],
+        Frames = [case lookup(Spec, 0, K) of
+                      [{_, S, W} | _] -> [<<(byte_size(K)):16>>, K, <<1, (digest(0, K, S, W)):32, (la(S)):64/signed>>];
+                      [] -> [<<(byte_size(K)):16>>, K, <<0>>]
+                  end || K <- Keys],
+        {ok, zlib:compress(Frames), length(Keys)}
     end).
 
 %% lookup(Spec, Mode, Id) -> [{Id, S, W}]: the row of Id if the digest Mode
