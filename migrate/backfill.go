@@ -57,9 +57,9 @@ type BackfillOptions struct {
 	StepTimeout time.Duration
 	// StepRetries is how many times in a row a batch that timed out is
 	// tried again before the run stops (default 5; the checkpoint is kept
-	// either way). A store server stalls for a minute at a time behind
-	// Mnesia's log dumps of a large disc_copies table (measured at 900k
-	// sessions), and a batch is idempotent, so a stall is waited out.
+	// either way). A store server stalls for tens of seconds at a time
+	// (erlmcp's own cleanup of a large DETS file runs in it: 18-33 s at
+	// 1.4M sessions), and a batch is idempotent, so a stall is waited out.
 	StepRetries int
 	// ConflictRetries is how many times in a row a batch that gave up on a
 	// Mnesia lock conflict is tried again (default 40, ~19 min at the
@@ -433,7 +433,7 @@ func (b *nodeBackfill) run(ctx context.Context) error {
 		}
 		if err != nil {
 			if timedOut(ctx, err) {
-				err = fmt.Errorf("%w (%d tries in a row; the node's store server is stalled: look for Mnesia overload events in its log; the checkpoint is kept, run the backfill again to resume)", err, timeouts+1)
+				err = fmt.Errorf("%w (%d tries in a row; the node's store server is stalled: see what it runs with erlang:process_info(Pid, current_stacktrace); the checkpoint is kept, run the backfill again to resume)", err, timeouts+1)
 			}
 			if errors.Is(err, agentapi.ErrBatchConflict) {
 				err = fmt.Errorf("%w (%d tries in a row; look for long transactions on the table: mnesia:system_info(held_locks) on its nodes; the checkpoint is kept, run the backfill again to resume)", err, conflicts+1)
@@ -675,9 +675,9 @@ func timedOut(ctx context.Context, err error) bool {
 	return errors.Is(err, agentapi.ErrBatchTimeout) || errors.Is(err, erl.ErrTimeout)
 }
 
-// retryWait is the pause before the n-th try in a row of a timed-out
-// batch: 2, 4, 8, ... s, at most 30 s (the late batch, still queued in the
-// server, runs meanwhile).
+// retryWait is the pause before the n-th try in a row of a batch that
+// timed out or gave up on a lock conflict: 2, 4, 8, ... s, at most 30 s
+// (a late batch, still queued in the server, runs meanwhile).
 func retryWait(n int) time.Duration {
 	d := time.Second << min(n, 5)
 	return min(d, 30*time.Second)

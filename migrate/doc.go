@@ -45,8 +45,8 @@
 // function over samples that background collectors read from every node
 // (scheduler utilisation, the store server's and Mnesia's message queues,
 // mnesia_overload events). A batch that does not get its turn within
-// StepTimeout (the store server stalled: measured at ~62 s behind Mnesia's
-// log dumps of a 900k-row disc_copies table) is tried again from the same
+// StepTimeout (the store server stalled: erlmcp's own cleanup of a 1.8 GB
+// DETS file held it 18-33 s at a time in the big run) is tried again from the same
 // cursor, up to StepRetries times in a row with growing pauses; the
 // batches of the same call that did finish are kept. Trying again is safe
 // because batches are idempotent, and a late batch the server still runs

@@ -10,8 +10,9 @@ import (
 )
 
 // TestBackfillWaitsOutStalledStoreServer: the second 900k big run failed
-// when node 1's store server stalled for ~62 s behind Mnesia's log dumps
-// and one batch outlived its timeout; the whole backfill stopped. Here the
+// when node 1's store server stalled for ~62 s (erlmcp's cleanup of the
+// DETS file runs in it) and one batch outlived its timeout; the whole
+// backfill stopped. Here the
 // store server is really stalled (suspended from a process on its node,
 // for several step timeouts) while the backfill runs and traffic goes
 // through the same server. The backfill must wait the stall out and
