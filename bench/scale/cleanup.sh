@@ -20,6 +20,7 @@ N=${BENCH_CLEANUP_SESSIONS:-1400000}
 RATE=${BENCH_CLEANUP_RATE:-200}
 SECS=${BENCH_CLEANUP_SECS:-150}
 OUT=${BENCH_CLEANUP_DIR:-$(mktemp -d -t migctl-cleanup.XXXXXX)}
+mkdir -p "$OUT"
 DC="$ROOT/scripts/devcluster.sh"
 UP=""
 
