@@ -138,3 +138,21 @@ func dualWriteNode(t *testing.T, n int, seed int) (*testkit.Cluster, *journal.Jo
 	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 	return cl, j, m
 }
+
+// requireDetsInMnesia: every session of node 0's DETS file is in Mnesia
+// with the same value (the load must be stopped: nothing in flight), and
+// the file holds more than minRows.
+func requireDetsInMnesia(t *testing.T, cl *testkit.Cluster, minRows int64) {
+	t.Helper()
+	r := evalTerm(t, cl, 0, `
+		Rows = dets:select(erlmcp_sessions_dets, [{'_', [], ['$_']}]),
+		Bad = [Id || {Id, S} <- Rows, case mnesia:dirty_read(erlmcp_session, Id) of
+		                                  [{_, _, S, _}] -> false;
+		                                  _ -> true
+		                              end],
+		#{rows => length(Rows), bad => length(Bad),
+		  sample => iolist_to_binary(io_lib:format("~0P", [lists:sublist(Bad, 5), 20]))}`, nil)
+	t.Logf("DETS vs Mnesia: %s", describe(r.(erl.Map)))
+	require.Greater(t, mapInt(r, "rows"), minRows)
+	require.Zero(t, mapInt(r, "bad"), "sessions of DETS missing or different in Mnesia")
+}

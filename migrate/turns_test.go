@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/erlmcp/migctl/erl"
 )
 
 // TestBackfillUnderLoadNoClientErrors: issue 13's first point. A backfill
@@ -46,17 +44,7 @@ func TestBackfillUnderLoadNoClientErrors(t *testing.T) {
 
 	// Every DETS session is in Mnesia, equal (dual-writes run; the load
 	// is stopped, so nothing is in flight).
-	r := evalTerm(t, cl, 0, `
-		Rows = dets:select(erlmcp_sessions_dets, [{'_', [], ['$_']}]),
-		Bad = [Id || {Id, S} <- Rows, case mnesia:dirty_read(erlmcp_session, Id) of
-		                                  [{_, _, S, _}] -> false;
-		                                  _ -> true
-		                              end],
-		#{rows => length(Rows), bad => length(Bad),
-		  sample => iolist_to_binary(io_lib:format("~0P", [lists:sublist(Bad, 5), 20]))}`, nil)
-	t.Logf("DETS vs Mnesia: %s", describe(r.(erl.Map)))
-	require.Greater(t, mapInt(r, "rows"), int64(40000))
-	require.Zero(t, mapInt(r, "bad"), "sessions of DETS missing or different in Mnesia")
+	requireDetsInMnesia(t, cl, 40000)
 	v := verifyLoad(t, cl, "{mnesia, erlmcp_session}")
 	t.Logf("verify: %s", describe(v[0]))
 	require.Zero(t, mapInt(v[0], "lost"))
