@@ -67,6 +67,11 @@ type BackfillOptions struct {
 	// server; other transactions can hold locks for minutes (erlmcp's
 	// cleanup of many sessions expiring together, on every node).
 	ConflictRetries int
+	// ReplicateAfter (forward, phase1 only) removes every replica of the
+	// Mnesia session table but one before copying and adds them back with
+	// Mnesia's bulk table copy afterwards (replicas.go): the rows are then
+	// applied on one replica instead of each.
+	ReplicateAfter bool
 	// CallBudget is how long one call to a node keeps running batches
 	// before it reports back (default 250 ms); the checkpoint, the throttle
 	// and Ctrl-C act between calls.
@@ -111,6 +116,9 @@ type BackfillReport struct {
 	RowsPerSec float64          `json:"rows_per_sec"`
 	// LastThrottle is the last reason a batch waited, if any.
 	LastThrottle string `json:"last_throttle,omitempty"`
+	// Replicas: what ReplicateAfter did to the session table's replicas
+	// (also a run that added back replicas an earlier one removed).
+	Replicas *ReplicaPlan `json:"replicas,omitempty"`
 }
 
 // checkpoint is a node's position, saved in the journal.
@@ -158,9 +166,49 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	if err := backfillPhaseOK(st, dir, o.Force); err != nil {
 		return nil, err
 	}
-	total, err := m.backfillTotal(ctx, st, o.Reverse)
+	sizes, err := m.backfillSizes(ctx, st, o.Reverse)
 	if err != nil {
 		return nil, err
+	}
+	var total int64
+	for _, n := range sizes {
+		total += n
+	}
+	rep := &BackfillReport{PerNode: map[string]Stats{}}
+	// Replicas an earlier run removed: added back first, unless this run
+	// loads one replica again (then at its end, with the others).
+	pending, err := m.PendingReplicas()
+	if err != nil {
+		return nil, err
+	}
+	var plan *ReplicaPlan
+	switch {
+	case o.ReplicateAfter && o.Reverse:
+		return nil, fmt.Errorf("%w: --replicate-after is for the forward backfill into Mnesia", ErrWrongPhase)
+	case o.ReplicateAfter:
+		if plan, err = m.planReplicas(ctx, st, sizes); err != nil {
+			return nil, err
+		}
+		if pending != nil && pending.Table == plan.Table && pending.Loader == plan.Loader {
+			// Keep what the earlier run removed (and, if a replica came
+			// back meanwhile, remove it again).
+			plan.Removed = mergeCopies(pending.Removed, plan.Removed)
+		} else if pending != nil && !o.DryRun {
+			if err := m.restoreReplicas(ctx, pending, total, o.Reason); err != nil {
+				return nil, err
+			}
+		}
+		rep.Replicas = plan
+	case pending != nil && !o.DryRun:
+		if err := m.restoreReplicas(ctx, pending, total, o.Reason); err != nil {
+			return nil, err
+		}
+		rep.Replicas = pending
+	}
+	if plan != nil && !o.DryRun {
+		if err := m.dropReplicas(ctx, plan, o.Reason); err != nil {
+			return rep, err
+		}
 	}
 	if o.Progress != nil {
 		o.Progress.SetTotal(total)
@@ -170,7 +218,6 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	for _, n := range st.Nodes {
 		rec.FailuresAtStart[n.Node] = n.Counters["secondary_write_failures"]
 	}
-	rep := &BackfillReport{PerNode: map[string]Stats{}}
 	t0 := time.Now()
 
 	var pw *progressWriter
@@ -181,6 +228,17 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	}
 	defer pw.stop()
 	err = m.backfillNodes(ctx, dir, st.Epoch, o, pw, &rec, rep)
+	if plan != nil && !o.DryRun {
+		if ctx.Err() != nil || errors.Is(err, errInterrupted) {
+			// Adding the replicas back takes minutes at scale: an
+			// interrupted run leaves them to the next backfill, and the
+			// phase gates refuse phase2 until then.
+			m.log.Warn("backfill interrupted with one replica of the session table; the next backfill adds the others back",
+				"table", plan.Table, "loader", plan.Loader, "removed", copyList(plan.Removed))
+		} else if rerr := m.restoreReplicas(ctx, plan, total, o.Reason); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
 	rec.Seconds = time.Since(t0).Seconds()
 	if rec.Seconds > 0 {
 		rep.RowsPerSec = float64(rec.Stats.Scanned) / rec.Seconds
@@ -266,32 +324,32 @@ func backfillPhaseOK(st ClusterStatus, dir string, force bool) error {
 	return fmt.Errorf("%w: the cluster is at %s; a %s backfill runs in %s", ErrWrongPhase, st.Phase, dir, want)
 }
 
-// backfillTotal checks that every store holds sessions and returns the
-// rows the copy will scan (the source side of every node).
-func (m *Migrator) backfillTotal(ctx context.Context, st ClusterStatus, reverse bool) (int64, error) {
-	var total int64
+// backfillSizes checks that every store holds sessions and returns the
+// rows the copy will scan on each node (its source side).
+func (m *Migrator) backfillSizes(ctx context.Context, st ClusterStatus, reverse bool) (map[string]int64, error) {
+	sizes := map[string]int64{}
 	for _, n := range st.Nodes {
 		for _, side := range []StoreRef{n.Primary, n.Secondary} {
 			s, err := backends.Open(m.c, n.Node, side.Spec())
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
 			info, err := s.Describe(ctx)
 			if err != nil {
 				if errors.Is(err, backends.ErrNotSessions) {
-					return 0, fmt.Errorf("%w: %s on %s: %v", ErrNotSessions, side.Spec(), n.Node, err)
+					return nil, fmt.Errorf("%w: %s on %s: %v", ErrNotSessions, side.Spec(), n.Node, err)
 				}
-				return 0, err
+				return nil, err
 			}
 			if info.Exists && info.Layout != "ok" {
-				return 0, fmt.Errorf("%w: %s on %s: %s", ErrNotSessions, side.Spec(), n.Node, info.Layout)
+				return nil, fmt.Errorf("%w: %s on %s: %s", ErrNotSessions, side.Spec(), n.Node, info.Layout)
 			}
 			if (side == n.Primary) != reverse {
-				total += info.Size
+				sizes[n.Node] += info.Size
 			}
 		}
 	}
-	return total, nil
+	return sizes, nil
 }
 
 // backfillNodes runs every node's share at once and gathers the results

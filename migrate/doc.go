@@ -56,6 +56,16 @@
 // every node for minutes): it gives up after two restarts, and migctl
 // tries it again after a pause (ConflictRetries).
 //
+// Replicas. A Mnesia commit is applied on every replica of the table, so
+// a backfill into a table of five disc_copies replicas does five times
+// the work of one. With ReplicateAfter (phase1 only: the application
+// reads the old store) the backfill removes every replica but one,
+// copies into it, and adds the others back with mnesia:add_table_copy,
+// Mnesia's bulk table copy, which keeps a new replica in step with the
+// commits made during the copy. The removed replicas are journaled first;
+// until they are back the phase2 gate refuses, and the next backfill adds
+// them back (replicas.go).
+//
 // Two details make that hold under load. A DETS traversal that is not
 // fixed can miss rows when the table grows, and a fixed one (the store
 // server fixes it for the pass) returns rows as they were at the fixation

@@ -10,6 +10,19 @@ import (
 // gates checks what a change to (to, pct) needs from the cluster in st.
 func (m *Migrator) gates(ctx context.Context, st ClusterStatus, to Phase, pct int, o ChangeOptions) []Gate {
 	var gs []Gate
+	if to == Phase2 || to == Phase3 {
+		// A backfill with ReplicateAfter left replicas of the session
+		// table removed: the application would read from fewer replicas
+		// than the cluster was built with.
+		p, err := m.PendingReplicas()
+		switch {
+		case err != nil:
+			gs = append(gs, Gate{Name: "session_replicas_back", OK: false, Value: "journal: " + err.Error()})
+		case p != nil:
+			gs = append(gs, Gate{Name: "session_replicas_back", OK: false,
+				Value: fmt.Sprintf("%s has one replica (%s); %s removed by a backfill are not back: rerun the backfill", p.Table, p.Loader, copyList(p.Removed))})
+		}
+	}
 	if to == Phase2 && st.Phase < Phase2 {
 		ok, val := m.backfillDone(st, "forward")
 		gs = append(gs, Gate{Name: "backfill_complete", OK: ok, Value: val})

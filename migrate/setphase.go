@@ -470,6 +470,15 @@ func (m *Migrator) Rollback(ctx context.Context, o ChangeOptions, bo BackfillOpt
 		return rec, rep, err
 	default:
 		rec, err := m.setPhase(ctx, "rollback", st.Phase-1, o)
-		return rec, nil, err
+		if err != nil || o.DryRun {
+			return rec, nil, err
+		}
+		// The way back from a backfill with ReplicateAfter that did not
+		// finish: the replicas it removed come back with the rollback.
+		p, err := m.PendingReplicas()
+		if err != nil || p == nil {
+			return rec, nil, err
+		}
+		return rec, &BackfillReport{Replicas: p}, m.restoreReplicas(ctx, p, 0, o.Reason)
 	}
 }

@@ -105,7 +105,11 @@ sleep 3
 
 run tables tables create --yes --reason bench-scale
 run phase1 phase set phase1 --yes --reason bench-scale
-run backfill backfill --from dets --to mnesia --yes --reason bench-scale --log-level info
+# BENCH_SCALE_REPLICATE_AFTER=0 runs the backfill into every replica at
+# once (the runs before 2026-12-06 06:30 UTC did).
+RA=(--replicate-after)
+[ "${BENCH_SCALE_REPLICATE_AFTER:-1}" = 0 ] && RA=()
+run backfill backfill --from dets --to mnesia "${RA[@]}" --yes --reason bench-scale --log-level info
 run check consistency check --source dets --target mnesia --full -o json
 run phase2 phase set phase2 --percent 100 --yes --reason bench-scale
 sleep 5
@@ -124,6 +128,7 @@ echo "== results ($N sessions, DETS $DETS_BYTES)"
 for s in "${ORDER[@]}"; do
     printf 'BENCH scale step=%-9s seconds=%-8s migctl_peak_rss_mb=%.1f\n' "$s" "${SECS[$s]}" "$(awk -v k="${RSS[$s]}" 'BEGIN { print k / 1024 }')"
 done
+grep -h '^replicas of' "$OUT/backfill.out" || true
 BF=$(awk -v a="${SECS[backfill]}" -v b="${SECS[check]}" 'BEGIN { printf "%.1f", a + b }')
 echo "BENCH scale backfill+check=${BF}s (goal <= 120s)"
 sed -n 's/.*"processed": \([0-9]*\).*/check processed \1/p; s/.*"mismatched": \([0-9]*\).*/check mismatched \1/p; s/.*"missing_in_target": \([0-9]*\).*/check missing_in_target \1/p; s/.*"bytes_moved": \([0-9]*\).*/check bytes_moved \1/p' "$OUT/check.out" | head -n 4

@@ -18,6 +18,7 @@
 -export([status/0, set_phase/4, reset_counters/0, backfill_step/5, backfill_steps/7, backfill_steps/8,
          backfill_steps/9, load/1,
          stop_watch/0, cluster_id/0, schema_state/1, create_schema/2, create_tables/2,
+         table_copies/1, drop_copy/2, add_copy/4,
          dets_files/0, read_chunk/3, store_counts/0,
          native_copy/3, bench_latency/1,
          persist_watch/3, persist_snapshot/3, persist_touched/2]).
@@ -453,6 +454,72 @@ table(T, Def) ->
                 {aborted, R} -> fail(iolist_to_binary(io_lib:format("create_table ~s: ~0P", [T, R, 20])))
             end
     end.
+
+%% table_copies(Tab) -> {ok, [{Node, Type, Running}]}: where Tab has a
+%% replica (disc_copies, ram_copies or disc_only_copies) and whether
+%% Mnesia runs there.
+table_copies(Tab) ->
+    safe(fun() ->
+        lists:member(Tab, mnesia:system_info(tables)) orelse fail(no_such_table),
+        Up = mnesia:system_info(running_db_nodes),
+        {ok, [{N, Type, lists:member(N, Up)}
+              || Type <- [disc_copies, ram_copies, disc_only_copies],
+                 N <- mnesia:table_info(Tab, Type)]}
+    end).
+
+%% drop_copy(Tab, Node) -> {ok, dropped | absent}: remove Node's replica of
+%% Tab (mnesia:del_table_copy), for a backfill that loads one replica and
+%% adds the others afterwards in bulk (add_copy/4): every row committed to
+%% a table is applied on each replica, and at 1.4M rows applying them on
+%% five replicas is what limited the backfill, where Mnesia's own table
+%% copy moves a table in bulk. Never the last replica. Node's change
+%% recorder loses its subscription with the replica (Mnesia drops it
+%% silently) and is told to notice.
+drop_copy(Tab, Node) ->
+    safe(fun() ->
+        Copies = copies(Tab),
+        case lists:member(Node, Copies) of
+            false -> {ok, absent};
+            true when length(Copies) =< 1 -> fail(last_copy);
+            true ->
+                case mnesia:del_table_copy(Tab, Node) of
+                    {atomic, ok} ->
+                        {migctl_recorder, Node} ! resubscribe,
+                        {ok, dropped};
+                    {aborted, R} -> fail(iolist_to_binary(io_lib:format("del_table_copy ~s ~s: ~0P", [Tab, Node, R, 20])))
+                end
+        end
+    end).
+
+%% add_copy(Tab, Node, Type, TimeoutMs) -> {ok, added | present, Millis}:
+%% add Node's replica of Tab (mnesia:add_table_copy: Mnesia loads it from
+%% a live replica in bulk while transactions go on, and keeps it in step
+%% with the commits made meanwhile), wait until it is loaded there, and
+%% tell Node's change recorder to subscribe again (its coverage starts now:
+%% the node applied nothing while it had no replica).
+add_copy(Tab, Node, Type, Timeout) when is_atom(Type) ->
+    safe(fun() ->
+        T0 = erlang:monotonic_time(millisecond),
+        R = case lists:member(Node, copies(Tab)) of
+                true -> present;
+                false ->
+                    case mnesia:add_table_copy(Tab, Node, Type) of
+                        {atomic, ok} -> added;
+                        {aborted, {already_exists, _, _}} -> present;
+                        {aborted, E} -> fail(iolist_to_binary(io_lib:format("add_table_copy ~s ~s: ~0P", [Tab, Node, E, 20])))
+                    end
+            end,
+        case rpc:call(Node, mnesia, wait_for_tables, [[Tab], Timeout], Timeout + 5000) of
+            ok -> ok;
+            Other -> fail(iolist_to_binary(io_lib:format("wait_for_tables on ~s: ~0P", [Node, Other, 10])))
+        end,
+        {migctl_recorder, Node} ! resubscribe,
+        {ok, R, erlang:monotonic_time(millisecond) - T0}
+    end).
+
+copies(Tab) ->
+    lists:member(Tab, mnesia:system_info(tables)) orelse fail(no_such_table),
+    lists:append([mnesia:table_info(Tab, T) || T <- [disc_copies, ram_copies, disc_only_copies]]).
 
 %% dets_files() -> {ok, [{Table, File, Bytes}]}: every DETS file open on the
 %% node that holds sessions or the migration phase, synced first so the
