@@ -5,7 +5,8 @@
 -module(migctl_recorder_tests).
 -include("fixture_test.hrl").
 
--export([records_changes_test/0, coverage_across_restart_test/0, bounds_test/0]).
+-export([records_changes_test/0, coverage_across_restart_test/0, coverage_across_recreate_test/0,
+         bounds_test/0]).
 
 -define(T, erlmcp_session).
 
@@ -91,6 +92,27 @@ coverage_across_restart_test() ->
         ?assert(S2 > S1),
         ok = mnesia:dirty_write({?T, <<"x">>, #{}, 1}),
         ?assertMatch([{<<"x">>, write, _, _, _}], migctl_recorder:lookup(?T, [<<"x">>]))
+    after
+        teardown(Dir)
+    end.
+
+%% Mnesia drops a table's subscribers without a word when the local copy
+%% goes (here the table itself) and does not restore them when it comes
+%% back: the recorder finds out by itself (info/0 and its periodic check).
+coverage_across_recreate_test() ->
+    Dir = setup(),
+    try
+        {ok, _} = migctl_recorder:start_link(#{tables => [?T]}),
+        S1 = wait_subscribed(),
+        {atomic, ok} = mnesia:delete_table(?T),
+        #{tables := [#{subscribed := false, since := undefined}], dropped := 1} = migctl_recorder:info(),
+        {atomic, ok} = mnesia:create_table(?T, [{attributes, [session_id, session_data, last_accessed]},
+                                                {disc_copies, [node()]}]),
+        S2 = wait_subscribed(),
+        ?assert(S2 > S1),
+        ?assert(lists:member(whereis(migctl_recorder), mnesia:table_info(?T, subscribers))),
+        ok = mnesia:dirty_write({?T, <<"y">>, #{}, 1}),
+        ?assertMatch([{<<"y">>, write, _, _, _}], migctl_recorder:lookup(?T, [<<"y">>]))
     after
         teardown(Dir)
     end.

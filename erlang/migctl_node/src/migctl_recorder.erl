@@ -35,7 +35,19 @@
 %% when Mnesia stops here and taken again within 100 ms of Mnesia being back,
 %% or at once when told with `migctl_recorder ! resubscribe', as migctl
 %% does after reloading a node: coverage then starts again), or the prune
-%% horizon if that is later. Rows older than
+%% horizon if that is later. Mnesia also drops a table's subscribers on a
+%% node, silently, when the node's copy is deleted (del_table_copy, as
+%% `migctl cluster remove-node' or a backfill that re-adds copies does), and
+%% does not restore them when the copy is added back: the recorder would
+%% then record nothing while still claiming coverage. So it checks that it
+%% is still in mnesia:table_info(Tab, subscribers) every second, before
+%% every info/0 answer, and on `resubscribe' (which migctl sends after
+%% changing a node's copies); a table found dropped loses its coverage
+%% (since undefined, counted in info/0's `dropped') and is subscribed again
+%% as soon as the node has a local copy (mnesia:subscribe/1 fails with
+%% not_active_local until then). Coverage then starts at the new
+%% subscription, which is exact: the node applied no change of the table
+%% while it had no copy. Rows older than
 %% `recorder_window_ms' are pruned every 10 s; past `recorder_max_keys' rows
 %% the horizon moves forward until the table fits. Memory is therefore
 %% bounded by the window and the key cap (about 300 bytes a key, with the time index, for erlmcp's
@@ -59,6 +71,12 @@
 -define(TIME, migctl_recorder_time).
 -define(PRUNE_MS, 10000).
 -define(RETRY_MS, 100).
+%% How often the recorder checks that Mnesia still has it as a subscriber
+%% of every table it believes covered (see Coverage at the top): one ETS
+%% lookup in Mnesia's global variables per table, so a second's period
+%% costs nothing and bounds how long coverage stays off after a copy
+%% comes back unannounced.
+-define(CHECK_MS, 1000).
 
 -type op() :: write | delete.
 -type change() :: {Key :: term(), op(), Millis :: integer(), Origin :: node(), Digest :: non_neg_integer()}.
@@ -80,7 +98,8 @@ stop() -> gen_server:stop(?MODULE).
 
 %% @doc What the recorder covers, for migctl: whether it runs, per table
 %% whether it is subscribed and since when (ms; undefined while it is not),
-%% the prune horizon, the key count and memory, and its counters.
+%% the prune horizon, the key count and memory, and its counters (dropped:
+%% how many times a subscription was found dropped by Mnesia, see Coverage).
 -spec info() -> map().
 info() ->
     case whereis(?MODULE) of
@@ -135,22 +154,17 @@ init(Opts) ->
            horizon => 0,
            subscr => undefined,
            started => now_ms(),
-           writes => 0, deletes => 0, pruned => 0, subscriptions => 0},
+           retry => false,
+           writes => 0, deletes => 0, pruned => 0, subscriptions => 0, dropped => 0},
     erlang:send_after(?PRUNE_MS, self(), prune),
+    erlang:send_after(?CHECK_MS, self(), check),
     {ok, subscribe(St)}.
 
-handle_call(info, _From, St = #{tables := Ts, horizon := H}) ->
-    Tables = [#{table => T, subscribed => S =/= undefined,
-                since => case S of undefined -> undefined; _ -> max(S, H) end,
-                cleared => C}
-              || {T, #{since := S, cleared := C}} <- maps:to_list(Ts)],
-    {reply, #{running => true, tables => Tables, horizon => H,
-              keys => ets:info(?TAB, size),
-              memory_bytes => (ets:info(?TAB, memory) + ets:info(?TIME, memory)) * erlang:system_info(wordsize),
-              window_ms => maps:get(window, St), max_keys => maps:get(max_keys, St),
-              started => maps:get(started, St),
-              writes => maps:get(writes, St), deletes => maps:get(deletes, St),
-              pruned => maps:get(pruned, St), subscriptions => maps:get(subscriptions, St)}, St};
+handle_call(info, _From, St0) ->
+    %% Check first: coverage a reader is told about must still be there
+    %% now, not as of the last periodic check.
+    St = check(St0),
+    {reply, info_reply(St), St};
 handle_call(sync, _From, St) ->
     {reply, ok, St};
 handle_call(_, _From, St) ->
@@ -162,13 +176,20 @@ handle_cast(_, St) ->
 handle_info({mnesia_table_event, E}, St) ->
     {noreply, event(E, St)};
 handle_info(resubscribe, St) ->
-    {noreply, subscribe(St)};
+    %% Sent by migctl after it restarted Mnesia or changed this node's
+    %% copies: what Mnesia dropped meanwhile is lost coverage, then take
+    %% every missing subscription again.
+    {noreply, subscribe(check(St))};
+handle_info(retry, St) ->
+    {noreply, subscribe(St#{retry := false})};
+handle_info(check, St) ->
+    erlang:send_after(?CHECK_MS, self(), check),
+    {noreply, check(St)};
 handle_info({'DOWN', Ref, process, _, _}, St = #{subscr := Ref, tables := Ts}) ->
     %% Mnesia stopped here: every subscription is gone, and so is the
     %% coverage until it is back.
     Ts1 = maps:map(fun(_, V) -> V#{since := undefined} end, Ts),
-    erlang:send_after(?RETRY_MS, self(), resubscribe),
-    {noreply, St#{subscr := undefined, tables := Ts1}};
+    {noreply, retry_later(St#{subscr := undefined, tables := Ts1})};
 handle_info(prune, St) ->
     erlang:send_after(?PRUNE_MS, self(), prune),
     {noreply, prune(St)};
@@ -184,8 +205,24 @@ opt(Opts, K, EnvK, Default) ->
 
 now_ms() -> erlang:system_time(millisecond).
 
+%% info/0's answer.
+info_reply(St = #{tables := Ts, horizon := H}) ->
+    Tables = [#{table => T, subscribed => S =/= undefined,
+                since => case S of undefined -> undefined; _ -> max(S, H) end,
+                cleared => C}
+              || {T, #{since := S, cleared := C}} <- maps:to_list(Ts)],
+    #{running => true, tables => Tables, horizon => H,
+      keys => ets:info(?TAB, size),
+      memory_bytes => (ets:info(?TAB, memory) + ets:info(?TIME, memory)) * erlang:system_info(wordsize),
+      window_ms => maps:get(window, St), max_keys => maps:get(max_keys, St),
+      started => maps:get(started, St),
+      writes => maps:get(writes, St), deletes => maps:get(deletes, St),
+      pruned => maps:get(pruned, St), subscriptions => maps:get(subscriptions, St),
+      dropped => maps:get(dropped, St)}.
+
 %% Subscribe to every table not yet subscribed, as far as Mnesia lets us now
-%% (not running, or a table not there yet: try again shortly).
+%% (not running, a table not there yet, or no local copy of it: Mnesia then
+%% answers {error, {not_active_local, Tab}}; try again shortly).
 subscribe(St = #{tables := Ts}) ->
     Running = (catch mnesia:system_info(is_running)) =:= yes,
     St1 = case {Running, maps:get(subscr, St)} of
@@ -206,9 +243,45 @@ subscribe(St = #{tables := Ts}) ->
                (_, V) -> V
             end, Ts),
     Pending = [T || {T, #{since := undefined}} <- maps:to_list(Ts1)],
-    Pending =/= [] andalso erlang:send_after(?RETRY_MS, self(), resubscribe),
     Taken = length([T || {T, #{since := undefined}} <- maps:to_list(Ts)]) - length(Pending),
-    St1#{tables := Ts1, subscriptions := maps:get(subscriptions, St1) + Taken}.
+    St2 = St1#{tables := Ts1, subscriptions := maps:get(subscriptions, St1) + Taken},
+    case Pending of
+        [] -> St2;
+        _ -> retry_later(St2)
+    end.
+
+%% One retry timer at a time: resubscribe messages and periodic checks
+%% while a table has no local copy (possibly for good, on a node that
+%% holds no replica of it) must not each start a chain of their own.
+retry_later(St = #{retry := true}) -> St;
+retry_later(St) ->
+    erlang:send_after(?RETRY_MS, self(), retry),
+    St#{retry := true}.
+
+%% Tables believed covered whose subscription Mnesia no longer has: it
+%% drops a node's table subscribers without a word when the node's copy
+%% is deleted (mnesia:del_table_copy/2, delete_table), and adding the copy
+%% back does not restore them. Their coverage is lost (since :=
+%% undefined) and they are subscribed again (at once if the copy is back,
+%% else every ?RETRY_MS until it is). On a node without a local copy,
+%% table_info(T, subscribers) is [] (Mnesia 4.21.3), and it exits when the
+%% table or Mnesia is gone: both are "not subscribed".
+check(St = #{tables := Ts}) ->
+    Me = self(),
+    Lost = [T || {T, #{since := S}} <- maps:to_list(Ts), S =/= undefined, not subscribed(T, Me)],
+    case Lost of
+        [] -> St;
+        _ ->
+            Ts1 = lists:foldl(fun(T, A) -> maps:update_with(T, fun(V) -> V#{since := undefined} end, A) end,
+                              Ts, Lost),
+            subscribe(St#{tables := Ts1, dropped := maps:get(dropped, St) + length(Lost)})
+    end.
+
+subscribed(T, Me) ->
+    case catch mnesia:table_info(T, subscribers) of
+        L when is_list(L) -> lists:member(Me, L);
+        _ -> false
+    end.
 
 event({write, Rec, Act}, St) when is_tuple(Rec), tuple_size(Rec) >= 2 ->
     [Tab | Fields] = tuple_to_list(Rec),
