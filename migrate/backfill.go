@@ -186,15 +186,26 @@ func (m *Migrator) Backfill(ctx context.Context, o BackfillOptions) (*BackfillRe
 	case o.ReplicateAfter && o.Reverse:
 		return nil, fmt.Errorf("%w: --replicate-after is for the forward backfill into Mnesia", ErrWrongPhase)
 	case o.ReplicateAfter:
-		if plan, err = m.planReplicas(ctx, st, sizes); err != nil {
+		prefer := ""
+		if pending != nil {
+			prefer = pending.Loader
+		}
+		if plan, err = m.planReplicas(ctx, st, sizes, prefer); err != nil {
 			return nil, err
 		}
-		if pending != nil && pending.Table == plan.Table && pending.Loader == plan.Loader {
+		switch {
+		case pending == nil:
+		case pending.Table == plan.Table && pending.Loader == plan.Loader:
 			// Keep what the earlier run removed (and, if a replica came
 			// back meanwhile, remove it again).
 			plan.Removed = mergeCopies(pending.Removed, plan.Removed)
-		} else if pending != nil && !o.DryRun {
+		case !o.DryRun:
+			// The earlier loader lost its replica: the replicas it left
+			// removed come back first, and the plan is made again.
 			if err := m.restoreReplicas(ctx, pending, total, o.Reason); err != nil {
+				return nil, err
+			}
+			if plan, err = m.planReplicas(ctx, st, sizes, ""); err != nil {
 				return nil, err
 			}
 		}

@@ -23,6 +23,18 @@ import (
 // meanwhile: on this machine a 200k-row table copied in ~2 s, where the
 // same rows committed to three replicas took 75 s and to one 2.3 s.
 //
+// The price: while a new disc_copies replica writes the whole table to
+// its disc (mnesia_loader's last step, ets2dcd), Mnesia blocks commits to
+// the table on every node (where_to_commit is {blocked, _} until the
+// receiver is done), so the application's writes wait, dual-writes in
+// phase1 included: measured here ~2 s of a 3 s copy at 400k sessions, and
+// at 1.4M under traffic long enough that erlmcp's 5 s store calls time
+// out. Adding a ram_copies replica does not block, but converting it to
+// disc_copies blocks as long. Nothing in Mnesia's API adds a disc replica
+// of a large table without that pause, so ReplicateAfter trades the slow
+// per-row backfill (no pause) for a fast one with one pause per replica;
+// it is an option, not the default.
+//
 // So with ReplicateAfter the backfill removes every replica of the
 // session table but one (the loader: the node whose old store holds the
 // most sessions, whose batches then commit locally), copies into it, and
@@ -92,8 +104,9 @@ func sessionTable(st ClusterStatus) (string, error) {
 }
 
 // planReplicas chooses the loader and the replicas to remove. sizes are
-// the sessions each node's old store holds.
-func (m *Migrator) planReplicas(ctx context.Context, st ClusterStatus, sizes map[string]int64) (*ReplicaPlan, error) {
+// the sessions each node's old store holds; prefer (an earlier run's
+// loader) is kept as the loader while it holds a disc replica.
+func (m *Migrator) planReplicas(ctx context.Context, st ClusterStatus, sizes map[string]int64, prefer string) (*ReplicaPlan, error) {
 	if st.Phase != Phase1 {
 		return nil, fmt.Errorf("%w: the cluster is at %s; one replica is loaded only in phase1, while the application reads the old store (run the backfill without --replicate-after)", ErrWrongPhase, st.Phase)
 	}
@@ -127,6 +140,9 @@ func (m *Migrator) planReplicas(ctx context.Context, st ClusterStatus, sizes map
 			loader = c.Node
 		}
 	}
+	if slices.ContainsFunc(cands, func(c ReplicaCopy) bool { return c.Node == prefer }) {
+		loader = prefer
+	}
 	p := &ReplicaPlan{Table: tab, Loader: loader}
 	for _, c := range copies {
 		if c.Node != loader {
@@ -137,7 +153,8 @@ func (m *Migrator) planReplicas(ctx context.Context, st ClusterStatus, sizes map
 		fmt.Sprintf("journal the replicas of %s to remove: %s", tab, copyList(p.Removed)),
 		fmt.Sprintf("mnesia:del_table_copy(%s, N) for N in %s (the application reads the old store in phase1)", tab, copyList(p.Removed)),
 		fmt.Sprintf("backfill into the one replica on %s", loader),
-		fmt.Sprintf("mnesia:add_table_copy(%s, N, Type) for each removed replica, one at a time (Mnesia's bulk copy), and wait until each is loaded", tab),
+		fmt.Sprintf("mnesia:add_table_copy(%s, N, Type) for each removed replica, one at a time (Mnesia's bulk copy), and wait until each is loaded; "+
+			"while a new replica writes its disc copy, Mnesia holds every commit to %s (clients' writes wait: ~2 s per 400k sessions on an idle 2-core machine, 15-25 s at 1.4M under load)", tab, tab),
 	}
 	return p, nil
 }

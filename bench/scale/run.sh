@@ -58,6 +58,7 @@ run() {
         exit 1
     }
     t1=$(date +%s.%N)
+    echo "$name $(date -u -d @"${t0%.*}" +%T) $(date -u -d @"${t1%.*}" +%T)" >>"$OUT/steps.times"
     SECS[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     RSS[$name]=$(tail -n 1 "$OUT/$name.rss")
     ORDER+=("$name")
@@ -110,12 +111,15 @@ run phase1 phase set phase1 --yes --reason bench-scale
 RA=(--replicate-after)
 [ "${BENCH_SCALE_REPLICATE_AFTER:-1}" = 0 ] && RA=()
 run backfill backfill --from dets --to mnesia "${RA[@]}" --yes --reason bench-scale --log-level info
-run check consistency check --source dets --target mnesia --full -o json
+run check consistency check --source dets --target mnesia --full -o json --log-level debug
 run phase2 phase set phase2 --percent 100 --yes --reason bench-scale
 sleep 5
 run phase3 phase set phase3 --yes --reason bench-scale --min-reads 1000
 run archive archive dets --yes --reason bench-scale --out "$OUT/dets_archive.tar.gz"
 
+# When the clients' errors happened (first/last per node and reason), to
+# match them with the steps' times.
+"$DC" load errors >"$OUT/load-errors.log" 2>&1 || true
 "$DC" load stop >"$OUT/load-stop.log" 2>&1 || true
 VERIFY_RC=0
 "$DC" load verify --store mnesia >"$OUT/verify.log" 2>&1 || VERIFY_RC=$?
@@ -135,6 +139,8 @@ sed -n 's/.*"processed": \([0-9]*\).*/check processed \1/p; s/.*"mismatched": \(
 awk '{ if ($2 > m[$1]) m[$1] = $2 } END { for (n in m) printf "BENCH scale node=%s peak_rss_mb=%.1f\n", n, m[n] / 1024 }' "$OUT/mem.samples" | sort
 echo "load (stop):"
 cat "$OUT/load-stop.log"
+echo "client errors (first/last per node and reason):"
+cat "$OUT/load-errors.log"
 echo "load verify (exit $VERIFY_RC):"
 cat "$OUT/verify.log"
 [ "$VERIFY_RC" = 0 ]

@@ -142,7 +142,10 @@ instead of applying every row on every replica (at 1.4M sessions on five
 nodes that was the backfill's ceiling). Until the replicas are back the
 table has one (the old store stays the one the application reads), phase2
 is refused, and an interrupted run leaves them to the next backfill; the
-replicas removed are journaled first. --dry-run prints the plan.
+replicas removed are journaled first. --dry-run prints the plan. The price:
+while each replica writes the table to its disc, Mnesia holds every write
+to the table (seconds per replica at a million sessions: clients may time
+out); without --replicate-after there is no such pause.
 
 Needs phase1 or phase2 (phase2 for --reverse).`,
 		Args: cobra.NoArgs,
