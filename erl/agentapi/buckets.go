@@ -82,6 +82,38 @@ func recorderErr(node, op string, err error) error {
 	return err
 }
 
+// DETSRead chooses how a pass reads a DETS file (Sums, Keys): the node
+// reads the file directly beside its server by default
+// (erlang/agent/migctl_dets.erl), so that the application's requests do
+// not queue behind the pass's.
+//
+//	Opts {dets_read, auto | server | raw_unfixed}
+type DETSRead string
+
+const (
+	// DETSReadAuto: directly when the file's layout checks out, else
+	// through the server.
+	DETSReadAuto DETSRead = ""
+	// DETSReadServer: through the DETS server (dets:foldl/3), the
+	// reference the direct pass is compared with.
+	DETSReadServer DETSRead = "server"
+	// DETSReadRawUnfixed: directly without fixing the table, so that a
+	// file that grows during the pass makes it redo through the server;
+	// for the tests of that fallback only.
+	DETSReadRawUnfixed DETSRead = "raw_unfixed"
+)
+
+// readOpts are the options DETSRead and ReportMethod add.
+func readOpts(l etf.List, r DETSRead, report bool) etf.List {
+	if r != DETSReadAuto {
+		l = append(l, etf.Tuple{etf.Atom("dets_read"), etf.Atom(string(r))})
+	}
+	if report {
+		l = append(l, etf.Atom("method"))
+	}
+	return l
+}
+
 // SumOptions tune Sums.
 type SumOptions struct {
 	Digest DigestKind
@@ -94,6 +126,10 @@ type SumOptions struct {
 	// Exclude, when set, leaves the keys changed since a time out of the
 	// sums (see ExcludeChanged).
 	Exclude *ExcludeChanged
+	// DETSRead: how a DETS file is read (default directly).
+	DETSRead DETSRead
+	// ReportMethod asks how the store was read (SumsReply.Method).
+	ReportMethod bool
 }
 
 // Odd are the rows of a store that are not erlmcp sessions: their number
@@ -113,6 +149,11 @@ type SumsReply struct {
 	Bytes int64
 	// Excluded is the number of rows the pass left out (with Exclude).
 	Excluded int64
+	// Method (with ReportMethod): "ets" (ETS, Mnesia), "raw" (a DETS
+	// file read directly), "server" (through the DETS server) or
+	// "redone" (directly, then again through the server because the file
+	// grew meanwhile).
+	Method string
 }
 
 // Sums is migctl_buckets:sums/3: one pass over st, every bucket of rs.
@@ -142,7 +183,7 @@ func (o SumOptions) terms() etf.List {
 	if o.Exclude != nil {
 		opts = append(opts, o.Exclude.opt())
 	}
-	return opts
+	return readOpts(opts, o.DETSRead, o.ReportMethod)
 }
 
 // sumsReply reads sums/3's reply for n buckets (Bytes: the reply's
@@ -155,6 +196,9 @@ func (m module) sumsReply(node string, t etf.Tuple, n int, o SumOptions) (SumsRe
 	}
 	if o.Exclude != nil {
 		arity = 4
+	}
+	if o.ReportMethod {
+		arity++
 	}
 	if err := m.okN(node, fun, t, arity); err != nil {
 		return SumsReply{}, err
@@ -182,6 +226,9 @@ func (m module) sumsReply(node string, t etf.Tuple, n int, o SumOptions) (SumsRe
 		}
 		out.Excluded = asInt(t[4])
 	}
+	if o.ReportMethod {
+		out.Method = asAtom(t[len(t)-1])
+	}
 	return out, nil
 }
 
@@ -197,6 +244,9 @@ type KeyOptions struct {
 	// Exclude, when set, leaves the keys changed since a time out of Keys'
 	// listing (see ExcludeChanged); OfIDs ignores it.
 	Exclude *ExcludeChanged
+	// DETSRead and ReportMethod as SumOptions's (Keys only).
+	DETSRead     DETSRead
+	ReportMethod bool
 }
 
 func (o KeyOptions) terms() etf.List {
@@ -210,7 +260,7 @@ func (o KeyOptions) terms() etf.List {
 	if o.Exclude != nil {
 		l = append(l, o.Exclude.opt())
 	}
-	return l
+	return readOpts(l, o.DETSRead, o.ReportMethod)
 }
 
 // Key is what a store holds for one key.
@@ -228,6 +278,8 @@ type KeysReply struct {
 	Bytes int64 // payload both ways
 	// Excluded (Keys with Exclude) is the number of rows the pass left out.
 	Excluded int64
+	// Method (Keys with ReportMethod): as SumsReply's.
+	Method string
 }
 
 // Keys is migctl_buckets:keys/3: one pass over st, every row whose hash
@@ -254,6 +306,9 @@ func (m module) keysReply(node string, t etf.Tuple, o KeyOptions) (KeysReply, er
 	if o.Exclude != nil {
 		arity = 4
 	}
+	if o.ReportMethod {
+		arity++
+	}
 	if err := m.okN(node, fun, t, arity); err != nil {
 		return KeysReply{}, err
 	}
@@ -272,6 +327,9 @@ func (m module) keysReply(node string, t etf.Tuple, o KeyOptions) (KeysReply, er
 		}
 		out.Excluded = asInt(t[4])
 	}
+	if o.ReportMethod {
+		out.Method = asAtom(t[len(t)-1])
+	}
 	return out, nil
 }
 
@@ -283,7 +341,7 @@ func (s Buckets) OfIDs(ctx context.Context, node string, st Store, ids []string,
 	if batch <= 0 {
 		batch = 5000
 	}
-	o.Limit, o.Exclude = 0, nil
+	o.Limit, o.Exclude, o.DETSRead, o.ReportMethod = 0, nil, DETSReadAuto, false
 	m := s.mod()
 	out := KeysReply{Keys: make(map[string]Key, len(ids))}
 	for i := 0; i < len(ids); i += batch {

@@ -26,11 +26,10 @@
 
 -define(VSN, 2).
 -define(M32, 4294967296).
-%% dets_v9's collection status of a live object collection.
--define(DETS_ACTIVE, 16#12345678).
 
 -import(migctl_lib, [safe/1, fail/1, odd_reset/0, odd_row/1, odd/0, key/2]).
 -import(migctl_buckets, [ready/1, content_frame/2]).
+-import(migctl_dets, [slot_objects/2, raw_open/2, raw_close/1, raw_slots/3]).
 
 version() -> {ok, ?VSN}.
 
@@ -175,30 +174,9 @@ draw(SlotFun, Slots, Want, Tries, Max, Acc) ->
 dets_next({dets, Tab, _, _, _} = Spec) ->
     safe(fun() ->
         _ = ready(Spec),
-        {ok, dets_used_slots(Tab), dets:info(Tab, hash)}
+        {ok, migctl_dets:used_slots(Tab), dets:info(Tab, hash)}
     end);
 dets_next(_) -> {error, not_dets}.
-
-dets_used_slots(Tab) ->
-    case dets:info(Tab, no_slots) of
-        {_, U, _} -> U;
-        U -> U
-    end.
-
-dets_slot(Key, Next) -> dets_slot(Key, 1 bsl (bits(Next) - 1), Next).
-
-%% dets_slot(Key, M, Next), M the largest power of two =< Next.
-dets_slot(Key, M, Next) ->
-    H = erlang:phash2(Key),
-    case H band (M - 1) of
-        S when S < Next - M -> H band (2 * M - 1);
-        S -> S
-    end.
-
-%% bits(X): the number of bits of X > 0 (1 bsl (bits(X) - 1) =< X).
-bits(X) -> bits(X, 0).
-bits(0, B) -> B;
-bits(X, B) -> bits(X bsr 1, B + 1).
 
 %% dets_slot_rows(Spec, <<Slot:32>>*, Next) -> {ok, Digests, N, Odd}
 %% Every row of the given slots, listed as digests/3 lists them. Each
@@ -212,20 +190,13 @@ dets_slot_rows({dets, Tab, _, _, _} = Spec, SlotsBin, Next) ->
         _ = ready(Spec),
         odd_reset(),
         Rows = lists:append([[{I, R} || R <- slot_objects(Tab, I)] || <<I:32>> <= SlotsBin]),
-        Still = dets_used_slots(Tab) =:= Next,
-        _ = [fail(slot_function_mismatch) || Still, {I, R} <- Rows, dets_slot(key(dets, R), Next) =/= I],
+        Still = migctl_dets:used_slots(Tab) =:= Next,
+        _ = [fail(slot_function_mismatch) || Still, {I, R} <- Rows, migctl_dets:slot(key(dets, R), Next) =/= I],
         Sessions = lists:filtermap(fun({_, {Id, S}}) when is_binary(Id), is_map(S) -> {true, {Id, S}};
                                       ({_, R}) -> odd_row(key(dets, R)), false
                                    end, Rows),
         {ok, iolist_to_binary([content_frame(I, S) || {I, S} <- Sessions]), length(Sessions), odd()}
     end).
-
-slot_objects(Tab, I) ->
-    case dets:slot(Tab, I) of
-        L when is_list(L) -> L;
-        '$end_of_table' -> [];
-        {error, E} -> fail(migctl_lib:error_text("dets", E))
-    end.
 
 %% dets_slot_listing(Spec, <<Slot:32>>*, Next) -> {ok, Digests, N, Odd}
 %% The other side of a DETS-slot sample: one pass over this store's KEYS
@@ -238,8 +209,8 @@ dets_slot_listing(Spec, SlotsBin, Next) ->
     safe(fun() ->
         _ = ready(Spec),
         Set = maps:from_list([{I, []} || <<I:32>> <= SlotsBin]),
-        M = 1 bsl (bits(Next) - 1),
-        In = fun(K) -> maps:is_key(dets_slot(K, M, Next), Set) end,
+        M = migctl_dets:m(Next),
+        In = fun(K) -> maps:is_key(migctl_dets:slot(K, M, Next), Set) end,
         Keys = select_keys(Spec, In),
         odd_reset(),
         Rows = lists:flatmap(fun(K) when is_binary(K) ->
@@ -284,8 +255,9 @@ keys_loop({Keys, Cont}, Next, In, Acc) ->
 %% A DETS file answers through its server one slot or one key a request
 %% (~100 us each on a loaded node: 10,000 of them were the whole cost of a
 %% sample at 1M). So the drawn slots are read from the file directly, in
-%% one batch of preads: the file layout is dets_v9's (private to OTP, so
-%% it is checked, not trusted). The DETS server's write cache is flushed
+%% one batch of preads (migctl_dets, which a full pass of migctl_buckets
+%% shares): the file layout is dets_v9's (private to OTP, so it is
+%% checked, not trusted). The DETS server's write cache is flushed
 %% first (dets:slot/2 does that), a few slots are compared with what the
 %% server reads (any difference: every slot through the server), and
 %% every slot read directly is validated (the collection header, the
@@ -346,7 +318,7 @@ frame_of({Id, S}) -> {Id, iolist_to_binary(content_frame(Id, S))}.
 %% of the sessions of Ids the store holds.
 lookup_rows({dets, _, _, _, _} = Spec, Ids, Emit) ->
     with_slots(Spec, fun(Next, Read, Method) ->
-        M = 1 bsl (bits(Next) - 1),
+        M = migctl_dets:m(Next),
         Want = maps:from_list([{I, true} || I <- Ids]),
         Keep = fun({I, _} = R) when is_binary(I) ->
                        case maps:is_key(I, Want) of
@@ -355,7 +327,7 @@ lookup_rows({dets, _, _, _, _} = Spec, Ids, Emit) ->
                        end;
                   (_) -> skip
                end,
-        {[E || {_, _} = E <- Read(lists:usort([dets_slot(I, M, Next) || I <- Ids]), Keep)], Method}
+        {[E || {_, _} = E <- Read(lists:usort([migctl_dets:slot(I, M, Next) || I <- Ids]), Keep)], Method}
     end);
 lookup_rows({mnesia, Tab} = Spec, Ids, Emit) ->
     migctl_lib:local_copy(Tab),
@@ -404,11 +376,11 @@ with_slots({mnesia, Tab}, F) ->
     migctl_lib:local_copy(Tab),
     F(slot_count_ets(Tab), fun(Is, Emit) -> [Emit(R) || I <- Is, R <- ets_slot_rows(mnesia, Tab, I)] end, ets);
 with_slots({dets, Tab, _, _, _}, F) ->
-    Next = dets_used_slots(Tab),
+    Next = migctl_dets:used_slots(Tab),
     case raw_open(Tab, Next) of
         {ok, Raw} ->
             try F(Next, fun(Is, Emit) -> raw_read(Raw, Is, Emit) end, raw)
-            after file:close(element(2, Raw))
+            after raw_close(Raw)
             end;
         no ->
             F(Next, fun(Is, Emit) -> [Emit(R) || I <- Is, R <- norm(dets, slot_objects(Tab, I))] end, server)
@@ -431,113 +403,12 @@ norm(Kind, Rows) ->
          _ -> {odd, key(Kind, R)}
      end || R <- Rows].
 
-%% raw_open(Tab, Next) -> {ok, {raw, Fd, Tab, Next, M}} | no
-%% The file of Tab opened for reading beside its server, when its layout
-%% is the one read_raw/2 knows (a set of version 9, phash2, keys at
-%% position 1, on disk) and a few slots read directly equal what the
-%% server reads.
-raw_open(Tab, Next) ->
-    try
-        set = dets:info(Tab, type),
-        1 = dets:info(Tab, keypos),
-        phash2 = dets:info(Tab, hash),
-        false = dets:info(Tab, ram_file),
-        true = Next > 0,
-        File = dets:info(Tab, filename),
-        %% dets:slot/2 writes the server's cache of pending writes to the
-        %% file before it reads (dets:sync/1 would also fsync).
-        _ = slot_objects(Tab, 0),
-        {ok, Fd} = file:open(File, [read, raw, binary]),
-        Raw = {raw, Fd, Tab, Next, 1 bsl (bits(Next) - 1)},
-        case check_raw(Raw) of
-            true -> {ok, Raw};
-            false -> file:close(Fd), no
-        end
-    catch _:_ -> no
-    end.
-
-%% check_raw(Raw): the header is dets_v9's and eight slots spread over
-%% the file read the same directly and through the server.
-check_raw({raw, Fd, Tab, Next, _} = Raw) ->
-    case file:pread(Fd, 0, 20) of
-        {ok, <<_:32, 16#0abcdef:32, _:32, _:32, 9:32>>} ->
-            Slots = lists:usort([J * (Next - 1) div 7 || J <- lists:seq(0, 7)]),
-            lists:all(fun(I) ->
-                          case raw_slots(Raw, [I], fun(_, R) -> R end) of
-                              [{ok, Objs}] -> lists:sort(Objs) =:= lists:sort(slot_objects(Tab, I));
-                              _ -> false
-                          end
-                      end, Slots);
-        _ -> false
-    end.
-
 %% raw_read(Raw, Slots, Emit): with_slots/2's Read for a file read
 %% directly, the slots that do not validate read through the server.
 raw_read({raw, _, Tab, _, _} = Raw, Slots, Emit) ->
     lists:append(raw_slots(Raw, Slots, fun(_, {ok, Objs}) -> [Emit(R) || R <- norm(dets, Objs)];
                                           (I, retry) -> [Emit(R) || R <- norm(dets, slot_objects(Tab, I))]
                                        end)).
-
-%% raw_slots(Raw, Slots, OnSlot) -> [OnSlot(Slot, {ok, [Object]} | retry)]
-%% dets_v9's layout: the segment array parts' addresses at 312 + 4*Part
-%% (Part = Seg div 512), a part holds 512 segment addresses, a segment 256
-%% slot entries <<Size:32, Pos:32>>; at Pos the collection
-%% <<Size:32, ?ACTIVE:32, (<<ObjSize:32, term_to_binary(Object)>>)*>>
-%% (ObjSize counting its own 4 bytes). Two batches of preads: the slot
-%% entries, then the collections. Each slot is decoded and handed to
-%% OnSlot at once, so that no more than one slot's sessions are held.
-raw_slots({raw, Fd, _, _, _} = Raw, Slots, OnSlot) ->
-    Segs = lists:usort([I bsr 8 || I <- Slots]),
-    SegAddr = seg_addrs(Fd, Segs),
-    Entries = case file:pread(Fd, [{maps:get(I bsr 8, SegAddr) + 8 * (I band 255), 8} || I <- Slots]) of
-                  {ok, Es} -> Es;
-                  _ -> [eof || _ <- Slots]
-              end,
-    Ptrs = [case E of
-                <<0:32, _:32>> -> empty;
-                <<Size:32, Pos:32>> when Size >= 8 -> {Pos, Size};
-                _ -> bad
-            end || E <- Entries],
-    Colls = case file:pread(Fd, [P || {_, _} = P <- Ptrs]) of
-                {ok, Cs} -> Cs;
-                _ -> [eof || {_, _} <- Ptrs]
-            end,
-    zip_colls(Raw, OnSlot, Slots, Ptrs, Colls).
-
-zip_colls(_, _, [], [], _) -> [];
-zip_colls(Raw, On, [I | Is], [empty | Ps], Cs) -> [On(I, {ok, []}) | zip_colls(Raw, On, Is, Ps, Cs)];
-zip_colls(Raw, On, [I | Is], [bad | Ps], Cs) -> [On(I, retry) | zip_colls(Raw, On, Is, Ps, Cs)];
-zip_colls(Raw, On, [I | Is], [{_, Size} | Ps], [C | Cs]) ->
-    [On(I, decode_coll(Raw, I, Size, C)) | zip_colls(Raw, On, Is, Ps, Cs)].
-
-decode_coll({raw, _, _, Next, M}, I, Size, <<Size:32, ?DETS_ACTIVE:32, KO/binary>>) ->
-    try
-        Objs = objs(KO, []),
-        true = lists:all(fun(O) -> is_tuple(O) andalso tuple_size(O) >= 1
-                                       andalso dets_slot(element(1, O), M, Next) =:= I end, Objs),
-        {ok, Objs}
-    catch _:_ -> retry
-    end;
-decode_coll(_, _, _, _) -> retry.
-
-objs(<<>>, Acc) -> lists:reverse(Acc);
-objs(<<Sz:32, Rest/binary>>, Acc) when Sz >= 4 ->
-    L = Sz - 4,
-    <<Obj:L/binary, T/binary>> = Rest,
-    objs(T, [binary_to_term(Obj) | Acc]).
-
-%% seg_addrs(Fd, Segs) -> #{Seg => Address}: one pread per segment array
-%% part used (a part addresses 512 segments, 131,072 slots).
-seg_addrs(Fd, Segs) ->
-    Parts = lists:usort([S bsr 9 || S <- Segs]),
-    PartAddr = maps:from_list([{P, begin {ok, <<A:32>>} = file:pread(Fd, 312 + 4 * P, 4), A end} || P <- Parts]),
-    PartBins = maps:map(fun(_, A) -> {ok, B} = file:pread(Fd, A, 4 * 512), B end, PartAddr),
-    maps:from_list([{S, begin
-                            B = maps:get(S bsr 9, PartBins),
-                            Off = 4 * (S band 511),
-                            <<_:Off/binary, Addr:32, _/binary>> = B,
-                            Addr
-                        end} || S <- Segs]).
 
 %% --------------------------------------------------------- native compare
 
@@ -569,10 +440,10 @@ data_size(Spec) ->
         _ = ready(Spec),
         Key = make_ref(),
         put(Key, {0, 0}),
-        migctl_buckets:fold(Spec, 0, fun(Id, S, _) ->
-                           {B, N} = get(Key),
-                           put(Key, {B + byte_size(Id) + erlang:external_size(S), N + 1})
-                   end),
+        _ = migctl_buckets:fold(Spec, 0, fun(Id, S, _) ->
+                                             {B, N} = get(Key),
+                                             put(Key, {B + byte_size(Id) + erlang:external_size(S), N + 1})
+                                     end, #{reset => fun() -> put(Key, {0, 0}) end}),
         {B, N} = erase(Key),
         {ok, B, N}
     end).
