@@ -3,6 +3,8 @@ package consistency
 import (
 	"context"
 	"errors"
+	"maps"
+	"sync"
 	"sync/atomic"
 
 	"github.com/erlmcp/migctl/backends"
@@ -27,6 +29,39 @@ type side struct {
 	wire  *atomic.Int64 // bytes both ways, shared by both sides of a check
 	trips *atomic.Int64
 	pace  func(context.Context) error
+	// calls, when set (Check), counts the bytes of each kind of call.
+	calls *callBytes
+}
+
+// callBytes are a check's bytes on the wire by node-side function
+// (Report.BytesByCall): which of the passes, listings, reads by key or
+// session reads moved them.
+type callBytes struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+func (c *callBytes) add(fun string, n int64) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[fun] += n
+}
+
+func (c *callBytes) snapshot() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.m)
+}
+
+// countCalls makes s and its parts count their bytes by call in c.
+func (s *side) countCalls(c *callBytes) {
+	s.calls = c
+	for _, p := range s.parts {
+		p.countCalls(c)
+	}
 }
 
 func newSide(c *erl.Client, s backends.Store, wire, trips *atomic.Int64, pace func(context.Context) error) *side {

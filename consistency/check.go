@@ -214,6 +214,9 @@ type Report struct {
 	// BytesMoved counts payload bytes that crossed the network, both ways.
 	BytesMoved int64 `json:"bytes_moved"`
 	RoundTrips int64 `json:"round_trips"`
+	// BytesByCall splits BytesMoved by node-side function (sums, keys,
+	// changed_rows, get_many, ...): where a check's bytes went.
+	BytesByCall map[string]int64 `json:"bytes_by_call,omitempty"`
 	// Rounds is the number of checksum rounds (table passes) per side.
 	Rounds   int           `json:"rounds"`
 	Duration time.Duration `json:"duration_ns"`
@@ -288,6 +291,9 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 	var wire, trips atomic.Int64
 	src := newSide(o.Client, source, &wire, &trips, o.Pace)
 	tgt := newSide(o.Client, target, &wire, &trips, o.Pace)
+	calls := &callBytes{m: map[string]int64{}}
+	src.countCalls(calls)
+	tgt.countCalls(calls)
 	rep := &Report{Source: src.name(), Target: tgt.name(), Mode: "full", StartedAt: o.Now().UTC(), Samples: map[Kind][]Difference{}}
 	log := o.Log.With("source", rep.Source, "target", rep.Target)
 
@@ -350,6 +356,7 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 	// difference counts; what is not a difference or expired matched.
 	rep.Matching = rep.Processed - rep.Mismatched - rep.MissingInTarget - rep.ExtraInTarget - rep.Expired
 	rep.BytesMoved, rep.RoundTrips = wire.Load(), trips.Load()
+	rep.BytesByCall = calls.snapshot()
 	rep.Duration = time.Since(start)
 	log.Debug("check done", "processed", rep.Processed, "differences", len(diffs), "bytes", rep.BytesMoved, "duration", rep.Duration)
 	return rep, nil

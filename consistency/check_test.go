@@ -100,6 +100,13 @@ func TestCheckCleanAndDamaged(t *testing.T) {
 	require.Equal(t, 1, rep.Rounds)
 	// Only sums crossed the wire: far below 1 % of ~500 bytes a session.
 	require.Less(t, rep.BytesMoved, int64(n*500/100))
+	// The split by call accounts for every byte, and here it is all sums.
+	var byCall int64
+	for _, b := range rep.BytesByCall {
+		byCall += b
+	}
+	require.Equal(t, rep.BytesMoved, byCall, "%v", rep.BytesByCall)
+	require.Equal(t, rep.BytesMoved, rep.BytesByCall["sums"], "%v", rep.BytesByCall)
 
 	damage := map[string]string{
 		p.ids[10]: corruptTarget, p.ids[20]: deleteTarget, p.ids[30]: extraTarget,

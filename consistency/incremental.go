@@ -324,6 +324,7 @@ func (s *side) paced(ctx context.Context, fun string, call func(agentapi.Store) 
 	s.trips.Add(1)
 	wire, err := call(agentStore(s.store))
 	s.wire.Add(wire)
+	s.calls.add(fun, wire)
 	if err != nil {
 		return fmt.Errorf("%s on %s: %w", fun, s.name(), err)
 	}

@@ -306,6 +306,7 @@ func rawCall(ctx context.Context, s *side, call func() (int64, error)) error {
 	s.trips.Add(1)
 	n, err := call()
 	s.wire.Add(n)
+	s.calls.add("recorder", n)
 	return err
 }
 
