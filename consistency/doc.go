@@ -95,7 +95,14 @@
 // default 2) and reported only if it still differs then; a write that
 // reached one store and is on its way to the other settles in between.
 // Rechecked counts the sessions read again. A lost or different write does
-// not settle and is always reported.
+// not settle and is always reported. A session the application rewrites
+// faster than the rechecks can differ on every read without anything
+// lost: the older copy is then a different (newer) one at each read.
+// Such a difference is read up to Rechecks more times, and if its older
+// copy still moved at the last read it is counted as Unsettled (samples
+// "unsettled"), not as a difference; one whose older copy stayed the same
+// while the newer changed is a copy that stopped receiving writes, and is
+// reported.
 //
 // Keys in flight (full check): under live traffic a key written while the
 // rounds run makes its bucket differ between the two sides' reads, so
@@ -109,7 +116,7 @@
 // exclude_changed; each side's set is taken when its pass starts, so a key
 // first written during a pass can still make its bucket differ: differing
 // buckets are therefore summed once more, when the new sets hold it, before
-// they are listed). After the rounds, each node lists the keys its
+// they are listed or split). After the rounds, each node lists the keys its
 // recorder has as changed since SinceMs with its store's digests, zlib-
 // compressed (migctl_buckets:changed_rows); the union of those keys (all
 // that any pass left out) is compared like listed rows: digests, then the
@@ -119,7 +126,8 @@
 // row in the buckets instead, as do more than a sixteenth of the rows
 // changed since SinceMs (a check right after a copy: reading them by key
 // would cost more) and Options.NoInFlightExclusion;
-// Report.InFlight says which, and how many keys were read by key. A
+// Report.InFlight says which, and how many keys were read by key
+// (Report.BytesByCall splits the bytes by node-side call). A
 // session changed after its bucket agreed is counted twice in Processed
 // (in its bucket and by key).
 //

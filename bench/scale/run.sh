@@ -43,6 +43,16 @@ trap 'exit 130' INT TERM
 [ -x "$MIGCTL" ] || { echo "no $MIGCTL (make build)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time)" >&2; exit 1; }
 
+# finish_load: when the clients' errors happened (first/last per node
+# and reason, to match them with the steps' times), the load stopped, and
+# every acknowledged write checked against Mnesia (VERIFY_RC).
+VERIFY_RC=0
+finish_load() {
+    "$DC" load errors >"$OUT/load-errors.log" 2>&1 || true
+    "$DC" load stop >"$OUT/load-stop.log" 2>&1 || true
+    "$DC" load verify --store mnesia >"$OUT/verify.log" 2>&1 || VERIFY_RC=$?
+}
+
 declare -A SECS RSS
 ORDER=()
 # run NAME ARGS...: one migctl step, timed, with its peak RSS.
@@ -55,6 +65,9 @@ run() {
     /usr/bin/time -f '%M' -o "$OUT/$name.rss" "$MIGCTL" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" || {
         echo "step $name failed (exit $?):" >&2
         tail -n 20 "$OUT/$name.out" "$OUT/$name.err" >&2
+        # What the clients saw until then, and whether anything is lost.
+        finish_load || true
+        { echo "client errors:"; cat "$OUT/load-errors.log"; echo "load verify (exit $VERIFY_RC):"; cat "$OUT/verify.log"; } >&2
         exit 1
     }
     t1=$(date +%s.%N)
@@ -117,12 +130,7 @@ sleep 5
 run phase3 phase set phase3 --yes --reason bench-scale --min-reads 1000
 run archive archive dets --yes --reason bench-scale --out "$OUT/dets_archive.tar.gz"
 
-# When the clients' errors happened (first/last per node and reason), to
-# match them with the steps' times.
-"$DC" load errors >"$OUT/load-errors.log" 2>&1 || true
-"$DC" load stop >"$OUT/load-stop.log" 2>&1 || true
-VERIFY_RC=0
-"$DC" load verify --store mnesia >"$OUT/verify.log" 2>&1 || VERIFY_RC=$?
+finish_load
 kill "$SAMPLER_PID" 2>/dev/null || true
 wait "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=""

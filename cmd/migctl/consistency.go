@@ -234,6 +234,9 @@ func printReport(tw *tabwriter.Writer, rep *consistency.Report) {
 	cliutil.Row(tw, "extra in target", rep.ExtraInTarget)
 	cliutil.Row(tw, "expired (skipped)", rep.Expired)
 	cliutil.Row(tw, "rechecked", rep.Rechecked)
+	if rep.Unsettled > 0 {
+		cliutil.Row(tw, "unsettled (in flight)", fmt.Sprintf("%d: the older copy changed on every read (a hot session still being written); not a difference, check again or watch the monitor", rep.Unsettled))
+	}
 	cliutil.Row(tw, "not sessions (not compared)", rep.NotSessions)
 	cliutil.Row(tw, "bytes moved", fmt.Sprintf("%d in %d round trips, %d checksum round(s)", rep.BytesMoved, rep.RoundTrips, rep.Rounds))
 	if inf := rep.InFlight; inf != nil {

@@ -1,0 +1,102 @@
+package consistency_test
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/erlmcp/migctl/consistency"
+	"github.com/erlmcp/migctl/erl"
+)
+
+// TestRecheckTellsWritesInFlightFromAStaleCopy: two sessions differ on
+// every read. One is rewritten continually, the source first and the
+// target 250 ms later, as a dual-write on a slow node is (the 1.4M big
+// run reported such a hot session as mismatched): its older copy changes
+// between reads, so it is counted as unsettled, not as a difference. The
+// other's source keeps changing while its target stays as it was, a copy
+// that stopped receiving writes: that is a difference, however hot the
+// key.
+func TestRecheckTellsWritesInFlightFromAStaleCopy(t *testing.T) {
+	p := newPair(t, 1, 2000)
+	hot, stale := p.ids[100], p.ids[200]
+	// Both writers stop by themselves after 40 s (and with the node).
+	r := p.cl.Eval(0, `
+		Bump = fun(S, K) -> M = maps:get(metadata, S),
+		                    S#{last_accessed => erlang:system_time(millisecond),
+		                       metadata => M#{<<"seq">> => K}} end,
+		Deadline = erlang:monotonic_time(millisecond) + 40000,
+		Loop = fun L(Id, K, TargetToo) ->
+		           case erlang:monotonic_time(millisecond) < Deadline of
+		               false -> ok;
+		               true ->
+		                   [{_, S}] = dets:lookup(erlmcp_sessions_dets, Id),
+		                   S1 = Bump(S, K),
+		                   ok = dets:insert(erlmcp_sessions_dets, {Id, S1}),
+		                   timer:sleep(250),
+		                   TargetToo andalso
+		                       mnesia:dirty_write({erlmcp_session, Id, S1, maps:get(last_accessed, S1)}),
+		                   L(Id, K + 1, TargetToo)
+		           end
+		       end,
+		spawn(fun() -> Loop(Hot, 1, true) end),
+		spawn(fun() -> Loop(Stale, 1, false) end),
+		ok`, map[string]erl.Term{"Hot": []byte(hot), "Stale": []byte(stale)})
+	require.Equal(t, erl.Atom("ok"), r)
+	time.Sleep(time.Second)
+
+	rep, err := consistency.Check(tctx(t), p.src, p.tgt, p.opts())
+	require.NoError(t, err)
+	t.Logf("report: mismatched %d unsettled %d rechecked %d samples %+v", rep.Mismatched, rep.Unsettled, rep.Rechecked, rep.Samples)
+	require.EqualValues(t, 1, rep.Mismatched, "the stale copy must be reported")
+	require.Equal(t, stale, rep.Samples[consistency.KindMismatched][0].ID)
+	require.EqualValues(t, 1, rep.Unsettled, "the session written in flight is not a difference")
+	require.Equal(t, hot, rep.Samples[consistency.KindUnsettled][0].ID)
+	require.EqualValues(t, rep.Processed-2, rep.Matching)
+}
+
+// TestRecheckCountsAnExpiryBetweenReads: a difference whose session
+// expires between the first read and the recheck is counted as expired,
+// not as a difference (and is not mistaken for another one's copy).
+func TestRecheckCountsAnExpiryBetweenReads(t *testing.T) {
+	p := newPair(t, 1, 500)
+	p.eval(t, p.ids[7], corruptTarget)
+	// The clock jumps a year ahead after the suspects' first reading: every
+	// session has expired at the recheck.
+	var compared, reads atomic.Int32
+	o := p.opts()
+	o.Log = slog.New(onMessage{"listed rows compared", &compared})
+	o.Now = func() time.Time {
+		if compared.Load() > 0 && reads.Add(1) > 1 {
+			return time.Now().Add(365 * 24 * time.Hour)
+		}
+		return time.Now()
+	}
+	rep, err := consistency.Check(tctx(t), p.src, p.tgt, o)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rep.Rechecked)
+	require.EqualValues(t, 1, rep.Expired)
+	require.Zero(t, rep.Mismatched)
+	require.Zero(t, rep.Unsettled)
+	require.True(t, rep.Clean(), "%+v", rep)
+}
+
+// onMessage counts the records whose message is msg.
+type onMessage struct {
+	msg string
+	n   *atomic.Int32
+}
+
+func (h onMessage) Enabled(context.Context, slog.Level) bool { return true }
+func (h onMessage) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h onMessage) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h onMessage) WithGroup(string) slog.Handler      { return h }
