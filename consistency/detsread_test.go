@@ -149,3 +149,52 @@ func TestDETSDirectPassWhileTheFileGrows(t *testing.T) {
 		require.Equal(t, seeded, got, how)
 	}
 }
+
+// Reads by key of a DETS file (get_many, of_ids: the rechecks, the keys in
+// flight) ask the DETS server for hundreds of keys per request
+// (migctl_buckets:lookup_many/3). They must answer exactly what one
+// dets:lookup per key answers: every present session, nothing for an
+// absent key or a row that is not a session, across request boundaries.
+func TestDETSReadsByKeyInBatches(t *testing.T) {
+	const n = 3000
+	cl := startDETS(t, n)
+	ctx := tctx(t)
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `dets:insert(erlmcp_sessions_dets, [{<<"odd">>, not_a_map}, {odd_atom, #{}}])`, nil))
+	node := cl.Nodes[0].Name
+	all, err := agentapi.Buckets{C: cl.Client()}.Keys(ctx, node, detsStore, bucketdiff.Even(1), agentapi.KeyOptions{})
+	require.NoError(t, err)
+	require.Len(t, all.Keys, n)
+	var ids []string
+	for id := range all.Keys {
+		if len(ids)%3 == 0 { // every third present id is asked twice
+			ids = append(ids, id)
+		}
+		ids = append(ids, id)
+		if len(ids) >= 2200 {
+			break
+		}
+	}
+	ids = append(ids, "odd", "absent-1", "absent-2")
+	got, err := agentapi.Check{C: cl.Client()}.GetMany(ctx, node, detsStore, ids)
+	require.NoError(t, err)
+	want := map[string]bool{}
+	for _, id := range ids {
+		r := cl.Eval(0, `case dets:lookup(erlmcp_sessions_dets, Id) of [{_, S}] when is_map(S) -> true; _ -> false end`,
+			map[string]erl.Term{"Id": []byte(id)})
+		if r == true {
+			want[id] = true
+		}
+	}
+	require.Equal(t, len(want), len(got), "sessions read by key")
+	for id := range want {
+		require.Contains(t, got, id)
+		require.NotEmpty(t, got[id])
+	}
+	// The listing frames by key equal the listing of the whole file.
+	by, err := agentapi.Buckets{C: cl.Client()}.OfIDs(ctx, node, detsStore, ids, 0, agentapi.KeyOptions{})
+	require.NoError(t, err)
+	require.Len(t, by.Keys, len(want))
+	for id, k := range by.Keys {
+		require.Equal(t, all.Keys[id], k, id)
+	}
+}
