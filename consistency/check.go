@@ -348,9 +348,11 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 		return nil, err
 	}
 	t1 := time.Now()
-	if diffs, err = recheck(ctx, src, tgt, diffs, o, rep); err != nil {
+	diffs, unsettled, err := recheck(ctx, src, tgt, diffs, o, rep)
+	if err != nil {
 		return nil, err
 	}
+	rep.recordUnsettled(unsettled, o.MaxSamples)
 	rep.Phases.Recheck = time.Since(t1)
 	rep.record(diffs, o.MaxSamples)
 	for i, odd := range listed.odd {
@@ -383,15 +385,16 @@ func Check(ctx context.Context, source, target backends.Store, opts Options) (*R
 // write still in flight (the newer copy is the application's latest
 // write, the older one is catching up): after the planned rechecks, those
 // are read again, up to o.Rechecks more times, and those still moving
-// then are counted as Unsettled, not reported as differences. One whose
+// then are returned as unsettled, not as differences (Check counts them
+// in Report.Unsettled; Incremental carries them to its next cycle). One whose
 // older copy did not change stays a difference: a copy that stopped
 // receiving writes is what a check must report, however hot the key.
 // (Measured in the 1.4M big run: one hot session, rewritten every ~2 s
 // on a node whose Mnesia commits were slowed by log dumps, was caught
 // mid-write on all three reads and reported as mismatched.)
-func recheck(ctx context.Context, src, tgt *side, diffs []Difference, o Options, rep *Report) ([]Difference, error) {
+func recheck(ctx context.Context, src, tgt *side, diffs []Difference, o Options, rep *Report) (still, unsettled []Difference, err error) {
 	if o.Rechecks <= 0 {
-		return diffs, nil
+		return diffs, nil, nil
 	}
 	var settled []Difference // older copy unchanged in the last round
 	extra := 0
@@ -401,21 +404,14 @@ func recheck(ctx context.Context, src, tgt *side, diffs []Difference, o Options,
 		}
 		if round >= o.Rechecks {
 			if extra >= o.Rechecks {
-				for _, d := range diffs {
-					rep.Unsettled++
-					if len(rep.Samples[KindUnsettled]) < o.MaxSamples {
-						d.Kind = KindUnsettled
-						rep.Samples[KindUnsettled] = append(rep.Samples[KindUnsettled], d)
-					}
-				}
-				diffs = nil
+				unsettled, diffs = diffs, nil
 				break
 			}
 			extra++
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-time.After(o.RecheckDelay):
 		}
 		prev := make(map[string]Difference, len(diffs))
@@ -426,7 +422,7 @@ func recheck(ctx context.Context, src, tgt *side, diffs []Difference, o Options,
 		}
 		now, err := judgeAll(ctx, src, tgt, ids, o, rep)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		diffs = diffs[:0]
 		for _, d := range now {
@@ -442,7 +438,19 @@ func recheck(ctx context.Context, src, tgt *side, diffs []Difference, o Options,
 			settled = nil
 		}
 	}
-	return append(settled, diffs...), nil
+	return append(settled, diffs...), unsettled, nil
+}
+
+// recordUnsettled counts the sessions still in flight at the last recheck
+// (Report.Unsettled) and keeps samples of them.
+func (r *Report) recordUnsettled(ds []Difference, max int) {
+	for _, d := range ds {
+		r.Unsettled++
+		if len(r.Samples[KindUnsettled]) < max {
+			d.Kind = KindUnsettled
+			r.Samples[KindUnsettled] = append(r.Samples[KindUnsettled], d)
+		}
+	}
 }
 
 // olderMoved: the copy that was older at the previous read (cur.Newer

@@ -270,9 +270,14 @@ func Incremental(ctx context.Context, source, target backends.Store, cur Cursor,
 		return nil, err
 	}
 	t2 := time.Now()
-	if diffs, err = recheck(ctx, src, tgt, diffs, o, rep); err != nil {
+	diffs, unsettled, err := recheck(ctx, src, tgt, diffs, o, rep)
+	if err != nil {
 		return nil, err
 	}
+	// Sessions still being written at every recheck are writes in flight
+	// like the others: carried below when the record shows them changed
+	// during the cycle.
+	diffs = append(diffs, unsettled...)
 
 	// 4. What still differs and changed during the cycle waits for the
 	// next one; the rest is reported (and verified again next cycle until

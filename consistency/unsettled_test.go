@@ -100,3 +100,41 @@ func (h onMessage) Handle(_ context.Context, r slog.Record) error {
 }
 func (h onMessage) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h onMessage) WithGroup(string) slog.Handler      { return h }
+
+// TestIncrementalCarriesWritesStillInFlight: a monitor's incremental
+// cycle does not report a session the application is still writing at
+// every recheck, and does not drop it either: it is carried to the next
+// cycle, as every write in flight is, and verified once it has settled.
+func TestIncrementalCarriesWritesStillInFlight(t *testing.T) {
+	p := dualWrite(t, 2000)
+	ctx := tctx(t)
+	opts := consistency.Options{Client: p.cl.Client(), RecheckDelay: 300 * time.Millisecond}
+	cur, err := consistency.MarkCursor(ctx, p.src, p.tgt, opts)
+	require.NoError(t, err)
+	hot := p.ids[100]
+	// DETS first, Mnesia 250 ms later, again and again (for 30 s).
+	require.Equal(t, erl.Atom("ok"), p.cl.Eval(0, `
+		Deadline = erlang:monotonic_time(millisecond) + 30000,
+		Loop = fun L(K) ->
+		           case erlang:monotonic_time(millisecond) < Deadline of
+		               false -> ok;
+		               true ->
+		                   [{_, S}] = dets:lookup(erlmcp_sessions_dets, Id),
+		                   M = maps:get(metadata, S),
+		                   S1 = S#{last_accessed => erlang:system_time(millisecond), metadata => M#{<<"seq">> => K}},
+		                   ok = dets:insert(erlmcp_sessions_dets, {Id, S1}),
+		                   timer:sleep(250),
+		                   mnesia:dirty_write({erlmcp_session, Id, S1, maps:get(last_accessed, S1)}),
+		                   L(K + 1)
+		           end
+		       end,
+		spawn(fun() -> Loop(1) end), ok`, map[string]erl.Term{"Id": []byte(hot)}))
+	time.Sleep(time.Second)
+	res, err := consistency.Incremental(ctx, p.src, p.tgt, cur, opts, consistency.IncrementalOptions{Overlap: time.Millisecond})
+	require.NoError(t, err)
+	require.Empty(t, res.Gap)
+	t.Logf("cycle: changed %d carried %d pending %v report %+v", res.Changed, res.Carried, res.Next.Pending, res.Report.Samples)
+	require.True(t, res.Report.Clean(), "%v", res.Report.Samples)
+	require.Contains(t, res.Next.Pending, hot, "carried to the next cycle")
+	require.GreaterOrEqual(t, res.Carried, 1)
+}
