@@ -62,7 +62,7 @@ bench: deps erlang build
 	@MIGCTL_BENCH=1 $(GO) test -count=1 -timeout 60m -v ./cluster/clusterbench/ 2>&1 | tee -a .bench.log | grep -E '(_test\.go:[0-9]+:|^--- FAIL|^FAIL|^ok)'
 
 ## bench-scale: issue 13's big run (not part of test): BENCH_SCALE_SESSIONS (default
-## 1.8M, ~1.9 GB of DETS) on one node, 5-node disc_copies Mnesia, BENCH_SCALE_RATE
+## 1.8M, 1.65 GB of DETS) on one node, 5-node disc_copies Mnesia, BENCH_SCALE_RATE
 ## ops/s (default 1000); each step's time, migctl's peak RSS, the nodes' peak memory,
 ## load verify. Try BENCH_SCALE_SESSIONS=100000 first; watch free -g.
 bench-scale: deps erlang build

@@ -100,7 +100,8 @@
 // lost: the older copy is then a different (newer) one at each read.
 // Such a difference is read up to Rechecks more times, and if its older
 // copy still moved at the last read it is counted as Unsettled (samples
-// "unsettled"), not as a difference; one whose older copy stayed the same
+// "unsettled"; a monitor's incremental cycle carries it to its next
+// cycle instead), not as a difference; one whose older copy stayed the same
 // while the newer changed is a copy that stopped receiving writes, and is
 // reported.
 //
