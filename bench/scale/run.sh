@@ -59,7 +59,7 @@ finish_load() {
 NATIVE_CHECK_S=""
 native_check() {
     local buckets=$(((N + 63) / 64)) out
-    if out=$(HOME=$DEVCLUSTER_STATE/home erl -noshell -noinput -hidden \
+    if out=$(HOME=$DEVCLUSTER_STATE/home ERL_CRASH_DUMP_SECONDS=0 erl -noshell -noinput -hidden \
         -name "scale_native_$$@127.0.0.1" -kernel inet_dist_use_interface '{127,0,0,1}' \
         -eval '[Node0, B, Dir] = init:get_plain_arguments(),
                Node = list_to_atom(Node0),

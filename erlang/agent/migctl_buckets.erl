@@ -98,13 +98,10 @@
 
 -export([version/0, sums/3, keys/3, of_ids/3, changed_rows/3]).
 %% For the other agent modules on the node.
--export([sums_local/3, fold/3, fold/4, ready/1, lookup/3, lookup_many/3, content_frame/2]).
+-export([sums_local/3, fold/3, fold/4, ready/1, lookup/3, content_frame/2]).
 
 -define(VSN, 2).
 -define(M32, 4294967296).
-%% Keys per DETS request of lookup_many/3: one request holds the DETS
-%% server (and the application's calls queued behind it) for its preads.
--define(LOOKUP_KEYS, 500).
 %% Process dictionary key: rows left out by {exclude_changed, ...}.
 -define(SKIPPED, {?MODULE, skipped}).
 
@@ -436,7 +433,7 @@ of_ids(Spec, IdsBin, Opts) ->
         Mode = case mode(Opts) of record -> record; _ -> 0 end,
         Times = lists:member(times, Opts),
         _ = [migctl_lib:local_copy(T) || {mnesia, T} <- [Spec]],
-        Rows = lookup_many(Spec, Mode, migctl_lib:ids(IdsBin)),
+        Rows = lists:flatmap(fun(Id) -> lookup(Spec, Mode, Id) end, migctl_lib:ids(IdsBin)),
         {ok, iolist_to_binary([frame(Mode, Times, Id, S, W) || {Id, S, W} <- Rows]), length(Rows)}
     end).
 
@@ -456,10 +453,9 @@ changed_rows(Spec, Tab, Since) ->
         Keys = [K || K <- maps:keys(excluded([{exclude_changed, Tab, Since}])), is_binary(K),
                      byte_size(K) < 65536],
         _ = [migctl_lib:local_copy(T) || {mnesia, T} <- [Spec]],
-        Held = maps:from_list([{I, {S, W}} || {I, S, W} <- lookup_many(Spec, 0, Keys)]),
-        Frames = [case Held of
-                      #{K := {S, W}} -> [<<(byte_size(K)):16>>, K, <<1, (digest(0, K, S, W)):32, (la(S)):64/signed>>];
-                      #{} -> [<<(byte_size(K)):16>>, K, <<0>>]
+        Frames = [case lookup(Spec, 0, K) of
+                      [{_, S, W} | _] -> [<<(byte_size(K)):16>>, K, <<1, (digest(0, K, S, W)):32, (la(S)):64/signed>>];
+                      [] -> [<<(byte_size(K)):16>>, K, <<0>>]
                   end || K <- Keys],
         {ok, zlib:compress(Frames), length(Keys)}
     end).
@@ -475,31 +471,6 @@ lookup({dets, Tab, _, _, _}, _, Id) ->
     end;
 lookup({mnesia, Tab}, Mode, Id) ->
     [{I, S, W} || {_, I, S, W} <- mnesia:dirty_read(Tab, Id), Mode =:= record orelse is_map(S)].
-
-%% lookup_many(Spec, Mode, Ids) -> [{Id, S, W}]: lookup/3 of every id, each
-%% row once, in no particular order. A DETS file is asked for ?LOOKUP_KEYS
-%% keys per request (dets:lookup_keys/2: exported but not documented, what
-%% qlc's DETS tables use; the server reads the keys' objects in file
-%% order), not one request per key, which at 1.4M sessions under traffic
-%% made the ~18,000 keys a check reads back take 27 s on the DETS node.
-%% Where dets has no lookup_keys/2, one lookup per key.
-lookup_many({dets, Tab, _, _, _} = Spec, Mode, Ids) ->
-    lists:append([dets_keys(Spec, Mode, Tab, C) || C <- take(lists:usort(Ids), ?LOOKUP_KEYS)]);
-lookup_many(Spec, Mode, Ids) ->
-    lists:flatmap(fun(Id) -> lookup(Spec, Mode, Id) end, Ids).
-
-%% take(L, N): L cut into lists of at most N.
-take([], _) -> [];
-take(L, N) when length(L) =< N -> [L];
-take(L, N) -> {H, T} = lists:split(N, L), [H | take(T, N)].
-
-dets_keys(Spec, Mode, Tab, Keys) ->
-    try dets:lookup_keys(Tab, Keys) of
-        {error, E} -> fail(migctl_lib:error_text("dets", E));
-        L -> [{I, S, none} || {I, S} <- L, is_map(S)]
-    catch error:undef ->
-        lists:flatmap(fun(Id) -> lookup(Spec, Mode, Id) end, Keys)
-    end.
 
 %% content_frame(Id, S): the frame keys/3 writes by default, for the
 %% listings of migctl_check's samples.
