@@ -15,9 +15,12 @@ import (
 
 // TestRecheckTellsWritesInFlightFromAStaleCopy: two sessions differ on
 // every read. One is rewritten continually, the source first and the
-// target 250 ms later, as a dual-write on a slow node is (the 1.4M big
-// run reported such a hot session as mismatched): its older copy changes
-// between reads, so it is counted as unsettled, not as a difference. The
+// target one write behind (each 100 ms the source gets the next version
+// and the target the one before), as a dual-write on a slow node is (the
+// 1.4M big run reported such a hot session as mismatched): its older copy
+// changes between reads, so it is counted as unsettled, not as a
+// difference. (The copies are never equal, and the target moves three
+// times between two reads 300 ms apart: no timing window.) The
 // other's source keeps changing while its target stays as it was, a copy
 // that stopped receiving writes: that is a difference, however hot the
 // key.
@@ -30,21 +33,21 @@ func TestRecheckTellsWritesInFlightFromAStaleCopy(t *testing.T) {
 		                    S#{last_accessed => erlang:system_time(millisecond),
 		                       metadata => M#{<<"seq">> => K}} end,
 		Deadline = erlang:monotonic_time(millisecond) + 40000,
-		Loop = fun L(Id, K, TargetToo) ->
+		Loop = fun L(Id, K, Prev, TargetToo) ->
 		           case erlang:monotonic_time(millisecond) < Deadline of
 		               false -> ok;
 		               true ->
 		                   [{_, S}] = dets:lookup(erlmcp_sessions_dets, Id),
 		                   S1 = Bump(S, K),
 		                   ok = dets:insert(erlmcp_sessions_dets, {Id, S1}),
-		                   timer:sleep(250),
-		                   TargetToo andalso
-		                       mnesia:dirty_write({erlmcp_session, Id, S1, maps:get(last_accessed, S1)}),
-		                   L(Id, K + 1, TargetToo)
+		                   timer:sleep(100),
+		                   TargetToo andalso Prev =/= none andalso
+		                       mnesia:dirty_write({erlmcp_session, Id, Prev, maps:get(last_accessed, Prev)}),
+		                   L(Id, K + 1, S1, TargetToo)
 		           end
 		       end,
-		spawn(fun() -> Loop(Hot, 1, true) end),
-		spawn(fun() -> Loop(Stale, 1, false) end),
+		spawn(fun() -> Loop(Hot, 1, none, true) end),
+		spawn(fun() -> Loop(Stale, 1, none, false) end),
 		ok`, map[string]erl.Term{"Hot": []byte(hot), "Stale": []byte(stale)})
 	require.Equal(t, erl.Atom("ok"), r)
 	time.Sleep(time.Second)
@@ -112,10 +115,11 @@ func TestIncrementalCarriesWritesStillInFlight(t *testing.T) {
 	cur, err := consistency.MarkCursor(ctx, p.src, p.tgt, opts)
 	require.NoError(t, err)
 	hot := p.ids[100]
-	// DETS first, Mnesia 250 ms later, again and again (for 30 s).
+	// Every 100 ms the next version to DETS and the one before to Mnesia
+	// (never equal, Mnesia moving between any two reads), for 30 s.
 	require.Equal(t, erl.Atom("ok"), p.cl.Eval(0, `
 		Deadline = erlang:monotonic_time(millisecond) + 30000,
-		Loop = fun L(K) ->
+		Loop = fun L(K, Prev) ->
 		           case erlang:monotonic_time(millisecond) < Deadline of
 		               false -> ok;
 		               true ->
@@ -123,12 +127,13 @@ func TestIncrementalCarriesWritesStillInFlight(t *testing.T) {
 		                   M = maps:get(metadata, S),
 		                   S1 = S#{last_accessed => erlang:system_time(millisecond), metadata => M#{<<"seq">> => K}},
 		                   ok = dets:insert(erlmcp_sessions_dets, {Id, S1}),
-		                   timer:sleep(250),
-		                   mnesia:dirty_write({erlmcp_session, Id, S1, maps:get(last_accessed, S1)}),
-		                   L(K + 1)
+		                   timer:sleep(100),
+		                   Prev =:= none orelse
+		                       mnesia:dirty_write({erlmcp_session, Id, Prev, maps:get(last_accessed, Prev)}),
+		                   L(K + 1, S1)
 		           end
 		       end,
-		spawn(fun() -> Loop(1) end), ok`, map[string]erl.Term{"Id": []byte(hot)}))
+		spawn(fun() -> Loop(1, none) end), ok`, map[string]erl.Term{"Id": []byte(hot)}))
 	time.Sleep(time.Second)
 	res, err := consistency.Incremental(ctx, p.src, p.tgt, cur, opts, consistency.IncrementalOptions{Overlap: time.Millisecond})
 	require.NoError(t, err)
