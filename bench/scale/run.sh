@@ -7,7 +7,9 @@
 # migrated as the runbook does: tables, phase1, backfill, full check,
 # phase2 -> phase3, archive. Prints each step's time and migctl's peak RSS
 # (GNU time), the nodes' peak memory (RSS of each beam, sampled every
-# second), client errors and `load verify` (0 lost).
+# second), client errors and `load verify` (0 lost), and beside the backfill
+# and the check their native references, measured in the same run on node 1
+# (native_backfill, native_check below) with the ratio.
 #
 # Everything it starts (the dev cluster in its own state folder, the
 # sampler) is stopped at exit, by pid. Work files: $BENCH_SCALE_DIR
@@ -53,31 +55,46 @@ finish_load() {
     "$DC" load verify --store mnesia >"$OUT/verify.log" 2>&1 || VERIFY_RC=$?
 }
 
+# probe ERRFILE BODY ARGS...: evaluates the Erlang expressions BODY on a
+# hidden probe node connected to node 1 (Node: its name, Args: ARGS), with
+# migctl's agent modules loaded there for the call (migctl unloads them
+# when it exits; those the probe loaded are unloaded after). BODY's value
+# is {ok, Text} (printed) or anything else (the failure, to ERRFILE).
+probe() {
+    local errfile=$1 body=$2
+    shift 2
+    HOME=$DEVCLUSTER_STATE/home ERL_CRASH_DUMP_SECONDS=0 erl -noshell -noinput -hidden \
+        -name "scale_native_$$@127.0.0.1" -kernel inet_dist_use_interface '{127,0,0,1}' \
+        -eval '[Node0, Dir | Args] = init:get_plain_arguments(),
+               Node = list_to_atom(Node0),
+               Loaded = [M || F <- filelib:wildcard(filename:join(Dir, "*.beam")),
+                              M <- [list_to_atom(filename:basename(F, ".beam"))],
+                              erpc:call(Node, code, is_loaded, [M]) =:= false,
+                              {ok, Bin} <- [file:read_file(F)],
+                              {module, M} =:= erpc:call(Node, code, load_binary, [M, F, Bin])],
+               R = try begin '"$body"' end
+                   after [erpc:call(Node, code, delete, [M]) andalso erpc:call(Node, code, soft_purge, [M]) || M <- Loaded]
+                   end,
+               case R of
+                   {ok, Text} -> io:format("~s~n", [Text]), halt(0);
+                   Failed -> io:format(standard_error, "~p~n", [Failed]), halt(1)
+               end' -extra "$FIRST" "$ROOT/erlang/agent" "$@" 2>"$errfile"
+}
+
 # native_check: migctl_check:native_compare/3 on node 1 (DETS as the
 # store server holds it, node 1's Mnesia copy), timed on the node; sets
 # NATIVE_CHECK_S ("" when it failed: the ratio is then not printed).
 NATIVE_CHECK_S=""
 native_check() {
     local buckets=$(((N + 63) / 64)) out
-    if out=$(HOME=$DEVCLUSTER_STATE/home ERL_CRASH_DUMP_SECONDS=0 erl -noshell -noinput -hidden \
-        -name "scale_native_$$@127.0.0.1" -kernel inet_dist_use_interface '{127,0,0,1}' \
-        -eval '[Node0, B, Dir] = init:get_plain_arguments(),
-               Node = list_to_atom(Node0),
-               %% migctl unloads its agent modules when it exits: load them
-               %% for the call (those not loaded already) and unload after.
-               Loaded = [M || F <- filelib:wildcard(filename:join(Dir, "*.beam")),
-                              M <- [list_to_atom(filename:basename(F, ".beam"))],
-                              erpc:call(Node, code, is_loaded, [M]) =:= false,
-                              {ok, Bin} <- [file:read_file(F)],
-                              {module, M} =:= erpc:call(Node, code, load_binary, [M, F, Bin])],
-               R = erpc:call(Node, migctl_check, native_compare,
-                             [{dets, erlmcp_sessions_dets, "", false, self()}, {mnesia, erlmcp_session},
-                              list_to_integer(B)], infinity),
-               _ = [erpc:call(Node, code, delete, [M]) andalso erpc:call(Node, code, soft_purge, [M]) || M <- Loaded],
-               case R of
-                   {ok, D, Us} -> io:format("~.3f ~b~n", [Us / 1.0e6, D]), halt(0);
-                   Other -> io:format(standard_error, "~p~n", [Other]), halt(1)
-               end' -extra "$FIRST" "$buckets" "$ROOT/erlang/agent" 2>"$OUT/native_check.err"); then
+    if out=$(probe "$OUT/native_check.err" '
+            [B] = Args,
+            case erpc:call(Node, migctl_check, native_compare,
+                           [{dets, erlmcp_sessions_dets, "", false, self()}, {mnesia, erlmcp_session},
+                            list_to_integer(B)], infinity) of
+                {ok, D, Us} -> {ok, io_lib:format("~.3f ~b", [Us / 1.0e6, D])};
+                Other -> Other
+            end' "$buckets"); then
         read -r NATIVE_CHECK_S NATIVE_CHECK_DIFF <<<"$out"
         # Its differing buckets are no verdict: the traffic's sessions live
         # in the other nodes' small DETS files, which it does not read.
@@ -85,6 +102,35 @@ native_check() {
     else
         echo "  native_check failed:" >&2
         cat "$OUT/native_check.err" >&2
+    fi
+}
+
+# native_backfill: the reference for the backfill in the same conditions
+# (traffic on, node 1's DETS file, before migctl's backfill):
+# migctl_migrate:native_backfill/4 on node 1, the loop a script on the node
+# would run (dets:select chunks of the backfill's batch size, one Mnesia
+# transaction each into a scratch table shaped like the session table,
+# then, as --replicate-after does, Mnesia's add_table_copy of each other
+# replica in turn); the scratch table is deleted after. Sets
+# NATIVE_BACKFILL_S ("" when it failed).
+NATIVE_BACKFILL_S=""
+native_backfill() {
+    local later=$1 out
+    if out=$(probe "$OUT/native_backfill.err" '
+            [Later] = Args,
+            case erpc:call(Node, migctl_migrate, native_backfill,
+                           [erlmcp_sessions_dets, erlmcp_session, Later =:= "true", 500], infinity) of
+                {ok, Rows, CopyUs, Adds} ->
+                    Total = CopyUs + lists:sum([U || {_, U} <- Adds]),
+                    {ok, io_lib:format("~.1f ~.1f ~b ~s", [Total / 1.0e6, CopyUs / 1.0e6, Rows,
+                                        string:join([io_lib:format("~.1f", [U / 1.0e6]) || {_, U} <- Adds], ",")])};
+                Other -> Other
+            end' "$later"); then
+        read -r NATIVE_BACKFILL_S nb_copy nb_rows nb_adds <<<"$out"
+        echo "  native_backfill ${NATIVE_BACKFILL_S}s  (migctl_migrate:native_backfill on $FIRST: $nb_rows rows copied in ${nb_copy}s${nb_adds:+, replicas added in ${nb_adds}s})"
+    else
+        echo "  native_backfill failed:" >&2
+        cat "$OUT/native_backfill.err" >&2
     fi
 }
 
@@ -158,6 +204,14 @@ run phase1 phase set phase1 --yes --reason bench-scale
 # once (the runs before 2026-12-06 06:30 UTC did).
 RA=(--replicate-after)
 [ "${BENCH_SCALE_REPLICATE_AFTER:-1}" = 0 ] && RA=()
+# BENCH_SCALE_BACKFILL_ARGS: more flags for the backfill (--turn, --batch).
+read -r -a RA_MORE <<<"${BENCH_SCALE_BACKFILL_ARGS:-}"
+RA+=("${RA_MORE[@]}")
+# The native reference for the backfill first (its scratch table is
+# gone before migctl's backfill starts), in the same mode.
+LATER=true
+[ "${BENCH_SCALE_REPLICATE_AFTER:-1}" = 0 ] && LATER=false
+native_backfill "$LATER"
 run backfill backfill --from dets --to mnesia "${RA[@]}" --yes --reason bench-scale --log-level info
 run check consistency check --source dets --target mnesia --full -o json --log-level debug
 # The native reference for the check, in the same conditions (traffic on):
@@ -186,6 +240,9 @@ done
 grep -h '^replicas of' "$OUT/backfill.out" || true
 BF=$(awk -v a="${SECS[backfill]}" -v b="${SECS[check]}" 'BEGIN { printf "%.1f", a + b }')
 echo "BENCH scale backfill+check=${BF}s (goal <= 120s)"
+if [ -n "$NATIVE_BACKFILL_S" ]; then
+    awk -v m="${SECS[backfill]}" -v n="$NATIVE_BACKFILL_S" 'BEGIN { printf "BENCH scale backfill migctl=%ss native=%ss ratio=%.2f (native time / migctl time; the native loop copies node 1'"'"'s file by hand into a scratch table while the application'"'"'s table keeps all its replicas: with --replicate-after migctl'"'"'s copy runs while it has one, so the clients'"'"' writes cost less meanwhile)\n", m, n, n / m }'
+fi
 if [ -n "$NATIVE_CHECK_S" ]; then
     awk -v m="${SECS[check]}" -v n="$NATIVE_CHECK_S" 'BEGIN { printf "BENCH scale full_check migctl=%ss native=%ss ratio=%.2f (native time / migctl time; the native loop on node 1 only checksums: no rounds, no listing, no rechecks)\n", m, n, n / m }'
 fi

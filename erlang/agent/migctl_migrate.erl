@@ -20,7 +20,7 @@
          stop_watch/0, cluster_id/0, schema_state/1, create_schema/2, create_tables/2,
          table_copies/1, drop_copy/2, add_copy/4,
          dets_files/0, read_chunk/3, store_counts/0,
-         native_copy/3, bench_latency/1,
+         native_copy/3, native_backfill/4, bench_latency/1,
          persist_watch/3, persist_snapshot/3, persist_touched/2]).
 
 -define(HYBRID, erlmcp_session_backend_hybrid).
@@ -574,6 +574,50 @@ native_copy(Dets, Tab, Batch) ->
         N = native_loop(dets:select(Dets, [{'_', [], ['$_']}], Batch), Tab, 0),
         dets:safe_fixtable(Dets, false),
         {ok, N, erlang:monotonic_time(microsecond) - T0}
+    end).
+
+%% native_backfill(DetsTab, LikeTab, Later, Batch) -> {ok, Rows, CopyUs,
+%% [{Node, AddUs}]}: the big run's reference for the whole backfill, the
+%% same work done by hand on the node with no tool: native_copy/3 into a
+%% scratch table shaped like LikeTab (the session table), then, when Later
+%% is true (as `backfill --replicate-after`), the scratch table is created
+%% on this node only and Mnesia's add_table_copy adds each of LikeTab's
+%% other replicas in turn, each waited for; when false it has LikeTab's
+%% replicas from the start and every row is applied on each. The scratch
+%% table (migctl_native_ref, never a session table) is deleted at the end,
+%% failed or not. The application writes the session table, not this one,
+%% so the reference's replica copies hold no client waiting.
+native_backfill(Dets, Like, Later, Batch) ->
+    safe(fun() ->
+        Scratch = migctl_native_ref,
+        lists:member(Scratch, mnesia:system_info(tables)) andalso
+            fail(<<"migctl_native_ref exists (an interrupted reference run?): delete it first">>),
+        Replicas = mnesia:table_info(Like, disc_copies),
+        Others = Replicas -- [node()],
+        Start = case Later of true -> [node()]; false -> Replicas end,
+        Def = [{attributes, mnesia:table_info(Like, attributes)},
+               {type, mnesia:table_info(Like, type)},
+               {disc_copies, Start}],
+        case mnesia:create_table(Scratch, Def) of
+            {atomic, ok} -> ok;
+            {aborted, E} -> fail(iolist_to_binary(io_lib:format("create_table: ~0P", [E, 20])))
+        end,
+        try
+            {ok, Rows, CopyUs} = native_copy(Dets, Scratch, Batch),
+            Adds = case Later of
+                       false -> [];
+                       true ->
+                           [begin
+                                T0 = erlang:monotonic_time(microsecond),
+                                {atomic, ok} = mnesia:add_table_copy(Scratch, N, disc_copies),
+                                ok = rpc:call(N, mnesia, wait_for_tables, [[Scratch], infinity], infinity),
+                                {N, erlang:monotonic_time(microsecond) - T0}
+                            end || N <- Others]
+                   end,
+            {ok, Rows, CopyUs, Adds}
+        after
+            mnesia:delete_table(Scratch)
+        end
     end).
 
 native_loop('$end_of_table', _Tab, N) -> N;
