@@ -18,9 +18,31 @@ import (
 // there) is used as it is and left in place at Close. Otherwise the old code
 // is soft-purged first; if some process still runs it, loading stops with an
 // error rather than let the code server kill that process.
+//
+// Calls to one node load the agent once: a check reads the two sides of a
+// node at the same time, and two loads racing each other loaded every
+// module twice (seen in the big run's log), leaving the first copy as old
+// code under whatever the first caller had started running.
 func (c *Client) EnsureAgent(ctx context.Context, nodeName string) error {
 	c.mu.Lock()
 	ready := c.agents[nodeName]
+	sem := c.loading[nodeName]
+	if sem == nil {
+		sem = make(chan struct{}, 1)
+		c.loading[nodeName] = sem
+	}
+	c.mu.Unlock()
+	if ready {
+		return nil
+	}
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-sem }()
+	c.mu.Lock()
+	ready = c.agents[nodeName] // loaded by the caller this one waited for
 	c.mu.Unlock()
 	if ready {
 		return nil

@@ -81,9 +81,10 @@ type Client struct {
 	subs      map[etf.Atom][]chan Term
 	keyed     map[keyedSub]chan Term
 	watchers  map[string][]chan struct{}
-	forms     map[string]Term     // cached erl_eval forms by source
-	agents    map[string]bool     // nodes where the agent is known to be loaded
-	mine      map[string][]string // agent modules this Client loaded, by node
+	forms     map[string]Term          // cached erl_eval forms by source
+	agents    map[string]bool          // nodes where the agent is known to be loaded
+	mine      map[string][]string      // agent modules this Client loaded, by node
+	loading   map[string]chan struct{} // one agent load at a time per node (a 1-slot semaphore)
 	dialing   map[string]*sync.Mutex
 	closed    bool
 	done      chan struct{}
@@ -136,6 +137,7 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		forms:     map[string]Term{},
 		agents:    map[string]bool{},
 		mine:      map[string][]string{},
+		loading:   map[string]chan struct{}{},
 		dialing:   map[string]*sync.Mutex{},
 		done:      make(chan struct{}),
 	}

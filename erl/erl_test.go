@@ -150,6 +150,35 @@ func TestAgentLoadsAndUnloads(t *testing.T) {
 	require.Equal(t, false, loaded, "nothing of migctl is left loaded on the node")
 }
 
+// Concurrent first calls to one node (a check reads both its sides at
+// once) load the agent once: a second load would turn the first copy of
+// every module into old code under what the first caller had started.
+func TestAgentLoadedOnceUnderConcurrentCalls(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	n := cl.Nodes[0].Name
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Agent(ctx(t), n, "version")
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	old := cl.Eval(0, `[M || {M, _} <- code:all_loaded(), lists:prefix("migctl_", atom_to_list(M)), erlang:check_old_code(M)]`, nil)
+	require.Empty(t, old, "agent modules loaded twice (old code left)")
+	require.NoError(t, c.UnloadAgent(ctx(t), n))
+	loaded := cl.Eval(0, `[M || {M, _} <- code:all_loaded(), lists:prefix("migctl_", atom_to_list(M))]`, nil)
+	require.Empty(t, loaded, "nothing of migctl is left loaded on the node")
+}
+
 // A migctl_agent whose old code is still running in some process must not
 // be replaced: the code server would kill that process. EnsureAgent
 // refuses instead, and the process lives on.
