@@ -204,7 +204,7 @@ run phase1 phase set phase1 --yes --reason bench-scale
 # once (the runs before 2026-12-06 06:30 UTC did).
 RA=(--replicate-after)
 [ "${BENCH_SCALE_REPLICATE_AFTER:-1}" = 0 ] && RA=()
-# BENCH_SCALE_BACKFILL_ARGS: more flags for the backfill (--turn, --batch).
+# BENCH_SCALE_BACKFILL_ARGS: more flags for the backfill (--batch, --rate, ...).
 read -r -a RA_MORE <<<"${BENCH_SCALE_BACKFILL_ARGS:-}"
 RA+=("${RA_MORE[@]}")
 # The native reference for the backfill first (its scratch table is
