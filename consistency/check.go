@@ -593,7 +593,7 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 		if ex != nil {
 			t1 := time.Now()
 			inf.ExcludedRows = excluded
-			verified, err := verifyInFlight(ctx, src, tgt, ex, &l)
+			verified, together, err := verifyInFlight(ctx, src, tgt, ex, &l)
 			rep.Phases.Listing += time.Since(t1)
 			if isNoCoverage(err) {
 				giveUp(err)
@@ -602,8 +602,9 @@ func fullList(ctx context.Context, src, tgt *side, o Options, rep *Report, log *
 			if err != nil {
 				return listing{}, err
 			}
-			inf.VerifiedByKey = verified
-			log.Debug("keys in flight verified by key", "keys", verified, "excluded_rows", excluded)
+			inf.VerifiedByKey, inf.ReadTogether = verified, together
+			log.Debug("keys in flight verified by key", "keys", verified, "excluded_rows", excluded, "read_together", together,
+				"seconds", time.Since(t1).Seconds())
 		}
 		rep.Processed += matched
 		return l, nil
@@ -688,6 +689,8 @@ func bucketList(ctx context.Context, src, tgt *side, o Options, rep *Report, log
 			if err != nil {
 				return listing{}, 0, 0, err
 			}
+			log.Debug("differing buckets listed", "ranges", len(list), "source_rows", len(a), "target_rows", len(bb),
+				"seconds", rep.Phases.Listing.Seconds())
 			return listing{src: a, tgt: bb, odd: odd}, matched, ra.excluded + rb.excluded, nil
 		}
 		ranges = split

@@ -22,7 +22,10 @@ import (
 // does not touch are reported whether they were made long before the
 // check (compared in the buckets) or just before it (left out of the
 // buckets, verified by key), as is one made on a key the traffic does
-// touch when it is still there at the end. The bytes each way are logged.
+// touch when it is still there at the end. The keys in flight are read
+// with both copies of each key read together on the DETS node (its local
+// Mnesia replica; the target is read on the other node). The bytes each
+// way are logged.
 func TestFullCheckUnderLoadExcludesKeysInFlight(t *testing.T) {
 	const n = 30000
 	p := dualWrite(t, n)
@@ -57,6 +60,7 @@ func TestFullCheckUnderLoadExcludesKeysInFlight(t *testing.T) {
 			require.Equal(t, exclude, rep.InFlight.Used, rep.InFlight.WhyNot)
 			if exclude {
 				require.Positive(t, rep.InFlight.VerifiedByKey, "the traffic's keys are verified by key")
+				require.True(t, rep.InFlight.ReadTogether, "each key's DETS and Mnesia copies read back to back on the DETS node")
 				bytesOn = append(bytesOn, rep.BytesMoved)
 			} else {
 				require.Contains(t, rep.InFlight.WhyNot, "switched off")
@@ -104,6 +108,7 @@ func TestFullCheckUnderLoadExcludesKeysInFlight(t *testing.T) {
 	t.Logf("planted: processed %d rounds %d rechecked %d bytes %d in %s; in flight %+v",
 		rep.Processed, rep.Rounds, rep.Rechecked, rep.BytesMoved, rep.Duration.Round(time.Millisecond), *rep.InFlight)
 	require.True(t, rep.InFlight.Used, rep.InFlight.WhyNot)
+	require.True(t, rep.InFlight.ReadTogether, "the planted differences in flight are found by the reads made together")
 	got := map[string]consistency.Kind{}
 	for _, d := range rep.Differences {
 		got[d.ID] = d.Kind

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ergo-services/ergo/etf"
 
@@ -454,6 +455,42 @@ func (s Buckets) ChangedRows(ctx context.Context, node string, st Store, tab str
 		return ChangedRows{}, recorderErr(node, "migctl_buckets:"+fun, err)
 	}
 	return m.changedRowsReply(node, t)
+}
+
+// ChangedRowsPaired is migctl_buckets:changed_rows/4: as ChangedRows, and
+// for each key the row of the Mnesia table pair too, read on node (which
+// must hold a local copy of it) right after st's row of the same key, so
+// that a key written all the time has its two copies read at nearly the
+// same moment. Both replies list the same keys.
+//
+//	migctl_buckets:changed_rows(Spec, Tab, SinceMs, {mnesia, Pair}) -> {ok, Z, N, PairZ}
+func (s Buckets) ChangedRowsPaired(ctx context.Context, node string, st Store, pair, tab string, sinceMs int64) (ChangedRows, ChangedRows, error) {
+	const fun = "changed_rows"
+	m := s.mod()
+	t, err := m.call(ctx, node, fun, st.term(s.C), etf.Atom(tab), sinceMs, etf.Tuple{etf.Atom("mnesia"), etf.Atom(pair)})
+	if err != nil {
+		return ChangedRows{}, ChangedRows{}, recorderErr(node, "migctl_buckets:"+fun, err)
+	}
+	return m.changedRowsPairedReply(node, t)
+}
+
+func (m module) changedRowsPairedReply(node string, t etf.Tuple) (ChangedRows, ChangedRows, error) {
+	const fun = "changed_rows"
+	if err := m.okN(node, fun, t, 3); err != nil {
+		return ChangedRows{}, ChangedRows{}, err
+	}
+	a, err := m.changedRowsReply(node, t[:3])
+	if err != nil {
+		return ChangedRows{}, ChangedRows{}, err
+	}
+	b, err := m.changedRowsReply(node, etf.Tuple{t[0], t[3], t[2]})
+	if err != nil {
+		return ChangedRows{}, ChangedRows{}, err
+	}
+	if !slices.Equal(a.Listed, b.Listed) {
+		return ChangedRows{}, ChangedRows{}, m.shape(node, fun, "the paired rows list other keys")
+	}
+	return a, b, nil
 }
 
 func (m module) changedRowsReply(node string, t etf.Tuple) (ChangedRows, error) {

@@ -188,3 +188,37 @@ func TestChangedRowsReply(t *testing.T) {
 		})
 	}
 }
+
+func TestChangedRowsPairedReply(t *testing.T) {
+	frame := func(id string, present bool, digest uint32, la int64) []byte {
+		b := binary.BigEndian.AppendUint16(nil, uint16(len(id)))
+		b = append(b, id...)
+		if !present {
+			return append(b, 0)
+		}
+		b = append(b, 1)
+		b = binary.BigEndian.AppendUint32(b, digest)
+		return binary.BigEndian.AppendUint64(b, uint64(la))
+	}
+	src := append(frame("ab", true, 77, 1234), frame("gone", false, 0, 0)...)
+	tgt := append(frame("ab", true, 78, 1235), frame("gone", true, 5, 6)...)
+	a, b, err := bm.changedRowsPairedReply("n@h", erl.Tuple{erl.Atom("ok"), zip(src), 2, zip(tgt)})
+	require.NoError(t, err)
+	require.Equal(t, []string{"ab", "gone"}, a.Listed)
+	require.Equal(t, a.Listed, b.Listed)
+	require.Equal(t, map[string]Key{"ab": {Digest: 77, LastAccessed: 1234}}, a.Present)
+	require.Equal(t, map[string]Key{"ab": {Digest: 78, LastAccessed: 1235}, "gone": {Digest: 5, LastAccessed: 6}}, b.Present)
+
+	other := append(frame("ab", true, 78, 1235), frame("else", true, 5, 6)...)
+	for name, bad := range map[string]erl.Tuple{
+		"other keys":   {erl.Atom("ok"), zip(src), 2, zip(other)},
+		"short pair":   {erl.Atom("ok"), zip(src), 2, zip(frame("ab", true, 1, 1))},
+		"arity":        {erl.Atom("ok"), zip(src), 2},
+		"pair not bin": {erl.Atom("ok"), zip(src), 2, 7},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := bm.changedRowsPairedReply("n@h", bad)
+			requireShape(t, err, "migctl_buckets:changed_rows")
+		})
+	}
+}
