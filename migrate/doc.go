@@ -64,7 +64,11 @@
 // Mnesia's bulk table copy, which keeps a new replica in step with the
 // commits made during the copy. The removed replicas are journaled first;
 // until they are back the phase2 gate refuses, and the next backfill adds
-// them back (replicas.go).
+// them back (replicas.go). While a replica writes the table to its disc,
+// Mnesia holds every write to the table; in phase1 the hybrid does not
+// make the application wait for it (its writes to the new store are
+// deferred, in order, and the phase2 gate dual_writes_applied waits until
+// they are applied).
 //
 // Two details make that hold under load. A DETS traversal that is not
 // fixed can miss rows when the table grows, and a fixed one (the store

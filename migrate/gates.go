@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // gates checks what a change to (to, pct) needs from the cluster in st.
@@ -22,6 +23,12 @@ func (m *Migrator) gates(ctx context.Context, st ClusterStatus, to Phase, pct in
 			gs = append(gs, Gate{Name: "session_replicas_back", OK: false,
 				Value: fmt.Sprintf("%s has one replica (%s); %s removed by a backfill are not back: rerun the backfill", p.Table, p.Loader, copyList(p.Removed))})
 		}
+	}
+	if (to == Phase2 || to == Phase3) && st.Phase < Phase2 {
+		// Phase1's writes to the new store may be queued on a node (the
+		// hybrid defers them while Mnesia holds the table): reading the
+		// new store before they are applied would serve older sessions.
+		gs = append(gs, m.dualWritesGate(ctx, st))
 	}
 	if to == Phase2 && st.Phase < Phase2 {
 		ok, val := m.backfillDone(st, "forward")
@@ -275,4 +282,50 @@ func CountersTable(c map[string]int64) string {
 		fmt.Fprintf(&b, "%s=%d", k, c[k])
 	}
 	return b.String()
+}
+
+// dualWritesWait is how long the dual_writes_applied gate waits for a
+// node's backlog to drain before it refuses: once Mnesia releases the
+// table, a backlog of a few hundred writes is gone in well under a second.
+const dualWritesWait = 10 * time.Second
+
+// dualWritesGate: no node has phase1 dual-writes acknowledged and not yet
+// applied to its Mnesia side. A node that has some (phase set right after
+// a replica was added back, say) is asked again until they are applied or
+// dualWritesWait has passed.
+func (m *Migrator) dualWritesGate(ctx context.Context, st ClusterStatus) Gate {
+	pending := map[string]int64{}
+	for _, n := range st.Nodes {
+		if n.DualWritesPending > 0 {
+			pending[n.Node] = n.DualWritesPending
+		}
+	}
+	deadline := time.Now().Add(dualWritesWait)
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			deadline = time.Now()
+			continue
+		case <-time.After(200 * time.Millisecond):
+		}
+		for node := range pending {
+			if ns := m.nodeStatus(ctx, node); ns.Error == "" {
+				if ns.DualWritesPending == 0 {
+					delete(pending, node)
+				} else {
+					pending[node] = ns.DualWritesPending
+				}
+			}
+		}
+	}
+	if len(pending) == 0 {
+		return Gate{Name: "dual_writes_applied", OK: true, Value: "none queued"}
+	}
+	var queued []string
+	for node, n := range pending {
+		queued = append(queued, fmt.Sprintf("%s has %d", node, n))
+	}
+	sort.Strings(queued)
+	return Gate{Name: "dual_writes_applied", OK: false,
+		Value: strings.Join(queued, "; ") + fmt.Sprintf(" dual-write(s) not yet applied to the new store after %s (Mnesia is holding the table, e.g. a replica being added); retry when they are", dualWritesWait)}
 }

@@ -91,7 +91,11 @@ type NodeStatus struct {
 	Primary   StoreRef         `json:"primary"`
 	Secondary StoreRef         `json:"secondary"`
 	Counters  map[string]int64 `json:"counters,omitempty"`
-	Error     string           `json:"error,omitempty"`
+	// DualWritesPending: phase1 writes acknowledged and not yet applied
+	// to the node's Mnesia side (the hybrid defers them while Mnesia
+	// holds the table, e.g. while a replica is added).
+	DualWritesPending int64  `json:"dual_writes_pending"`
+	Error             string `json:"error,omitempty"`
 }
 
 // ClusterStatus is ShowPhase's answer.
@@ -242,6 +246,7 @@ func (m *Migrator) nodeStatus(ctx context.Context, node string) NodeStatus {
 	ns.Reachable = true
 	ns.Installed, ns.Backend, ns.Percent, ns.Epoch = st.Installed, st.Backend, st.Percent, st.Epoch
 	ns.Fallback, ns.Mode, ns.Counters = st.Fallback, st.Mode, st.Counters
+	ns.DualWritesPending = st.DualWritesPending
 	ns.Phase, _ = ParsePhase(st.Phase)
 	ns.Primary = StoreRef{Kind: backends.Kind(st.Primary.Kind), Table: st.Primary.Table}
 	ns.Secondary = StoreRef{Kind: backends.Kind(st.Secondary.Kind), Table: st.Secondary.Table}

@@ -26,14 +26,19 @@ import (
 // The price: while a new disc_copies replica writes the whole table to
 // its disc (mnesia_loader's last step, ets2dcd), Mnesia blocks commits to
 // the table on every node (where_to_commit is {blocked, _} until the
-// receiver is done), so the application's writes wait, dual-writes in
-// phase1 included: measured here ~2 s of a 3 s copy at 400k sessions, and
-// at 1.4M under traffic long enough that erlmcp's 5 s store calls time
-// out. Adding a ram_copies replica does not block, but converting it to
-// disc_copies blocks as long. Nothing in Mnesia's API adds a disc replica
-// of a large table without that pause, so ReplicateAfter trades the slow
-// per-row backfill (no pause) for a fast one with one pause per replica;
-// it is an option, not the default.
+// receiver is done), dirty writes included: measured here ~2 s of a 3 s
+// copy at 400k sessions, and at 1.4-1.8M under traffic long enough that
+// erlmcp's 5 s store calls timed out while phase1's dual-write held the
+// store server. Adding a ram_copies replica does not block, but converting
+// it to disc_copies blocks as long (a table write lock). Nothing in
+// Mnesia's API adds a disc replica of a large table without that pause,
+// so the hybrid backend does not wait for it: in phase1 it acknowledges a
+// write once the old store (the one read) has it and hands the Mnesia
+// side to a writer process of its node, which applies the writes in order
+// when Mnesia lets go (erlmcp_session_backend_hybrid, "deferred
+// dual-writes"; the phase2 gate dual_writes_applied waits for them).
+// ReplicateAfter stays an option: the default backfill never removes a
+// replica.
 //
 // So with ReplicateAfter the backfill removes every replica of the
 // session table but one (the loader: the node whose old store holds the

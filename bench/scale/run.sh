@@ -214,7 +214,10 @@ LATER=true
 [ "${BENCH_SCALE_REPLICATE_AFTER:-1}" = 0 ] && LATER=false
 [ "${BENCH_SCALE_NATIVE_BACKFILL:-1}" = 0 ] || native_backfill "$LATER"
 run backfill backfill --from dets --to mnesia "${RA[@]}" --yes --reason bench-scale --log-level info
-run check consistency check --source dets --target mnesia --full -o json --log-level debug
+# --timeout 2m: at 1.8M sessions the read of the keys in flight on node 1
+# (one call; ~15k keys looked up in its 1.6 GB DETS file beside the
+# application's traffic) took over the default 30 s once (2026-12-06 21:08).
+run check consistency check --source dets --target mnesia --full -o json --log-level debug --timeout 2m
 # The native reference for the check, in the same conditions (traffic on):
 # migctl_check:native_compare on node 1, the loop a script on the node
 # would run (both stores checksummed there, one after the other, in the
@@ -227,6 +230,10 @@ run phase2 phase set phase2 --percent 100 --yes --reason bench-scale
 sleep 5
 run phase3 phase set phase3 --yes --reason bench-scale --min-reads 1000
 run archive archive dets --yes --reason bench-scale --out "$OUT/dets_archive.tar.gz"
+# The hybrid's counters of every node: dual_writes_deferred (phase1 writes
+# acknowledged before the Mnesia side applied them: Mnesia held the table
+# while a replica was added) and secondary_write_failures.
+"$MIGCTL" phase show -o json >"$OUT/phase-show.json" 2>"$OUT/phase-show.err" || true
 
 finish_load
 kill "$SAMPLER_PID" 2>/dev/null || true
@@ -249,6 +256,8 @@ if [ -n "$NATIVE_CHECK_S" ]; then
 fi
 sed -n 's/.*"processed": \([0-9]*\).*/check processed \1/p; s/.*"mismatched": \([0-9]*\).*/check mismatched \1/p; s/.*"missing_in_target": \([0-9]*\).*/check missing_in_target \1/p; s/.*"bytes_moved": \([0-9]*\).*/check bytes_moved \1/p' "$OUT/check.out" | head -n 4
 awk '{ if ($2 > m[$1]) m[$1] = $2 } END { for (n in m) printf "BENCH scale node=%s peak_rss_mb=%.1f\n", n, m[n] / 1024 }' "$OUT/mem.samples" | sort
+grep -o '"node": "[^"]*"\|"dual_writes_deferred": [0-9]*\|"secondary_write_failures": [0-9]*' "$OUT/phase-show.json" |
+    awk -F': ' '/"node"/ { if (n != "") print line; n = $2; line = "hybrid " n } !/"node"/ { line = line " " $1 "=" $2 } END { if (n != "") print line }' | tr -d '"' || true
 echo "load (stop):"
 cat "$OUT/load-stop.log"
 echo "client errors (first/last per node and reason):"

@@ -142,10 +142,12 @@ instead of applying every row on every replica (at 1.4M sessions on five
 nodes that was the backfill's ceiling). Until the replicas are back the
 table has one (the old store stays the one the application reads), phase2
 is refused, and an interrupted run leaves them to the next backfill; the
-replicas removed are journaled first. --dry-run prints the plan. The price:
-while each replica writes the table to its disc, Mnesia holds every write
-to the table (seconds per replica at a million sessions: clients may time
-out); without --replicate-after there is no such pause.
+replicas removed are journaled first. --dry-run prints the plan. While
+each replica writes the table to its disc, Mnesia holds every write to the
+table (seconds per replica at a million sessions); the hybrid backend
+(migctl_node) acknowledges phase1's writes once the old store has them and
+applies them to Mnesia when it lets go (status: dual_writes_pending; phase2
+waits for them), so the application's calls do not wait for it.
 
 Needs phase1 or phase2 (phase2 for --reverse).`,
 		Args: cobra.NoArgs,

@@ -122,8 +122,14 @@ func printPhaseStatus(out io.Writer, fm cliutil.Format, st migrate.ClusterStatus
 				if n.Phase == migrate.Phase2 && !n.Fallback {
 					pct += " (no fallback)"
 				}
+				counters := migrate.CountersTable(n.Counters)
+				if n.DualWritesPending > 0 {
+					// Acknowledged phase1 writes the new store has yet to
+					// apply (Mnesia is holding the table).
+					counters = fmt.Sprintf("dual_writes_pending=%d %s", n.DualWritesPending, counters)
+				}
 				cliutil.Row(tw, n.Node, n.Phase, pct, n.Epoch, n.Mode, fmt.Sprintf("%s:%s", n.Primary.Kind, n.Primary.Table),
-					fmt.Sprintf("%s:%s", n.Secondary.Kind, n.Secondary.Table), migrate.CountersTable(n.Counters))
+					fmt.Sprintf("%s:%s", n.Secondary.Kind, n.Secondary.Table), counters)
 			}
 		}
 		if st.Mixed {

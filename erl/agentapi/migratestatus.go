@@ -36,6 +36,9 @@ type MigrateStatus struct {
 	// Counters are the hybrid's counters; nil when the reply had none
 	// (a node without the hybrid).
 	Counters map[string]int64
+	// DualWritesPending: phase1 writes the node acknowledged that its
+	// Mnesia side has not applied yet (0 from an agent that does not say).
+	DualWritesPending int64
 }
 
 // Status reads node's store backend and, when it is the hybrid, its
@@ -43,8 +46,8 @@ type MigrateStatus struct {
 // Reply: {ok, [{installed, Bool}, {backend, Module}, {phase, Phase},
 // {percent, Int}, {epoch, Int}, {fallback, Bool}, {mode, Atom},
 // {primary, {Kind, Tab}}, {secondary, {Kind, Tab}},
-// {counters, [{Name, Int}]}]}; a node without the hybrid answers the
-// first two pairs only.
+// {counters, [{Name, Int}]}, {dual_writes_pending, Int}]}; a node without
+// the hybrid answers the first two pairs only.
 func (s Migrate) Status(ctx context.Context, node string) (MigrateStatus, error) {
 	m := s.mod()
 	t, err := m.call(ctx, node, "status")
@@ -103,6 +106,11 @@ func decodeStatus(m module, node string, t etf.Tuple) (MigrateStatus, error) {
 			if st.Secondary, ok = migStoreName(v); !ok {
 				return bad()
 			}
+		case etf.Atom("dual_writes_pending"):
+			if !migIsInt(v) {
+				return bad()
+			}
+			st.DualWritesPending = asInt(v)
 		case etf.Atom("counters"):
 			l, ok := v.(etf.List)
 			if !ok {

@@ -39,15 +39,17 @@ func TestMigrateStatus(t *testing.T) {
 		migPair("primary", erl.Tuple{erl.Atom("dets"), erl.Atom("erlmcp_sessions_dets")}),
 		migPair("secondary", erl.Tuple{erl.Atom("mnesia"), erl.Atom("erlmcp_session")}),
 		migPair("counters", erl.List{migPair("fallback_reads", 3), migPair("dual_writes", int64(1<<40))}),
+		migPair("dual_writes_pending", 12),
 		migPair("from_a_newer_agent", erl.Tuple{1, 2, 3}),
 	})
 	st, err := decodeStatus(migMod, "n1@host", hybrid)
 	require.NoError(t, err)
 	require.Equal(t, MigrateStatus{Installed: true, Backend: "erlmcp_session_backend_hybrid", Phase: "phase2",
 		Percent: 40, Epoch: 7, Fallback: false, Mode: "mnesia",
-		Primary:   HybridSide{Kind: "dets", Table: "erlmcp_sessions_dets"},
-		Secondary: HybridSide{Kind: "mnesia", Table: "erlmcp_session"},
-		Counters:  map[string]int64{"fallback_reads": 3, "dual_writes": 1 << 40}}, st)
+		Primary:           HybridSide{Kind: "dets", Table: "erlmcp_sessions_dets"},
+		Secondary:         HybridSide{Kind: "mnesia", Table: "erlmcp_session"},
+		Counters:          map[string]int64{"fallback_reads": 3, "dual_writes": 1 << 40},
+		DualWritesPending: 12}, st)
 
 	// A node without the hybrid: two pairs, no counters.
 	st, err = decodeStatus(migMod, "n1@host", migOK(erl.List{migPair("installed", false), migPair("backend", erl.Atom("erlmcp_session_ets"))}))
@@ -66,6 +68,7 @@ func TestMigrateStatus(t *testing.T) {
 		"primary arity":      migOK(erl.List{migPair("primary", erl.Tuple{erl.Atom("dets")})}),
 		"counter not int":    migOK(erl.List{migPair("counters", erl.List{migPair("x", erl.Atom("many"))})}),
 		"counters not list":  migOK(erl.List{migPair("counters", 3)}),
+		"pending not int":    migOK(erl.List{migPair("dual_writes_pending", erl.Atom("none"))}),
 	} {
 		_, err := decodeStatus(migMod, "n1@host", bad)
 		t.Run(name, func(t *testing.T) { requireMigShape(t, err, "status") })

@@ -59,7 +59,8 @@ status() ->
                 {ok, [{installed, true}, {backend, Backend}, {phase, P}, {percent, Pct},
                       {epoch, E}, {fallback, Fb}, {mode, maps:get(mode, I)},
                       {primary, {PK, PT}}, {secondary, {SK, ST}},
-                      {counters, maps:to_list(C)}]};
+                      {counters, maps:to_list(C)},
+                      {dual_writes_pending, dual_writes_pending()}]};
             _ ->
                 {ok, [{installed, false}, {backend, Backend}]}
         end
@@ -75,6 +76,14 @@ set_phase(Phase, Percent, Expect, Fallback) ->
             {error, R} -> {error, iolist_to_binary(io_lib:format("~0P", [R, 20]))}
         end
     end).
+
+%% Dual-writes the node acknowledged and has not applied to the Mnesia
+%% side yet (a hybrid older than the deferred writes has none).
+dual_writes_pending() ->
+    case erlang:function_exported(?HYBRID, dual_writes_pending, 0) of
+        true -> ?HYBRID:dual_writes_pending();
+        false -> 0
+    end.
 
 reset_counters() ->
     safe(fun() -> must_hybrid(), ok = ?HYBRID:reset_counters(), {ok, done} end).

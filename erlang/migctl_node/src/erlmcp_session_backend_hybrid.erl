@@ -71,7 +71,11 @@
 %% calls it when it switches backends; erlmcp's never does).
 -export([init/1, store/3, fetch/2, delete/2, list/1, cleanup_expired/1, terminate/2]).
 -export([phase/0, set_phase/3, set_phase/4, counters/0, reset_counters/0, info/0,
-         server/0, phase_table/0, is_expired/2, now_ms/0, held/2, delete_unchanged/2]).
+         server/0, phase_table/0, is_expired/2, now_ms/0, held/2, delete_unchanged/2,
+         dual_writes_pending/0]).
+%% The deferred dual-write writer's loop (called by its full name, so a
+%% newer version of this module takes over at the next message).
+-export([dw_loop/2]).
 
 -export_type([phase/0, phase_value/0]).
 
@@ -99,7 +103,7 @@
                    misses, secondary_write_failures, primary_write_failures,
                    phase_read_errors, backfill_written, backfill_skipped,
                    backfill_slot_passes, backfill_key_listings,
-                   dets_cleanup_runs, dets_cleanup_deleted]).
+                   dets_cleanup_runs, dets_cleanup_deleted, dual_writes_deferred]).
 -define(HYBRID_KEYS, [primary_backend, secondary_backend, migration_phase,
                       migration_percent, primary_opts, secondary_opts,
                       dual_write_transactions, dets_cleanup_async_above]).
@@ -113,6 +117,25 @@
 -define(COPY_TRIES, 3).
 %% Objects per dets:select chunk of that cleaner (one DETS request each).
 -define(CLEAN_CHUNK, 500).
+%% The deferred dual-writes (see dual_write/1): the writer's registered
+%% name, the key of its counts (atomics) in persistent_term, how long the
+%% store server waits for a write when none is queued (ms), and the queue
+%% length past which it waits for each write again (memory bound: ~1 KB
+%% per queued session).
+-define(DW, migctl_dual_writer).
+-define(PT_DW, {?MODULE, dual_writes}).
+-define(DW_WAIT, 250).
+%% After a write that did not come back within ?DW_WAIT, the server does
+%% not wait for the next ones for this long (ms): a Mnesia that takes
+%% longer than ?DW_WAIT per write would otherwise cost the server ?DW_WAIT
+%% per operation whenever the writer has just caught up.
+-define(DW_SLOW, 2000).
+%% Writes the writer takes from its queue at once (see dw_batch/2).
+-define(DW_BATCH, 200).
+-define(DW_MAX, 100000).
+%% Ids with deletes queued to the writer ({Id, HowMany}): a writer lost
+%% with them leaves them to the next backfill batch (pending_delete/1).
+-define(DW_DELETES, migctl_dual_write_deletes).
 
 %%% ------------------------------------------------------------ behaviour
 
@@ -181,6 +204,9 @@ test_fault_skip_secondary_write() ->
 fetch({migctl_backfill, Req}, St0) ->
     T0 = erlang:monotonic_time(microsecond),
     St = refresh(St0),
+    %% A batch reads and writes the Mnesia side directly: the dual-writes
+    %% acknowledged before it are applied first.
+    settle(erlmcp_session_mnesia),
     Reply = try backfill(Req, St)
             catch
                 throw:{hybrid, R} -> _ = erase(mnesia_activity_state), {error, R};
@@ -377,7 +403,9 @@ delete_matching(T, MS, Objs) ->
 -spec terminate(term(), state()) -> ok.
 terminate(Reason, #{p := {PMod, PS}, s := {SMod, SS}}) ->
     %% The server switches to another backend (the fixture can): it no
-    %% longer runs this one.
+    %% longer runs this one. The dual-writes it acknowledged are applied
+    %% before the next backend touches the store.
+    settle(erlmcp_session_mnesia),
     case persistent_term:get(?PT_INFO, undefined) of
         #{server := Me} = I when Me =:= self() ->
             persistent_term:put(?PT_INFO, maps:remove(server, I));
@@ -611,6 +639,16 @@ put_side(s, S, St) -> St#{s := S}.
 
 sub_store(W, Id, Session, St) ->
     {M, S} = side(W, St),
+    case deferrable(W, M, St) of
+        {true, T} ->
+            dual_write({store, T, {T, Id, Session, now_ms()}}),
+            {ok, St};
+        false ->
+            settle(M),
+            sub_store_now(M, S, W, Id, Session, St)
+    end.
+
+sub_store_now(M, S, W, Id, Session, St) ->
     case fast(M, St) of
         {true, T} ->
             Rec = {T, Id, Session, now_ms()},
@@ -643,7 +681,7 @@ sub_store(W, Id, Session, St) ->
 %% where a dirty write would slip past it and be acknowledged after the
 %% heal's last read of this side's changes.
 fast(erlmcp_session_mnesia, #{dirty := true, phase := V, s := {_, SS}, p := {_, PS}} = St) ->
-    Fenced = persistent_term:get(migctl_fence_until, 0) > erlang:system_time(millisecond),
+    Fenced = fenced(),
     case element(1, V) of
         P when (P =:= phase1 orelse P =:= phase2) andalso not Fenced ->
             T = case maps:get(s, St) of
@@ -657,7 +695,10 @@ fast(_, _) ->
     false.
 
 dirty(F) ->
-    try mnesia:sync_dirty(F) of
+    dirty(sync_dirty, F).
+
+dirty(Kind, F) ->
+    try mnesia:Kind(F) of
         _ -> ok
     catch
         %% As in guard/1: a stop of Mnesia under the write leaves the
@@ -684,6 +725,7 @@ second_write(phase2, {error, R, _}) -> bump(secondary_write_failures), {error, {
 
 sub_fetch(W, Id, St) ->
     {M, S} = side(W, St),
+    settle(M),
     case fast(M, St) of
         {true, T} ->
             try mnesia:dirty_read(T, Id) of
@@ -708,6 +750,17 @@ sub_fetch(W, Id, St) ->
 
 sub_delete(W, Id, St) ->
     {M, S} = side(W, St),
+    case deferrable(W, M, St) of
+        {true, T} ->
+            _ = ets:update_counter(dw_deletes(), Id, {2, 1}, {Id, 0}),
+            dual_write({delete, T, Id}),
+            {ok, St};
+        false ->
+            settle(M),
+            sub_delete_now(M, S, W, Id, St)
+    end.
+
+sub_delete_now(M, S, W, Id, St) ->
     case fast(M, St) of
         {true, T} ->
             case dirty(fun() -> mnesia:delete(T, Id, write) end) of
@@ -724,6 +777,7 @@ sub_delete(W, Id, St) ->
 
 sub_list(W, St) ->
     {M, S} = side(W, St),
+    settle(M),
     case guard(fun() -> M:list(S) end) of
         {ok, Ids, S1} -> {ok, Ids, put_side(W, {M, S1}, St)};
         {error, R, S1} -> {error, R, put_side(W, {M, S1}, St)};
@@ -789,6 +843,292 @@ fallback_read(Id, Why, St1) ->
             end,
             {error, R, St2}
     end.
+
+%%% ------------------------------------------------------------ deferred dual-writes
+%%
+%% In phase1 the application reads the primary; the Mnesia side is a copy
+%% that the backfill and the check vouch for. Its write still used to hold
+%% the store server until every replica had applied it, and Mnesia stops
+%% every write to a table, dirty ones included, while a replica of it is
+%% being added: the new disc_copies replica writes the whole table to its
+%% disc (mnesia_loader's last step) with the table's where_to_commit
+%% {blocked, _} on every node. At 1.8M sessions that took long enough for
+%% the application's 5 s calls to time out on every node (503-1,043 in
+%% the big runs), behind a write nobody was going to read before phase2.
+%%
+%% So in phase1 the Mnesia side's writes and deletes go to one writer
+%% process per node (dual_write/1), which applies them in the order the
+%% store server made them. When nothing is queued the server waits for
+%% its write as before (up to ?DW_WAIT ms; not at all for ?DW_SLOW ms
+%% after one that took longer), so normally the Mnesia side is as current
+%% as it was; when the write does not come back in time, or
+%% others are queued, the call returns once the primary has it, and the
+%% write is counted in dual_writes_deferred. Past ?DW_MAX queued writes
+%% the server waits for each again (a bound on the writer's memory).
+%%
+%% What keeps this as safe as the synchronous write:
+%%   * order: every Mnesia access of the store server that is not itself
+%%     deferred (any other phase, a fenced node, a backfill batch, a list,
+%%     the backend being switched) first waits for the queue (settle/1),
+%%     so a phase2 read after phase1 writes sees them, and a session's
+%%     writes reach Mnesia in the order its node's server made them;
+%%   * failures: the writer counts a failed write in
+%%     secondary_write_failures and keeps a failed delete for the next
+%%     backfill batch (pending_delete/1), as the server did; a writer that
+%%     dies with writes queued (the node stops, someone kills it) counts
+%%     them as failures too (lost_writes/1), and the phase2 gate refuses
+%%     after any failure since the backfill began, so a backfill runs
+%%     again: it copies what the lost stores missed, and the deletes that
+%%     were queued (kept by id until applied) become pending deletes that
+%%     its batches apply, so a session deleted meanwhile cannot come back;
+%%   * the heal's fence: the writer uses transactions while the node is
+%%     fenced, as the server does, so they wait on the fence's lock;
+%%   * migctl's phase2/phase3 gate dual_writes_applied refuses while any
+%%     node has writes queued (status: dual_writes_pending).
+%% Limitation: writes queued when the node itself stops are gone from the
+%% Mnesia side only (the primary has them): the check reports them and a
+%% backfill copies them, as for any failed dual-write.
+
+%% deferrable(Side, Mod, St): {true, Table} when this write of the Mnesia
+%% side goes through the writer: the secondary in phase1 on the dirty path
+%% (not fenced, no dual_write_transactions).
+deferrable(s, erlmcp_session_mnesia, #{phase := V} = St) when element(1, V) =:= phase1 ->
+    fast(erlmcp_session_mnesia, St);
+deferrable(_, _, _) ->
+    false.
+
+%% The counts (atomics): 1 writes queued so far (a write's sequence number
+%% is the count after its own), 2 writes applied (in queue order, so also
+%% the sequence number of the last one applied), 3 the sequence number of
+%% the last write acknowledged to the application before it was applied,
+%% 4 the time (ms) until which the server does not wait (?DW_SLOW).
+%% Writes 2..3 are the backlog the phase gates wait for; a write the
+%% server is still waiting for is not part of it (it is not acknowledged).
+dual_write(Op) ->
+    C = dw_counts(),
+    W = dual_writer(C),
+    Pending = atomics:get(C, 1) - atomics:get(C, 2),
+    Seq = atomics:add_get(C, 1, 1),
+    Slow = atomics:get(C, 4) > erlang:monotonic_time(millisecond),
+    if
+        Pending >= ?DW_MAX -> dw_await(W, Op, infinity, C, Seq);
+        Pending =:= 0, not Slow -> dw_await(W, Op, ?DW_WAIT, C, Seq);
+        true -> W ! {?DW, none, Op}, deferred(C, Seq)
+    end,
+    ok.
+
+%% Sends Op with a reply alias and waits up to Ms for the writer to apply
+%% it; a reply after that is dropped (the alias is gone with the monitor).
+dw_await(W, Op, Ms, C, Seq) ->
+    M = erlang:monitor(process, W, [{alias, reply_demonitor}]),
+    W ! {?DW, M, Op},
+    receive
+        {M, _} -> ok;
+        {'DOWN', M, process, _, _} -> lost_writes(C)
+    after Ms ->
+        erlang:demonitor(M, [flush]),
+        receive {M, _} -> ok
+        after 0 ->
+                atomics:put(C, 4, erlang:monotonic_time(millisecond) + ?DW_SLOW),
+                deferred(C, Seq)
+        end
+    end.
+
+%% Only the store server writes slots 3 and 4 (3 in increasing order).
+deferred(C, Seq) ->
+    atomics:put(C, 3, Seq),
+    bump(dual_writes_deferred).
+
+%% settle(Mod): before the store server reads or writes a Mnesia side
+%% itself, the writes it deferred are applied. One atomics read when none
+%% are queued.
+settle(erlmcp_session_mnesia) ->
+    case persistent_term:get(?PT_DW, undefined) of
+        undefined -> ok;
+        C ->
+            case atomics:get(C, 1) - atomics:get(C, 2) of
+                0 -> ok;
+                _ -> settle_queue(C)
+            end
+    end;
+settle(_) ->
+    ok.
+
+settle_queue(C) ->
+    case whereis(?DW) of
+        undefined -> lost_writes(C);
+        W ->
+            M = erlang:monitor(process, W, [{alias, reply_demonitor}]),
+            W ! {?DW, M, sync},
+            receive
+                {M, _} -> ok;
+                {'DOWN', M, process, _, _} -> lost_writes(C)
+            end
+    end.
+
+%% @doc How many dual-writes this node has queued up to the last one it
+%% acknowledged to the application before the Mnesia side applied it (0:
+%% everything acknowledged is applied).
+-spec dual_writes_pending() -> non_neg_integer().
+dual_writes_pending() ->
+    case persistent_term:get(?PT_DW, undefined) of
+        undefined -> 0;
+        C -> max(0, atomics:get(C, 3) - atomics:get(C, 2))
+    end.
+
+dw_counts() ->
+    case persistent_term:get(?PT_DW, undefined) of
+        undefined ->
+            C = atomics:new(4, [{signed, true}]),
+            %% monotonic time may be negative: "not slow" from now on.
+            atomics:put(C, 4, erlang:monotonic_time(millisecond)),
+            persistent_term:put(?PT_DW, C),
+            C;
+        C -> C
+    end.
+
+%% The writer of this node, started when first needed. It is not linked
+%% to the store server (a crash of one must not take the other down); it
+%% finishes its queue and ends when the server that started it ends.
+dual_writer(C) ->
+    case whereis(?DW) of
+        W when is_pid(W) -> W;
+        undefined ->
+            lost_writes(C),
+            %% The tables the writer updates belong to the store server
+            %% (they live as long as what it acknowledged).
+            _ = dw_deletes(),
+            pending_deletes(),
+            Server = self(),
+            W = spawn(fun() ->
+                              erlang:monitor(process, Server),
+                              ?MODULE:dw_loop(C, Server)
+                      end),
+            try register(?DW, W) of
+                true -> W
+            catch error:badarg ->
+                    exit(W, kill),
+                    dual_writer(C)
+            end
+    end.
+
+%% What was queued to a writer that is gone can no longer be applied: the
+%% primary has it, the Mnesia side may not. Counted as failed dual-writes.
+lost_writes(C) ->
+    case atomics:get(C, 1) - atomics:get(C, 2) of
+        N when N > 0 ->
+            add(secondary_write_failures, N),
+            atomics:add(C, 2, N),
+            D = dw_deletes(),
+            [pending_delete(Id) || {Id, _} <- ets:tab2list(D)],
+            ets:delete_all_objects(D),
+            logger:warning("hybrid session backend: ~p dual-writes to the Mnesia side were "
+                           "lost with their writer; the primary has them", [N]);
+        _ -> ok
+    end.
+
+%% @private
+dw_loop(C, Server) ->
+    receive
+        {?DW, From, Op} ->
+            dw_batch(C, [{From, Op} | dw_more(?DW_BATCH - 1)]),
+            ?MODULE:dw_loop(C, Server);
+        {'DOWN', _, process, Server, _} ->
+            dw_drain(C)
+    end.
+
+dw_drain(C) ->
+    case dw_more(?DW_BATCH) of
+        [] -> ok;
+        B -> dw_batch(C, B), dw_drain(C)
+    end.
+
+%% Up to N more queued requests, in queue order, without waiting; a sync
+%% request ends the batch (everything before it is applied when it is
+%% answered).
+dw_more(0) -> [];
+dw_more(N) ->
+    receive
+        {?DW, From, sync} -> [{From, sync}];
+        {?DW, From, Op} -> [{From, Op} | dw_more(N - 1)]
+    after 0 -> []
+    end.
+
+%% One batch of the queue, in order. Written one at a time with
+%% sync_dirty, as the store server did, the writer applies no more writes
+%% a second than the server used to make, and a backlog (the writes queued
+%% while Mnesia held the table) need not drain under steady traffic: in a
+%% run at 1.8M sessions on five nodes the Mnesia sides of four nodes were
+%% still thousands of writes behind when the traffic stopped. So every
+%% write of a batch but the last goes with async_dirty (it returns once
+%% one replica, the local one if the node has one, applied it, and the
+%% others receive it in order) and the last with sync_dirty (it returns
+%% once every replica applied it; each replica's transaction manager takes
+%% one sender's commits in order, so everything before it is applied there
+%% too). A fenced node writes each in a transaction (see dw_write/2).
+dw_batch(C, Batch) ->
+    Writes = [W || {_, Op} = W <- Batch, Op =/= sync],
+    Last = length(Writes),
+    Mode = fun(_) when Last =:= 0 -> none;
+              (I) -> case fenced() of
+                         true -> transaction;
+                         false when I =:= Last -> sync_dirty;
+                         false -> async_dirty
+                     end
+           end,
+    _ = lists:foldl(fun({From, Op}, I) -> dw_apply(Op, C, From, Mode(I)), I + 1 end, 1, Writes),
+    [From ! {From, ok} || {From, sync} <- Batch],
+    ok.
+
+dw_apply(Op, C, From, Mode) ->
+    F = case Op of
+            {store, T, Rec} -> fun() -> mnesia:write(T, Rec, write) end;
+            {delete, T, Id} -> fun() -> mnesia:delete(T, Id, write) end
+        end,
+    R = dw_write(Mode, F),
+    %% The id tables belong to the store server: gone with it when the
+    %% writer drains its queue after the server ended (the ids of a
+    %% server's deletes end with it, as its pending deletes do).
+    _ = (catch case {R, Op} of
+                   {ok, {delete, _, Id1}} -> dw_deleted(Id1);
+                   {ok, _} -> ok;
+                   {{error, _}, {store, _, _}} -> bump(secondary_write_failures);
+                   {{error, _}, {delete, _, Id1}} ->
+                       bump(secondary_write_failures),
+                       pending_delete(Id1),
+                       dw_deleted(Id1)
+               end),
+    atomics:add(C, 2, 1),
+    From =:= none orelse (From ! {From, R}),
+    ok.
+
+dw_deletes() ->
+    case ets:whereis(?DW_DELETES) of
+        undefined -> ets:new(?DW_DELETES, [set, public, named_table, {write_concurrency, true}]);
+        T -> T
+    end.
+
+%% One queued delete of Id done: the entry goes with the last one (a
+%% delete of Id queued meanwhile keeps it, delete_object matches 0 only).
+dw_deleted(Id) ->
+    case ets:update_counter(?DW_DELETES, Id, {2, -1}, {Id, 1}) of
+        0 -> ets:delete_object(?DW_DELETES, {Id, 0});
+        _ -> true
+    end.
+
+%% A fenced node's writes wait on the fence's table lock (see fast/2).
+dw_write(transaction, F) ->
+    try mnesia:transaction(F) of
+        {atomic, _} -> ok;
+        {aborted, R} -> {error, R}
+    catch
+        exit:R -> _ = erase(mnesia_activity_state), {error, R}
+    end;
+dw_write(Dirty, F) ->
+    dirty(Dirty, F).
+
+fenced() ->
+    persistent_term:get(migctl_fence_until, 0) > erlang:system_time(millisecond).
 
 %%% ------------------------------------------------------------ backfill
 
@@ -1274,11 +1614,13 @@ unfix(T) ->
 %% counters' meaning; migctl's phase2 gate refuses after any secondary
 %% write failure since the backfill started anyway).
 pending_delete(Id) ->
-    T = case ets:whereis(?PENDING) of
-            undefined -> ets:new(?PENDING, [set, public, named_table]);
-            Tab -> Tab
-        end,
-    ets:insert(T, {Id}).
+    ets:insert(pending_deletes(), {Id}).
+
+pending_deletes() ->
+    case ets:whereis(?PENDING) of
+        undefined -> ets:new(?PENDING, [set, public, named_table]);
+        Tab -> Tab
+    end.
 
 flush_pending_deletes(St) ->
     case ets:whereis(?PENDING) of
