@@ -154,10 +154,9 @@ func TestDETSDirectPassWhileTheFileGrows(t *testing.T) {
 // flight) of a couple of thousand ids, duplicates, absent ids and a row
 // that is not a session among them, answer exactly what one dets:lookup
 // per key answers, and of_ids' frames equal the listing of the whole
-// file. (Asking the DETS server for 500 keys per request instead, with
-// dets:lookup_keys/2, was tried and measured no faster: 18,000 keys of
-// the 1.8M-session file in 0.22-0.29 s one by one, 0.30-0.32 s batched,
-// and no better with a writer beside them.)
+// file. The ids cross several of the DETS requests lookup_many makes
+// (256 keys each, dets:lookup_keys/2), so a row lost or repeated at a
+// request's edge shows here.
 func TestDETSReadsByKey(t *testing.T) {
 	const n = 3000
 	cl := startDETS(t, n)

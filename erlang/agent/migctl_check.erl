@@ -67,7 +67,7 @@ get_many(Spec, IdsBin) ->
     safe(fun() ->
         _ = ready(Spec),
         Ids = migctl_lib:ids(IdsBin),
-        Rows = lists:flatmap(fun(Id) -> lookup(Spec, Id) end, Ids),
+        Rows = [{I, S} || {I, S, _} <- migctl_buckets:lookup_many(Spec, 0, Ids)],
         {ok, iolist_to_binary([migctl_lib:enc(Id, S) || {Id, S} <- Rows]), length(Rows)}
     end).
 
