@@ -72,6 +72,7 @@
 -export([init/1, store/3, fetch/2, delete/2, list/1, cleanup_expired/1, terminate/2]).
 -export([phase/0, set_phase/3, set_phase/4, counters/0, reset_counters/0, info/0,
          server/0, phase_table/0, is_expired/2, now_ms/0, held/2, delete_unchanged/2,
+         delete_expired/3,
          dual_writes_pending/0]).
 %% The deferred dual-write writer's loop (called by its full name, so a
 %% newer version of this module takes over at the next message).
@@ -103,15 +104,21 @@
                    misses, secondary_write_failures, primary_write_failures,
                    phase_read_errors, backfill_written, backfill_skipped,
                    backfill_slot_passes, backfill_key_listings,
-                   dets_cleanup_runs, dets_cleanup_deleted, dual_writes_deferred]).
+                   dets_cleanup_runs, dets_cleanup_deleted, dual_writes_deferred,
+                   mnesia_cleanup_runs, mnesia_cleanup_deleted]).
 -define(HYBRID_KEYS, [primary_backend, secondary_backend, migration_phase,
                       migration_percent, primary_opts, secondary_opts,
-                      dual_write_transactions, dets_cleanup_async_above]).
+                      dual_write_transactions, dets_cleanup_async_above,
+                      mnesia_cleanup_async_above]).
 %% Above this many objects a DETS side is cleaned of expired sessions by a
 %% process of the hybrid's own instead of in the store server (see
 %% clean_side/4); option dets_cleanup_async_above (infinity: never).
 -define(CLEANUP_ASYNC_ABOVE, 100000).
 -define(CLEANER, migctl_dets_cleaner).
+%% The same for a Mnesia side (option mnesia_cleanup_async_above), and the
+%% ids per transaction of its deletes.
+-define(MCLEANER, migctl_mnesia_cleaner).
+-define(MCLEAN_CHUNK, 100).
 %% Tries of a backfill batch's Mnesia transaction before it gives up on a
 %% lock conflict (mnesia:transaction/2's Retries: 3 is two restarts).
 -define(COPY_TRIES, 3).
@@ -164,7 +171,9 @@ init(Opts) ->
                       [PMod, SMod, Phase, mode_name(Mode)]),
         {ok, #{p => {PMod, PS}, s => {SMod, SS}, mode => Mode, phase => Phase,
                dirty => not maps:get(dual_write_transactions, Opts, false),
-               cleanup_async_above => maps:get(dets_cleanup_async_above, Opts, ?CLEANUP_ASYNC_ABOVE)}}
+               cleanup_async_above => maps:get(dets_cleanup_async_above, Opts, ?CLEANUP_ASYNC_ABOVE),
+               mnesia_cleanup_async_above =>
+                   maps:get(mnesia_cleanup_async_above, Opts, ?CLEANUP_ASYNC_ABOVE)}}
     catch
         throw:{hybrid, R} -> {error, R};
         error:{badmatch, {error, R}} -> {error, R}
@@ -294,8 +303,9 @@ cleanup_expired(St0) ->
     St = refresh(St0),
     {PMod, PS} = maps:get(p, St),
     {SMod, SS} = maps:get(s, St),
-    Above = maps:get(cleanup_async_above, St, ?CLEANUP_ASYNC_ABOVE),
-    Clean = fun(M, S) -> clean_side(kind(M), M, S, Above) end,
+    Above = #{dets => maps:get(cleanup_async_above, St, ?CLEANUP_ASYNC_ABOVE),
+              mnesia => maps:get(mnesia_cleanup_async_above, St, ?CLEANUP_ASYNC_ABOVE)},
+    Clean = fun(M, S) -> clean_side(kind(M), M, S, maps:get(kind(M), Above, infinity)) end,
     N = case ph(St) of
             phase0 -> Clean(PMod, PS);
             phase3 -> Clean(SMod, SS);
@@ -313,8 +323,15 @@ cleanup_expired(St0) ->
 %% the DETS side from a process of its own instead (dets_cleaner/2): one
 %% DETS request per chunk, so the application's requests go in between,
 %% and the store server returns at once. The count it returns is then 0:
-%% the cleaner counts what it deleted in dets_cleanup_deleted. Below Above
-%% (and for ETS and Mnesia) the backend's own cleanup runs, as before.
+%% the cleaner counts what it deleted in dets_cleanup_deleted.
+%%
+%% A Mnesia side above its own Above (mnesia_cleanup_async_above) is
+%% cleaned the same way, by mnesia_cleaner/1: erlmcp's Mnesia backend
+%% cleans inside the store server by reading every key and every row in
+%% one transaction (a read lock on the whole table, then one read per
+%% session), so at the sizes this migration is for the server would
+%% spend most of each minute in it from phase1 on, as the DETS side's
+%% did. Below Above (and for ETS) the backend's own cleanup runs.
 clean_side(dets, M, #{table_name := T} = S, Above) when is_integer(Above) ->
     case dets:info(T, no_objects) of
         N when is_integer(N), N > Above ->
@@ -322,6 +339,14 @@ clean_side(dets, M, #{table_name := T} = S, Above) when is_integer(Above) ->
             0;
         _ ->
             clean_sync(dets, M, S)
+    end;
+clean_side(mnesia, M, #{table_name := T} = S, Above) when is_integer(Above) ->
+    case catch mnesia:table_info(T, size) of
+        N when is_integer(N), N > Above ->
+            mnesia_cleaner(T),
+            0;
+        _ ->
+            clean_sync(mnesia, M, S)
     end;
 clean_side(K, M, S, _) ->
     clean_sync(K, M, S).
@@ -399,6 +424,83 @@ delete_matching(T, MS, Objs) ->
             logger:warning("hybrid session backend: DETS cleanup delete failed: ~0P", [R, 20]),
             0
     end.
+
+%% mnesia_cleaner(T): starts the cleaning of the Mnesia table T unless a
+%% run is still going on (one per node). The run lists the expired ids
+%% with one dirty select (the selection runs where the table is read, not
+%% in the store server, and takes no lock), then deletes them
+%% ?MCLEAN_CHUNK at a time, each chunk in a transaction that reads every
+%% id again with a write lock and deletes it only if its session is still
+%% expired: a session refreshed in between is kept, as with erlmcp's own
+%% cleanup. A write of phase1 still queued to the dual-writer (see
+%% dual_write/1) lands after the delete and brings the refreshed session
+%% back, as it would have after erlmcp's. The process is not linked to
+%% the store server and ends with it (monitor).
+mnesia_cleaner(T) ->
+    case whereis(?MCLEANER) of
+        P when is_pid(P) -> ok;
+        undefined ->
+            Server = self(),
+            _ = spawn(fun() ->
+                              case catch register(?MCLEANER, self()) of
+                                  true -> mclean_run(T, Server);
+                                  _ -> ok
+                              end
+                      end),
+            ok
+    end.
+
+mclean_run(T, Server) ->
+    erlang:monitor(process, Server),
+    add(mnesia_cleanup_runs, 1),
+    Now = now_ms(),
+    case catch mnesia:dirty_select(T, [{expired_head(T), expired_guard(Now), ['$1']}]) of
+        Ids when is_list(Ids) -> mclean_chunks(T, Server, Ids, Now);
+        Err -> logger:warning("hybrid session backend: Mnesia cleanup stopped: ~0P", [Err, 20])
+    end.
+
+%% The rows of T (erlmcp's record: {Name, Id, Session, LastAccessed}) and
+%% the guard of an expired session ('$2': is_expired/2 as a match spec).
+expired_head(T) -> {mnesia:table_info(T, record_name), '$1', '$2', '_'}.
+
+expired_guard(Now) ->
+    [{is_map, '$2'},
+     {'=/=', {map_get, timeout_ms, '$2'}, infinity},
+     {is_integer, {map_get, timeout_ms, '$2'}},
+     {is_integer, {map_get, last_accessed, '$2'}},
+     {'>', {'-', Now, {map_get, last_accessed, '$2'}}, {map_get, timeout_ms, '$2'}}].
+
+mclean_chunks(_T, _Server, [], _Now) -> ok;
+mclean_chunks(T, Server, Ids, Now) ->
+    receive {'DOWN', _, process, Server, _} -> exit(normal) after 0 -> ok end,
+    {Chunk, Rest} = lists:split(min(?MCLEAN_CHUNK, length(Ids)), Ids),
+    case delete_expired(T, Chunk, Now) of
+        {atomic, N} ->
+            N > 0 andalso add(mnesia_cleanup_deleted, N),
+            mclean_chunks(T, Server, Rest, Now);
+        {aborted, R} ->
+            logger:warning("hybrid session backend: Mnesia cleanup delete failed: ~0P", [R, 20])
+    end.
+
+%% delete_expired(T, Ids, Now) -> {atomic, N} | {aborted, Reason}: in one
+%% transaction, each of Ids whose session in T is expired at Now (read
+%% again, with a write lock) deleted; N of them. Exported for the
+%% cleaner's test.
+-spec delete_expired(atom(), [term()], integer()) -> {atomic, non_neg_integer()} | {aborted, term()}.
+delete_expired(T, Ids, Now) ->
+    mnesia:transaction(
+      fun() ->
+              lists:foldl(fun(Id, N) ->
+                                  case mnesia:read(T, Id, write) of
+                                      [{_, Id, S, _}] ->
+                                          case is_expired(S, Now) of
+                                              true -> ok = mnesia:delete(T, Id, write), N + 1;
+                                              false -> N
+                                          end;
+                                      _ -> N
+                                  end
+                          end, 0, Ids)
+      end).
 
 -spec terminate(term(), state()) -> ok.
 terminate(Reason, #{p := {PMod, PS}, s := {SMod, SS}}) ->
