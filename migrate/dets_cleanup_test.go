@@ -39,14 +39,7 @@ func TestDetsCleanupOffTheStoreServer(t *testing.T) {
 	defer closeLoad(cl)
 	time.Sleep(time.Second)
 	// The request goes through the store server as the timer's does.
-	r = evalTerm(t, cl, 0, `
-		T0 = erlang:monotonic_time(millisecond),
-		R = gen_server:call(erlmcp_session_backend_hybrid:server(), cleanup_expired, 60000),
-		{R, erlang:monotonic_time(millisecond) - T0}`, nil)
-	t.Logf("cleanup request: %v", r)
-	reply := r.(erl.Tuple)[0].(erl.Tuple)
-	require.Equal(t, erl.Atom("ok"), reply[0])
-	require.Zero(t, erl.Int64(reply[1]), "the store server ran the scan itself")
+	require.Zero(t, requestCleanup(t, cl), "the store server ran the scan itself")
 
 	var left int64
 	require.Eventually(t, func() bool {
@@ -102,4 +95,18 @@ func TestDetsCleanupKeepsRewrittenSessions(t *testing.T) {
 	require.Equal(t, erl.List{}, r.(erl.Map)[erl.Atom("a")])
 	require.EqualValues(t, 1, mapInt(r, "b"), "a session rewritten after the read was deleted")
 	require.EqualValues(t, 0, mapInt(r, "none"))
+}
+
+// requestCleanup asks node 0's store server for a cleanup, as its timer
+// does, and returns the count it answered ({ok, N}).
+func requestCleanup(t *testing.T, cl *testkit.Cluster) int64 {
+	t.Helper()
+	r := evalTerm(t, cl, 0, `
+		T0 = erlang:monotonic_time(millisecond),
+		R = gen_server:call(erlmcp_session_backend_hybrid:server(), cleanup_expired, 60000),
+		{R, erlang:monotonic_time(millisecond) - T0}`, nil)
+	t.Logf("cleanup request (reply, ms): %v", r)
+	reply, ok := r.(erl.Tuple)[0].(erl.Tuple)
+	require.True(t, ok && len(reply) == 2 && reply[0] == erl.Atom("ok"), "%v", r)
+	return erl.Int64(reply[1])
 }

@@ -40,14 +40,7 @@ func TestMnesiaCleanupOffTheStoreServer(t *testing.T) {
 	// The request goes through the store server as the timer's does. The
 	// DETS side (the traffic's sessions only) has nothing expired; erlmcp's
 	// Mnesia cleanup in the server would answer 3000.
-	r = evalTerm(t, cl, 0, `
-		T0 = erlang:monotonic_time(millisecond),
-		R = gen_server:call(erlmcp_session_backend_hybrid:server(), cleanup_expired, 60000),
-		{R, erlang:monotonic_time(millisecond) - T0}`, nil)
-	t.Logf("cleanup request: %v", r)
-	reply := r.(erl.Tuple)[0].(erl.Tuple)
-	require.Equal(t, erl.Atom("ok"), reply[0])
-	require.Zero(t, erl.Int64(reply[1]), "the store server cleaned the Mnesia side itself")
+	require.Zero(t, requestCleanup(t, cl), "the store server cleaned the Mnesia side itself")
 
 	var left int64
 	require.Eventually(t, func() bool {

@@ -380,13 +380,18 @@ clean_sync(K, M, S) ->
 %% session it misses is deleted by the next run. The process is not
 %% linked to the store server and ends with it (monitor).
 dets_cleaner(T) ->
-    case whereis(?CLEANER) of
+    Server = self(),
+    run_once(?CLEANER, fun() -> clean_run(T, Server) end).
+
+%% run_once(Name, F): F in a new process registered as Name, unless one is
+%% still running (a cleanup run slower than the interval is not doubled).
+run_once(Name, F) ->
+    case whereis(Name) of
         P when is_pid(P) -> ok;
         undefined ->
-            Server = self(),
             _ = spawn(fun() ->
-                              case catch register(?CLEANER, self()) of
-                                  true -> clean_run(T, Server);
+                              case catch register(Name, self()) of
+                                  true -> F();
                                   _ -> ok
                               end
                       end),
@@ -442,18 +447,8 @@ delete_matching(T, MS, Objs) ->
 %% back, as it would have after erlmcp's. The process is not linked to
 %% the store server and ends with it (monitor).
 mnesia_cleaner(T) ->
-    case whereis(?MCLEANER) of
-        P when is_pid(P) -> ok;
-        undefined ->
-            Server = self(),
-            _ = spawn(fun() ->
-                              case catch register(?MCLEANER, self()) of
-                                  true -> mclean_run(T, Server);
-                                  _ -> ok
-                              end
-                      end),
-            ok
-    end.
+    Server = self(),
+    run_once(?MCLEANER, fun() -> mclean_run(T, Server) end).
 
 mclean_run(T, Server) ->
     erlang:monitor(process, Server),
