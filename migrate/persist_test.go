@@ -124,8 +124,13 @@ func TestVerifyPersistenceCatchesLoss(t *testing.T) {
 
 	var lost, changed, appeared []string
 	tamper := func() {
+		// usort: the seeded keys as a set. One CI run failed on an Alt
+		// key's lookup (badmatch on []); a key listed twice at the edge
+		// of Del and Alt is one way to get there (not confirmed). A
+		// seeded session really gone would still fail the test below:
+		// it would be among the lost ones the check names.
 		r := cl.Eval(0, `T = erlmcp_sessions_dets,
-		   Seeded = lists:sort([K || K <- dets:select(T, [{{'$1', '_'}, [], ['$1']}]),
+		   Seeded = lists:usort([K || K <- dets:select(T, [{{'$1', '_'}, [], ['$1']}]),
 		                             byte_size(K) =:= 32, binary:match(K, <<"lg-">>) =:= nomatch]),
 		   {Del, Rest} = lists:split(3, Seeded),
 		   Alt = lists:sublist(Rest, 3),
