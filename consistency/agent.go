@@ -3,9 +3,11 @@ package consistency
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/backends/bucketdiff"
@@ -31,6 +33,37 @@ type side struct {
 	pace  func(context.Context) error
 	// calls, when set (Check), counts the bytes of each kind of call.
 	calls *callBytes
+	// kept counts the passes this part answered from the check's first
+	// pass (ExcludeChanged.Pass: the agent's method "kept").
+	kept atomic.Int64
+}
+
+// keptPasses is the number of sums and keys calls the side's parts
+// answered from a kept first pass instead of reading their store.
+func (s *side) keptPasses() int64 {
+	n := s.kept.Load()
+	for _, p := range s.parts {
+		n += p.kept.Load()
+	}
+	return n
+}
+
+// dropPass asks every node of the side to forget what it kept for the
+// check token (best effort: a node that kept nothing answers ok, and what
+// is not dropped goes by itself after ten idle minutes). It runs after
+// the check's context may have ended, so it has its own short deadline.
+func (s *side) dropPass(ctx context.Context, token int64, log *slog.Logger) {
+	parts := s.parts
+	if len(parts) == 0 {
+		parts = []*side{s}
+	}
+	for _, p := range parts {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := (agentapi.Buckets{C: p.c}).DropPass(dctx, p.node, token); err != nil {
+			log.Debug("dropping the kept pass", "node", p.node, "err", err)
+		}
+		cancel()
+	}
 }
 
 // callBytes are a check's bytes on the wire by node-side function
@@ -111,9 +144,13 @@ func (s *side) pass(ctx context.Context, fun string, f func(p *side, st agentapi
 // (agentapi.ExcludeChanged), and excluded counts the rows left out.
 func (s *side) sums(ctx context.Context, rs []bucketdiff.Range, quantum int64, ex *agentapi.ExcludeChanged) (out []bucketdiff.Sum, odd oddRows, excluded int64, err error) {
 	err = s.pass(ctx, "sums", func(p *side, st agentapi.Store) (int64, error) {
-		r, err := agentapi.Buckets{C: p.c}.Sums(ctx, p.node, st, rs, agentapi.SumOptions{LAQuantum: quantum, Exclude: ex})
+		r, err := agentapi.Buckets{C: p.c}.Sums(ctx, p.node, st, rs,
+			agentapi.SumOptions{LAQuantum: quantum, Exclude: ex, ReportMethod: ex != nil && ex.Pass > 0})
 		if err != nil {
 			return r.Bytes, err
+		}
+		if r.Method == "kept" {
+			p.kept.Add(1)
 		}
 		excluded += r.Excluded
 		if out == nil {
@@ -147,7 +184,11 @@ func (s *side) digests(ctx context.Context, rs []bucketdiff.Range, limit int, ex
 	out := map[string]digestRow{}
 	var odd oddRows
 	err := s.pass(ctx, "keys", func(p *side, st agentapi.Store) (int64, error) {
-		r, err := agentapi.Buckets{C: p.c}.Keys(ctx, p.node, st, rs, agentapi.KeyOptions{Limit: limit, Exclude: ex})
+		r, err := agentapi.Buckets{C: p.c}.Keys(ctx, p.node, st, rs,
+			agentapi.KeyOptions{Limit: limit, Exclude: ex, ReportMethod: ex != nil && ex.Pass > 0})
+		if r.Method == "kept" {
+			p.kept.Add(1)
+		}
 		for id, k := range r.Keys {
 			out[id] = digestRow{Digest: k.Digest, LastAccessed: k.LastAccessed}
 		}

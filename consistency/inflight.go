@@ -48,6 +48,10 @@ type InFlight struct {
 	// node holding its DETS copy (a DETS source, a Mnesia target with a
 	// local copy there), not in one call per side.
 	ReadTogether bool `json:"read_together"`
+	// KeptPasses is the number of later passes (sums rounds, listings) a
+	// DETS file's node answered from the rows it kept from the check's
+	// first pass instead of reading the file again (migctl_pass).
+	KeptPasses int64 `json:"kept_passes"`
 }
 
 // isMnesia: a Mnesia table read on one node (a change record exists for

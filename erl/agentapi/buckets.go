@@ -53,13 +53,39 @@ func (d DigestKind) opts() etf.List {
 // out nothing (or something else) silently.
 //
 //	Opts {exclude_changed, Table, SinceMs}
+//
+// Pass > 0 (a check's random token) lets a DETS file's node keep the rows
+// of the check's first Sums pass and answer its later Sums and Keys with
+// the same token, Table and SinceMs from them instead of reading the file
+// again (erlang/agent/migctl_pass.erl says why that is sound: every key
+// changed since SinceMs is left out of those passes). Such an answer's
+// Method is "kept". DropPass releases them at the end of the check.
+//
+//	Opts {pass, Token}
 type ExcludeChanged struct {
 	Table   string
 	SinceMs int64
+	Pass    int64
 }
 
-func (x *ExcludeChanged) opt() etf.Tuple {
-	return etf.Tuple{etf.Atom("exclude_changed"), etf.Atom(x.Table), x.SinceMs}
+func (x *ExcludeChanged) opts() []etf.Term {
+	o := []etf.Term{etf.Tuple{etf.Atom("exclude_changed"), etf.Atom(x.Table), x.SinceMs}}
+	if x.Pass > 0 {
+		o = append(o, etf.Tuple{etf.Atom("pass"), x.Pass})
+	}
+	return o
+}
+
+// DropPass is migctl_buckets:drop_pass/1: node forgets the passes it kept
+// for the check token (ExcludeChanged.Pass).
+func (s Buckets) DropPass(ctx context.Context, node string, token int64) error {
+	const fun = "drop_pass"
+	m := s.mod()
+	t, err := m.call(ctx, node, fun, token)
+	if err != nil {
+		return err
+	}
+	return m.okN(node, fun, t, 1)
 }
 
 // ErrNoRecorderCoverage: a pass asked to leave out the keys changed since
@@ -182,7 +208,7 @@ func (o SumOptions) terms() etf.List {
 		opts = append(opts, etf.Atom("max_written"))
 	}
 	if o.Exclude != nil {
-		opts = append(opts, o.Exclude.opt())
+		opts = append(opts, o.Exclude.opts()...)
 	}
 	return readOpts(opts, o.DETSRead, o.ReportMethod)
 }
@@ -259,7 +285,7 @@ func (o KeyOptions) terms() etf.List {
 		l = append(l, etf.Tuple{etf.Atom("limit"), o.Limit})
 	}
 	if o.Exclude != nil {
-		l = append(l, o.Exclude.opt())
+		l = append(l, o.Exclude.opts()...)
 	}
 	return readOpts(l, o.DETSRead, o.ReportMethod)
 }

@@ -71,6 +71,11 @@
 %% keys: {ok, Frames, N, Odd, Excluded}); without the option the replies
 %% are as below.
 %%
+%% The kept pass (Opts {pass, Token} beside {exclude_changed, ...}; a DETS
+%% store only): the check's first sums/3 over a DETS file keeps its rows'
+%% ids and digests on the node (migctl_pass), and the same check's later
+%% sums/3 and keys/3 are answered from them (see pass_key/2 below).
+%%
 %% Rows that are not sessions ({Id :: binary(), Session :: map()}) cannot
 %% be digested by content, and a check must not call two stores equal
 %% because it skipped what it could not read: they are counted (with the
@@ -99,11 +104,11 @@
 %% Create, Owner} | {mnesia, Tab}; {ok, ...} | {error, Reason}).
 -module(migctl_buckets).
 
--export([version/0, sums/3, keys/3, of_ids/3, changed_rows/3, changed_rows/4]).
+-export([version/0, sums/3, keys/3, of_ids/3, changed_rows/3, changed_rows/4, drop_pass/1]).
 %% For the other agent modules on the node.
 -export([sums_local/3, fold/3, fold/4, ready/1, lookup/3, lookup_many/3, content_frame/2]).
 
--define(VSN, 2).
+-define(VSN, 3).
 -define(M32, 4294967296).
 %% Keys per DETS request of lookup_many/3. One request holds the DETS
 %% server for its reads (a few ms for 256 keys of a 1.65 GB file) and,
@@ -202,11 +207,93 @@ sums(Spec, RangesBin, Opts) ->
                         {Bin, _, Method} = sums_local(Spec, RangesBin, Opts, none, How),
                         {ok, Bin, Size, migctl_lib:odd()};
                     Ex ->
-                        {Bin, _, Method} = sums_local(Spec, RangesBin, Opts, Ex, How),
+                        {Bin, _, Method} = case pass_key(Spec, Opts) of
+                                               none ->
+                                                   sums_local(Spec, RangesBin, Opts, Ex, How);
+                                               {Key, {RT, Since, Mode}} ->
+                                                   sums_pass(Spec, RangesBin, Opts, Ex, How, Key, {RT, Since, Mode})
+                                           end,
                         {ok, Bin, Size, migctl_lib:odd(), erase(?SKIPPED)}
                 end,
         with_method(Reply, Method, Opts)
     end).
+
+%% ------------------------------------------------------- the kept pass
+
+%% Opts {pass, Token} (sums/3 and keys/3, with {exclude_changed, ...}; a
+%% DETS store only, elsewhere ignored): the first sums/3 of a check over a
+%% DETS file keeps, beside its sums, every row it did not leave out
+%% (migctl_pass: why that is sound, and what it costs); the check's later
+%% sums/3 and keys/3 with the same token, recorder table and Since are
+%% answered from what was kept instead of reading the file again: the
+%% rows of the ranges asked, less the keys the recorder now has as
+%% changed. keys/3 then reads the current rows of those ids by key. With
+%% method in Opts, such an answer says kept. When nothing was kept (the
+%% token is unknown, the pass was dropped after ?IDLE_MS, another node)
+%% the call reads the file, as without the option.
+
+%% pass_key(Spec, Opts) -> none | {Key, {RecorderTab, Since, Mode}}
+pass_key({dets, Tab, File, _, _}, Opts) ->
+    case {lists:keyfind(pass, 1, Opts), lists:keyfind(exclude_changed, 1, Opts),
+          lists:member(max_written, Opts)} of
+        {{pass, Token}, {exclude_changed, RT, Since}, false} when is_integer(Token) ->
+            {{Token, Tab, File}, {RT, Since, mode(Opts)}};
+        _ -> none
+    end;
+pass_key(_, _) -> none.
+
+%% sums_pass(...) -> {Bin, Total, Method}: from the kept pass when there
+%% is one, else a pass that keeps its rows.
+sums_pass(Spec, RangesBin, Opts, Ex, How, Key, Meta) ->
+    case catch migctl_pass:find(Key, Meta) of
+        {ok, T, #{skipped := Skipped1}} ->
+            {R, Total} = parse_ranges(RangesBin),
+            C = counters:new(2 * max(Total, 1), []),
+            kept_rows(T, R, Ex, Skipped1,
+                      fun(H, _Id, D) ->
+                              I = 2 * index(H, R),
+                              counters:add(C, I + 1, 1),
+                              counters:add(C, I + 2, D)
+                      end),
+            {<< <<(counters:get(C, 2 * I + 1)):32, (counters:get(C, 2 * I + 2)):64>>
+                || I <- lists:seq(0, Total - 1) >>, Total, kept};
+        _ ->
+            case catch migctl_pass:start(Key, Meta) of
+                T when is_reference(T) ->
+                    try sums_local(Spec, RangesBin, Opts, Ex, How, T) of
+                        {_, _, _} = Reply ->
+                            ok = migctl_pass:complete(Key, #{skipped => get(?SKIPPED)}),
+                            Reply
+                    catch C:E:St ->
+                            _ = catch migctl_pass:drop(element(1, Key)),
+                            erlang:raise(C, E, St)
+                    end;
+                _ ->
+                    sums_local(Spec, RangesBin, Opts, Ex, How)
+            end
+    end.
+
+%% kept_rows(T, Ranges, Ex, Skipped1, F): F(H, Id, Digest) for every kept
+%% row whose hash is in Ranges and whose key is not in Ex (each once: the
+%% ranges' parts are taken as a set). ?SKIPPED: the rows the first pass
+%% left out plus the kept rows now in Ex, the rows a pass now would leave
+%% out (but those written since the first pass).
+kept_rows(T, R, Ex, Skipped1, F) ->
+    Parts = lists:usort(lists:append([lists:seq(Lo bsr 16, (Hi - 1) bsr 16)
+                                      || {Lo, Hi, _, _} <- tuple_to_list(R)])),
+    lists:foreach(fun(P) ->
+                          [F(H, Id, D) || {_, Id, D} <- ets:lookup(T, P), not is_map_key(Id, Ex),
+                                          H <- [erlang:phash2(Id, ?M32)], index(H, R) =/= none]
+                  end, Parts),
+    Now = length([K || K <- maps:keys(Ex), is_binary(K),
+                       lists:keymember(K, 2, ets:lookup(T, erlang:phash2(K, ?M32) bsr 16))]),
+    put(?SKIPPED, Skipped1 + Now),
+    ok.
+
+%% drop_pass(Token) -> {ok, Token}: the passes kept for the check Token go
+%% (at its end; see pass_key/2).
+drop_pass(Token) when is_integer(Token) ->
+    safe(fun() -> ok = migctl_pass:drop(Token), {ok, Token} end).
 
 %% dets_read(Opts) -> auto | server | raw_unfixed (migctl_dets:fold/4).
 dets_read(Opts) ->
@@ -230,15 +317,40 @@ sums_local(Spec, RangesBin, Opts) ->
     {Bin, Total, _} = sums_local(Spec, RangesBin, Opts, none, dets_read(Opts)),
     {Bin, Total}.
 
-%% sums_local(Spec, Ranges, Opts, Ex, How) -> {Bin, TotalBuckets, Method}
+%% sums_local(Spec, Ranges, Opts, Ex, How[, Keep]) -> {Bin, TotalBuckets, Method}
+%% Keep: none, or a migctl_pass table that gets every row the pass does not
+%% leave out.
 sums_local(Spec, RangesBin, Opts, Ex, How) ->
+    sums_local(Spec, RangesBin, Opts, Ex, How, none).
+
+sums_local(Spec, RangesBin, Opts, Ex, How, Keep) ->
     {R, Total} = parse_ranges(RangesBin),
     Mode = mode(Opts),
     C = counters:new(2 * max(Total, 1), []),
     %% A direct DETS pass that must be redone through the server
-    %% (migctl_dets:fold/4) starts again from empty buckets.
-    Zero = fun(Ctr, N) -> lists:foreach(fun(I) -> counters:put(Ctr, I, 0) end, lists:seq(1, N)) end,
+    %% (migctl_dets:fold/4) starts again from empty buckets (and an empty
+    %% kept pass).
+    Zero = fun(Ctr, N) ->
+                   lists:foreach(fun(I) -> counters:put(Ctr, I, 0) end, lists:seq(1, N)),
+                   Keep =:= none orelse ets:delete_all_objects(Keep)
+           end,
     Count = case R of
+                _ when Keep =/= none ->
+                    %% Every row goes to the kept pass, in the ranges or
+                    %% not; its hash and digest are computed once.
+                    fun(Id, S, Wt) ->
+                            H = erlang:phash2(Id, ?M32),
+                            D = digest(Mode, Id, S, Wt),
+                            ets:insert(Keep, {H bsr 16, Id, D}),
+                            case index(H, R) of
+                                none -> none;
+                                I0 ->
+                                    I = 2 * I0,
+                                    counters:add(C, I + 1, 1),
+                                    counters:add(C, I + 2, D),
+                                    I
+                            end
+                    end;
                 {{Lo, Hi, B, 0}} ->
                     %% One range (the first round of every full check): no search.
                     W = Hi - Lo,
@@ -397,25 +509,52 @@ keys(Spec, RangesBin, Opts) ->
                     {limit, L} when is_integer(L) -> L;
                     _ -> infinity
                 end,
-        Key = make_ref(),
-        put(Key, {0, []}),
-        Method = fold(Spec, Mode, skip(Ex, fun(Id, S, W) when is_binary(Id) ->
-                                           case index(erlang:phash2(Id, ?M32), R) of
-                                               none -> ok;
-                                               _ ->
-                                                   {N, Acc} = get(Key),
-                                                   N < Limit orelse fail(too_many_rows),
-                                                   put(Key, {N + 1, [frame(Mode, Times, Id, S, W) | Acc]})
-                                           end;
-                                      (_, _, _) -> ok
-                                   end),
-                      #{read => How, reset => fun() -> put(Key, {0, []}), reset_skipped(Ex) end}),
-        {N, Acc} = erase(Key),
-        with_method(case Ex of
-                        none -> {ok, iolist_to_binary(Acc), N, migctl_lib:odd()};
-                        _ -> {ok, iolist_to_binary(Acc), N, migctl_lib:odd(), erase(?SKIPPED)}
-                    end, Method, Opts)
+        Kept = case {Ex, pass_key(Spec, Opts)} of
+                   {none, _} -> none;
+                   {_, none} -> none;
+                   {_, {PK, {RT, Since, _}}} -> catch migctl_pass:find(PK, {RT, Since, any})
+               end,
+        case Kept of
+            {ok, T, #{skipped := Skipped1}} ->
+                keys_kept(Spec, T, R, Ex, Skipped1, Mode, Times, Limit, Opts);
+            _ ->
+                keys_pass(Spec, R, How, Ex, Mode, Times, Limit, Opts)
+        end
     end).
+
+%% keys_kept(...): keys/3 from a kept pass (see pass_key/2): the ids of the
+%% ranges from there, their rows read now (in batches, lookup_many/3).
+keys_kept(Spec, T, R, Ex, Skipped1, Mode, Times, Limit, Opts) ->
+    Key = make_ref(),
+    put(Key, []),
+    kept_rows(T, R, Ex, Skipped1, fun(_, Id, _) -> put(Key, [Id | get(Key)]) end),
+    Ids = erase(Key),
+    length(Ids) =< Limit orelse fail(too_many_rows),
+    migctl_lib:odd_reset(),
+    Rows = lookup_many(Spec, Mode, Ids),
+    with_method({ok, iolist_to_binary([frame(Mode, Times, Id, S, W) || {Id, S, W} <- Rows]), length(Rows),
+                 migctl_lib:odd(), erase(?SKIPPED)}, kept, Opts).
+
+%% keys_pass(...): keys/3 by a pass over the store.
+keys_pass(Spec, R, How, Ex, Mode, Times, Limit, Opts) ->
+    Key = make_ref(),
+    put(Key, {0, []}),
+    Method = fold(Spec, Mode, skip(Ex, fun(Id, S, W) when is_binary(Id) ->
+                                       case index(erlang:phash2(Id, ?M32), R) of
+                                           none -> ok;
+                                           _ ->
+                                               {N, Acc} = get(Key),
+                                               N < Limit orelse fail(too_many_rows),
+                                               put(Key, {N + 1, [frame(Mode, Times, Id, S, W) | Acc]})
+                                       end;
+                                  (_, _, _) -> ok
+                               end),
+                  #{read => How, reset => fun() -> put(Key, {0, []}), reset_skipped(Ex) end}),
+    {N, Acc} = erase(Key),
+    with_method(case Ex of
+                    none -> {ok, iolist_to_binary(Acc), N, migctl_lib:odd()};
+                    _ -> {ok, iolist_to_binary(Acc), N, migctl_lib:odd(), erase(?SKIPPED)}
+                end, Method, Opts).
 
 %% frame(Mode, Times, Id, S, W) ->
 %%   <<IdLen:32, Id, Digest:32, LastAccessed:64/signed>>                 (no times)
