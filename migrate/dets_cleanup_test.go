@@ -65,6 +65,7 @@ func TestDetsCleanupOffTheStoreServer(t *testing.T) {
 	t.Logf("counters: %v", counters)
 	require.EqualValues(t, 3000, mapInt(counters, "dets_cleanup_deleted"))
 	require.GreaterOrEqual(t, mapInt(counters, "dets_cleanup_runs"), int64(1))
+	require.Positive(t, mapInt(counters, "dets_cleanup_paused_ms"), "the cleaner pauses between its chunks")
 	live := evalTerm(t, cl, 0, `dets:info(erlmcp_sessions_dets, no_objects)`, nil)
 	require.GreaterOrEqual(t, erl.Int64(live), int64(20000), "live sessions were deleted")
 	v := verifyLoad(t, cl, "{dets, erlmcp_sessions_dets}")

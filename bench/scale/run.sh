@@ -256,7 +256,7 @@ if [ -n "$NATIVE_CHECK_S" ]; then
 fi
 sed -n 's/.*"processed": \([0-9]*\).*/check processed \1/p; s/.*"mismatched": \([0-9]*\).*/check mismatched \1/p; s/.*"missing_in_target": \([0-9]*\).*/check missing_in_target \1/p; s/.*"bytes_moved": \([0-9]*\).*/check bytes_moved \1/p' "$OUT/check.out" | head -n 4
 awk '{ if ($2 > m[$1]) m[$1] = $2 } END { for (n in m) printf "BENCH scale node=%s peak_rss_mb=%.1f\n", n, m[n] / 1024 }' "$OUT/mem.samples" | sort
-grep -o '"node": "[^"]*"\|"dual_writes_deferred": [0-9]*\|"secondary_write_failures": [0-9]*\|"mnesia_cleanup_runs": [0-9]*\|"mnesia_cleanup_deleted": [0-9]*' "$OUT/phase-show.json" |
+grep -o '"node": "[^"]*"\|"dual_writes_deferred": [0-9]*\|"secondary_write_failures": [0-9]*\|"mnesia_cleanup_runs": [0-9]*\|"mnesia_cleanup_deleted": [0-9]*\|"dets_cleanup_runs": [0-9]*\|"dets_cleanup_deleted": [0-9]*\|"dets_cleanup_paused_ms": [0-9]*' "$OUT/phase-show.json" |
     awk -F': ' '/"node"/ { if (n != "") print line; n = $2; line = "hybrid " n } !/"node"/ { line = line " " $1 "=" $2 } END { if (n != "") print line }' | tr -d '"' || true
 # Where the check's time went: its own debug log of each round, the
 # listing, the read of the keys in flight and the comparison.
