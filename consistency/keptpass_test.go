@@ -117,4 +117,6 @@ func TestKeptPassAnswersLikeANewPass(t *testing.T) {
 	require.Equal(t, p.ids[10], rep.Differences[0].ID)
 	require.GreaterOrEqual(t, rep.InFlight.KeptPasses, int64(2), "the confirming round and the listing")
 	require.Empty(t, p.cl.Eval(0, `migctl_pass:info()`, nil), "the check dropped what it kept")
+	require.Equal(t, erl.Atom("undefined"), p.cl.Eval(0, `whereis(migctl_pass)`, nil),
+		"no process runs agent code after the check (migctl unloads its agent when it closes)")
 }

@@ -64,11 +64,20 @@ find(Key, Meta) ->
         _ -> call({find, Key, Meta})
     end.
 
-%% drop(Token): every pass of the check Token goes.
+%% drop(Token): every pass of the check Token goes. When that was the
+%% last, it returns once the owner has ended (the caller may unload this
+%% module next).
 drop(Token) ->
     case whereis(?NAME) of
         undefined -> ok;
-        _ -> call({drop, Token})
+        Pid ->
+            Ref = erlang:monitor(process, Pid),
+            ok = call({drop, Token}),
+            case whereis(?NAME) of
+                Pid -> erlang:demonitor(Ref, [flush]);
+                _ -> receive {'DOWN', Ref, _, _, _} -> ok after 5000 -> ok end
+            end,
+            ok
     end.
 
 %% info() -> [#{key, rows, bytes, complete}]: for tests and operators.
@@ -110,29 +119,35 @@ owner() ->
         Pid -> Pid
     end.
 
-%% Passes: #{Key => #{tab, meta, used (ms), complete}}.
-loop(Passes) when map_size(Passes) =:= 0 ->
-    receive
-        Msg -> handle(Msg, Passes)
-    after ?IDLE_MS ->
-        %% Nothing kept for a while: the process goes too (and a message
-        %% that raced with that starts a new one).
-        unregister(?NAME)
-    end;
+%% Passes: #{Key => #{tab, meta, used (ms), complete}}. The process ends
+%% with its last pass (a caller that finds it gone starts another): it
+%% runs this module's code, and migctl unloads its agent modules when it
+%% closes only if no process runs them.
 loop(Passes) ->
     receive
         Msg -> handle(Msg, Passes)
     after ?TICK_MS ->
-        loop(expire(Passes))
+        next(expire(Passes))
     end.
 
 handle({?NAME, From, Ref, Req}, Passes0) ->
     Passes = expire(Passes0),
     {Reply, Next} = request(Req, Passes),
-    From ! {Ref, Reply},
-    loop(Next);
+    case map_size(Next) of
+        0 ->
+            %% Unregistered before the reply: a caller that comes next
+            %% starts a new owner instead of writing to this one.
+            unregister(?NAME),
+            From ! {Ref, Reply};
+        _ ->
+            From ! {Ref, Reply},
+            loop(Next)
+    end;
 handle(_, Passes) ->
-    loop(Passes).
+    next(Passes).
+
+next(Passes) when map_size(Passes) =:= 0 -> unregister(?NAME);
+next(Passes) -> loop(Passes).
 
 request({start, Key, Meta}, Passes0) ->
     Passes1 = remove(Key, Passes0),
