@@ -138,23 +138,24 @@
 // session changed after its bucket agreed is counted twice in Processed
 // (in its bucket and by key).
 //
-// One read of a DETS file (full check with keys in flight left out): the
-// file's node keeps, from the first round's pass, each row's id and digest
-// (migctl_pass; about 125 bytes a row, 224 MB at 1.8M sessions, dropped at
-// the end of the check or after ten idle minutes), and answers the later
-// rounds and the listing from them, less the keys its recorder now has as
-// changed, instead of reading the file again; the listing reads the
-// current rows of its ids by key. Sound because every key changed since
-// SinceMs, which is before the first pass began, is left out of those
-// passes on both sides and verified by key (InFlight.KeptPasses counts
-// the passes so answered). At 1.8M sessions under 1,000 ops/s each
-// later pass had cost as long as the first (55-76 s).
+// One read of each store (full check with keys in flight left out): each
+// store's node keeps, from the first round's pass, each row's id and
+// digest (migctl_pass; about 125 bytes a row, 224 MB at 1.8M sessions,
+// dropped at the end of the check or after ten idle minutes), and answers
+// the later rounds and the listing from them, less the keys its recorder
+// now has as changed, instead of reading the store again; the listing
+// reads the current rows of its ids by key. Sound because every key
+// changed since SinceMs, which is before the first pass began, is left
+// out of those passes on both sides and verified by key
+// (InFlight.KeptPasses counts the passes so answered). At 1.8M sessions
+// under 1,000 ops/s each later pass had cost as long as the first: 55-76 s
+// for the DETS file, 12-13 s for the Mnesia copy.
 //
 // Limits: a row's digest is 32 bits and a bucket's sum is their sum mod
 // 2^64 plus the count, so two different bucket contents collide with a
 // probability of about 2^-32 per differing bucket. Each round of a full
 // check is one pass over each table (DETS and ETS have no index by hash),
-// but for the DETS files of a check that leaves keys in flight out (above).
+// but for a check that leaves keys in flight out (above).
 // A hash-ranges sample is one pass over each table too, a dets-slots sample
 // one pass over the side that is not the DETS file, and a slots sample
 // none (its cost grows with N).

@@ -48,9 +48,9 @@ type InFlight struct {
 	// node holding its DETS copy (a DETS source, a Mnesia target with a
 	// local copy there), not in one call per side.
 	ReadTogether bool `json:"read_together"`
-	// KeptPasses is the number of later passes (sums rounds, listings) a
-	// DETS file's node answered from the rows it kept from the check's
-	// first pass instead of reading the file again (migctl_pass).
+	// KeptPasses is the number of later passes (sums rounds, listings,
+	// counted per store and node) answered from the rows kept from the
+	// check's first pass instead of reading the store again (migctl_pass).
 	KeptPasses int64 `json:"kept_passes"`
 }
 

@@ -12,15 +12,15 @@ import (
 	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
-// The rows a check's first pass over a DETS file keeps (ExcludeChanged.
-// Pass, migctl_pass) answer its later sums and listings exactly as a new
-// pass over the file would, once the sessions the application changed
-// since are left out on both: here sessions are updated, deleted and
-// created through erlmcp's store between the first pass and the later
-// ones, and every later answer (sums over other ranges, a listing with
-// and without times) equals that of a pass over the file made then. A
-// pass is not found with another Since or digest, nor after the check
-// dropped it.
+// The rows a check's first pass over a store keeps (ExcludeChanged.Pass,
+// migctl_pass) answer its later sums and listings exactly as a new pass
+// over the store would, once the sessions the application changed since
+// are left out on both: here sessions are updated, deleted and created
+// through erlmcp's store between the first pass and the later ones, and
+// every later answer (sums over other ranges, a listing with and without
+// times) equals that of a pass made then, for the DETS file and for the
+// Mnesia copy on the other node. A pass is not found with another Since
+// or digest, nor after the check dropped it.
 func TestKeptPassAnswersLikeANewPass(t *testing.T) {
 	p := dualWrite(t, 3000)
 	ctx := tctx(t)
@@ -34,11 +34,17 @@ func TestKeptPassAnswersLikeANewPass(t *testing.T) {
 	since := erl.Int64(p.cl.Eval(0, `erlang:system_time(millisecond)`, nil))
 	keep := &agentapi.ExcludeChanged{Table: "erlmcp_session", SinceMs: since, Pass: 4242}
 	fresh := &agentapi.ExcludeChanged{Table: "erlmcp_session", SinceMs: since}
-	sums := func(rs []bucketdiff.Range, ex *agentapi.ExcludeChanged, q int64) agentapi.SumsReply {
+	mnesia := agentapi.Store{Kind: "mnesia", Table: "erlmcp_session"}
+	mnode := p.cl.Nodes[1].Name
+	sumsOn := func(node string, st agentapi.Store, rs []bucketdiff.Range, ex *agentapi.ExcludeChanged, q int64) agentapi.SumsReply {
 		t.Helper()
-		r, err := b.Sums(ctx, node, dets, rs, agentapi.SumOptions{LAQuantum: q, Exclude: ex, ReportMethod: true})
+		r, err := b.Sums(ctx, node, st, rs, agentapi.SumOptions{LAQuantum: q, Exclude: ex, ReportMethod: true})
 		require.NoError(t, err)
 		return r
+	}
+	sums := func(rs []bucketdiff.Range, ex *agentapi.ExcludeChanged, q int64) agentapi.SumsReply {
+		t.Helper()
+		return sumsOn(node, dets, rs, ex, q)
 	}
 	full := bucketdiff.Even(64)
 	first := sums(full, keep, quantum)
@@ -49,6 +55,8 @@ func TestKeptPassAnswersLikeANewPass(t *testing.T) {
 	rows := erl.Int64(info[0].(erl.Map)[erl.Atom("rows")])
 	require.EqualValues(t, 3000, rows, "every row of the file is kept")
 	t.Logf("kept: %d rows, %d bytes", rows, erl.Int64(info[0].(erl.Map)[erl.Atom("bytes")]))
+	// The other store of the check, on the other node: its Mnesia copy.
+	require.NotEqual(t, "kept", sumsOn(mnode, mnesia, full, keep, quantum).Method)
 
 	// The application changes sessions (recorded: left out from now on).
 	require.Equal(t, erl.Atom("ok"), p.cl.Eval(0, `
@@ -71,26 +79,30 @@ func TestKeptPassAnswersLikeANewPass(t *testing.T) {
 	for i := 0; i < 64; i += 3 {
 		rs = append(rs, bucketdiff.Range{Span: full[0].Bucket(i), Buckets: 4})
 	}
-	for _, r := range [][]bucketdiff.Range{rs, full, bucketdiff.Even(7)} {
-		k, f := sums(r, keep, quantum), sums(r, fresh, quantum)
-		require.Equal(t, "kept", k.Method, "answered from the kept pass")
-		require.NotEqual(t, "kept", f.Method)
-		require.Equal(t, f.Sums, k.Sums, "the kept pass sums as a new pass does")
-		require.Positive(t, k.Excluded, "the changed sessions are left out")
+	for _, on := range []struct {
+		node string
+		st   agentapi.Store
+	}{{node, dets}, {mnode, mnesia}} {
+		for _, r := range [][]bucketdiff.Range{rs, full, bucketdiff.Even(7)} {
+			k, f := sumsOn(on.node, on.st, r, keep, quantum), sumsOn(on.node, on.st, r, fresh, quantum)
+			require.Equal(t, "kept", k.Method, "%s: answered from the kept pass", on.st.Kind)
+			require.NotEqual(t, "kept", f.Method)
+			require.Equal(t, f.Sums, k.Sums, "%s: the kept pass sums as a new pass does", on.st.Kind)
+			require.Positive(t, k.Excluded, "the changed sessions are left out")
+		}
+		// A listing: the ids from the kept pass, their rows as they are now.
+		for _, times := range []bool{false, true} {
+			k, err := b.Keys(ctx, on.node, on.st, rs, agentapi.KeyOptions{Exclude: keep, Times: times, ReportMethod: true})
+			require.NoError(t, err)
+			f, err := b.Keys(ctx, on.node, on.st, rs, agentapi.KeyOptions{Exclude: fresh, Times: times, ReportMethod: true})
+			require.NoError(t, err)
+			require.Equal(t, "kept", k.Method)
+			require.NotEqual(t, "kept", f.Method)
+			require.NotEmpty(t, k.Keys)
+			require.Equal(t, f.Keys, k.Keys, "%s: the listing", on.st.Kind)
+		}
 	}
 	require.NotEqual(t, first.Sums, sums(full, keep, quantum).Sums, "the changed sessions are no longer in the sums")
-
-	// A listing: the ids from the kept pass, their rows as they are now.
-	for _, times := range []bool{false, true} {
-		k, err := b.Keys(ctx, node, dets, rs, agentapi.KeyOptions{Exclude: keep, Times: times, ReportMethod: true})
-		require.NoError(t, err)
-		f, err := b.Keys(ctx, node, dets, rs, agentapi.KeyOptions{Exclude: fresh, Times: times, ReportMethod: true})
-		require.NoError(t, err)
-		require.Equal(t, "kept", k.Method)
-		require.NotEqual(t, "kept", f.Method)
-		require.NotEmpty(t, k.Keys)
-		require.Equal(t, f.Keys, k.Keys)
-	}
 
 	// Another Since, another digest: not the same pass (the first reads
 	// the file and keeps it under the same token, replacing the first).
@@ -103,8 +115,10 @@ func TestKeptPassAnswersLikeANewPass(t *testing.T) {
 	require.NoError(t, b.DropPass(ctx, node, 4242))
 	require.Empty(t, p.cl.Eval(0, `migctl_pass:info()`, nil))
 	require.NotEqual(t, "kept", sums(full, keep, quantum).Method)
-	require.NoError(t, b.DropPass(ctx, node, 4242))
-	require.NoError(t, b.DropPass(ctx, p.cl.Nodes[1].Name, 4242), "a node that kept nothing")
+	require.NoError(t, b.DropPass(ctx, node, 4242), "again: nothing kept any more")
+	require.Equal(t, "kept", sumsOn(mnode, mnesia, full, keep, quantum).Method, "another node's pass is its own")
+	require.NoError(t, b.DropPass(ctx, mnode, 4242))
+	require.Empty(t, p.cl.Eval(1, `migctl_pass:info()`, nil))
 
 	// A whole check under no traffic: its later rounds come from the kept
 	// pass when a difference sends it past the first round.

@@ -1,5 +1,5 @@
-%% migctl_pass: the rows of a full check's first pass over a DETS file,
-%% kept on the file's node for the check's later rounds.
+%% migctl_pass: the rows of a full check's first pass over a store (a DETS
+%% file above all), kept on the store's node for the check's later rounds.
 %%
 %% Why: a full check makes one pass over each store per round, and with the
 %% keys in flight left out (migctl_buckets, {exclude_changed, Tab, Since})
@@ -7,14 +7,17 @@
 %% first round (every bucket), the round that sums the differing buckets
 %% once more, and the listing of the few that still differ, 55-76 s each,
 %% two thirds of the check. The later two need only a few per cent of the
-%% rows, but a DETS file has no index by hash, so each read it whole.
+%% rows, but a DETS file (or an ETS table, a Mnesia table's local copy:
+%% 12-13 s a pass there) has no index by hash, so each read it whole.
 %%
 %% What is kept: for every row of the first pass that the pass did not
 %% leave out, {Part, Id, Digest}: Part = phash2(Id, 2^32) bsr 16 (the
 %% rows of a hash range are those of a few parts), Digest the row's digest
 %% in the pass's mode (migctl_buckets:digest/4). About 100 bytes a row in
-%% a duplicate_bag: ~190 MB for 1.8M sessions, on the file's node, for the
-%% minute or two of the check.
+%% a duplicate_bag (measured: 124 bytes a row, so 224 MB for 1.8M
+%% sessions), on the store's node, for the minute or two of the check; a
+%% node holding both stores of the check (a DETS file and a Mnesia copy)
+%% keeps both.
 %%
 %% Why the kept digests are still right at the later rounds: those rounds
 %% leave out every key the node's change recorder has as changed since
@@ -23,15 +26,18 @@
 %% a key nobody changed since before the first pass: its digest then is
 %% its digest now. A key changed since is left out of the later round on
 %% both sides and verified by key at the end, as without this module.
-%% Only changes the recorder does not see (a write to the DETS file alone,
-%% behind Mnesia's back, after the first pass read it) are seen as of the
-%% first pass, which is what a check that read that bucket once would have
-%% seen anyway. The lookups of the listing (keys/3) read the rows' current
+%% The recorder records every write to the Mnesia table (on each node
+%% that has a copy); in phase1 every write to the DETS file or ETS table
+%% is one to Mnesia too. Only changes the recorder does not see (a write to
+%% the DETS file alone, behind Mnesia's back, after the first pass read it)
+%% are seen as of the first pass, which is what a check that read that
+%% bucket once would have seen anyway. The lookups of the listing (keys/3) read the rows' current
 %% values: only which ids are in the ranges comes from here.
 %%
 %% Ownership: one registered process per node (migctl_pass) owns the
 %% tables (public: the pass's own process fills them). A pass is found by
-%% its key {Token, Name, File} (the check's random token, the DETS table)
+%% its key {Token, Store} (the check's random token, the store: kind,
+%% table and, for DETS, file)
 %% and its meta (digest mode, recorder table, Since): another check, or
 %% the same one with other options, does not find it. At most ?MAX passes
 %% are kept (the oldest goes first), each is dropped ?IDLE_MS after its
@@ -43,7 +49,7 @@
 -export([start/2, complete/2, find/2, drop/1, info/0]).
 
 -define(NAME, migctl_pass).
--define(MAX, 2).
+-define(MAX, 4).
 -define(IDLE_MS, 600000).
 -define(TICK_MS, 30000).
 
