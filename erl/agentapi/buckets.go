@@ -57,9 +57,10 @@ func (d DigestKind) opts() etf.List {
 // Pass > 0 (a check's random token) lets a store's node keep the rows of
 // the check's first Sums pass and answer its later Sums and Keys with the
 // same token, Table and SinceMs from them instead of reading the store
-// (above all a DETS file) again (erlang/agent/migctl_pass.erl says why that is sound: every key
-// changed since SinceMs is left out of those passes). Such an answer's
-// Method is "kept". DropPass releases them at the end of the check.
+// (above all a DETS file) again (erlang/agent/migctl_pass.erl says why
+// that is sound: every key changed since SinceMs is left out of those
+// passes). Such an answer's Method is "kept". DropPass releases them at
+// the end of the check.
 //
 //	Opts {pass, Token}
 type ExcludeChanged struct {
