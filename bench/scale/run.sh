@@ -193,6 +193,14 @@ fi
 SEED_S=$(($(date +%s) - t0))
 DETS_BYTES=$(find "$DEVCLUSTER_STATE/data/node1" -name '*.dets' -printf '%s %p\n' | sort -n | tail -n 1)
 echo "seeded $N sessions in ${SEED_S}s; largest DETS file: $DETS_BYTES"
+# The seed leaves the file's hash table grown to its keys, as erlmcp's
+# one-session writes do (erlmcp_fixture_seed:grown/1; before 2026-12-07
+# 02:40 UTC a seeded file had about half as many slots as keys, and DETS
+# caught up right after the backfill unfixed it: ~100 s of re-hashing on
+# node 1, under the traffic).
+probe "$OUT/slots.err" '{ok, io_lib:format("DETS slots ~0p for ~b keys (min, current, max)",
+        [erpc:call(Node, dets, info, [erlmcp_sessions_dets, no_slots]),
+         erpc:call(Node, dets, info, [erlmcp_sessions_dets, no_keys])])}' || cat "$OUT/slots.err" >&2
 
 PER_NODE=$(((RATE + NODES - 1) / NODES))
 "$DC" load start --rate "$PER_NODE" >"$OUT/load-start.log" 2>&1

@@ -81,12 +81,39 @@ writer(dets, Opts, Count) ->
                 {error, _} = E -> E
             end;
         _OpenFile ->
-            {ok, Insert, fun() -> ok end}
+            {ok, Insert, fun() -> grown(Name) end}
     end;
 writer(mnesia, Opts, Count) ->
     case mnesia:system_info(is_running) of
         yes -> mnesia_writer(Opts, Count);
         Other -> {error, {mnesia_not_running, node(), Other}}
+    end.
+
+%% grown(Name): the open file's hash table grown to its keys, as erlmcp's
+%% one-session writes leave it. DETS grows its table (linear hashing) by
+%% at most two segments of 256 slots a write, so after a load in batches
+%% of 1,000 the file has about half as many slots as keys (300k keys:
+%% 153,856 slots) and catches up later, a segment at a time between the
+%% application's requests, once the table is next unfixed
+%% (dets:check_growth): in migctl's big run that was ~100 s of re-hashing
+%% right after the backfill's pass let go of the 1.8M-session file, with
+%% client timeouts on that node, a cost a file erlmcp wrote itself does
+%% not carry. A fix and an unfix start the catch-up here, and the seed
+%% waits for it (3 s for 300k sessions on an idle node), or until the
+%% slot count stops moving for a second.
+grown(Name) ->
+    ok = dets:safe_fixtable(Name, true),
+    ok = dets:safe_fixtable(Name, false),
+    grown(Name, 0, 0).
+
+grown(Name, Prev, Still) ->
+    Keys = dets:info(Name, no_keys),
+    case dets:info(Name, no_slots) of
+        {_, Cur, _} when is_integer(Keys), Cur < Keys, Still < 10 ->
+            timer:sleep(100),
+            grown(Name, Cur, case Cur of Prev -> Still + 1; _ -> 0 end);
+        _ ->
+            ok
     end.
 
 mnesia_writer(Opts, _Count) ->
