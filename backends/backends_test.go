@@ -365,3 +365,34 @@ func idList(m map[string][]byte) erl.List {
 	}
 	return l
 }
+
+// TestDETSPutKeepsHashTableGrown: a put of many new sessions into a DETS
+// file (an import, the way back's copy) leaves its hash table with as many
+// slots as keys, as erlmcp's one-session writes do. DETS grows the table
+// by at most 512 slots a write request, so one request of thousands of new
+// keys left it far behind, and it caught up in one stretch the next time
+// the table was unfixed, between the application's requests (in migctl's
+// big run: ~100 s of re-hashing and client timeouts on that node).
+func TestDETSPutKeepsHashTableGrown(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1, Backend: "erlmcp_session_ets"})
+	ctx := tctx(t)
+	seed(t, cl, 0, "ets", 6000)
+	src, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.DefaultSpec(backends.KindETS))
+	require.NoError(t, err)
+	all := streamAll(t, src, 6000)
+	rows := make([]backends.Row, 0, len(all))
+	for id, blob := range all {
+		rows = append(rows, backends.Row{ID: []byte(id), Blob: blob})
+	}
+	file := filepath.Join(cl.Nodes[0].Dir, "grown.dets")
+	dst, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.Spec{Kind: backends.KindDETS, Table: "grown_tab", File: file, Create: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = dst.Release(context.Background()) })
+	res, err := dst.Put(ctx, rows, backends.Overwrite)
+	require.NoError(t, err)
+	require.Equal(t, 6000, res.Written)
+	r := cl.Eval(0, `{_, Slots, _} = dets:info(grown_tab, no_slots), {Slots, dets:info(grown_tab, no_keys)}`, nil).(erl.Tuple)
+	t.Logf("slots %d for %d keys", r[0], r[1])
+	require.EqualValues(t, 6000, r[1])
+	require.GreaterOrEqual(t, erl.Int64(r[0]), erl.Int64(r[1]), "the hash table kept up with the keys")
+}

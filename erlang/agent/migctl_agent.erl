@@ -24,6 +24,8 @@
 -define(VSN, 3).
 %% Slots per chunk in a partitioned scan: chunk C goes to part C rem Parts.
 -define(CHUNK, 256).
+%% Rows per DETS insert request of write/3 (see dets_insert/2).
+-define(DETS_INSERT, 256).
 
 %% safe/1, fail/1 and the frames are migctl_lib's (shared by every agent
 %% module); the bucket checksums of a store are migctl_buckets's.
@@ -523,10 +525,10 @@ write({ets, Tab}, Rows, Mode) ->
                end, {0, 0}, Rows),
     {ok, W, S};
 write({dets, Tab, _, _, _}, Rows, overwrite) ->
-    ok = dets:insert(Tab, Rows), {ok, length(Rows), 0};
+    ok = dets_insert(Tab, Rows), {ok, length(Rows), 0};
 write({dets, Tab, _, _, _}, Rows, Mode) ->
     Keep = [R || {Id, New} = R <- Rows, keep(one(dets:lookup(Tab, Id)), New, Mode)],
-    ok = dets:insert(Tab, Keep),
+    ok = dets_insert(Tab, Keep),
     {ok, length(Keep), length(Rows) - length(Keep)};
 write({mnesia, Tab}, Rows, Mode) ->
     %% One transaction per batch: replicated commits are shipped once per
@@ -552,6 +554,23 @@ write({mnesia, Tab}, Rows, Mode) ->
     case mnesia:transaction(F) of
         {atomic, {W, S}} -> {ok, W, S};
         {aborted, R} -> fail(iolist_to_binary(io_lib:format("mnesia aborted: ~0P", [R, 12])))
+    end.
+
+
+%% dets_insert(Tab, Rows): Rows in requests of at most ?DETS_INSERT. DETS
+%% grows its hash table by at most 512 slots a write request, so a request
+%% of 1,000 new keys leaves it with fewer slots than keys (a load in such
+%% batches: half as many), and it catches up in one stretch the next time
+%% the table is unfixed, a 256-slot segment at a time between the
+%% application's requests (~100 s at 1.8M sessions in migctl's big run,
+%% with client timeouts). In requests of 256 the table grows as it fills.
+dets_insert(_Tab, []) -> ok;
+dets_insert(Tab, Rows) when length(Rows) =< ?DETS_INSERT -> dets:insert(Tab, Rows);
+dets_insert(Tab, Rows) ->
+    {H, T} = lists:split(?DETS_INSERT, Rows),
+    case dets:insert(Tab, H) of
+        ok -> dets_insert(Tab, T);
+        E -> E
     end.
 
 keep(_, _, overwrite) -> true;

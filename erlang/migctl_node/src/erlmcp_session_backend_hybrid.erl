@@ -124,6 +124,8 @@
 -define(COPY_TRIES, 3).
 %% Objects per dets:select chunk of that cleaner (one DETS request each).
 -define(CLEAN_CHUNK, 500).
+%% Rows per DETS insert request of a copy into a DETS file (raw_put/3).
+-define(DETS_INSERT, 256).
 %% After each chunk the cleaner waits ?CLEAN_PAUSE times as long as the
 %% chunk's request took, so it holds the DETS server at most a quarter of
 %% the time (see clean_chunks/4).
@@ -1844,6 +1846,16 @@ raw_get(mnesia, #{table_name := T}, Id) ->
 
 raw_put(_, _, []) -> ok;
 raw_put(ets, #{table_name := T}, Rows) -> true = ets:insert(T, Rows), ok;
+raw_put(dets, #{table_name := T}, Rows) when length(Rows) > ?DETS_INSERT ->
+    %% In requests of ?DETS_INSERT: DETS grows its hash table by at most
+    %% 512 slots a write request, so a bigger request of new keys (the way
+    %% back's batches into the DETS file) leaves it with fewer slots than
+    %% keys, and it catches up in one stretch the next time the table is
+    %% unfixed, a segment at a time between the application's requests
+    %% (~100 s at 1.8M sessions in migctl's big run, with client timeouts).
+    {H, Rest} = lists:split(?DETS_INSERT, Rows),
+    raw_put(dets, #{table_name => T}, H),
+    raw_put(dets, #{table_name => T}, Rest);
 raw_put(dets, #{table_name := T}, Rows) ->
     case dets:insert(T, Rows) of
         ok -> ok;
