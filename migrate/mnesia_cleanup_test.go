@@ -101,3 +101,41 @@ func TestMnesiaCleanupKeepsRefreshedSessions(t *testing.T) {
 	require.EqualValues(t, 1, mapInt(r, "d"), "a session without a timeout was deleted")
 	require.EqualValues(t, 0, atomic("none"))
 }
+
+// TestMnesiaCleanupOnANodeWithoutACopy: during a backfill with
+// --replicate-after the other nodes' replicas are removed and they read
+// the table remotely, where mnesia:table_info(T, size) answers 0. The
+// hybrid took that for a small table and ran erlmcp's cleanup in the
+// store server: a remote select over the whole table (5 s at 1.8M
+// sessions in the big run, all the node's queued client calls timing out
+// together). A node without a copy cleans from the cleaner whatever the
+// size: the request answers 0 and the cleaner deletes what expired.
+func TestMnesiaCleanupOnANodeWithoutACopy(t *testing.T) {
+	env := hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase1")
+	cl := testkit.Start(t, testkit.Options{Nodes: 2, Mnesia: true, Backend: "erlmcp_session_backend_hybrid", AppEnv: env})
+	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("mnesia"), erl.Map{}, 2000, 31)
+	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(2000)}, r)
+	require.Equal(t, erl.Tuple{erl.Atom("atomic"), erl.Atom("ok")},
+		cl.Eval(0, `mnesia:del_table_copy(erlmcp_session, N)`, map[string]erl.Term{"N": erl.Atom(cl.Nodes[1].Name)}))
+	// 300 sessions that expired an hour ago, well below the size at which
+	// a node with a copy cleans off the store server.
+	require.Equal(t, erl.Atom("ok"), cl.Eval(0, `
+		Old = erlang:system_time(millisecond) - 3600000,
+		[ok = mnesia:dirty_write({erlmcp_session, Id,
+		                          #{id => Id, created_at => Old, last_accessed => Old, timeout_ms => 1000, metadata => #{}},
+		                          Old})
+		 || I <- lists:seq(1, 300), Id <- [<<"expired-", (integer_to_binary(I))/binary>>]],
+		ok`, nil))
+	require.EqualValues(t, 0, erl.Int64(cl.Eval(1, `mnesia:table_info(erlmcp_session, size)`, nil)),
+		"a node without a copy is told 0")
+
+	reply := cl.Eval(1, `gen_server:call(erlmcp_session_backend_hybrid:server(), cleanup_expired, 60000)`, nil).(erl.Tuple)
+	require.Equal(t, erl.Atom("ok"), reply[0])
+	require.Zero(t, erl.Int64(reply[1]), "node 2's store server ran the remote cleanup itself")
+	var deleted int64
+	require.Eventually(t, func() bool {
+		deleted = mapInt(evalTerm(t, cl, 1, `erlmcp_session_backend_hybrid:counters()`, nil), "mnesia_cleanup_deleted")
+		return deleted == 300
+	}, time.Minute, 200*time.Millisecond, "deleted by node 2's cleaner: %d", deleted)
+	require.EqualValues(t, 2000, erl.Int64(cl.Eval(0, `mnesia:table_info(erlmcp_session, size)`, nil)), "live sessions kept")
+}
