@@ -145,3 +145,88 @@ func TestWeighLosers(t *testing.T) {
 	_, ids := weighPrepare(&one)
 	require.Empty(t, ids)
 }
+
+// The flake of 2026-12-07 (TestHealUnderTrafficSharedSessions): the
+// winner island (n1, n2) deleted a key, acknowledged on n1 at 8107.8 ms;
+// the loser (n3) stored it 0.2 ms later. n2's recorder handled the
+// replicated commit 1.5 ms after n1's: timed by n2's record the deletion
+// looked later and the acknowledged write was lost. One change is timed
+// by its earliest record, and the sides are ordered to the µs (two
+// changes in one millisecond are not a tie).
+func TestEvidenceTimesAChangeByItsFirstRecord(t *testing.T) {
+	at := func(us int64) (int64, int64) { return us / 1000, us }
+	ch := func(op byte, us int64, origin, node string, dg uint32) change {
+		ms, u := at(us)
+		return change{Op: op, At: ms, AtUs: u, Origin: origin, Node: node, Digest: dg}
+	}
+	wNodes, lNodes := []string{"n1", "n2"}, []string{"n3"}
+	side := func(nodes []string, recs ...change) sideEvidence {
+		s := sideEvidence{Since: 1, Last: map[string]change{}, ByNode: map[string]map[string]change{}}
+		for _, n := range nodes {
+			s.ByNode[n] = map[string]change{}
+		}
+		for _, c := range recs {
+			s.ByNode[c.Node]["k"] = c
+		}
+		if c, ok := islandLast(s.ByNode, nodes, "k"); ok {
+			s.Last["k"] = c
+		}
+		return s
+	}
+	decide := func(w, l sideEvidence, inW, inL bool) (Decision, bool) {
+		lp := LoserPlan{SplitAt: 5000, KeepFrom: 4000}
+		wk, lk := map[string]keyInfo{}, map[string]keyInfo{}
+		if inW {
+			wk["k"] = keyInfo{Written: 5000, LastAccessed: 5000, Digest: 11}
+		}
+		if inL {
+			lk["k"] = keyInfo{Written: 8108, LastAccessed: 8108, Digest: 22}
+		}
+		classifyEvidence(&lp, wk, lk, &evidence{W: w, L: l, wNodes: wNodes, lNodes: lNodes, wRep: "n1"})
+		if len(lp.Decisions) == 0 {
+			return Decision{}, false
+		}
+		return lp.Decisions[0], true
+	}
+
+	// The flake: n1 deleted at 8107.600, n2 recorded it at 8109.100, n3
+	// wrote at 8108.100.
+	w := side(wNodes, ch(opDelete, 8107600, "n1", "n1", 0), ch(opDelete, 8109100, "n1", "n2", 0))
+	require.Equal(t, int64(8107600), w.Last["k"].us(), "the deletion is timed by n1's record")
+	l := side(lNodes, ch(opWrite, 8108100, "n3", "n3", 22))
+	d, ok := decide(w, l, false, true)
+	require.True(t, ok)
+	require.Equal(t, ActWrite, d.Action, d.Why)
+	require.Equal(t, int64(8108), d.LoserChanged)
+	require.Equal(t, int64(8108100), d.LoserChangedUs)
+
+	// In one millisecond: the winner's write at 8108.300, the loser's at
+	// 8108.600. The loser's is later (in ms they were equal and the
+	// winner's stood).
+	w = side(wNodes, ch(opWrite, 8108300, "n2", "n1", 11), ch(opWrite, 8108300, "n2", "n2", 11))
+	l = side(lNodes, ch(opWrite, 8108600, "n3", "n3", 22))
+	d, ok = decide(w, l, true, true)
+	require.True(t, ok)
+	require.Equal(t, ActWrite, d.Action, d.Why)
+	// And the other way round: the loser's write first, the winner's
+	// deletion 0.3 ms later: the deletion stands (in ms a tie gave the row).
+	w = side(wNodes, ch(opDelete, 8108600, "n1", "n1", 0), ch(opDelete, 8108900, "n1", "n2", 0))
+	l = side(lNodes, ch(opWrite, 8108300, "n3", "n3", 22))
+	d, ok = decide(w, l, false, true)
+	require.True(t, ok)
+	require.Equal(t, ActDrop, d.Action, d.Why)
+
+	// Different changes on the island's nodes: the later one is the
+	// island's last, each timed by its own first record. n2 has not yet
+	// applied n1's deletion (8109.000) of the row n2 wrote at 8107.000.
+	w = side(wNodes, ch(opDelete, 8109000, "n1", "n1", 0), ch(opWrite, 8107000, "n2", "n2", 11))
+	require.Equal(t, opDelete, w.Last["k"].Op)
+	require.Equal(t, int64(8109000), w.Last["k"].us())
+	d, ok = decide(w, side(lNodes, ch(opWrite, 8108100, "n3", "n3", 22)), false, true)
+	require.True(t, ok)
+	require.Equal(t, ActDrop, d.Action, d.Why)
+
+	// A recorder older than lookup_us (ms only) still orders by ms.
+	old := change{Op: opWrite, At: 8108, Origin: "n3", Node: "n3", Digest: 22}
+	require.Equal(t, int64(8108000), old.us())
+}

@@ -60,6 +60,7 @@ const (
 type change struct {
 	Op     byte   // opWrite or opDelete
 	At     int64  // ms, the recording node's clock
+	AtUs   int64  // the same time in µs (0: not known, At × 1000 is used)
 	Origin string // node of the process that made it
 	Node   string // node that recorded it
 	// Digest of the row written (keyInfo.Digest of that record); 0 for
@@ -76,6 +77,24 @@ func (c change) explains(k keyInfo, present bool) bool {
 		return !present
 	}
 	return present && k.Digest == c.Digest
+}
+
+// us is the change's time in µs, what orders changes of two sides: two
+// changes a fraction of a millisecond apart (common under traffic, a
+// client's write right after another client's deletion was acknowledged
+// on the other side) would be equal in ms.
+func (c change) us() int64 {
+	if c.AtUs != 0 {
+		return c.AtUs
+	}
+	return c.At * 1000
+}
+
+// same says whether a and b, recorded on two nodes of one island, are the
+// same change: Mnesia reports every commit to each replica's recorder,
+// each stamping it when it handles it.
+func (a change) same(b change) bool {
+	return a.Op == b.Op && a.Digest == b.Digest && a.Origin == b.Origin
 }
 
 func (c change) String() string {
@@ -96,7 +115,7 @@ func (cl *Cluster) changes(ctx context.Context, node, tab string, ids []string) 
 			return nil, err
 		}
 		for id, c := range cs {
-			out[id] = change{Op: c.Op, At: c.At, Digest: c.Digest, Origin: c.Origin, Node: node}
+			out[id] = change{Op: c.Op, At: c.At, AtUs: c.AtUs, Digest: c.Digest, Origin: c.Origin, Node: node}
 		}
 	}
 	return out, nil
@@ -125,7 +144,7 @@ type sideEvidence struct {
 func (s sideEvidence) last(id string) (change, bool) {
 	c, ok := s.Last[id]
 	if s.Cleared > 0 && (!ok || c.At < s.Cleared) {
-		return change{Op: opDelete, At: s.Cleared, Origin: "clear_table"}, true
+		return change{Op: opDelete, At: s.Cleared, AtUs: s.Cleared * 1000, Origin: "clear_table"}, true
 	}
 	return c, ok
 }
@@ -164,14 +183,46 @@ func (cl *Cluster) islandEvidence(ctx context.Context, nodes []string, tab strin
 		}
 		ev.Cleared = max(ev.Cleared, ri.Cleared[tab])
 		ev.ByNode[ri.Node] = chs[i]
-		for id, c := range chs[i] {
-			if o, ok := ev.Last[id]; !ok || c.At > o.At {
-				ev.Last[id] = c
-			}
+	}
+	for _, id := range ids {
+		if c, ok := islandLast(ev.ByNode, nodes, id); ok {
+			ev.Last[id] = c
 		}
 	}
 	ev.Why = strings.Join(why, "; ")
 	return ev, nil
+}
+
+// islandLast is the island's latest change of id from its nodes' records
+// (byNode, in the order of nodes). Each replica's recorder stamps a commit
+// when it handles it: the node that made the change at its commit, before
+// the client's call returns, the other replicas when the commit reaches
+// their transaction manager, which under load can be milliseconds after
+// the client was answered (sym_trans sends the commit and returns). Taken
+// from the last of them, a change would look later than a change the
+// other side made after it was acknowledged, and win over it. So one
+// change recorded on several nodes is timed by its earliest record, and
+// the latest of the island's different changes is its last.
+func islandLast(byNode map[string]map[string]change, nodes []string, id string) (change, bool) {
+	var recs []change
+	for _, n := range nodes {
+		if c, ok := byNode[n][id]; ok {
+			recs = append(recs, c)
+		}
+	}
+	var last change
+	found := false
+	for i, c := range recs {
+		for _, o := range recs {
+			if o.same(c) && o.us() < c.us() {
+				c = o
+			}
+		}
+		if i == 0 || c.us() > last.us() {
+			last, found = c, true
+		}
+	}
+	return last, found
 }
 
 // evidence is what both sides of one comparison recorded.

@@ -56,10 +56,22 @@ type Decision struct {
 	// 0 when it recorded none. With more than one losing island it is what
 	// the losers' changes of one key are weighed by (Overruled).
 	LoserChanged int64 `json:"loser_changed,omitempty"`
+	// LoserChangedUs is the same time in µs, what the changes are
+	// ordered by (0 in a plan written before it was kept: LoserChanged ×
+	// 1000).
+	LoserChangedUs int64 `json:"loser_changed_us,omitempty"`
 	// Overruled is set when another losing island changed the key later:
 	// this loser's change is dropped (Action "drop") and the later change
 	// decides, as if the losers had been one side. Nil otherwise.
 	Overruled *Overrule `json:"overruled,omitempty"`
+}
+
+// loserChangedUs is LoserChanged in µs.
+func (d Decision) loserChangedUs() int64 {
+	if d.LoserChangedUs != 0 {
+		return d.LoserChangedUs
+	}
+	return d.LoserChanged * 1000
 }
 
 // Overrule says which later change overruled a loser's decision: with
@@ -560,10 +572,10 @@ func classifyEvidence(lp *LoserPlan, wk, lk map[string]keyInfo, ev *evidence) {
 			lp.KeptNearSplit = append(lp.KeptNearSplit, sub.KeptNearSplit...)
 			continue
 		}
-		loserLast := okL && (!okW || eL.At > eW.At || (eL.At == eW.At && inL && !inW))
+		loserLast := okL && (!okW || eL.us() > eW.us() || (eL.us() == eW.us() && inL && !inW))
 		d := Decision{ID: id, Evidence: true}
 		if okL {
-			d.LoserChanged = eL.At
+			d.LoserChanged, d.LoserChangedUs = eL.At, eL.us()
 		}
 		if inL {
 			d.LoserLA = l.LastAccessed
@@ -710,19 +722,19 @@ func overrule(tp *TablePlan, in []int, ids []string, evs []sideEvidence) int {
 			switch {
 			case has && tp.Losers[i].Decisions[j].Evidence && tp.Losers[i].Decisions[j].LoserChanged > 0:
 				d := tp.Losers[i].Decisions[j]
-				c.at, c.op, c.dec = d.LoserChanged, opWrite, d.Action
+				c.at, c.op, c.dec = d.loserChangedUs(), opWrite, d.Action
 				if d.Action == ActDelete {
 					c.op = opDelete
 				}
 			case ok:
-				c.at, c.op = rec.At, rec.Op
+				c.at, c.op = rec.us(), rec.Op
 				if has {
 					c.dec = tp.Losers[i].Decisions[j].Action
 				}
 			default:
 				continue // no record of the key: the island did not change it since its records began
 			}
-			// Later wins; at the same millisecond a row over a deletion,
+			// Later wins (µs); at the same time a row over a deletion,
 			// then the island listed first.
 			if !found || c.at > best.at || (c.at == best.at && c.op == opWrite && best.op == opDelete) {
 				best, found = c, true
@@ -742,7 +754,7 @@ func overrule(tp *TablePlan, in []int, ids []string, evs []sideEvidence) int {
 				continue
 			}
 			d := &tp.Losers[i].Decisions[j]
-			o := &Overrule{Was: d.Action, WasWhy: d.Why, Island: bi, Op: opName(best.op), At: best.at, Applied: applied}
+			o := &Overrule{Was: d.Action, WasWhy: d.Why, Island: bi, Op: opName(best.op), At: agentapi.MsOfUs(best.at), Applied: applied}
 			own := "none recorded"
 			if d.LoserChanged > 0 {
 				own = msTime(d.LoserChanged)

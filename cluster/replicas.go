@@ -92,8 +92,8 @@ func (cl *Cluster) repairReplicas(ctx context.Context, vr []ReplicationReport, d
 			best, at := ref, int64(-1)
 			for i := range nodes {
 				k, present := infos[i][id]
-				if c, ok := chs[i][id]; ok && c.explains(k, present) && c.At > at {
-					best, at = i, c.At
+				if c, ok := chs[i][id]; ok && c.explains(k, present) && c.us() > at {
+					best, at = i, c.us()
 				}
 			}
 			d := Decision{ID: id, Evidence: true}

@@ -38,6 +38,7 @@ const (
 type Change struct {
 	Op     byte   // OpWrite or OpDelete
 	At     int64  // ms, the recording node's clock
+	AtUs   int64  // the same time in µs (a recorder older than lookup_us/2: At × 1000)
 	Digest uint32 // of the row written; 0 for a delete
 	Origin string // node of the process that made it
 }
@@ -127,7 +128,7 @@ func (s Cluster) Merge(ctx context.Context, node, tab string, writes []MergeWrit
 // without one are left out.
 //
 //	migctl_cluster:changes(Tab, <<Len:32, Id>>*) ->
-//	    {ok, <<Len:32, Id, Op:8, Millis:64, Digest:32, OLen:16, Origin>>*}
+//	    {ok, <<Len:32, Id, Op:8, Micros:64, Digest:32, OLen:16, Origin>>*}
 func (s Cluster) Changes(ctx context.Context, node, tab string, ids []string) (map[string]Change, error) {
 	const fun = "changes"
 	m := s.mod()
@@ -153,7 +154,8 @@ func (s Cluster) Changes(ctx context.Context, node, tab string, ids []string) (m
 		}
 		id := string(b[4 : 4+n])
 		r := b[4+n:]
-		c := Change{Op: r[0], At: int64(binary.BigEndian.Uint64(r[1:])), Digest: binary.BigEndian.Uint32(r[9:])}
+		us := int64(binary.BigEndian.Uint64(r[1:]))
+		c := Change{Op: r[0], At: MsOfUs(us), AtUs: us, Digest: binary.BigEndian.Uint32(r[9:])}
 		on := int(binary.BigEndian.Uint16(r[13:]))
 		if len(r) < 15+on {
 			return nil, m.shape(node, fun, "truncated frame")
@@ -363,4 +365,14 @@ func frame(b []byte) (v, rest []byte, ok bool) {
 		return nil, nil, false
 	}
 	return append([]byte(nil), b[4:4+n]...), b[4+n:], true
+}
+
+// MsOfUs is a time in µs in ms, rounded down (as Erlang's
+// erlang:system_time(millisecond) is of its µs).
+func MsOfUs(us int64) int64 {
+	ms := us / 1000
+	if us%1000 != 0 && us < 0 {
+		ms--
+	}
+	return ms
 }

@@ -151,8 +151,10 @@ int(_) -> -1.
 
 %% changes(Tab, Ids) -> {ok, Frames}: the last recorded change of each of
 %% the framed ids (<<Len:32, Id>>*) on this node, as
-%% <<IdLen:32, Id, Op:8 (1 write, 2 delete), Millis:64/signed, Digest:32,
+%% <<IdLen:32, Id, Op:8 (1 write, 2 delete), Micros:64/signed, Digest:32,
 %%   OriginLen:16, Origin>>
+%% (Micros: the recorder's time of the change in microseconds; a recorder
+%% older than lookup_us/2 keeps milliseconds, answered as Millis * 1000)
 %% (Digest: of the row written, the record digest migctl_buckets reports
 %% for it, see digest/2; 0 for a delete); ids without a recorded change
 %% are left out.
@@ -163,15 +165,19 @@ changes(Tab, Ids) ->
         %% its island read at the same moment (the merge compares with it).
         tm_barrier(),
         L = case code:is_loaded(migctl_recorder) of
-                {file, _} -> migctl_recorder:lookup(Tab, ids(Ids, []));
+                {file, _} ->
+                    case erlang:function_exported(migctl_recorder, lookup_us, 2) of
+                        true -> migctl_recorder:lookup_us(Tab, ids(Ids, []));
+                        false -> [{K, Op, Ms * 1000, O, D} || {K, Op, Ms, O, D} <- migctl_recorder:lookup(Tab, ids(Ids, []))]
+                    end;
                 false -> []
             end,
         {ok, iolist_to_binary(
                [begin O = atom_to_binary(Origin),
                       [<<(byte_size(Id)):32>>, Id,
-                       <<(case Op of write -> 1; delete -> 2 end):8, Ms:64/signed, Dg:32,
+                       <<(case Op of write -> 1; delete -> 2 end):8, Us:64/signed, Dg:32,
                          (byte_size(O)):16>>, O] end
-                || {Id, Op, Ms, Origin, Dg} <- L, is_binary(Id)])}
+                || {Id, Op, Us, Origin, Dg} <- L, is_binary(Id)])}
     end).
 
 %% changed_since(Tab, Millis) -> {ok, Frames} | {ok, unknown}: the keys

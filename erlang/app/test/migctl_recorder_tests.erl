@@ -56,6 +56,14 @@ records_changes_test() ->
         After = erlang:system_time(millisecond),
         ?assertMatch([{<<"a">>, delete, _, _, 0}, {<<"b">>, write, _, _, _}, {<<"c">>, write, _, _, _}], L),
         [?assert(Ms >= Before andalso Ms =< After andalso O =:= node()) || {_, _, Ms, O, _} <- L],
+        %% lookup_us/2: the same changes, the time to the microsecond (its
+        %% millisecond is lookup/2's), in the order they were made.
+        Lu = lists:sort(migctl_recorder:lookup_us(?T, [<<"a">>, <<"b">>, <<"c">>, <<"none">>])),
+        ?assertEqual([{K, Op, O, D} || {K, Op, _, O, D} <- L], [{K, Op, O, D} || {K, Op, _, O, D} <- Lu]),
+        [?assertEqual(Ms, Us div 1000) || {{_, _, Ms, _, _}, {_, _, Us, _, _}} <- lists:zip(L, Lu)],
+        [{_, _, UsB, _, _}, {_, _, UsC, _, _}] = tl(Lu),
+        [{_, _, UsA, _, _}] = migctl_recorder:lookup_us(?T, [<<"a">>]),
+        ?assert(UsB =< UsC andalso UsC =< UsA),
         %% A write's digest is the one migctl compares replicas with.
         [{_, _, _, _, Dc}] = migctl_recorder:lookup(?T, [<<"c">>]),
         ?assertEqual(erlang:phash2({<<"c">>, #{}, 1}, 4294967296), Dc),

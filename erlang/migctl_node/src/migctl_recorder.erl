@@ -16,13 +16,18 @@
 %% each key it keeps one row in the named, protected ETS table
 %% `migctl_recorder':
 %%
-%%     {{Tab, Key}, write | delete, Millis, Origin, Digest}
+%%     {{Tab, Key}, write | delete, Millis, Origin, Digest, Micros}
 %%
-%% Millis is this node's erlang:system_time(millisecond) when the event was
-%% handled (the process runs at high priority, so that is within a
-%% fraction of a millisecond of the commit on a node that is not
+%% Micros is this node's erlang:system_time(microsecond) when the event was
+%% handled, Millis the same time in milliseconds (the time index and the
+%% window are in ms). The process runs at high priority, so that is within
+%% a fraction of a millisecond of the commit on a node that is not
 %% overloaded; two changes closer together than that, on two sides of a
-%% split, are concurrent and ordered by these times); Origin is the node of the process that made the change (from the
+%% split, are concurrent and ordered by these times. They are kept to the
+%% microsecond because changes on two sides a fraction of a millisecond
+%% apart are common under traffic, and a millisecond would make them equal
+%% (rows written by an earlier version hold no Micros: lookup_us/2 answers
+%% Millis * 1000 for them). Origin is the node of the process that made the change (from the
 %% event's activity id); Digest is, for a write, erlang:phash2 of the record
 %% without its tag, {Key, Value..., } in 2^32 (for erlmcp's records
 %% phash2({Id, Session, WriteTime}, 2^32), the digest migctl compares
@@ -59,7 +64,7 @@
 -module(migctl_recorder).
 -behaviour(gen_server).
 
--export([start_link/0, start_link/1, info/0, lookup/2, changed_since/2, stop/0]).
+-export([start_link/0, start_link/1, info/0, lookup/2, lookup_us/2, changed_since/2, stop/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(TAB, ?MODULE).
@@ -79,7 +84,8 @@
 -define(CHECK_MS, 1000).
 
 -type op() :: write | delete.
--type change() :: {Key :: term(), op(), Millis :: integer(), Origin :: node(), Digest :: non_neg_integer()}.
+%% Time: Millis from lookup/2, Micros from lookup_us/2.
+-type change() :: {Key :: term(), op(), Time :: integer(), Origin :: node(), Digest :: non_neg_integer()}.
 -export_type([op/0, change/0]).
 
 %%% API
@@ -118,8 +124,25 @@ lookup(Tab, Keys) ->
         undefined -> [];
         _ ->
             ok = gen_server:call(?MODULE, sync, 15000),
-            [{K, Op, Ms, O, D} || K <- Keys, {_, Op, Ms, O, D} <- ets:lookup(?TAB, {Tab, K})]
+            [{K, element(2, R), element(3, R), element(4, R), element(5, R)}
+             || K <- Keys, R <- ets:lookup(?TAB, {Tab, K})]
     end.
+
+%% @doc As lookup/2, with each change's time in microseconds (this node's
+%% erlang:system_time(microsecond) when the recorder handled it), which is
+%% what orders changes made on two sides of a split.
+-spec lookup_us(atom(), [term()]) -> [change()].
+lookup_us(Tab, Keys) ->
+    case whereis(?MODULE) of
+        undefined -> [];
+        _ ->
+            ok = gen_server:call(?MODULE, sync, 15000),
+            [{K, element(2, R), micros(R), element(4, R), element(5, R)}
+             || K <- Keys, R <- ets:lookup(?TAB, {Tab, K})]
+    end.
+
+micros({_, _, _, _, _, Us}) -> Us;
+micros({_, _, Ms, _, _}) -> Ms * 1000.
 
 %% @doc The keys of Tab whose last recorded change is at or after Millis
 %% (after the recorder has handled every event already sent to it), so
@@ -301,12 +324,13 @@ event(_, St) ->
 %% Only the recorded tables' rows: Mnesia also reports schema changes
 %% (a clear_table writes the table's definition) to table subscribers.
 put(Tab, Key, {Op, Digest}, Act, St = #{tables := Ts}) when is_map_key(Tab, Ts) ->
-    Now = now_ms(),
+    Us = erlang:system_time(microsecond),
+    Now = Us div 1000,
     case ets:lookup(?TAB, {Tab, Key}) of
-        [{_, _, Old, _, _}] -> ets:delete(?TIME, {Old, Tab, Key});
+        [Old] -> ets:delete(?TIME, {element(3, Old), Tab, Key});
         [] -> ok
     end,
-    ets:insert(?TAB, {{Tab, Key}, Op, Now, origin(Act), Digest}),
+    ets:insert(?TAB, {{Tab, Key}, Op, Now, origin(Act), Digest, Us}),
     ets:insert(?TIME, {{Now, Tab, Key}}),
     case Op of
         write -> St#{writes := maps:get(writes, St) + 1};
