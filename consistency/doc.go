@@ -141,7 +141,10 @@
 // One read of each store (full check with keys in flight left out): each
 // store's node keeps, from the first round's pass, each row's id and
 // digest (migctl_pass; about 125 bytes a row, 224 MB at 1.8M sessions,
-// dropped at the end of the check or after ten idle minutes), and answers
+// dropped at the end of the check or after ten idle minutes; kept only
+// when it fits in a quarter of the memory the node can still take, the
+// lower of MemAvailable and its cgroup's limit less usage, else the later
+// rounds read the store again), and answers
 // the later rounds and the listing from them, less the keys its recorder
 // now has as changed, instead of reading the store again; the listing
 // reads the current rows of its ids by key. Sound because every key

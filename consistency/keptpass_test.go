@@ -133,4 +133,15 @@ func TestKeptPassAnswersLikeANewPass(t *testing.T) {
 	require.Empty(t, p.cl.Eval(0, `migctl_pass:info()`, nil), "the check dropped what it kept")
 	require.Equal(t, erl.Atom("undefined"), p.cl.Eval(0, `whereis(migctl_pass)`, nil),
 		"no process runs agent code after the check (migctl unloads its agent when it closes)")
+
+	// The memory guard: a pass is kept only in a quarter of what the node
+	// can still take (128 bytes a row); this Linux host's figure is read.
+	guard := p.cl.Eval(0, `{migctl_pass:room(3000, 3000 * 128 * 4), migctl_pass:room(3000, 3000 * 128 * 4 - 1),
+	                        migctl_pass:room(3000, undefined), migctl_pass:available()}`, nil).(erl.Tuple)
+	require.Equal(t, true, guard[0])
+	noRoom := guard[1].(erl.Tuple)
+	require.Equal(t, []any{false, int64(3000 * 128), int64(3000*128*4 - 1)},
+		[]any{noRoom[0], erl.Int64(noRoom[1]), erl.Int64(noRoom[2])}, "no room: nothing kept")
+	require.Equal(t, true, guard[2], "no figure, no guard")
+	require.Positive(t, erl.Int64(guard[3]), "MemAvailable or the cgroup's limit is read")
 }

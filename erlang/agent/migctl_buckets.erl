@@ -262,7 +262,13 @@ sums_pass(Spec, RangesBin, Opts, Ex, How, Key, Meta) ->
             {<< <<(counters:get(C, 2 * I + 1)):32, (counters:get(C, 2 * I + 2)):64>>
                 || I <- lists:seq(0, Total - 1) >>, Total, kept};
         _ ->
-            case catch migctl_pass:start(Key, Meta) of
+            %% Kept only with room for it (migctl_pass:room/1): a node
+            %% short of memory is read again at the later rounds instead.
+            Start = case catch migctl_pass:room(ready(Spec)) of
+                        true -> catch migctl_pass:start(Key, Meta);
+                        _ -> no_room
+                    end,
+            case Start of
                 T when is_reference(T) ->
                     try sums_local(Spec, RangesBin, Opts, Ex, How, T) of
                         {_, _, _} = Reply ->

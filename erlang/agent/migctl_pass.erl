@@ -44,14 +44,92 @@
 %% last use or when the check drops its token (drop/1, at its end), and the
 %% process ends with the last table. A pass whose fold failed is dropped;
 %% only a complete pass is found.
+%%
+%% Memory: a pass is kept only when it fits in a quarter of the memory the
+%% node can still take (room/1): the lower of the kernel's MemAvailable and
+%% what the node's cgroup (v2 memory.max, v1 memory.limit_in_bytes) still
+%% allows, so that a check never pushes a service near its container's
+%% limit. Without room the pass is read as before this module, its later
+%% rounds read the store again (slower, nothing else changes). Where
+%% neither can be read (not Linux) there is no guard.
 -module(migctl_pass).
 
--export([start/2, complete/2, find/2, drop/1, info/0]).
+-export([start/2, complete/2, find/2, drop/1, info/0, room/1, room/2, available/0]).
 
 -define(NAME, migctl_pass).
 -define(MAX, 4).
 -define(IDLE_MS, 600000).
 -define(TICK_MS, 30000).
+%% Bytes a kept row takes (measured: 124 in a duplicate_bag, erlmcp's
+%% 32-character ids), and the share of the available memory a pass may take.
+-define(ROW_BYTES, 128).
+-define(SHARE, 4).
+
+%% room(Rows) -> true | {false, Need, Available}: whether a pass of Rows
+%% rows may be kept now (see Memory at the top).
+room(Rows) -> room(Rows, available()).
+
+%% room(Rows, Available): the rule, for a given Available (bytes, or
+%% undefined when it cannot be read: no guard).
+room(_, undefined) -> true;
+room(Rows, Avail) ->
+    Need = Rows * ?ROW_BYTES,
+    case Need * ?SHARE =< Avail of
+        true -> true;
+        false -> {false, Need, Avail}
+    end.
+
+%% available() -> Bytes | undefined: what this node can still take: the
+%% kernel's MemAvailable, lowered to what its cgroup's limit leaves.
+available() ->
+    case [A || A <- [meminfo_available(), cgroup_left()], is_integer(A)] of
+        [] -> undefined;
+        L -> max(0, lists:min(L))
+    end.
+
+meminfo_available() ->
+    case file:read_file("/proc/meminfo") of
+        {ok, B} ->
+            case re:run(B, "^MemAvailable:\\s+(\\d+) kB", [multiline, {capture, all_but_first, list}]) of
+                {match, [Kb]} -> list_to_integer(Kb) * 1024;
+                nomatch -> undefined
+            end;
+        _ -> undefined
+    end.
+
+%% The cgroup's limit minus its usage (v2, then v1); undefined when there
+%% is no limit ("max", or v1's huge default) or no cgroup file.
+cgroup_left() ->
+    Paths = case file:read_file("/proc/self/cgroup") of
+                {ok, B} -> [string:split(L, ":", all) || L <- string:lexemes(binary_to_list(B), "\n")];
+                _ -> []
+            end,
+    V2 = [P || ["0", "", P] <- Paths],
+    V1 = [P || [_, Ctl, P] <- Paths, lists:member("memory", string:lexemes(Ctl, ","))],
+    first_left([{"/sys/fs/cgroup" ++ P, "memory.max", "memory.current"} || P <- V2] ++
+               [{"/sys/fs/cgroup", "memory.max", "memory.current"} || V2 =/= []] ++
+               [{"/sys/fs/cgroup/memory" ++ P, "memory.limit_in_bytes", "memory.usage_in_bytes"} || P <- V1] ++
+               [{"/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"} || V1 =/= []]).
+
+first_left([]) -> undefined;
+first_left([{Dir, Max, Cur} | More]) ->
+    case {read_int(filename:join(Dir, Max)), read_int(filename:join(Dir, Cur))} of
+        {L, U} when is_integer(L), is_integer(U), L < 1 bsl 60 -> L - U;
+        {max, _} -> undefined;
+        {L, _} when is_integer(L) -> undefined; % v1's "no limit"
+        _ -> first_left(More)
+    end.
+
+read_int(F) ->
+    case file:read_file(F) of
+        {ok, <<"max", _/binary>>} -> max;
+        {ok, B} ->
+            case string:to_integer(string:trim(binary_to_list(B))) of
+                {N, _} when is_integer(N) -> N;
+                _ -> undefined
+            end;
+        _ -> undefined
+    end.
 
 %% start(Key, Meta) -> Tab: a new, empty table for the pass Key (replacing
 %% one of the same key), for the caller to fill.

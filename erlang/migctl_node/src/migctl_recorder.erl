@@ -120,29 +120,26 @@ info() ->
 %% answer); the table is then read in the caller.
 -spec lookup(atom(), [term()]) -> [change()].
 lookup(Tab, Keys) ->
-    case whereis(?MODULE) of
-        undefined -> [];
-        _ ->
-            ok = gen_server:call(?MODULE, sync, 15000),
-            [{K, element(2, R), element(3, R), element(4, R), element(5, R)}
-             || K <- Keys, R <- ets:lookup(?TAB, {Tab, K})]
-    end.
+    lookup(Tab, Keys, fun(R) -> element(3, R) end).
 
 %% @doc As lookup/2, with each change's time in microseconds (this node's
 %% erlang:system_time(microsecond) when the recorder handled it), which is
 %% what orders changes made on two sides of a split.
 -spec lookup_us(atom(), [term()]) -> [change()].
 lookup_us(Tab, Keys) ->
+    lookup(Tab, Keys, fun micros/1).
+
+micros({_, _, _, _, _, Us}) -> Us;
+micros({_, _, Ms, _, _}) -> Ms * 1000.
+
+lookup(Tab, Keys, Time) ->
     case whereis(?MODULE) of
         undefined -> [];
         _ ->
             ok = gen_server:call(?MODULE, sync, 15000),
-            [{K, element(2, R), micros(R), element(4, R), element(5, R)}
+            [{K, element(2, R), Time(R), element(4, R), element(5, R)}
              || K <- Keys, R <- ets:lookup(?TAB, {Tab, K})]
     end.
-
-micros({_, _, _, _, _, Us}) -> Us;
-micros({_, _, Ms, _, _}) -> Ms * 1000.
 
 %% @doc The keys of Tab whose last recorded change is at or after Millis
 %% (after the recorder has handled every event already sent to it), so
