@@ -197,7 +197,7 @@ var changing = map[string]bool{
 // reporting are the commands whose output is a result a script reads:
 // each takes -o json.
 var reporting = map[string]bool{
-	"version": true, "ping": true, "sessions count": true, "sessions get": true, "sessions list": true,
+	"version": true, "ping": true, "probe": true, "sessions count": true, "sessions get": true, "sessions list": true,
 	"sessions export": true, "journal": true, "config check": true, "phase show": true, "backfill status": true,
 	"consistency check": true, "consistency history": true, "cluster status": true, "cluster verify-replication": true,
 	// Long-running: one JSON object a line with -o json.

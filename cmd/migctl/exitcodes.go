@@ -237,6 +237,7 @@ func unknownCommand(cmd *cobra.Command, word string) error {
 var exitHelp = map[string]string{
 	"version":                    "0 ok; 2 bad input",
 	"ping":                       "0 every node answers; 2 bad input (no nodes, no cookie, a bad node name); 3 a node unreachable (name, epmd, cookie, down)",
+	"probe":                      "0 every node looked at; 2 bad input (a --duration or --interval out of range, no nodes, no cookie); 3 a node unreachable (the others are still reported)",
 	"sessions":                   "0 help printed; 2 unknown command or flag",
 	"sessions count":             "0 ok; 1 failed (no such table, ...); 2 bad input; 3 the node unreachable",
 	"sessions get":               "0 ok; 1 failed (no such session or table); 2 bad input; 3 the node unreachable",

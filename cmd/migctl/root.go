@@ -96,7 +96,7 @@ Each command's help lists the codes it returns.`,
 	withEnv(f, "config", "MIGCTL_CONFIG")
 	withEnv(f, "journal", "MIGCTL_JOURNAL")
 
-	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a), newConfigCmd(a), newClusterCmd(a), newPhaseCmd(a), newBackfillCmd(a), newSchemaCmd(a), newTablesCmd(a), newArchiveCmd(a), newVerifyCmd(a), newConsistencyCmd(a), newDocsCmd(a))
+	root.AddCommand(newVersionCmd(a), newPingCmd(a), newSessionsCmd(a), newJournalCmd(a), newConfigCmd(a), newClusterCmd(a), newPhaseCmd(a), newBackfillCmd(a), newSchemaCmd(a), newTablesCmd(a), newArchiveCmd(a), newVerifyCmd(a), newConsistencyCmd(a), newDocsCmd(a), newProbeCmd(a))
 	// The completion command exists before the first Execute, so that the
 	// conventions below (and the tests that walk the tree) cover it too.
 	root.InitDefaultCompletionCmd()

@@ -16,7 +16,7 @@
 %% safe/1 and fail/1 are the agents' one error convention (migctl_lib).
 -import(migctl_lib, [safe/1, fail/1]).
 -export([status/0, set_phase/4, reset_counters/0, backfill_step/5, backfill_steps/7, backfill_steps/8,
-         backfill_steps/9, load/1,
+         backfill_steps/9, load/1, probe/3,
          stop_watch/0, cluster_id/0, schema_state/1, create_schema/2, create_tables/2,
          table_copies/1, drop_copy/2, add_copy/4,
          dets_files/0, read_chunk/3, store_counts/0,
@@ -278,6 +278,43 @@ load(Owner) ->
               {mnesia_tm_queue, qlen(whereis(mnesia_tm))},
               {overloads, overloads()}]}
     end).
+
+%% probe(DetsTab, Samples, IntervalMs) -> {ok, [{Proc, Qlen, Status, Frames}]}:
+%% Samples looks, IntervalMs apart, at the processes every session call of
+%% the service waits on: the store server (store_server/0), the DETS
+%% server of DetsTab (when open), Mnesia's transaction manager and the
+%% change recorder. Each look is, for each process there, its message
+%% queue length, its status and the top of its stack as <<"m:f/a">>
+%% binaries (at most 6 frames). How clients' timeouts during a big run
+%% were traced to their cause (a cleaner's scan holding the DETS server,
+%% a remote select in the store server, DETS re-hashing): migctl
+%% aggregates the looks (package probe). At most 25 looks a call, so that
+%% no call runs this module's code for long.
+probe(DetsTab, Samples, IntervalMs) when is_integer(Samples), Samples > 0, Samples =< 25,
+                                         is_integer(IntervalMs), IntervalMs >= 0 ->
+    safe(fun() ->
+        Dets = case catch dets:info(DetsTab, pid) of
+                   P when is_pid(P) -> P;
+                   _ -> undefined
+               end,
+        Procs = [{store, store_server()}, {dets, Dets}, {mnesia_tm, whereis(mnesia_tm)},
+                 {recorder, whereis(migctl_recorder)}],
+        {ok, lists:append([probe_once(Procs, I, IntervalMs) || I <- lists:seq(1, Samples)])}
+    end).
+
+probe_once(Procs, I, IntervalMs) ->
+    case I of
+        1 -> ok;
+        _ -> timer:sleep(IntervalMs)
+    end,
+    [{Name, Q, S, [frame(F) || F <- lists:sublist(St, 6)]}
+     || {Name, Pid} <- Procs, is_pid(Pid),
+        [{message_queue_len, Q}, {status, S}, {current_stacktrace, St}]
+            <- [erlang:process_info(Pid, [message_queue_len, status, current_stacktrace])]].
+
+frame({M, F, A, _}) when is_list(A) -> frame({M, F, length(A), []});
+frame({M, F, A, _}) ->
+    iolist_to_binary([atom_to_binary(M), $:, atom_to_binary(F), $/, integer_to_binary(A)]).
 
 %% Scheduler utilisation over Ms milliseconds (scheduler_wall_time is
 %% switched on for the measurement only: it is counted per process), or
