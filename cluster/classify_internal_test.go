@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/erlmcp/migctl/erl/agentapi"
 )
 
 // The rules of the package documentation, at the edges of the keep window:
@@ -226,7 +228,37 @@ func TestEvidenceTimesAChangeByItsFirstRecord(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, ActDrop, d.Action, d.Why)
 
+	// n1 deleted the key at 8100.000 and again at 8109.000 (having written
+	// it between); n2 lags and its last record is the first deletion. The
+	// two deletions look the same (op, digest, origin): timed by the
+	// origin's record, the island's last is the second, later than the
+	// loser's write at 8108.100, and it stands.
+	w = side(wNodes, ch(opDelete, 8109000, "n1", "n1", 0), ch(opDelete, 8100400, "n1", "n2", 0))
+	require.Equal(t, int64(8109000), w.Last["k"].us())
+	d, ok = decide(w, side(lNodes, ch(opWrite, 8108100, "n3", "n3", 22)), false, true)
+	require.True(t, ok)
+	require.Equal(t, ActDrop, d.Action, d.Why)
+	// The origin holds no copy (no record of its own): the earliest record.
+	w = side(wNodes, ch(opDelete, 8107900, "n9", "n1", 0), ch(opDelete, 8109100, "n9", "n2", 0))
+	require.Equal(t, int64(8107900), w.Last["k"].us())
+
 	// A recorder older than lookup_us (ms only) still orders by ms.
 	old := change{Op: opWrite, At: 8108, Origin: "n3", Node: "n3", Digest: 22}
 	require.Equal(t, int64(8108000), old.us())
+}
+
+// The merge's condition carries the merge node's record in µs; a plan
+// written before WinnerSeenUs (ms only) counts a change in the same
+// millisecond as seen, as the merge did then.
+func TestMergeCondSeenInMicroseconds(t *testing.T) {
+	p := func(v int64) *int64 { return &v }
+	d := Decision{ID: "k", Evidence: true, WinnerDigest: 7, WinnerSeen: p(8108), WinnerSeenUs: p(8108300)}
+	require.Equal(t, agentapi.MergeCond{Evidence: true, WinnerDigest: 7, WinnerSeenUs: 8108300}, mergeCond(d, true))
+	d.WinnerSeenUs = nil
+	require.Equal(t, int64(8108999), mergeCond(d, true).WinnerSeenUs, "an earlier plan")
+	d.WinnerSeen = p(0)
+	require.Equal(t, int64(0), mergeCond(d, true).WinnerSeenUs, "no change recorded")
+	d.WinnerSeen = nil
+	require.Equal(t, int64(-1), mergeCond(d, true).WinnerSeenUs, "record not read")
+	require.Equal(t, agentapi.MergeCond{}, mergeCond(Decision{ID: "k"}, true), "not on evidence")
 }

@@ -46,13 +46,16 @@
 // Evidence. Every node runs a change recorder (migctl_recorder, in the
 // migctl_node library an erlmcp release runs; evidence.go reads it): for
 // each key of the session tables, the last change that node's Mnesia
-// applied (write or delete, the node's time, the origin node, the digest
-// of the row written), fed by Mnesia's table events, bounded by a window
+// applied (write or delete, the node's time to the µs, the origin node,
+// the digest of the row written), fed by Mnesia's table events, bounded by a window
 // and a key cap, with its coverage (since when it has recorded without a
 // gap) stated. For every differing key, Plan reads each island's latest
-// recorded change (over all its nodes: a node records its whole island)
-// and the side whose last change is the later one wins, its row or its
-// deletion alike (equal times: a row over a deletion, then the winner).
+// recorded change (over all its nodes: a node records its whole island;
+// one change is timed by its earliest record, normally the origin's,
+// whose commit is reported to it before its client is answered; the other
+// replicas apply it later) and the
+// side whose last change is the later one wins, its row or its deletion
+// alike (equal times: a row over a deletion, then the winner).
 // This needs no split time and no keep window: a write in flight at the
 // cut is recorded when it commits, a deletion is recorded as such. The
 // records count as complete when both sides' coverage reaches back before
@@ -131,9 +134,9 @@
 // change they make after a decision for the loser's side is later than the
 // loser's change, so by the same rule it must win. A decision on evidence
 // therefore carries what it saw on the winner: the row's digest (0 when
-// absent) and the merge node's own record of the key (Decision.WinnerSeen,
-// the time of the last change its recorder had; that node records its
-// whole island). In the merge's transaction, under the table write lock
+// absent) and the merge node's own record of the key (Decision.WinnerSeen
+// and WinnerSeenUs, the time of the last change its recorder had, compared
+// to the µs; that node records its whole island). In the merge's transaction, under the table write lock
 // (every commit before it is then applied on the merge node, after one
 // system call that waits for its transaction manager, and reported to the
 // recorder),

@@ -200,9 +200,13 @@ func (cl *Cluster) islandEvidence(ctx context.Context, nodes []string, tab strin
 // their transaction manager, which under load can be milliseconds after
 // the client was answered (sym_trans sends the commit and returns). Taken
 // from the last of them, a change would look later than a change the
-// other side made after it was acknowledged, and win over it. So one
-// change recorded on several nodes is timed by its earliest record, and
-// the latest of the island's different changes is its last.
+// other side made after it was acknowledged, and win over it. So a record
+// is timed by its origin's record when that is the same change (same op,
+// digest and origin): the origin's stamp, or, when the origin's record is
+// a later change that looks the same (a second deletion), that later
+// change's, which is the island's last anyway. A change whose origin has
+// no record here (no copy on it) is timed by its earliest record. The
+// latest of the island's changes so timed is its last.
 func islandLast(byNode map[string]map[string]change, nodes []string, id string) (change, bool) {
 	var recs []change
 	for _, n := range nodes {
@@ -212,13 +216,17 @@ func islandLast(byNode map[string]map[string]change, nodes []string, id string) 
 	}
 	var last change
 	found := false
-	for i, c := range recs {
-		for _, o := range recs {
-			if o.same(c) && o.us() < c.us() {
-				c = o
+	for _, c := range recs {
+		if o, ok := byNode[c.Origin][id]; ok && o.same(c) {
+			c = o
+		} else {
+			for _, o := range recs {
+				if o.same(c) && o.us() < c.us() {
+					c = o
+				}
 			}
 		}
-		if i == 0 || c.us() > last.us() {
+		if !found || c.us() > last.us() {
 			last, found = c, true
 		}
 	}
@@ -242,18 +250,18 @@ type evidence struct {
 }
 
 // seenOn is node's own record of id as this evidence read it, for
-// Decision.WinnerSeen: the time of its last change (ms), 0 when it
-// recorded none, nil when its recorder was not read.
-func (s sideEvidence) seenOn(node, id string) *int64 {
+// Decision.WinnerSeen and WinnerSeenUs: the time of its last change (ms,
+// µs), 0 when it recorded none, nil when its recorder was not read.
+func (s sideEvidence) seenOn(node, id string) (ms, us *int64) {
 	m, ok := s.ByNode[node]
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	var at int64
+	var at, atUs int64
 	if c, ok := m[id]; ok {
-		at = c.At
+		at, atUs = c.At, c.us()
 	}
-	return &at
+	return &at, &atUs
 }
 
 // madeBy says whether c was made on one of nodes.

@@ -51,6 +51,10 @@ type Decision struct {
 	// (IslandPlan.Rep of the winner), 0 when it had none; nil when that
 	// recorder was not read (the digest alone is checked).
 	WinnerSeen *int64 `json:"winner_seen,omitempty"`
+	// WinnerSeenUs is the same time in µs, what the merge compares (nil
+	// in a plan written before it was kept: WinnerSeen's millisecond
+	// counts as seen whole).
+	WinnerSeenUs *int64 `json:"winner_seen_us,omitempty"`
 	// LoserChanged is the time (ms, the recording node's clock) of the
 	// loser's last recorded change of the key, for a decision on evidence;
 	// 0 when it recorded none. With more than one losing island it is what
@@ -583,7 +587,7 @@ func classifyEvidence(lp *LoserPlan, wk, lk map[string]keyInfo, ev *evidence) {
 		if inW {
 			d.WinnerLA, d.WinnerDigest = w.LastAccessed, w.Digest
 		}
-		d.WinnerSeen = ev.W.seenOn(ev.wRep, id)
+		d.WinnerSeen, d.WinnerSeenUs = ev.W.seenOn(ev.wRep, id)
 		desc := func(c change, ok bool, side sideEvidence) string {
 			if !ok {
 				return "none recorded since " + msTime(side.Since)
@@ -895,14 +899,21 @@ func (cl *Cluster) api() agentapi.Cluster { return agentapi.Cluster{C: cl.c} }
 
 // mergeCond is the condition of one change (migctl_cluster:merge/3): for a
 // decision on evidence the winner's digest and the merge node's record
-// time (-1: that record was not read), else the inference rules.
+// time in µs (-1: that record was not read), else the inference rules.
 func mergeCond(d Decision, ok bool) agentapi.MergeCond {
 	if !ok || !d.Evidence {
 		return agentapi.MergeCond{}
 	}
-	c := agentapi.MergeCond{Evidence: true, WinnerDigest: d.WinnerDigest, WinnerSeen: -1}
-	if d.WinnerSeen != nil {
-		c.WinnerSeen = *d.WinnerSeen
+	c := agentapi.MergeCond{Evidence: true, WinnerDigest: d.WinnerDigest, WinnerSeenUs: -1}
+	switch {
+	case d.WinnerSeenUs != nil:
+		c.WinnerSeenUs = *d.WinnerSeenUs
+	case d.WinnerSeen != nil && *d.WinnerSeen > 0:
+		// A plan of an earlier migctl: a change in the same millisecond
+		// as the one seen counts as seen, as it did then.
+		c.WinnerSeenUs = *d.WinnerSeen*1000 + 999
+	case d.WinnerSeen != nil:
+		c.WinnerSeenUs = 0
 	}
 	return c
 }

@@ -128,8 +128,9 @@ func place(l agentapi.Look) string {
 func busy(l agentapi.Look) bool { return l.Status != "waiting" || l.Queue > 0 }
 
 // Run looks at nodes' session processes for o.Duration. A node that fails
-// is reported in Errors and the others go on; the error is non-nil only
-// when no node could be looked at (or ctx ended before any look).
+// is reported in Errors and the others go on; the error is non-nil when
+// no node could be looked at, or when ctx ended first (the report then
+// holds the looks taken until then).
 func Run(ctx context.Context, api agentapi.Migrate, nodes []string, o Options) (*Report, error) {
 	o = o.withDefaults()
 	per := max(1, min(25, int(time.Second/o.Interval)))
@@ -145,6 +146,9 @@ func Run(ctx context.Context, api agentapi.Migrate, nodes []string, o Options) (
 				left := o.Duration - time.Since(start)
 				k := max(1, min(per, int(left/o.Interval)))
 				ls, err := api.Probe(ctx, n, o.DetsTable, k, o.Interval)
+				if err != nil && ctx.Err() != nil {
+					return // interrupted: what was looked at so far is reported
+				}
 				if err != nil {
 					errs[i] = err
 					o.Log.Warn("probe failed", "node", n, "err", err)
@@ -174,10 +178,7 @@ func Run(ctx context.Context, api agentapi.Migrate, nodes []string, o Options) (
 	if len(rep.Errors) == len(nodes) {
 		return rep, fmt.Errorf("no node could be looked at: %w", errors.Join(errs...))
 	}
-	if len(rep.Procs) == 0 && ctx.Err() != nil {
-		return rep, ctx.Err()
-	}
-	return rep, nil
+	return rep, ctx.Err()
 }
 
 // procOrder is the order processes are reported in.

@@ -48,12 +48,12 @@ type Change struct {
 type MergeCond struct {
 	// Evidence: decided from the change records. The change applies only
 	// while the row's digest is WinnerDigest (0: absent) and the node's
-	// recorder has no change of the key after WinnerSeen (ms; 0: it had
-	// none; -1: not read, the digest alone decides). Otherwise (inference)
-	// by last_accessed and write time.
+	// recorder has no change of the key after WinnerSeenUs (µs, as
+	// Change.AtUs; 0: it had none; -1: not read, the digest alone
+	// decides). Otherwise (inference) by last_accessed and write time.
 	Evidence     bool
 	WinnerDigest uint32
-	WinnerSeen   int64
+	WinnerSeenUs int64
 }
 
 // MergeWrite is a loser's row to write.
@@ -84,7 +84,7 @@ func (c MergeCond) frame(b []byte) []byte {
 		return append(b, make([]byte, 1+4+8)...)
 	}
 	b = binary.BigEndian.AppendUint32(append(b, 1), c.WinnerDigest)
-	return binary.BigEndian.AppendUint64(b, uint64(c.WinnerSeen))
+	return binary.BigEndian.AppendUint64(b, uint64(c.WinnerSeenUs))
 }
 
 // Merge applies writes and deletes to tab on node in one transaction,

@@ -11,7 +11,7 @@ func TestMergeCondFrame(t *testing.T) {
 	if got := (MergeCond{}).frame(nil); len(got) != 13 || string(got) != string(make([]byte, 13)) {
 		t.Fatalf("inference frame %v", got)
 	}
-	got := MergeCond{Evidence: true, WinnerDigest: 0xdeadbeef, WinnerSeen: -1}.frame([]byte{9})
+	got := MergeCond{Evidence: true, WinnerDigest: 0xdeadbeef, WinnerSeenUs: -1}.frame([]byte{9})
 	if len(got) != 14 || got[0] != 9 || got[1] != 1 || binary.BigEndian.Uint32(got[2:]) != 0xdeadbeef || int64(binary.BigEndian.Uint64(got[6:])) != -1 {
 		t.Fatalf("evidence frame %v", got)
 	}

@@ -165,11 +165,7 @@ changes(Tab, Ids) ->
         %% its island read at the same moment (the merge compares with it).
         tm_barrier(),
         L = case code:is_loaded(migctl_recorder) of
-                {file, _} ->
-                    case erlang:function_exported(migctl_recorder, lookup_us, 2) of
-                        true -> migctl_recorder:lookup_us(Tab, ids(Ids, []));
-                        false -> [{K, Op, Ms * 1000, O, D} || {K, Op, Ms, O, D} <- migctl_recorder:lookup(Tab, ids(Ids, []))]
-                    end;
+                {file, _} -> lookup_us(Tab, ids(Ids, []));
                 false -> []
             end,
         {ok, iolist_to_binary(
@@ -539,8 +535,9 @@ start_mnesia() ->
 %%   (a) the row is still the one the heal last read on the winner
 %%   (Digest, the bucket digest of the record, or 0 for absent), and
 %%   (b) this node's change recorder has no change of the key later than
-%%   Seen, the time of the last change it had recorded when the decision
-%%   was made (0: none; -1: that record was not read, (a) alone decides).
+%%   Seen, the time (µs) of the last change it had recorded when the
+%%   decision was made (0: none; -1: that record was not read, (a) alone
+%%   decides).
 %%   (b) is what catches the changes (a) cannot see: a delete of a row
 %%   already absent, or a write and a delete that leave the row absent
 %%   again. The recorder is asked after the table lock is taken, so every
@@ -626,11 +623,19 @@ delete_applies(1, Dg, Id, _Before, Cur) -> digest(Id, Cur) =:= Dg;
 delete_applies(_, _, _, Before, [{_, _, _, Wt}]) -> wtime(Wt) < Before;
 delete_applies(_, _, _, _, _) -> false.
 
-%% recorded(Tab, Ids) -> #{Id => Millis}: this node's recorder's last
-%% change of each of Ids.
+%% recorded(Tab, Ids) -> #{Id => Micros}: this node's recorder's last
+%% change of each of Ids (µs, as changes/2 reports them).
 recorded(_, []) -> #{};
 recorded(Tab, Ids) ->
-    maps:from_list([{Id, Ms} || {Id, _Op, Ms, _O, _D} <- migctl_recorder:lookup(Tab, Ids)]).
+    maps:from_list([{Id, Us} || {Id, _Op, Us, _O, _D} <- lookup_us(Tab, Ids)]).
+
+%% lookup_us(Tab, Ids): the recorder's changes with their times in µs; a
+%% recorder older than its lookup_us/2 keeps ms, taken as Millis * 1000.
+lookup_us(Tab, Ids) ->
+    case erlang:function_exported(migctl_recorder, lookup_us, 2) of
+        true -> migctl_recorder:lookup_us(Tab, Ids);
+        false -> [{K, Op, Ms * 1000, O, D} || {K, Op, Ms, O, D} <- migctl_recorder:lookup(Tab, Ids)]
+    end.
 
 %% tm_barrier(): wait until this node's Mnesia transaction manager has
 %% handled every message ahead of ours. A transaction coordinated on
@@ -655,7 +660,7 @@ recorder_running() ->
 winner_changed(_, _, Seen) when Seen < 0 -> false;
 winner_changed(Rec, Id, Seen) ->
     case maps:find(Id, Rec) of
-        {ok, Ms} -> Ms > Seen;
+        {ok, Us} -> Us > Seen;
         error -> false
     end.
 
