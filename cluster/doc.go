@@ -118,7 +118,8 @@
 // while it rejoined can reach some replicas and not others, so replicas
 // that differ are repaired (repairReplicas: each key rewritten, or
 // deleted, from the copy whose own record accounts for it and whose change
-// is the latest; no such copy: the copy most nodes share) and verified
+// is the latest, each timed by its origin's record; no such copy: the copy
+// most nodes share) and verified
 // again. HealReport.LongestFence says how long the losers' clients could
 // have waited. Every step is journaled, with the plan and the backups in a
 // state record: Resume continues an interrupted heal; until the losers

@@ -217,20 +217,27 @@ func islandLast(byNode map[string]map[string]change, nodes []string, id string) 
 	var last change
 	found := false
 	for _, c := range recs {
-		if o, ok := byNode[c.Origin][id]; ok && o.same(c) {
-			c = o
-		} else {
-			for _, o := range recs {
-				if o.same(c) && o.us() < c.us() {
-					c = o
-				}
-			}
-		}
+		c = originTimed(byNode, recs, id, c)
 		if !found || c.us() > last.us() {
 			last, found = c, true
 		}
 	}
 	return last, found
+}
+
+// originTimed is c, one node's record of id, with the time it is to be
+// ordered by (see islandLast): its origin's record when that is the same
+// change, else the earliest of recs that is.
+func originTimed(byNode map[string]map[string]change, recs []change, id string, c change) change {
+	if o, ok := byNode[c.Origin][id]; ok && o.same(c) {
+		return o
+	}
+	for _, o := range recs {
+		if o.same(c) && o.us() < c.us() {
+			c = o
+		}
+	}
+	return c
 }
 
 // evidence is what both sides of one comparison recorded.

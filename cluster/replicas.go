@@ -71,6 +71,10 @@ func (cl *Cluster) repairReplicas(ctx context.Context, vr []ReplicationReport, d
 			return done, err
 		}
 		ref := slices.Index(nodes, r.Reference)
+		byNode := map[string]map[string]change{}
+		for i, n := range nodes {
+			byNode[n] = chs[i]
+		}
 		for i, n := range nodes {
 			var all []backends.Row
 			for _, x := range rows[i] {
@@ -89,11 +93,22 @@ func (cl *Cluster) repairReplicas(ctx context.Context, vr []ReplicationReport, d
 			// the node last wrote, or no row after a recorded
 			// deletion), the latest change wins; no such copy: the one
 			// most nodes share.
+			// Each record is timed by its origin's (originTimed): a
+			// replica stamps a change when it applies it, later than the
+			// node that made it.
+			var recs []change
+			for i := range nodes {
+				if c, ok := chs[i][id]; ok {
+					recs = append(recs, c)
+				}
+			}
 			best, at := ref, int64(-1)
 			for i := range nodes {
 				k, present := infos[i][id]
-				if c, ok := chs[i][id]; ok && c.explains(k, present) && c.us() > at {
-					best, at = i, c.us()
+				if c, ok := chs[i][id]; ok && c.explains(k, present) {
+					if t := originTimed(byNode, recs, id, c).us(); t > at {
+						best, at = i, t
+					}
 				}
 			}
 			d := Decision{ID: id, Evidence: true}
