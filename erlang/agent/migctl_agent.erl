@@ -258,6 +258,9 @@ next_rows({ets, Tab}, Cursor, Limit) ->
          end,
     ets_walk(Tab, K0, Limit, []);
 next_rows({dets, Tab, _, _, _}, Cursor, Limit) ->
+    %% The pass holds the table fixed (fix/1): not near DETS's limit
+    %% (migctl_dets:room/1).
+    migctl_dets:need_room(Tab),
     R = case Cursor of
             <<>> -> dets:select(Tab, [{'_', [], ['$_']}], Limit);
             _ -> dets:select(binary_to_term(Cursor))
@@ -464,7 +467,7 @@ wire(_) -> <<>>.
 %% this process makes every row present throughout the scan come exactly
 %% once; rows written during it may or may not come. The fixation ends
 %% with the process. An ordered_set walked by key needs none.
-fix({dets, Tab, _, _, _}) -> dets:safe_fixtable(Tab, true);
+fix({dets, Tab, _, _, _}) -> migctl_dets:need_room(Tab), dets:safe_fixtable(Tab, true);
 fix({mnesia, Tab}) -> ets:safe_fixtable(Tab, true);
 fix(_) -> ok.
 

@@ -41,10 +41,31 @@
 %% server's own fold can also miss or catch a write: a check treats such
 %% rows as in flight (its bucket goes to the next round, and suspects are
 %% read again by key before anything is reported).
+%%
+%% DETS's 2 GB limit. dets_utils:alloc/2 places nothing past
+%% 2^31 - 50,000,000 bytes (2,097,483,648; it keeps the rest for its free
+%% lists); at that address an insert fails inside the DETS server with
+%% no_more_space_on_file, which OTP 25's server treats as a bug: the table
+%% answers errors from then on, its close fails, and the repair on
+%% reopening needs a second file as large, which fails the same way
+%% (measured: 1,425,606 sessions of 1 KB inserted one by one, 2.097 GB).
+%% And a fixed table hands no space freed during the fixation to new
+%% collections: every session created or deleted while a pass holds the
+%% table costs new space at the end of the file. So a pass does not fix a
+%% file within the reserve of that limit (room/1: migctl_node's
+%% dets_fix_reserve_bytes, 128 MiB by default) and stops, releasing the
+%% table, when the file grows into it: the operator is told why
+%% ({dets_near_limit, FileSize, Limit}) before the application's table
+%% breaks.
 -module(migctl_dets).
 
 -export([used_slots/1, slot/2, slot/3, m/1, slot_objects/2,
-         raw_open/2, raw_close/1, raw_slots/3, fold/4]).
+         raw_open/2, raw_close/1, raw_slots/3, fold/4, room/1, need_room/1, near_limit_text/2]).
+
+%% The last address dets_utils:alloc/2 gives out (2^31 less the 50 MB it
+%% keeps for its free lists), and the default reserve below it.
+-define(DETS_LIMIT, 2097483648).
+-define(FIX_RESERVE, 134217728).
 
 %% dets_v9's collection status of a live object collection.
 -define(DETS_ACTIVE, 16#12345678).
@@ -219,9 +240,10 @@ seg_addrs(Fd, Segs) ->
 %% gathered, and the whole pass was done again through the server).
 %% Errors of the server fail as {error, <<"dets: ...">>}; what OnRow
 %% raises passes through.
-fold(Tab, OnRow, _, server) -> server_fold(Tab, OnRow), server;
+fold(Tab, OnRow, _, server) -> need_room(Tab), server_fold(Tab, OnRow), server;
 fold(Tab, OnRow, Reset, How) when How =:= auto; How =:= raw_unfixed ->
     Fix = How =:= auto,
+    need_room(Tab),
     Fix andalso dets:safe_fixtable(Tab, true),
     try
         Next = used_slots(Tab),
@@ -246,10 +268,45 @@ fold(Tab, OnRow, Reset, How) when How =:= auto; How =:= raw_unfixed ->
     end.
 
 server_fold(Tab, OnRow) ->
-    case dets:foldl(fun(R, A) -> OnRow(R), A end, ok, Tab) of
+    %% dets:foldl/3 fixes the table for its whole pass: the room is
+    %% looked at every 10,000 rows.
+    case dets:foldl(fun(R, N) ->
+                            OnRow(R),
+                            N rem 10000 =:= 0 andalso need_room(Tab),
+                            N + 1
+                    end, 1, Tab) of
         {error, E} -> fail(migctl_lib:error_text("dets", E));
         _ -> ok
     end.
+
+%% room(Tab) -> ok | {near_limit, FileSize, Limit}: whether Tab's file may
+%% be fixed, or stay fixed (see DETS's 2 GB limit at the top).
+room(Tab) ->
+    Reserve = case application:get_env(migctl_node, dets_fix_reserve_bytes) of
+                  {ok, R} when is_integer(R), R >= 0 -> R;
+                  _ -> ?FIX_RESERVE
+              end,
+    case dets:info(Tab, file_size) of
+        Size when is_integer(Size), Size + Reserve > ?DETS_LIMIT -> {near_limit, Size, max(0, ?DETS_LIMIT - Reserve)};
+        _ -> ok
+    end.
+
+%% need_room(Tab): room/1, or the pass fails with dets_near_limit (a
+%% fixation this process holds ends with it).
+need_room(Tab) ->
+    case room(Tab) of
+        ok -> ok;
+        {near_limit, Size, Max} -> fail(near_limit_text(Size, Max))
+    end.
+
+%% near_limit_text(FileSize, Max): the reason an operator reads.
+near_limit_text(Size, Max) ->
+    iolist_to_binary(io_lib:format(
+      "dets_near_limit: the DETS file is ~b bytes, past ~b (DETS fails at ~b bytes, and a pass holding "
+      "the table makes the file grow): the pass stopped and let go of the table; the file must shrink "
+      "first (expired sessions deleted, or the file compacted by a repair), see the runbook, DETS's 2 GB limit",
+      [Size, Max, ?DETS_LIMIT])).
+
 
 %% direct(Raw, OnRow) -> true | false: every slot, read in two phases.
 %% First every slot entry (Next * 8 bytes, a whole segment of 256 entries
@@ -270,6 +327,7 @@ direct({raw, Fd, Tab, Next, _} = Raw, OnRow) ->
     case entries(Fd, Next, 0, #{}) of
         {ok, Bands} ->
             lists:all(fun(B) ->
+                              need_room(Tab),
                               read_band(Raw, OnRow, maps:get(B, Bands))
                                   andalso used_slots(Tab) =:= Next
                       end, lists:sort(maps:keys(Bands)));

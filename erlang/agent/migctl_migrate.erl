@@ -259,6 +259,7 @@ step(Server, {Op, Nodes}, C, Limit, DryRun, TimeoutMs) ->
         exit:{Why, _} -> {error, reason({store_server_crashed, Why})}
     end.
 
+reason({dets_near_limit, Size, Max}) -> migctl_dets:near_limit_text(Size, Max);
 reason(R) when is_atom(R); is_binary(R) -> R;
 reason(R) -> iolist_to_binary(io_lib:format("~0P", [R, 20])).
 

@@ -1429,6 +1429,7 @@ scan(dets, #{table_name := T}, Cursor, Limit) ->
     %% that runs these batches, and end with the pass.
     case Cursor of
         start ->
+            need_room(T),
             fix(T),
             returned_table(),
             %% Under a steady stream of inserts the traversal keeps meeting
@@ -1485,7 +1486,45 @@ scan(K, _, _, _) ->
 %% have been reorganised unfixed): the pass starts again.
 pass_state(T) ->
     (fixed_by_me(T) andalso ets:whereis(?BFKEYS) =/= undefined)
-        orelse throw({hybrid, {cursor, pass_lost}}).
+        orelse throw({hybrid, {cursor, pass_lost}}),
+    case dets_room(T) of
+        ok -> ok;
+        Near -> end_pass(T), throw({hybrid, Near})
+    end.
+
+%% DETS's 2 GB limit: dets_utils:alloc/2 places nothing past 2^31 less the
+%% 50 MB it keeps for its free lists (2,097,483,648 bytes). There an insert
+%% fails inside the DETS server (no_more_space_on_file), which OTP 25
+%% treats as a bug: the table answers errors from then on, its close
+%% fails, and the repair on reopening needs a second file as large, which
+%% fails the same way (measured: 1,425,606 sessions of 1 KB inserted one
+%% by one, the file at 2.097 GB). A fixed table hands no space freed
+%% during the fixation to new collections, so while a backfill pass holds
+%% it every session created or deleted costs new space at the end of the
+%% file. So a pass does not fix a file within the reserve of that limit
+%% (migctl_node's dets_fix_reserve_bytes, 128 MiB by default) and ends,
+%% letting go of the table, when the file grows into it: the backfill
+%% stops with {dets_near_limit, FileSize, Max} before the application's
+%% table breaks. migctl's agent applies the same rule to its own passes
+%% (migctl_dets:room/1).
+-define(DETS_LIMIT, 2097483648).
+-define(FIX_RESERVE, 134217728).
+
+dets_room(T) ->
+    Reserve = case application:get_env(migctl_node, dets_fix_reserve_bytes) of
+                  {ok, R} when is_integer(R), R >= 0 -> R;
+                  _ -> ?FIX_RESERVE
+              end,
+    case dets:info(T, file_size) of
+        Size when is_integer(Size), Size + Reserve > ?DETS_LIMIT -> {dets_near_limit, Size, max(0, ?DETS_LIMIT - Reserve)};
+        _ -> ok
+    end.
+
+need_room(T) ->
+    case dets_room(T) of
+        ok -> ok;
+        Near -> throw({hybrid, Near})
+    end.
 
 %% returned_table(): ?BFKEYS, empty, for the keys the traversal returns.
 returned_table() ->
