@@ -286,9 +286,25 @@ room(Tab) ->
                   {ok, R} when is_integer(R), R >= 0 -> R;
                   _ -> ?FIX_RESERVE
               end,
-    case dets:info(Tab, file_size) of
+    %% The file's size on disk (a stat), not dets:info(Tab, file_size),
+    %% which writes the server's cache of delayed writes to the file first:
+    %% asked at every batch of a pass, that changed how the application's
+    %% writes interleave with a fixed traversal, and a DETS traversal is
+    %% not exact under inserts even fixed (a row then came twice).
+    case file_size(Tab) of
         Size when is_integer(Size), Size + Reserve > ?DETS_LIMIT -> {near_limit, Size, max(0, ?DETS_LIMIT - Reserve)};
         _ -> ok
+    end.
+
+%% file_size(Tab): the size of Tab's file on disk, or undefined.
+file_size(Tab) ->
+    case dets:info(Tab, filename) of
+        F when is_list(F) ->
+            case file:read_file_info(F) of
+                {ok, I} -> element(2, I);
+                _ -> undefined
+            end;
+        _ -> undefined
     end.
 
 %% need_room(Tab): room/1, or the pass fails with dets_near_limit (a

@@ -1515,9 +1515,22 @@ dets_room(T) ->
                   {ok, R} when is_integer(R), R >= 0 -> R;
                   _ -> ?FIX_RESERVE
               end,
-    case dets:info(T, file_size) of
+    %% A stat of the file, not dets:info(T, file_size), which writes the
+    %% server's cache of delayed writes first (see migctl_dets:room/1).
+    case file_size(T) of
         Size when is_integer(Size), Size + Reserve > ?DETS_LIMIT -> {dets_near_limit, Size, max(0, ?DETS_LIMIT - Reserve)};
         _ -> ok
+    end.
+
+%% file_size(T): the size of T's file on disk, or undefined.
+file_size(Tab) ->
+    case dets:info(Tab, filename) of
+        F when is_list(F) ->
+            case file:read_file_info(F) of
+                {ok, I} -> element(2, I);
+                _ -> undefined
+            end;
+        _ -> undefined
     end.
 
 need_room(T) ->
