@@ -35,7 +35,7 @@ erlmcp's own call is what they wait on. Nothing on the nodes changes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Duration <= 0 || o.Duration > 24*time.Hour {
-				return cliutil.Usage("--duration must be between 1ns and 24h, got %s", o.Duration)
+				return cliutil.Usage("--duration must be positive and at most 24h, got %s", o.Duration)
 			}
 			if o.Interval < 10*time.Millisecond || o.Interval > time.Minute {
 				return cliutil.Usage("--interval must be between 10ms and 1m, got %s", o.Interval)

@@ -323,7 +323,6 @@ near_limit_text(Size, Max) ->
       "first (expired sessions deleted, or the file compacted by a repair), see the runbook, DETS's 2 GB limit",
       [Size, Max, ?DETS_LIMIT])).
 
-
 %% direct(Raw, OnRow) -> true | false: every slot, read in two phases.
 %% First every slot entry (Next * 8 bytes, a whole segment of 256 entries
 %% a pread), kept as <<Pos:32, Size:32, Slot:32>> per non-empty slot (12
