@@ -21,7 +21,8 @@ import (
 // backfill under way stops at its next batch when the file grows into the
 // reserve; migctl's own passes (a full check's sums, an export) refuse
 // too. After each the table is not fixed and the application's calls
-// work; with the reserve back to its default the backfill completes.
+// work; with the reserve back to its default the backfill completes. A
+// load generator works the store all along.
 func TestPassesLeaveADETSNearItsLimit(t *testing.T) {
 	cl := testkit.Start(t, testkit.Options{Nodes: 1, Mnesia: true, Backend: "erlmcp_session_backend_hybrid",
 		AppEnv: hybridEnv("erlmcp_session_dets", "erlmcp_session_mnesia", "phase0")})
@@ -31,6 +32,10 @@ func TestPassesLeaveADETSNearItsLimit(t *testing.T) {
 	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(1500)}, r)
 	_, err := m.SetPhase(ctx, Phase1, ChangeOptions{Reason: "limit test"})
 	require.NoError(t, err)
+	// Clients keep working the store throughout (new sessions, deletes,
+	// fetches), as they would while the file nears its limit.
+	startLoad(t, cl, 300, 3000)
+	defer closeLoad(cl)
 	reserve := func(b int64) {
 		t.Helper()
 		require.Equal(t, erl.Atom("ok"), evalTerm(t, cl, 0, `application:set_env(migctl_node, dets_fix_reserve_bytes, B)`, map[string]erl.Term{"B": b}))
@@ -88,4 +93,8 @@ func TestPassesLeaveADETSNearItsLimit(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, rep.Record.Stats.Scanned, int64(1500))
 	unfixedAndServing("backfill done")
+	for _, st := range stopLoad(t, cl) {
+		t.Logf("load: %v", describe(st))
+		require.EqualValues(t, 0, erl.Int64(st[erl.Atom("errors")]), "the clients' calls all succeeded while the passes refused and stopped")
+	}
 }
