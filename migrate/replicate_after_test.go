@@ -198,7 +198,11 @@ func TestRollbackAddsRemovedReplicasBack(t *testing.T) {
 		}
 		return nil
 	}
-	_, err = m.Backfill(ctx, BackfillOptions{ReplicateAfter: true, Reason: "test", BatchSize: 100})
+	// A call budget of 1 ms: each call copies about one batch, so node 2's
+	// pass takes several calls and the crash between two of them happens
+	// (with the default budget a fast node copied its 450 sessions in one
+	// call, and the hook, which runs between calls, never fired).
+	_, err = m.Backfill(ctx, BackfillOptions{ReplicateAfter: true, Reason: "test", BatchSize: 100, CallBudget: time.Millisecond})
 	require.ErrorIs(t, err, crash)
 	m.hook = nil
 	cs, err := m.api().TableCopies(ctx, cl.Nodes[0].Name, "erlmcp_session")
