@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS  := ./...
 # OS packages the tests and the demo need (Debian names).
-DEBS  := erlang-base erlang-mnesia erlang-crypto erlang-runtime-tools rebar3 openssh-server iproute2 prometheus prometheus-alertmanager
+DEBS  := erlang-base erlang-mnesia erlang-crypto erlang-runtime-tools rebar3 openssh-server iproute2 prometheus prometheus-alertmanager faketime
 AGENT_SRC  := $(wildcard erlang/agent/*.erl)
 AGENT_BEAM := $(AGENT_SRC:.erl=.beam)
 

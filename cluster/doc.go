@@ -175,6 +175,18 @@
 // and a write whose commit reordered against its timestamp can be taken
 // for a deletion.
 //
+// migctl's own clock is never compared with the nodes': the last read under
+// the fence asks each loser what its recorder saw since the node's own
+// time at the previous read (migctl_cluster:clock/0), and the fence's flag
+// runs for a duration by the node's clock. migctl may run on a host whose
+// clock is off, and an Erlang node's system time does not follow a step of
+// its host's clock after it booted (the default no_time_warp mode): with
+// migctl's time, a loser behind it answered "nothing changed" and the
+// writes its clients made between the two reads were discarded by the
+// reload (most likely what one CI run met; TestHealUnderLoadClockSkew runs
+// the nodes 5 s behind). read-changes says when a loser's clock is more than 250 ms
+// from migctl's.
+//
 // # Watch
 //
 // Watch starts a forwarder process on every node (migctl_cluster:forwarder/2)

@@ -108,9 +108,12 @@ type HealReport struct {
 	// flagged those whose dirty writers were told to take locks.
 	fenced, flagged []string
 	fencedAt        time.Time
-	// readAt is when the last read of the losers' changes began (zero: no
-	// read in this run, e.g. a resume).
-	readAt time.Time
+	// readMarks: each losing node's own clock (erlang:system_time, ms)
+	// when the last read of the losers' changes began; nil: no read in
+	// this run (e.g. a resume). Their times, not migctl's, because the
+	// change records they are compared with are stamped by the nodes, and
+	// migctl's host need not agree with theirs (see catchUp).
+	readMarks map[string]int64
 }
 
 // healState is the journal's record of a heal in progress.
@@ -775,7 +778,10 @@ func (cl *Cluster) stepVerify(ctx context.Context, _ *Plan, opts ExecuteOptions,
 // rows the losers wrote out of their own copies, into rep and the changes
 // files. Islands in skip keep the changes read before.
 func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport, skip map[int]bool) (string, error) {
-	started := time.Now()
+	marks, skew, err := cl.clockMarks(ctx, p, skip)
+	if err != nil {
+		return "", err
+	}
 	refreshed, err := cl.refresh(ctx, p, skip)
 	if err != nil {
 		return "", err
@@ -822,6 +828,9 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 		}
 	}
 	detail := fmt.Sprintf("%d rows (%s)", n, refreshed)
+	if skew != "" {
+		detail += "; " + skew
+	}
 	if len(gone) > 0 {
 		detail += "; " + strings.Join(gone, "; ")
 	}
@@ -834,9 +843,65 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 	} else if note != "" {
 		detail += "; " + note
 	}
-	rep.readAt = started
+	rep.readMarks = marks
 	return detail, nil
 }
+
+// clockMarks reads the clock of every node of every losing island read
+// this time (not in skip), before their changes are read: catchUp later
+// asks each of them what changed since its own mark. skew says, for the
+// operator, which nodes' clocks are far from migctl's (harmless to the
+// heal, which never compares the two; worth knowing when reading logs).
+func (cl *Cluster) clockMarks(ctx context.Context, p *Plan, skip map[int]bool) (map[string]int64, string, error) {
+	var nodes []string
+	for _, tp := range p.Tables {
+		for _, lp := range tp.Losers {
+			if !skip[lp.Island] {
+				nodes = append(nodes, p.Islands[lp.Island].Nodes...)
+			}
+		}
+	}
+	nodes = dedupe(nodes)
+	ms := make([]int64, len(nodes))
+	errs := make([]error, len(nodes))
+	before := time.Now()
+	forEach(nodes, func(i int, n string) {
+		ms[i], errs[i] = cl.api().Clock(ctx, n)
+	})
+	after := time.Now()
+	if err := errors.Join(errs...); err != nil {
+		return nil, "", fmt.Errorf("read the losers' clocks: %w", err)
+	}
+	marks := make(map[string]int64, len(nodes))
+	var far []string
+	for i, n := range nodes {
+		marks[n] = ms[i]
+		// A node's reading lies between migctl's before and after.
+		switch lo, hi := before.UnixMilli(), after.UnixMilli(); {
+		case ms[i] < lo-clockNote:
+			far = append(far, fmt.Sprintf("%s %v behind", n, time.Duration(lo-ms[i])*time.Millisecond))
+		case ms[i] > hi+clockNote:
+			far = append(far, fmt.Sprintf("%s %v ahead", n, time.Duration(ms[i]-hi)*time.Millisecond))
+		}
+	}
+	if len(far) == 0 {
+		return marks, "", nil
+	}
+	return marks, "clocks differ from migctl's: " + strings.Join(far, ", ") + " (each node's changes are read by its own clock)", nil
+}
+
+// clockNote: how far a node's clock may be from migctl's before the heal
+// mentions it.
+const clockNote = 250
+
+// catchUpMargin is taken off each node's mark when asking what changed
+// since: a change is stamped when the node's recorder handles it, which can
+// only be later than the change, so no margin is needed for correctness;
+// a few more keys re-decided cost little and cover a clock that was
+// stepped back on the node between the mark and the change (Erlang's
+// system time does not follow a step in its default mode, but a node run
+// with +C multi_time_warp does).
+const catchUpMargin = 1000
 
 // fence holds the writers of every reachable losing island and then reads
 // the losers' changes a last time. On every losing node it first tells
@@ -852,11 +917,12 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
 	skip := map[int]bool{}
 	var held, stopped []string
-	until := time.Now().Add(opts.FenceTimeout).UnixMilli()
 	losers := reachableLosers(p)
 	errs := make([]error, len(losers))
+	// For FenceTimeout by each node's own clock: the flag is compared with
+	// it by the node's writers, and migctl's clock need not agree.
 	forEach(losers, func(i int, n string) {
-		errs[i] = cl.api().FenceFlag(ctx, n, until)
+		errs[i] = cl.api().FenceFlag(ctx, n, opts.FenceTimeout)
 	})
 	rep.flagged = losers
 	if err := errors.Join(errs...); err != nil {
@@ -903,7 +969,8 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 }
 
 // catchUp re-decides only the keys the losers changed since the previous
-// read of their changes (rep.readAt, less a second for clocks), from their
+// read of their changes (each node's rep.readMarks, by its own clock, less
+// catchUpMargin), from their
 // change records (migctl_cluster:changed_since/2), and reads those rows;
 // every other decision and row stands (the losers did not change them,
 // and a change the winners made since is caught by the merge's
@@ -911,10 +978,9 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 // this run, a comparison without complete evidence, or a loser whose
 // records do not reach back that far; the caller then reads in full.
 func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport, skip map[int]bool) (string, bool, error) {
-	if rep.readAt.IsZero() {
+	if rep.readMarks == nil {
 		return "", false, nil
 	}
-	since := rep.readAt.Add(-time.Second).UnixMilli()
 	type job struct {
 		ti, li int
 		ids    []string
@@ -931,7 +997,11 @@ func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, re
 			seen := map[string]bool{}
 			var ids []string
 			for _, n := range p.Islands[lp.Island].Nodes {
-				changed, known, err := cl.api().ChangedSince(ctx, n, tp.Table, since)
+				mark, ok := rep.readMarks[n]
+				if !ok {
+					return "", false, nil // not read last time: read in full
+				}
+				changed, known, err := cl.api().ChangedSince(ctx, n, tp.Table, mark-catchUpMargin)
 				if err != nil {
 					return "", false, err
 				}

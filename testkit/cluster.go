@@ -44,6 +44,36 @@ type Options struct {
 	// Cookie overrides the test binary's cookie for these nodes (to test
 	// a wrong cookie).
 	Cookie string
+	// ClockOffset runs every node with its clock this far from the host's
+	// (and so from migctl's), through libfaketime (Debian's libfaketime,
+	// installed by make deps): the nodes' erlang:system_time is off by it,
+	// their monotonic clocks and timers are not. What a node sees when the
+	// host's clock was stepped after it booted (in Erlang's default
+	// no_time_warp mode its system time does not follow), or what migctl
+	// sees of nodes on another host whose clock is off.
+	ClockOffset time.Duration
+}
+
+// libfaketime is Debian's path of the thread-safe libfaketime.
+const libfaketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+// clockEnv is the environment that starts a node with its clock d from
+// the host's.
+func clockEnv(d time.Duration) ([]string, error) {
+	if d == 0 {
+		return nil, nil
+	}
+	if _, err := os.Stat(libfaketime); err != nil {
+		return nil, fmt.Errorf("ClockOffset needs libfaketime (make deps installs Debian's faketime): %w", err)
+	}
+	return []string{
+		"LD_PRELOAD=" + libfaketime,
+		// A relative offset in seconds, applied to the realtime clock
+		// only: timers, sleeps and the distribution's ticks keep the
+		// true monotonic clock.
+		fmt.Sprintf("FAKETIME=%+.3f", d.Seconds()),
+		"FAKETIME_DONT_FAKE_MONOTONIC=1",
+	}, nil
 }
 
 // Cluster is a set of running Erlang nodes owned by one test.
@@ -165,6 +195,11 @@ func (n *Node) start() error {
 		}
 	}
 	cmd.Env = append(os.Environ(), "HOME="+home, "ERL_EPMD_PORT="+strconv.Itoa(e.epmdPort))
+	ce, err := clockEnv(o.ClockOffset)
+	if err != nil {
+		return err
+	}
+	cmd.Env = append(cmd.Env, ce...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -295,14 +330,27 @@ func (n *Node) Tail() string {
 	return string(b)
 }
 
+// LogDirEnv names a folder where Stop copies the whole log of every node of
+// a failed test (the output shows only the end of each).
+const LogDirEnv = "MIGCTL_TEST_LOG_DIR"
+
 // Stop stops every node of the cluster (registered with t.Cleanup by Start).
 // When the test failed, the end of each node's log goes to the test's
 // output first: the temporary directory holding it is removed afterwards,
 // and a failure under CI is otherwise hard to explain.
 func (c *Cluster) Stop() {
 	if c.t.Failed() {
+		keep := os.Getenv(LogDirEnv)
 		for _, n := range c.Nodes {
 			c.t.Logf("log of %s (last 3000 bytes):\n%s", n.Name, n.Tail())
+			if keep != "" {
+				if b, err := os.ReadFile(n.Log); err == nil && os.MkdirAll(keep, 0o755) == nil {
+					f := filepath.Join(keep, n.Name+".log")
+					if os.WriteFile(f, b, 0o644) == nil {
+						c.t.Logf("whole log of %s kept in %s", n.Name, f)
+					}
+				}
+			}
 		}
 	}
 	for _, n := range c.Nodes {

@@ -69,16 +69,7 @@ func TestHealUnderLoad(t *testing.T) {
 		n, runs = envInt("MIGCTL_BENCH_SESSIONS", 100000), envInt("MIGCTL_BENCH_RUNS", 3)
 	}
 	r := clusterbench.HealUnderLoad(t, n, 1000, runs, 3*time.Second)
-	logLines(t, r.String())
-	for i, x := range r.Runs {
-		logLines(t, fmt.Sprintf("run %d: %v", i, x))
-		if x.Lost != 0 || x.Wrong != 0 || x.Resurrected != 0 || !x.Consistent {
-			t.Errorf("run %d: acknowledged operations not kept: %v", i, x)
-		}
-		if x.Checked < 100 {
-			t.Errorf("run %d: too few acknowledged operations checked: %v", i, x)
-		}
-	}
+	checkKept(t, r)
 }
 
 // The change recorder's cost: store throughput with the recorders running
@@ -111,4 +102,49 @@ func TestRecorderLag(t *testing.T) {
 	if r.Missing > 0 || len(r.OriginVsReturn) != r.Writes {
 		t.Errorf("records missing: %d (of %d writes)", r.Missing, r.Writes)
 	}
+}
+
+// The heal under traffic with the nodes' clocks 5 s behind migctl's (as
+// when the host's clock is stepped forward after the nodes booted: an
+// Erlang node's system time does not follow in its default mode). The
+// fence's last read asks each loser what changed since the previous read;
+// asked by migctl's clock, a loser 5 s behind answers nothing and the
+// writes its clients made between the two reads are discarded by the
+// reload (most likely what one CI run of TestHealUnderLoad met: 18
+// acknowledged stores lost, 2 deletes undone; before the fix this test lost
+// 8 stores). Every acknowledged operation must be kept.
+func TestHealUnderLoadClockSkew(t *testing.T) {
+	r := clusterbench.HealUnderLoadSkewed(t, 5000, 1000, 1, 3*time.Second, -5*time.Second)
+	checkKept(t, r)
+	for i, x := range r.Runs {
+		if !strings.Contains(stepDetail(x, "read-changes"), "behind") {
+			t.Errorf("run %d: read-changes does not say the nodes' clocks are behind migctl's: %q", i, stepDetail(x, "read-changes"))
+		}
+	}
+}
+
+// checkKept logs the heal-under-load runs and fails the test unless every
+// acknowledged operation of every run was kept (and enough were checked).
+func checkKept(t *testing.T, r clusterbench.LoadHealResult) {
+	t.Helper()
+	logLines(t, r.String())
+	for i, x := range r.Runs {
+		logLines(t, fmt.Sprintf("run %d: %v", i, x))
+		if x.Lost != 0 || x.Wrong != 0 || x.Resurrected != 0 || !x.Consistent {
+			t.Errorf("run %d: acknowledged operations not kept: %v", i, x)
+		}
+		if x.Checked < 100 {
+			t.Errorf("run %d: too few acknowledged operations checked: %v", i, x)
+		}
+	}
+}
+
+// stepDetail is the detail of the heal step named step ("" if none).
+func stepDetail(x clusterbench.LoadHealRun, step string) string {
+	for _, s := range x.Steps {
+		if s.Step == step {
+			return s.Detail
+		}
+	}
+	return ""
 }

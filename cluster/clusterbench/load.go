@@ -53,6 +53,10 @@ type LoadHealRun struct {
 	// erlmcp_loadgen:verify on every node after the load stopped, summed.
 	Checked, Lost, Wrong, Resurrected int
 	Consistent                        bool
+	// Unkept: for each acknowledged operation verify found not kept (up
+	// to 20 a node), the node, what was wrong, the id and what the plan
+	// said of it: the evidence to tell a heal's mistake from a client's.
+	Unkept []string
 	// Phases: the load by phase of the run (before the split, the split,
 	// the plan, the execute, after), summed over nodes.
 	Phases []Phase
@@ -119,7 +123,54 @@ func (r LoadHealRun) String() string {
 		r.WrittenOnLoser, r.DeletedOnLoser, r.WrittenOnWinner, r.DeletedOnWinner,
 		strings.Join(r.Evidence, "; "), r.Repaired,
 		r.Ops, r.Rate, r.Errors, ms(r.ErrorSpan), r.Skipped, r.Uncertain, r.ReadAnomalies,
-		r.Checked, r.Lost, r.Wrong, r.Resurrected, r.Consistent) + steps(r.Steps) + phaseLine(r.Phases) + errReasons(r.ErrorReasons)
+		r.Checked, r.Lost, r.Wrong, r.Resurrected, r.Consistent) + steps(r.Steps) + phaseLine(r.Phases) + errReasons(r.ErrorReasons) + unkept(r.Unkept, r.Steps)
+}
+
+// unkept lists the operations not kept and, to explain them, what each of
+// the heal's steps did.
+func unkept(u []string, st []cluster.StepResult) string {
+	if len(u) == 0 {
+		return ""
+	}
+	out := "\n    not kept (node: kind id: what the plan said):\n        " + strings.Join(u, "\n        ")
+	out += "\n    the heal's steps:"
+	for _, s := range st {
+		out += fmt.Sprintf("\n        %s (%s): %s %s", s.Step, ms(s.Duration), s.Detail, s.Error)
+	}
+	return out
+}
+
+// planSays describes what plan p found and decided about session id.
+func planSays(p *cluster.Plan, id string) string {
+	var out []string
+	for _, tp := range p.Tables {
+		for _, lp := range tp.Losers {
+			for _, l := range []struct {
+				name string
+				kc   []cluster.KeyChange
+			}{{"written on loser", lp.WrittenOnLoser}, {"deleted on loser", lp.DeletedOnLoser},
+				{"written on winner", lp.WrittenOnWinner}, {"deleted on winner", lp.DeletedOnWinner},
+				{"kept near split", lp.KeptNearSplit}} {
+				for _, k := range l.kc {
+					if k.ID == id {
+						out = append(out, fmt.Sprintf("%s (written %d, la %d)", l.name, k.Written, k.LastAccessed))
+					}
+				}
+			}
+			for _, d := range lp.Decisions {
+				if d.ID == id {
+					out = append(out, fmt.Sprintf("decision %s: %s", d.Action, d.Why))
+				}
+			}
+			if len(out) > 0 {
+				out = append(out, fmt.Sprintf("split at %d (%s), keep from %d", lp.SplitAt, lp.SplitAtSource, lp.KeepFrom))
+			}
+		}
+	}
+	if len(out) == 0 {
+		return "not in the plan"
+	}
+	return strings.Join(out, "; ")
 }
 
 // steps lists the heal's steps and their durations on one line.
@@ -268,9 +319,17 @@ func readStats(ctx context.Context, t testing.TB, tk *testkit.Cluster, i int, na
 // A heal error fails the test; the counts are returned for the caller to
 // judge.
 func HealUnderLoad(t testing.TB, sessions, rate, runs int, split time.Duration) LoadHealResult {
+	return HealUnderLoadSkewed(t, sessions, rate, runs, split, 0)
+}
+
+// HealUnderLoadSkewed is HealUnderLoad with every node's clock `skew`
+// from migctl's (testkit.Options.ClockOffset): what a heal meets when
+// migctl runs on another host, or when the host's clock was stepped after
+// the nodes booted.
+func HealUnderLoadSkewed(t testing.TB, sessions, rate, runs int, split, skew time.Duration) LoadHealResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	tk := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_mnesia"})
+	tk := testkit.Start(t, testkit.Options{Nodes: 3, Mnesia: true, Backend: "erlmcp_session_mnesia", ClockOffset: skew})
 	seed(t, tk, sessions)
 	settle(ctx, t, tk)
 	cl, err := cluster.New(tk.Client(), cluster.Options{Nodes: tk.Names(), Logger: logger()})
@@ -304,6 +363,7 @@ func HealUnderLoad(t testing.TB, sessions, rate, runs int, split time.Duration) 
 			started++
 		}
 		var x LoadHealRun
+		var lastPlan *cluster.Plan
 		func() {
 			defer func() {
 				if t.Failed() {
@@ -345,6 +405,7 @@ func HealUnderLoad(t testing.TB, sessions, rate, runs int, split time.Duration) 
 			p, err := cl.Plan(ctx, cluster.PlanOptions{})
 			x.Plan = time.Since(t0)
 			must(t, err)
+			lastPlan = p
 			phase("plan")
 			for _, tp := range p.Tables {
 				for _, lp := range tp.Losers {
@@ -412,17 +473,29 @@ func HealUnderLoad(t testing.TB, sessions, rate, runs int, split time.Duration) 
 				x.ErrorReasons[tk.Nodes[i].Name[strings.LastIndex(tk.Nodes[i].Name[:strings.Index(tk.Nodes[i].Name, "@")], "_")+1:strings.Index(tk.Nodes[i].Name, "@")]+": "+k] += v
 			}
 			r, err := tk.Client().Eval(ctx, tk.Nodes[i].Name, `R = erlmcp_loadgen:verify(N, {mnesia, erlmcp_session}),
-			    {maps:get(checked, R), maps:get(lost, R), maps:get(wrong_value, R), maps:get(resurrected, R)}`,
+			    {maps:get(checked, R), maps:get(lost, R), maps:get(wrong_value, R), maps:get(resurrected, R),
+			     [{maps:get(kind, S), maps:get(id, S)} || S <- maps:get(samples, R)]}`,
 				map[string]erl.Term{"N": erl.Atom(name)})
 			must(t, err)
 			tt, ok := r.(erl.Tuple)
-			if !ok || len(tt) != 4 {
+			if !ok || len(tt) != 5 {
 				t.Fatalf("verify on %s: %v", tk.Nodes[i].Name, r)
 			}
 			x.Checked += toInt(tt[0])
 			x.Lost += toInt(tt[1])
 			x.Wrong += toInt(tt[2])
 			x.Resurrected += toInt(tt[3])
+			if l, ok := tt[4].(erl.List); ok && lastPlan != nil {
+				for _, e := range l {
+					if st, ok := e.(erl.Tuple); ok && len(st) == 2 {
+						id := fmt.Sprint(st[1])
+						if b, ok := st[1].([]byte); ok {
+							id = string(b)
+						}
+						x.Unkept = append(x.Unkept, fmt.Sprintf("%d: %v %s: %s", i+1, st[0], id, planSays(lastPlan, id)))
+					}
+				}
+			}
 			_, _ = tk.Client().Eval(ctx, tk.Nodes[i].Name, `erlmcp_loadgen:close(N)`, map[string]erl.Term{"N": erl.Atom(name)})
 		}
 		res.Runs = append(res.Runs, x)

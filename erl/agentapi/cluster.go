@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/ergo-services/ergo/etf"
 
@@ -259,17 +260,42 @@ func (s Cluster) Unfence(ctx context.Context, node string) error {
 	return m.okN(node, "unfence", t, 1)
 }
 
-// FenceFlag tells node's dirty writers to take locks until untilMs
-// (erlang:system_time(millisecond)); 0 clears it.
+// FenceFlag tells node's dirty writers to take locks for d from now, by
+// node's own clock (migctl's need not agree with it); 0 clears it.
 //
-//	migctl_cluster:fence_flag(UntilMs) -> {ok, set | cleared}
-func (s Cluster) FenceFlag(ctx context.Context, node string, untilMs int64) error {
+//	migctl_cluster:fence_flag({for, Ms} | 0) -> {ok, set | cleared}
+func (s Cluster) FenceFlag(ctx context.Context, node string, d time.Duration) error {
 	m := s.mod()
-	t, err := m.call(ctx, node, "fence_flag", untilMs)
+	var arg any = 0
+	if d > 0 {
+		arg = etf.Tuple{etf.Atom("for"), max(int64(1), d.Milliseconds())}
+	}
+	t, err := m.call(ctx, node, "fence_flag", arg)
 	if err != nil {
 		return err
 	}
 	return m.okN(node, "fence_flag", t, 1)
+}
+
+// Clock reads node's erlang:system_time(millisecond): the clock its change
+// recorder stamps changes with, so the one to ask ChangedSince about.
+//
+//	migctl_cluster:clock() -> {ok, Millis}
+func (s Cluster) Clock(ctx context.Context, node string) (int64, error) {
+	const fun = "clock"
+	m := s.mod()
+	t, err := m.call(ctx, node, fun)
+	if err != nil {
+		return 0, err
+	}
+	if err := m.okN(node, fun, t, 1); err != nil {
+		return 0, err
+	}
+	ms := asInt(t[1])
+	if ms <= 0 {
+		return 0, m.shape(node, fun, t)
+	}
+	return ms, nil
 }
 
 // FenceHeld says whether node's fence still holds its lock on every

@@ -21,9 +21,9 @@
 -export([version/0, view/1, get_rows/2, downs/1,
          prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
          join/3, del_copies/2, del_schema/1, stop_mnesia/0, fence/3, unfence/0,
-         fence_flag/1, fence_held/1, recorder_info/1, changes/2, changed_since/2]).
+         fence_flag/1, fence_held/1, recorder_info/1, changes/2, changed_since/2, clock/0]).
 
--define(VSN, 5).
+-define(VSN, 6).
 %% Read by erlmcp_session_backend_hybrid: while this persistent_term holds a
 %% time in the future, its dual-write phases write Mnesia in transactions
 %% (which wait on the fence's lock) instead of sync_dirty (which would not).
@@ -311,10 +311,14 @@ unfence() ->
         end
     end).
 
-%% fence_flag(UntilMs) -> {ok, set | cleared}: on a losing node, tell
-%% dirty writers (the hybrid backend's dual-write phases) to take locks
-%% until UntilMs (erlang:system_time(millisecond)); 0 clears it. Set on
-%% every losing node before the fence's lock is taken.
+%% fence_flag(UntilMs | {for, Ms}) -> {ok, set | cleared}: on a losing
+%% node, tell dirty writers (the hybrid backend's dual-write phases) to
+%% take locks until UntilMs (erlang:system_time(millisecond)), or for Ms
+%% from now by this node's clock (what migctl sends: its own clock need
+%% not agree with the node's); 0 clears it. Set on every losing node
+%% before the fence's lock is taken.
+fence_flag({for, Ms}) when is_integer(Ms), Ms > 0 ->
+    fence_flag(erlang:system_time(millisecond) + Ms);
 fence_flag(Until) ->
     safe(fun() ->
         case Until of
@@ -322,6 +326,16 @@ fence_flag(Until) ->
             _ -> persistent_term:put(?FENCE_UNTIL, Until), {ok, set}
         end
     end).
+
+%% clock() -> {ok, Millis}: this node's erlang:system_time(millisecond),
+%% the clock its change recorder stamps changes with. A heal asks for it
+%% before reading a loser's changes, so that the next read of what changed
+%% since starts from the node's own time, not migctl's: the host migctl
+%% runs on need not agree with the node's clock (and an Erlang node's
+%% system time does not follow a step of the OS clock made after it
+%% started, in the default no_time_warp mode).
+clock() ->
+    {ok, erlang:system_time(millisecond)}.
 
 %% fence_held(Tabs) -> {ok, true | false}: whether this node's fence still
 %% holds its write lock on every table of Tabs (a fence whose owner went
