@@ -28,6 +28,10 @@ var (
 	// ErrFenceLost: a loser's fence was no longer held right before its
 	// Mnesia was to stop; the heal stopped before discarding anything.
 	ErrFenceLost = errors.New("fence lost")
+	// ErrLoserStopped: a loser's Mnesia stopped during the heal, after its
+	// changes were read, and not by the heal; the heal stopped before
+	// merging or discarding anything.
+	ErrLoserStopped = errors.New("a loser's Mnesia stopped during the heal")
 )
 
 // Options configure a Cluster.

@@ -672,35 +672,7 @@ func runOutOfBand(t *testing.T, frozen bool) {
 	del(t, tk, 2, ids[1])
 	tk.ConnectAll(ctx)
 
-	// The start command re-runs the node exactly as testkit did, detached.
-	var args []string
-	for _, a := range loser.Args {
-		args = append(args, shellQuote(a))
-	}
-	kh := filepath.Join(t.TempDir(), "known_hosts")
-	require.NoError(t, os.WriteFile(kh, []byte(d.KnownHostsLine+"\n"), 0o600))
-	cfg := sshrun.Config{KnownHosts: kh, Hosts: []sshrun.Host{{
-		Node: loser.Name, Addr: d.Addr, User: d.User, KeyFile: d.ClientKeyFile,
-		MnesiaDir: filepath.Join(loser.Dir, "mnesia"),
-		Commands: sshrun.Commands{
-			Stop:      fmt.Sprintf("kill -9 %d", loser.Pid()),
-			MoveAside: "mv {{quote .MnesiaDir}} {{quote .MnesiaDir}}.migctl-{{.Stamp}}",
-			Start: fmt.Sprintf("cd %s && HOME=%s ERL_EPMD_PORT=%d erl -detached %s", shellQuote(loser.Dir),
-				shellQuote(filepath.Dir(testkit.CookieFile(t))), testkit.EPMDPort(t), strings.Join(args, " ")),
-		},
-	}}}
-	r, err := sshrun.New(cfg, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		// The restarted VM is not testkit's child: stop it by its pid.
-		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if p, err := tk.Client().Call(c, loser.Name, "os", "getpid"); err == nil {
-			if pid, err := strconv.Atoi(fmt.Sprint(p)); err == nil && pid != loser.Pid() {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
+	r := sshRestarter(t, tk, d, loser)
 
 	if frozen {
 		loser.Freeze(t)
@@ -740,6 +712,42 @@ func runOutOfBand(t *testing.T, frozen bool) {
 		ok, _ = present(t, tk, i, ids[1])
 		require.False(t, ok)
 	}
+}
+
+// sshRestarter is an out-of-band restarter of loser over the test's sshd:
+// its commands kill the VM, move its Mnesia directory aside and re-run the
+// node exactly as testkit did, detached. The restarted VM (not testkit's
+// child) is stopped by its pid when the test ends.
+func sshRestarter(t *testing.T, tk *testkit.Cluster, d *testkit.SSHD, loser *testkit.Node) *sshrun.Runner {
+	t.Helper()
+	var args []string
+	for _, a := range loser.Args {
+		args = append(args, shellQuote(a))
+	}
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	require.NoError(t, os.WriteFile(kh, []byte(d.KnownHostsLine+"\n"), 0o600))
+	cfg := sshrun.Config{KnownHosts: kh, Hosts: []sshrun.Host{{
+		Node: loser.Name, Addr: d.Addr, User: d.User, KeyFile: d.ClientKeyFile,
+		MnesiaDir: filepath.Join(loser.Dir, "mnesia"),
+		Commands: sshrun.Commands{
+			Stop:      fmt.Sprintf("kill -9 %d", loser.Pid()),
+			MoveAside: "mv {{quote .MnesiaDir}} {{quote .MnesiaDir}}.migctl-{{.Stamp}}",
+			Start: fmt.Sprintf("cd %s && HOME=%s ERL_EPMD_PORT=%d erl -detached %s", shellQuote(loser.Dir),
+				shellQuote(filepath.Dir(testkit.CookieFile(t))), testkit.EPMDPort(t), strings.Join(args, " ")),
+		},
+	}}}
+	r, err := sshrun.New(cfg, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if p, err := tk.Client().Call(c, loser.Name, "os", "getpid"); err == nil {
+			if pid, err := strconv.Atoi(fmt.Sprint(p)); err == nil && pid != loser.Pid() {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	return r
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

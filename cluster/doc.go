@@ -102,7 +102,10 @@
 // (migctl_cluster:fence_flag/1), and a write lock on the session tables is
 // taken in each losing island (migctl_cluster:fence/3), so erlmcp's
 // writers there wait from that moment until the losers' Mnesia stops; the
-// losers' changes are read a last time under it. It backs up the winner's
+// losers' changes are read a last time under it (a loser whose Mnesia
+// someone else stopped since its changes were read is refused,
+// ErrLoserStopped, before anything is merged: what it acknowledged
+// meanwhile is only in its Mnesia directory). It backs up the winner's
 // rows the merge will overwrite or delete, merges the losers' changes into
 // the winners in transactions that re-check every decision against the
 // winner as it is at that moment (the conditional merge, below), and only

@@ -147,7 +147,7 @@ var healSteps = []healStep{
 		// Compare again, with the plan's winner and split time: the
 		// losers kept taking writes while the operator read the plan
 		// and while the backup ran, and those must be carried over too.
-		return cl.readChanges(ctx, p, opts, rep, nil)
+		return cl.readChanges(ctx, p, opts, rep)
 	}},
 	{"reconnect", func(*Cluster, *Plan, ExecuteOptions) string { return "connect every pair of nodes explicitly" },
 		func(cl *Cluster, ctx context.Context, p *Plan, _ ExecuteOptions, _ *HealReport) (string, error) {
@@ -274,8 +274,9 @@ func (cl *Cluster) Resume(ctx context.Context, id string, opts ExecuteOptions) (
 // run that took it, the losers may have taken writes since, and merging
 // again applies nothing twice (with evidence, keys already merged no
 // longer differ, and every change applies only while the winner's row is
-// the one the decision saw). A loser whose reload had begun is skipped by
-// the fence and keeps the changes read before.
+// the one the decision saw). A loser whose reload had begun has no Mnesia
+// running, so the check finds the islands changed (ErrPlanStale) rather
+// than fencing or reading it.
 func resumeDone(done []string) []string {
 	if slices.Contains(done, "reload-losers") {
 		return done
@@ -360,6 +361,11 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 		if err != nil {
 			cl.unfence(rep)
 			rep.Duration = time.Since(t0)
+			if errors.Is(err, ErrLoserStopped) {
+				// A resume would find the islands changed: the error
+				// says the way on.
+				return rep, fmt.Errorf("heal %s: step %s: %w", rep.ID, s, err)
+			}
 			return rep, fmt.Errorf("heal %s: step %s: %w (backups: %s; `migctl cluster heal --resume %s` continues, `migctl cluster restore-backup` restores)",
 				rep.ID, s, err, backupFiles(rep.Backups), rep.ID)
 		}
@@ -401,16 +407,13 @@ func clonePlan(p *Plan) (*Plan, error) {
 
 // refresh recomputes every loser's decisions against the winner with the
 // plan's split time and buckets, in place, and says what changed.
-func (cl *Cluster) refresh(ctx context.Context, p *Plan, skip map[int]bool) (string, error) {
+func (cl *Cluster) refresh(ctx context.Context, p *Plan) (string, error) {
 	w := p.Islands[p.Winner].Rep
 	var parts []string
 	for ti := range p.Tables {
 		tp := &p.Tables[ti]
 		for li := range tp.Losers {
 			old := tp.Losers[li]
-			if skip[old.Island] {
-				continue
-			}
 			l := p.Islands[old.Island].Rep
 			var ws, ls []bucketSum
 			var werr, lerr error
@@ -776,13 +779,13 @@ func (cl *Cluster) stepVerify(ctx context.Context, _ *Plan, opts ExecuteOptions,
 
 // readChanges compares every loser with the winner again and reads the
 // rows the losers wrote out of their own copies, into rep and the changes
-// files. Islands in skip keep the changes read before.
-func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport, skip map[int]bool) (string, error) {
-	marks, skew, err := cl.clockMarks(ctx, p, skip)
+// files.
+func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
+	marks, skew, err := cl.clockMarks(ctx, p)
 	if err != nil {
 		return "", err
 	}
-	refreshed, err := cl.refresh(ctx, p, skip)
+	refreshed, err := cl.refresh(ctx, p)
 	if err != nil {
 		return "", err
 	}
@@ -790,9 +793,6 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 	var gone []string
 	for ti, tp := range p.Tables {
 		for li, lp := range tp.Losers {
-			if skip[lp.Island] {
-				continue
-			}
 			var ids []string
 			for _, d := range lp.Decisions {
 				if d.Action == ActWrite {
@@ -848,17 +848,15 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 }
 
 // clockMarks reads the clock of every node of every losing island read
-// this time (not in skip), before their changes are read: catchUp later
+// this time, before their changes are read: catchUp later
 // asks each of them what changed since its own mark. skew says, for the
 // operator, which nodes' clocks are far from migctl's (harmless to the
 // heal, which never compares the two; worth knowing when reading logs).
-func (cl *Cluster) clockMarks(ctx context.Context, p *Plan, skip map[int]bool) (map[string]int64, string, error) {
+func (cl *Cluster) clockMarks(ctx context.Context, p *Plan) (map[string]int64, string, error) {
 	var nodes []string
 	for _, tp := range p.Tables {
 		for _, lp := range tp.Losers {
-			if !skip[lp.Island] {
-				nodes = append(nodes, p.Islands[lp.Island].Nodes...)
-			}
+			nodes = append(nodes, p.Islands[lp.Island].Nodes...)
 		}
 	}
 	nodes = dedupe(nodes)
@@ -914,9 +912,16 @@ const catchUpMargin = 1000
 // first), unfence, migctl's node going away, or FenceTimeout, whichever
 // is first; erlmcp's transactions wait meanwhile and, when Mnesia stops
 // under them, abort unacknowledged.
+//
+// A loser whose Mnesia is not running here was stopped by someone else:
+// the heal stops Mnesia on losers only later, in reload-losers, and a
+// resume begins by checking the islands again, which a loser without
+// Mnesia is not part of. What it acknowledged between read-changes and
+// its stop is only in its Mnesia directory, which the reload would replace
+// with the winners' copy, so the heal refuses (ErrLoserStopped) before
+// anything is merged or discarded.
 func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
-	skip := map[int]bool{}
-	var held, stopped []string
+	var held []string
 	losers := reachableLosers(p)
 	errs := make([]error, len(losers))
 	// For FenceTimeout by each node's own clock: the flag is compared with
@@ -937,35 +942,43 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 			return "", fmt.Errorf("fence %s: %w", is.Rep, err)
 		}
 		if !running {
-			skip[i] = true
-			stopped = append(stopped, is.Rep)
-			continue
+			return "", loserStopped(is.Rep, rep)
 		}
 		rep.fenced = append(rep.fenced, is.Rep)
 		held = append(held, is.Rep)
 	}
 	rep.fencedAt = time.Now()
 	if len(held) == 0 {
-		if len(stopped) == 0 {
-			return "no reachable loser", nil
-		}
-		return fmt.Sprintf("Mnesia already stopped on %v (reload begun): changes read before are kept", stopped), nil
+		return "no reachable loser", nil
 	}
 	// The last read under the fence: only what the losers changed since
 	// the previous read when their records say so (a few keys, so the
 	// writers are held for as short a time as possible), else in full.
-	detail, ok, err := cl.catchUp(ctx, p, opts, rep, skip)
+	detail, ok, err := cl.catchUp(ctx, p, opts, rep)
 	if err == nil && !ok {
-		detail, err = cl.readChanges(ctx, p, opts, rep, skip)
+		detail, err = cl.readChanges(ctx, p, opts, rep)
 	}
 	if err != nil {
 		return "", err
 	}
-	out := fmt.Sprintf("writers held on %v (every node of their islands; dirty writers on %v take locks); read again: %s", held, losers, detail)
-	if len(stopped) > 0 {
-		out += fmt.Sprintf("; Mnesia already stopped on %v: changes read before are kept", stopped)
+	return fmt.Sprintf("writers held on %v (every node of their islands; dirty writers on %v take locks); read again: %s", held, losers, detail), nil
+}
+
+// loserStopped is the refusal when node's Mnesia was found stopped at the
+// fence, with the way on: what is where, and how to heal without losing it.
+func loserStopped(node string, rep *HealReport) error {
+	var files []string
+	for _, b := range rep.Backups {
+		if b.Node == node {
+			files = append(files, b.File)
+		}
 	}
-	return out, nil
+	return fmt.Errorf("%w: Mnesia is not running on %s, and this heal did not stop it: it stopped after the heal read its changes. "+
+		"Nothing was merged or discarded. What %s acknowledged since the split is in its Mnesia directory (and, up to the backup step, in %v); "+
+		"do not start Mnesia there while it is connected to the other nodes, which would load their copy over it. "+
+		"Find out why it stopped (its log), then heal with a new plan that restarts it out of band, `migctl cluster heal --ssh-nodes %s` "+
+		"(its Mnesia directory is moved aside and kept, not overwritten), then write its sessions back from the backup with "+
+		"`migctl cluster restore-backup FILE` (only rows newer than the cluster's)", ErrLoserStopped, node, node, files, node)
 }
 
 // catchUp re-decides only the keys the losers changed since the previous
@@ -977,7 +990,7 @@ func (cl *Cluster) fence(ctx context.Context, p *Plan, opts ExecuteOptions, rep 
 // conditions). ok is false when that cannot be known: no read before in
 // this run, a comparison without complete evidence, or a loser whose
 // records do not reach back that far; the caller then reads in full.
-func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport, skip map[int]bool) (string, bool, error) {
+func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, bool, error) {
 	if rep.readMarks == nil {
 		return "", false, nil
 	}
@@ -988,9 +1001,6 @@ func (cl *Cluster) catchUp(ctx context.Context, p *Plan, opts ExecuteOptions, re
 	var jobs []job
 	for ti, tp := range p.Tables {
 		for li, lp := range tp.Losers {
-			if skip[lp.Island] {
-				continue
-			}
 			if !lp.EvidenceComplete {
 				return "", false, nil
 			}

@@ -88,6 +88,7 @@ var exitTable = []struct {
 	{cluster.ErrNotPartitioned, cliutil.ExitRefused, "migctl cluster status shows the verdict: there is no split to heal"},
 	{cluster.ErrNotHealthy, cliutil.ExitRefused, "migctl cluster status shows what is wrong; a split cluster needs migctl cluster heal"},
 	{cluster.ErrPlanStale, cliutil.ExitRefused, "make a new plan with migctl cluster heal --plan"},
+	{cluster.ErrLoserStopped, cliutil.ExitRefused, ""}, // the message says the way on
 	{consistency.ErrAlreadyUndone, cliutil.ExitRefused, ""},
 	// 4: a check found a problem.
 	{migrate.ErrVerify, cliutil.ExitDifferences, ""},
