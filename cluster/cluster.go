@@ -65,6 +65,10 @@ type Cluster struct {
 	// beforeReadRows, when set (tests), runs in a heal's read-changes
 	// between the comparison and the reading of the loser's rows.
 	beforeReadRows func()
+	// afterStopLosers, when set (tests), runs in reload-losers once every
+	// in-band loser's Mnesia is stopped, before any starts again; an error
+	// ends the step there (an interrupted heal).
+	afterStopLosers func() error
 }
 
 // New returns a Cluster over the given client.

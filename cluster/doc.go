@@ -126,11 +126,12 @@
 // again. HealReport.LongestFence says how long the losers' clients could
 // have waited. Every step is journaled, with the plan and the backups in a
 // state record: Resume continues an interrupted heal; until the losers
-// have reloaded it checks the islands again and fences, reads and merges
-// again (with evidence nothing applies twice: merged keys no longer
-// differ, and the merge's conditions hold). ListHeals shows heals and
-// their backups, and RestoreBackup writes a backup back (if_newer by
-// default). The journal is bound to the schema cookie, the same identity
+// have begun to reload it checks the islands again and fences, reads and
+// merges again (with evidence nothing applies twice: merged keys no longer
+// differ, and the merge's conditions hold); after, it finishes the reload
+// of the losers the interrupted run stopped (finishInterruptedReload).
+// ListHeals shows heals and their backups, and RestoreBackup writes a
+// backup back (if_newer by default). The journal is bound to the schema cookie, the same identity
 // package migrate uses.
 //
 // Conditional merge. The winners' clients are never held: between the

@@ -108,6 +108,12 @@ type HealReport struct {
 	// flagged those whose dirty writers were told to take locks.
 	fenced, flagged []string
 	fencedAt        time.Time
+	// resumedReload: this run finishes a reload-losers an earlier run
+	// began (finishInterruptedReload).
+	resumedReload bool
+	// beginReload records in the journal, before the first loser's Mnesia
+	// is stopped, that the reload has begun.
+	beginReload func() error
 	// readMarks: each losing node's own clock (erlang:system_time, ms)
 	// when the last read of the losers' changes began; nil: no read in
 	// this run (e.g. a resume). Their times, not migctl's, because the
@@ -123,6 +129,9 @@ type healState struct {
 	Backups   []Backup `json:"backups"`
 	Plan      *Plan    `json:"plan"`
 	BackupDir string   `json:"backup_dir"`
+	// ReloadBegun: reload-losers began (and may have stopped losers'
+	// Mnesia) in some run of this heal. Saved before the step runs.
+	ReloadBegun bool `json:"reload_begun,omitempty"`
 }
 
 // healStep is one step of a heal: its name (what --stop-after and the
@@ -256,7 +265,7 @@ func (cl *Cluster) Resume(ctx context.Context, id string, opts ExecuteOptions) (
 	}
 	if opts.DryRun {
 		rep := &HealReport{ID: id, DryRun: true, Winner: st.Plan.WinnerNodes(), Losers: st.Plan.LoserNodes()}
-		for _, s := range resumeSteps(st.Done) {
+		for _, s := range resumeSteps(st.Done, st.ReloadBegun) {
 			rep.Steps = append(rep.Steps, StepResult{Step: s, Detail: "to do"})
 		}
 		return rep, nil
@@ -264,7 +273,7 @@ func (cl *Cluster) Resume(ctx context.Context, id string, opts ExecuteOptions) (
 	if _, err := opts.Journal.Append(KindHeal, opts.Reason, map[string]any{"id": id, "event": "resume", "done": st.Done}); err != nil {
 		return nil, err
 	}
-	st.Done = resumeDone(st.Done)
+	st.Done = resumeDone(st.Done, st.ReloadBegun)
 	return cl.run(ctx, st, opts)
 }
 
@@ -274,19 +283,20 @@ func (cl *Cluster) Resume(ctx context.Context, id string, opts ExecuteOptions) (
 // run that took it, the losers may have taken writes since, and merging
 // again applies nothing twice (with evidence, keys already merged no
 // longer differ, and every change applies only while the winner's row is
-// the one the decision saw). A loser whose reload had begun has no Mnesia
-// running, so the check finds the islands changed (ErrPlanStale) rather
-// than fencing or reading it.
-func resumeDone(done []string) []string {
-	if slices.Contains(done, "reload-losers") {
+// the one the decision saw). Once reload-losers has begun, losers may
+// have no Mnesia running: the islands are no longer those of the plan and
+// every loser the run stopped had its changes merged, so the resume goes
+// on with the reload (finishInterruptedReload).
+func resumeDone(done []string, reloadBegun bool) []string {
+	if slices.Contains(done, "reload-losers") || reloadBegun {
 		return done
 	}
 	return slices.DeleteFunc(slices.Clone(done), func(s string) bool { return s == "check" || s == "fence" || s == "merge" })
 }
 
 // resumeSteps are the steps a resume of a heal with done steps runs.
-func resumeSteps(done []string) []string {
-	d := resumeDone(done)
+func resumeSteps(done []string, reloadBegun bool) []string {
+	d := resumeDone(done, reloadBegun)
 	var out []string
 	for _, s := range HealSteps() {
 		if !slices.Contains(d, s) {
@@ -322,6 +332,16 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 			}
 			rep.Steps = append(rep.Steps, StepResult{Step: s, Detail: "done before"})
 			continue
+		}
+		if s == "reload-losers" {
+			rep.resumedReload = state.ReloadBegun
+			rep.beginReload = func() error {
+				if state.ReloadBegun {
+					return nil
+				}
+				state.ReloadBegun = true
+				return save()
+			}
 		}
 		st := time.Now()
 		detail, err := step.Run(cl, ctx, p, opts, rep)
@@ -361,9 +381,9 @@ func (cl *Cluster) run(ctx context.Context, state healState, opts ExecuteOptions
 		if err != nil {
 			cl.unfence(rep)
 			rep.Duration = time.Since(t0)
-			if errors.Is(err, ErrLoserStopped) {
-				// A resume would find the islands changed: the error
-				// says the way on.
+			if errors.Is(err, ErrLoserStopped) || errors.Is(err, ErrPlanStale) {
+				// A resume would meet the same: the error says the way
+				// on.
 				return rep, fmt.Errorf("heal %s: step %s: %w", rep.ID, s, err)
 			}
 			return rep, fmt.Errorf("heal %s: step %s: %w (backups: %s; `migctl cluster heal --resume %s` continues, `migctl cluster restore-backup` restores)",
@@ -847,9 +867,9 @@ func (cl *Cluster) readChanges(ctx context.Context, p *Plan, opts ExecuteOptions
 	return detail, nil
 }
 
-// clockMarks reads the clock of every node of every losing island read
-// this time, before their changes are read: catchUp later
-// asks each of them what changed since its own mark. skew says, for the
+// clockMarks reads the clock of every node of every losing island, before
+// their changes are read: catchUp later asks each of them what changed
+// since its own mark. skew says, for the
 // operator, which nodes' clocks are far from migctl's (harmless to the
 // heal, which never compares the two; worth knowing when reading logs).
 func (cl *Cluster) clockMarks(ctx context.Context, p *Plan) (map[string]int64, string, error) {
@@ -983,8 +1003,8 @@ func loserStopped(node string, rep *HealReport) error {
 
 // catchUp re-decides only the keys the losers changed since the previous
 // read of their changes (each node's rep.readMarks, by its own clock, less
-// catchUpMargin), from their
-// change records (migctl_cluster:changed_since/2), and reads those rows;
+// catchUpMargin), from their change records
+// (migctl_cluster:changed_since/2), and reads those rows;
 // every other decision and row stands (the losers did not change them,
 // and a change the winners made since is caught by the merge's
 // conditions). ok is false when that cannot be known: no read before in
@@ -1323,6 +1343,9 @@ func (cl *Cluster) unconnected(ctx context.Context, nodes []string) []string {
 }
 
 func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOptions, rep *HealReport) (string, error) {
+	if rep.resumedReload {
+		return cl.finishInterruptedReload(ctx, p, opts)
+	}
 	winners := p.WinnerNodes()
 	losers := p.LoserNodes()
 	var inBand, oob []string
@@ -1347,6 +1370,26 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 			others = append(others, n)
 		}
 	}
+	begin := func() error {
+		if rep.beginReload == nil {
+			return nil
+		}
+		return rep.beginReload()
+	}
+	// Every fence is checked before any loser stops: a loser is stopped
+	// only while its island's writers are held, which is what lets a
+	// resume reload a loser this run stopped without reading it again
+	// (prepare_reload's mark; finishInterruptedReload).
+	for _, n := range holders {
+		if err := cl.checkFence(ctx, n); err != nil {
+			return "", err
+		}
+	}
+	if len(others) > 0 {
+		if err := begin(); err != nil {
+			return "", err
+		}
+	}
 	errs := make([]error, len(others))
 	forEach(others, func(i int, n string) {
 		errs[i] = cl.api().PrepareReload(ctx, n, winners)
@@ -1355,12 +1398,11 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 		return "", err
 	}
 	for _, n := range holders {
-		held, err := cl.api().FenceHeld(ctx, n, cl.tables)
-		if err != nil {
-			return "", fmt.Errorf("check the fence on %s: %w", n, err)
+		if err := cl.checkFence(ctx, n); err != nil {
+			return "", err
 		}
-		if !held {
-			return "", fmt.Errorf("%w on %s: its writers may have committed since the last read of its changes; nothing was discarded (resume fences and merges again)", ErrFenceLost, n)
+		if err := begin(); err != nil {
+			return "", err
 		}
 		if err := cl.api().PrepareReload(ctx, n, winners); err != nil {
 			return "", err
@@ -1369,19 +1411,40 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 	if !rep.fencedAt.IsZero() {
 		rep.LongestFence = max(rep.LongestFence, time.Since(rep.fencedAt))
 	}
-	errs = make([]error, len(inBand))
+	if cl.afterStopLosers != nil {
+		if err := cl.afterStopLosers(); err != nil {
+			return "", err
+		}
+	}
+	if len(oob) > 0 {
+		if err := begin(); err != nil {
+			return "", err
+		}
+	}
+	detail, err := cl.rejoin(ctx, p, opts, oob, inBand, "")
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(detail, "; "), nil
+}
+
+// rejoin restarts the out-of-band losers oob, reconnects every pair of
+// nodes and has the in-band losers (their Mnesia stopped by
+// prepare_reload, their master nodes the winners) start and load the
+// winners' copy. note is said of each of those in the detail.
+func (cl *Cluster) rejoin(ctx context.Context, p *Plan, opts ExecuteOptions, oob, inBand []string, note string) ([]string, error) {
 	var detail []string
 	for _, n := range oob {
 		d, err := cl.restartOutOfBand(ctx, n, opts, p.WinnerNodes())
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		detail = append(detail, d)
 	}
 	// Stopping Mnesia can make prevent_overlapping_partitions cut links
 	// again; make sure every pair is connected before the loaders start.
 	if _, err := cl.reconnect(ctx, islandNodes(p.Islands)); err != nil {
-		return "", err
+		return nil, err
 	}
 	// One loser at a time: each joins a cluster whose other members are
 	// all running and loads its tables the way any restarting node does.
@@ -1391,12 +1454,108 @@ func (cl *Cluster) reloadLosers(ctx context.Context, p *Plan, opts ExecuteOption
 	for _, n := range inBand {
 		ms, how, err := cl.api().FinishReload(ctx, n, cl.tables, opts.WaitTimeout.Milliseconds())
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		if how != "" {
 			how = " (" + how + ")"
 		}
-		detail = append(detail, fmt.Sprintf("%s reloaded from %v in %d ms%s", n, p.WinnerNodes(), ms, how))
+		detail = append(detail, fmt.Sprintf("%s%s reloaded from %v in %d ms%s", n, note, p.WinnerNodes(), ms, how))
+	}
+	return detail, nil
+}
+
+// checkFence fails with ErrFenceLost unless node's fence still holds its
+// lock on every session table.
+func (cl *Cluster) checkFence(ctx context.Context, node string) error {
+	held, err := cl.api().FenceHeld(ctx, node, cl.tables)
+	if err != nil {
+		return fmt.Errorf("check the fence on %s: %w", node, err)
+	}
+	if !held {
+		return fmt.Errorf("%w on %s: its writers may have committed since the last read of its changes; nothing was discarded (resume fences and merges again)", ErrFenceLost, node)
+	}
+	return nil
+}
+
+// finishInterruptedReload is reload-losers in a resume of a heal whose
+// reload had begun (a migctl killed, a connection lost): some losers may be
+// stopped, some reloaded, some not reached. Each in-band loser is asked
+// (migctl_cluster:reload_state/0):
+//   - stopped by the heal (prepare_reload's mark): it was fenced until it
+//     stopped, so every write it acknowledged was read and merged; its
+//     master nodes are still the winners: started, it loads their copy;
+//   - running among the winners: reloaded already;
+//   - running its own copy: the interrupted run had not stopped it, and its
+//     fence ended with that run, so it may have taken writes that were not
+//     read: left alone, and the heal ends with ErrPlanStale (plan again);
+//   - stopped without the mark (by someone else, or its Erlang node
+//     restarted since): left alone, ErrLoserStopped.
+//
+// The losers that are safe are reloaded (one at a time, as in a whole
+// run) before the others are reported, so the winners' side is whole
+// again either way. Out-of-band losers not yet among the winners are
+// restarted again (their Mnesia directory is moved aside, never
+// overwritten).
+func (cl *Cluster) finishInterruptedReload(ctx context.Context, p *Plan, opts ExecuteOptions) (string, error) {
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	withWinners := map[string]bool{}
+	for _, is := range st.Islands {
+		if contains(is, p.Islands[p.Winner].Rep) {
+			for _, n := range is {
+				withWinners[n] = true
+			}
+		}
+	}
+	var reload, oob, done, own, other []string
+	for _, n := range p.LoserNodes() {
+		switch {
+		case withWinners[n]:
+			done = append(done, n)
+		case opts.OutOfBand != nil && contains(opts.OutOfBandNodes, n):
+			oob = append(oob, n)
+		default:
+			state, err := cl.api().ReloadState(ctx, n)
+			if err != nil {
+				return "", fmt.Errorf("the state of %s's reload: %w", n, err)
+			}
+			switch state {
+			case agentapi.ReloadStopped:
+				reload = append(reload, n)
+			case agentapi.ReloadRunning:
+				own = append(own, n)
+			default:
+				other = append(other, n)
+			}
+		}
+	}
+	var detail []string
+	if len(done) > 0 {
+		detail = append(detail, fmt.Sprintf("%v reloaded by the interrupted run", done))
+	}
+	d, err := cl.rejoin(ctx, p, opts, oob, reload, " (stopped by the interrupted run)")
+	if err != nil {
+		return "", err
+	}
+	detail = append(detail, d...)
+	var errs []error
+	if len(own) > 0 {
+		errs = append(errs, fmt.Errorf("%w: %v run their own copy again: the interrupted heal had not stopped them and their fence ended with it, so they may hold writes that were not read; plan again for them (migctl cluster heal --plan)",
+			ErrPlanStale, own))
+	}
+	if len(other) > 0 {
+		errs = append(errs, fmt.Errorf("%w: Mnesia is stopped on %v without this heal's mark (someone else stopped it, or its Erlang node restarted since the interrupted run): "+
+			"if this heal stopped it, starting Mnesia there loads the winners' copy with the merged changes; if not, what it acknowledged since the heal read it is only in its Mnesia directory: "+
+			"heal it out of band with a new plan (--ssh-nodes) to keep that directory",
+			ErrLoserStopped, other))
+	}
+	if err := errors.Join(errs...); err != nil {
+		if len(detail) > 0 {
+			return "", fmt.Errorf("%s; then: %w", strings.Join(detail, "; "), err)
+		}
+		return "", err
 	}
 	return strings.Join(detail, "; "), nil
 }

@@ -272,6 +272,34 @@ func (s Cluster) PrepareReload(ctx context.Context, node string, masters []strin
 	return s.okAtom(ctx, node, "prepare_reload", "stopped", atoms(masters))
 }
 
+// Reload states of a node (ReloadState).
+const (
+	ReloadRunning = "running"        // Mnesia runs
+	ReloadStopped = "reload_stopped" // stopped by PrepareReload, not started since
+	ReloadOther   = "stopped"        // stopped otherwise (or the node restarted since)
+)
+
+// ReloadState says whether Mnesia runs on node and, if not, whether
+// PrepareReload stopped it.
+//
+//	migctl_cluster:reload_state() -> {ok, running | reload_stopped | stopped}
+func (s Cluster) ReloadState(ctx context.Context, node string) (string, error) {
+	const fun = "reload_state"
+	m := s.mod()
+	t, err := m.call(ctx, node, fun)
+	if err != nil {
+		return "", err
+	}
+	if err := m.okN(node, fun, t, 1); err != nil {
+		return "", err
+	}
+	switch a := asAtom(t[1]); a {
+	case ReloadRunning, ReloadStopped, ReloadOther:
+		return a, nil
+	}
+	return "", m.shape(node, fun, t)
+}
+
 // FinishReload is the second half: Mnesia started on node (its tables
 // load from the master nodes), up to timeoutMs waited for tabs, the master
 // nodes cleared. millis is how long it all took; detail says how (for the

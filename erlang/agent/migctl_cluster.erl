@@ -21,14 +21,20 @@
 -export([version/0, view/1, get_rows/2, downs/1,
          prepare_reload/1, finish_reload/2, merge/3, connect/1, forwarder/2, forwarder_stop/1,
          join/3, del_copies/2, del_schema/1, stop_mnesia/0, fence/3, unfence/0,
-         fence_flag/1, fence_held/1, recorder_info/1, changes/2, changed_since/2, clock/0]).
+         fence_flag/1, fence_held/1, recorder_info/1, changes/2, changed_since/2, clock/0,
+         reload_state/0]).
 
--define(VSN, 6).
+-define(VSN, 7).
 %% Read by erlmcp_session_backend_hybrid: while this persistent_term holds a
 %% time in the future, its dual-write phases write Mnesia in transactions
 %% (which wait on the fence's lock) instead of sync_dirty (which would not).
 -define(FENCE_UNTIL, migctl_fence_until).
 -define(FENCE, migctl_fence).
+%% Set by prepare_reload/1 right before it stops Mnesia, erased by
+%% finish_reload/2 once Mnesia runs again: a resumed heal tells a loser
+%% the interrupted run stopped (every write it acknowledged was merged:
+%% it was fenced until then) from one stopped by someone else.
+-define(RELOADING, migctl_reloading).
 -define(HOLD, migctl_restart_hold).
 %% A hold on the application's supervisors ends by itself after this long
 %% (migctl gone between prepare_reload and finish_reload).
@@ -364,8 +370,25 @@ prepare_reload(Masters) ->
         end,
         ok = mnesia:set_master_nodes(Masters),
         hold_restarts(),
+        persistent_term:put(?RELOADING, Masters),
         stopped = mnesia:stop(),
         {ok, stopped}
+    end).
+
+%% reload_state() -> {ok, running | reload_stopped | stopped}: whether
+%% Mnesia runs here, and if not, whether prepare_reload/1 stopped it (and
+%% finish_reload/2 has not started it yet). The mark lives in the Erlang
+%% node: a node restarted since answers stopped.
+reload_state() ->
+    safe(fun() ->
+        case mnesia:system_info(is_running) of
+            yes -> {ok, running};
+            _ ->
+                case persistent_term:get(?RELOADING, undefined) of
+                    undefined -> {ok, stopped};
+                    _ -> {ok, reload_stopped}
+                end
+        end
     end).
 
 %% hold_restarts(): Mnesia links every transaction to its transaction
@@ -462,6 +485,7 @@ do_finish_reload(Tabs, Timeout) ->
                     N
             end,
     T1 = erlang:monotonic_time(millisecond),
+    _ = persistent_term:erase(?RELOADING),
     R = mnesia:wait_for_tables(Tabs, Timeout),
     T2 = erlang:monotonic_time(millisecond),
     %% Mnesia and its tables are back: the store servers it killed can
