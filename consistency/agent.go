@@ -3,6 +3,7 @@ package consistency
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
@@ -247,4 +248,35 @@ func (s *side) slotSample(ctx context.Context, r agentapi.Rate, seed int64) (row
 		out.rows = map[string]digestRow{}
 	}
 	return out.rows, out.odd, method, err
+}
+
+// clockOffset is how far the side's node's clock (erlang:system_time, the
+// clock its store's sessions were stamped with and its cleaner expires
+// them by) is from migctl's, measured against the middle of the call. A
+// session's expiry is judged by the node's time, not migctl's: migctl's
+// host need not agree, and an Erlang node does not follow a step of its
+// host's clock made after it booted (no_time_warp). A side made of parts
+// is measured on its first.
+func (s *side) clockOffset(ctx context.Context) (time.Duration, error) {
+	n := s
+	if len(s.parts) > 0 {
+		n = s.parts[0]
+	}
+	if n.pace != nil {
+		if err := n.pace(ctx); err != nil {
+			return 0, err
+		}
+	}
+	before := time.Now()
+	r, err := n.c.Call(ctx, n.node, "erlang", "system_time", erl.Atom("millisecond"))
+	after := time.Now()
+	if err != nil {
+		return 0, err
+	}
+	ms := erl.Int64(r)
+	if ms <= 0 {
+		return 0, fmt.Errorf("consistency: the clock of %s: unexpected reply %v", n.node, r)
+	}
+	mid := before.Add(after.Sub(before) / 2)
+	return time.UnixMilli(ms).Sub(mid), nil
 }

@@ -487,7 +487,16 @@ func judgeAll(ctx context.Context, src, tgt *side, ids []string, o Options, rep 
 	if err != nil {
 		return nil, err
 	}
-	now := o.Now()
+	// Expiry by the source node's clock (see clockOffset); o.Now stays the
+	// base so that tests can move time.
+	off, err := src.clockOffset(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if off > time.Second || off < -time.Second {
+		o.Log.Debug("the source node's clock differs from migctl's: expiry is judged by the node's", "offset", off)
+	}
+	now := o.Now().Add(off)
 	var out []Difference
 	for _, id := range ids {
 		v, diff, newer := o.Rule.judge(a[id], b[id], now)

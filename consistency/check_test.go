@@ -34,7 +34,15 @@ type pair struct {
 
 func newPair(t *testing.T, nodes, n int) *pair {
 	t.Helper()
-	cl := testkit.Start(t, testkit.Options{Nodes: nodes, Mnesia: true, Backend: "erlmcp_session_dets"})
+	return newPairWith(t, testkit.Options{Nodes: nodes}, n)
+}
+
+// newPairWith is newPair on nodes started with o (Nodes, ClockOffset).
+func newPairWith(t *testing.T, o testkit.Options, n int) *pair {
+	t.Helper()
+	nodes := o.Nodes
+	o.Mnesia, o.Backend = true, "erlmcp_session_dets"
+	cl := testkit.Start(t, o)
 	r := cl.Call(0, "erlmcp_fixture_seed", "seed", erl.Atom("dets"), erl.Map{}, n, 42)
 	require.Equal(t, erl.Tuple{erl.Atom("ok"), int64(n)}, r)
 	src, err := backends.Open(cl.Client(), cl.Nodes[0].Name, backends.DefaultSpec(backends.KindDETS))

@@ -84,7 +84,10 @@
 //
 // Expired sessions are skipped (counted in Expired): a session is expired
 // when its NEWEST copy is (erlmcp's rule, Now − last_accessed > timeout_ms,
-// widened by Rule.ExpiryGrace, 5 s), because each store deletes expired
+// widened by Rule.ExpiryGrace, 5 s; Now is the source node's clock, not
+// migctl's, which may be off: judged by a migctl clock ahead of the node's,
+// a lost session near its expiry was counted as expired, and a loss
+// hidden), because each store deletes expired
 // sessions on its own timer, so for up to a minute one may still hold what
 // the other has dropped. An older copy that expired while the newer did not
 // is not skipped: that is a lost touch.
