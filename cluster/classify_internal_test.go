@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -261,4 +262,19 @@ func TestMergeCondSeenInMicroseconds(t *testing.T) {
 	d.WinnerSeen = nil
 	require.Equal(t, int64(-1), mergeCond(d, true).WinnerSeenUs, "record not read")
 	require.Equal(t, agentapi.MergeCond{}, mergeCond(Decision{ID: "k"}, true), "not on evidence")
+}
+
+// A recorder whose node's clock is ahead of migctl's still reports some
+// coverage: 0 is what the alerts read as "not recording".
+func TestCoveredSecondsWithTheNodeAhead(t *testing.T) {
+	now := time.UnixMilli(1_000_000)
+	if got := coveredSeconds(now, 0); got != 0 {
+		t.Errorf("not recording: %v, want 0", got)
+	}
+	if got := coveredSeconds(now, 990_000); got != 10 {
+		t.Errorf("10 s of records: %v", got)
+	}
+	if got := coveredSeconds(now, 1_005_000); got <= 0 {
+		t.Errorf("records from a node 5 s ahead of migctl: %v, want > 0", got)
+	}
 }

@@ -309,11 +309,7 @@ func (c *StatusCollector) Collect(ch chan<- prometheus.Metric) {
 				continue
 			}
 			for tab, since := range r.Since {
-				covered := 0.0
-				if since > 0 {
-					covered = max(0, float64(st.Time.UnixMilli()-since)/1000)
-				}
-				gauge(descRecCovered, covered, v.Node, tab)
+				gauge(descRecCovered, coveredSeconds(st.Time, since), v.Node, tab)
 			}
 			gauge(descRecKeys, float64(r.Keys), v.Node)
 			gauge(descRecMemory, float64(r.MemoryBytes), v.Node)
@@ -321,4 +317,17 @@ func (c *StatusCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRecChanges, prometheus.CounterValue, float64(r.Deletes), v.Node, "delete")
 		}
 	}
+}
+
+// coveredSeconds is migctl_recorder_covered_seconds: how long before now a
+// recorder's records of a table reach (since, the node's time in ms; <= 0:
+// not recording it, 0). The node's clock need not agree with migctl's: a
+// recorder that does record is never reported as 0 (which the alerts read
+// as "not recording") however far ahead of migctl the node's clock is; the
+// value is then short by that much.
+func coveredSeconds(now time.Time, since int64) float64 {
+	if since <= 0 {
+		return 0
+	}
+	return max(0.001, float64(now.UnixMilli()-since)/1000)
 }
