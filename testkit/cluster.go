@@ -54,8 +54,9 @@ type Options struct {
 	ClockOffset time.Duration
 }
 
-// libfaketime is Debian's path of the thread-safe libfaketime.
-const libfaketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+// libfaketime is Debian's path of the thread-safe libfaketime (the
+// multiarch directory is the host's).
+const libfaketime = "/usr/lib/*/faketime/libfaketimeMT.so.1"
 
 // clockEnv is the environment that starts a node with its clock d from
 // the host's.
@@ -63,11 +64,12 @@ func clockEnv(d time.Duration) ([]string, error) {
 	if d == 0 {
 		return nil, nil
 	}
-	if _, err := os.Stat(libfaketime); err != nil {
-		return nil, fmt.Errorf("ClockOffset needs libfaketime (make deps installs Debian's faketime): %w", err)
+	libs, _ := filepath.Glob(libfaketime)
+	if len(libs) == 0 {
+		return nil, fmt.Errorf("ClockOffset needs libfaketime (%s; make deps installs Debian's faketime)", libfaketime)
 	}
 	return []string{
-		"LD_PRELOAD=" + libfaketime,
+		"LD_PRELOAD=" + libs[0],
 		// A relative offset in seconds, applied to the realtime clock
 		// only: timers, sleeps and the distribution's ticks keep the
 		// true monotonic clock.
