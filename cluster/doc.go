@@ -131,7 +131,8 @@
 // differ, and the merge's conditions hold); after, it finishes the reload
 // of the losers the interrupted run stopped (finishInterruptedReload).
 // ListHeals shows heals and their backups, and RestoreBackup writes a
-// backup back (if_newer by default). The journal is bound to the schema cookie, the same identity
+// backup back (if_newer by default). The journal is bound to the schema
+// cookie, the same identity
 // package migrate uses.
 //
 // Conditional merge. The winners' clients are never held: between the
@@ -188,8 +189,8 @@
 // migctl's time, a loser behind it answered "nothing changed" and the
 // writes its clients made between the two reads were discarded by the
 // reload (most likely what one CI run met; TestHealUnderLoadClockSkew runs
-// the nodes 5 s behind). read-changes says when a loser's clock is more than 250 ms
-// from migctl's.
+// the nodes 5 s behind). read-changes says when a loser's clock is more
+// than 250 ms from migctl's.
 //
 // # Watch
 //
