@@ -64,7 +64,8 @@ bench: deps erlang build
 ## bench-scale: issue 13's big run (not part of test): BENCH_SCALE_SESSIONS (default
 ## 1.8M, 1.65 GB of DETS) on one node, 5-node disc_copies Mnesia, BENCH_SCALE_RATE
 ## ops/s (default 1000); each step's time, migctl's peak RSS, the nodes' peak memory,
-## load verify. Try BENCH_SCALE_SESSIONS=100000 first; watch free -g.
+## load verify. Try BENCH_SCALE_SESSIONS=100000 first; watch free -g. BENCH_SCALE_FLOOR=1
+## first measures Erlang's own floor for the backfill + check (no traffic; =only: just that)
 bench-scale: deps erlang build
 	./bench/scale/run.sh
 

@@ -78,7 +78,7 @@ probe() {
                case R of
                    {ok, Text} -> io:format("~s~n", [Text]), halt(0);
                    Failed -> io:format(standard_error, "~p~n", [Failed]), halt(1)
-               end' -extra "$FIRST" "$ROOT/erlang/agent" "$@" 2>"$errfile"
+               end' -extra "$FIRST" "${PROBE_DIR:-$ROOT/erlang/agent}" "$@" 2>"$errfile"
 }
 
 # native_check: migctl_check:native_compare/3 on node 1 (DETS as the
@@ -102,6 +102,35 @@ native_check() {
     else
         echo "  native_check failed:" >&2
         cat "$OUT/native_check.err" >&2
+    fi
+}
+
+# floor: BENCH_SCALE_FLOOR=1 (or =only), before the traffic starts: what Erlang alone
+# takes on this machine for the backfill's and the check's work with
+# nothing in the way (bench/scale/migctl_floor.erl says what each step
+# is): a lower bound for any backfill + check here. Sets FLOOR_S (copy +
+# replicas + check, the faster copy) or "" when it failed.
+FLOOR_S=""
+floor() {
+    local dir=$OUT/floor-beams out
+    mkdir -p "$dir"
+    cp "$ROOT"/erlang/agent/*.beam "$dir/"
+    erlc -o "$dir" "$ROOT/bench/scale/migctl_floor.erl"
+    if out=$(PROBE_DIR=$dir probe "$OUT/floor.err" '
+            [B] = Args,
+            {ok, Rows, Steps} = erpc:call(Node, migctl_floor, run,
+                                          [erlmcp_sessions_dets, 1000, list_to_integer(B)], infinity),
+            {ok, io_lib:format("~b~s", [Rows, [io_lib:format(" ~s=~.1f", [S, U / 1.0e6]) || {S, U} <- Steps]])}' \
+            "$(((N + 63) / 64))"); then
+        echo "  floor (Erlang alone, no traffic, $FIRST's file into a scratch table on $NODES nodes): rows=$out"
+        FLOOR_S=$(awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                         c = v["copy_disc"] + v["adds"]; r = v["copy_ram"] + v["to_disc"] + v["adds"]
+                         a = v["copy_ram_all"] + v["to_disc_all"]; if (r < c) c = r; if (a < c) c = a
+                         printf "%.1f", c + v["check"] }' <<<"$out")
+        echo "  floor ${FLOOR_S}s: the fastest way to $NODES disc_copies replicas, plus one checksum pass of each store"
+    else
+        echo "  floor failed:" >&2
+        cat "$OUT/floor.err" >&2
     fi
 }
 
@@ -202,6 +231,12 @@ probe "$OUT/slots.err" '{ok, io_lib:format("DETS slots ~0p for ~b keys (min, cur
         [erpc:call(Node, dets, info, [erlmcp_sessions_dets, no_slots]),
          erpc:call(Node, dets, info, [erlmcp_sessions_dets, no_keys])])}' || cat "$OUT/slots.err" >&2
 
+# BENCH_SCALE_FLOOR=only: the seed and the floor, no migctl step.
+case "${BENCH_SCALE_FLOOR:-0}" in
+1) floor ;;
+only) floor; [ -n "$FLOOR_S" ]; exit ;;
+esac
+
 PER_NODE=$(((RATE + NODES - 1) / NODES))
 "$DC" load start --rate "$PER_NODE" >"$OUT/load-start.log" 2>&1
 sleep 3
@@ -256,6 +291,9 @@ done
 grep -h '^replicas of' "$OUT/backfill.out" || true
 BF=$(awk -v a="${SECS[backfill]}" -v b="${SECS[check]}" 'BEGIN { printf "%.1f", a + b }')
 echo "BENCH scale backfill+check=${BF}s (goal <= 120s)"
+if [ -n "$FLOOR_S" ]; then
+    awk -v m="$BF" -v n="$FLOOR_S" 'BEGIN { printf "BENCH scale floor=%ss migctl=%ss ratio=%.2f (Erlang alone with no traffic, no locks and no reads before writes: the faster bulk copy into one replica, the replicas added, one checksum pass of each store; a lower bound, not a reference)\n", n, m, n / m }'
+fi
 if [ -n "$NATIVE_BACKFILL_S" ]; then
     awk -v m="${SECS[backfill]}" -v n="$NATIVE_BACKFILL_S" 'BEGIN { printf "BENCH scale backfill migctl=%ss native=%ss ratio=%.2f (native time / migctl time; the native loop copies node 1'"'"'s file by hand into a scratch table while the application'"'"'s table keeps all its replicas: with --replicate-after migctl'"'"'s copy runs while it has one, so the clients'"'"' writes cost less meanwhile)\n", m, n, n / m }'
 fi
