@@ -105,11 +105,12 @@ native_check() {
     fi
 }
 
-# floor: BENCH_SCALE_FLOOR=1 (or =only), before the traffic starts: what Erlang alone
-# takes on this machine for the backfill's and the check's work with
-# nothing in the way (bench/scale/migctl_floor.erl says what each step
-# is): a lower bound for any backfill + check here. Sets FLOOR_S (copy +
-# replicas + check, the faster copy) or "" when it failed.
+# floor: BENCH_SCALE_FLOOR=1 (or =only), before the traffic starts: what
+# Erlang alone takes on this machine for the backfill's and the check's
+# work with nothing in the way (bench/scale/migctl_floor.erl says what
+# each step is): a lower bound for any backfill + check here. Sets FLOOR_S
+# (the fastest of its three ways to every replica, plus the checksum
+# pass) or "" when it failed.
 FLOOR_S=""
 floor() {
     local dir=$OUT/floor-beams out
@@ -292,7 +293,7 @@ grep -h '^replicas of' "$OUT/backfill.out" || true
 BF=$(awk -v a="${SECS[backfill]}" -v b="${SECS[check]}" 'BEGIN { printf "%.1f", a + b }')
 echo "BENCH scale backfill+check=${BF}s (goal <= 120s)"
 if [ -n "$FLOOR_S" ]; then
-    awk -v m="$BF" -v n="$FLOOR_S" 'BEGIN { printf "BENCH scale floor=%ss migctl=%ss ratio=%.2f (Erlang alone with no traffic, no locks and no reads before writes: the faster bulk copy into one replica, the replicas added, one checksum pass of each store; a lower bound, not a reference)\n", n, m, n / m }'
+    awk -v m="$BF" -v n="$FLOOR_S" 'BEGIN { printf "BENCH scale floor=%ss migctl=%ss ratio=%.2f (Erlang alone with no traffic, no locks and no reads before writes: the fastest of its ways to every disc_copies replica, plus one checksum pass of each store; a lower bound, not a reference)\n", n, m, n / m }'
 fi
 if [ -n "$NATIVE_BACKFILL_S" ]; then
     awk -v m="${SECS[backfill]}" -v n="$NATIVE_BACKFILL_S" 'BEGIN { printf "BENCH scale backfill migctl=%ss native=%ss ratio=%.2f (native time / migctl time; the native loop copies node 1'"'"'s file by hand into a scratch table while the application'"'"'s table keeps all its replicas: with --replicate-after migctl'"'"'s copy runs while it has one, so the clients'"'"' writes cost less meanwhile)\n", m, n, n / m }'
