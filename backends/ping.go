@@ -2,6 +2,7 @@ package backends
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -58,7 +59,12 @@ func Ping(ctx context.Context, c *erl.Client, node string, specs []Spec) PingRes
 			continue
 		}
 		info, err := s.Describe(ctx)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrDETSOpening):
+			// The table is there, it cannot answer yet: say so rather
+			// than leave it out (a node restarting after a crash).
+			info = Info{Spec: sp, Node: node, Exists: true, Opening: true}
+		case err != nil:
 			info.Layout = err.Error()
 		}
 		r.Stores = append(r.Stores, info)

@@ -108,7 +108,7 @@ func (c *Client) loadModule(ctx context.Context, nodeName string, m agent.Module
 	}
 	if purged != true {
 		return false, &Error{Op: op, Node: nodeName, Err: errors.New("old code of the module is still running"),
-			Hint: "another migctl is using an older agent on this node; wait for it to finish"}
+			Hint: c.oldCodeHint(ctx, nodeName, m.Name)}
 	}
 	res, err := c.Call(ctx, nodeName, "code", "load_binary", etf.Atom(m.Name), m.Name+".beam", m.Beam)
 	if err != nil {
@@ -119,6 +119,30 @@ func (c *Client) loadModule(ctx context.Context, nodeName string, m agent.Module
 	}
 	c.log.Debug("agent loaded", "node", nodeName, "module", m.Name)
 	return true, nil
+}
+
+// oldCodeHint says who still runs the old code of mod on node: another
+// migctl's agent, or a call an earlier migctl abandoned (its caller timed
+// out) that is still waiting on the node, and where it waits.
+func (c *Client) oldCodeHint(ctx context.Context, nodeName, mod string) string {
+	const generic = "another migctl is using an older agent on this node; wait for it to finish"
+	t, err := c.Eval(ctx, nodeName, `[case process_info(P, current_function) of
+	        {current_function, {M, F, A}} -> iolist_to_binary(io_lib:format("~s:~s/~b", [M, F, A]));
+	        _ -> <<"?">>
+	    end || P <- processes(), erlang:check_process_code(P, Mod)]`, map[string]Term{"Mod": etf.Atom(mod)})
+	l, ok := t.(etf.List)
+	if err != nil || !ok || len(l) == 0 {
+		return generic
+	}
+	where := make([]string, 0, len(l))
+	for _, x := range l {
+		if b, ok := x.([]byte); ok {
+			where = append(where, string(b))
+		}
+	}
+	return fmt.Sprintf("%d process(es) on the node still run it, waiting in %s: an earlier migctl's call that timed out, "+
+		"or another migctl with an older agent; it is free when they return (a DETS table still opening "+
+		"after a crash holds them until its repair ends)", len(l), strings.Join(where, ", "))
 }
 
 // UnloadAgent removes from node the agent modules this Client loaded there,
@@ -142,12 +166,19 @@ func (c *Client) UnloadAgent(ctx context.Context, nodeName string) error {
 	for i, m := range mods {
 		names[i] = etf.Atom(m)
 	}
+	// A process counts if the code is anywhere on its stack, not only
+	// where it runs now: a call abandoned by its caller's timeout waits
+	// in dets or mnesia with the agent's frames under it, and deleting
+	// the code then would leave the node with no current version and the
+	// old one in use, which no migctl could replace until that call ends.
+	// The backtrace has every frame (current_stacktrace stops at 8).
 	busy, err := c.Eval(ctx, nodeName, `Me = node(Self),
 	    Others = [N || N <- nodes(hidden), N =/= Me,
 	                   lists:prefix("migctl_", atom_to_list(N))],
-	    Running = [P || P <- processes(),
-	                    {current_function, {M, _, _}} <- [process_info(P, current_function)],
-	                    lists:member(M, Mods)],
+	    Pats = [<<"(", (atom_to_binary(M))/binary, ":">> || M <- Mods],
+	    Running = [P || P <- processes(), P =/= self(),
+	                    {backtrace, B} <- [process_info(P, backtrace)],
+	                    binary:match(B, Pats) =/= nomatch],
 	    {length(Others), length(Running)}`, map[string]Term{"Self": c.Self(), "Mods": names})
 	if err != nil {
 		return err

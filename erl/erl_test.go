@@ -292,6 +292,31 @@ func TestAgentStaysWhileInUse(t *testing.T) {
 	_ = c.Send(r[1].(etf.Pid), etf.Tuple{etf.Atom("migctl_stop"), []byte("t")})
 }
 
+// A call abandoned by its caller (a timeout) can still wait on the node
+// with the agent's frames under the function it waits in (dets:info/2 on
+// a table still being repaired, a Mnesia table loading). Unloading must
+// leave the agent then: deleting it left the waiting call on old code
+// and the node with none current, and every later migctl failed to load
+// its agent ("old code of the module is still running") until that call
+// returned. The next migctl must load the agent and work.
+func TestAgentStaysUnderAnAbandonedCall(t *testing.T) {
+	cl := testkit.Start(t, testkit.Options{Nodes: 1})
+	c := cl.Client()
+	n := cl.Nodes[0].Name
+	_, err := c.Agent(ctx(t), n, "version")
+	require.NoError(t, err)
+	// migctl_lib:safe/1 is under every agent function; here it waits in
+	// a receive of the caller's fun, not in agent code.
+	pid := cl.Eval(0, `spawn(fun() -> migctl_lib:safe(fun() -> receive stop -> {ok, done} end end) end)`, nil)
+	t.Cleanup(func() { _ = c.Send(pid.(etf.Pid), etf.Atom("stop")) })
+	require.NoError(t, c.UnloadAgent(ctx(t), n))
+	require.NotEqual(t, false, cl.Call(0, "code", "is_loaded", etf.Atom("migctl_lib")), "left loaded while a call waits in it")
+	r, err := c.Agent(ctx(t), n, "version")
+	require.NoError(t, err, "the next migctl loads its agent")
+	require.Equal(t, etf.Atom("ok"), r[0])
+	require.Equal(t, true, cl.Call(0, "erlang", "is_process_alive", pid), "the waiting call was not killed")
+}
+
 // Several connections dropping at the same moment (a partition, a cluster
 // stopping) must fail every waiting call on each node and leave the client
 // able to reconnect. Run under the race detector: ergo's node monitors raced

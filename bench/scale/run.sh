@@ -135,6 +135,54 @@ floor() {
     fi
 }
 
+# crash_restart: BENCH_SCALE_CRASH=1, after the seed and before the
+# traffic: node 1 is killed (SIGKILL, its recorded pid) right after a write
+# to its DETS file, so the file is left not properly closed, as after a
+# crash; then restarted as an operator would (devcluster restart) and
+# timed until its application serves again. DETS repairs the file while
+# erlmcp's store server opens it (dets:open_file's default, repair true),
+# so the application's start waits for the repair. 10 s into it, `migctl
+# ping` and `migctl sessions count` show what an operator sees then.
+# Sets CRASH_S.
+CRASH_S=""
+crash_restart() {
+    local pid t0 rpid
+    probe "$OUT/dirty.err" '
+        T = erlmcp_sessions_dets,
+        K = erpc:call(Node, dets, first, [T]),
+        [Row] = erpc:call(Node, dets, lookup, [T, K]),
+        ok = erpc:call(Node, dets, insert, [T, Row]),
+        {ok, "node 1: one session written again, its DETS file now marked not closed"}' || { cat "$OUT/dirty.err" >&2; return 1; }
+    pid=$(awk -v n="$FIRST" '$1 == "node" && $2 == n { print $3 }' "$DEVCLUSTER_STATE/pids" | tail -n 1)
+    [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$FIRST" || { echo "no pid recorded for $FIRST" >&2; return 1; }
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    echo "  killed $FIRST (pid $pid, SIGKILL)"
+    t0=$(date +%s.%N)
+    DEVCLUSTER_WAIT_MS=900000 "$DC" restart 1 >"$OUT/crash-restart.log" 2>&1 &
+    rpid=$!
+    sleep 10
+    # What an operator sees meanwhile (neither may hang past its timeout).
+    local t1 rc
+    t1=$(date +%s.%N)
+    rc=0; "$MIGCTL" ping --timeout 5s >"$OUT/crash-ping.out" 2>&1 || rc=$?
+    echo "  during the restart: migctl ping exit $rc in $(awk -v a="$t1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s:"
+    sed 's/^/    /' "$OUT/crash-ping.out" | head -n 12
+    t1=$(date +%s.%N)
+    rc=0; "$MIGCTL" sessions count --store dets --node "$FIRST" --timeout 5s >"$OUT/crash-count.out" 2>&1 || rc=$?
+    echo "  during the restart: migctl sessions count --store dets exit $rc in $(awk -v a="$t1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s:"
+    sed 's/^/    /' "$OUT/crash-count.out" | head -n 6
+    if ! wait "$rpid"; then
+        echo "restart of $FIRST failed:" >&2
+        cat "$OUT/crash-restart.log" >&2
+        return 1
+    fi
+    CRASH_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    echo "  $FIRST restarted and serving in ${CRASH_S}s (its DETS file repaired on the way)"
+    grep -i -m 3 "repair\|not properly closed" "$DEVCLUSTER_STATE/logs/node1.log" | sed 's/^/    node log: /' || true
+    "$MIGCTL" sessions count --store dets --node "$FIRST" 2>&1 | sed 's/^/    after: /' | head -n 4
+}
+
 # native_backfill: the reference for the backfill in the same conditions
 # (traffic on, node 1's DETS file, before migctl's backfill):
 # migctl_migrate:native_backfill/4 on node 1, the loop a script on the node
@@ -232,6 +280,8 @@ probe "$OUT/slots.err" '{ok, io_lib:format("DETS slots ~0p for ~b keys (min, cur
         [erpc:call(Node, dets, info, [erlmcp_sessions_dets, no_slots]),
          erpc:call(Node, dets, info, [erlmcp_sessions_dets, no_keys])])}' || cat "$OUT/slots.err" >&2
 
+[ "${BENCH_SCALE_CRASH:-0}" = 1 ] && crash_restart
+
 # BENCH_SCALE_FLOOR=only: the seed and the floor, no migctl step.
 case "${BENCH_SCALE_FLOOR:-0}" in
 1) floor ;;
@@ -292,6 +342,7 @@ done
 grep -h '^replicas of' "$OUT/backfill.out" || true
 BF=$(awk -v a="${SECS[backfill]}" -v b="${SECS[check]}" 'BEGIN { printf "%.1f", a + b }')
 echo "BENCH scale backfill+check=${BF}s (goal <= 120s)"
+[ -z "$CRASH_S" ] || echo "BENCH scale crash_restart=${CRASH_S}s (node 1 killed after a write, restarted: the application serves again once DETS has repaired its ${DETS_BYTES%% *}-byte file)"
 if [ -n "$FLOOR_S" ]; then
     awk -v m="$BF" -v n="$FLOOR_S" 'BEGIN { printf "BENCH scale floor=%ss migctl=%ss ratio=%.2f (Erlang alone with no traffic, no locks and no reads before writes: the fastest of its ways to every disc_copies replica, plus one checksum pass of each store; a lower bound, not a reference)\n", n, m, n / m }'
 fi

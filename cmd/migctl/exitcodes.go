@@ -74,6 +74,9 @@ var exitTable = []struct {
 	{erl.ErrNodeDown, cliutil.ExitUnreachable, "the node went down during the command: check it, then run the command again"},
 	{erl.ErrTimeout, cliutil.ExitUnreachable, "the node did not answer within --timeout (MIGCTL_TIMEOUT); a busy node may need a longer one"},
 	{migrate.ErrNodeDown, cliutil.ExitUnreachable, "every node of --nodes must answer: migctl ping shows which does not"},
+	// The node answers but its DETS table cannot yet (opening, repairing
+	// after a crash): as unreachable for the store, and a script retries.
+	{backends.ErrDETSOpening, cliutil.ExitUnreachable, ""}, // the error's hint says when to retry
 	// 7: the Mnesia cluster is split.
 	{migrate.ErrPartitioned, cliutil.ExitPartitioned, "heal the split first: migctl cluster heal --plan"},
 	// 5: refused.

@@ -74,7 +74,9 @@ func storesText(stores []backends.Info) string {
 			continue
 		}
 		p := fmt.Sprintf("%s:%s=%d", s.Spec.Kind, s.Spec.Table, s.Size)
-		if s.Layout != "" && s.Layout != "ok" {
+		if s.Opening {
+			p = fmt.Sprintf("%s:%s=opening(repairing after a crash?)", s.Spec.Kind, s.Spec.Table)
+		} else if s.Layout != "" && s.Layout != "ok" {
 			p += "(not sessions: " + s.Layout + ")"
 		}
 		parts = append(parts, p)

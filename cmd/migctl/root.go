@@ -61,7 +61,8 @@ is read from --cookie-file, MIGCTL_COOKIE_FILE, MIGCTL_COOKIE or
 
 Exit codes: 0 ok, 1 failed, 2 bad input (nothing changed: an unknown
 command or flag, a bad value), 3 node unreachable (any node the command
-needs, even one of several), 4 check found problems, 5 refused (no --yes,
+needs, even one of several, or its DETS table still opening after a
+crash: retry), 4 check found problems, 5 refused (no --yes,
 or a gate), 6 cluster degraded (cluster status), 7 cluster partitioned.
 Each command's help lists the codes it returns.`,
 		SilenceUsage:  true,

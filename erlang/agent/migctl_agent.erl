@@ -21,7 +21,7 @@
          dets_release/1, release_all/0,
          stream_push/6, stream_push_parts/6]).
 
--define(VSN, 3).
+-define(VSN, 4).
 %% Slots per chunk in a partitioned scan: chunk C goes to part C rem Parts.
 -define(CHUNK, 256).
 %% Rows per DETS insert request of write/3 (see dets_insert/2).
@@ -62,6 +62,7 @@ extra(_) -> [].
 
 exists({ets, Tab}) -> ets:info(Tab, size) =/= undefined;
 exists({dets, Tab, File, Create, _}) ->
+    not_opening(Tab),
     dets:info(Tab, size) =/= undefined orelse Create orelse filelib:is_regular(File);
 exists({mnesia, Tab}) ->
     mnesia:system_info(is_running) =:= yes andalso
@@ -82,8 +83,18 @@ must_exist(Spec) ->
 
 first_row({ets, Tab}) ->
     case ets:first(Tab) of '$end_of_table' -> none; K -> hd(ets:lookup(Tab, K)) end;
+%% Not dets:first/1: it reads the file one slot at a time until a slot
+%% holds a row, inside the DETS server, so on an empty file made with a
+%% large min_no_slots (1M: the dev cluster's) it held the table, the
+%% application's calls with it, for 28 s. A select of one row reads the
+%% slots in chunks: 51 us on the same file.
 first_row({dets, Tab, _, _, _}) ->
-    case dets:first(Tab) of '$end_of_table' -> none; K -> hd(dets:lookup(Tab, K)) end;
+    case dets:select(Tab, [{'_', [], ['$_']}], 1) of
+        {[Row | _], _} -> Row;
+        {[], _} -> none;
+        '$end_of_table' -> none;
+        {error, E} -> fail(migctl_lib:error_text("dets", E))
+    end;
 first_row({mnesia, Tab}) ->
     case mnesia:dirty_first(Tab) of '$end_of_table' -> none; K -> hd(mnesia:dirty_read(Tab, K)) end.
 
@@ -112,6 +123,7 @@ check_row(_, _) -> not_session_rows.
 %% keeps it open until the migctl node that asked (Owner) goes away or calls
 %% dets_release/1.
 open({dets, Tab, File, Create, Owner}, Access, _) ->
+    not_opening(Tab),
     case dets:info(Tab, access) of
         undefined -> start_owner(Tab, File, Create, Access, Owner);
         read when Access =:= read_write -> same_file(Tab, File), reopen_rw(Tab, File, Owner);
@@ -137,6 +149,31 @@ open({mnesia, Tab}, _, _) ->
     end.
 
 owner_name(Tab) -> list_to_atom("migctl_dets_owner_" ++ atom_to_list(Tab)).
+
+%% not_opening(Tab): fails with dets_opening while DETS is still opening
+%% the table. dets_server registers a table before the table's process has
+%% read the file ("there will be a delay", says its source), and every
+%% request to the table, dets:info/2 included, waits until the open is
+%% done: for a file not closed properly (a crash) that is the whole
+%% repair, 75 s for the 1.68 GB file of the big run. A call that waited
+%% would outlive its caller's timeout, and the code of this module would
+%% stay in use until the repair ends (migctl could not load a new agent
+%% there meanwhile). Until the file is open the table's process is in
+%% dets:init/2 (dets:do_internal_open/5 during the open itself); the
+%% backtrace has every frame (current_stacktrace stops at 8, and a
+%% repair's file_sorter frames come first).
+not_opening(Tab) ->
+    case catch dets_server:get_pid(Tab) of
+        Pid when is_pid(Pid) ->
+            case process_info(Pid, backtrace) of
+                {backtrace, B} when is_binary(B) ->
+                    binary:match(B, [<<"dets:init/2">>, <<"dets:do_internal_open/">>]) =:= nomatch
+                        orelse fail(dets_opening),
+                    ok;
+                _ -> ok
+            end;
+        _ -> ok
+    end.
 
 %% same_file(Tab, File): a table of that name is open already. DETS names
 %% tables, not files: had we used it whatever File says, a check or an
