@@ -236,7 +236,13 @@ func (m *Migrator) nodeStatus(ctx context.Context, node string) NodeStatus {
 	st, err := m.api().Status(ctx, node)
 	if err != nil {
 		var re *erl.RPCError
-		if errors.As(err, &re) {
+		switch {
+		case errors.As(err, &re) && re.Reason == "store_starting":
+			// Down for the migration until its store server has started
+			// (a phase change needs it), and said why.
+			ns.Error = "the store server is still starting (after a crash erlmcp's DETS file is repaired first; retry when it is done)"
+			return ns
+		case errors.As(err, &re):
 			// The node answers, but its store server does not.
 			ns.Reachable = true
 		}

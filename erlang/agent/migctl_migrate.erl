@@ -117,10 +117,23 @@ other_backend() ->
     case Server of
         undefined -> fail(store_not_running);
         _ ->
+            starting(Server) andalso fail(store_starting),
             case catch gen_server:call(Server, info, 5000) of
                 #{backend := B} -> B;
                 _ -> unknown
             end
+    end.
+
+%% starting(Pid): the store server is registered but still in its init:
+%% erlmcp's opens its DETS file there, which after a crash means DETS's
+%% repair of the whole file (85 s for the big run's 1.68 GB) before it
+%% answers anything; a call would only wait. gen_server:init_it/6 is on
+%% its stack until init returns (the loop after it is a tail call); the
+%% backtrace has every frame.
+starting(Pid) ->
+    case erlang:process_info(Pid, backtrace) of
+        {backtrace, B} when is_binary(B) -> binary:match(B, <<"gen_server:init_it/">>) =/= nomatch;
+        _ -> false
     end.
 
 %% backfill_step(Op, Cursor, Limit, DryRun, TimeoutMs)
