@@ -273,7 +273,7 @@ func (s *agentStore) mapErr(err error) error {
 	case "needs_repair":
 		sent, hint = ErrNeedsRepair, "the file was not closed properly; migctl will not repair it behind your back: back it up, then let the application reopen it (it repairs) or run dets:open_file with {repair, force}"
 	case "dets_opening":
-		sent, hint = ErrDETSOpening, "the node is opening its DETS file; after a crash DETS repairs the file first (75 s for 1.7 GB on the project's test machine) and the application's own calls wait for it too. Try again when `migctl ping` shows the table with its count"
+		sent, hint = ErrDETSOpening, "the node is opening its DETS file; after a crash DETS repairs the file first (about 80 s for 1.7 GB on the project's test machine) and the application's own calls wait for it too. Try again when `migctl ping` shows the table with its count"
 	case "not_a_dets_file":
 		sent, hint = ErrNotDETS, "the file is not a DETS table or is corrupted"
 	case "mnesia_not_running":

@@ -159,7 +159,14 @@ crash_restart() {
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     echo "  killed $FIRST (pid $pid, SIGKILL)"
     t0=$(date +%s.%N)
-    DEVCLUSTER_WAIT_MS=900000 "$DC" restart 1 >"$OUT/crash-restart.log" 2>&1 &
+    # The end is stamped when the restart returns, not after the looks
+    # below (they start 10 s in).
+    (
+        DEVCLUSTER_WAIT_MS=900000 "$DC" restart 1 >"$OUT/crash-restart.log" 2>&1
+        rc=$?
+        date +%s.%N >"$OUT/crash-restart.end"
+        exit "$rc"
+    ) &
     rpid=$!
     sleep 10
     # What an operator sees meanwhile (neither may hang past its timeout).
@@ -177,7 +184,7 @@ crash_restart() {
         cat "$OUT/crash-restart.log" >&2
         return 1
     fi
-    CRASH_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    CRASH_S=$(awk -v a="$t0" -v b="$(cat "$OUT/crash-restart.end")" 'BEGIN { printf "%.1f", b - a }')
     echo "  $FIRST restarted and serving in ${CRASH_S}s (its DETS file repaired on the way)"
     grep -i -m 3 "repair\|not properly closed" "$DEVCLUSTER_STATE/logs/node1.log" | sed 's/^/    node log: /' || true
     "$MIGCTL" sessions count --store dets --node "$FIRST" 2>&1 | sed 's/^/    after: /' | head -n 4

@@ -155,7 +155,7 @@ owner_name(Tab) -> list_to_atom("migctl_dets_owner_" ++ atom_to_list(Tab)).
 %% read the file ("there will be a delay", says its source), and every
 %% request to the table, dets:info/2 included, waits until the open is
 %% done: for a file not closed properly (a crash) that is the whole
-%% repair, 75 s for the 1.68 GB file of the big run. A call that waited
+%% repair, about 80 s for the 1.68 GB file of the big run. A call that waited
 %% would outlive its caller's timeout, and the code of this module would
 %% stay in use until the repair ends (migctl could not load a new agent
 %% there meanwhile). Until the file is open the table's process is in

@@ -126,7 +126,7 @@ other_backend() ->
 
 %% starting(Pid): the store server is registered but still in its init:
 %% erlmcp's opens its DETS file there, which after a crash means DETS's
-%% repair of the whole file (85 s for the big run's 1.68 GB) before it
+%% repair of the whole file (about 80 s for the big run's 1.68 GB) before it
 %% answers anything; a call would only wait. gen_server:init_it/6 is on
 %% its stack until init returns (the loop after it is a tail call); the
 %% backtrace has every frame.
