@@ -115,7 +115,11 @@
 // (ErrFenceLost otherwise: nothing discarded, resume), master nodes,
 // Mnesia stop, then start (one loser at a time: started together under
 // traffic, the first up kept writing without the other among its
-// replicas), wait_for_tables, master nodes cleared. It waits until
+// replicas), wait_for_tables, master nodes cleared; a process that was
+// starting a transaction when Mnesia stopped waits for ever on the stopped
+// transaction manager (erlmcp's store server would then answer nobody),
+// so the reload ends such waits (migctl_cluster:free_tm_waiters/0: the
+// transaction returns node_not_running). It waits until
 // running_db_nodes agree and every node writes to every replica, and
 // verifies the replicas; writes a loser took
 // while it rejoined can reach some replicas and not others, so replicas

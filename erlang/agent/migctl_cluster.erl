@@ -24,7 +24,7 @@
          fence_flag/1, fence_held/1, recorder_info/1, changes/2, changed_since/2, clock/0,
          reload_state/0]).
 
--define(VSN, 7).
+-define(VSN, 8).
 %% Read by erlmcp_session_backend_hybrid: while this persistent_term holds a
 %% time in the future, its dual-write phases write Mnesia in transactions
 %% (which wait on the fence's lock) instead of sync_dirty (which would not).
@@ -36,6 +36,9 @@
 %% it was fenced until then) from one stopped by someone else.
 -define(RELOADING, migctl_reloading).
 -define(HOLD, migctl_restart_hold).
+%% How many processes prepare_reload/1 found waiting on the Mnesia it had
+%% just stopped (free_tm_waiters/0); finish_reload/2 reports and erases it.
+-define(FREED, migctl_reload_freed).
 %% A hold on the application's supervisors ends by itself after this long
 %% (migctl gone between prepare_reload and finish_reload).
 -define(HOLD_MS, 120000).
@@ -247,10 +250,57 @@ connect(Nodes) ->
 stop_mnesia() ->
     safe(fun() ->
         case mnesia:stop() of
-            stopped -> {ok, stopped};
+            stopped -> _ = free_tm_waiters(), {ok, stopped};
             {error, R} -> fail(iolist_to_binary(io_lib:format("mnesia:stop: ~0P", [R, 10])))
         end
     end).
+
+%% free_tm_waiters() -> N: Mnesia's transaction manager answers a process
+%% that starts a transaction (mnesia_tm:req/1: whereis, send, then wait in
+%% rec/2 for the reply or for an 'EXIT' of the manager, which only comes
+%% to a process linked to it and trapping exits; the link is made when
+%% the request is served). A request that reaches the manager after it
+%% took its shutdown is never served: a process that began a transaction
+%% at the moment Mnesia stopped waits in mnesia_tm:rec/2 for ever, on a
+%% manager that no longer exists, and the restarted Mnesia cannot wake it.
+%% erlmcp's store server is such a process when a client's call is in
+%% it: it then answers nobody, its supervisor sees it alive, and every
+%% session call on the node times out until someone kills it. (Measured
+%% with 20 processes starting transactions in a loop: a mnesia:stop/0 left
+%% 1 to 20 of them waiting, 9 stops of 10; seen in the heal tests under
+%% load as a loser that served nothing after its reload.) The process
+%% waits for {'EXIT', Pid, _} from that manager's pid (rec/2 matches any
+%% message of that shape): sent here, mnesia:transaction returns
+%% {aborted, {node_not_running, Node}} to it, as it would have had it
+%% come a moment later, and the application carries on. Only a process in
+%% mnesia_tm:rec whose frame holds a pid of this node that is dead is
+%% sent one; one waiting on the running manager is left alone. Returns
+%% how many processes were freed.
+free_tm_waiters() ->
+    Me = self(),
+    length([P || P <- processes(), P =/= Me, free_tm_waiter(P)]).
+
+free_tm_waiter(P) ->
+    case process_info(P, current_function) of
+        {current_function, {mnesia_tm, rec, A}} when A =:= 1; A =:= 2 ->
+            case process_info(P, backtrace) of
+                {backtrace, B} ->
+                    Dead = [D || D <- frame_pids(B), not is_process_alive(D)],
+                    [P ! {'EXIT', D, shutdown} || D <- Dead],
+                    Dead =/= [];
+                _ -> false
+            end;
+        _ -> false
+    end.
+
+%% The local pids among the current frame's registers, from the text of a
+%% backtrace (the frame ends at the first return address).
+frame_pids(B) ->
+    [Top | _] = binary:split(B, <<"Return addr">>),
+    case re:run(Top, <<"<0\\.[0-9]+\\.[0-9]+>">>, [global, {capture, first, list}]) of
+        {match, Ms} -> lists:usort([list_to_pid(M) || [M] <- Ms]);
+        nomatch -> []
+    end.
 
 %% fence(Tabs, Owner, Timeout) -> {ok, fenced} | {ok, not_running}:
 %% hold a write lock on every table of Tabs in this node's island, so that
@@ -372,6 +422,10 @@ prepare_reload(Masters) ->
         hold_restarts(),
         persistent_term:put(?RELOADING, Masters),
         stopped = mnesia:stop(),
+        %% The clients caught starting a transaction by the stop get
+        %% node_not_running now, like every one after it (a straggler
+        %% between its whereis and its send is freed by finish_reload).
+        persistent_term:put(?FREED, free_tm_waiters()),
         {ok, stopped}
     end).
 
@@ -477,6 +531,8 @@ finish_reload(Tabs, Timeout) ->
 
 do_finish_reload(Tabs, Timeout) ->
     T0 = erlang:monotonic_time(millisecond),
+    Freed0 = free_tm_waiters() + persistent_term:get(?FREED, 0),
+    _ = persistent_term:erase(?FREED),
     Stale = case mnesia:system_info(is_running) of
                 yes -> 0;
                 _ ->
@@ -491,6 +547,7 @@ do_finish_reload(Tabs, Timeout) ->
     %% Mnesia and its tables are back: the store servers it killed can
     %% be restarted now (hold_restarts/0).
     release_restarts(),
+    Freed = Freed0 + free_tm_waiters(),
     %% The fence ended with the Mnesia it locked.
     _ = persistent_term:erase(?FENCE_UNTIL),
     %% The change recorder (migctl_node) lost its subscriptions with
@@ -500,8 +557,8 @@ do_finish_reload(Tabs, Timeout) ->
     %% every later restart of this node ignore its own copy.
     ok = mnesia:set_master_nodes([]),
     case R of
-        ok -> {ok, T2 - T0, iolist_to_binary(io_lib:format("Mnesia started in ~b ms, tables loaded in ~b ms~s",
-                                                           [T1 - T0, T2 - T1, stale_text(Stale)]))};
+        ok -> {ok, T2 - T0, iolist_to_binary(io_lib:format("Mnesia started in ~b ms, tables loaded in ~b ms~s~s",
+                                                           [T1 - T0, T2 - T1, stale_text(Stale), freed_text(Freed)]))};
         {timeout, Bad} -> fail(iolist_to_binary(io_lib:format("tables not loaded: ~p", [Bad])));
         {error, E} -> fail(iolist_to_binary(io_lib:format("wait_for_tables: ~0P", [E, 10])))
     end.
@@ -531,6 +588,9 @@ clear_stale_activities() ->
                      {dictionary, D} -> not lists:keymember(mnesia_activity_state, 1, D);
                      _ -> true
                  end]).
+
+freed_text(0) -> "";
+freed_text(N) -> io_lib:format("; freed ~b process(es) left waiting on the stopped Mnesia (their transactions returned node_not_running)", [N]).
 
 stale_text(0) -> "";
 stale_text(N) -> io_lib:format("; cleared ~b process(es) left inside a transaction of the stopped Mnesia", [N]).
