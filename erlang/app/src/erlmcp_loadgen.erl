@@ -228,6 +228,27 @@ reader({mnesia, T}) ->
                         [] -> none
                     catch exit:R -> {error, R}
                     end end};
+%% What the hybrid backend's phase2 fetch reads, without its side effects:
+%% an id it routes (erlang:phash2(Id, 100) < Percent) from Mnesia, falling
+%% back to DETS when Mnesia has none; any other id from DETS. This is the
+%% store as the application sees it in phase2 (where the two can differ:
+%% a dual write that failed on Mnesia after DETS took it, answered as an
+%% error).
+reader({hybrid, Percent, DetsT, MnesiaT}) ->
+    case {reader({dets, DetsT}), reader({mnesia, MnesiaT})} of
+        {{ok, D}, {ok, M}} ->
+            {ok, fun(Id) ->
+                         case erlang:phash2(Id, 100) < Percent of
+                             true -> case M(Id) of
+                                         none -> D(Id);
+                                         R -> R
+                                     end;
+                             false -> D(Id)
+                         end
+                 end};
+        {{error, _} = E, _} -> E;
+        {_, E} -> E
+    end;
 reader(Other) ->
     {error, {bad_store_spec, Other}}.
 
