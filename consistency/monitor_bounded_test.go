@@ -27,19 +27,39 @@ type footprint struct {
 	series     int
 }
 
+// measure takes the least of five readings 50 ms apart: what the traffic
+// and the last cycle's stragglers hold for a moment (a client call's
+// process, a connection's goroutine) must not read as growth on a slow
+// machine, while anything kept per cycle is in every reading.
 func measure(t *testing.T, p *pair, mon *consistency.Monitor) footprint {
 	t.Helper()
 	var f footprint
-	for i := range p.cl.Nodes {
-		r := p.cl.Eval(i, `{erlang:system_info(atom_count), erlang:system_info(process_count),
-			length(ets:all()), length(erlang:ports())}`, nil).(erl.Tuple)
-		f.nodes = append(f.nodes, [4]int64{erl.Int64(r[0]), erl.Int64(r[1]), erl.Int64(r[2]), erl.Int64(r[3])})
+	for s := 0; s < 5; s++ {
+		if s > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		for i := range p.cl.Nodes {
+			r := p.cl.Eval(i, `{erlang:system_info(atom_count), erlang:system_info(process_count),
+				length(ets:all()), length(erlang:ports())}`, nil).(erl.Tuple)
+			v := [4]int64{erl.Int64(r[0]), erl.Int64(r[1]), erl.Int64(r[2]), erl.Int64(r[3])}
+			if s == 0 {
+				f.nodes = append(f.nodes, v)
+				continue
+			}
+			for k := range v {
+				f.nodes[i][k] = min(f.nodes[i][k], v[k])
+			}
+		}
+		runtime.GC()
+		fds, err := os.ReadDir("/proc/self/fd")
+		require.NoError(t, err)
+		if g := runtime.NumGoroutine(); s == 0 || g < f.goroutines {
+			f.goroutines = g
+		}
+		if s == 0 || len(fds) < f.fds {
+			f.fds = len(fds)
+		}
 	}
-	runtime.GC()
-	f.goroutines = runtime.NumGoroutine()
-	fds, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	f.fds = len(fds)
 	mfs, err := mon.Registry().Gather()
 	require.NoError(t, err)
 	for _, mf := range mfs {
@@ -64,7 +84,12 @@ func TestMonitorFootprintBoundedOverManyCycles(t *testing.T) {
 	mon, err := consistency.NewMonitor(consistency.MonitorConfig{Source: p.src, Target: p.tgt, Journal: j,
 		Incremental: true, FullInterval: 3 * time.Second, Interval: time.Second,
 		AlertOnMismatch: true, CallsPerSecond: 1000,
-		Check: consistency.Options{Client: p.cl.Client(), RecheckDelay: 300 * time.Millisecond}})
+		// Six rechecks 300 ms apart (they stop as soon as nothing
+		// differs): a dual write whose second half waits out a stall of
+		// the shared CI machine settles within them, as it does within
+		// the default 2 s x 2 in production. This test is about what a
+		// long run keeps, the false-alarm tests are elsewhere.
+		Check: consistency.Options{Client: p.cl.Client(), RecheckDelay: 300 * time.Millisecond, Rechecks: 6}})
 	require.NoError(t, err)
 	require.NoError(t, mon.Open(ctx))
 	t.Cleanup(func() { _ = mon.Close(context.Background()) })
