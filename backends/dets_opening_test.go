@@ -12,6 +12,8 @@ import (
 
 	"github.com/erlmcp/migctl/backends"
 	"github.com/erlmcp/migctl/erl"
+	"github.com/erlmcp/migctl/erl/agentapi"
+	"github.com/erlmcp/migctl/probe"
 	"github.com/erlmcp/migctl/testkit"
 )
 
@@ -96,6 +98,22 @@ func TestDETSOpeningIsReportedNotWaitedFor(t *testing.T) {
 	require.Len(t, p.Stores, 1)
 	require.True(t, p.Stores[0].Exists)
 	require.True(t, p.Stores[0].Opening, "ping shows the table as opening: %+v", p.Stores[0])
+
+	// A probe (what an operator runs to see why a node is slow) looks at
+	// the table's process while it opens; it used to wait in dets:info/2
+	// until the open ended, past its call's timeout.
+	pr, err := probe.Run(cx, agentapi.Migrate{C: c}, []string{n},
+		probe.Options{DetsTable: "migctl_crashed", Duration: 300 * time.Millisecond, Interval: 50 * time.Millisecond})
+	require.NoError(t, err)
+	require.Empty(t, pr.Errors)
+	var dets *probe.Proc
+	for i := range pr.Procs {
+		if pr.Procs[i].Proc == "dets" {
+			dets = &pr.Procs[i]
+		}
+	}
+	require.NotNil(t, dets, "the probe looked at the opening table's process: %+v", pr.Procs)
+	t.Logf("probe of the opening table's process: %+v", *dets)
 
 	// Nothing of migctl waits on the node: the agent unloads, and the
 	// next migctl loads it and gets the same answer.

@@ -307,7 +307,12 @@ load(Owner) ->
 probe(DetsTab, Samples, IntervalMs) when is_integer(Samples), Samples > 0, Samples =< 25,
                                          is_integer(IntervalMs), IntervalMs >= 0 ->
     safe(fun() ->
-        Dets = case catch dets:info(DetsTab, pid) of
+        %% dets_server's registry, not dets:info/2: a table still being
+        %% opened (the repair after a crash, minutes for a big file)
+        %% answers dets:info only once it is open, and a probe is what
+        %% an operator runs to see why a node is slow; its process is
+        %% then in dets:init/2, and the look shows it.
+        Dets = case catch dets_server:get_pid(DetsTab) of
                    P when is_pid(P) -> P;
                    _ -> undefined
                end,
