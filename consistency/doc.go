@@ -188,7 +188,9 @@
 // Alertmanager's format) for every NEW mismatch (never twice: the
 // mismatches already alerted on are kept in the journal), its history and
 // state in the journal (a restart continues; the duration counts from the
-// first start). It bounds its load: calls to the nodes are paced
+// first start; check records older than MonitorConfig.Retention, 30 days
+// by default, are deleted as it goes, so a journal stops growing). It
+// bounds its load: calls to the nodes are paced
 // (CallsPerSecond), a check is postponed with exponential back-off when a
 // node's run queue is long or a check failed. It serves nothing itself:
 // `migctl consistency monitor` serves the registry (package

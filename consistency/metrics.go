@@ -17,6 +17,7 @@ type metrics struct {
 	lastDuration  prometheus.Gauge
 	bytes         prometheus.Counter
 	alerts        prometheus.Counter
+	pruned        prometheus.Counter
 	throttled     *prometheus.CounterVec
 	backoff       prometheus.Gauge
 	started       prometheus.Gauge
@@ -48,6 +49,8 @@ func newMetrics(source, target string) *metrics {
 		Help: "Payload bytes the checks moved over the network.", ConstLabels: labels})
 	m.alerts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "alerts_sent_total",
 		Help: "Alerts sent for new mismatches.", ConstLabels: labels})
+	m.pruned = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "journal_records_pruned_total",
+		Help: "Check records deleted from the journal for being older than the monitor's retention.", ConstLabels: labels})
 	m.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "checks_postponed_total",
 		Help: "Checks postponed because the nodes were busy or the last check failed, by reason.", ConstLabels: labels}, []string{"reason"})
 	m.backoff = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "backoff_seconds",
@@ -63,7 +66,7 @@ func newMetrics(source, target string) *metrics {
 	m.hybrid = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "hybrid_events",
 		Help: "Events the hybrid session backend counted on each node (read_errors, fallbacks, secondary_write_failures, ...); monotonic until the node restarts, use rate()."}, []string{"node", "event"})
 	m.reg.MustRegister(m.checks, m.compared, m.mismatches, m.lastMismatch, m.lastTime, m.lastDuration,
-		m.processedLast, m.bytes, m.alerts, m.throttled, m.backoff, m.started, m.ends, m.phase, m.hybrid,
+		m.processedLast, m.bytes, m.alerts, m.pruned, m.throttled, m.backoff, m.started, m.ends, m.phase, m.hybrid,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every labelled series exists from the start, at zero: an alert rule
 	// on rate() or > 0 then sees a series before the first mismatch.

@@ -32,6 +32,13 @@ type MonitorConfig struct {
 	Duration time.Duration
 	// Interval between checks; default 5 minutes.
 	Interval time.Duration
+	// Retention is how long check records stay in the journal; older ones
+	// are deleted as the monitor goes (checks of any origin; phase
+	// changes, repairs, undos and heals are never deleted). A check
+	// record takes about 4 KB of journal: without a bound a monitor at a
+	// 10 s interval grows it by ~35 MB a day. Default DefaultRetention;
+	// negative keeps every record.
+	Retention time.Duration
 	// Sample is the sample size of each check (default 10000); Full checks
 	// everything instead.
 	Sample int
@@ -131,6 +138,45 @@ type Monitor struct {
 	started atomic.Bool
 
 	pace *pacer
+
+	lastPrune time.Time // under mu
+}
+
+// DefaultRetention is how long a monitor keeps check records by default:
+// the two weeks of the runbook's phase1 watch, twice over.
+const DefaultRetention = 30 * 24 * time.Hour
+
+// pruneBatch bounds the records one prune deletes, so that a first prune
+// of a journal grown for months does not hold its lock for long; the
+// next prunes take the rest.
+const pruneBatch = 2000
+
+// prune deletes the check records older than the retention, at most once
+// every tenth of it (and at least once a minute): a cycle at a short
+// interval does not open the journal twice for it.
+func (m *Monitor) prune() {
+	if m.cfg.Retention < 0 {
+		return
+	}
+	now := time.Now()
+	every := min(m.cfg.Retention/10, time.Minute)
+	m.mu.Lock()
+	due := now.Sub(m.lastPrune) >= every
+	if due {
+		m.lastPrune = now
+	}
+	m.mu.Unlock()
+	if !due {
+		return
+	}
+	n, err := m.cfg.Journal.Prune(EntryCheck, now.Add(-m.cfg.Retention), pruneBatch)
+	switch {
+	case err != nil:
+		m.log.Error("pruning old check records", "err", err)
+	case n > 0:
+		m.m.pruned.Add(float64(n))
+		m.log.Debug("pruned old check records", "records", n, "retention", m.cfg.Retention)
+	}
 }
 
 // NewMonitor validates the configuration; nothing is opened yet.
@@ -140,6 +186,9 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 5 * time.Minute
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
 	}
 	if cfg.Sample <= 0 {
 		cfg.Sample = 10000
@@ -509,6 +558,7 @@ func (m *Monitor) finish(ctx context.Context, rep *Report, err error) (*Report, 
 	if jerr != nil {
 		m.log.Error("recording the check", "err", jerr)
 	}
+	m.prune()
 	var fresh []Difference
 	m.save(func(s *MonitorState) {
 		s.Checks++

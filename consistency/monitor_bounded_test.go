@@ -72,7 +72,8 @@ func measure(t *testing.T, p *pair, mon *consistency.Monitor) footprint {
 // cycles and full passes, under traffic. After a warm-up, 50 more cycles
 // (with a full pass every few seconds) must leave the nodes and migctl
 // where they were: no atom, process, ETS table, port, goroutine, open file
-// or metric series per cycle. The journal's growth per cycle is logged.
+// or metric series per cycle; and the journal keeps only the last
+// Retention of check records.
 func TestMonitorFootprintBoundedOverManyCycles(t *testing.T) {
 	const n, warm, cycles = 5000, 10, 50
 	p := dualWrite(t, n)
@@ -84,6 +85,9 @@ func TestMonitorFootprintBoundedOverManyCycles(t *testing.T) {
 	mon, err := consistency.NewMonitor(consistency.MonitorConfig{Source: p.src, Target: p.tgt, Journal: j,
 		Incremental: true, FullInterval: 3 * time.Second, Interval: time.Second,
 		AlertOnMismatch: true, CallsPerSecond: 1000,
+		// Short enough that the run prunes, as a two-week monitor does
+		// after its first DefaultRetention.
+		Retention: 2 * time.Second,
 		// Six rechecks 300 ms apart (they stop as soon as nothing
 		// differs): a dual write whose second half waits out a stall of
 		// the shared CI machine settles within them, as it does within
@@ -115,11 +119,23 @@ func TestMonitorFootprintBoundedOverManyCycles(t *testing.T) {
 	st := mon.State()
 	size := fileSize(t, jpath)
 	t.Logf("before %+v\nafter  %+v", before, after)
-	t.Logf("%d incremental cycles, %d full passes; journal %d -> %d bytes (%d a check)", st.Cycles-st0.Cycles,
-		st.FullPasses-st0.FullPasses, size0, size, (size-size0)/int64(cycles))
+	t.Logf("%d incremental cycles, %d full passes; journal %d -> %d bytes (pruned to the last 2 s as it went)", st.Cycles-st0.Cycles,
+		st.FullPasses-st0.FullPasses, size0, size)
 	require.GreaterOrEqual(t, st.FullPasses-st0.FullPasses, int64(1), "the full passes were part of the run")
 	require.GreaterOrEqual(t, st.Cycles-st0.Cycles, int64(cycles/2), "and the incremental cycles")
 	require.EqualValues(t, 0, st.Mismatches)
+
+	// The journal keeps the last Retention of check records: the older
+	// ones were deleted as the monitor went (the run is several times
+	// longer), and none older than that (plus a prune interval and a
+	// cycle or two) is left.
+	recs, err := j.List(consistency.EntryCheck, 0)
+	require.NoError(t, err)
+	t.Logf("check records left %d of %d checks", len(recs), st.Checks)
+	require.Less(t, int64(len(recs)), st.Checks/2, "old check records were pruned")
+	for _, r := range recs {
+		require.WithinDuration(t, time.Now(), r.Time, 8*time.Second, "record %d is older than the retention", r.Seq)
+	}
 
 	// A leak of one thing per cycle grows by `cycles`; what moves with the
 	// traffic (a process a client call spawns) by a few.

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -281,6 +282,51 @@ func (j *Journal) ListKinds(kinds []string, limit int) ([]Entry, error) {
 		out[i], out[k] = out[k], out[i]
 	}
 	return out, err
+}
+
+// Prune deletes the entries of kind older than before, oldest first and at
+// most limit of them (limit <= 0: no bound), and returns how many it deleted.
+// Entries are appended in time order, so it reads from the oldest and stops
+// at the first entry (of any kind) not older than before: a call costs the
+// entries it deletes plus the older entries of other kinds it keeps (phase
+// changes, repairs, heals: never pruned by a monitor). bbolt reuses the
+// freed pages, so a journal pruned this way stops growing rather than
+// shrinks.
+func (j *Journal) Prune(kind string, before time.Time, limit int) (int, error) {
+	n := 0
+	err := j.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEntries)
+		if b == nil {
+			return nil
+		}
+		var old [][]byte
+		c := b.Cursor()
+		for k, v := c.First(); k != nil && (limit <= 0 || len(old) < limit); k, v = c.Next() {
+			var e struct {
+				Time time.Time `json:"time"`
+				Kind string    `json:"kind"`
+			}
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("journal entry %x: %w", k, err)
+			}
+			if !e.Time.Before(before) {
+				break
+			}
+			if e.Kind == kind {
+				old = append(old, bytes.Clone(k))
+			}
+		}
+		// Deleted after the walk: a bbolt cursor that deletes as it
+		// goes can skip the entry after each deletion.
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	return n, err
 }
 
 // PutState stores v as JSON under bucket/key, replacing what was there.

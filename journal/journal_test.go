@@ -4,8 +4,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
@@ -137,4 +139,70 @@ func TestMustExistAndReadOnly(t *testing.T) {
 	require.Empty(t, es)
 	_, err = r.Get(1)
 	require.ErrorIs(t, err, ErrNotFound)
+}
+
+// Prune deletes only the entries of its kind older than the cut, oldest
+// first, at most limit a call; every other entry stays, and the file stops
+// growing once the pruned records' pages are reused.
+func TestPruneKeepsOtherKindsAndNewerEntries(t *testing.T) {
+	j := open(t)
+	var checks, phases []uint64
+	for i := range 30 {
+		s, err := j.Append("check", "", map[string]int{"i": i})
+		require.NoError(t, err)
+		checks = append(checks, s)
+		if i%10 == 0 {
+			s, err := j.Append("phase", "", map[string]int{"i": i})
+			require.NoError(t, err)
+			phases = append(phases, s)
+		}
+	}
+	time.Sleep(10 * time.Millisecond)
+	cut := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	newer, err := j.Append("check", "", map[string]int{"i": 30})
+	require.NoError(t, err)
+
+	n, err := j.Prune("check", cut, 20)
+	require.NoError(t, err)
+	require.Equal(t, 20, n, "at most limit a call")
+	n, err = j.Prune("check", cut, 20)
+	require.NoError(t, err)
+	require.Equal(t, 10, n, "then the rest")
+	n, err = j.Prune("check", cut, 20)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	left, err := j.List("check", 0)
+	require.NoError(t, err)
+	require.Len(t, left, 1)
+	require.Equal(t, newer, left[0].Seq, "the check newer than the cut stays")
+	ps, err := j.List("phase", 0)
+	require.NoError(t, err)
+	require.Len(t, ps, len(phases), "other kinds are never pruned")
+	for _, s := range checks {
+		_, err := j.Get(s)
+		require.ErrorIs(t, err, ErrNotFound)
+	}
+
+	// A journal that appends and prunes as a monitor does stops growing.
+	big := strings.Repeat("x", 3000)
+	size := func() int64 {
+		fi, err := os.Stat(j.Path())
+		require.NoError(t, err)
+		return fi.Size()
+	}
+	var sizes []int64
+	for range 6 {
+		for range 800 {
+			_, err := j.Append("check", "", map[string]string{"pad": big})
+			require.NoError(t, err)
+		}
+		_, err := j.Prune("check", time.Now(), 0)
+		require.NoError(t, err)
+		sizes = append(sizes, size())
+	}
+	t.Logf("file size after each round of 800 appends and a prune: %v", sizes)
+	require.Greater(t, sizes[0], int64(2<<20), "a round's records need more than the empty file (else this proves nothing)")
+	require.Equal(t, sizes[1], sizes[len(sizes)-1], "the freed pages are reused: no growth after the first rounds")
 }

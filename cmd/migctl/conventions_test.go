@@ -107,6 +107,7 @@ func TestExitCodes(t *testing.T) {
 		{"--percent not a number", nil, []string{"phase", "set", "phase2", "--percent", "abc"}, 2, []string{`invalid argument "abc" for "--percent"`}},
 		{"--timeout without a unit", nil, []string{"--timeout", "5", "ping"}, 2, []string{`"--timeout"`, "missing unit"}},
 		{"--duration in weeks", nil, []string{"consistency", "monitor", "--duration", "2w"}, 2, []string{`"--duration"`, "14d"}},
+		{"negative --history-retention", nil, []string{"consistency", "monitor", "--history-retention", "-1d"}, 2, []string{`"--history-retention"`, "14d"}},
 		{"unknown flag", nil, []string{"ping", "--bogus"}, 2, []string{"unknown flag: --bogus"}},
 		{"unknown shorthand flag", nil, []string{"version", "-z"}, 2, []string{"unknown shorthand flag"}},
 		{"bad --log-level", nil, []string{"--log-level", "loud", "version"}, 2, []string{"--log-level"}},

@@ -30,6 +30,7 @@ type MonitorCommand struct {
 
 	Duration        time.Duration // --duration: from the FIRST start; 0 runs until stopped
 	Interval        time.Duration // --interval
+	Retention       time.Duration // --history-retention (0: keep every record)
 	Incremental     bool          // --incremental
 	FullInterval    time.Duration // --full-interval
 	AlertOnMismatch bool          // --alert-on-mismatch
@@ -67,6 +68,8 @@ func (c *MonitorCommand) addFlags() {
 	f := c.cmd.Flags()
 	f.Var(dayDuration{&c.Duration}, "duration", "stop this long after the monitor first started, e.g. 14d; 0: run until stopped")
 	f.DurationVar(&c.Interval, "interval", 5*time.Minute, "time between checks")
+	c.Retention = consistency.DefaultRetention
+	f.Var(dayDuration{&c.Retention}, "history-retention", "delete the journal's check records older than this, e.g. 30d (a record is ~4 KB: ~35 MB a day at --interval 10s); 0 keeps them all")
 	f.BoolVar(&c.Incremental, "incremental", false, "verify only the sessions changed since the last cycle (Mnesia's change record), with a full check every --full-interval and after any gap in the record")
 	f.DurationVar(&c.FullInterval, "full-interval", 24*time.Hour, "with --incremental: time between full checks")
 	f.BoolVar(&c.AlertOnMismatch, "alert-on-mismatch", false, "alert (log line, and --alert-webhook) once per new mismatch")
@@ -130,6 +133,13 @@ func (c *MonitorCommand) config(ctx context.Context) (consistency.MonitorConfig,
 	if c.Duration < 0 {
 		return consistency.MonitorConfig{}, nil, cliutil.Usage("--duration must not be negative")
 	}
+	if c.Retention < 0 {
+		return consistency.MonitorConfig{}, nil, cliutil.Usage("--history-retention must not be negative (0 keeps every record)")
+	}
+	retention := c.Retention
+	if retention == 0 {
+		retention = -1 // the library's "keep every record"
+	}
 	j, err := a.journal()
 	if err != nil {
 		return consistency.MonitorConfig{}, nil, err
@@ -140,7 +150,7 @@ func (c *MonitorCommand) config(ctx context.Context) (consistency.MonitorConfig,
 	}
 	o.Client, o.Log = a.client, a.log
 	return consistency.MonitorConfig{Source: src, Target: tgt, Journal: j, Name: c.Name,
-		Duration: c.Duration, Interval: c.Interval, Sample: o.Sample, Full: c.pairs.full,
+		Duration: c.Duration, Interval: c.Interval, Retention: retention, Sample: o.Sample, Full: c.pairs.full,
 		AlertOnMismatch: c.AlertOnMismatch, Check: o, CallsPerSecond: c.CallsPerSecond, Log: a.log,
 		Incremental: c.Incremental, FullInterval: c.FullInterval, Phases: c.phases(j)}, j, nil
 }
