@@ -152,8 +152,9 @@ const DefaultRetention = 30 * 24 * time.Hour
 const pruneBatch = 2000
 
 // prune deletes the check records older than the retention, at most once
-// every tenth of it (and at least once a minute): a cycle at a short
-// interval does not open the journal twice for it.
+// a minute (or every tenth of a retention shorter than ten minutes): a
+// cycle at a short interval does not open the journal a second time for
+// it each time.
 func (m *Monitor) prune() {
 	if m.cfg.Retention < 0 {
 		return
