@@ -11,8 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/erlmcp/migctl/backends"
+	"github.com/erlmcp/migctl/consistency"
 	"github.com/erlmcp/migctl/erl"
 	"github.com/erlmcp/migctl/erl/agentapi"
+	"github.com/erlmcp/migctl/journal"
 	"github.com/erlmcp/migctl/probe"
 	"github.com/erlmcp/migctl/testkit"
 )
@@ -115,6 +117,30 @@ func TestDETSOpeningIsReportedNotWaitedFor(t *testing.T) {
 	require.NotNil(t, dets, "the probe looked at the opening table's process: %+v", pr.Procs)
 	t.Logf("probe of the opening table's process: %+v", *dets)
 
+	// A consistency monitor left running (the two-week daemon) whose
+	// check comes during the repair: the check fails at once with the
+	// same error, /healthz says failing, and the monitor goes on (back-off,
+	// next check). Its other store is a DETS table open as usual.
+	other := filepath.Join(t.TempDir(), "other.dets")
+	r = cl.Eval(0, `Self = self(),
+	    H = spawn(fun() -> {ok, T} = dets:open_file(migctl_other, [{file, F}]), Self ! {open, T},
+	                       receive stop -> dets:close(T) end end),
+	    receive {open, _} -> H after 10000 -> timeout end`, map[string]erl.Term{"F": other})
+	otherHolder, ok := r.(erl.Pid)
+	require.True(t, ok, "%v", r)
+	t.Cleanup(func() { _ = c.Send(otherHolder, erl.Atom("stop")) })
+	tgt, err := backends.Open(c, n, backends.Spec{Kind: backends.KindDETS, Table: "migctl_other"})
+	require.NoError(t, err)
+	j, err := journal.Open(filepath.Join(t.TempDir(), "journal.db"), journal.Options{})
+	require.NoError(t, err)
+	mon, err := consistency.NewMonitor(consistency.MonitorConfig{Source: s, Target: tgt, Journal: j,
+		Full: true, Interval: time.Second, Check: consistency.Options{Client: c}})
+	require.NoError(t, err)
+	require.NoError(t, mon.Open(cx))
+	_, err = mon.CheckNow(cx)
+	require.ErrorIs(t, err, backends.ErrDETSOpening, "the monitor's check during the repair")
+	require.Equal(t, "failing", mon.Health().Status)
+
 	// Nothing of migctl waits on the node: the agent unloads, and the
 	// next migctl loads it and gets the same answer.
 	require.NoError(t, c.UnloadAgent(cx, n))
@@ -128,6 +154,12 @@ func TestDETSOpeningIsReportedNotWaitedFor(t *testing.T) {
 		got, err := s.Count(cx)
 		return err == nil && got == rows
 	}, 25*time.Second, 100*time.Millisecond, "the repaired table's count")
+	// And the monitor's next check runs (the other table is empty: every
+	// session is missing there, which it reports).
+	rep, err := mon.CheckNow(cx)
+	require.NoError(t, err)
+	require.EqualValues(t, rows, rep.Count(consistency.KindMissingInTarget))
+	require.Equal(t, "ok", mon.Health().Status)
 }
 
 // Describing a DETS store (ping, and every command's check that a table
